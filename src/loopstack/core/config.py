@@ -1,0 +1,149 @@
+"""`loopstack.yaml` parsed into a validated, immutable configuration.
+
+Unknown keys and bad values are rejected with the key path, the offending
+value and the fix, because a typo in a config file that silently falls back
+to a default is the hardest kind of bug to find. Two environment variables
+override the stores so the same project runs on services without an edit:
+``LOOPSTACK_METADATA`` and ``LOOPSTACK_ARTIFACTS``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ValidationError as PydanticValidationError
+
+from loopstack.core.errors import ConfigError
+
+CONFIG_FILE = "loopstack.yaml"
+NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,127}$")
+METADATA_SCHEMES = ("sqlite", "postgresql", "postgres")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TrackingConfig(_Section):
+    """How the tracking writer buffers and flushes."""
+
+    flush_interval_s: float = Field(1.0, gt=0, le=60)
+    heartbeat_interval_s: float = Field(5.0, gt=0, le=3600)
+    max_buffered_points: int = Field(1_000_000, ge=1_000)
+    capture_environment: bool = True
+    capture_git: bool = True
+    sample_resources_s: float = Field(1.0, gt=0, le=600)
+
+
+class ProjectConfig(_Section):
+    """The whole of `loopstack.yaml`."""
+
+    name: str
+    metadata: str = "sqlite:///.loopstack/meta.db"
+    artifacts: str = ".loopstack/artifacts"
+    online_store: str = "sqlite:///.loopstack/online.db"
+    offline_store: str = "duckdb"
+    definitions: list[str] = Field(default_factory=list)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_simple(cls, value: str) -> str:
+        if not NAME_PATTERN.match(value):
+            raise ValueError(
+                "use a letter first, then letters, digits, '_', '-' or '.', at most 128 characters"
+            )
+        return value
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_is_known(cls, value: str) -> str:
+        scheme = value.split(":", 1)[0].split("+", 1)[0]
+        if scheme not in METADATA_SCHEMES:
+            raise ValueError(
+                "use sqlite:///path/to/meta.db or postgresql://user@host:5432/db"
+            )
+        return value
+
+
+def parse_config(data: Any, source: str = CONFIG_FILE) -> ProjectConfig:
+    """Validate a mapping as a project config, raising ConfigError with key paths."""
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{source}: expected a mapping of keys such as 'name:' and 'metadata:', "
+            f"got {type(data).__name__}; see `loopstack init` for an example"
+        )
+    data = _apply_environment(dict(data))
+    try:
+        return ProjectConfig.model_validate(data)
+    except PydanticValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None
+
+
+def load_config(root: Path) -> ProjectConfig:
+    """Read and validate ``root/loopstack.yaml``."""
+    import yaml
+
+    path = root / CONFIG_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"no {CONFIG_FILE} in {root}; create a project with `loopstack init {root}`"
+        ) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc}); fix the syntax") from None
+    return parse_config(data if data is not None else {}, source=str(path))
+
+
+def dump_config(config: ProjectConfig) -> str:
+    """The YAML text of a config, defaults written out so users see the knobs."""
+    import yaml
+
+    return yaml.safe_dump(config.model_dump(), sort_keys=False)
+
+
+def _apply_environment(data: dict[str, Any]) -> dict[str, Any]:
+    for key in ("metadata", "artifacts", "online_store"):
+        override = os.environ.get(f"LOOPSTACK_{key.upper()}")
+        if override:
+            data[key] = override
+    return data
+
+
+def _describe(exc: PydanticValidationError, source: str) -> str:
+    lines = [f"{source} is invalid:"]
+    for error in exc.errors():
+        path = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        lines.append(f"  {path}: {_explain(error)}")
+    return "\n".join(lines)
+
+
+def _explain(error: Any) -> str:
+    kind = error["type"]
+    value = error.get("input")
+    if kind == "extra_forbidden":
+        parent = _model_at(error["loc"][:-1])
+        allowed = ", ".join(sorted(parent.model_fields)) if parent else "see the docs"
+        return f"unknown key; remove it or fix the spelling (allowed keys: {allowed})"
+    if kind == "missing":
+        return "required; add it, for example `name: my-project`"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{message} (got {value!r})"
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] = ProjectConfig
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model

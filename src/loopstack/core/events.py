@@ -1,0 +1,121 @@
+"""The event log: one row per thing that happened, with the event that caused it.
+
+Runs, registrations, alias moves, data checks, drift results and rollout
+decisions all land here. The loop engine reads signals from it, `loopstack
+events` prints it, and lineage queries walk the ``cause`` chain.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+    from loopstack.core.db import MetadataDB
+
+
+@dataclass(frozen=True)
+class Event:
+    """One recorded event."""
+
+    id: int
+    time: float
+    kind: str
+    subject: str
+    payload: dict[str, Any]
+    cause: int | None
+
+
+class EventLog:
+    """Append and read events in the metadata DB."""
+
+    def __init__(self, db: MetadataDB) -> None:
+        self.db = db
+        self.table = db.table("events")
+
+    def emit(
+        self,
+        kind: str,
+        subject: str,
+        payload: dict[str, Any] | None = None,
+        cause: int | None = None,
+        connection: Connection | None = None,
+    ) -> int:
+        """Record an event and return its id.
+
+        Pass `connection` to record the event in the same transaction as the
+        change it describes, so that one is never stored without the other.
+        """
+        row = {
+            "time": time.time(),
+            "kind": kind,
+            "subject": subject,
+            "payload": _jsonable(payload or {}),
+            "cause": cause,
+        }
+        if connection is not None:
+            return self._insert(connection, row)
+        with self.db.write() as own:
+            return self._insert(own, row)
+
+    def list(
+        self,
+        kind: str | None = None,
+        subject: str | None = None,
+        since: float | None = None,
+        after_id: int | None = None,
+        limit: int = 100,
+        newest_first: bool = True,
+    ) -> list[Event]:
+        """Events filtered by kind (a prefix ending in '.' matches a family), subject and time."""
+        from sqlalchemy import select
+
+        t = self.table
+        query = select(t)
+        if kind:
+            query = query.where(t.c.kind.startswith(kind) if kind.endswith(".") else t.c.kind == kind)
+        if subject:
+            query = query.where(t.c.subject == subject)
+        if since is not None:
+            query = query.where(t.c.time >= since)
+        if after_id is not None:
+            query = query.where(t.c.id > after_id)
+        query = query.order_by(t.c.id.desc() if newest_first else t.c.id).limit(limit)
+        with self.db.read() as connection:
+            return [Event(**row._asdict()) for row in connection.execute(query)]
+
+    def chain(self, event_id: int) -> list[Event]:
+        """The event and its causes, oldest cause first."""
+        from sqlalchemy import select
+
+        chain: list[Event] = []
+        next_id: int | None = event_id
+        with self.db.read() as connection:
+            while next_id is not None and len(chain) < 1000:
+                row = connection.execute(select(self.table).where(self.table.c.id == next_id)).first()
+                if row is None:
+                    break
+                chain.append(Event(**row._asdict()))
+                next_id = row.cause
+        return chain[::-1]
+
+    def _insert(self, connection: Connection, row: dict[str, Any]) -> int:
+        result = connection.execute(self.table.insert().values(**row))
+        return int(result.inserted_primary_key[0])
+
+
+def _jsonable(payload: dict[str, Any]) -> dict[str, Any]:
+    """Round-trip through JSON so numpy scalars and paths become plain values."""
+    return json.loads(json.dumps(payload, default=_default))
+
+
+def _default(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)

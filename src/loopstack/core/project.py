@@ -1,0 +1,173 @@
+"""A project: a folder with `loopstack.yaml`, and the handle every component hangs from.
+
+``Project.open(path)`` reads the config, opens the metadata database (creating
+or migrating its schema), and gives lazy access to the artifact store, the
+event log, tracking and the registry. Nothing heavy is touched until used.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from loopstack.core.config import CONFIG_FILE, ProjectConfig, dump_config, load_config, parse_config
+from loopstack.core.errors import ConfigError, ConflictError, NotFoundError
+
+if TYPE_CHECKING:
+    from loopstack.core.artifacts import ArtifactStore
+    from loopstack.core.db import MetadataDB
+    from loopstack.core.events import EventLog
+    from loopstack.registry.store import Registry
+    from loopstack.tracking.store import TrackingStore
+
+PROJECT_ENV = "LOOPSTACK_PROJECT"
+_open_projects: dict[Path, Project] = {}
+_open_lock = threading.Lock()
+
+
+class Project:
+    """An opened loopstack project.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> project = Project.init(tempfile.mkdtemp(), name="fraud")
+    >>> project.config.name
+    'fraud'
+    >>> project.close()
+    """
+
+    def __init__(self, root: Path, config: ProjectConfig) -> None:
+        self.root = root
+        self.config = config
+
+    # -- creating and opening -------------------------------------------------
+    @classmethod
+    def init(cls, path: str | os.PathLike[str] = ".", name: str | None = None, **settings: Any) -> Project:
+        """Create a project folder with a `loopstack.yaml` and open it.
+
+        Extra keyword arguments become top-level config keys (validated), e.g.
+        ``metadata="postgresql://127.0.0.1/test"``.
+        """
+        root = Path(path).resolve()
+        config_path = root / CONFIG_FILE
+        if config_path.exists():
+            raise ConflictError(
+                f"{config_path} already exists; open it with Project.open({str(root)!r}) "
+                "or choose an empty folder"
+            )
+        config = parse_config({"name": name or _default_name(root), **settings}, source="Project.init")
+        root.mkdir(parents=True, exist_ok=True)
+        (root / ".loopstack").mkdir(exist_ok=True)
+        (root / ".loopstack" / ".gitignore").write_text("*\n")
+        config_path.write_text(dump_config(config), encoding="utf-8")
+        return cls.open(root)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str] | None = None) -> Project:
+        """Open the project at `path`, or found from LOOPSTACK_PROJECT or the working directory.
+
+        Opening the same folder twice in one process returns the same object.
+        """
+        root = find_root(path)
+        with _open_lock:
+            existing = _open_projects.get(root)
+            if existing is not None:
+                return existing
+            project = cls(root, load_config(root))
+            project.db.ensure_schema()
+            _open_projects[root] = project
+        project._after_open()
+        return project
+
+    def close(self) -> None:
+        """Flush pending writes and release connections."""
+        with _open_lock:
+            _open_projects.pop(self.root, None)
+        if "tracking" in self.__dict__:
+            self.tracking.close()
+        if "db" in self.__dict__:
+            self.db.dispose()
+
+    def __enter__(self) -> Project:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Project(name={self.config.name!r}, root={str(self.root)!r})"
+
+    # -- components ------------------------------------------------------------
+    @cached_property
+    def db(self) -> MetadataDB:
+        from loopstack.core.db import MetadataDB, normalize_url
+        from loopstack.schema import HEAD, METADATA
+
+        return MetadataDB(normalize_url(self.config.metadata, self.root), METADATA, HEAD)
+
+    @cached_property
+    def artifacts(self) -> ArtifactStore:
+        from loopstack.core.artifacts import ArtifactStore
+
+        location = self.config.artifacts
+        if "://" not in location and not os.path.isabs(location):
+            location = str(self.root / location)
+        return ArtifactStore(location)
+
+    @cached_property
+    def events(self) -> EventLog:
+        from loopstack.core.events import EventLog
+
+        return EventLog(self.db)
+
+    @cached_property
+    def tracking(self) -> TrackingStore:
+        from loopstack.tracking.store import TrackingStore
+
+        return TrackingStore(self)
+
+    @cached_property
+    def registry(self) -> Registry:
+        from loopstack.registry.store import Registry
+
+        return Registry(self)
+
+    def _after_open(self) -> None:
+        self.tracking.reap_dead_runs()
+
+
+def find_root(path: str | os.PathLike[str] | None = None) -> Path:
+    """The folder holding `loopstack.yaml`: `path`, LOOPSTACK_PROJECT, or cwd and its parents."""
+    if path is not None:
+        root = Path(path).resolve()
+        if not (root / CONFIG_FILE).is_file():
+            raise NotFoundError(
+                f"no {CONFIG_FILE} in {root}; create one with `loopstack init {root}`"
+            )
+        return root
+    from_env = os.environ.get(PROJECT_ENV)
+    if from_env:
+        return find_root(from_env)
+    here = Path.cwd().resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / CONFIG_FILE).is_file():
+            return candidate
+    raise NotFoundError(
+        f"no {CONFIG_FILE} in {here} or its parents; run `loopstack init`, "
+        f"set {PROJECT_ENV}, or call loopstack.Project.open(path)"
+    )
+
+
+def _default_name(root: Path) -> str:
+    import re
+
+    name = re.sub(r"[^A-Za-z0-9_.-]", "-", root.name).strip("-.") or "project"
+    if not name[0].isalpha():
+        name = f"p-{name}"
+    if len(name) > 128:
+        raise ConfigError(f"cannot derive a project name from {root}; pass name=")
+    return name

@@ -1,0 +1,186 @@
+"""What a run records without being asked: code, environment, resources, seeds, data.
+
+Everything slow (git, the package list, GPU queries) runs on a background
+thread when a run starts, so ``start_run`` returns at once. Resource use is
+sampled by another background thread while the run is active.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import socket
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+GIT_TIMEOUT_S = 5.0
+HOSTNAME = socket.gethostname()
+
+
+def git_state(directory: str) -> dict[str, str]:
+    """Commit, branch, dirty flag and a hash of the uncommitted diff, or {} outside git."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=directory, capture_output=True, text=True, timeout=GIT_TIMEOUT_S, check=True
+        ).stdout
+
+    try:
+        commit = git("rev-parse", "HEAD").strip()
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    branch = git("rev-parse", "--abbrev-ref", "HEAD").strip()
+    status = git("status", "--porcelain", "--untracked-files=no")
+    diff = git("diff", "HEAD") if status else ""
+    return {
+        "loopstack.git.commit": commit,
+        "loopstack.git.branch": branch,
+        "loopstack.git.dirty": str(bool(status)).lower(),
+        "loopstack.git.diff_sha256": hashlib.sha256(diff.encode()).hexdigest() if diff else "",
+    }
+
+
+def environment() -> dict[str, Any]:
+    """Python, OS, installed packages, CPU and GPU of this process's machine."""
+    from importlib.metadata import distributions
+
+    packages = sorted({f"{d.metadata['Name']}=={d.version}" for d in distributions() if d.metadata["Name"]})
+    return {
+        "python": sys.version.split()[0],
+        "implementation": platform.python_implementation(),
+        "os": platform.platform(),
+        "machine": platform.machine(),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "gpu": gpu_models(),
+        "packages": packages,
+    }
+
+
+def environment_tags(env: dict[str, Any]) -> dict[str, str]:
+    return {
+        "loopstack.python": env["python"],
+        "loopstack.os": env["os"],
+        "loopstack.cpu": env["cpu"],
+        "loopstack.gpu": ", ".join(env["gpu"]) or "none",
+        "loopstack.packages_sha256": hashlib.sha256("\n".join(env["packages"]).encode()).hexdigest(),
+    }
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def gpu_models() -> list[str]:
+    try:
+        output = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=5, check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in output.splitlines() if line.strip()]
+
+
+class ResourceSampler:
+    """Samples RSS, CPU time and GPU memory of this process in the background.
+
+    Peak RSS also comes from the kernel's own high-water mark, so a spike
+    between two samples is not missed.
+    """
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self.peak_rss = 0
+        self.peak_gpu_bytes = 0
+        self._cpu_start = _cpu_seconds()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="loopstack-resources", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self._sample()
+            if self._stop.wait(self.interval_s):
+                return
+
+    def _sample(self) -> None:
+        self.peak_rss = max(self.peak_rss, _rss_bytes())
+        self.peak_gpu_bytes = max(self.peak_gpu_bytes, _gpu_bytes())
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._sample()
+        summary = {
+            "system.peak_rss_mb": max(self.peak_rss, _kernel_peak_rss()) / 2**20,
+            "system.cpu_time_s": _cpu_seconds() - self._cpu_start,
+        }
+        if self.peak_gpu_bytes:
+            summary["system.gpu_peak_memory_mb"] = self.peak_gpu_bytes / 2**20
+        return summary
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        import psutil
+
+        return int(psutil.Process().memory_info().rss)
+
+
+def _kernel_peak_rss() -> int:
+    try:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024
+    except ImportError:
+        return 0
+
+
+def _cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+def _gpu_bytes() -> int:
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return 0
+    try:
+        if torch.cuda.is_available():
+            return int(torch.cuda.max_memory_allocated())
+    except Exception:  # a broken CUDA setup must not break the run
+        return 0
+    return 0
+
+
+def step_timing(first_seen: dict[int, float]) -> dict[str, float]:
+    """Mean and median seconds between consecutive logged steps."""
+    if len(first_seen) < 2:
+        return {}
+    times = [first_seen[step] for step in sorted(first_seen)]
+    gaps = sorted(b - a for a, b in zip(times, times[1:], strict=False))
+    return {
+        "system.step_time_mean_s": sum(gaps) / len(gaps),
+        "system.step_time_p50_s": gaps[len(gaps) // 2],
+        "system.steps": float(len(first_seen)),
+    }
+
+
+def now() -> float:
+    return time.time()

@@ -1,0 +1,123 @@
+"""Data versions: a content hash and summary statistics for every data set a run reads.
+
+The hash covers the data, not the file name, so the same rows read from two
+places are one version and a changed row is a new one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+from typing import Any
+
+from loopstack.core.errors import ValidationError
+
+MAX_BALANCE_CLASSES = 50
+
+
+def to_arrow(data: Any) -> Any:
+    """An Arrow table from Arrow, pandas, polars, a NumPy array or a dict of columns."""
+    import pyarrow as pa
+
+    if isinstance(data, pa.Table):
+        return data
+    if isinstance(data, pa.RecordBatch):
+        return pa.Table.from_batches([data])
+    module = type(data).__module__.split(".")[0]
+    if module == "pandas":
+        import pandas as pd
+
+        frame = data.to_frame() if isinstance(data, pd.Series) else data
+        return pa.Table.from_pandas(frame, preserve_index=False)
+    if module == "polars":
+        return data.to_arrow()
+    if module == "numpy":
+        import numpy as np
+
+        array = np.asarray(data)
+        if array.ndim == 1:
+            array = array.reshape(-1, 1)
+        if array.ndim != 2:
+            raise ValidationError(f"cannot version an array of shape {array.shape}; pass a 1-D or 2-D array")
+        return pa.table({f"c{i}": array[:, i] for i in range(array.shape[1])})
+    if isinstance(data, dict):
+        return pa.table(data)
+    raise ValidationError(
+        f"cannot read a data set from {type(data).__name__}; pass an Arrow table, a pandas or "
+        "polars DataFrame, a NumPy array or a dict of columns"
+    )
+
+
+def content_hash(table: Any) -> str:
+    """sha256 of the table's Arrow IPC stream, schema metadata dropped (pandas index hints vary)."""
+    import pyarrow as pa
+
+    table = table.replace_schema_metadata(None)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return hashlib.sha256(sink.getvalue()).hexdigest()
+
+
+def describe(data: Any, name: str | None, source: str, targets: Any = None) -> dict[str, Any]:
+    """A `datasets` row: digest, rows, schema, and stats including label balance."""
+    table = to_arrow(data)
+    label_table = None
+    if isinstance(targets, str):
+        if targets not in table.column_names:
+            raise ValidationError(f"targets={targets!r} is not a column; columns: {table.column_names}")
+        label = table.column(targets)
+    elif targets is not None:
+        label_table = to_arrow(targets)
+        label = label_table.column(0)
+        if len(label) != table.num_rows:
+            raise ValidationError(f"targets has {len(label)} rows but the data has {table.num_rows}; pass aligned labels")
+    else:
+        label = None
+    digest = content_hash(table) if label_table is None else _combined(table, label_table)
+    stats: dict[str, Any] = {
+        "columns": table.num_columns,
+        "null_counts": {c: table.column(c).null_count for c in table.column_names if table.column(c).null_count},
+    }
+    if label is not None:
+        stats["label_balance"] = _balance(label)
+    return {
+        "digest": digest,
+        "name": name or source,
+        "source": source,
+        "num_rows": table.num_rows,
+        "schema": {field.name: str(field.type) for field in table.schema},
+        "stats": stats,
+        "created_at": time.time(),
+    }
+
+
+def read_table(path: str | Path) -> Any:
+    """Read a Parquet or CSV file (or a folder of Parquet files) as Arrow."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.exists():
+        raise ValidationError(f"data file {path} does not exist; check the path")
+    if path.is_dir() or path.suffix in (".parquet", ".pq"):
+        return pq.read_table(path)
+    if path.suffix in (".csv", ".tsv"):
+        options = pacsv.ParseOptions(delimiter="\t" if path.suffix == ".tsv" else ",")
+        return pacsv.read_csv(path, parse_options=options)
+    raise ValidationError(f"cannot read {path}: use a .parquet or .csv file, or a folder of Parquet files")
+
+
+def _combined(table: Any, labels: Any) -> str:
+    return hashlib.sha256((content_hash(table) + content_hash(labels)).encode()).hexdigest()
+
+
+def _balance(label: Any) -> dict[str, float]:
+    import pyarrow.compute as pc
+
+    counts = pc.value_counts(label).to_pylist()
+    if len(counts) > MAX_BALANCE_CLASSES:
+        return {}
+    total = sum(item["counts"] for item in counts) or 1
+    return {str(item["values"]): item["counts"] / total for item in counts}

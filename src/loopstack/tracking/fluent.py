@@ -1,0 +1,246 @@
+"""The fluent API an MLflow user already knows: module functions over an active-run stack.
+
+The project comes from `set_project`, else the project opened last in this
+process, else LOOPSTACK_PROJECT, else the working directory and its parents. The run stack is process-wide (as in
+MLflow), so a log call from a data-loader thread reaches the run that the
+main thread started.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+import threading
+from typing import TYPE_CHECKING, Any
+
+from loopstack.core.errors import ConfigError, NotFoundError, ValidationError
+from loopstack.tracking.entities import FAILED, FINISHED, validate_status
+from loopstack.tracking.run import ActiveRun
+from loopstack.tracking.store import DEFAULT_EXPERIMENT
+
+if TYPE_CHECKING:
+    from loopstack.core.project import Project
+    from loopstack.registry.flavors import LoggedModel
+
+_stack: list[ActiveRun] = []
+_lock = threading.RLock()
+_state: dict[str, Any] = {"project": None, "experiment": None, "seed": None, "hooks": False}
+
+
+def set_project(project: Project | str | os.PathLike[str]) -> Project:
+    """Use this project (or the project at this path) for the fluent API."""
+    from loopstack.core.project import Project
+
+    _state["project"] = project if isinstance(project, Project) else Project.open(project)
+    return _state["project"]
+
+
+def get_project() -> Project:
+    """The fluent API's project: the one set, else the last one opened, else found from
+    LOOPSTACK_PROJECT or the working directory."""
+    from loopstack.core.project import Project, _open_projects
+
+    project = _state["project"]
+    if project is not None and _open_projects.get(project.root) is project:
+        return project
+    project = list(_open_projects.values())[-1] if _open_projects else Project.open()
+    _state["project"] = project
+    return project
+
+
+def set_experiment(name: str) -> int:
+    """Make `name` the experiment of the next runs, creating it if needed; returns its id."""
+    experiment_id = get_project().tracking.get_or_create_experiment(name)
+    _state["experiment"] = name
+    return experiment_id
+
+
+def start_run(
+    run_id: str | None = None,
+    experiment: str | None = None,
+    run_name: str | None = None,
+    nested: bool = False,
+    params: dict[str, Any] | None = None,
+    tags: dict[str, Any] | None = None,
+    project: Project | None = None,
+) -> ActiveRun:
+    """Start a run (or resume `run_id`) and make it active; use it as a context manager.
+
+    With a run already active, pass ``nested=True`` to start a child run.
+    """
+    if project is not None:
+        set_project(project)
+    project = get_project()
+    store = project.tracking
+    with _lock:
+        parent = _stack[-1] if _stack else None
+        if parent is not None and not nested and run_id is None:
+            raise ValidationError(
+                f"run {parent.id} is already active; end it with end_run(), or pass nested=True to start a child run"
+            )
+        if run_id is not None:
+            info = store.resume_run(run_id)
+        else:
+            name = experiment or _state["experiment"] or os.environ.get("LOOPSTACK_EXPERIMENT") or DEFAULT_EXPERIMENT
+            experiment_id = store.get_or_create_experiment(name)
+            info = store.create_run(experiment_id, run_name, parent.id if parent is not None else None)
+        run = ActiveRun(store, info, seed=_state["seed"])
+        if run_id is not None:
+            run._params.update(store.params_of(run_id))
+        _stack.append(run)
+        _install_hooks()
+    if params:
+        run.log_params(params)
+    if tags:
+        run.set_tags(tags)
+    return run
+
+
+def active_run() -> ActiveRun | None:
+    """The innermost active run, or None."""
+    return _stack[-1] if _stack else None
+
+
+def end_run(status: str = FINISHED) -> None:
+    """End the innermost active run with `status` (FINISHED, FAILED or KILLED)."""
+    validate_status(status)
+    run = active_run()
+    if run is not None:
+        _end(run, status)
+
+
+def _end(run: ActiveRun, status: str) -> None:
+    with _lock:
+        if run in _stack:
+            # children still open end with their parent
+            while _stack and _stack[-1] is not run:
+                _stack.pop().end(status)
+            _stack.pop()
+    run.end(status)
+
+
+def _current() -> ActiveRun:
+    run = active_run()
+    if run is None:
+        raise NotFoundError("no active run; start one with loopstack.start_run()")
+    return run
+
+
+def log_metric(key: str, value: float, step: int | None = None, timestamp: float | None = None) -> None:
+    """Log one metric point to the active run (buffered; returns in microseconds)."""
+    run = _stack[-1] if _stack else _current()
+    run.log_metric(key, value, step, timestamp)
+
+
+def log_metrics(metrics: dict[str, float], step: int | None = None, timestamp: float | None = None) -> None:
+    _current().log_metrics(metrics, step, timestamp)
+
+
+def log_param(key: str, value: Any) -> None:
+    _current().log_param(key, value)
+
+
+def log_params(params: dict[str, Any]) -> None:
+    _current().log_params(params)
+
+
+def set_tag(key: str, value: Any) -> None:
+    _current().set_tag(key, value)
+
+
+def set_tags(tags: dict[str, Any]) -> None:
+    _current().set_tags(tags)
+
+
+def log_artifact(local_path: str | os.PathLike[str], artifact_path: str | None = None) -> str:
+    return _current().log_artifact(local_path, artifact_path)
+
+
+def log_artifacts(local_dir: str | os.PathLike[str], artifact_path: str | None = None) -> dict[str, str]:
+    return _current().log_artifacts(local_dir, artifact_path)
+
+
+def log_dict(data: dict[str, Any], artifact_file: str) -> str:
+    return _current().log_dict(data, artifact_file)
+
+
+def log_input(data: Any, name: str | None = None, context: str = "training", targets: Any = None) -> str:
+    """Version a data set the active run reads; returns its content hash."""
+    return _current().log_input(data, name, context, targets)
+
+
+def log_model(model: Any, name: str = "model", example: Any = None, flavor: str | None = None) -> LoggedModel:
+    """Save a model with its signature (inferred from `example`) under the active run."""
+    return _current().log_model(model, name, example=example, flavor=flavor)
+
+
+def read_dataset(path: str | os.PathLike[str], name: str | None = None, context: str = "training") -> Any:
+    """Read a Parquet/CSV file as Arrow and, inside a run, record its data version."""
+    from loopstack.tracking.datasets import read_table
+
+    table = read_table(path)
+    if _stack:
+        _stack[-1].log_input(table, name or os.fspath(path), context)
+    return table
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> int:
+    """Seed random, NumPy and (when installed) torch; recorded on the active and next runs."""
+    import random
+
+    if not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise ConfigError(f"seed {seed!r} must be an integer in [0, 2**32)")
+    random.seed(seed)
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed)
+    except ImportError:
+        pass
+    _seed_torch(seed, deterministic)
+    _state["seed"] = seed
+    if _stack:
+        _stack[-1].set_tag("loopstack.seed", str(seed))
+    return seed
+
+
+def _seed_torch(seed: int, deterministic: bool) -> None:
+    from importlib.util import find_spec
+
+    if "torch" not in sys.modules and find_spec("torch") is None:
+        return
+    import torch
+
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+
+
+def _install_hooks() -> None:
+    if _state["hooks"]:
+        return
+    _state["hooks"] = True
+    previous = sys.excepthook
+
+    def _fail_runs(exc_type: type[BaseException], exc: BaseException, tb: Any) -> None:
+        _end_all(FAILED)
+        previous(exc_type, exc, tb)
+
+    sys.excepthook = _fail_runs
+    atexit.register(_end_all, FINISHED)
+
+
+def _end_all(status: str) -> None:
+    while _stack:
+        _end(_stack[-1], status)
+    from loopstack.core.project import _open_projects
+
+    for project in list(_open_projects.values()):
+        if "tracking" in project.__dict__:
+            project.tracking.close()

@@ -1,0 +1,370 @@
+"""Tracking storage: experiments and runs in the metadata DB, writes through the buffer."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from loopstack.core.errors import ConflictError, NotFoundError, ValidationError
+from loopstack.tracking.entities import (
+    FINISHED,
+    KILLED,
+    RUNNING,
+    Experiment,
+    Metric,
+    Run,
+    RunInfo,
+    validate_key,
+    validate_status,
+)
+from loopstack.tracking.processes import process_start_time, is_process_alive
+from loopstack.tracking.writer import BufferedWriter
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+    from loopstack.core.project import Project
+
+DEFAULT_EXPERIMENT = "Default"
+HOST = socket.gethostname()
+
+
+class TrackingStore:
+    """Experiments, runs, params, metrics, tags, artifacts and inputs of one project."""
+
+    def __init__(self, project: Project) -> None:
+        self.project = project
+        self.db = project.db
+        self.settings = project.config.tracking
+        self.writer = BufferedWriter(self.db, self.settings.flush_interval_s, self.settings.max_buffered_points)
+        self.writer.before_write.append(self._beat)
+        self._live_runs: set[str] = set()
+        self._last_beat = 0.0
+        self._experiment_ids: dict[str, int] = {}
+
+    def t(self, name: str) -> Any:
+        return self.db.table(name)
+
+    # -- experiments -------------------------------------------------------
+    def get_or_create_experiment(self, name: str) -> int:
+        if name in self._experiment_ids:
+            return self._experiment_ids[name]
+        _check_name(name, "experiment name")
+        from sqlalchemy import select
+
+        table = self.t("experiments")
+        with self.db.read() as connection:
+            found = connection.execute(select(table.c.id).where(table.c.name == name)).scalar()
+        if found is None:
+            with self.db.write() as connection:
+                self.db.upsert(connection, table, [{"name": name, "created_at": time.time()}], keys=("name",), update=())
+                found = connection.execute(select(table.c.id).where(table.c.name == name)).scalar_one()
+        self._experiment_ids[name] = int(found)
+        return int(found)
+
+    def list_experiments(self) -> list[Experiment]:
+        from sqlalchemy import select
+
+        table = self.t("experiments")
+        with self.db.read() as connection:
+            return [Experiment(**row._asdict()) for row in connection.execute(select(table).order_by(table.c.id))]
+
+    def experiment_by_name(self, name: str) -> Experiment:
+        for experiment in self.list_experiments():
+            if experiment.name == name:
+                return experiment
+        raise NotFoundError(f"no experiment named {name!r}; names: {[e.name for e in self.list_experiments()]}")
+
+    # -- runs ----------------------------------------------------------------
+    def create_run(self, experiment_id: int, name: str | None, parent_id: str | None) -> RunInfo:
+        run_id = uuid.uuid4().hex
+        now = time.time()
+        row = {
+            "id": run_id,
+            "experiment_id": experiment_id,
+            "name": name or _run_name(run_id),
+            "status": RUNNING,
+            "start_time": now,
+            "end_time": None,
+            "parent_id": parent_id,
+            "host": HOST,
+            "pid": os.getpid(),
+            "pid_started": process_start_time(os.getpid()),
+            "heartbeat": now,
+        }
+        if name is not None:
+            _check_name(name, "run name")
+        with self.db.write() as connection:
+            connection.execute(self.t("runs").insert().values(**row))
+            self.project.events.emit("run.started", run_id, {"name": row["name"], "experiment_id": experiment_id, "parent_id": parent_id}, connection=connection)
+        self._live_runs.add(run_id)
+        self.writer.start()
+        return _info(row)
+
+    def resume_run(self, run_id: str) -> RunInfo:
+        info = self.get_run_info(run_id)
+        if info.status == RUNNING and run_id not in self._live_runs and self._is_owned_elsewhere(run_id):
+            raise ConflictError(f"run {run_id} is still running in another live process; end it there first")
+        with self.db.write() as connection:
+            connection.execute(
+                self.t("runs").update().where(self.t("runs").c.id == run_id).values(
+                    status=RUNNING, end_time=None, host=HOST, pid=os.getpid(),
+                    pid_started=process_start_time(os.getpid()), heartbeat=time.time(),
+                )
+            )
+            self.project.events.emit("run.resumed", run_id, {}, connection=connection)
+        self._live_runs.add(run_id)
+        self.writer.start()
+        return self.get_run_info(run_id)
+
+    def end_run(self, run_id: str, status: str = FINISHED, end_time: float | None = None) -> None:
+        validate_status(status)
+        self.writer.flush()
+        runs = self.t("runs")
+        with self.db.write() as connection:
+            connection.execute(runs.update().where(runs.c.id == run_id).values(status=status, end_time=end_time or time.time()))
+            self.project.events.emit(f"run.{status.lower()}", run_id, {}, connection=connection)
+        self._live_runs.discard(run_id)
+
+    def get_run_info(self, run_id: str) -> RunInfo:
+        from sqlalchemy import select
+
+        runs = self.t("runs")
+        with self.db.read() as connection:
+            row = connection.execute(select(runs).where(runs.c.id == str(run_id))).first()
+        if row is None:
+            raise NotFoundError(f"no run with id {run_id!r}; list runs with `loopstack runs`")
+        return _info(row._asdict())
+
+    def get_run(self, run_id: str) -> Run:
+        self.writer.flush()
+        info = self.get_run_info(run_id)
+        return self._hydrate([info])[0]
+
+    def metric_history(self, run_id: str, key: str) -> list[Metric]:
+        from sqlalchemy import select
+
+        self.writer.flush()
+        table = self.t("metrics")
+        query = (
+            select(table.c.key, table.c.value, table.c.step, table.c.timestamp)
+            .where(table.c.run_id == run_id, table.c.key == key)
+            .order_by(table.c.step, table.c.timestamp, table.c.id)
+        )
+        with self.db.read() as connection:
+            rows = connection.execute(query).all()
+        return [Metric(k, float("nan") if v is None else v, s, t) for k, v, s, t in rows]
+
+    def search(
+        self,
+        experiment_ids: list[int] | None,
+        filter_string: str | None,
+        order_by: list[str] | str | None,
+        max_results: int,
+        page_token: str | None,
+    ) -> tuple[list[Run], str | None]:
+        from sqlalchemy import select
+
+        from loopstack.tracking.search import compile_filter, parse_filter, parse_order_by
+
+        if not 1 <= max_results <= 50_000:
+            raise ValidationError(f"max_results={max_results} is out of range; use 1 to 50000")
+        self.writer.flush()
+        runs = self.t("runs")
+        tables = {name: self.t(name) for name in ("runs", "latest_metrics", "params", "tags")}
+        query = select(runs)
+        condition = compile_filter(parse_filter(filter_string), tables)
+        if condition is not None:
+            query = query.where(condition)
+        if experiment_ids:
+            query = query.where(runs.c.experiment_id.in_(experiment_ids))
+        query = _order(query, parse_order_by(order_by), tables)
+        offset = _decode_token(page_token)
+        query = query.limit(max_results + 1).offset(offset)
+        with self.db.read() as connection:
+            rows = [row._asdict() for row in connection.execute(query)]
+        token = _encode_token(offset + max_results) if len(rows) > max_results else None
+        return self._hydrate([_info(row) for row in rows[:max_results]]), token
+
+    def _hydrate(self, infos: list[RunInfo]) -> list[Run]:
+        from sqlalchemy import select
+
+        ids = [info.id for info in infos]
+        if not ids:
+            return []
+        values: dict[str, dict[str, dict[str, Any]]] = {i: {"params": {}, "metrics": {}, "tags": {}} for i in ids}
+        inputs: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
+        with self.db.read() as connection:
+            for kind, table_name in (("params", "params"), ("metrics", "latest_metrics"), ("tags", "tags")):
+                table = self.t(table_name)
+                for chunk in _chunks(ids, 500):
+                    for run_id, key, value in connection.execute(select(table.c.run_id, table.c.key, table.c.value).where(table.c.run_id.in_(chunk))):
+                        values[run_id][kind][key] = float("nan") if (kind == "metrics" and value is None) else value
+            ri, ds = self.t("run_inputs"), self.t("datasets")
+            query = select(ri.c.run_id, ri.c.context, ds.c.digest, ds.c.name, ds.c.num_rows).join(ds, ds.c.digest == ri.c.dataset_digest)
+            for chunk in _chunks(ids, 500):
+                for row in connection.execute(query.where(ri.c.run_id.in_(chunk))):
+                    inputs[row.run_id].append({"digest": row.digest, "name": row.name, "context": row.context, "rows": row.num_rows})
+        return [Run(info=info, inputs=inputs[info.id], **values[info.id]) for info in infos]
+
+    # -- artifacts and inputs ----------------------------------------------------
+    def record_artifact(self, run_id: str, path: str, digest: str, size: int, kind: str) -> None:
+        row = {"run_id": run_id, "path": path, "digest": digest, "size": size, "kind": kind}
+        with self.db.write() as connection:
+            self.db.upsert(connection, self.t("artifacts"), [row], keys=("run_id", "path"), update=("digest", "size", "kind"))
+
+    def list_artifacts(self, run_id: str) -> list[dict[str, Any]]:
+        from sqlalchemy import select
+
+        table = self.t("artifacts")
+        with self.db.read() as connection:
+            rows = connection.execute(select(table).where(table.c.run_id == run_id).order_by(table.c.path))
+            return [row._asdict() for row in rows]
+
+    def artifact_digest(self, run_id: str, path: str) -> str:
+        for artifact in self.list_artifacts(run_id):
+            if artifact["path"] == path:
+                return str(artifact["digest"])
+        raise NotFoundError(f"run {run_id} has no artifact {path!r}; list them with Client().list_artifacts({run_id!r})")
+
+    def record_input(self, run_id: str, dataset: dict[str, Any], context: str) -> None:
+        with self.db.write() as connection:
+            self.db.upsert(connection, self.t("datasets"), [dataset], keys=("digest",), update=())
+            self.db.upsert(
+                connection, self.t("run_inputs"),
+                [{"run_id": run_id, "dataset_digest": dataset["digest"], "context": context}],
+                keys=("run_id", "dataset_digest", "context"), update=(),
+            )
+
+    def params_of(self, run_id: str, connection: Connection | None = None) -> dict[str, str]:
+        from sqlalchemy import select
+
+        table = self.t("params")
+        with self.db.read() as own:
+            return {k: v for k, v in own.execute(select(table.c.key, table.c.value).where(table.c.run_id == run_id))}
+
+    # -- liveness --------------------------------------------------------------
+    def reap_dead_runs(self) -> list[str]:
+        """Mark runs whose process died as KILLED; returns their ids."""
+        from sqlalchemy import select
+
+        runs = self.t("runs")
+        with self.db.read() as connection:
+            candidates = connection.execute(
+                select(runs.c.id, runs.c.host, runs.c.pid, runs.c.pid_started, runs.c.heartbeat).where(runs.c.status == RUNNING)
+            ).all()
+        now = time.time()
+        stale_after = max(30.0, 6 * self.settings.heartbeat_interval_s)
+        dead = [
+            row for row in candidates
+            if row.id not in self._live_runs
+            and (not is_process_alive(row.pid, row.pid_started) if row.host == HOST else now - row.heartbeat > stale_after)
+        ]
+        if not dead:
+            return []
+        with self.db.write() as connection:
+            for row in dead:
+                result = connection.execute(
+                    runs.update().where(runs.c.id == row.id, runs.c.status == RUNNING).values(status=KILLED, end_time=row.heartbeat)
+                )
+                if result.rowcount:
+                    self.project.events.emit(
+                        "run.killed", row.id,
+                        {"reason": "process died without ending the run", "host": row.host, "pid": row.pid, "last_heartbeat": row.heartbeat},
+                        connection=connection,
+                    )
+        return [row.id for row in dead]
+
+    def _is_owned_elsewhere(self, run_id: str) -> bool:
+        from sqlalchemy import select
+
+        runs = self.t("runs")
+        with self.db.read() as connection:
+            row = connection.execute(select(runs).where(runs.c.id == run_id)).first()
+        if row is None:
+            return False
+        if row.host == HOST:
+            return row.pid != os.getpid() and is_process_alive(row.pid, row.pid_started)
+        return time.time() - row.heartbeat < max(30.0, 6 * self.settings.heartbeat_interval_s)
+
+    def _beat(self, connection: Connection) -> None:
+        now = time.time()
+        if not self._live_runs or now - self._last_beat < self.settings.heartbeat_interval_s:
+            return
+        runs = self.t("runs")
+        connection.execute(runs.update().where(runs.c.id.in_(list(self._live_runs))).values(heartbeat=now))
+        self._last_beat = now
+
+    def flush(self) -> None:
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _info(row: dict[str, Any]) -> RunInfo:
+    return RunInfo(
+        id=row["id"], experiment_id=row["experiment_id"], name=row["name"], status=row["status"],
+        start_time=row["start_time"], end_time=row["end_time"], parent_id=row["parent_id"],
+    )
+
+
+def _order(query: Any, keys: list[Any], tables: dict[str, Any]) -> Any:
+    from sqlalchemy import and_
+
+    runs = tables["runs"]
+    clauses = []
+    for index, key in enumerate(keys):
+        field = key.field
+        if field.kind == "attributes":
+            column = runs.c[field.name]
+        else:
+            table = tables["latest_metrics" if field.kind == "metrics" else field.kind].alias(f"o{index}")
+            query = query.outerjoin(table, and_(table.c.run_id == runs.c.id, table.c.key == field.name))
+            column = table.c.value
+        clauses.append(column.is_(None))  # runs without the value sort last either way
+        clauses.append(column.desc() if key.descending else column.asc())
+    clauses.extend([runs.c.start_time.desc(), runs.c.id])
+    return query.order_by(*clauses)
+
+
+def _encode_token(offset: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"offset": offset}).encode()).decode()
+
+
+def _decode_token(token: str | None) -> int:
+    if not token:
+        return 0
+    try:
+        offset = int(json.loads(base64.urlsafe_b64decode(token.encode()))["offset"])
+    except Exception:
+        raise ValidationError(f"invalid page_token {token!r}; pass the token a previous search returned") from None
+    if offset < 0:
+        raise ValidationError(f"invalid page_token {token!r}; pass the token a previous search returned")
+    return offset
+
+
+def _chunks(items: list[str], size: int) -> list[list[str]]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def _check_name(name: str, what: str) -> None:
+    if not isinstance(name, str) or not name.strip() or len(name) > 255:
+        raise ValidationError(f"invalid {what} {name!r}: use 1 to 255 characters")
+
+
+_ADJECTIVES = "amber brave calm deft eager fair gentle hardy keen lucid merry noble placid quick royal sunny tidy vivid witty zesty".split()
+_NOUNS = "otter falcon lynx heron badger cedar comet delta ember fjord grove harbor islet juniper kestrel lagoon maple nova orca pine".split()
+
+
+def _run_name(run_id: str) -> str:
+    number = int(run_id[:8], 16)
+    return f"{_ADJECTIVES[number % 20]}-{_NOUNS[(number // 20) % 20]}-{number % 1000:03d}"
+
+
+__all__ = ["TrackingStore", "DEFAULT_EXPERIMENT", "validate_key"]

@@ -1,0 +1,161 @@
+"""The background writer that keeps logging off the training loop's critical path.
+
+A log call appends a tuple to a deque (thread-safe, no lock, no I/O) and
+returns in about a microsecond. A daemon thread drains the deques every
+``flush_interval_s`` and writes everything in one transaction, so a kill -9
+loses at most one interval of points and never leaves a half-written batch.
+A write that fails (database locked beyond the busy timeout, server away)
+keeps its rows for the next attempt instead of dropping them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+    from loopstack.core.db import MetadataDB
+
+log = logging.getLogger("loopstack.tracking")
+MetricRow = tuple[str, str, float, int, float]
+TagRow = tuple[str, str, str]
+
+
+class BufferedWriter:
+    """Buffers metrics, params and tags; writes them in batches from a daemon thread."""
+
+    def __init__(self, db: MetadataDB, flush_interval_s: float, max_buffered: int) -> None:
+        self.db = db
+        self.flush_interval_s = flush_interval_s
+        self.max_buffered = max_buffered
+        self.metrics: deque[MetricRow] = deque()
+        self.params: deque[TagRow] = deque()
+        self.tags: deque[TagRow] = deque()
+        self.before_write: list[Callable[[Connection], None]] = []
+        self._flush_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closed = threading.Event()
+        self._retry: tuple[list[MetricRow], list[TagRow], list[TagRow]] | None = None
+        self._thread: threading.Thread | None = None
+        self.last_error: BaseException | None = None
+
+    def start(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._closed.clear()
+            self._thread = threading.Thread(target=self._loop, name="loopstack-writer", daemon=True)
+            self._thread.start()
+
+    def pending(self) -> int:
+        return len(self.metrics) + len(self.params) + len(self.tags)
+
+    def nudge(self) -> None:
+        """Called when the buffer is large: flush now, and block if it is over the bound."""
+        if len(self.metrics) >= self.max_buffered:
+            self.flush()
+        else:
+            self._wake.set()
+
+    def flush(self) -> None:
+        """Write everything buffered so far, on the caller's thread."""
+        with self._flush_lock:
+            batch = self._drain()
+            if any(batch) or self.before_write:
+                self._write(batch)
+
+    def close(self) -> None:
+        self._closed.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+        self.flush()
+
+    def _loop(self) -> None:
+        while not self._closed.is_set():
+            self._wake.wait(self.flush_interval_s)
+            self._wake.clear()
+            try:
+                self.flush()
+                self.last_error = None
+            except Exception as exc:  # keep the thread alive; rows are kept for retry
+                if self.last_error is None:
+                    log.warning("loopstack could not write tracking data, will retry: %s", exc)
+                self.last_error = exc
+                time.sleep(min(self.flush_interval_s, 1.0))
+
+    def _drain(self) -> tuple[list[MetricRow], list[TagRow], list[TagRow]]:
+        metrics, params, tags = ([], [], []) if self._retry is None else self._retry
+        self._retry = None
+        for source, target in ((self.metrics, metrics), (self.params, params), (self.tags, tags)):
+            for _ in range(len(source)):
+                target.append(source.popleft())
+        return metrics, params, tags
+
+    def _write(self, batch: tuple[list[MetricRow], list[TagRow], list[TagRow]]) -> None:
+        metrics, params, tags = batch
+        try:
+            with self.db.write() as connection:
+                for hook in self.before_write:
+                    hook(connection)
+                _write_params(self.db, connection, params)
+                _write_tags(self.db, connection, tags)
+                _write_metrics(self.db, connection, metrics)
+        except BaseException:
+            self._retry = batch
+            raise
+
+
+def _write_params(db: MetadataDB, connection: Connection, rows: list[TagRow]) -> None:
+    records = [{"run_id": r, "key": k, "value": v} for r, k, v in rows]
+    db.upsert(connection, db.table("params"), records, keys=("run_id", "key"), update=())
+
+
+def _write_tags(db: MetadataDB, connection: Connection, rows: list[TagRow]) -> None:
+    latest: dict[tuple[str, str], str] = {(r, k): v for r, k, v in rows}
+    records = [{"run_id": r, "key": k, "value": v} for (r, k), v in latest.items()]
+    db.upsert(connection, db.table("tags"), records, keys=("run_id", "key"), update=("value",))
+
+
+def _write_metrics(db: MetadataDB, connection: Connection, rows: list[MetricRow]) -> None:
+    if not rows:
+        return
+    records = [
+        {"run_id": r, "key": k, "value": None if math.isnan(v) else v, "step": s, "timestamp": t}
+        for r, k, v, s, t in rows
+    ]
+    connection.execute(db.table("metrics").insert(), records)
+    db.upsert(
+        connection,
+        db.table("latest_metrics"),
+        list(_latest(records).values()),
+        keys=("run_id", "key"),
+        update=("value", "step", "timestamp"),
+        only_if=_is_newer,
+    )
+
+
+def _latest(records: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """The newest point per (run, key): highest step, then latest timestamp (MLflow's rule)."""
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    for record in records:
+        key = (record["run_id"], record["key"])
+        current = latest.get(key)
+        if current is None or (record["step"], record["timestamp"]) >= (current["step"], current["timestamp"]):
+            latest[key] = record
+    return latest
+
+
+def _is_newer(table: Any, excluded: Any) -> Any:
+    from sqlalchemy import and_, or_
+
+    return or_(
+        excluded.step > table.c.step,
+        and_(excluded.step == table.c.step, excluded.timestamp >= table.c.timestamp),
+    )
