@@ -114,8 +114,6 @@ def _jsonable(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def _default(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()
-    if hasattr(value, "tolist"):
+    if hasattr(value, "tolist"):  # numpy arrays and scalars alike
         return value.tolist()
     return str(value)

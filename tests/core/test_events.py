@@ -1,0 +1,28 @@
+from loopstack.core.project import Project
+
+
+def test_events_round_trip_with_cause_chain(project: Project) -> None:
+    events = project.events
+    root = events.emit("drift.detected", "fraud", {"share": 0.4})
+    child = events.emit("pipeline.started", "retrain", {"why": "drift"}, cause=root)
+    leaf = events.emit("model.registered", "fraud/2", {}, cause=child)
+    chain = events.chain(leaf)
+    assert [e.id for e in chain] == [root, child, leaf]
+    assert chain[0].payload == {"share": 0.4}
+
+
+def test_events_filter_by_kind_family_and_subject(project: Project) -> None:
+    events = project.events
+    events.emit("run.started", "a")
+    events.emit("run.finished", "a")
+    events.emit("model.registered", "m/1")
+    assert {e.kind for e in events.list(kind="run.")} == {"run.started", "run.finished"}
+    assert [e.kind for e in events.list(subject="m/1")] == ["model.registered"]
+
+
+def test_numpy_payloads_are_stored_as_plain_json(project: Project) -> None:
+    import numpy as np
+
+    event_id = project.events.emit("drift.column", "x", {"score": np.float64(0.25), "bins": np.arange(3)})
+    (event,) = [e for e in project.events.list() if e.id == event_id]
+    assert event.payload == {"score": 0.25, "bins": [0, 1, 2]}

@@ -1,0 +1,52 @@
+from pathlib import Path
+
+import pytest
+
+from loopstack.core.errors import ConflictError, NotFoundError
+from loopstack.core.project import Project
+
+
+def test_init_writes_config_and_open_reads_it(tmp_path: Path) -> None:
+    project = Project.init(tmp_path / "p", name="fraud")
+    assert (tmp_path / "p" / "loopstack.yaml").is_file()
+    project.close()
+    reopened = Project.open(tmp_path / "p")
+    assert reopened.config.name == "fraud"
+    reopened.close()
+
+
+def test_init_refuses_to_overwrite(tmp_path: Path) -> None:
+    Project.init(tmp_path, name="one").close()
+    with pytest.raises(ConflictError, match="already exists"):
+        Project.init(tmp_path, name="two")
+    assert "one" in (tmp_path / "loopstack.yaml").read_text()
+
+
+def test_open_finds_project_from_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    Project.init(tmp_path, name="found").close()
+    nested = tmp_path / "src" / "deep"
+    nested.mkdir(parents=True)
+    monkeypatch.chdir(nested)
+    monkeypatch.delenv("LOOPSTACK_PROJECT", raising=False)
+    project = Project.open()
+    assert project.root == tmp_path.resolve()
+    project.close()
+
+
+def test_open_without_project_explains_how_to_create_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LOOPSTACK_PROJECT", raising=False)
+    with pytest.raises(NotFoundError, match="loopstack init"):
+        Project.open()
+
+
+def test_opening_twice_gives_the_same_handle(tmp_path: Path) -> None:
+    first = Project.init(tmp_path, name="same")
+    assert Project.open(tmp_path) is first
+    first.close()
+
+
+def test_sqlite_runs_in_wal_mode_with_busy_timeout(sqlite_project: Project) -> None:
+    with sqlite_project.db.read() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 10_000
