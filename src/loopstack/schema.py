@@ -8,7 +8,7 @@ empty database yields exactly these tables.
 
 from __future__ import annotations
 
-import loopstack.registry.tables  # noqa: F401  (registers tables)
+import loopstack.registry.tables
 import loopstack.tracking.tables  # noqa: F401  (registers tables)
 from loopstack.core.tables import METADATA
 

@@ -173,6 +173,4 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 
 def _check_digest(digest: str) -> None:
     if len(digest) != 64 or not set(digest) <= _HEX:
-        raise ValidationError(
-            f"{digest!r} is not a sha256 digest; expected 64 lowercase hex characters"
-        )
+        raise ValidationError(f"{digest!r} is not a sha256 digest; expected 64 lowercase hex characters")

@@ -54,9 +54,7 @@ class ProjectConfig(_Section):
     @classmethod
     def _name_is_simple(cls, value: str) -> str:
         if not NAME_PATTERN.match(value):
-            raise ValueError(
-                "use a letter first, then letters, digits, '_', '-' or '.', at most 128 characters"
-            )
+            raise ValueError("use a letter first, then letters, digits, '_', '-' or '.', at most 128 characters")
         return value
 
     @field_validator("metadata")
@@ -64,9 +62,7 @@ class ProjectConfig(_Section):
     def _metadata_is_known(cls, value: str) -> str:
         scheme = value.split(":", 1)[0].split("+", 1)[0]
         if scheme not in METADATA_SCHEMES:
-            raise ValueError(
-                "use sqlite:///path/to/meta.db or postgresql://user@host:5432/db"
-            )
+            raise ValueError("use sqlite:///path/to/meta.db or postgresql://user@host:5432/db")
         return value
 
 
@@ -92,9 +88,7 @@ def load_config(root: Path) -> ProjectConfig:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(
-            f"no {CONFIG_FILE} in {root}; create a project with `loopstack init {root}`"
-        ) from None
+        raise ConfigError(f"no {CONFIG_FILE} in {root}; create a project with `loopstack init {root}`") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -37,9 +37,7 @@ def normalize_url(url: str, root: Path) -> str:
     if url.startswith("sqlite:///"):
         path = url.removeprefix("sqlite:///")
         if path in ("", ":memory:"):
-            raise ConfigError(
-                f"metadata URL {url!r} has no file; use sqlite:///.loopstack/meta.db"
-            )
+            raise ConfigError(f"metadata URL {url!r} has no file; use sqlite:///.loopstack/meta.db")
         absolute = Path(path) if os.path.isabs(path) else root / path
         absolute.parent.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{absolute}"
@@ -204,9 +202,7 @@ def _has_tables(connection: Connection, metadata: MetaData) -> bool:
 def _stamp(connection: Connection, revision: str) -> None:
     from sqlalchemy import text
 
-    connection.execute(
-        text(f"CREATE TABLE {VERSION_TABLE} (version_num VARCHAR(32) NOT NULL PRIMARY KEY)")
-    )
+    connection.execute(text(f"CREATE TABLE {VERSION_TABLE} (version_num VARCHAR(32) NOT NULL PRIMARY KEY)"))
     connection.execute(text(f"INSERT INTO {VERSION_TABLE} (version_num) VALUES (:v)"), {"v": revision})
 
 

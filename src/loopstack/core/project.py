@@ -56,8 +56,7 @@ class Project:
         config_path = root / CONFIG_FILE
         if config_path.exists():
             raise ConflictError(
-                f"{config_path} already exists; open it with Project.open({str(root)!r}) "
-                "or choose an empty folder"
+                f"{config_path} already exists; open it with Project.open({str(root)!r}) or choose an empty folder"
             )
         config = parse_config({"name": name or _default_name(root), **settings}, source="Project.init")
         root.mkdir(parents=True, exist_ok=True)
@@ -145,9 +144,7 @@ def find_root(path: str | os.PathLike[str] | None = None) -> Path:
     if path is not None:
         root = Path(path).resolve()
         if not (root / CONFIG_FILE).is_file():
-            raise NotFoundError(
-                f"no {CONFIG_FILE} in {root}; create one with `loopstack init {root}`"
-            )
+            raise NotFoundError(f"no {CONFIG_FILE} in {root}; create one with `loopstack init {root}`")
         return root
     from_env = os.environ.get(PROJECT_ENV)
     if from_env:

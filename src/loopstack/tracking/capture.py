@@ -8,6 +8,7 @@ sampled by another background thread while the run is active.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import platform
 import socket
@@ -86,7 +87,10 @@ def gpu_models() -> list[str]:
     try:
         output = subprocess.run(
             ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=5, check=True,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return []
@@ -174,7 +178,7 @@ def step_timing(first_seen: dict[int, float]) -> dict[str, float]:
     if len(first_seen) < 2:
         return {}
     times = [first_seen[step] for step in sorted(first_seen)]
-    gaps = sorted(b - a for a, b in zip(times, times[1:], strict=False))
+    gaps = sorted(b - a for a, b in itertools.pairwise(times))
     return {
         "system.step_time_mean_s": sum(gaps) / len(gaps),
         "system.step_time_p50_s": gaps[len(gaps) // 2],

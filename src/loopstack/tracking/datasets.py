@@ -72,7 +72,9 @@ def describe(data: Any, name: str | None, source: str, targets: Any = None) -> d
         label_table = to_arrow(targets)
         label = label_table.column(0)
         if len(label) != table.num_rows:
-            raise ValidationError(f"targets has {len(label)} rows but the data has {table.num_rows}; pass aligned labels")
+            raise ValidationError(
+                f"targets has {len(label)} rows but the data has {table.num_rows}; pass aligned labels"
+            )
     else:
         label = None
     digest = content_hash(table) if label_table is None else _combined(table, label_table)

@@ -97,7 +97,9 @@ class ActiveRun:
         validate_key(key, "param key")
         text = _as_text(value)
         if len(text) > MAX_PARAM_LENGTH:
-            raise ValidationError(f"param {key!r} is {len(text)} characters; the limit is {MAX_PARAM_LENGTH}; log it as an artifact")
+            raise ValidationError(
+                f"param {key!r} is {len(text)} characters; the limit is {MAX_PARAM_LENGTH}; log it as an artifact"
+            )
         previous = self._params.get(key)
         if previous is not None and previous != text:
             raise ConflictError(

@@ -37,10 +37,16 @@ ATTRIBUTES = {
 }
 NUMERIC_ATTRIBUTES = {"start_time", "end_time", "experiment_id"}
 PREFIXES = {
-    "metric": "metrics", "metrics": "metrics",
-    "param": "params", "params": "params",
-    "tag": "tags", "tags": "tags",
-    "attribute": "attributes", "attributes": "attributes", "attr": "attributes", "run": "attributes",
+    "metric": "metrics",
+    "metrics": "metrics",
+    "param": "params",
+    "params": "params",
+    "tag": "tags",
+    "tags": "tags",
+    "attribute": "attributes",
+    "attributes": "attributes",
+    "attr": "attributes",
+    "run": "attributes",
 }
 OPERATORS = ("<=", ">=", "!=", "<>", "=", "<", ">")
 _TOKEN = re.compile(
@@ -94,7 +100,7 @@ def tokenize(text: str) -> list[Token]:
         match = _TOKEN.match(text, position)
         if match is None or match.end() == position:
             start = len(text) - len(text[position:].lstrip())
-            raise FilterError(f"cannot read filter at character {start}: {text[start:start + 20]!r}")
+            raise FilterError(f"cannot read filter at character {start}: {text[start : start + 20]!r}")
         kind = match.lastgroup or ""
         tokens.append(Token(kind, match.group(kind), match.start(kind)))
         position = match.end()
@@ -192,7 +198,11 @@ class _Parser:
         token = self.next("a value")
         if token.kind == "number":
             number = float(token.text)
-            return int(number) if number.is_integer() and "." not in token.text and "e" not in token.text.lower() else number
+            return (
+                int(number)
+                if number.is_integer() and "." not in token.text and "e" not in token.text.lower()
+                else number
+            )
         if token.kind == "string":
             quote = token.text[0]
             body = token.text[1:-1]
@@ -236,7 +246,11 @@ class _Parser:
         return token
 
     def accept(self, kind: str, text: str) -> bool:
-        if self.index < len(self.tokens) and self.tokens[self.index].kind == kind and self.tokens[self.index].text == text:
+        if (
+            self.index < len(self.tokens)
+            and self.tokens[self.index].kind == kind
+            and self.tokens[self.index].text == text
+        ):
             self.index += 1
             return True
         return False
@@ -325,8 +339,12 @@ def _compile_comparison(comparison: Comparison, tables: dict[str, Any]) -> Any:
 def _apply(column: Any, comparison: Comparison) -> Any:
     op, value = comparison.op, comparison.value
     simple = {
-        "=": column.__eq__, "!=": column.__ne__, "<": column.__lt__,
-        "<=": column.__le__, ">": column.__gt__, ">=": column.__ge__,
+        "=": column.__eq__,
+        "!=": column.__ne__,
+        "<": column.__lt__,
+        "<=": column.__le__,
+        ">": column.__gt__,
+        ">=": column.__ge__,
     }
     if op in simple:
         return simple[op](value)

@@ -22,7 +22,7 @@ from loopstack.tracking.entities import (
     validate_key,
     validate_status,
 )
-from loopstack.tracking.processes import process_start_time, is_process_alive
+from loopstack.tracking.processes import is_process_alive, process_start_time
 from loopstack.tracking.writer import BufferedWriter
 
 if TYPE_CHECKING:
@@ -62,7 +62,9 @@ class TrackingStore:
             found = connection.execute(select(table.c.id).where(table.c.name == name)).scalar()
         if found is None:
             with self.db.write() as connection:
-                self.db.upsert(connection, table, [{"name": name, "created_at": time.time()}], keys=("name",), update=())
+                self.db.upsert(
+                    connection, table, [{"name": name, "created_at": time.time()}], keys=("name",), update=()
+                )
                 found = connection.execute(select(table.c.id).where(table.c.name == name)).scalar_one()
         self._experiment_ids[name] = int(found)
         return int(found)
@@ -101,7 +103,12 @@ class TrackingStore:
             _check_name(name, "run name")
         with self.db.write() as connection:
             connection.execute(self.t("runs").insert().values(**row))
-            self.project.events.emit("run.started", run_id, {"name": row["name"], "experiment_id": experiment_id, "parent_id": parent_id}, connection=connection)
+            self.project.events.emit(
+                "run.started",
+                run_id,
+                {"name": row["name"], "experiment_id": experiment_id, "parent_id": parent_id},
+                connection=connection,
+            )
         self._live_runs.add(run_id)
         self.writer.start()
         return _info(row)
@@ -112,9 +119,16 @@ class TrackingStore:
             raise ConflictError(f"run {run_id} is still running in another live process; end it there first")
         with self.db.write() as connection:
             connection.execute(
-                self.t("runs").update().where(self.t("runs").c.id == run_id).values(
-                    status=RUNNING, end_time=None, host=HOST, pid=os.getpid(),
-                    pid_started=process_start_time(os.getpid()), heartbeat=time.time(),
+                self.t("runs")
+                .update()
+                .where(self.t("runs").c.id == run_id)
+                .values(
+                    status=RUNNING,
+                    end_time=None,
+                    host=HOST,
+                    pid=os.getpid(),
+                    pid_started=process_start_time(os.getpid()),
+                    heartbeat=time.time(),
                 )
             )
             self.project.events.emit("run.resumed", run_id, {}, connection=connection)
@@ -127,7 +141,9 @@ class TrackingStore:
         self.writer.flush()
         runs = self.t("runs")
         with self.db.write() as connection:
-            connection.execute(runs.update().where(runs.c.id == run_id).values(status=status, end_time=end_time or time.time()))
+            connection.execute(
+                runs.update().where(runs.c.id == run_id).values(status=status, end_time=end_time or time.time())
+            )
             self.project.events.emit(f"run.{status.lower()}", run_id, {}, connection=connection)
         self._live_runs.discard(run_id)
 
@@ -203,20 +219,28 @@ class TrackingStore:
             for kind, table_name in (("params", "params"), ("metrics", "latest_metrics"), ("tags", "tags")):
                 table = self.t(table_name)
                 for chunk in _chunks(ids, 500):
-                    for run_id, key, value in connection.execute(select(table.c.run_id, table.c.key, table.c.value).where(table.c.run_id.in_(chunk))):
+                    for run_id, key, value in connection.execute(
+                        select(table.c.run_id, table.c.key, table.c.value).where(table.c.run_id.in_(chunk))
+                    ):
                         values[run_id][kind][key] = float("nan") if (kind == "metrics" and value is None) else value
             ri, ds = self.t("run_inputs"), self.t("datasets")
-            query = select(ri.c.run_id, ri.c.context, ds.c.digest, ds.c.name, ds.c.num_rows).join(ds, ds.c.digest == ri.c.dataset_digest)
+            query = select(ri.c.run_id, ri.c.context, ds.c.digest, ds.c.name, ds.c.num_rows).join(
+                ds, ds.c.digest == ri.c.dataset_digest
+            )
             for chunk in _chunks(ids, 500):
                 for row in connection.execute(query.where(ri.c.run_id.in_(chunk))):
-                    inputs[row.run_id].append({"digest": row.digest, "name": row.name, "context": row.context, "rows": row.num_rows})
+                    inputs[row.run_id].append(
+                        {"digest": row.digest, "name": row.name, "context": row.context, "rows": row.num_rows}
+                    )
         return [Run(info=info, inputs=inputs[info.id], **values[info.id]) for info in infos]
 
     # -- artifacts and inputs ----------------------------------------------------
     def record_artifact(self, run_id: str, path: str, digest: str, size: int, kind: str) -> None:
         row = {"run_id": run_id, "path": path, "digest": digest, "size": size, "kind": kind}
         with self.db.write() as connection:
-            self.db.upsert(connection, self.t("artifacts"), [row], keys=("run_id", "path"), update=("digest", "size", "kind"))
+            self.db.upsert(
+                connection, self.t("artifacts"), [row], keys=("run_id", "path"), update=("digest", "size", "kind")
+            )
 
     def list_artifacts(self, run_id: str) -> list[dict[str, Any]]:
         from sqlalchemy import select
@@ -230,23 +254,27 @@ class TrackingStore:
         for artifact in self.list_artifacts(run_id):
             if artifact["path"] == path:
                 return str(artifact["digest"])
-        raise NotFoundError(f"run {run_id} has no artifact {path!r}; list them with Client().list_artifacts({run_id!r})")
+        raise NotFoundError(
+            f"run {run_id} has no artifact {path!r}; list them with Client().list_artifacts({run_id!r})"
+        )
 
     def record_input(self, run_id: str, dataset: dict[str, Any], context: str) -> None:
         with self.db.write() as connection:
             self.db.upsert(connection, self.t("datasets"), [dataset], keys=("digest",), update=())
             self.db.upsert(
-                connection, self.t("run_inputs"),
+                connection,
+                self.t("run_inputs"),
                 [{"run_id": run_id, "dataset_digest": dataset["digest"], "context": context}],
-                keys=("run_id", "dataset_digest", "context"), update=(),
+                keys=("run_id", "dataset_digest", "context"),
+                update=(),
             )
 
-    def params_of(self, run_id: str, connection: Connection | None = None) -> dict[str, str]:
+    def params_of(self, run_id: str) -> dict[str, str]:
         from sqlalchemy import select
 
         table = self.t("params")
-        with self.db.read() as own:
-            return {k: v for k, v in own.execute(select(table.c.key, table.c.value).where(table.c.run_id == run_id))}
+        with self.db.read() as connection:
+            return dict(connection.execute(select(table.c.key, table.c.value).where(table.c.run_id == run_id)).all())
 
     # -- liveness --------------------------------------------------------------
     def reap_dead_runs(self) -> list[str]:
@@ -256,26 +284,41 @@ class TrackingStore:
         runs = self.t("runs")
         with self.db.read() as connection:
             candidates = connection.execute(
-                select(runs.c.id, runs.c.host, runs.c.pid, runs.c.pid_started, runs.c.heartbeat).where(runs.c.status == RUNNING)
+                select(runs.c.id, runs.c.host, runs.c.pid, runs.c.pid_started, runs.c.heartbeat).where(
+                    runs.c.status == RUNNING
+                )
             ).all()
         now = time.time()
         stale_after = max(30.0, 6 * self.settings.heartbeat_interval_s)
         dead = [
-            row for row in candidates
+            row
+            for row in candidates
             if row.id not in self._live_runs
-            and (not is_process_alive(row.pid, row.pid_started) if row.host == HOST else now - row.heartbeat > stale_after)
+            and (
+                not is_process_alive(row.pid, row.pid_started)
+                if row.host == HOST
+                else now - row.heartbeat > stale_after
+            )
         ]
         if not dead:
             return []
         with self.db.write() as connection:
             for row in dead:
                 result = connection.execute(
-                    runs.update().where(runs.c.id == row.id, runs.c.status == RUNNING).values(status=KILLED, end_time=row.heartbeat)
+                    runs.update()
+                    .where(runs.c.id == row.id, runs.c.status == RUNNING)
+                    .values(status=KILLED, end_time=row.heartbeat)
                 )
                 if result.rowcount:
                     self.project.events.emit(
-                        "run.killed", row.id,
-                        {"reason": "process died without ending the run", "host": row.host, "pid": row.pid, "last_heartbeat": row.heartbeat},
+                        "run.killed",
+                        row.id,
+                        {
+                            "reason": "process died without ending the run",
+                            "host": row.host,
+                            "pid": row.pid,
+                            "last_heartbeat": row.heartbeat,
+                        },
                         connection=connection,
                     )
         return [row.id for row in dead]
@@ -309,8 +352,13 @@ class TrackingStore:
 
 def _info(row: dict[str, Any]) -> RunInfo:
     return RunInfo(
-        id=row["id"], experiment_id=row["experiment_id"], name=row["name"], status=row["status"],
-        start_time=row["start_time"], end_time=row["end_time"], parent_id=row["parent_id"],
+        id=row["id"],
+        experiment_id=row["experiment_id"],
+        name=row["name"],
+        status=row["status"],
+        start_time=row["start_time"],
+        end_time=row["end_time"],
+        parent_id=row["parent_id"],
     )
 
 
@@ -350,7 +398,7 @@ def _decode_token(token: str | None) -> int:
 
 
 def _chunks(items: list[str], size: int) -> list[list[str]]:
-    return [items[i:i + size] for i in range(0, len(items), size)]
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def _check_name(name: str, what: str) -> None:
@@ -358,8 +406,50 @@ def _check_name(name: str, what: str) -> None:
         raise ValidationError(f"invalid {what} {name!r}: use 1 to 255 characters")
 
 
-_ADJECTIVES = "amber brave calm deft eager fair gentle hardy keen lucid merry noble placid quick royal sunny tidy vivid witty zesty".split()
-_NOUNS = "otter falcon lynx heron badger cedar comet delta ember fjord grove harbor islet juniper kestrel lagoon maple nova orca pine".split()
+_ADJECTIVES = [
+    "amber",
+    "brave",
+    "calm",
+    "deft",
+    "eager",
+    "fair",
+    "gentle",
+    "hardy",
+    "keen",
+    "lucid",
+    "merry",
+    "noble",
+    "placid",
+    "quick",
+    "royal",
+    "sunny",
+    "tidy",
+    "vivid",
+    "witty",
+    "zesty",
+]
+_NOUNS = [
+    "otter",
+    "falcon",
+    "lynx",
+    "heron",
+    "badger",
+    "cedar",
+    "comet",
+    "delta",
+    "ember",
+    "fjord",
+    "grove",
+    "harbor",
+    "islet",
+    "juniper",
+    "kestrel",
+    "lagoon",
+    "maple",
+    "nova",
+    "orca",
+    "pine",
+]
 
 
 def _run_name(run_id: str) -> str:

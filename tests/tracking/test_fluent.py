@@ -1,0 +1,180 @@
+import math
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import loopstack as ls
+from loopstack.core.errors import ConflictError, NotFoundError, ValidationError
+from loopstack.core.project import Project
+
+
+def test_run_logs_params_metrics_tags_and_reads_them_back(project: Project) -> None:
+    ls.set_experiment("fraud")
+    with ls.start_run(run_name="baseline", params={"lr": 0.01, "depth": 6}, tags={"team": "risk"}) as run:
+        for step in range(5):
+            ls.log_metric("loss", 1.0 / (step + 1), step=step)
+        ls.log_metrics({"auc": 0.91, "f1": 0.7}, step=4)
+        ls.set_tag("stage", "dev")
+    stored = ls.Client(project).get_run(run.id)
+    assert stored.info.name == "baseline"
+    assert stored.status == "FINISHED"
+    assert stored.params == {"lr": "0.01", "depth": "6"}
+    assert stored.metrics["loss"] == pytest.approx(0.2)
+    assert stored.metrics["auc"] == 0.91
+    assert stored.tags["team"] == "risk" and stored.tags["stage"] == "dev"
+    assert ls.Client(project).get_experiment_by_name("fraud").id == stored.info.experiment_id
+
+
+def test_metric_history_keeps_every_point_in_step_order(project: Project) -> None:
+    with ls.start_run() as run:
+        steps = list(range(200))
+        random.Random(1).shuffle(steps)
+        for step in steps:
+            run.log_metric("acc", step / 200, step=step)
+    history = ls.Client(project).get_metric_history(run.id, "acc")
+    assert [m.step for m in history] == list(range(200))
+    assert [m.value for m in history] == [s / 200 for s in range(200)]
+
+
+def test_latest_metric_is_highest_step_not_last_logged(project: Project) -> None:
+    with ls.start_run() as run:
+        run.log_metric("loss", 0.1, step=10)
+        run.log_metric("loss", 0.9, step=3)  # logged later, earlier step
+    assert ls.Client(project).get_run(run.id).metrics["loss"] == 0.1
+
+
+def test_nan_and_infinity_survive_the_round_trip(project: Project) -> None:
+    with ls.start_run() as run:
+        run.log_metric("a", float("nan"), step=0)
+        run.log_metric("b", float("inf"), step=0)
+    history = ls.Client(project).get_metric_history(run.id, "a")
+    assert math.isnan(history[0].value)
+    assert ls.Client(project).get_run(run.id).metrics["b"] == math.inf
+
+
+def test_params_are_immutable(project: Project) -> None:
+    with ls.start_run():
+        ls.log_param("lr", 0.1)
+        ls.log_param("lr", 0.1)  # same value is fine
+        with pytest.raises(ConflictError, match="immutable"):
+            ls.log_param("lr", 0.2)
+
+
+@pytest.mark.parametrize("key", ["", "a;DROP TABLE runs", "../x", "x" * 300, "-leading"])
+def test_bad_keys_are_rejected(project: Project, key: str) -> None:
+    with ls.start_run(), pytest.raises(ValidationError, match="invalid metric key"):
+        ls.log_metric(key, 1.0)
+
+
+def test_non_numeric_metric_is_rejected(project: Project) -> None:
+    with ls.start_run(), pytest.raises(ValidationError, match="pass a number"):
+        ls.log_metric("acc", "high")  # type: ignore[arg-type]
+
+
+def test_nested_runs_record_their_parent(project: Project) -> None:
+    with ls.start_run(run_name="sweep") as parent:
+        with pytest.raises(ValidationError, match="nested=True"):
+            ls.start_run()
+        for i in range(2):
+            with ls.start_run(nested=True, params={"i": i}) as child:
+                assert ls.active_run() is child
+        assert ls.active_run() is parent
+    children = ls.Client(project).search_runs(f"parent_id = '{parent.id}'")
+    assert sorted(r.params["i"] for r in children) == ["0", "1"]
+
+
+def test_failed_block_marks_run_failed(project: Project) -> None:
+    with pytest.raises(RuntimeError), ls.start_run() as run:
+        raise RuntimeError("boom")
+    assert ls.Client(project).get_run(run.id).status == "FAILED"
+    assert ls.active_run() is None
+
+
+def test_resume_by_id_continues_the_same_run(project: Project) -> None:
+    with ls.start_run(params={"lr": 0.1}) as run:
+        run.log_metric("loss", 0.5, step=1)
+    with ls.start_run(run_id=run.id) as resumed:
+        assert resumed.id == run.id
+        with pytest.raises(ConflictError):
+            resumed.log_param("lr", 0.2)
+        resumed.log_metric("loss", 0.4, step=2)
+    history = ls.Client(project).get_metric_history(run.id, "loss")
+    assert [(m.step, m.value) for m in history] == [(1, 0.5), (2, 0.4)]
+    kinds = [e.kind for e in project.events.list(subject=run.id, newest_first=False)]
+    assert kinds == ["run.started", "run.finished", "run.resumed", "run.finished"]
+
+
+def test_logging_without_a_run_says_how_to_start_one(project: Project) -> None:
+    with pytest.raises(NotFoundError, match="start_run"):
+        ls.log_param("a", 1)
+
+
+def test_artifacts_are_stored_verified_and_listed(project: Project, tmp_path: Path) -> None:
+    folder = tmp_path / "out"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.txt").write_text("alpha")
+    (folder / "sub" / "b.txt").write_text("beta")
+    with ls.start_run() as run:
+        ls.log_artifacts(folder, "reports")
+        ls.log_dict({"k": 1}, "config.json")
+    client = ls.Client(project)
+    paths = [a["path"] for a in client.list_artifacts(run.id) if not a["path"].startswith("loopstack/")]
+    assert paths == ["config.json", "reports/a.txt", "reports/sub/b.txt"]
+    assert client.read_artifact(run.id, "reports/sub/b.txt") == b"beta"
+    target = client.download_artifact(run.id, "reports/a.txt", tmp_path)
+    assert target.read_text() == "alpha"
+
+
+def test_reproducibility_is_captured_without_asking(project: Project) -> None:
+    with ls.start_run() as run:
+        ls.log_metric("loss", 0.3, step=1)
+        ls.log_metric("loss", 0.2, step=2)
+    stored = ls.Client(project).get_run(run.id)
+    for tag in ("loopstack.python", "loopstack.os", "loopstack.cpu", "loopstack.packages_sha256", "loopstack.source"):
+        assert stored.tags[tag]
+    assert stored.tags["loopstack.git.commit"]  # the test suite runs inside the loopstack checkout
+    assert stored.metrics["system.peak_rss_mb"] > 10
+    assert stored.metrics["system.duration_s"] >= 0
+    assert "system.step_time_mean_s" in stored.metrics
+    environment = ls.Client(project).read_artifact(run.id, "loopstack/environment.json")
+    assert b"numpy==" in environment
+
+
+def test_seed_everything_reproduces_and_is_recorded(project: Project) -> None:
+    ls.seed_everything(1234)
+    first = (random.random(), np.random.rand())
+    ls.seed_everything(1234)
+    assert (random.random(), np.random.rand()) == first
+    with ls.start_run() as run:
+        pass
+    assert ls.Client(project).get_run(run.id).tags["loopstack.seed"] == "1234"
+
+
+def test_dataset_versions_hash_content_and_record_stats(project: Project) -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "label": [0, 1, 1, 1]})
+    with ls.start_run() as run:
+        first = ls.log_input(frame, name="train", targets="label")
+        same = ls.log_input(frame.copy(), name="train-again", context="eval", targets="label")
+        changed = ls.log_input(frame.assign(x=[1.0, 2.0, 3.0, 5.0]), name="train-v2", targets="label")
+    assert first == same != changed
+    stored = ls.Client(project).get_run(run.id)
+    assert {(i["context"], i["rows"]) for i in stored.inputs} >= {("training", 4), ("eval", 4)}
+    with project.db.read() as connection:
+        stats = connection.execute(project.db.table("datasets").select()).first().stats
+    assert stats["label_balance"] == {"0": 0.25, "1": 0.75}
+
+
+def test_read_dataset_records_the_file_version(project: Project, tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"a": [1, 2, 3]}), path)
+    with ls.start_run() as run:
+        table = ls.read_dataset(path)
+    assert table.num_rows == 3
+    assert ls.Client(project).get_run(run.id).inputs[0]["rows"] == 3

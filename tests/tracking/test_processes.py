@@ -1,0 +1,110 @@
+"""Several processes, crashes and restarts: no committed data is lost, nothing is left running."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import loopstack as ls
+from loopstack.core.project import Project
+
+WRITER = textwrap.dedent(
+    """
+    import sys, time
+    import loopstack as ls
+    project = ls.Project.open(sys.argv[1])
+    mode, points = sys.argv[2], int(sys.argv[3])
+    with ls.start_run(run_name=sys.argv[4]) as run:
+        print(run.id, flush=True)
+        for step in range(points):
+            run.log_metric("value", float(step), step=step)
+            if mode == "slow":
+                time.sleep(0.001)
+        if mode == "hang":
+            print("logged", flush=True)
+            time.sleep(600)
+    """
+)
+
+
+def spawn(project: Project, mode: str, points: int, name: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(project.root), mode, str(points), name],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "LOOPSTACK_PROJECT": str(project.root)},
+    )
+
+
+def finish(worker: subprocess.Popen[str], timeout: float = 120) -> int:
+    code = worker.wait(timeout=timeout)
+    worker.stdout.close()  # type: ignore[union-attr]
+    return code
+
+
+def test_two_processes_log_into_one_sqlite_project(sqlite_project: Project) -> None:
+    workers = [spawn(sqlite_project, "slow", 2000, f"w{i}") for i in range(2)]
+    run_ids = [w.stdout.readline().strip() for w in workers]  # type: ignore[union-attr]
+    for worker in workers:
+        assert finish(worker) == 0
+    client = ls.Client(sqlite_project)
+    for run_id in run_ids:
+        history = client.get_metric_history(run_id, "value")
+        assert [m.step for m in history] == list(range(2000))
+        assert client.get_run(run_id).status == "FINISHED"
+
+
+def test_kill_9_loses_at_most_the_last_flush_and_run_is_marked_killed(sqlite_project: Project) -> None:
+    worker = spawn(sqlite_project, "hang", 5000, "victim")
+    run_id = worker.stdout.readline().strip()  # type: ignore[union-attr]
+    assert worker.stdout.readline().strip() == "logged"  # type: ignore[union-attr]
+    time.sleep(sqlite_project.config.tracking.flush_interval_s * 2.5)  # past one flush interval
+    os.kill(worker.pid, signal.SIGKILL)
+    finish(worker, timeout=30)
+
+    sqlite_project.close()
+    reopened = Project.open(sqlite_project.root)  # reaps dead runs on open
+    client = ls.Client(reopened)
+    run = client.get_run(run_id)
+    assert run.status == "KILLED"
+    assert run.info.end_time is not None
+    history = client.get_metric_history(run_id, "value")
+    assert [m.step for m in history] == list(range(5000))  # flushed before the kill, so nothing lost
+    killed = reopened.events.list(kind="run.killed", subject=run_id)
+    assert killed and killed[0].payload["pid"] == worker.pid
+    with reopened.db.read() as connection:
+        assert connection.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
+    reopened.close()
+
+
+def test_kill_9_mid_logging_never_leaves_a_partial_batch(sqlite_project: Project) -> None:
+    worker = spawn(sqlite_project, "slow", 200_000, "busy")
+    run_id = worker.stdout.readline().strip()  # type: ignore[union-attr]
+    time.sleep(2.5)
+    os.kill(worker.pid, signal.SIGKILL)
+    finish(worker, timeout=30)
+    sqlite_project.close()
+    reopened = Project.open(sqlite_project.root)
+    steps = [m.step for m in ls.Client(reopened).get_metric_history(run_id, "value")]
+    assert steps == list(range(len(steps)))  # a prefix: batches are all or nothing, in order
+    assert len(steps) > 0
+    reopened.close()
+
+
+@pytest.mark.postgres
+def test_dead_run_on_postgres_is_reaped_by_the_next_open(tmp_path: Path, postgres_url: str) -> None:
+    project = Project.init(tmp_path / "pg", name="pg", metadata=postgres_url)
+    worker = spawn(project, "hang", 10, "victim")
+    run_id = worker.stdout.readline().strip()  # type: ignore[union-attr]
+    assert worker.stdout.readline().strip() == "logged"  # type: ignore[union-attr]
+    os.kill(worker.pid, signal.SIGKILL)
+    finish(worker, timeout=30)
+    project.close()
+    reopened = Project.open(tmp_path / "pg")
+    assert ls.Client(reopened).get_run(run_id).status == "KILLED"
+    reopened.close()

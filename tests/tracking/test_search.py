@@ -1,0 +1,135 @@
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import loopstack as ls
+from loopstack.core.errors import FilterError
+from loopstack.core.project import Project
+from loopstack.tracking.entities import Run
+from loopstack.tracking.search import BoolOp, Comparison, parse_filter, parse_order_by
+
+
+@pytest.fixture
+def runs(project: Project) -> dict[str, str]:
+    """Six runs over two experiments with known params, metrics and tags."""
+    ids = {}
+    for i, (lr, acc, team) in enumerate(
+        [("0.01", 0.95, "x"), ("0.01", 0.85, "y"), ("0.1", 0.91, "x"), ("0.1", 0.70, "x"), ("1", 0.99, "z")]
+    ):
+        with ls.start_run(
+            experiment="exp-a" if i < 4 else "exp-b", run_name=f"r{i}", params={"lr": lr}, tags={"team": team}
+        ) as run:
+            run.log_metric("acc", acc)
+        ids[f"r{i}"] = run.id
+    with ls.start_run(experiment="exp-a", run_name="no-acc") as run:
+        run.log_param("lr", "0.01")
+    ids["no-acc"] = run.id
+    return ids
+
+
+def names(page: list[Run]) -> list[str]:
+    return [run.info.name for run in page]
+
+
+def test_filter_on_metrics_params_and_tags(project: Project, runs: dict[str, str]) -> None:
+    page = ls.Client(project).search_runs("metrics.acc > 0.9 and params.lr = '0.01' and tags.team = 'x'")
+    assert names(page) == ["r0"]
+
+
+def test_order_by_metric_with_missing_values_last(project: Project, runs: dict[str, str]) -> None:
+    page = ls.Client(project).search_runs(order_by=["metrics.acc desc"], experiment_names="exp-a")
+    assert names(page) == ["r0", "r2", "r1", "r3", "no-acc"]
+    page = ls.Client(project).search_runs(order_by=["metrics.acc asc"], experiment_names="exp-a")
+    assert names(page) == ["r3", "r1", "r2", "r0", "no-acc"]
+
+
+def test_or_parentheses_in_like_and_null(project: Project, runs: dict[str, str]) -> None:
+    client = ls.Client(project)
+    assert set(names(client.search_runs("(tags.team = 'y' or tags.team = 'z') and metrics.acc >= 0.85"))) == {
+        "r1",
+        "r4",
+    }
+    assert set(names(client.search_runs("params.lr in ('0.1', '1')"))) == {"r2", "r3", "r4"}
+    assert set(names(client.search_runs("name like 'r%' and params.lr not in ('0.1')"))) == {"r0", "r1", "r4"}
+    assert names(client.search_runs("metrics.acc is null")) == ["no-acc"]
+    assert set(names(client.search_runs("status = 'FINISHED' and run_name ilike 'R1'"))) == {"r1"}
+
+
+def test_paging_walks_every_run_exactly_once(project: Project, runs: dict[str, str]) -> None:
+    client = ls.Client(project)
+    seen, token = [], None
+    while True:
+        page = client.search_runs(order_by="metrics.acc desc", max_results=2, page_token=token)
+        seen.extend(names(page))
+        token = page.token
+        if token is None:
+            break
+    assert sorted(seen) == sorted(runs)
+    assert len(seen) == len(set(seen))
+
+
+def test_compare_runs_shows_what_differs(project: Project, runs: dict[str, str]) -> None:
+    comparison = ls.Client(project).compare_runs([runs["r0"], runs["r1"]])
+    assert comparison.params["lr"] == ["0.01", "0.01"]
+    assert comparison.differing_metrics == ["acc"]
+    assert comparison.differing_params == []
+    frame = comparison.to_pandas()
+    assert frame.loc["metrics.acc"].tolist() == [0.95, 0.85]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("metrics.acc >", "ends early"),
+        ("metrics.acc > 'high'", "compare it with a number"),
+        ("params.lr = 0.01", "quote the value"),
+        ("foo = 1", "unknown field"),
+        ("metrics.acc > 1 metrics.f1 > 2", "join conditions"),
+        ("metrics.acc ~ 1", "cannot read filter"),
+        ("(metrics.acc > 1", r"expected '\)'"),
+        ("attributes.bogus = 'x'", "unknown attribute"),
+        ("metrics.acc like '%'", "numeric"),
+    ],
+)
+def test_bad_filters_give_clear_errors(text: str, message: str) -> None:
+    with pytest.raises(FilterError, match=message):
+        parse_filter(text)
+
+
+def test_bad_order_by_is_rejected() -> None:
+    with pytest.raises(FilterError):
+        parse_order_by("metrics.acc sideways")
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        "params.lr = '0.01'' OR 1=1 --'",
+        "tags.team = 'x; DROP TABLE runs; --'",
+        "params.`lr') OR 1=1 --` = 'x'",
+        "name = 'r0\\' OR \\'1\\'=\\'1'",
+    ],
+)
+def test_filters_cannot_inject_sql(project: Project, runs: dict[str, str], hostile: str) -> None:
+    client = ls.Client(project)
+    try:
+        page = client.search_runs(hostile)
+    except FilterError:
+        page = []
+    assert names(page) == []
+    assert len(client.search_runs()) == len(runs)  # the runs table is intact
+
+
+@given(st.text(max_size=40))
+def test_parser_never_crashes_with_anything_but_filter_error(text: str) -> None:
+    try:
+        parse_filter(text)
+    except FilterError:
+        pass
+
+
+def test_parse_tree_shape() -> None:
+    tree = parse_filter("metrics.a > 1 and (params.b = 'x' or tags.c != 'y')")
+    assert isinstance(tree, BoolOp) and tree.op == "and"
+    assert isinstance(tree.items[0], Comparison) and tree.items[0].value == 1
+    assert isinstance(tree.items[1], BoolOp) and tree.items[1].op == "or"
