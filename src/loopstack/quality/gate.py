@@ -1,0 +1,159 @@
+"""Using a suite to stop bad data: a gate for pipeline steps, and a check for serving requests.
+
+`gate` runs a whole suite and raises `QualityGateError` when it fails, so a
+pipeline step fails with the reason instead of training on broken data.
+`validate_request` applies the same suite's row checks to the few rows of a
+serving request, with the same SQL conditions, so a check is defined once
+for batch and online use.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from loopstack.core.errors import ValidationError
+from loopstack.quality.expectations.base import RowExpectation
+from loopstack.quality.results import SuiteResult
+from loopstack.quality.source import quote
+
+if TYPE_CHECKING:
+    from loopstack.core.project import Project
+    from loopstack.quality.suite import Suite
+
+_MAX_LISTED = 5
+_local = threading.local()
+
+
+class QualityGateError(ValidationError):
+    """A suite failed at a gate; ``result`` holds the full `SuiteResult`."""
+
+    def __init__(self, message: str, result: SuiteResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+def gate(
+    suite: Suite, data: Any, project: Project | None = None, sample_size: int = 5, cause: int | None = None
+) -> SuiteResult:
+    """Run `suite` on `data`; raise `QualityGateError` if an error-severity check fails.
+
+    With `project` the result is recorded as a ``quality.suite`` event first
+    (``cause`` links it to, e.g., the pipeline run's event), so a blocked run
+    leaves its reason in the event log.
+
+    Examples
+    --------
+    >>> from loopstack.quality import NotNull, Suite
+    >>> try:
+    ...     gate(Suite("in", [NotNull("x")]), {"x": [1, None]})
+    ... except QualityGateError as error:
+    ...     print(error)  # doctest: +NORMALIZE_WHITESPACE
+    quality gate 'in' failed 1 of 1 checks on dict of 1 columns: not_null(x): 1 unexpected of 2 (50.00%);
+    fix the data or relax the suite (see error.result)
+    """
+    result = suite.run(data, sample_size=sample_size)
+    if project is not None:
+        from loopstack.quality.store import record
+
+        record(project, result, cause=cause)
+    if not result.passed:
+        failures = result.failures
+        listed = "; ".join(r.describe() for r in failures[:_MAX_LISTED])
+        more = f"; and {len(failures) - _MAX_LISTED} more" if len(failures) > _MAX_LISTED else ""
+        raise QualityGateError(
+            f"quality gate {suite.name!r} failed {len(failures)} of {len(result.results)} checks on "
+            f"{result.source}: {listed}{more}; fix the data or relax the suite (see error.result)",
+            result,
+        )
+    return result
+
+
+@dataclass
+class RequestValidation:
+    """Problems found in a serving request: one entry per offending row and check."""
+
+    rows: int
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def validate_request(suite: Suite, rows: Any, raise_on_error: bool = False) -> RequestValidation:
+    """Check request rows against the suite's row checks that judge one row alone.
+
+    Applies checks with ``mostly=1.0`` (a check that tolerates some bad rows
+    in a batch cannot reject a single one) and, for z-scores, stored mean and
+    std. A column absent from the request counts as null. Table checks
+    (uniqueness, row count, distributions) do not apply to a request.
+
+    Examples
+    --------
+    >>> from loopstack.quality import Between, NotNull, Suite
+    >>> suite = Suite("req", [NotNull("age"), Between("age", min=0, max=120)])
+    >>> for error in validate_request(suite, [{"age": 30}, {"age": -4}, {}]).errors:
+    ...     print(error)
+    {'row': 1, 'check': 'between(age)', 'column': 'age', 'value': -4}
+    {'row': 2, 'check': 'not_null(age)', 'column': 'age', 'value': None}
+    """
+    import pyarrow as pa
+
+    from loopstack.quality.source import _to_arrow
+
+    table = pa.Table.from_pylist([rows] if isinstance(rows, dict) else rows) if _is_rows(rows) else _to_arrow(rows)
+    checks = [c for c in suite if isinstance(c, RowExpectation) and c.mostly >= 1.0 and c.self_contained]
+    for name in {col for check in checks for col in check.columns_used} - set(table.column_names):
+        table = table.append_column(name, pa.nulls(table.num_rows))
+    report = RequestValidation(rows=table.num_rows)
+    if not checks or not table.num_rows:
+        return report
+    flags = _flags(table, checks)
+    for index, check in enumerate(checks):
+        column = check.columns_used[0]
+        values = table.column(column)
+        bucket = report.errors if check.severity == "error" else report.warnings
+        bucket.extend(
+            {"row": row, "check": check.label, "column": column, "value": values[row].as_py()}
+            for row, bad in enumerate(flags[index])
+            if bad
+        )
+    report.errors.sort(key=lambda e: e["row"])
+    report.warnings.sort(key=lambda e: e["row"])
+    if raise_on_error and report.errors:
+        listed = "; ".join(f"row {e['row']}: {e['check']} got {e['value']!r}" for e in report.errors[:_MAX_LISTED])
+        raise ValidationError(f"request fails suite {suite.name!r}: {listed}; send values the suite allows")
+    return report
+
+
+def _flags(table: Any, checks: list[RowExpectation]) -> list[list[bool]]:
+    """One column of booleans per check, from one DuckDB query over the request rows."""
+    cursor = _connection().cursor()
+    try:
+        cursor.register("data", table)
+        schema = {row[0]: row[1] for row in cursor.execute("DESCRIBE SELECT * FROM data").fetchall()}
+        select = ", ".join(f"coalesce({c.condition(schema)}, FALSE) AS {quote(f'c{i}')}" for i, c in enumerate(checks))
+        return [list(col) for col in zip(*cursor.execute(f"SELECT {select} FROM data").fetchall(), strict=True)]
+    finally:
+        cursor.close()
+
+
+def _connection() -> Any:
+    """A per-thread DuckDB connection, kept so a request does not pay for opening one."""
+    connection = getattr(_local, "connection", None)
+    if connection is None:
+        import duckdb
+
+        connection = _local.connection = duckdb.connect()
+    return connection
+
+
+def _is_rows(rows: Any) -> bool:
+    return (
+        (isinstance(rows, dict)
+        and not any(isinstance(v, list | tuple) for v in rows.values()))
+        or (isinstance(rows, list) and all(isinstance(r, dict) for r in rows))
+    )

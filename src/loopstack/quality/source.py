@@ -1,0 +1,213 @@
+"""Inputs of a check: any table a user holds, seen by DuckDB as one view.
+
+Checks compile to SQL, so every input becomes a DuckDB view named ``data`` on
+a private connection. Frames and Arrow tables are registered without copying;
+Parquet files and folders are scanned by ``read_parquet`` so that a suite over
+data larger than memory streams it instead of loading it; a `Query` runs on
+the user's own DuckDB connection.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from loopstack.core.errors import ValidationError
+
+VIEW = "data"
+_QUERY_STARTS = ("select", "with", "from", "values", "table")
+
+
+@dataclass(frozen=True)
+class Query:
+    """A DuckDB query to check instead of a table.
+
+    Parameters
+    ----------
+    sql : str
+        Any DuckDB ``SELECT``; it may read files, e.g. ``read_csv('x.csv')``.
+    connection : duckdb.DuckDBPyConnection, optional
+        The connection whose tables the query names; a private in-memory one
+        when omitted.
+
+    Examples
+    --------
+    >>> from loopstack.quality import NotNull, Suite
+    >>> Suite("q", [NotNull("x")]).run(Query("SELECT 1 AS x")).passed
+    True
+    """
+
+    sql: str
+    connection: Any = None
+
+
+def quote(name: str) -> str:
+    """A SQL identifier, double-quoted so any column name is safe."""
+    return '"' + str(name).replace('"', '""') + '"'
+
+
+def literal(value: Any) -> str:
+    """A SQL literal for a Python value; strings are single-quoted and escaped."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int | float):
+        return repr(value) if isinstance(value, int) else f"'{value!r}'::DOUBLE"  # quoted: inf, nan
+    if hasattr(value, "isoformat"):
+        return f"'{value.isoformat()}'"
+    if hasattr(value, "item"):  # a NumPy scalar
+        return literal(value.item())
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+class Source:
+    """One input opened as the DuckDB view ``data``, with its schema.
+
+    Use `open_source`; the connection is private unless a `Query` brought its own.
+    """
+
+    def __init__(self, connection: Any, description: str, owned: bool) -> None:
+        self.connection = connection
+        self.description = description
+        self._owned = owned
+        self._schema: dict[str, str] | None = None
+        self._extra = 0
+
+    @property
+    def schema(self) -> dict[str, str]:
+        """Column name to DuckDB type name, in column order."""
+        if self._schema is None:
+            self._schema = self.columns_of(VIEW)
+        return self._schema
+
+    def sql(self, query: str) -> Any:
+        """Execute a query on this source's connection and return the cursor (fetch it fully)."""
+        return self.connection.execute(query)
+
+    def one(self, query: str) -> tuple[Any, ...]:
+        """The single row of an aggregate query."""
+        return self.connection.execute(query).fetchall()[0]
+
+    def columns_of(self, view: str) -> dict[str, str]:
+        """Column name to type of another view on this connection (e.g. a reference)."""
+        return {row[0]: row[1] for row in self.connection.execute(f"DESCRIBE SELECT * FROM {view}").fetchall()}
+
+    def attach(self, data: Any) -> str:
+        """Register another input (a reference table) on this connection; return its view name."""
+        self._extra += 1
+        name = f"ref_{self._extra}"
+        _register(self.connection, name, data)
+        return name
+
+    def close(self) -> None:
+        """Drop the views; close the connection if it is ours."""
+        if self._owned:
+            self.connection.close()
+        else:
+            self.connection.execute(f"DROP VIEW IF EXISTS {VIEW}")
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_source(data: Any) -> Source:
+    """Open Arrow, pandas, polars, a Parquet/CSV path or folder, or a `Query` as view ``data``.
+
+    Examples
+    --------
+    >>> import pyarrow as pa
+    >>> with open_source(pa.table({"x": [1, 2]})) as source:
+    ...     source.schema
+    {'x': 'BIGINT'}
+    """
+    import duckdb
+
+    if isinstance(data, Source):
+        return data
+    if isinstance(data, Query) and data.connection is not None:
+        connection = data.connection.cursor()
+        connection.execute(f"CREATE OR REPLACE TEMP VIEW {VIEW} AS {data.sql}")
+        return Source(connection, describe(data), owned=True)
+    connection = duckdb.connect()
+    try:
+        _register(connection, VIEW, data)
+    except BaseException:
+        connection.close()
+        raise
+    return Source(connection, describe(data), owned=True)
+
+
+def describe(data: Any) -> str:
+    """A short human description of an input for results and events."""
+    if isinstance(data, Query):
+        return f"query: {' '.join(data.sql.split())[:200]}"
+    if isinstance(data, str | os.PathLike):
+        return str(data)
+    if isinstance(data, dict):
+        return f"dict of {len(data)} columns"
+    name = f"{type(data).__module__.split('.')[0]}.{type(data).__name__}"
+    rows = getattr(data, "num_rows", None)
+    if rows is None and hasattr(data, "shape"):
+        rows = data.shape[0]
+    return f"{name} ({rows} rows)" if rows is not None else name
+
+
+def _register(connection: Any, name: str, data: Any) -> None:
+    if isinstance(data, Query):
+        connection.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {data.sql}")
+        return
+    if isinstance(data, str | os.PathLike):
+        connection.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM {_scan(data)}")
+        return
+    connection.register(name, _to_arrow(data))
+
+
+def _scan(path: str | os.PathLike[str]) -> str:
+    """The DuckDB table function that streams a file, a glob or a folder of Parquet files."""
+    text = os.fspath(path)
+    if isinstance(path, str) and text.lstrip().lower().startswith(_QUERY_STARTS) and not os.path.exists(text):
+        return f"({text})"
+    target = Path(text)
+    if target.is_dir():
+        pattern = target / "**" / "*.parquet"
+        return f"read_parquet({literal(str(pattern))}, hive_partitioning = true, union_by_name = true)"
+    if not any(ch in text for ch in "*?[") and not target.exists():
+        raise ValidationError(f"data path {text!r} does not exist; pass an existing Parquet/CSV file or folder")
+    suffix = target.suffix.lower()
+    if suffix in (".csv", ".tsv", ".txt"):
+        return f"read_csv({literal(text)})"
+    if suffix in (".json", ".jsonl", ".ndjson"):
+        return f"read_json_auto({literal(text)})"
+    return f"read_parquet({literal(text)}, union_by_name = true)"
+
+
+def _to_arrow(data: Any) -> Any:
+    """Arrow for in-memory inputs; pandas NaN in float columns becomes null like pandas reads it."""
+    import pyarrow as pa
+
+    if isinstance(data, pa.Table | pa.RecordBatch | pa.RecordBatchReader):
+        return data
+    module = type(data).__module__.split(".")[0]
+    if module == "pandas":
+        import pandas as pd
+
+        frame = data.to_frame() if isinstance(data, pd.Series) else data
+        return pa.Table.from_pandas(frame, preserve_index=False)
+    if module == "polars":
+        return data.to_arrow()
+    if module == "duckdb":  # a DuckDBPyRelation from the user's connection
+        return data.to_arrow_table() if hasattr(data, "to_arrow_table") else data.arrow()
+    if isinstance(data, dict):
+        return pa.table(data)
+    if isinstance(data, list) and all(isinstance(row, dict) for row in data):
+        return pa.Table.from_pylist(data)
+    raise ValidationError(
+        f"cannot check data of type {type(data).__name__}; pass an Arrow table, a pandas or polars "
+        "DataFrame, a Parquet/CSV path or folder, or loopstack.quality.Query('SELECT ...')"
+    )
