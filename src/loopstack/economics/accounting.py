@@ -1,0 +1,180 @@
+"""Live accounting: GPU-seconds and cost per run and per 1,000 predictions.
+
+Serving and training call a `UsageMeter`: time spans (``with meter.track():``
+or ``meter.add_seconds(s)``) and prediction counts go in; GPU-seconds, cost
+and cost per 1,000 predictions come out as a dict, as run metrics, or as
+Prometheus text exposition lines for a ``/metrics`` endpoint. The meter only
+adds numbers under a lock, so it is cheap on a hot path.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from loopstack.core.errors import ConfigError
+from loopstack.economics.prices import PriceTable, Pricing, default_prices
+
+_meters: dict[str, UsageMeter] = {}
+_meters_lock = threading.Lock()
+
+
+class UsageMeter:
+    """Counts GPU time and predictions of one job or deployment and prices them.
+
+    Parameters
+    ----------
+    name
+        The run or deployment this meter accounts for (a metric label).
+    gpu
+        A GPU type of the price table, or None when no GPU is used.
+    gpus
+        Cards held while the job runs; GPU-seconds are wall seconds times this.
+    price_per_gpu_hour
+        An explicit rate; otherwise the price table's rate under `pricing`.
+
+    Examples
+    --------
+    >>> meter = UsageMeter("fraud-v3", gpu="L4", gpus=2)
+    >>> meter.add_seconds(1800)
+    >>> meter.add_predictions(40_000)
+    >>> meter.gpu_seconds, round(meter.cost, 2), round(meter.cost_per_1k_predictions, 4)
+    (3600.0, 0.8, 0.02)
+    >>> print(meter.prometheus().splitlines()[2])
+    loopstack_gpu_seconds_total{name="fraud-v3",gpu="L4"} 3600.0
+    """
+
+    def __init__(
+        self,
+        name: str,
+        gpu: str | None = None,
+        gpus: int = 1,
+        *,
+        pricing: Pricing = "on_demand",
+        price_per_gpu_hour: float | None = None,
+        prices: PriceTable | None = None,
+    ) -> None:
+        if gpus < 0:
+            raise ConfigError(f"gpus={gpus} must be non-negative")
+        self.name = name
+        self.gpu = gpu
+        self.gpus = gpus if gpu is not None else 0
+        if price_per_gpu_hour is None:
+            price_per_gpu_hour = (prices or default_prices()).gpu(gpu).hourly(pricing) if gpu is not None else 0.0
+        self.price_per_gpu_hour = float(price_per_gpu_hour)
+        self._lock = threading.Lock()
+        self._wall_seconds = 0.0
+        self._predictions = 0
+
+    def add_seconds(self, seconds: float) -> None:
+        """Account `seconds` of wall time during which the GPUs were held."""
+        if seconds < 0:
+            raise ConfigError(f"seconds={seconds} must be non-negative")
+        with self._lock:
+            self._wall_seconds += seconds
+
+    def add_predictions(self, count: int) -> None:
+        """Count `count` predictions served."""
+        with self._lock:
+            self._predictions += int(count)
+
+    @contextmanager
+    def track(self) -> Iterator[UsageMeter]:
+        """Account the wall time of the block."""
+        start = time.perf_counter()
+        try:
+            yield self
+        finally:
+            self.add_seconds(time.perf_counter() - start)
+
+    @property
+    def wall_seconds(self) -> float:
+        return self._wall_seconds
+
+    @property
+    def predictions(self) -> int:
+        return self._predictions
+
+    @property
+    def gpu_seconds(self) -> float:
+        return self._wall_seconds * self.gpus
+
+    @property
+    def cost(self) -> float:
+        return self.gpu_seconds / 3600 * self.price_per_gpu_hour
+
+    @property
+    def cost_per_1k_predictions(self) -> float:
+        """Cost divided by thousands of predictions (NaN before the first one)."""
+        return self.cost / self._predictions * 1000 if self._predictions else float("nan")
+
+    def metrics(self) -> dict[str, float]:
+        """The numbers as a flat dict, ready for `log_metrics`."""
+        return {
+            "gpu.seconds": self.gpu_seconds,
+            "gpu.cost": self.cost,
+            "gpu.predictions": float(self._predictions),
+            "gpu.cost_per_1k_predictions": self.cost_per_1k_predictions,
+        }
+
+    def log_to_run(self, run: Any = None) -> dict[str, float]:
+        """Log `metrics()` to `run`, or to the active tracking run; returns them."""
+        if run is None:
+            from loopstack.tracking.fluent import active_run
+
+            run = active_run()
+        values = {k: v for k, v in self.metrics().items() if v == v}  # drop NaN
+        if run is not None:
+            run.log_metrics(values)
+        return values
+
+    def prometheus(self) -> str:
+        """Prometheus text exposition lines (counters and a gauge) for this meter."""
+        labels = f'name="{_escape(self.name)}",gpu="{_escape(self.gpu or "none")}"'
+        rows = [
+            ("loopstack_gpu_seconds_total", "counter", "GPU-seconds held", self.gpu_seconds),
+            ("loopstack_gpu_cost_total", "counter", "Cost of GPU time in the price table currency", self.cost),
+            ("loopstack_predictions_total", "counter", "Predictions served", float(self._predictions)),
+            ("loopstack_cost_per_1k_predictions", "gauge", "GPU cost per 1,000 predictions",
+             self.cost_per_1k_predictions),
+        ]
+        lines = []
+        for metric, kind, text, value in rows:
+            lines += [f"# HELP {metric} {text}", f"# TYPE {metric} {kind}", f"{metric}{{{labels}}} {_number(value)}"]
+        return "\n".join(lines) + "\n"
+
+
+def meter(name: str, gpu: str | None = None, gpus: int = 1, **options: Any) -> UsageMeter:
+    """The process-wide meter called `name`, created on first use (serving and training share this registry)."""
+    with _meters_lock:
+        if name not in _meters:
+            _meters[name] = UsageMeter(name, gpu, gpus, **options)
+        return _meters[name]
+
+
+def prometheus_text() -> str:
+    """Exposition text of every registered meter, one HELP/TYPE header per metric family."""
+    with _meters_lock:
+        meters = list(_meters.values())
+    families: dict[str, list[str]] = {}
+    for m in meters:
+        lines = m.prometheus().splitlines()
+        for i in range(0, len(lines), 3):
+            family = families.setdefault(lines[i], [lines[i + 1]])
+            family.append(lines[i + 2])
+    return "".join(f"{head}\n" + "\n".join(body) + "\n" for head, body in families.items())
+
+
+def _number(value: float) -> str:
+    if value != value:
+        return "NaN"
+    if value in (float("inf"), float("-inf")):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(float(value))
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

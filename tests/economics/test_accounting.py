@@ -1,0 +1,79 @@
+"""Live GPU accounting: arithmetic, threads, Prometheus text, run metrics."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+import loopstack as ls
+from loopstack.core.project import Project
+from loopstack.economics import UsageMeter, accounting, meter, prometheus_text
+
+
+@pytest.fixture(autouse=True)
+def _fresh_registry() -> Iterator[None]:
+    accounting._meters.clear()
+    yield
+    accounting._meters.clear()
+
+
+def test_cost_per_run_and_per_thousand_predictions() -> None:
+    m = UsageMeter("serve", gpu="A100-80GB", gpus=4)
+    m.add_seconds(900)
+    assert m.gpu_seconds == 3600 and m.cost == pytest.approx(2.0)
+    assert math.isnan(m.cost_per_1k_predictions)
+    m.add_predictions(500)
+    assert m.cost_per_1k_predictions == pytest.approx(4.0)
+
+
+def test_explicit_rate_and_cpu_only_meters() -> None:
+    assert UsageMeter("x", gpu="anything", price_per_gpu_hour=7.2).price_per_gpu_hour == 7.2
+    cpu = UsageMeter("cpu-job")
+    cpu.add_seconds(100)
+    assert cpu.gpu_seconds == 0 and cpu.cost == 0
+
+
+def test_track_measures_the_block_and_concurrent_adds_are_not_lost() -> None:
+    m = UsageMeter("t", gpu="L4", gpus=1)
+    with m.track():
+        time.sleep(0.02)
+    assert 0.02 <= m.wall_seconds < 1
+    before = m.wall_seconds
+
+    def work() -> None:
+        for _ in range(1000):
+            m.add_seconds(0.001)
+            m.add_predictions(1)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert m.predictions == 4000
+    assert m.wall_seconds == pytest.approx(before + 4.0)
+
+
+def test_prometheus_exposition_groups_families_across_meters() -> None:
+    meter("a", gpu="L4").add_seconds(10)
+    meter("b\"x", gpu="T4", gpus=2).add_seconds(5)
+    assert meter("a") is meter("a", gpu="ignored-after-creation")
+    text = prometheus_text()
+    assert text.count("# TYPE loopstack_gpu_seconds_total counter") == 1
+    assert 'loopstack_gpu_seconds_total{name="a",gpu="L4"} 10.0' in text
+    assert 'loopstack_gpu_seconds_total{name="b\\"x",gpu="T4"} 10.0' in text
+    assert 'loopstack_cost_per_1k_predictions{name="a",gpu="L4"} NaN' in text
+
+
+def test_log_to_run_writes_metrics_to_the_active_run(sqlite_project: Project) -> None:
+    m = UsageMeter("train", gpu="H100-80GB", gpus=2)
+    m.add_seconds(1800)
+    with ls.start_run(project=sqlite_project) as run:
+        logged = m.log_to_run()
+    assert "gpu.cost_per_1k_predictions" not in logged  # NaN is not logged
+    stored = ls.Client(sqlite_project).get_run(run.id).metrics
+    assert stored["gpu.seconds"] == 3600 and stored["gpu.cost"] == pytest.approx(3.5)

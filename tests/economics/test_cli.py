@@ -1,0 +1,50 @@
+"""`loopstack gpu ...` prints the numbers the Python API returns."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+import loopstack.economics as ec
+from loopstack.economics.cli import gpu
+
+
+def _run(*args: str) -> str:
+    result = CliRunner().invoke(gpu, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_estimate_prints_the_api_total() -> None:
+    out = _run("estimate", "llama-2-7b", "--method", "qlora", "--recompute", "full", "--rank", "8", "--targets", "q,v")
+    total = ec.training_memory("llama-2-7b", method="qlora", recompute="full", lora_rank=8, lora_targets=["q", "v"])
+    assert f"{total.total / ec.GiB:,.2f}" in out
+    assert "4,194,304 trainable" in out
+
+
+def test_estimate_with_fsdp_and_inference_and_config_json(tmp_path: Path) -> None:
+    out = _run("estimate", "llama-2-70b", "--fsdp", "FULL_SHARD", "--gpus", "64", "--recompute", "full")
+    est = ec.training_memory("llama-2-70b", zero_stage=3, gpus=64, recompute="full")
+    assert f"{est.optimizer / ec.GiB:,.2f}" in out
+    out = _run("estimate", "mistral-7b", "--method", "inference", "--dtype", "int4", "--context", "4096")
+    assert "kv_cache" in out and "overhead" in out
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps({"model_type": "llama", "num_hidden_layers": 2, "hidden_size": 64,
+                                  "num_attention_heads": 4, "vocab_size": 100, "intermediate_size": 128}))
+    assert "tiny: full" in _run("estimate", str(config))
+
+
+def test_plan_breakeven_models_and_errors(tmp_path: Path) -> None:
+    out = _run("plan", "llama-3-8b", "--tokens", "1e9", "--method", "lora")
+    best = ec.right_size("llama-3-8b", tokens=1e9, method="lora", recompute="selective")
+    assert out.index(best.gpu) < out.index("yes") + 200 and f"{best.cost:,.2f}" in out
+    assert "27.8%" in _run("breakeven")  # H100 on the packaged table
+    assert "mixtral-8x7b" in _run("models")
+    result = CliRunner().invoke(gpu, ["estimate", "llama-9"])
+    assert result.exit_code == 1 and "no model preset 'llama-9'" in result.output
+    bad = tmp_path / "p.yaml"
+    bad.write_text("gpus: []\n")
+    result = CliRunner().invoke(gpu, ["plan", "gpt2", "--prices", str(bad)])
+    assert result.exit_code == 1 and "'gpus:' section" in result.output
