@@ -1,0 +1,296 @@
+"""Canary analysis: when to advance, hold, roll back or promote.
+
+A pure state machine with no clock and no I/O. An engine feeds it the
+cumulative per-variant numbers since the canary started (request and error
+counts, latency samples, the primary metric) after each interval; it answers
+with a `Decision` holding the action and the evidence behind it as plain
+records, which the engine applies to the traffic split and emits as an event
+(`Decision.to_event`).
+
+Each guardrail compares the canary with the stable variant by the always-valid
+sequential test of `loopstack.rollout.stats.sequential`, so it may be checked
+after every interval without inflating false rollbacks; the error budget
+``alpha`` is split evenly over the guardrails (Bonferroni, which stays valid
+for always-valid tests). A guardrail fails when the confidence sequence for
+canary minus stable lies entirely on the bad side of the allowed margin.
+
+- error rate: errors per request. Rates use the Agresti-Caffo adjustment
+  (one extra success and failure per arm) so that a handful of early errors
+  against a clean stable variant is not mistaken for certainty.
+- tail latency: the share of canary requests slower than the stable
+  variant's p99 (or another quantile), against the stable variant's own share
+  above it. A p99 that moved up shows as an excess share above the old p99,
+  a proportion the sequential test handles directly.
+- primary metric: the business metric, compared as a mean.
+
+A step advances once the canary served ``min_requests_per_step`` requests in
+it without a failed guardrail; after the last step the canary is promoted.
+A sample ratio mismatch in the current step (the canary's share of requests
+far from its weight) holds the rollout, since the comparison is then
+untrustworthy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, NamedTuple
+
+import numpy as np
+
+from loopstack.core.errors import ConflictError, ValidationError
+from loopstack.rollout.stats.sequential import SequentialTest
+from loopstack.rollout.stats.srm import SRM_THRESHOLD, srm_check
+from loopstack.rollout.stats.summary import Summary
+
+Action = Literal["hold", "advance", "rollback", "promote"]
+
+
+@dataclass(frozen=True)
+class VariantStats:
+    """Cumulative numbers for one variant since the canary started.
+
+    Examples
+    --------
+    >>> VariantStats(requests=1000, errors=12, latencies_ms=[10.0, 12.5]).error_rate
+    0.012
+    """
+
+    requests: int
+    errors: int = 0
+    latencies_ms: Sequence[float] | np.ndarray = ()
+    primary: Summary | None = None
+
+    def __post_init__(self) -> None:
+        if self.requests < 0 or not 0 <= self.errors <= self.requests:
+            raise ValidationError(
+                f"VariantStats needs 0 <= errors <= requests, got requests={self.requests}, errors={self.errors}."
+            )
+
+    @property
+    def error_rate(self) -> float:
+        """Errors per request (0 before the first request)."""
+        return self.errors / self.requests if self.requests else 0.0
+
+
+@dataclass(frozen=True)
+class CanaryPolicy:
+    """How a canary steps and what it guards.
+
+    Parameters
+    ----------
+    steps : sequence of float
+        Canary traffic weights in order; the canary is promoted after the last.
+    min_requests_per_step : int
+        Canary requests a step must serve before it may advance.
+    alpha : float
+        Chance of a false rollback over the whole canary, split over the guardrails.
+    planned_n : int
+        Balanced-equivalent sample size where the sequential test is tightest.
+    latency_quantile : float
+        Which tail latency to guard (0.99 = p99).
+    error_margin, latency_margin : float
+        Tolerated absolute increase in error rate / tail share before it counts as a degradation.
+    primary_margin : float
+        Tolerated decrease (or increase, when lower is better) in the primary metric's mean.
+    primary_higher_is_better : bool
+        Direction of the primary metric.
+    min_samples : int
+        Canary requests before any guardrail may fail (the normal approximation needs some data).
+
+    Examples
+    --------
+    >>> CanaryPolicy(steps=(0.05, 0.5)).steps
+    (0.05, 0.5)
+    """
+
+    steps: tuple[float, ...] = (0.01, 0.05, 0.25, 0.5)
+    min_requests_per_step: int = 2000
+    alpha: float = 0.05
+    planned_n: int = 20_000
+    latency_quantile: float = 0.99
+    error_margin: float = 0.0
+    latency_margin: float = 0.0
+    primary_margin: float = 0.0
+    primary_higher_is_better: bool = True
+    min_samples: int = 200
+    srm_threshold: float = SRM_THRESHOLD
+
+    def __post_init__(self) -> None:
+        steps = tuple(float(s) for s in self.steps)
+        if not steps or any(not 0 < s <= 1 for s in steps) or list(steps) != sorted(steps):
+            raise ValidationError(f"canary steps must be increasing weights in (0, 1], got {self.steps}.")
+        if not 0.5 <= self.latency_quantile < 1:
+            raise ValidationError(f"latency_quantile must be in [0.5, 1), got {self.latency_quantile}.")
+        object.__setattr__(self, "steps", steps)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One canary decision and the evidence for it, as plain records.
+
+    ``weight`` is the canary's traffic weight to apply after the decision
+    (0 after a rollback, 1 after a promotion).
+    """
+
+    action: Action
+    step: int
+    weight: float
+    reason: str
+    evidence: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+    canary_requests: int = 0
+
+    def to_event(self) -> tuple[str, dict[str, Any]]:
+        """Event kind and JSON-able payload, for ``project.events.emit(kind, subject, payload)``.
+
+        Examples
+        --------
+        >>> Decision("hold", 0, 0.01, "collecting data").to_event()[0]
+        'rollout.canary.hold'
+        """
+        payload = {
+            "action": self.action,
+            "step": self.step,
+            "weight": self.weight,
+            "reason": self.reason,
+            "canary_requests": self.canary_requests,
+            "evidence": [dict(e) for e in self.evidence],
+        }
+        return f"rollout.canary.{self.action}", payload
+
+
+class CanaryAnalysis:
+    """The canary state machine: call `evaluate` with cumulative stats after each interval.
+
+    Examples
+    --------
+    >>> canary = CanaryAnalysis(CanaryPolicy(steps=(0.1, 0.5), min_requests_per_step=500))
+    >>> canary.weight
+    0.1
+    >>> d = canary.evaluate(VariantStats(9000, 90), VariantStats(1000, 10))
+    >>> d.action, d.weight
+    ('advance', 0.5)
+    >>> d = canary.evaluate(VariantStats(14000, 140), VariantStats(6000, 300))
+    >>> d.action, d.weight
+    ('rollback', 0.0)
+    """
+
+    def __init__(self, policy: CanaryPolicy | None = None) -> None:
+        self.policy = policy or CanaryPolicy()
+        self.step = 0
+        self.finished: Action | None = None
+        self._step_start = (0, 0)  # cumulative (stable, canary) requests when the step began
+        self._tests: dict[str, SequentialTest] = {}
+
+    @property
+    def weight(self) -> float:
+        """The canary's current traffic weight."""
+        if self.finished == "rollback":
+            return 0.0
+        if self.finished == "promote":
+            return 1.0
+        return self.policy.steps[self.step]
+
+    def evaluate(self, stable: VariantStats, canary: VariantStats) -> Decision:
+        """Decide on the cumulative numbers since the canary started."""
+        if self.finished is not None:
+            raise ConflictError(f"this canary already ended with {self.finished!r}; start a new CanaryAnalysis.")
+        evidence = [self._srm(stable, canary), *self._guardrails(stable, canary)]
+        failed = [e["metric"] for e in evidence if e.get("verdict") == "worse"]
+        if failed:
+            return self._finish("rollback", f"guardrail failed: {', '.join(failed)}", evidence, canary)
+        if evidence[0]["flagged"]:
+            return self._decide("hold", "sample ratio mismatch in this step; check the traffic split", evidence, canary)
+        served = canary.requests - self._step_start[1]
+        if served < self.policy.min_requests_per_step:
+            reason = f"step {self.step}: {served} of {self.policy.min_requests_per_step} canary requests"
+            return self._decide("hold", reason, evidence, canary)
+        if self.step == len(self.policy.steps) - 1:
+            return self._finish("promote", "all steps passed", evidence, canary)
+        self.step += 1
+        self._step_start = (stable.requests, canary.requests)
+        return self._decide("advance", f"step {self.step - 1} passed", evidence, canary)
+
+    def _decide(self, action: Action, reason: str, evidence: list[dict[str, Any]], canary: VariantStats) -> Decision:
+        return Decision(action, self.step, self.weight, reason, tuple(evidence), canary.requests)
+
+    def _finish(self, action: Action, reason: str, evidence: list[dict[str, Any]], canary: VariantStats) -> Decision:
+        self.finished = action
+        return self._decide(action, reason, evidence, canary)
+
+    def _srm(self, stable: VariantStats, canary: VariantStats) -> dict[str, Any]:
+        w = self.policy.steps[self.step]
+        counts = [stable.requests - self._step_start[0], canary.requests - self._step_start[1]]
+        result = srm_check(counts, [1 - w, w], self.policy.srm_threshold) if w < 1 else None
+        record = result.to_dict() if result else {"flagged": False}
+        return {"metric": "sample_ratio", **record}
+
+    def _guardrails(self, stable: VariantStats, canary: VariantStats) -> list[dict[str, Any]]:
+        p = self.policy
+        checks = [_Check("error_rate", *_rates(stable.errors, stable.requests, canary.errors, canary.requests))]
+        checks[0] = checks[0]._replace(margin=p.error_margin)
+        if len(stable.latencies_ms) and len(canary.latencies_ms):
+            tail = _tail(stable.latencies_ms, canary.latencies_ms, p.latency_quantile)
+            checks.append(_Check("latency_tail", *tail, margin=p.latency_margin))
+        if stable.primary is not None and canary.primary is not None:
+            checks.append(
+                _Check("primary", stable.primary, canary.primary, {}, p.primary_higher_is_better, p.primary_margin)
+            )
+        alpha = p.alpha / len(checks)
+        return [self._check(check, alpha, canary.requests) for check in checks]
+
+    def _check(self, check: _Check, alpha: float, canary_requests: int) -> dict[str, Any]:
+        test = self._tests.setdefault(check.metric, SequentialTest(alpha=alpha, planned_n=self.policy.planned_n))
+        r = test.update(check.stable, check.canary)
+        low, high = r.diff_ci
+        bad = (high < -check.margin) if check.higher_is_better else (low > check.margin)
+        good = (low > 0) if check.higher_is_better else (high < 0)
+        if canary_requests < self.policy.min_samples or check.stable.n < 2 or check.canary.n < 2:
+            verdict = "insufficient"
+        else:
+            verdict = "worse" if bad else "better" if good else "ok"
+        return {
+            "metric": check.metric,
+            "verdict": verdict,
+            "stable": check.stable.mean,
+            "canary": check.canary.mean,
+            "diff": r.diff,
+            "diff_ci": [low, high],
+            "p_value": r.p_value,
+            "alpha": alpha,
+            "margin": check.margin,
+            "n_stable": check.stable.n,
+            "n_canary": check.canary.n,
+            **check.info,
+        }
+
+
+class _Check(NamedTuple):
+    metric: str
+    stable: Summary
+    canary: Summary
+    info: dict[str, Any]
+    higher_is_better: bool = False
+    margin: float = 0.0
+
+
+def _rates(x_s: int, n_s: int, x_c: int, n_c: int) -> tuple[Summary, Summary, dict[str, Any]]:
+    """Agresti-Caffo adjusted rates: one success and one failure added per arm."""
+    info = {"observed_stable": x_s / n_s if n_s else 0.0, "observed_canary": x_c / n_c if n_c else 0.0}
+    return Summary.from_proportion(x_s + 1, n_s + 2), Summary.from_proportion(x_c + 1, n_c + 2), info
+
+
+def _tail(stable_ms: Any, canary_ms: Any, q: float) -> tuple[Summary, Summary, dict[str, Any]]:
+    s, c = np.asarray(stable_ms, dtype=float), np.asarray(canary_ms, dtype=float)
+    threshold = float(np.quantile(s, q))
+    summaries = _rates(int((s > threshold).sum()), s.size, int((c > threshold).sum()), c.size)
+    info = {
+        "quantile": q,
+        "threshold_ms": threshold,
+        "stable_quantile_ms": threshold,
+        "canary_quantile_ms": float(np.quantile(c, q)),
+    }
+    return summaries[0], summaries[1], info
+
+
+__all__ = ["Action", "CanaryAnalysis", "CanaryPolicy", "Decision", "VariantStats"]
