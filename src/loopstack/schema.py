@@ -8,10 +8,11 @@ empty database yields exactly these tables.
 
 from __future__ import annotations
 
+import loopstack.features.tables
 import loopstack.registry.tables
 import loopstack.tracking.tables  # noqa: F401  (registers tables)
 from loopstack.core.tables import METADATA
 
-HEAD = "0001"
+HEAD = "0002_features"
 
 __all__ = ["HEAD", "METADATA"]

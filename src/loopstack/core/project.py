@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from loopstack.core.artifacts import ArtifactStore
     from loopstack.core.db import MetadataDB
     from loopstack.core.events import EventLog
+    from loopstack.features.store import FeatureStore
     from loopstack.registry.store import Registry
     from loopstack.tracking.store import TrackingStore
 
@@ -86,6 +87,8 @@ class Project:
         """Flush pending writes and release connections."""
         with _open_lock:
             _open_projects.pop(self.root, None)
+        if "feature_store" in self.__dict__:
+            self.feature_store.close()
         if "tracking" in self.__dict__:
             self.tracking.close()
         if "db" in self.__dict__:
@@ -134,6 +137,12 @@ class Project:
         from loopstack.registry.store import Registry
 
         return Registry(self)
+
+    @cached_property
+    def feature_store(self) -> FeatureStore:
+        from loopstack.features.store import FeatureStore
+
+        return FeatureStore(self)
 
     def _after_open(self) -> None:
         self.tracking.reap_dead_runs()

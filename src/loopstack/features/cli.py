@@ -1,0 +1,121 @@
+"""Feature store commands: ``loopstack apply`` and ``loopstack features list|materialize|skew``.
+
+``apply`` prints the plan before applying it (``--dry-run`` stops there), so
+removing a view from the definitions files is seen before it happens.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import click
+
+from loopstack.core.cli import console, open_project
+
+
+@click.command()
+@click.option("--dry-run", is_flag=True, help="Show the plan, change nothing.")
+@click.option("--yes", "-y", is_flag=True, help="Apply removals without asking.")
+@click.pass_context
+def apply(ctx: click.Context, dry_run: bool, yes: bool) -> None:
+    """Validate the project's definitions, show the plan, and store it."""
+    store = open_project(ctx).feature_store
+    plan = store.plan()
+    out = console()
+    for change in plan.changes:
+        colour = {"add": "green", "change": "yellow", "remove": "red"}[change.action]
+        out.print(f"[{colour}]{change}[/]", highlight=False)
+    out.print(plan.render().splitlines()[-1], highlight=False)
+    if dry_run or not plan.changes:
+        return
+    if plan.removed and not yes and not click.confirm(f"remove {len(plan.removed)} definition(s)?", default=False):
+        raise click.exceptions.Abort()
+    store.apply()
+    out.print("[green]applied[/]")
+
+
+@click.group()
+def features() -> None:
+    """Feature views, materialization and the skew check."""
+
+
+@features.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.pass_context
+def list_(ctx: click.Context, as_json: bool) -> None:
+    """List applied entities, feature views, on-demand views and services."""
+    from rich.table import Table
+
+    from loopstack.features.materialize import watermark
+
+    store = open_project(ctx).feature_store
+    catalog = store.catalog
+    rows = []
+    for obj in catalog.all():
+        features = [f.name for f in getattr(obj, "schema", [])] or getattr(obj, "join_keys", None) or []
+        mark = watermark(store, obj) if obj.kind == "feature_view" else None
+        rows.append({"kind": obj.kind, "name": obj.name, "origin": catalog.origin(obj), "version": obj.digest()[:12],
+                     "fields": features, "watermark": _iso(mark)})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table("kind", "name", "fields", "version", "materialized to", "file")
+    for row in rows:
+        table.add_row(row["kind"], row["name"], ", ".join(row["fields"]), row["version"], row["watermark"] or "-",
+                      row["origin"])
+    console().print(table)
+
+
+@features.command()
+@click.option("--start", help="Window start (ISO 8601); omit for incremental from each view's watermark.")
+@click.option("--end", help="Window end (ISO 8601, default: now).")
+@click.option("--view", "views", multiple=True, help="Only these views (repeatable).")
+@click.option("--chunk-size", type=int, default=None, help="Rows per write (default 5000).")
+@click.pass_context
+def materialize(ctx: click.Context, start: str | None, end: str | None, views: tuple[str, ...],
+                chunk_size: int | None) -> None:
+    """Load the latest feature values into the online store (resumes an interrupted run)."""
+    store = open_project(ctx).feature_store
+    end_value = end or datetime.now(UTC).isoformat()
+    if start:
+        done = store.materialize(start, end_value, list(views) or None, chunk_size=chunk_size)
+    else:
+        done = store.materialize_incremental(end_value, list(views) or None, chunk_size=chunk_size)
+    for name, rows in done.items():
+        console().print(f"{name}: {rows} entities", highlight=False)
+
+
+@features.command()
+@click.argument("log")
+@click.option("--since", help="Only requests at or after this time (ISO 8601).")
+@click.option("--until", help="Only requests at or before this time (ISO 8601).")
+@click.option("--fail-above", type=float, default=None, help="Exit 1 if any feature's mismatch rate exceeds this.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_context
+def skew(ctx: click.Context, log: str, since: str | None, until: str | None, fail_above: float | None,
+         as_json: bool) -> None:
+    """Recompute the served rows of feature log LOG offline and report mismatches per feature."""
+    from rich.table import Table
+
+    report = open_project(ctx).feature_store.skew(log, since=since, until=until)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2, default=str))
+    else:
+        table = Table("feature", "rows", "mismatches", "rate", "example (served -> offline)")
+        for item in report.features:
+            example = item.examples[0] if item.examples else None
+            shown = f"{example['served']!r} -> {example['offline']!r}" if example else "-"
+            table.add_row(item.ref, str(item.rows), str(item.mismatches), f"{item.rate:.2%}", shown)
+        console().print(table)
+    if fail_above is not None and report.max_rate > fail_above:
+        raise click.ClickException(f"skew {report.max_rate:.2%} exceeds --fail-above {fail_above:.2%}")
+
+
+def _iso(micros: int | None) -> str | None:
+    if micros is None:
+        return None
+    return datetime.fromtimestamp(micros / 1e6, tz=UTC).isoformat()
+
+
+__all__ = ["apply", "features"]

@@ -1,0 +1,95 @@
+"""The embedded offline engine: a DuckDB database in memory, one cursor per query.
+
+DuckDB connections are not safe to share between threads, cursors are; each
+retrieval takes its own cursor, registers the Arrow tables it needs on it,
+and closes it. The session clock is UTC so that ``TIMESTAMP WITH TIME ZONE``
+source columns convert to UTC, never to the machine's local time.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from loopstack.core.errors import ValidationError
+from loopstack.features.sources import Source
+
+_names = itertools.count()
+
+
+class Session:
+    """One cursor with its registered tables; sources turn into SQL against it."""
+
+    def __init__(self, cursor: Any, root: Path) -> None:
+        self.con = cursor
+        self.root = root
+
+    def register(self, data: Any) -> str:
+        name = f"__ls_t{next(_names)}"
+        self.con.register(name, data)
+        return name
+
+    def sql(self, source: Source) -> str:
+        return source.sql(self)
+
+    def columns(self, source: Source, label: str) -> dict[str, str]:
+        """Column name -> DuckDB type of `source`, read without scanning it."""
+        try:
+            rows = self.con.execute(f"DESCRIBE SELECT * FROM {self.sql(source)} LIMIT 0").fetchall()
+        except ValidationError:
+            raise
+        except Exception as exc:  # duckdb raises its own error classes per failure
+            raise ValidationError(f"{label}: cannot read its source ({exc.__class__.__name__}: {exc})") from None
+        return {row[0]: row[1] for row in rows}
+
+    def arrow(self, query: str) -> Any:
+        return _to_arrow(self.con.sql(query))
+
+
+class Engine:
+    """A DuckDB database shared by the store's queries."""
+
+    def __init__(self, root: Path, threads: int | None = None) -> None:
+        import duckdb
+
+        self.root = root
+        config = {"threads": threads} if threads else {}
+        self._con = duckdb.connect(":memory:", config=config)
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._lock:
+            cursor = self._con.cursor()
+        try:
+            cursor.execute("SET TimeZone = 'UTC'")
+            root = str(self.root).replace("'", "''")
+            cursor.execute(f"SET file_search_path = '{root}'")
+            yield Session(cursor, self.root)
+        finally:
+            cursor.close()
+
+    def close(self) -> None:
+        self._con.close()
+
+
+def _to_arrow(result: Any) -> Any:
+    """An Arrow table from a DuckDB relation, across DuckDB's method renames."""
+    for method in ("to_arrow_table", "arrow"):
+        function = getattr(result, method, None)
+        if function is not None:
+            table = function()
+            return table.read_all() if hasattr(table, "read_all") else table
+    raise RuntimeError("this DuckDB version offers no Arrow export; install duckdb>=1.1")
+
+
+def quote(identifier: str) -> str:
+    """A double-quoted SQL identifier."""
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+__all__ = ["Engine", "Session", "quote"]

@@ -1,0 +1,158 @@
+"""The feature log: what was served, appended to Parquet segments off the request path.
+
+A served request costs one queue append; a background thread groups rows by
+log name (the feature service, or ``adhoc-<hash>`` for a plain feature list)
+and writes a Parquet segment when enough rows wait or a second has passed.
+Each segment carries the feature references and join keys in its schema
+metadata, so the skew check can recompute it without any other state.
+
+Examples
+--------
+>>> import tempfile, pathlib
+>>> log = FeatureLogger(pathlib.Path(tempfile.mkdtemp()))
+>>> log.log("ranker", "req-1", 0, {"driver_id": [7]}, {"conv_rate": [0.5]},
+...         {"features": ["driver_stats:conv_rate"], "columns": ["conv_rate"], "join_keys": ["driver_id"]})
+>>> log.flush()
+>>> log.read("ranker").column("conv_rate").to_pylist()
+[0.5]
+>>> log.close()
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import queue
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from loopstack.core.errors import NotFoundError
+
+REQUEST_ID, REQUEST_TIME, ROW = "request_id", "request_time", "row_in_request"
+
+
+class FeatureLogger:
+    """Buffers served rows and writes them as Parquet segments under `folder/<name>/`."""
+
+    def __init__(self, folder: Path, flush_rows: int = 10_000, flush_interval_s: float = 1.0) -> None:
+        self.folder = folder
+        self.flush_rows = flush_rows
+        self.flush_interval_s = flush_interval_s
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="loopstack-feature-log", daemon=True)
+        self._closed = False
+        self._thread.start()
+        atexit.register(self.close)
+
+    def log(self, name: str, request_id: str, request_us: int, entities: dict[str, list[Any]],
+            values: dict[str, list[Any]], meta: dict[str, Any]) -> None:
+        """Queue one served request (returns at once)."""
+        self._queue.put((name, request_id, request_us, entities, values, meta))
+
+    def flush(self) -> None:
+        """Write everything queued so far and wait until it is on disk."""
+        if self._closed:
+            return
+        done = threading.Event()
+        self._queue.put(done)
+        done.wait()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self.flush()
+        self._closed = True
+        self._queue.put(None)
+        self._thread.join(timeout=30)
+        atexit.unregister(self.close)
+
+    def names(self) -> list[str]:
+        return sorted(p.name for p in self.folder.iterdir() if p.is_dir()) if self.folder.exists() else []
+
+    def segments(self, name: str) -> list[Path]:
+        return sorted((self.folder / name).glob("*.parquet"))
+
+    def read(self, name: str) -> Any:
+        """Every logged row under `name` as one Arrow table (schema metadata of the latest segment)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        files = self.segments(name)
+        if not files:
+            raise NotFoundError(f"no feature log {name!r} in {self.folder}; logs: {self.names()}")
+        tables = [pq.read_table(f) for f in files]
+        return pa.concat_tables(tables, promote_options="permissive").replace_schema_metadata(
+            tables[-1].schema.metadata)
+
+    # -- the writer thread ---------------------------------------------------------------
+    def _run(self) -> None:
+        pending: dict[str, list[Any]] = {}
+        count = 0
+        deadline = time.monotonic() + self.flush_interval_s
+        while True:
+            try:
+                item = self._queue.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                item = False
+            if item is None:
+                self._write_all(pending)
+                return
+            if isinstance(item, threading.Event):
+                self._write_all(pending)
+                count = 0
+                item.set()
+                continue
+            if item is not False:
+                pending.setdefault(item[0], []).append(item)
+                count += len(next(iter(item[3].values()), []))
+            if count >= self.flush_rows or time.monotonic() >= deadline:
+                self._write_all(pending)
+                count = 0
+                deadline = time.monotonic() + self.flush_interval_s
+
+    def _write_all(self, pending: dict[str, list[Any]]) -> None:
+        for name, items in pending.items():
+            if items:
+                try:
+                    self._write(name, items)
+                except Exception as exc:  # a failed segment must not kill the writer or the server
+                    import warnings
+
+                    warnings.warn(f"feature log {name!r}: could not write a segment: {exc}", RuntimeWarning,
+                                  stacklevel=1)
+        pending.clear()
+
+    def _write(self, name: str, items: list[Any]) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        meta = items[-1][5]
+        columns: dict[str, list[Any]] = {REQUEST_ID: [], REQUEST_TIME: [], ROW: []}
+        for _, request_id, request_us, entities, values, _ in items:
+            rows = len(next(iter(entities.values()), []))
+            columns[REQUEST_ID].extend([request_id] * rows)
+            columns[REQUEST_TIME].extend([request_us] * rows)
+            columns[ROW].extend(range(rows))
+            for key, column in (*entities.items(), *values.items()):
+                columns.setdefault(key, []).extend(column)
+        arrays = {k: pa.array(v) for k, v in columns.items()}
+        arrays[REQUEST_TIME] = pa.array(columns[REQUEST_TIME], pa.int64()).cast(pa.timestamp("us"))
+        table = pa.table(arrays).replace_schema_metadata({"loopstack.features": json.dumps(meta)})
+        folder = self.folder / name
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"segment-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
+        temporary = path.with_suffix(".tmp")
+        pq.write_table(table, temporary)
+        temporary.rename(path)
+
+
+def log_meta(table: Any) -> dict[str, Any]:
+    """The feature references and join keys stored with a log."""
+    raw = (table.schema.metadata or {}).get(b"loopstack.features")
+    return json.loads(raw) if raw else {}
+
+
+__all__ = ["FeatureLogger", "log_meta"]

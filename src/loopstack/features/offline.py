@@ -1,0 +1,181 @@
+"""Point-in-time joins in DuckDB: the training frame a model would have seen at each moment.
+
+For each entity row and each feature view, the answer is the feature row with
+the same join keys whose event timestamp is the latest one at or before the
+entity timestamp, and at most `ttl` older (inclusive: a row exactly ttl old
+counts). Ties on the event timestamp go to the larger created timestamp.
+Every entity row comes back, in order, duplicates included; a row with no
+valid feature row gets nulls.
+
+The join is an ``ASOF JOIN`` over the source as it lies (Parquet, CSV or
+Arrow, never copied), after rows with equal (keys, event time) are reduced
+to the latest created one. With ``as_of_known_time`` a row also has to be
+created at or before the entity timestamp; that predicate depends on each
+entity row, so it is a range join ranked by a window function instead, which
+costs more and is therefore opt-in.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from loopstack.core.errors import ValidationError
+from loopstack.features.catalog import Catalog, FeatureRequest
+from loopstack.features.definitions import FeatureView
+from loopstack.features.engine import Session, quote
+from loopstack.features.timeutil import sql_timestamp, ttl_us
+
+ROW, TS = "__row", "__ts"
+
+
+def spine(entity: Any, timestamp_field: str, keys: list[str]) -> Any:
+    """The slim entity frame DuckDB joins on: row number, UTC timestamp, join keys."""
+    import pyarrow as pa
+
+    if timestamp_field not in entity.column_names:
+        raise ValidationError(
+            f"the entity frame has no timestamp column {timestamp_field!r} (columns: {entity.column_names}); "
+            "add one or pass timestamp_field="
+        )
+    missing = [k for k in keys if k not in entity.column_names]
+    if missing:
+        raise ValidationError(
+            f"the entity frame lacks join key(s) {missing} that the requested views need "
+            f"(columns: {entity.column_names}); add them"
+        )
+    ts = entity.column(timestamp_field)
+    if pa.types.is_date(ts.type):
+        ts = ts.cast(pa.timestamp("us"))
+    if not pa.types.is_timestamp(ts.type):
+        raise ValidationError(
+            f"entity frame column {timestamp_field!r} is {ts.type}, not a timestamp; convert it "
+            "(pandas: pd.to_datetime(df[col], utc=True))"
+        )
+    # An aware timestamp holds UTC instants; dropping the zone keeps them, naive ones are taken as UTC.
+    ts = ts.cast(pa.timestamp(ts.type.unit)).cast(pa.timestamp("us"), safe=False)
+    columns = {ROW: pa.array(range(entity.num_rows), pa.int64()), TS: ts}
+    columns.update({k: entity.column(k) for k in keys})
+    return pa.table(columns)
+
+
+def historical(session: Session, catalog: Catalog, request: FeatureRequest, entity: Any, timestamp_field: str,
+               as_of_known_time: bool = False) -> Any:
+    """Feature columns (Arrow), one row per row of `entity`, in order."""
+    import pyarrow.compute as pc
+
+    views = [catalog.view(name) for name in request.views]
+    keys = sorted({k for view in views for k in catalog.join_keys(view)})
+    frame = spine(entity, timestamp_field, keys)
+    name = session.register(frame)
+    bounds = pc.min_max(frame.column(TS)).as_py() if frame.num_rows else {"min": None, "max": None}
+    ctes, joins, selects = [], [], []
+    for i, view in enumerate(views):
+        alias = f"v{i}"
+        ctes.extend(_view_ctes(session, catalog, view, request.views[view.name], alias, name, bounds,
+                               as_of_known_time))
+        joins.append(f"LEFT JOIN {alias} ON {alias}.{ROW} = e.{ROW}")
+        selects.extend(f"{alias}.{quote(f)} AS {quote(_slot(view.name, f))}" for f in request.views[view.name])
+    query = (f"WITH {', '.join(ctes)} SELECT {', '.join(selects)} FROM {name} e {' '.join(joins)} "
+             f"ORDER BY e.{ROW}")
+    base = session.arrow(query)
+    return _outputs(request, base, entity)
+
+
+def _view_ctes(session: Session, catalog: Catalog, view: FeatureView, features: list[str], alias: str,
+               spine_name: str, bounds: dict[str, Any], as_of_known_time: bool) -> list[str]:
+    source = view.source
+    columns = session.columns(source, f"feature view {view.name!r}")
+    keys = catalog.join_keys(view)
+    ttl = ttl_us(view.ttl)
+    created = source.created_timestamp_field
+    select = [f"{quote(k)}" for k in keys]
+    select.append(f"CAST({quote(source.timestamp_field)} AS TIMESTAMP) AS __ets")
+    select.append(f"CAST({quote(created)} AS TIMESTAMP) AS __cts" if created else "CAST(NULL AS TIMESTAMP) AS __cts")
+    select.extend(f"CAST({quote(f)} AS {view.get_field(f).dtype.duckdb}) AS {quote(f)}" for f in features)
+    where = _time_filter(source.timestamp_field, bounds, ttl)
+    src = f"{alias}_src AS (SELECT {', '.join(select)} FROM {session.sql(source)} {where})"
+    on = " AND ".join(f"f.{quote(k)} = TRY_CAST(e.{quote(k)} AS {columns.get(k, 'VARCHAR')})" for k in keys)
+    within = f" AND f.__ets >= e.{TS} - to_microseconds({ttl}::BIGINT)" if ttl is not None else ""
+    out = ", ".join([f"e.{ROW}", *(f"f.{quote(f)}" for f in features)])
+    if as_of_known_time:
+        return [src, (
+            f"{alias} AS (SELECT {out} FROM {spine_name} e JOIN {alias}_src f ON {on} AND f.__ets <= e.{TS}"
+            f"{within} AND coalesce(f.__cts, f.__ets) <= e.{TS} QUALIFY row_number() OVER "
+            f"(PARTITION BY e.{ROW} ORDER BY f.__ets DESC, f.__cts DESC NULLS LAST) = 1)"
+        )]
+    latest = f"{alias}_src"
+    ctes = [src]
+    if created:
+        partition = ", ".join([*(quote(k) for k in keys), "__ets"])
+        ctes.append(f"{alias}_dedup AS (SELECT * FROM {alias}_src QUALIFY row_number() OVER "
+                    f"(PARTITION BY {partition} ORDER BY __cts DESC NULLS LAST) = 1)")
+        latest = f"{alias}_dedup"
+    filter_ttl = f" WHERE {within.removeprefix(' AND ')}" if within else ""
+    ctes.append(f"{alias} AS (SELECT {out} FROM {spine_name} e ASOF JOIN {latest} f ON {on} "
+                f"AND e.{TS} >= f.__ets{filter_ttl})")
+    return ctes
+
+
+def _time_filter(column: str, bounds: dict[str, Any], ttl: int | None) -> str:
+    """Skip source rows no entity row can use (lets Parquet skip row groups)."""
+    if bounds.get("max") is None:
+        return "WHERE false"
+    upper = f"CAST({quote(column)} AS TIMESTAMP) <= TIMESTAMP '{bounds['max'].isoformat(sep=' ')}'"
+    if ttl is None:
+        return f"WHERE {upper}"
+    low = bounds["min"]
+    from loopstack.features.timeutil import to_us
+
+    return f"WHERE {upper} AND CAST({quote(column)} AS TIMESTAMP) >= {sql_timestamp(to_us(low) - ttl)}"
+
+
+def _slot(view: str, feature: str) -> str:
+    return f"{view}:{feature}"
+
+
+def _outputs(request: FeatureRequest, base: Any, entity: Any) -> Any:
+    """Requested columns in order, on-demand transforms run over the joined batch."""
+    import pyarrow as pa
+
+    computed: dict[str, Any] = {}
+    for odfv in request.on_demand:
+        inputs = {ref.split(":")[1]: base.column(ref) for ref in odfv.inputs}
+        for field in odfv.request_schema:
+            if field.name not in entity.column_names:
+                raise ValidationError(
+                    f"on-demand feature view {odfv.name!r} needs request column {field.name!r}; "
+                    f"add it to the entity frame (columns: {entity.column_names})"
+                )
+            inputs[field.name] = entity.column(field.name)
+        result = odfv.transform(pa.table(inputs))
+        for name in result.column_names:
+            computed[f"{odfv.name}:{name}"] = result.column(name)
+    columns = {}
+    for out in request.outputs:
+        columns[out.column] = computed[out.ref] if out.on_demand else base.column(_slot(out.view, out.feature))
+    return pa.table(columns) if columns else pa.table({})
+
+
+def range_spine(session: Session, catalog: Catalog, request: FeatureRequest, start_us: int, end_us: int,
+                timestamp_field: str) -> Any:
+    """All (join keys, event time) of the requested views in [start, end]: the entity-less mode."""
+    views = [catalog.view(name) for name in request.views]
+    key_sets = {tuple(catalog.join_keys(v)) for v in views}
+    if len(key_sets) != 1:
+        raise ValidationError(
+            f"without an entity frame all requested views must share join keys; got {sorted(key_sets)}; "
+            "pass entity_df= instead"
+        )
+    keys = list(key_sets.pop())
+    parts = []
+    for view in views:
+        ts = f"CAST({quote(view.source.timestamp_field)} AS TIMESTAMP)"
+        parts.append(
+            f"SELECT {', '.join(quote(k) for k in keys)}, {ts} AS {quote(timestamp_field)} "
+            f"FROM {session.sql(view.source)} WHERE {ts} BETWEEN {sql_timestamp(start_us)} AND {sql_timestamp(end_us)}"
+        )
+    order = ", ".join([quote(timestamp_field), *(quote(k) for k in keys)])
+    return session.arrow(f"SELECT DISTINCT * FROM ({' UNION '.join(parts)}) ORDER BY {order}")
+
+
+__all__ = ["historical", "range_spine", "spine"]

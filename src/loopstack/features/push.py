@@ -1,0 +1,72 @@
+"""``push``: streaming rows into the online store (and optionally the offline history).
+
+Pushed rows go through the same DuckDB encoding as materialization (latest
+row per entity, typed casts, JSON values), so a pushed value and a
+materialized one are byte-identical; the online store's newer-wins rule
+means a late, older event never replaces a fresher value.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from loopstack.core.errors import ValidationError
+from loopstack.features.materialize import encoded_rows
+from loopstack.features.sources import FileSource, PushSource
+
+if TYPE_CHECKING:
+    from loopstack.features.store import FeatureStore
+
+TARGETS = ("online", "offline", "online_and_offline")
+
+
+def push(store: FeatureStore, source_name: str, rows: Any, to: str = "online") -> int:
+    """Write `rows` to every online view of the push source; returns the number of rows pushed."""
+    if to not in TARGETS:
+        raise ValidationError(f"push(to={to!r}); use one of {TARGETS}")
+    table = _arrow(rows)
+    views = store.catalog.views_of_push_source(source_name)
+    source = store.catalog.push_sources[source_name]
+    for view in views:
+        needed = [source.timestamp_field, *store.catalog.join_keys(view), *(f.name for f in view.schema)]
+        missing = [c for c in needed if c not in table.column_names]
+        if missing:
+            raise ValidationError(
+                f"rows pushed to {source_name!r} lack column(s) {missing} that feature view {view.name!r} needs"
+            )
+    if to in ("online", "online_and_offline"):
+        for view in views:
+            if view.online:
+                store.online.write_batch(view.name, encoded_rows(store, view, None, None, data=table))
+    if to in ("offline", "online_and_offline"):
+        _append_offline(store, source, table)
+    return table.num_rows
+
+
+def _arrow(rows: Any) -> Any:
+    import pyarrow as pa
+
+    if isinstance(rows, list):
+        return pa.Table.from_pylist(rows)
+    from loopstack.tracking.datasets import to_arrow
+
+    return to_arrow(rows)
+
+
+def _append_offline(store: FeatureStore, source: PushSource, table: Any) -> None:
+    import pyarrow.parquet as pq
+
+    batch = source.batch_source
+    folder = batch.resolve(store.root) if isinstance(batch, FileSource) else None
+    if folder is None or (folder.exists() and not folder.is_dir()) or batch.file_format == "csv":
+        raise ValidationError(
+            f"push source {source.name!r} cannot append offline: its batch source is not a folder of Parquet "
+            "files; use FileSource(path='some/folder') or push(to='online')"
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, folder / f"push-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet")
+
+
+__all__ = ["push"]

@@ -1,0 +1,213 @@
+"""Online reads: the serving hot path.
+
+A request is planned once per feature list (views, keys, decoders) and the
+plan is cached, so a read is: build keys, one backend call, decode JSON,
+check ttl. The ttl is enforced here, on read, for every backend: a value
+older than its view's ttl comes back as missing with status ``"expired"``
+and its age, never as a silently stale number.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from loopstack.core.errors import ValidationError
+from loopstack.features.catalog import Catalog, FeatureRequest
+from loopstack.features.materialize import KEY_SEPARATOR
+from loopstack.features.online.base import OnlineStore
+from loopstack.features.timeutil import ttl_us
+
+PRESENT, EXPIRED, NOT_FOUND = "present", "expired", "not_found"
+_IDENTITY = {"Int32", "Int64", "Float32", "Float64", "String", "Bool"}
+
+
+@dataclass
+class _ViewPlan:
+    name: str
+    keys: list[str]
+    ttl: int | None
+    features: list[tuple[str, str, Callable[[Any], Any] | None]]  # feature, slot, decoder
+
+
+@dataclass
+class _Plan:
+    request: FeatureRequest
+    views: list[_ViewPlan]
+    input_types: dict[str, Any] = field(default_factory=dict)
+
+
+class OnlineResponse:
+    """Feature values for a list of entity rows, with a status and an age (seconds) per value.
+
+    ``status[column][i]`` is ``"present"``, ``"expired"`` (older than the
+    view's ttl: the value is None, the age says how old it was) or
+    ``"not_found"``.
+    """
+
+    def __init__(self, entities: dict[str, list[Any]], values: dict[str, list[Any]], status: dict[str, list[str]],
+                 age: dict[str, list[float | None]], request_id: str | None = None) -> None:
+        self.entities = entities
+        self.values = values
+        self.status = status
+        self.age = age
+        self.request_id = request_id
+
+    def to_dict(self, include_status: bool = False) -> dict[str, list[Any]]:
+        """Entity columns then feature columns; with `include_status`, ``<col>__status`` and ``<col>__age_s`` too."""
+        out = {**self.entities, **self.values}
+        if include_status:
+            for name in self.values:
+                out[f"{name}__status"] = self.status[name]
+                out[f"{name}__age_s"] = self.age[name]
+        return out
+
+    def to_arrow(self, include_status: bool = False) -> Any:
+        import pyarrow as pa
+
+        return pa.table(self.to_dict(include_status))
+
+    def to_pandas(self, include_status: bool = False) -> Any:
+        return self.to_arrow(include_status).to_pandas()
+
+    def __repr__(self) -> str:
+        return f"OnlineResponse({self.to_dict()!r})"
+
+
+class OnlineReader:
+    """Plans and runs online reads against one catalog and one online store."""
+
+    def __init__(self, catalog: Catalog, online: OnlineStore) -> None:
+        self.catalog = catalog
+        self.online = online
+        self._plans: dict[Any, _Plan] = {}
+
+    def plan(self, features: Any, full_feature_names: bool) -> _Plan:
+        cache_key = (features if isinstance(features, str) else tuple(features) if isinstance(features, list | tuple)
+                     else id(features), full_feature_names)
+        plan = self._plans.get(cache_key)
+        if plan is None:
+            plan = self._plans[cache_key] = self._make_plan(features, full_feature_names)
+        return plan
+
+    def _make_plan(self, features: Any, full: bool) -> _Plan:
+        request = self.catalog.resolve(features, full)
+        views = []
+        for name, wanted in request.views.items():
+            view = self.catalog.view(name)
+            decoders = []
+            for feature in wanted:
+                dtype = view.get_field(feature).dtype
+                decoders.append((feature, f"{name}:{feature}", None if dtype.name in _IDENTITY else dtype.decode))
+            views.append(_ViewPlan(name, self.catalog.join_keys(view), ttl_us(view.ttl), decoders))
+        plan = _Plan(request, views)
+        for odfv in request.on_demand:
+            for ref in odfv.inputs:
+                view_name, feature = ref.split(":")
+                plan.input_types[ref] = self.catalog.view(view_name).get_field(feature).dtype.arrow()
+        return plan
+
+    def read(self, features: Any, entity_rows: Any, full_feature_names: bool = False,
+             now_us: int | None = None) -> OnlineResponse:
+        plan = self.plan(features, full_feature_names)
+        entities, count = _columns(entity_rows)
+        now = now_us if now_us is not None else time.time_ns() // 1000
+        requests = [(vp.name, _keys(vp.keys, entities, count)) for vp in plan.views]
+        records = self.online.read(requests) if requests else []
+        slots: dict[str, list[Any]] = {}
+        status: dict[str, list[str]] = {}
+        ages: dict[str, list[float | None]] = {}
+        for vp, found in zip(plan.views, records, strict=True):
+            rows, view_status, view_age = _decode(found, vp.ttl, now)
+            for feature, slot, decoder in vp.features:
+                column = [row.get(feature) if row is not None else None for row in rows]
+                slots[slot] = [decoder(v) for v in column] if decoder is not None else column
+                status[slot], ages[slot] = view_status, view_age
+        _run_on_demand(plan, entities, count, slots, status, ages)
+        values = {o.column: slots[o.ref] for o in plan.request.outputs}
+        return OnlineResponse(entities, values, {o.column: status[o.ref] for o in plan.request.outputs},
+                              {o.column: ages[o.ref] for o in plan.request.outputs})
+
+
+def _columns(entity_rows: Any) -> tuple[dict[str, list[Any]], int]:
+    """Entity rows as columns: accepts a list of dicts or a dict of lists."""
+    if isinstance(entity_rows, Mapping):
+        columns = {k: list(v) for k, v in entity_rows.items()}
+        lengths = {len(v) for v in columns.values()}
+        if len(lengths) > 1:
+            raise ValidationError(f"entity_rows columns have different lengths {sorted(lengths)}; make them equal")
+        return columns, lengths.pop() if lengths else 0
+    if isinstance(entity_rows, Sequence) and not isinstance(entity_rows, str):
+        columns = {}
+        for row in entity_rows:
+            for key in row:
+                columns.setdefault(key, [])
+        for key, column in columns.items():
+            column.extend(row.get(key) for row in entity_rows)
+        return columns, len(entity_rows)
+    raise ValidationError(f"entity_rows must be a list of dicts or a dict of lists, not {type(entity_rows).__name__}")
+
+
+def _keys(join_keys: list[str], entities: dict[str, list[Any]], count: int) -> list[str]:
+    try:
+        if len(join_keys) == 1:
+            return [str(v) for v in entities[join_keys[0]]]
+        columns = [entities[k] for k in join_keys]
+    except KeyError as exc:
+        raise ValidationError(
+            f"entity rows lack join key {exc.args[0]!r} (they have {sorted(entities)}); add it to each row"
+        ) from None
+    return [KEY_SEPARATOR.join(str(c[i]) for c in columns) for i in range(count)]
+
+
+def _decode(found: list[Any], ttl: int | None, now: int) -> tuple[list[Any], list[str], list[float | None]]:
+    rows: list[Any] = []
+    status: list[str] = []
+    ages: list[float | None] = []
+    for record in found:
+        if record is None:
+            rows.append(None)
+            status.append(NOT_FOUND)
+            ages.append(None)
+            continue
+        ts, payload = record
+        age = now - ts
+        ages.append(age / 1e6)
+        if ttl is not None and age > ttl:
+            rows.append(None)
+            status.append(EXPIRED)
+        else:
+            rows.append(json.loads(payload))
+            status.append(PRESENT)
+    return rows, status, ages
+
+
+def _run_on_demand(plan: _Plan, entities: dict[str, list[Any]], count: int, slots: dict[str, list[Any]],
+                   status: dict[str, list[str]], ages: dict[str, list[float | None]]) -> None:
+    if not plan.request.on_demand:
+        return
+    import pyarrow as pa
+
+    for odfv in plan.request.on_demand:
+        inputs = {ref.split(":")[1]: pa.array(slots[ref], plan.input_types[ref]) for ref in odfv.inputs}
+        for item in odfv.request_schema:
+            if item.name not in entities:
+                raise ValidationError(
+                    f"on-demand feature view {odfv.name!r} needs request value {item.name!r} in each entity row"
+                )
+            inputs[item.name] = pa.array(entities[item.name], item.dtype.arrow())
+        result = odfv.transform(pa.table(inputs) if inputs else pa.table({"__n": [0] * count}))
+        input_status = [status[ref] for ref in odfv.inputs]
+        input_ages = [ages[ref] for ref in odfv.inputs]
+        combined = [next((s[i] for s in input_status if s[i] != PRESENT), PRESENT) for i in range(count)]
+        oldest = [max((a[i] for a in input_ages if a[i] is not None), default=None) for i in range(count)]
+        for out in odfv.schema:
+            ref = f"{odfv.name}:{out.name}"
+            slots[ref] = result.column(out.name).to_pylist()
+            status[ref], ages[ref] = combined, oldest
+
+
+__all__ = ["EXPIRED", "NOT_FOUND", "PRESENT", "OnlineReader", "OnlineResponse"]

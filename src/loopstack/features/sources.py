@@ -1,0 +1,219 @@
+"""Where feature rows come from: files, in-memory tables, DuckDB SQL, and pushed streams.
+
+Every source becomes one DuckDB relation (a SQL ``FROM`` expression), so the
+offline store never copies data into an engine of its own: Parquet and CSV are
+scanned in place, Arrow, pandas and polars tables are registered zero-copy.
+
+A source also has a *fingerprint*, the content hash recorded with each
+training set read from it: sha256 of the file bytes (cached per file size and
+modification time), of a table's Arrow IPC stream, or of a query's text (a
+query's result cannot be hashed without running it; the docs say so).
+
+Examples
+--------
+>>> FileSource(path="data/driver_stats.parquet").spec()["kind"]
+'file'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from loopstack.core.errors import ValidationError
+
+DEFAULT_TIMESTAMP = "event_timestamp"
+_file_hashes: dict[tuple[str, int, int], str] = {}
+
+
+class Relations(Protocol):
+    """What a source needs from the engine to become SQL."""
+
+    root: Path
+
+    def register(self, data: Any) -> str:
+        """Register an Arrow table and return the name to select from."""
+        ...
+
+
+@dataclass(eq=False, kw_only=True)
+class Source:
+    """Base of all sources: the timestamp columns every point-in-time join needs."""
+
+    kind = "source"
+    timestamp_field: str = DEFAULT_TIMESTAMP
+    created_timestamp_field: str | None = None
+    name: str = ""
+
+    def sql(self, relations: Relations) -> str:
+        raise NotImplementedError
+
+    def fingerprint(self, root: Path) -> str:
+        raise NotImplementedError
+
+    def spec(self) -> dict[str, Any]:
+        return {"kind": self.kind, "name": self.name, "timestamp_field": self.timestamp_field,
+                "created_timestamp_field": self.created_timestamp_field, **self._spec()}
+
+    def _spec(self) -> dict[str, Any]:
+        return {}
+
+
+@dataclass(eq=False, kw_only=True)
+class FileSource(Source):
+    """Parquet or CSV: one file, or a folder of them (read recursively).
+
+    Relative paths are relative to the project root. The format is taken from
+    the suffix, or ``file_format="parquet"|"csv"``.
+    """
+
+    kind = "file"
+    path: str
+    file_format: str | None = None
+
+    def resolve(self, root: Path) -> Path:
+        path = Path(os.path.expanduser(self.path))
+        return path if path.is_absolute() else root / path
+
+    def format(self, root: Path) -> str:
+        if self.file_format:
+            if self.file_format not in ("parquet", "csv"):
+                raise ValidationError(f"file_format={self.file_format!r} for {self.path}; use 'parquet' or 'csv'")
+            return self.file_format
+        path = self.resolve(root)
+        if path.suffix in (".csv", ".tsv"):
+            return "csv"
+        if path.is_dir() and not any(path.rglob("*.parquet")) and any(path.rglob("*.csv")):
+            return "csv"
+        return "parquet"
+
+    def sql(self, relations: Relations) -> str:
+        path = self.resolve(relations.root)
+        if not path.exists():
+            raise ValidationError(f"source file {path} does not exist; write the data there or fix path={self.path!r}")
+        kind = self.format(relations.root)
+        target = str(path / "**" / f"*.{kind}") if path.is_dir() else str(path)
+        literal = "'" + target.replace("'", "''") + "'"
+        if kind == "csv":
+            return f"read_csv({literal}, auto_detect=true, union_by_name=true)"
+        return f"read_parquet({literal}, union_by_name=true)"
+
+    def files(self, root: Path) -> list[Path]:
+        path = self.resolve(root)
+        if path.is_dir():
+            return sorted(p for p in path.rglob(f"*.{self.format(root)}") if p.is_file())
+        return [path] if path.exists() else []
+
+    def fingerprint(self, root: Path) -> str:
+        digest = hashlib.sha256()
+        base = self.resolve(root)
+        for file in self.files(root):
+            digest.update(str(file.relative_to(base) if base.is_dir() else file.name).encode())
+            digest.update(_file_hash(file).encode())
+        return digest.hexdigest()
+
+    def _spec(self) -> dict[str, Any]:
+        return {"path": self.path, "file_format": self.file_format}
+
+
+@dataclass(eq=False, kw_only=True)
+class TableSource(Source):
+    """An in-memory table: Arrow, pandas or polars (positional `data` also works)."""
+
+    kind = "table"
+    data: Any = None
+    _arrow: Any = field(default=None, init=False, repr=False)
+    _fingerprint: str | None = field(default=None, init=False, repr=False)
+
+    def __init__(self, data: Any = None, **kwargs: Any) -> None:
+        Source.__init__(self, **kwargs)
+        if data is None:
+            raise ValidationError("TableSource needs data=: an Arrow table, a pandas or a polars DataFrame")
+        self.data = data
+        self._arrow = None
+        self._fingerprint = None
+
+    def arrow(self) -> Any:
+        if self._arrow is None:
+            from loopstack.tracking.datasets import to_arrow
+
+            self._arrow = to_arrow(self.data)
+        return self._arrow
+
+    def sql(self, relations: Relations) -> str:
+        return relations.register(self.arrow())
+
+    def fingerprint(self, root: Path) -> str:
+        if self._fingerprint is None:
+            from loopstack.tracking.datasets import content_hash
+
+            self._fingerprint = content_hash(self.arrow())
+        return self._fingerprint
+
+    def _spec(self) -> dict[str, Any]:
+        return {"content": self.fingerprint(Path("."))}
+
+
+@dataclass(eq=False, kw_only=True)
+class SqlSource(Source):
+    """A DuckDB SQL query; file paths in it are relative to the project root."""
+
+    kind = "sql"
+    query: str
+
+    def sql(self, relations: Relations) -> str:
+        return f"({self.query.strip().rstrip(';')})"
+
+    def fingerprint(self, root: Path) -> str:
+        return hashlib.sha256(self.query.encode()).hexdigest()
+
+    def _spec(self) -> dict[str, Any]:
+        return {"query": self.query}
+
+
+@dataclass(eq=False, kw_only=True)
+class PushSource(Source):
+    """A stream of rows pushed with ``store.push(name, rows)``; history lives in `batch_source`.
+
+    Offline retrieval and materialization read `batch_source`; pushed rows go
+    to the online store, and with ``to="online_and_offline"`` are also appended
+    to the batch source when it is a folder of Parquet files.
+    """
+
+    kind = "push"
+    batch_source: Source
+
+    def __post_init__(self) -> None:
+        from loopstack.features.definitions import check_name
+
+        check_name("push source", self.name)
+        self.timestamp_field = self.batch_source.timestamp_field
+        self.created_timestamp_field = self.batch_source.created_timestamp_field
+
+    def sql(self, relations: Relations) -> str:
+        return self.batch_source.sql(relations)
+
+    def fingerprint(self, root: Path) -> str:
+        return self.batch_source.fingerprint(root)
+
+    def _spec(self) -> dict[str, Any]:
+        return {"batch_source": self.batch_source.spec()}
+
+
+def _file_hash(path: Path) -> str:
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    cached = _file_hashes.get(key)
+    if cached is None:
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        cached = _file_hashes[key] = digest.hexdigest()
+    return cached
+
+
+__all__ = ["FileSource", "PushSource", "Source", "SqlSource", "TableSource"]

@@ -1,0 +1,175 @@
+"""Definitions and ``apply``: validation errors, the plan, versions by content hash."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+import loopstack.features as lf
+from loopstack.core.errors import ConflictError, ValidationError
+from loopstack.core.project import Project
+
+DEFINITIONS = """
+from datetime import timedelta
+from loopstack.features import Entity, FeatureService, FeatureView, Field, FileSource, Float64, {trips_type}
+
+driver = Entity(name="driver", join_keys=["driver_id"])
+stats = FeatureView(
+    name="driver_stats", entities=[{entity}], ttl=timedelta(days=2),
+    schema=[Field(name="conv_rate", dtype=Float64), Field(name="trips", dtype={trips_type}){extra}],
+    source=FileSource(path="data/stats.parquet"),
+)
+ranker = FeatureService(name="ranker", features=[stats[["conv_rate"]]])
+"""
+
+
+def _project(tmp_path: Path, **fmt: str) -> Project:
+    from datetime import datetime, timedelta
+
+    import pyarrow as pa
+
+    root = tmp_path / "proj"
+    (root / "data").mkdir(parents=True)
+    t0 = datetime(2024, 1, 1)
+    table = pa.table({"driver_id": [1, 1, 2], "event_timestamp": [t0, t0 + timedelta(days=1), t0],
+                      "conv_rate": [0.1, 0.2, 0.3], "trips": [1, 2, 3]})
+    pq.write_table(table.append_column("speed", table.column("conv_rate")), root / "data" / "stats.parquet")
+    _write(root, **fmt)
+    return Project.init(root, name="defs", definitions=["features.py"])
+
+
+def _write(root: Path, trips_type: str = "Int64", entity: str = "driver", extra: str = "") -> None:
+    (root / "features.py").write_text(DEFINITIONS.format(trips_type=trips_type, entity=entity, extra=extra))
+
+
+def test_apply_prints_plan_and_versions_by_content_hash(tmp_path: Path) -> None:
+    project = _project(tmp_path)
+    store = project.feature_store
+    plan = store.apply()
+    assert {(c.kind, c.name) for c in plan.added} == {
+        ("entity", "driver"), ("feature_view", "driver_stats"), ("feature_service", "ranker")}
+    assert "3 to add, 0 to change, 0 to remove" in plan.render()
+    assert store.plan().changes == []
+    _write(project.root, extra=', Field(name="speed", dtype=Float64)')
+    plan = store.plan()
+    assert [(c.action, c.name) for c in plan.changes] == [("change", "driver_stats")]
+    assert plan.changes[0].old != plan.changes[0].new
+    store.apply()
+    versions = project.db.table("feature_object_versions")
+    with project.db.read() as connection:
+        kept = connection.execute(versions.select().where(versions.c.name == "driver_stats")).fetchall()
+    assert len(kept) == 2  # the old version is kept, not overwritten
+    kinds = [e.kind for e in project.events.list(kind="features.apply")]
+    assert kinds == ["features.apply", "features.apply"]
+    project.close()
+
+
+def test_removed_definitions_show_in_plan_and_go(tmp_path: Path) -> None:
+    project = _project(tmp_path)
+    project.feature_store.apply()
+    (project.root / "features.py").write_text(
+        "from loopstack.features import Entity\ndriver = Entity(name='driver', join_keys=['driver_id'])\n")
+    plan = project.feature_store.plan()
+    assert sorted((c.action, c.name) for c in plan.changes) == [("remove", "driver_stats"), ("remove", "ranker")]
+    assert "- feature view driver_stats (features.py" in plan.render()
+    project.feature_store.apply()
+    assert project.feature_store.plan().changes == []
+    project.close()
+
+
+def test_unapplied_file_changes_are_refused_at_read_time(tmp_path: Path) -> None:
+    project = _project(tmp_path)
+    project.feature_store.apply()
+    _write(project.root, extra=', Field(name="speed", dtype=Float64)')
+    fresh = lf.FeatureStore(project)
+    with pytest.raises(ConflictError, match=r"driver_stats.*features.py.*differs.*loopstack apply"):
+        _ = fresh.catalog
+    project.close()
+
+
+def test_unknown_entity_names_file_view_and_entity(tmp_path: Path) -> None:
+    project = _project(tmp_path, entity='"rider"')
+    with pytest.raises(ValidationError, match=r"features.py: feature view 'driver_stats' uses unknown entity 'rider'"):
+        project.feature_store.apply()
+    project.close()
+
+
+def test_type_mismatch_names_file_view_field_and_types(tmp_path: Path) -> None:
+    project = _project(tmp_path, trips_type="String")
+    with pytest.raises(ValidationError) as info:
+        project.feature_store.apply()
+    assert "features.py: feature view 'driver_stats': field 'trips' is declared String" in str(info.value)
+    assert "BIGINT" in str(info.value)
+    project.close()
+
+
+def test_missing_timestamp_and_field_columns_are_all_reported(tmp_path: Path) -> None:
+    project = _project(tmp_path, extra=', Field(name="nope", dtype=Float64)')
+    text = (project.root / "features.py").read_text().replace('path="data/stats.parquet"',
+                                                              'path="data/stats.parquet", timestamp_field="ts"')
+    (project.root / "features.py").write_text(text)
+    with pytest.raises(ValidationError) as info:
+        project.feature_store.apply()
+    message = str(info.value)
+    assert "timestamp column 'ts' is missing from the source" in message
+    assert "field 'nope' is not a column of the source" in message
+    project.close()
+
+
+def test_duplicate_names_across_files_name_both_files(tmp_path: Path) -> None:
+    project = _project(tmp_path)
+    (project.root / "more.py").write_text(textwrap.dedent("""
+        from loopstack.features import Entity
+        other = Entity(name="driver", join_keys=["id"])
+    """))
+    config = (project.root / "loopstack.yaml").read_text().replace("- features.py", "- features.py\n- more.py")
+    (project.root / "loopstack.yaml").write_text(config)
+    reopened = Project(project.root, project.config.model_copy(update={"definitions": ["features.py", "more.py"]}))
+    with pytest.raises(ValidationError, match=r"entity 'driver' is defined twice: in features.py and in more.py"):
+        lf.FeatureStore(reopened).plan()
+    project.close()
+
+
+def test_service_with_unknown_feature_is_rejected(project: Project, driver_rows) -> None:  # type: ignore[no-untyped-def]
+    view = lf.FeatureView(name="v", entities=[lf.Entity(name="driver_id")], source=lf.TableSource(driver_rows()),
+                          schema=[lf.Field(name="conv_rate", dtype=lf.Float64)])
+    service = lf.FeatureService(name="s", features=["v:conv_rate", "v:missing"])
+    with pytest.raises(ValidationError, match=r"feature service 's' reads 'v:missing'"):
+        project.feature_store.apply([view, service])
+
+
+def test_bad_names_and_ttl_are_rejected_at_definition() -> None:
+    with pytest.raises(ValidationError, match="name 'bad name'"):
+        lf.Entity(name="bad name")
+    with pytest.raises(ValidationError, match="positive timedelta"):
+        lf.FeatureView(name="v", source=lf.SqlSource(query="select 1"), ttl=__import__("datetime").timedelta(0))
+    with pytest.raises(ValidationError, match="declares field"):
+        lf.FeatureView(name="v", source=lf.SqlSource(query="select 1"),
+                       schema=[lf.Field(name="a", dtype=lf.Int64), lf.Field(name="a", dtype=lf.Int64)])
+
+
+def test_on_demand_view_version_follows_its_code() -> None:
+    def make(factor: float) -> lf.OnDemandFeatureView:
+        if factor == 1.0:
+            def scaled(df):  # type: ignore[no-untyped-def]
+                return {"y": df["conv_rate"]}
+        else:
+            def scaled(df):  # type: ignore[no-untyped-def]
+                return {"y": df["conv_rate"] * 2}
+        return lf.on_demand_feature_view(inputs=["v:conv_rate"], schema=[lf.Field(name="y", dtype=lf.Float64)])(scaled)
+
+    assert make(1.0).digest() != make(2.0).digest()
+    assert make(1.0).digest() == make(1.0).digest()
+
+
+def test_exported_names_are_what_we_mean_to_export() -> None:
+    assert set(lf.__all__) == {
+        "Entity", "FeatureView", "Field", "FeatureService", "OnDemandFeatureView", "on_demand_feature_view",
+        "Source", "FileSource", "TableSource", "SqlSource", "PushSource", "Int32", "Int64", "Float32", "Float64",
+        "String", "Bool", "Bytes", "UnixTimestamp", "FeatureStore", "Catalog", "Plan", "OnlineStore",
+        "OnlineResponse", "PRESENT", "EXPIRED", "NOT_FOUND",
+    }
+    assert all(hasattr(lf, name) for name in lf.__all__)
