@@ -36,7 +36,9 @@ from loopstack.quality.expectations import (
     Unique,
     ZScoreOutliers,
 )
+from loopstack.quality.expectations.distribution import Distribution
 from loopstack.quality.gate import QualityGateError, RequestValidation, gate, validate_request
+from loopstack.quality.profile import profile
 from loopstack.quality.results import ExpectationResult, SuiteResult
 from loopstack.quality.source import Query
 from loopstack.quality.store import history, record
@@ -59,8 +61,10 @@ __all__ = [
     "ForeignKey",
     "ColumnTypes",
     "SchemaMatches",
+    "Distribution",
     "ZScoreOutliers",
     "IsolationForestOutliers",
+    "profile",
     "ExpectationResult",
     "SuiteResult",
     "gate",

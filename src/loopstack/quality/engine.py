@@ -42,7 +42,7 @@ def evaluate(
         unexpected, elements = counts[index]
         sample = _sample(source, check.condition(schema), sample_size) if unexpected and sample_size else []
         results[index] = ExpectationResult(
-            check.to_dict(),
+            check.spec(),
             check.judge(unexpected, elements),
             unexpected,
             elements,
@@ -101,7 +101,7 @@ def _observed(check: RowExpectation, unexpected: int, elements: int) -> dict[str
 
 
 def _failed(expectation: Expectation, reason: str) -> ExpectationResult:
-    return ExpectationResult(expectation.to_dict(), False, error=reason)
+    return ExpectationResult(expectation.spec(), False, error=reason)
 
 
 def _reason(error: BaseException) -> str:

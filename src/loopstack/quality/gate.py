@@ -152,8 +152,6 @@ def _connection() -> Any:
 
 
 def _is_rows(rows: Any) -> bool:
-    return (
-        (isinstance(rows, dict)
-        and not any(isinstance(v, list | tuple) for v in rows.values()))
-        or (isinstance(rows, list) and all(isinstance(r, dict) for r in rows))
+    return (isinstance(rows, dict) and not any(isinstance(v, list | tuple) for v in rows.values())) or (
+        isinstance(rows, list) and all(isinstance(r, dict) for r in rows)
     )

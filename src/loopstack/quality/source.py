@@ -91,6 +91,11 @@ class Source:
         """The single row of an aggregate query."""
         return self.connection.execute(query).fetchall()[0]
 
+    def arrow(self, query: str) -> Any:
+        """A query's result as an Arrow table (the relation API avoids an extra copy)."""
+        relation = self.connection.sql(query)
+        return relation.to_arrow_table() if hasattr(relation, "to_arrow_table") else relation.arrow()
+
     def columns_of(self, view: str) -> dict[str, str]:
         """Column name to type of another view on this connection (e.g. a reference)."""
         return {row[0]: row[1] for row in self.connection.execute(f"DESCRIBE SELECT * FROM {view}").fetchall()}

@@ -1,6 +1,7 @@
 """Expectations: one class per check, each compiled to DuckDB SQL."""
 
 from loopstack.quality.expectations.base import KINDS, Expectation, RowExpectation, TableExpectation
+from loopstack.quality.expectations.distribution import Distribution
 from loopstack.quality.expectations.outliers import IsolationForestOutliers
 from loopstack.quality.expectations.schema import ColumnTypes, SchemaMatches
 from loopstack.quality.expectations.table import CompoundUnique, ForeignKey, RowCount, Unique
@@ -23,5 +24,6 @@ __all__ = [
     "ForeignKey",
     "ColumnTypes",
     "SchemaMatches",
+    "Distribution",
     "IsolationForestOutliers",
 ]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from loopstack.core.errors import ConfigError
-from loopstack.quality.source import Query
+from loopstack.quality.source import Query, describe
 
 if TYPE_CHECKING:
     from loopstack.quality.results import ExpectationResult
@@ -59,8 +59,13 @@ class Expectation:
         used = ", ".join(self.columns_used)
         return f"{self.kind}({used})" if used else self.kind
 
-    def to_dict(self) -> dict[str, Any]:
-        """``kind`` plus every parameter that differs from its default (the YAML form)."""
+    def to_dict(self, describe_data: bool = False) -> dict[str, Any]:
+        """``kind`` plus every parameter that differs from its default (the YAML form).
+
+        In-memory data held as a parameter (a reference frame) stays as the
+        object, or with `describe_data` becomes a short description, which is
+        how results and events record it.
+        """
         out: dict[str, Any] = {"kind": self.kind}
         for item in dataclasses.fields(self):
             value = getattr(self, item.name)
@@ -68,8 +73,12 @@ class Expectation:
                 continue
             if item.default_factory is not dataclasses.MISSING and value == item.default_factory():
                 continue
-            out[item.name] = _plain(value)
+            out[item.name] = _plain(value, describe_data)
         return out
+
+    def spec(self) -> dict[str, Any]:
+        """``to_dict`` with in-memory data described, as results and events record it."""
+        return self.to_dict(describe_data=True)
 
     @staticmethod
     def from_dict(spec: dict[str, Any]) -> Expectation:
@@ -139,16 +148,24 @@ class TableExpectation(Expectation):
         raise NotImplementedError
 
 
-def _plain(value: Any) -> Any:
-    """Tuples and sets as lists so that YAML and JSON hold them."""
+def _plain(value: Any, describe_data: bool = False) -> Any:
+    """Tuples and sets as lists and NumPy scalars as numbers, so that YAML and JSON hold them."""
     if isinstance(value, tuple | set | frozenset):
-        return [_plain(v) for v in (sorted(value, key=str) if isinstance(value, set | frozenset) else value)]
+        items = sorted(value, key=str) if isinstance(value, set | frozenset) else value
+        return [_plain(v, describe_data) for v in items]
     if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return [_plain(v, describe_data) for v in value]
     if isinstance(value, Query) and value.connection is None:
         return value.sql  # SQL text reads back as the same query
-    if hasattr(value, "item"):
-        return value.item()
-    return value
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    if hasattr(value, "item") and getattr(value, "size", 1) == 1 and not hasattr(value, "columns"):
+        return value.item()  # a NumPy scalar
+    if isinstance(value, dict) and not _holds_arrays(value):
+        return {k: _plain(v, describe_data) for k, v in value.items()}
+    return describe(value) if describe_data else value
+
+
+def _holds_arrays(value: dict[str, Any]) -> bool:
+    """A dict of columns (data) rather than a mapping of parameters."""
+    return any(isinstance(v, list | tuple) or hasattr(v, "__array__") for v in value.values())

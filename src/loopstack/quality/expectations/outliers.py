@@ -68,7 +68,7 @@ class IsolationForestOutliers(TableExpectation):
         medians = np.nan_to_num(np.nanmedian(fit, axis=0)) if len(fit) else np.zeros(len(self.columns))
         scored = fit if fit_view == "data" else self._sample(source, "data")
         if len(fit) < 2 or len(scored) == 0:
-            return ExpectationResult(self.to_dict(), True, 0, len(scored), {"scored_rows": len(scored)})
+            return ExpectationResult(self.spec(), True, 0, len(scored), {"scored_rows": len(scored)})
         model = IsolationForest(n_estimators=self.n_estimators, random_state=self.random_state)
         model.fit(_fill(fit, medians))
         scores = -model.score_samples(_fill(scored, medians))
@@ -84,7 +84,7 @@ class IsolationForestOutliers(TableExpectation):
             "sampled": len(scored) < row_count,
             "outlier_ratio": count / len(scored),
         }
-        return ExpectationResult(self.to_dict(), passed, count, len(scored), observed, sample)
+        return ExpectationResult(self.spec(), passed, count, len(scored), observed, sample)
 
     def _sample(self, source: Source, view: str) -> Any:
         import numpy as np

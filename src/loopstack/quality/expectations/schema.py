@@ -80,9 +80,7 @@ class ColumnTypes(TableExpectation):
             if name in schema and not type_matches(wanted, schema[name])
         }
         bad = len(missing) + len(wrong)
-        return ExpectationResult(
-            self.to_dict(), bad == 0, bad, len(self.types), {"missing": missing, "mismatched": wrong}
-        )
+        return ExpectationResult(self.spec(), bad == 0, bad, len(self.types), {"missing": missing, "mismatched": wrong})
 
 
 @dataclass
@@ -122,7 +120,7 @@ class SchemaMatches(TableExpectation):
             )
             if not allowed
         )
-        return ExpectationResult(self.to_dict(), bad == 0, bad, len(self.baseline), changes)
+        return ExpectationResult(self.spec(), bad == 0, bad, len(self.baseline), changes)
 
 
 def schema_changes(baseline: dict[str, str], current: dict[str, str]) -> dict[str, Any]:

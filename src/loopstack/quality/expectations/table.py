@@ -63,7 +63,7 @@ class Unique(TableExpectation):
     def run(self, source: Source, row_count: int, sample_size: int) -> ExpectationResult:
         rows, groups, sample = _duplicates(source, [self.column], sample_size)
         elements = _non_null_rows(source, [self.column]) if rows else row_count
-        return ExpectationResult(self.to_dict(), rows == 0, rows, elements, {"duplicated_values": groups}, sample)
+        return ExpectationResult(self.spec(), rows == 0, rows, elements, {"duplicated_values": groups}, sample)
 
 
 @dataclass
@@ -90,7 +90,7 @@ class CompoundUnique(TableExpectation):
     def run(self, source: Source, row_count: int, sample_size: int) -> ExpectationResult:
         rows, groups, sample = _duplicates(source, self.columns, sample_size)
         elements = _non_null_rows(source, self.columns) if rows else row_count
-        return ExpectationResult(self.to_dict(), rows == 0, rows, elements, {"duplicated_keys": groups}, sample)
+        return ExpectationResult(self.spec(), rows == 0, rows, elements, {"duplicated_keys": groups}, sample)
 
 
 @dataclass
@@ -115,7 +115,7 @@ class RowCount(TableExpectation):
 
     def run(self, source: Source, row_count: int, sample_size: int) -> ExpectationResult:
         passed = (self.min is None or row_count >= self.min) and (self.max is None or row_count <= self.max)
-        return ExpectationResult(self.to_dict(), passed, 0, row_count, {"row_count": row_count})
+        return ExpectationResult(self.spec(), passed, 0, row_count, {"row_count": row_count})
 
 
 @dataclass(eq=False)
@@ -150,7 +150,7 @@ class ForeignKey(TableExpectation):
         target = self.reference_column or self.column
         if target not in source.columns_of(ref):
             return ExpectationResult(
-                self.to_dict(), False, error=f"reference has no column {target!r}; set reference_column="
+                self.spec(), False, error=f"reference has no column {target!r}; set reference_column="
             )
         col = quote(self.column)
         orphans = (
@@ -160,6 +160,4 @@ class ForeignKey(TableExpectation):
         missing, keys = source.one(f"SELECT count(*), count(DISTINCT {col}) FROM ({orphans})")
         elements = int(source.one(f"SELECT count({col}) FROM data")[0])
         sample = fetch_dicts(source.sql(f"{orphans} LIMIT {int(sample_size)}")) if missing and sample_size else []
-        return ExpectationResult(
-            self.to_dict(), missing == 0, int(missing), elements, {"missing_keys": int(keys)}, sample
-        )
+        return ExpectationResult(self.spec(), missing == 0, int(missing), elements, {"missing_keys": int(keys)}, sample)
