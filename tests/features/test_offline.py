@@ -1,0 +1,248 @@
+"""Point-in-time retrieval: properties against a brute-force reference, and hand-made edge cases."""
+
+from __future__ import annotations
+
+import functools
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import loopstack as ls
+import loopstack.features as lf
+from loopstack.core.errors import ValidationError
+from loopstack.core.project import Project
+from loopstack.features.catalog import Catalog
+from loopstack.features.engine import Engine
+from loopstack.features.offline import historical
+
+T0 = datetime(2024, 1, 1)
+HOUR = 3_600_000_000
+US = timedelta(microseconds=1)
+DRIVER = lf.Entity(name="driver", join_keys=["driver_id"])
+
+
+def _view(table: pa.Table, ttl: timedelta | None = None, created: bool = True, name: str = "stats",
+          schema: list[lf.Field] | None = None) -> lf.FeatureView:
+    source = lf.TableSource(table, created_timestamp_field="created" if created else None)
+    return lf.FeatureView(name=name, entities=[DRIVER], ttl=ttl, source=source,
+                          schema=schema or [lf.Field(name="value", dtype=lf.Int64)])
+
+
+def _join(views: list[lf.FeatureView], entity: pa.Table, refs: list[str], as_of: bool = False,
+          full: bool = False) -> pa.Table:
+    catalog = Catalog(views)
+    with _engine().session() as session:
+        return historical(session, catalog, catalog.resolve(refs, full), entity, "event_timestamp", as_of)
+
+
+@functools.cache
+def _engine() -> Engine:
+    return Engine(Path("."))
+
+
+# -- properties ---------------------------------------------------------------------------
+feature_rows = st.lists(
+    st.tuples(st.integers(0, 3), st.integers(0, 30), st.integers(-3, 6), st.integers(-1000, 1000) | st.none()),
+    max_size=40,
+)
+entity_rows = st.lists(st.tuples(st.integers(0, 4), st.integers(0, 40)), min_size=1, max_size=25)
+
+
+def _tables(rows: list[Any], entities: list[Any]) -> tuple[pa.Table, pa.Table, list[dict[str, Any]]]:
+    # created = event time + offset, plus the row index in microseconds so no two rows tie on both
+    records = [{"driver_id": k, "ts": t * HOUR, "created": (t + off) * HOUR + i, "value": v}
+               for i, (k, t, off, v) in enumerate(rows)]
+    table = pa.table({
+        "driver_id": pa.array([r["driver_id"] for r in records], pa.int64()),
+        "event_timestamp": pa.array([r["ts"] for r in records], pa.int64()).cast(pa.timestamp("us")),
+        "created": pa.array([r["created"] for r in records], pa.int64()).cast(pa.timestamp("us")),
+        "value": pa.array([r["value"] for r in records], pa.int64()),
+    })
+    entity = pa.table({
+        "driver_id": pa.array([k for k, _ in entities], pa.int64()),
+        "event_timestamp": pa.array([t * HOUR for _, t in entities], pa.int64()).cast(pa.timestamp("us")),
+    })
+    return table, entity, records
+
+
+def _reference(records: list[dict[str, Any]], key: int, at: int, ttl: int | None, as_of: bool) -> Any:
+    valid = [r for r in records if r["driver_id"] == key and r["ts"] <= at
+             and (ttl is None or r["ts"] >= at - ttl) and (not as_of or r["created"] <= at)]
+    if not valid:
+        return None
+    return max(valid, key=lambda r: (r["ts"], r["created"]))
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=feature_rows, entities=entity_rows, ttl_hours=st.none() | st.integers(1, 12), as_of=st.booleans())
+def test_point_in_time_matches_brute_force(rows: list[Any], entities: list[Any], ttl_hours: int | None,
+                                           as_of: bool) -> None:
+    table, entity, records = _tables(rows, entities)
+    ttl = None if ttl_hours is None else timedelta(hours=ttl_hours)
+    got = _join([_view(table, ttl)], entity, ["stats:value"], as_of=as_of).column("value").to_pylist()
+    ttl_us = None if ttl_hours is None else ttl_hours * HOUR
+    for (key, t), value in zip(entities, got, strict=True):
+        expected = _reference(records, key, t * HOUR, ttl_us, as_of)
+        assert value == (expected["value"] if expected else None)
+        # the properties the reference encodes, stated on their own:
+        chosen = [r for r in records if r["driver_id"] == key and r is expected]
+        for r in chosen:
+            assert r["ts"] <= t * HOUR  # never a value from the future
+            assert ttl_us is None or t * HOUR - r["ts"] <= ttl_us  # never older than ttl
+            assert not as_of or r["created"] <= t * HOUR  # as_of_known_time sees nothing created later
+            rivals = [o for o in records if o["driver_id"] == key and o["ts"] == r["ts"]
+                      and (not as_of or o["created"] <= t * HOUR)]
+            assert r["created"] == max(o["created"] for o in rivals)  # ties go to the larger created
+
+
+# -- hand-made edge cases -------------------------------------------------------------------
+def _rows(*rows: tuple[int, datetime, datetime, Any]) -> pa.Table:
+    return pa.table({
+        "driver_id": pa.array([r[0] for r in rows], pa.int64()),
+        "event_timestamp": pa.array([r[1] for r in rows], pa.timestamp("us")),
+        "created": pa.array([r[2] for r in rows], pa.timestamp("us")),
+        "value": pa.array([r[3] for r in rows], pa.int64()),
+    })
+
+
+def _entity(*rows: tuple[int, Any]) -> pa.Table:
+    return pa.table({"driver_id": pa.array([r[0] for r in rows], pa.int64()),
+                     "event_timestamp": pa.array([r[1] for r in rows], pa.timestamp("us"))})
+
+
+def test_equal_event_times_take_the_later_created_row_whatever_the_file_order() -> None:
+    table = _rows((1, T0, T0 + timedelta(hours=2), 20), (1, T0, T0 + timedelta(hours=1), 10),
+                  (1, T0, T0 + timedelta(hours=3), 30), (1, T0, T0, 0))
+    got = _join([_view(table)], _entity((1, T0 + timedelta(hours=5))), ["stats:value"])
+    assert got.column("value").to_pylist() == [30]
+
+
+def test_ttl_boundary_is_inclusive() -> None:
+    ttl = timedelta(hours=2)
+    table = _rows((1, T0, T0, 7))
+    entity = _entity((1, T0 + ttl), (1, T0 + ttl + US), (1, T0 - US), (1, T0))
+    got = _join([_view(table, ttl)], entity, ["stats:value"]).column("value").to_pylist()
+    assert got == [7, None, None, 7]
+
+
+def test_missing_entities_and_duplicates_keep_every_row_in_order() -> None:
+    table = _rows((1, T0, T0, 1), (2, T0, T0, 2))
+    entity = _entity((2, T0), (9, T0), (1, T0), (2, T0), (1, T0 - US), (2, T0))
+    got = _join([_view(table)], entity, ["stats:value"]).column("value").to_pylist()
+    assert got == [2, None, 1, 2, None, 2]
+
+
+def test_latest_row_with_null_feature_wins_over_older_value() -> None:
+    table = _rows((1, T0, T0, 5), (1, T0 + timedelta(hours=1), T0, None))
+    got = _join([_view(table)], _entity((1, T0 + timedelta(hours=2))), ["stats:value"])
+    assert got.column("value").to_pylist() == [None]
+
+
+def test_as_of_known_time_ignores_late_corrections() -> None:
+    # the value for T0 was corrected at T0+10h; a training row at T0+1h must see the original
+    table = _rows((1, T0, T0, 100), (1, T0, T0 + timedelta(hours=10), 999))
+    entity = _entity((1, T0 + timedelta(hours=1)), (1, T0 + timedelta(hours=11)))
+    assert _join([_view(table)], entity, ["stats:value"]).column("value").to_pylist() == [999, 999]
+    assert _join([_view(table)], entity, ["stats:value"], as_of=True).column("value").to_pylist() == [100, 999]
+
+
+def test_mixed_timezones_are_compared_as_utc(tmp_path: Path) -> None:
+    # the source is stored with a zone, the entity frame in another zone and naive (UTC)
+    ts = pd.Timestamp("2024-01-01 10:00", tz="Europe/Berlin")  # 09:00 UTC
+    source = pa.table({"driver_id": [1], "event_timestamp": pa.array([ts]), "created": pa.array([ts]),
+                       "value": pa.array([1], pa.int64())})
+    pq.write_table(source, tmp_path / "s.parquet")
+    view = lf.FeatureView(name="stats", entities=[DRIVER], schema=[lf.Field(name="value", dtype=lf.Int64)],
+                          source=lf.FileSource(path=str(tmp_path / "s.parquet"), created_timestamp_field="created"))
+    new_york = pd.to_datetime(["2024-01-01 03:59:59", "2024-01-01 04:00:00"]).tz_localize("America/New_York")
+    aware = pa.table({"driver_id": [1, 1], "event_timestamp": pa.array(new_york)})
+    naive = _entity((1, datetime(2024, 1, 1, 8, 59, 59)), (1, datetime(2024, 1, 1, 9)))
+    assert _join([view], aware, ["stats:value"]).column("value").to_pylist() == [None, 1]
+    assert _join([view], naive, ["stats:value"]).column("value").to_pylist() == [None, 1]
+
+
+def test_views_joined_in_one_call_with_full_names() -> None:
+    a = _view(_rows((1, T0, T0, 1)), name="a")
+    b = _view(_rows((1, T0 + timedelta(hours=1), T0, 2)), name="b")
+    entity = _entity((1, T0), (1, T0 + timedelta(hours=1)))
+    got = _join([a, b], entity, ["a:value", "b:value"], full=True)
+    assert got.to_pydict() == {"a__value": [1, 1], "b__value": [None, 2]}
+    with pytest.raises(ValidationError, match="full_feature_names=True"):
+        _join([a, b], entity, ["a:value", "b:value"])
+
+
+def test_entity_frame_errors_name_the_missing_column() -> None:
+    table = _rows((1, T0, T0, 1))
+    with pytest.raises(ValidationError, match="join key"):
+        _join([_view(table)], pa.table({"event_timestamp": pa.array([T0])}), ["stats:value"])
+    with pytest.raises(ValidationError, match="not a timestamp"):
+        _join([_view(table)], pa.table({"driver_id": [1], "event_timestamp": ["2024"]}), ["stats:value"])
+
+
+# -- through the store: pandas, extra columns, nullable ints, range mode, lineage --------------
+@pytest.fixture
+def applied(project: Project) -> Project:
+    table = _rows((1, T0, T0, 10), (2, T0, T0, 20), (1, T0 + timedelta(days=1), T0 + timedelta(days=1), 11))
+    rates = pa.table({"driver_id": [1, 2], "event_timestamp": pa.array([T0, T0], pa.timestamp("us")),
+                      "rate": [0.5, 0.25], "label": ["a", "b"]})
+    other = lf.FeatureView(name="rates", entities=[DRIVER], source=lf.TableSource(rates),
+                           schema=[lf.Field(name="rate", dtype=lf.Float64), lf.Field(name="label", dtype=lf.String)])
+
+    @lf.on_demand_feature_view(inputs=["rates:rate", "stats:value"], schema=[lf.Field(name="score", dtype=lf.Float64)],
+                               request_schema=[lf.Field(name="boost", dtype=lf.Float64)])
+    def scored(df: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame({"score": df["rate"] * df["value"] + df["boost"]})
+
+    project.feature_store.apply([_view(table, ttl=timedelta(days=2)), other, scored])
+    return project
+
+
+def test_pandas_result_keeps_entity_columns_index_and_nullable_ints(applied: Project) -> None:
+    entity = pd.DataFrame({"driver_id": [2, 1, 3, 1], "note": ["x", "y", "z", "w"], "boost": [0.0, 1.0, 0.0, 0.0],
+                           "event_timestamp": pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-02", "2023-12-31"])},
+                          index=[10, 11, 12, 13])
+    out = applied.feature_store.get_historical_features(
+        entity, ["stats:value", "rates:label", "scored:score"]).to_pandas()
+    assert list(out.index) == [10, 11, 12, 13]
+    assert list(out.columns) == ["driver_id", "note", "boost", "event_timestamp", "value", "label", "score"]
+    assert str(out["value"].dtype) == "Int64"
+    assert out["value"].tolist()[:2] == [20, 11] and out["value"].isna().tolist() == [False, False, True, True]
+    assert out["score"].tolist()[:2] == [5.0, 6.5]
+    assert out["note"].tolist() == ["x", "y", "z", "w"]
+
+
+def test_range_mode_returns_every_entity_event_in_range(applied: Project) -> None:
+    job = applied.feature_store.get_historical_features(features=["stats:value", "rates:rate"],
+                                                        start=T0, end=T0 + timedelta(days=1))
+    got = job.to_arrow().to_pydict()
+    assert got["driver_id"] == [1, 2, 1]
+    assert got["value"] == [10, 20, 11]
+    assert got["rate"] == [0.5, 0.25, 0.5]
+
+
+def test_result_is_a_dataset_version_linked_to_the_run(applied: Project, tmp_path: Path) -> None:
+    entity = _entity((1, T0), (2, T0))
+    store = applied.feature_store
+    with ls.start_run(project=applied) as run:
+        job = store.get_historical_features(entity, ["stats:value"])
+        job.to_parquet(tmp_path / "train.parquet")
+    assert pq.read_table(tmp_path / "train.parquet").column("value").to_pylist() == [10, 20]
+    inputs = ls.Client(applied).get_run(run.id).inputs
+    assert [i["digest"] for i in inputs] == [job.digest]
+    again = store.get_historical_features(entity, ["stats:value"])
+    again.to_arrow()
+    assert again.digest == job.digest  # same inputs, same version
+    changed = store.get_historical_features(_entity((1, T0)), ["stats:value"])
+    changed.to_arrow()
+    assert changed.digest != job.digest
+    table = applied.db.table("feature_datasets")
+    with applied.db.read() as connection:
+        row = connection.execute(table.select().where(table.c.digest == job.digest)).mappings().one()
+    assert row["features"] == ["stats:value"] and set(row["sources"]) == {"stats"}
