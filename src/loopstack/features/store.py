@@ -217,14 +217,16 @@ class FeatureStore:
 
     def materialize_incremental(self, end: Any, views: list[str] | None = None, *, chunk_size: int | None = None,
                                 progress: bool | None = None) -> dict[str, int]:
-        """Materialize each view from its watermark (or end - ttl the first time) to `end`."""
+        """Materialize each view from just after its watermark (or end - ttl the first time) to `end`."""
         from loopstack.features.materialize import watermark
 
         end_us = to_us(end)
         windows = {}
         for view in self._online_views(views):
-            start = watermark(self, view)
-            if start is None:
+            mark = watermark(self, view)
+            if mark is not None:
+                start = mark + 1  # windows are inclusive; the watermark's own instant is done
+            else:
                 ttl = ttl_us(view.ttl)
                 start = end_us - ttl if ttl is not None else 0
             windows[view.name] = (start, end_us)

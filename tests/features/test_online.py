@@ -1,0 +1,213 @@
+"""Online stores: the shared contract over SQLite and Redis, materialization, push, serving with ttl."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import loopstack.features as lf
+from loopstack.core.errors import NotFoundError, ValidationError
+from loopstack.core.project import Project
+from loopstack.features.online import open_online_store
+from loopstack.features.online.conformance import CHECKS
+
+T0 = datetime(2024, 1, 1)
+DRIVER = lf.Entity(name="driver", join_keys=["driver_id"])
+BACKENDS = ["sqlite", "redis"]
+
+
+def _url(backend: str, request: pytest.FixtureRequest) -> str:
+    return "sqlite:///.loopstack/online.db" if backend == "sqlite" else request.getfixturevalue("redis_url")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("check", sorted(CHECKS))
+def test_online_store_contract(backend: str, check: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    url = _url(backend, request)
+    counter = iter(range(100))
+
+    def make() -> Any:
+        suffix = f"c{next(counter)}"
+        if backend == "sqlite":
+            return open_online_store(f"sqlite:///{suffix}.db", tmp_path)
+        return open_online_store(url.replace("?prefix=", f"?prefix={suffix}:"), tmp_path)
+
+    CHECKS[check](make)
+
+
+# -- a project with a file-backed view, per backend -------------------------------------------
+def _write(folder: Path, name: str, rows: list[tuple[int, datetime, float, int | None]]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({
+        "driver_id": pa.array([r[0] for r in rows], pa.int64()),
+        "event_timestamp": pa.array([r[1] for r in rows], pa.timestamp("us")),
+        "conv_rate": pa.array([r[2] for r in rows], pa.float64()),
+        "trips": pa.array([r[3] for r in rows], pa.int64()),
+    }), folder / name)
+
+
+def _definitions(folder: Path) -> list[Any]:
+    push = lf.PushSource(name="stats_push", batch_source=lf.FileSource(path=str(folder)))
+    stats = lf.FeatureView(name="stats", entities=[DRIVER], ttl=timedelta(days=2), source=push,
+                           schema=[lf.Field(name="conv_rate", dtype=lf.Float64),
+                                   lf.Field(name="trips", dtype=lf.Int64)])
+
+    @lf.on_demand_feature_view(inputs=["stats:conv_rate", "stats:trips"],
+                               schema=[lf.Field(name="weighted", dtype=lf.Float64)],
+                               request_schema=[lf.Field(name="weight", dtype=lf.Float64)])
+    def weighted(df: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame({"weighted": df["conv_rate"] * df["trips"].astype("float64") * df["weight"]})
+
+    service = lf.FeatureService(name="ranker", features=[stats, weighted])
+    return [stats, weighted, service]
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[lf.FeatureStore]:
+    project = Project.init(tmp_path / "p", name="online", online_store=_url(request.param, request))
+    folder = project.root / "data" / "stats"
+    rows = [(d, T0 + timedelta(days=day), d + day / 10, d * 100 + day) for d in range(1, 21) for day in range(4)]
+    _write(folder, "part-0.parquet", rows)
+    project.feature_store.apply(_definitions(folder))
+    yield project.feature_store
+    project.close()
+
+
+def _online(store: lf.FeatureStore, ids: list[int], at: datetime, features: Any = None) -> lf.OnlineResponse:
+    return store.get_online_features(features or ["stats:conv_rate", "stats:trips"],
+                                     [{"driver_id": i, "weight": 2.0} for i in ids], now=at)
+
+
+def test_materialize_then_serve_latest_values(store: lf.FeatureStore) -> None:
+    assert store.materialize(T0, T0 + timedelta(days=10), progress=False) == {"stats": 20}
+    got = _online(store, [3, 99, 1], T0 + timedelta(days=4)).to_dict(include_status=True)
+    assert got["conv_rate"] == [3.3, None, 1.3]
+    assert got["trips"] == [303, None, 103]
+    assert got["trips__status"] == [lf.PRESENT, lf.NOT_FOUND, lf.PRESENT]
+    assert got["trips__age_s"] == [86_400.0, None, 86_400.0]
+
+
+def test_expired_values_come_back_missing_with_their_age(store: lf.FeatureStore) -> None:
+    store.materialize(T0, T0 + timedelta(days=10), progress=False)
+    at_ttl = _online(store, [1], T0 + timedelta(days=5))  # latest row is T0+3d: exactly ttl old, still valid
+    assert at_ttl.values["conv_rate"] == [1.3] and at_ttl.status["conv_rate"] == [lf.PRESENT]
+    late = _online(store, [1], T0 + timedelta(days=5, seconds=1))
+    assert late.values["conv_rate"] == [None]
+    assert late.status["conv_rate"] == [lf.EXPIRED]
+    assert late.age["conv_rate"] == [2 * 86_400.0 + 1]
+
+
+def test_on_demand_transform_gives_the_same_values_online_and_offline(store: lf.FeatureStore) -> None:
+    store.materialize(T0, T0 + timedelta(days=10), progress=False)
+    ids = [1, 7, 20]
+    online = _online(store, ids, T0 + timedelta(days=4), features="ranker").to_dict()
+    entity = pd.DataFrame({"driver_id": ids, "weight": [2.0] * 3, "event_timestamp": [T0 + timedelta(days=4)] * 3})
+    offline = store.get_historical_features(entity, "ranker").to_pandas()
+    assert online["weighted"] == offline["weighted"].tolist() == [1.3 * 103 * 2, 7.3 * 703 * 2, 20.3 * 2003 * 2]
+    assert online["conv_rate"] == offline["conv_rate"].tolist()
+
+
+def test_materialize_incremental_moves_the_watermark(store: lf.FeatureStore) -> None:
+    from loopstack.features.materialize import watermark
+
+    first = T0 + timedelta(days=3)
+    store.materialize_incremental(first, progress=False)
+    assert watermark(store, store.catalog.view("stats")) == int((first - datetime(1970, 1, 1)).total_seconds() * 1e6)
+    _write(store.root / "data" / "stats", "part-1.parquet", [(1, T0 + timedelta(days=6), 9.5, 9)])
+    assert store.materialize_incremental(T0 + timedelta(days=7), progress=False) == {"stats": 1}
+    got = _online(store, [1, 2], T0 + timedelta(days=7)).to_dict(include_status=True)
+    assert got["conv_rate"] == [9.5, None]
+    assert got["conv_rate__status"] == [lf.PRESENT, lf.EXPIRED]
+
+
+class _Failing:
+    """An online store that fails after `allowed` batches (a crash mid-materialization)."""
+
+    def __init__(self, inner: Any, allowed: int) -> None:
+        self.inner, self.allowed, self.writes = inner, allowed, 0
+
+    def write_batch(self, view: str, rows: Any) -> int:
+        if self.writes >= self.allowed:
+            raise KeyboardInterrupt("simulated crash")
+        self.writes += 1
+        return int(self.inner.write_batch(view, rows))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def _dump(store: lf.FeatureStore) -> list[Any]:
+    return store.online.read([("stats", [str(i) for i in range(1, 25)])])[0]
+
+
+def test_interrupted_materialization_resumes_to_the_same_store(store: lf.FeatureStore, tmp_path: Path) -> None:
+    real = store.online
+    store.__dict__["online"] = failing = _Failing(real, allowed=2)
+    with pytest.raises(KeyboardInterrupt):
+        store.materialize(T0, T0 + timedelta(days=10), chunk_size=3, progress=False)
+    assert failing.writes == 2
+    table = store.db.table("feature_materializations")
+    with store.db.read() as connection:
+        job = connection.execute(table.select()).mappings().one()
+    assert (job["status"], job["chunks_done"], job["chunks_total"]) == ("running", 2, 7)
+    store.__dict__["online"] = resumed = _Failing(real, allowed=100)
+    store.materialize(T0, T0 + timedelta(days=10), chunk_size=3, progress=False)
+    assert resumed.writes == 5  # only the chunks that had not landed
+    store.__dict__["online"] = real
+    fresh = Project.init(tmp_path / "fresh", name="fresh").feature_store
+    fresh.apply(_definitions(store.root / "data" / "stats"))
+    fresh.materialize(T0, T0 + timedelta(days=10), progress=False)
+    assert _dump(store) == _dump(fresh)
+    fresh.project.close()
+
+
+def test_push_serves_newest_and_appends_history(store: lf.FeatureStore) -> None:
+    store.materialize(T0, T0 + timedelta(days=10), progress=False)
+    late = [{"driver_id": 1, "event_timestamp": T0 + timedelta(days=1), "conv_rate": 0.0, "trips": 0}]
+    store.push("stats_push", late)  # older than what is served: ignored
+    assert _online(store, [1], T0 + timedelta(days=4)).values["conv_rate"] == [1.3]
+    fresh = [{"driver_id": 1, "event_timestamp": T0 + timedelta(days=8), "conv_rate": 42.0, "trips": None}]
+    store.push("stats_push", fresh, to="online_and_offline")
+    got = _online(store, [1], T0 + timedelta(days=8)).to_dict()
+    assert got["conv_rate"] == [42.0] and got["trips"] == [None]
+    entity = pa.table({"driver_id": [1], "event_timestamp": pa.array([T0 + timedelta(days=9)], pa.timestamp("us"))})
+    offline = store.get_historical_features(entity, ["stats:conv_rate"]).to_arrow()
+    assert offline.column("conv_rate").to_pylist() == [42.0]
+    with pytest.raises(ValidationError, match="lack column"):
+        store.push("stats_push", [{"driver_id": 1, "event_timestamp": T0}])
+
+
+def test_redis_reads_are_one_round_trip(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    url = request.getfixturevalue("redis_url")
+    project = Project.init(tmp_path / "r", name="r", online_store=url)
+    folder = project.root / "data"
+    _write(folder, "a.parquet", [(d, T0, float(d), d) for d in range(100)])
+    view = _definitions(folder)[0]
+    other = lf.FeatureView(name="other", entities=[DRIVER], source=lf.FileSource(path=str(folder)),
+                           schema=[lf.Field(name="trips", dtype=lf.Int64)])
+    store = project.feature_store
+    store.apply([view, other])
+    store.materialize(T0, T0, progress=False)
+    calls: list[Any] = []
+    client = store.online._client
+    original = client.execute_command
+    client.execute_command = lambda *a, **k: calls.append(a[0]) or original(*a, **k)
+    got = store.get_online_features(["stats:conv_rate", "stats:trips", "other:trips"],
+                                    {"driver_id": list(range(100))}, full_feature_names=True, now=T0)
+    assert calls == ["MGET"]
+    assert got.values["other__trips"] == list(range(100))
+    project.close()
+
+
+def test_online_errors_name_the_fix(store: lf.FeatureStore) -> None:
+    with pytest.raises(ValidationError, match="join key 'driver_id'"):
+        store.get_online_features(["stats:trips"], [{"id": 1}])
+    with pytest.raises(NotFoundError, match="no feature view 'nope'"):
+        store.get_online_features(["nope:trips"], [{"driver_id": 1}])
