@@ -67,6 +67,9 @@ class MetadataDB:
         self.head = head
         self.engine = _create_engine(url)
         self.dialect = self.engine.dialect.name
+        # built once per shape: constructing an upsert (its `excluded` columns) costs
+        # more than executing it, and the tracking writer issues three per flush
+        self._upserts: dict[tuple[Any, ...], Any] = {}
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -131,6 +134,13 @@ class MetadataDB:
         """
         if not rows:
             return
+        shape = (table, tuple(keys), tuple(update), only_if)
+        statement = self._upserts.get(shape)
+        if statement is None:
+            statement = self._upserts[shape] = self._upsert_statement(table, keys, update, only_if)
+        connection.execute(statement, list(rows))
+
+    def _upsert_statement(self, table: Table, keys: Sequence[str], update: Sequence[str], only_if: Any) -> Any:
         if self.dialect == "postgresql":
             from sqlalchemy.dialects.postgresql import insert
         else:
@@ -139,14 +149,12 @@ class MetadataDB:
         excluded = statement.excluded
         where = only_if(table, excluded) if only_if is not None else None
         if update:
-            statement = statement.on_conflict_do_update(
+            return statement.on_conflict_do_update(
                 index_elements=list(keys),
                 set_={column: excluded[column] for column in update},
                 where=where,
             )
-        else:
-            statement = statement.on_conflict_do_nothing(index_elements=list(keys))
-        connection.execute(statement, list(rows))
+        return statement.on_conflict_do_nothing(index_elements=list(keys))
 
     def dispose(self) -> None:
         self.engine.dispose()

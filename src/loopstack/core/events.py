@@ -36,6 +36,7 @@ class EventLog:
     def __init__(self, db: MetadataDB) -> None:
         self.db = db
         self.table = db.table("events")
+        self._insert_statement = self.table.insert()  # values bound per call: no statement build per event
 
     def emit(
         self,
@@ -104,7 +105,7 @@ class EventLog:
         return chain[::-1]
 
     def _insert(self, connection: Connection, row: dict[str, Any]) -> int:
-        result = connection.execute(self.table.insert().values(**row))
+        result = connection.execute(self._insert_statement, row)
         return int(result.inserted_primary_key[0])
 
 

@@ -46,6 +46,12 @@ class TrackingStore:
         self._live_runs: set[str] = set()
         self._last_beat = 0.0
         self._experiment_ids: dict[str, int] = {}
+        from sqlalchemy import bindparam
+
+        runs = self.t("runs")
+        self._end_statement = runs.update().where(runs.c.id == bindparam("run")).values(
+            status=bindparam("new_status"), end_time=bindparam("new_end_time")
+        )
 
     def t(self, name: str) -> Any:
         return self.db.table(name)
@@ -102,7 +108,7 @@ class TrackingStore:
         if name is not None:
             _check_name(name, "run name")
         with self.db.write() as connection:
-            connection.execute(self.t("runs").insert().values(**row))
+            connection.execute(self.t("runs").insert(), row)  # bound, not inlined: no statement build per run
             self.project.events.emit(
                 "run.started",
                 run_id,
@@ -138,13 +144,13 @@ class TrackingStore:
 
     def end_run(self, run_id: str, status: str = FINISHED, end_time: float | None = None) -> None:
         validate_status(status)
-        self.writer.flush()
-        runs = self.t("runs")
-        with self.db.write() as connection:
-            connection.execute(
-                runs.update().where(runs.c.id == run_id).values(status=status, end_time=end_time or time.time())
-            )
+
+        def mark_ended(connection: Connection) -> None:  # in the flush's transaction
+            values = {"run": run_id, "new_status": status, "new_end_time": end_time or time.time()}
+            connection.execute(self._end_statement, values)
             self.project.events.emit(f"run.{status.lower()}", run_id, {}, connection=connection)
+
+        self.writer.flush(then=mark_ended)
         self._live_runs.discard(run_id)
 
     def get_run_info(self, run_id: str) -> RunInfo:
