@@ -1,0 +1,319 @@
+"""The online server: a Starlette ASGI app serving registered models.
+
+Routes::
+
+    POST /v1/models/{name}:predict        native JSON: {"instances": rows} or {"inputs": columns}
+    GET  /v1/models[/{name}]              served models and their input fields
+    POST /v1/models/{name}:load           hot swap: {"ref": "fraud/4"} (or re-resolve the alias)
+    POST /v1/feedback                     outcomes/labels by request id
+    GET  /v2/health/live | /v2/health/ready | /v2
+    GET  /v2/models/{name}[/versions/{v}][/ready]
+    POST /v2/models/{name}[/versions/{v}]/infer      Open Inference Protocol, JSON or binary tensors
+    GET  /metrics                         Prometheus text
+
+Every `LoopstackError` maps to its HTTP status with ``{"error": message}``; a
+full queue is 503 with Retry-After, a request past its deadline 504, and
+anything unexpected 500 with the message: no input crashes or hangs the server.
+Requests with entity keys instead of features (``{"entities": [...]}``) are
+answered 501 until the feature store's online reads are wired in (TODO).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from loopstack.core.errors import ConflictError, LoopstackError, SignatureError, ValidationError
+from loopstack.serving import v2
+from loopstack.serving.batcher import Batcher, QueueFullError
+from loopstack.serving.config import ModelSpec, ServerSettings
+from loopstack.serving.inputs import n_rows
+from loopstack.serving.metrics import CONTENT_TYPE, ServingMetrics
+from loopstack.serving.models import Loader
+from loopstack.serving.predlog import PredictionLog
+from loopstack.serving.repository import ModelRepository, Resolver
+from loopstack.serving.threads import ThreadBudget
+
+logger = logging.getLogger("loopstack.serving")
+JSON = "application/json"
+
+
+class Server:
+    """State behind the app: the models, their metrics, the prediction log."""
+
+    def __init__(self, specs: Sequence[ModelSpec], settings: ServerSettings, loader: Loader | None,
+                 resolver: Resolver | None) -> None:
+        self.settings = settings
+        self.budget = ThreadBudget(settings.threads())
+        self.executor = ThreadPoolExecutor(max(1, len(specs)), thread_name_prefix="loopstack-predict")
+        self.log = PredictionLog(settings.log_dir, settings.log_flush_s, settings.log_segment_rows) \
+            if settings.log_dir else None
+        self.repo = ModelRepository(specs, self.executor, loader=loader, budget=self.budget)
+        self.metrics = ServingMetrics(self.repo.batchers)
+        self.repo.observers.append(self.metrics.observe_batch)
+        if self.log is not None:
+            self.repo.observers.append(self.log.observe)
+        self.resolver = resolver
+        self._refresh: asyncio.Task[None] | None = None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        await self.repo.start()
+        if self.settings.refresh_s and self.resolver is not None:
+            self._refresh = asyncio.get_running_loop().create_task(self._refresh_loop(self.resolver))
+        logger.info("serving %s", self.repo.names())
+        try:
+            yield
+        finally:
+            await self.shutdown()
+
+    async def shutdown(self) -> None:
+        """Finish accepted requests, then flush the prediction log."""
+        if self._refresh is not None:
+            self._refresh.cancel()
+        await self.repo.drain()
+        if self.log is not None:
+            await asyncio.to_thread(self.log.close)
+        self.executor.shutdown(wait=True)
+
+    async def _refresh_loop(self, resolver: Resolver) -> None:
+        while True:
+            await asyncio.sleep(self.settings.refresh_s)
+            try:
+                await self.repo.refresh(resolver)
+            except Exception:  # a registry hiccup must not stop serving
+                logger.exception("alias refresh failed")
+
+    # -- handlers ---------------------------------------------------------------------------
+    async def predict(self, request: Request) -> Response:
+        return await self._answer(request, self._predict)
+
+    async def infer(self, request: Request) -> Response:
+        return await self._answer(request, self._infer)
+
+    async def _answer(self, request: Request, handler: Any) -> Response:
+        started = time.perf_counter()
+        name = request.path_params["name"]
+        version = ""
+        try:
+            batcher = self.repo.get(name, request.path_params.get("version"))
+            version = batcher.adapter.version
+            response = await handler(request, batcher)
+        except Exception as error:
+            response = error_response(error, self.settings.retry_after_s)
+        self.metrics.request(name, version, response.status_code, time.perf_counter() - started)
+        return response
+
+    async def _predict(self, request: Request, batcher: Batcher) -> Response:
+        payload = _json(await request.body())
+        schema = batcher.adapter.schema
+        if "instances" in payload:
+            rows = schema.from_instances(payload["instances"])
+        elif "inputs" in payload:
+            rows = schema.from_columns(payload["inputs"])
+        elif "entities" in payload:
+            raise EntityKeysNotWired(
+                "entity-key requests need the feature store's online reads, which are not wired in yet; "
+                "send feature values as 'instances' or 'inputs'"
+            )
+        else:
+            raise ValidationError("the body needs 'instances' (a list of rows) or 'inputs' (an object of columns)")
+        request_id = _request_id(payload.get("id"), request)
+        outputs = await batcher.submit(rows, request_id, request.headers.get("x-loopstack-variant"))
+        body = json.dumps({"predictions": outputs.tolist(), "model": batcher.spec.name,
+                           "version": batcher.adapter.version, "request_id": request_id})
+        return Response(body, media_type=JSON, headers={"x-request-id": request_id})
+
+    async def _infer(self, request: Request, batcher: Batcher) -> Response:
+        headers = request.headers
+        payload, binary = v2.parse_body(await request.body(), headers.get(v2.HEADER),
+                                        headers.get("content-encoding"))
+        rows = v2.decode_inputs(payload, binary, batcher.adapter)
+        n = n_rows(rows)
+        if n == 0:
+            raise SignatureError("the input tensors hold no rows; send at least one")
+        request_id = _request_id(payload.get("id"), request)
+        outputs = await batcher.submit(rows, request_id, headers.get("x-loopstack-variant"), n)
+        body, header_length = v2.encode_response(payload, batcher.adapter, outputs, request_id)
+        if header_length is None:
+            return Response(body, media_type=JSON)
+        return Response(body, media_type="application/octet-stream",
+                        headers={"inference-header-content-length": str(header_length)})
+
+    async def feedback(self, request: Request) -> Response:
+        try:
+            if self.log is None:
+                raise ConflictError("feedback needs the prediction log; start the server with a log_dir")
+            payload = _json(await request.body(), allow_list=True)
+            records = payload if isinstance(payload, list) else payload.get("feedback", [payload])
+            if not isinstance(records, list) or not records:
+                raise ValidationError("feedback must be an object {request_id, label} or a non-empty list of them")
+            accepted = self.log.feedback(records)
+        except Exception as error:
+            return error_response(error, self.settings.retry_after_s)
+        return _respond({"accepted": accepted}, 202)
+
+    async def load(self, request: Request) -> Response:
+        try:
+            name = request.path_params["name"]
+            payload = _json(await request.body() or b"{}")
+            ref = payload.get("ref")
+            if ref is not None and not isinstance(ref, str):
+                raise ValidationError(f"'ref' must be a registry reference like 'fraud/4', got {ref!r}")
+            batcher = await self.repo.swap(name, ref)
+        except Exception as error:
+            return error_response(error, self.settings.retry_after_s)
+        return _respond({"name": name, "version": batcher.adapter.version, "ref": batcher.spec.ref})
+
+    async def models(self, request: Request) -> Response:
+        name = request.path_params.get("name")
+        try:
+            names = [name] if name else self.repo.names()
+            described = [_describe(self.repo.get(n)) for n in names]
+        except Exception as error:
+            return error_response(error, self.settings.retry_after_s)
+        return _respond(described[0] if name else {"models": described})
+
+    async def model_metadata(self, request: Request) -> Response:
+        try:
+            batcher = self.repo.get(request.path_params["name"], request.path_params.get("version"))
+        except Exception as error:
+            return error_response(error, self.settings.retry_after_s)
+        return _respond(v2.model_metadata(batcher.adapter))
+
+    async def model_ready(self, request: Request) -> Response:
+        try:
+            self.repo.get(request.path_params["name"], request.path_params.get("version"))
+        except Exception as error:
+            return error_response(error, self.settings.retry_after_s)
+        return _respond({"name": request.path_params["name"], "ready": self.repo.ready},
+                        200 if self.repo.ready else 503)
+
+    async def live(self, request: Request) -> Response:
+        return _respond({"live": True})
+
+    async def ready(self, request: Request) -> Response:
+        return _respond({"ready": self.repo.ready}, 200 if self.repo.ready else 503)
+
+    async def server_metadata(self, request: Request) -> Response:
+        from loopstack import __version__
+
+        return _respond({"name": "loopstack", "version": __version__, "extensions": ["binary_tensor_data"]})
+
+    async def render_metrics(self, request: Request) -> Response:
+        return Response(self.metrics.render(), media_type=CONTENT_TYPE)
+
+    def routes(self) -> list[Route]:
+        model = "/v2/models/{name}"
+        versioned = "/v2/models/{name}/versions/{version}"
+        return [
+            Route("/v1/models/{name}:predict", self.predict, methods=["POST"]),
+            Route("/v1/models/{name}:load", self.load, methods=["POST"]),
+            Route("/v1/models", self.models, methods=["GET"]),
+            Route("/v1/models/{name}", self.models, methods=["GET"]),
+            Route("/v1/feedback", self.feedback, methods=["POST"]),
+            Route("/v2/health/live", self.live, methods=["GET"]),
+            Route("/v2/health/ready", self.ready, methods=["GET"]),
+            Route("/v2", self.server_metadata, methods=["GET"]),
+            *(Route(f"{base}/infer", self.infer, methods=["POST"]) for base in (model, versioned)),
+            *(Route(f"{base}/ready", self.model_ready, methods=["GET"]) for base in (model, versioned)),
+            *(Route(base, self.model_metadata, methods=["GET"]) for base in (model, versioned)),
+            Route("/metrics", self.render_metrics, methods=["GET"]),
+        ]
+
+
+class EntityKeysNotWired(LoopstackError):
+    """Entity-key requests wait for the feature store's online reads."""
+
+    http_status = 501
+
+
+def create_app(
+    models: Iterable[ModelSpec],
+    settings: ServerSettings | None = None,
+    loader: Loader | None = None,
+    resolver: Resolver | None = None,
+) -> Starlette:
+    """The ASGI app serving `models`; run it with uvicorn (`loopstack serve` does).
+
+    Parameters
+    ----------
+    models : iterable of ModelSpec
+        What to serve, each with its batching settings.
+    settings : ServerSettings, optional
+        Prediction log folder, thread budget, retry hint, alias refresh.
+    loader : callable, optional
+        ``ref -> model``; defaults to `loopstack.registry.api.load_model`.
+    resolver : callable, optional
+        ``"name@alias" -> version``; with ``settings.refresh_s`` it swaps a moved alias in.
+
+    Examples
+    --------
+    >>> from sklearn.dummy import DummyClassifier
+    >>> from starlette.testclient import TestClient
+    >>> model = DummyClassifier().fit([[0.0], [1.0]], [0, 1])
+    >>> with TestClient(create_app([ModelSpec(name="m", model=model)])) as client:
+    ...     client.post("/v1/models/m:predict", json={"instances": [[0.5]]}).json()["predictions"]
+    [[0.5, 0.5]]
+    """
+    specs = list(models)
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise ValidationError(f"served model names must be unique, got {names}; rename with NAME=REF")
+    server = Server(specs, settings or ServerSettings(), loader, resolver)
+    app = Starlette(routes=server.routes(), lifespan=server.lifespan)
+    app.state.server = server
+    return app
+
+
+def error_response(error: BaseException, retry_after_s: int = 1) -> Response:
+    """The JSON error response for any exception (the one place errors become statuses)."""
+    headers = {}
+    if isinstance(error, TimeoutError):
+        status, message = 504, "the request did not finish within the model's timeout_s; retry or raise timeout_s"
+    elif isinstance(error, LoopstackError):
+        status, message = error.http_status, str(error)
+    else:
+        logger.exception("unexpected error", exc_info=error)
+        status, message = 500, f"{type(error).__name__}: {error}"
+    if status == 503 or isinstance(error, QueueFullError):
+        headers["retry-after"] = str(retry_after_s)
+    return Response(json.dumps({"error": message}), status, headers, media_type=JSON)
+
+
+def _json(body: bytes, allow_list: bool = False) -> Any:
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValidationError(f"the body is not valid JSON ({error})") from None
+    if not isinstance(payload, dict) and not (allow_list and isinstance(payload, list)):
+        raise ValidationError(f"the body must be a JSON object, got {type(payload).__name__}")
+    return payload
+
+
+def _request_id(given: Any, request: Request) -> str:
+    if isinstance(given, str) and given:
+        return given
+    return request.headers.get("x-request-id") or uuid.uuid4().hex
+
+
+def _respond(payload: Any, status: int = 200) -> Response:
+    return Response(json.dumps(payload), status, media_type=JSON)
+
+
+def _describe(batcher: Batcher) -> dict[str, Any]:
+    adapter = batcher.adapter
+    return {"name": adapter.name, "version": adapter.version, "ref": batcher.spec.ref, "method": adapter.method,
+            "inputs": [{"name": c.name, "dtype": str(c.dtype)} for c in adapter.schema.columns]}

@@ -1,0 +1,236 @@
+"""File-to-file batch inference in bounded memory, resumable after an interruption.
+
+The input (a Parquet file or folder) is streamed as Arrow record batches and
+re-cut into chunks of exactly ``chunk_rows`` rows, so chunk *i* always covers
+the same rows however the file's row groups fall. Each scored chunk is
+written as its own Parquet part (to a temporary name, then renamed) in
+``<output>.parts/`` next to a manifest naming the input files, their sizes
+and times, the model and the chunk size. A rerun with the same manifest skips
+the finished parts; at the end the parts are streamed into the output file
+and the folder is removed. Memory holds about one chunk at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from loopstack.core.errors import ConfigError, ValidationError
+from loopstack.serving.config import ModelSpec
+from loopstack.serving.models import ModelAdapter, adapt
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    """What `predict_file` did."""
+
+    rows: int
+    chunks: int
+    resumed_chunks: int
+    output: Path
+
+
+def predict_file(
+    model: Any,
+    input: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    chunk_rows: int = 65_536,
+    keep: Sequence[str] = (),
+    method: str = "auto",
+    resume: bool = True,
+    progress: bool = False,
+) -> BatchSummary:
+    """Score every row of `input` with `model` and write the predictions to `output` (Parquet).
+
+    Parameters
+    ----------
+    model : object
+        A registry `LoadedModel` or any model with ``predict``/``predict_proba``.
+    input, output : path
+        Parquet file or folder in; Parquet file out.
+    chunk_rows : int
+        Rows per predict call and per checkpoint.
+    keep : sequence of str
+        Input columns copied to the output (ids, timestamps).
+    method : {"auto", "predict", "predict_proba"}
+        ``auto`` uses predict_proba when the model has it.
+    resume : bool
+        Skip chunks finished by an earlier, interrupted run with the same input, model and chunk size.
+    progress : bool
+        Show a progress bar.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib, numpy as np, pyarrow as pa, pyarrow.parquet as pq
+    >>> from sklearn.linear_model import LinearRegression
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> pq.write_table(pa.table({"id": [1, 2, 3], "x": [0.0, 1.0, 2.0]}), folder / "in.parquet")
+    >>> model = LinearRegression().fit(np.array([[0.0], [1.0]]), [1.0, 3.0])
+    >>> summary = predict_file(model, folder / "in.parquet", folder / "out.parquet", chunk_rows=2, keep=["id"])
+    >>> pq.read_table(folder / "out.parquet").to_pydict()["prediction"]
+    [1.0, 3.0, 5.0]
+    """
+    import pyarrow.dataset as ds
+
+    if chunk_rows <= 0:
+        raise ConfigError(f"chunk_rows={chunk_rows!r} must be positive")
+    adapter = adapt(model, ModelSpec(name="batch", model=model, method=method))
+    dataset = ds.dataset(os.fspath(input), format="parquet")
+    features = _feature_columns(adapter, dataset.schema.names, keep)
+    output = Path(output)
+    parts = output.with_name(output.name + ".parts")
+    manifest = _manifest(dataset, adapter, chunk_rows, features, keep)
+    done = _finished_parts(parts, manifest) if resume else 0
+    if done == 0:
+        shutil.rmtree(parts, ignore_errors=True)
+        parts.mkdir(parents=True)
+        (parts / "manifest.json").write_text(json.dumps(manifest))
+    total = dataset.count_rows()
+    chunks = _chunks(dataset.scanner(columns=[*features, *keep], batch_size=chunk_rows).to_batches(), chunk_rows)
+    with _progress(progress, total) as advance:
+        index = 0
+        for index, chunk in enumerate(chunks):
+            if index >= done:
+                _write_atomic(_score(adapter, chunk, features, keep), parts / f"part-{index:06d}.parquet")
+            advance(chunk.num_rows)
+        count = index + 1 if total else 0
+    _merge(parts, count, output)
+    shutil.rmtree(parts)
+    return BatchSummary(total, count, min(done, count), output)
+
+
+def _feature_columns(adapter: ModelAdapter, available: list[str], keep: Sequence[str]) -> list[str]:
+    missing = [k for k in keep if k not in available]
+    if missing:
+        raise ValidationError(f"--keep column(s) {missing} are not in the input; it has {available}")
+    if adapter.schema.named:
+        absent = [n for n in adapter.schema.names if n not in available]
+        if absent:
+            raise ValidationError(f"the input lacks model field(s) {absent}; it has {available}")
+        return adapter.schema.names
+    features = [c for c in available if c not in keep]
+    if len(features) != len(adapter.schema):
+        raise ValidationError(
+            f"the model takes {len(adapter.schema)} unnamed features but the input has {len(features)} "
+            f"columns besides --keep: {features}; drop or --keep the extra columns"
+        )
+    return features
+
+
+def _score(adapter: ModelAdapter, chunk: pa.RecordBatch, features: list[str], keep: Sequence[str]) -> pa.Table:
+    import pyarrow as pa
+
+    if adapter.schema.named:
+        data: Any = chunk.select(features).to_pandas()
+    else:
+        data = np.column_stack([chunk.column(f).to_numpy(zero_copy_only=False) for f in features])
+    outputs = np.asarray(getattr(adapter.model, adapter.method)(data))
+    if outputs.shape[0] != chunk.num_rows:
+        raise ValidationError(f"the model returned {outputs.shape[0]} outputs for {chunk.num_rows} rows")
+    columns = {k: chunk.column(k) for k in keep}
+    if outputs.ndim == 1:
+        columns["prediction"] = pa.array(outputs)
+    else:
+        prefix = "proba" if adapter.method == "predict_proba" else "prediction"
+        flat = outputs.reshape(outputs.shape[0], -1)
+        columns.update({f"{prefix}_{j}": pa.array(flat[:, j]) for j in range(flat.shape[1])})
+    return pa.table(columns)
+
+
+def _chunks(batches: Iterator[pa.RecordBatch], size: int) -> Iterator[pa.RecordBatch]:
+    """Re-cut record batches into batches of exactly `size` rows (the last may be shorter)."""
+    import pyarrow as pa
+
+    pending: list[pa.RecordBatch] = []
+    rows = 0
+    for batch in batches:
+        while batch.num_rows:
+            take = min(size - rows, batch.num_rows)
+            pending.append(batch.slice(0, take))
+            rows += take
+            batch = batch.slice(take)
+            if rows == size:
+                yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
+                pending, rows = [], 0
+    if rows:
+        yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
+
+
+def _manifest(dataset: Any, adapter: ModelAdapter, chunk_rows: int, features: list[str],
+              keep: Sequence[str]) -> dict[str, Any]:
+    files = [{"path": f, "size": os.path.getsize(f), "mtime_ns": os.stat(f).st_mtime_ns} for f in dataset.files]
+    digest = getattr(adapter.model, "digest", None) or type(adapter.model).__name__
+    return {"files": files, "model": str(digest), "version": adapter.version, "method": adapter.method,
+            "chunk_rows": chunk_rows, "features": features, "keep": list(keep)}
+
+
+def _finished_parts(parts: Path, manifest: dict[str, Any]) -> int:
+    """How many leading chunks an earlier run with the same manifest finished."""
+    try:
+        if json.loads((parts / "manifest.json").read_text()) != manifest:
+            return 0
+    except (OSError, ValueError):
+        return 0
+    done = 0
+    while (parts / f"part-{done:06d}.parquet").exists():
+        done += 1
+    return done
+
+
+def _write_atomic(table: pa.Table, path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(path)
+
+
+def _merge(parts: Path, count: int, output: Path) -> None:
+    import pyarrow.parquet as pq
+
+    tmp = output.with_name(f".{output.name}.tmp")
+    writer = None
+    try:
+        for index in range(count):
+            table = pq.read_table(parts / f"part-{index:06d}.parquet")
+            writer = writer or pq.ParquetWriter(tmp, table.schema)
+            writer.write_table(table)
+    finally:
+        if writer is not None:
+            writer.close()
+    if writer is None:
+        raise ValidationError(f"the input has no rows; nothing was written to {output}")
+    tmp.replace(output)
+
+
+class _progress:
+    """A rich progress bar, or nothing, as a context manager yielding ``advance(rows)``."""
+
+    def __init__(self, show: bool, total: int) -> None:
+        self.show, self.total = show, total
+        self.bar: Any = None
+
+    def __enter__(self) -> Any:
+        if not self.show:
+            return lambda rows: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+        self.bar = Progress("predict", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=False)
+        self.bar.start()
+        task = self.bar.add_task("rows", total=self.total, completed=0)
+        return lambda rows: self.bar.advance(task, rows)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()

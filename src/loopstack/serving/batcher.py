@@ -1,0 +1,251 @@
+"""Dynamic batching: concurrent requests for one model share one vectorized predict.
+
+Requests queue per model version. A request that finds the model idle runs at
+once, so a lone client never pays a batching delay. While a batch runs, new
+requests queue up; when it finishes, the next batch takes up to
+``max_batch_size`` rows, waiting at most ``max_wait_ms`` (from the oldest
+request's arrival) for the batch to fill. The predict runs in a worker
+thread, so the event loop keeps parsing and answering requests meanwhile, and
+its results are sliced back to the requests that formed the batch.
+
+The queue is bounded in rows: a full queue raises `QueueFullError` (the server
+answers 503 with Retry-After) instead of growing memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from loopstack.core.errors import BackendUnavailableError, LoopstackError, ValidationError
+from loopstack.serving.config import ModelSpec
+from loopstack.serving.inputs import Rows, concat, n_rows
+from loopstack.serving.models import ModelAdapter
+from loopstack.serving.threads import ThreadBudget
+
+
+class QueueFullError(BackendUnavailableError):
+    """The model's queue is full; the client should retry after a moment."""
+
+
+class DrainingError(BackendUnavailableError):
+    """The model version is shutting down or being replaced and takes no new requests."""
+
+
+@dataclass(slots=True, eq=False)
+class Item:
+    """One request waiting in (or taken from) the queue."""
+
+    rows: Rows
+    n: int
+    future: asyncio.Future[np.ndarray]
+    arrival: float
+    request_id: str
+    variant: str | None
+    queued: bool = True
+
+
+@dataclass
+class Batch:
+    """A finished batch, handed to observers (metrics, prediction log)."""
+
+    adapter: ModelAdapter
+    items: list[Item]
+    rows: Rows
+    outputs: np.ndarray
+    finished: float = field(default_factory=time.perf_counter)
+    wall_time: float = field(default_factory=time.time)
+
+
+class Batcher:
+    """The queue and batching loop of one model version.
+
+    Examples
+    --------
+    >>> import asyncio, numpy as np
+    >>> from concurrent.futures import ThreadPoolExecutor
+    >>> from sklearn.linear_model import LinearRegression
+    >>> from loopstack.serving.models import adapt
+    >>> reg = LinearRegression().fit([[0.0], [1.0]], [0.0, 2.0])
+    >>> spec = ModelSpec(name="m", model=reg)
+    >>> async def main():
+    ...     batcher = Batcher(adapt(reg, spec), spec, ThreadPoolExecutor(1))
+    ...     outs = await asyncio.gather(*(batcher.submit(np.array([[float(i)]]), str(i)) for i in range(3)))
+    ...     await batcher.drain()
+    ...     return [round(float(o[0]), 6) for o in outs]
+    >>> asyncio.run(main())
+    [0.0, 2.0, 4.0]
+    """
+
+    def __init__(
+        self,
+        adapter: ModelAdapter,
+        spec: ModelSpec,
+        executor: Executor,
+        observers: list[Callable[[Batch], None]] | None = None,
+        budget: ThreadBudget | None = None,
+    ) -> None:
+        self.adapter = adapter
+        self.budget = budget
+        self.spec = spec
+        self.executor = executor
+        self.observers = observers or []
+        self.queued_rows = 0
+        self.in_flight = 0  # requests submitted and not yet answered
+        self._queue: deque[Item] = deque()
+        self._busy = False
+        self._closed = False
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    # -- request side ------------------------------------------------------------------
+    async def submit(self, rows: Rows, request_id: str, variant: str | None = None, n: int | None = None) -> np.ndarray:
+        """Queue `rows`, wait for their batch, and return this request's slice of the outputs."""
+        n = n if n is not None else n_rows(rows)
+        if self._closed:
+            raise DrainingError(f"model {self.spec.name!r} version {self.adapter.version} is draining; retry")
+        if n > self.spec.max_queue:
+            raise ValidationError(
+                f"request has {n} rows but model {self.spec.name!r} queues at most {self.spec.max_queue}; split it"
+            )
+        if self.queued_rows + n > self.spec.max_queue:
+            raise QueueFullError(f"model {self.spec.name!r} queue is full ({self.queued_rows} rows); retry later")
+        self._start()
+        loop = asyncio.get_running_loop()
+        item = Item(rows, n, loop.create_future(), time.perf_counter(), request_id, variant)
+        self._queue.append(item)
+        self.queued_rows += n
+        self.in_flight += 1
+        assert self._wake is not None
+        if not self._busy or self.queued_rows >= self.spec.max_batch_size:
+            self._wake.set()
+        try:
+            return await asyncio.wait_for(item.future, self.spec.timeout_s)
+        except TimeoutError:
+            self._forget(item)
+            raise
+        finally:
+            self.in_flight -= 1
+
+    def _forget(self, item: Item) -> None:
+        """Drop a timed-out request that never reached a batch."""
+        if item.queued:
+            item.queued = False
+            self._queue.remove(item)
+            self.queued_rows -= item.n
+
+    # -- batching loop -----------------------------------------------------------------
+    def _start(self) -> None:
+        if self._task is None:
+            self._wake = asyncio.Event()
+            self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher-{self.spec.name}")
+
+    async def _loop(self) -> None:
+        assert self._wake is not None
+        wait_s = self.spec.max_wait_ms / 1000.0
+        waited = False  # requests that arrived while the model was idle run at once
+        while True:
+            if not self._queue:
+                waited = False
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            if waited and self.queued_rows < self.spec.max_batch_size:
+                remaining = self._queue[0].arrival + wait_s - time.perf_counter()
+                if remaining > 0:
+                    self._wake.clear()
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), remaining)
+                    except TimeoutError:
+                        pass
+                    continue
+            items = self._take()
+            self._busy = True
+            try:
+                await self._run(items)
+            finally:
+                self._busy = False
+            waited = True
+
+    def _take(self) -> list[Item]:
+        items: list[Item] = []
+        rows = 0
+        limit = self.spec.max_batch_size
+        while self._queue and (not items or rows + self._queue[0].n <= limit):
+            item = self._queue.popleft()
+            item.queued = False
+            rows += item.n
+            items.append(item)
+        self.queued_rows -= rows
+        return items
+
+    async def _run(self, items: list[Item]) -> None:
+        loop = asyncio.get_running_loop()
+        rows = concat([item.rows for item in items])
+        try:
+            outputs = await loop.run_in_executor(self.executor, self._predict, rows, sum(i.n for i in items))
+        except Exception as error:
+            if len(items) > 1:  # isolate the request that broke the batch; the others still succeed
+                for item in items:
+                    await self._run([item])
+                return
+            _fail(items[0], error)
+            return
+        offset = 0
+        for item in items:
+            if not item.future.done():
+                item.future.set_result(outputs[offset : offset + item.n])
+            offset += item.n
+        batch = Batch(self.adapter, items, rows, outputs)
+        for observe in self.observers:
+            observe(batch)
+
+    def _predict(self, rows: Rows, n: int) -> np.ndarray:
+        if self.budget is not None:
+            self.budget.ensure()
+        outputs = self.adapter.run(rows)
+        if outputs.ndim == 0 or outputs.shape[0] != n:
+            raise ValidationError(
+                f"model {self.spec.name!r} returned shape {list(outputs.shape)} for {n} rows; "
+                "predict must return one output per row"
+            )
+        return outputs
+
+    # -- lifecycle -----------------------------------------------------------------------
+    @property
+    def idle(self) -> bool:
+        return not self._queue and not self._busy and self.in_flight == 0
+
+    async def drain(self, timeout_s: float = 30.0) -> bool:
+        """Refuse new requests, finish the queued ones, stop the loop; True when all were answered."""
+        self._closed = True
+        deadline = time.perf_counter() + timeout_s
+        while not self.idle and time.perf_counter() < deadline:
+            await asyncio.sleep(0.005)
+        drained = self.idle
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        return drained
+
+
+def _fail(item: Item, error: Exception) -> None:
+    if item.future.done():
+        return
+    if not isinstance(error, ValidationError):
+        error = ModelError(f"model failed on request {item.request_id}: {type(error).__name__}: {error}")
+    item.future.set_exception(error)
+
+
+class ModelError(LoopstackError):
+    """The model raised on this request's rows (other requests in the batch still succeed)."""

@@ -1,0 +1,155 @@
+"""Settings of the online server: one `ModelSpec` per served model, one `ServerSettings` per process.
+
+Settings are plain frozen dataclasses checked on construction, so a bad value
+fails when the server is configured, not on the first request.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from loopstack.core.errors import ConfigError
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+METHODS = ("auto", "predict", "predict_proba")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How one model is served.
+
+    Parameters
+    ----------
+    name : str
+        The name clients use in URLs (``/v2/models/{name}/infer``).
+    ref : str, optional
+        Registry reference, ``"fraud@champion"`` or ``"fraud/3"``; loaded with
+        `loopstack.registry.api.load_model`.
+    model : object, optional
+        An already loaded model (anything with ``predict``); used instead of `ref`.
+    max_batch_size : int
+        Most rows in one vectorized predict.
+    max_wait_ms : float
+        Longest a queued request waits for its batch to fill while another
+        batch is running. A request that finds the model idle runs at once.
+    max_queue : int
+        Most rows waiting; beyond it requests get 503 with Retry-After.
+    timeout_s : float
+        Per-request deadline (queue wait plus predict); past it, 504.
+    method : {"auto", "predict", "predict_proba"}
+        What the model computes; ``auto`` uses predict_proba when available.
+    variant : str, optional
+        Label written to the prediction log (rollouts set it per deployment).
+
+    Examples
+    --------
+    >>> ModelSpec.parse("fraud@champion").name
+    'fraud'
+    >>> ModelSpec.parse("scorer=fraud/3", max_batch_size=32).ref
+    'fraud/3'
+    """
+
+    name: str
+    ref: str | None = None
+    model: Any = field(default=None, compare=False, repr=False)
+    max_batch_size: int = 64
+    max_wait_ms: float = 2.0
+    max_queue: int = 2048
+    timeout_s: float = 10.0
+    method: str = "auto"
+    variant: str | None = None
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise ConfigError(
+                f"model name {self.name!r} must be 1-128 letters, digits, '_', '.' or '-' "
+                "(it appears in URLs); rename it with NAME=REF"
+            )
+        if self.ref is None and self.model is None:
+            raise ConfigError(f"model {self.name!r} needs a registry ref (e.g. 'fraud@champion') or a model object")
+        _positive("max_batch_size", self.max_batch_size, self.name)
+        _positive("max_queue", self.max_queue, self.name)
+        _positive("timeout_s", self.timeout_s, self.name)
+        if self.max_wait_ms < 0:
+            raise ConfigError(f"max_wait_ms={self.max_wait_ms!r} for model {self.name!r} must be >= 0")
+        if self.method not in METHODS:
+            raise ConfigError(f"method={self.method!r} for model {self.name!r} must be one of {METHODS}")
+
+    @classmethod
+    def parse(cls, text: str, **settings: Any) -> ModelSpec:
+        """Build a spec from ``REF`` or ``NAME=REF``; the served name defaults to the model name."""
+        name, sep, ref = text.partition("=")
+        if not sep:
+            ref, name = text, re.split(r"[@/]", text, maxsplit=1)[0]
+        if not ref:
+            raise ConfigError(f"model {text!r} has no reference; write NAME=REF, e.g. fraud=fraud@champion")
+        return cls(name=name, ref=ref, **settings)
+
+    def with_ref(self, ref: str) -> ModelSpec:
+        """The same settings pointing at another registry reference (for a hot swap)."""
+        return replace(self, ref=ref, model=None)
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Process-wide settings of the online server.
+
+    Parameters
+    ----------
+    log_dir : str, optional
+        Folder of the prediction log (Parquet segments); None disables it.
+    log_flush_s : float
+        Longest a prediction waits in memory before its segment is written.
+    log_segment_rows : int
+        Rows that trigger writing a segment early.
+    predict_threads : int, optional
+        Threads the math libraries (OpenMP, BLAS) may use in one predict. The
+        default leaves one core to the event loop.
+    retry_after_s : int
+        Value of the Retry-After header on 503.
+    refresh_s : float
+        How often aliases (``fraud@champion``) are re-resolved; a moved alias
+        swaps the new version in. 0 disables it.
+
+    Examples
+    --------
+    >>> ServerSettings(log_dir=None).retry_after_s
+    1
+    """
+
+    log_dir: str | None = None
+    log_flush_s: float = 1.0
+    log_segment_rows: int = 50_000
+    predict_threads: int | None = None
+    retry_after_s: int = 1
+    refresh_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        _positive("log_flush_s", self.log_flush_s, "server")
+        _positive("log_segment_rows", self.log_segment_rows, "server")
+        if self.predict_threads is not None:
+            _positive("predict_threads", self.predict_threads, "server")
+        if self.refresh_s < 0:
+            raise ConfigError(f"refresh_s={self.refresh_s!r} must be >= 0 (0 disables alias refresh)")
+
+    def threads(self) -> int:
+        """Math-library threads per predict: all cores but one for the event loop."""
+        if self.predict_threads is not None:
+            return self.predict_threads
+        return max(1, available_cores() - 1)
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def _positive(name: str, value: float, owner: str) -> None:
+    if not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(f"{name}={value!r} for {owner!r} must be a positive number")

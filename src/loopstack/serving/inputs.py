@@ -1,0 +1,238 @@
+"""The model's input schema, and turning request payloads into checked, batchable rows.
+
+A request's rows are kept in one of two forms so that a batch is one
+concatenation, not a per-row loop: a float64 matrix when every input column is
+numeric (the common, fast case), or a dict of column arrays when some column
+holds strings. Every check names the offending field, so a bad request is a
+400 that tells the client what to fix, never a 500.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from loopstack.core.errors import SignatureError
+
+Rows = np.ndarray | dict[str, np.ndarray]
+NUMERIC_KINDS = frozenset("fiub")
+
+
+@dataclass(frozen=True)
+class Column:
+    """One input field: its name and NumPy dtype."""
+
+    name: str
+    dtype: np.dtype
+
+    @property
+    def numeric(self) -> bool:
+        return self.dtype.kind in NUMERIC_KINDS
+
+
+@dataclass(frozen=True)
+class InputSchema:
+    """What a model takes: ordered columns, and whether they are named (a frame) or positional (a tensor).
+
+    Examples
+    --------
+    >>> schema = InputSchema.numeric(["a", "b"])
+    >>> schema.from_instances([{"a": 1, "b": 2}, {"b": 4, "a": 3}]).tolist()
+    [[1.0, 2.0], [3.0, 4.0]]
+    >>> schema.from_columns({"a": [1, 3], "b": [2, 4]}).tolist()
+    [[1.0, 2.0], [3.0, 4.0]]
+    >>> schema.from_instances([{"a": 1}])
+    Traceback (most recent call last):
+    ...
+    loopstack.core.errors.SignatureError: instances[0] lacks field 'b'; the model takes ['a', 'b']
+    """
+
+    columns: tuple[Column, ...]
+    named: bool = True
+
+    @classmethod
+    def numeric(cls, names: Sequence[str], named: bool = True) -> InputSchema:
+        """A schema of float64 columns."""
+        return cls(tuple(Column(str(n), np.dtype("float64")) for n in names), named)
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    @cached_property
+    def all_numeric(self) -> bool:
+        return all(c.numeric for c in self.columns)
+
+    def __len__(self) -> int:
+        return len(self.columns)
+
+    # -- native JSON -----------------------------------------------------------------
+    def from_instances(self, instances: Any) -> Rows:
+        """Rows from ``instances``: a list of rows, each a list of values or a dict by field name."""
+        if not isinstance(instances, list) or not instances:
+            raise SignatureError("'instances' must be a non-empty list of rows (lists or objects)")
+        if isinstance(instances[0], dict):
+            names = self.names
+            try:
+                values = [[row[n] for n in names] for row in instances]
+            except (KeyError, TypeError):
+                raise SignatureError(self._missing_field(instances)) from None
+        else:
+            values = instances
+        if self.all_numeric:
+            return self._matrix(values, "instances")
+        return self.from_columns({c.name: [_at(row, j, i) for i, row in enumerate(values)]
+                                  for j, c in enumerate(self.columns)})
+
+    def from_columns(self, inputs: Any) -> Rows:
+        """Rows from column-wise ``inputs``: ``{"field": [v0, v1, ...], ...}``, or a list of rows."""
+        if isinstance(inputs, list):
+            return self.from_instances(inputs)
+        if not isinstance(inputs, Mapping) or not inputs:
+            raise SignatureError("'inputs' must be an object of columns {field: [values]} or a list of rows")
+        for name in inputs:
+            if name not in self._index:
+                raise SignatureError(f"inputs has unknown field {name!r}; the model takes {self.names}")
+        arrays = {}
+        for column in self.columns:
+            if column.name not in inputs:
+                raise SignatureError(f"inputs lacks field {column.name!r}; the model takes {self.names}")
+            arrays[column.name] = self.check_column(column, inputs[column.name], f"inputs.{column.name}")
+        return self.assemble(arrays)
+
+    # -- shared checks ---------------------------------------------------------------
+    def check_column(self, column: Column, values: Any, where: str) -> np.ndarray:
+        """One column's values as a 1-D array of the column's kind, or a SignatureError naming `where`."""
+        array = np.asarray(values)
+        if array.ndim == 2 and array.shape[1] == 1:
+            array = array[:, 0]
+        if array.ndim != 1:
+            raise SignatureError(f"{where} must be a flat list of values, got shape {list(array.shape)}")
+        if column.numeric:
+            return _to_float(array, where, column)
+        if array.dtype.kind not in "USO":
+            raise SignatureError(f"{where} must hold strings ({column.dtype}), got {array.dtype}")
+        return array.astype(object)
+
+    def assemble(self, arrays: Mapping[str, np.ndarray]) -> Rows:
+        """Rows from checked column arrays of one length."""
+        lengths = {name: len(a) for name, a in arrays.items()}
+        if len(set(lengths.values())) > 1:
+            raise SignatureError(f"input columns have different lengths {lengths}; every field needs one value per row")
+        if self.all_numeric:
+            matrix = np.column_stack([arrays[n] for n in self.names]).astype(np.float64, copy=False)
+            return self.check_exact(matrix, "inputs")
+        return dict(arrays)
+
+    def matrix(self, values: Any, where: str) -> np.ndarray:
+        """A checked (n, k) float64 matrix for an all-numeric schema."""
+        return self._matrix(values, where)
+
+    def _matrix(self, values: Any, where: str) -> np.ndarray:
+        try:
+            array = np.asarray(values, dtype=np.float64)
+        except (ValueError, TypeError):
+            raise SignatureError(self._bad_value(values, where)) from None
+        if array.ndim == 1 and len(self) == 1:
+            array = array[:, None]
+        if array.ndim != 2 or array.shape[1] != len(self):
+            raise SignatureError(
+                f"{where} has shape {list(np.shape(values)) if array.ndim != 2 else list(array.shape)}; "
+                f"the model takes rows of {len(self)} values {self.names}"
+            )
+        return self.check_exact(array, where)
+
+    def check_exact(self, array: np.ndarray, where: str) -> np.ndarray:
+        """Integer and boolean fields of a float matrix must hold whole (0/1) values: they are cast back."""
+        for j in self._exact:
+            column = array[:, j]
+            kind = self.columns[j].dtype.kind
+            ok = np.isin(column, (0.0, 1.0)) if kind == "b" else np.equal(column, np.round(column))
+            if not ok.all():
+                i = int(np.argmin(ok))
+                wanted = "true/false (or 0/1)" if kind == "b" else "a whole number"
+                raise SignatureError(
+                    f"{where}[{i}] field {self.columns[j].name!r} must be {wanted} ({self.columns[j].dtype}), "
+                    f"got {column[i]!r}"
+                )
+        return array
+
+    def _bad_value(self, values: Any, where: str) -> str:
+        """Find the first field that is not a number, for the error message."""
+        for i, row in enumerate(values if isinstance(values, list) else []):
+            if not isinstance(row, list | tuple) or len(row) != len(self):
+                return f"{where}[{i}] must be a list of {len(self)} values {self.names}, got {_short(row)}"
+            for name, value in zip(self.names, row, strict=True):
+                if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+                    return f"{where}[{i}] field {name!r} must be a number, got {_short(value)}"
+        return f"{where} must be a list of rows of {len(self)} numbers {self.names}"
+
+    def _missing_field(self, instances: list[Any]) -> str:
+        for i, row in enumerate(instances):
+            if not isinstance(row, dict):
+                return f"instances[{i}] must be an object like instances[0], got {_short(row)}"
+            for name in self.names:
+                if name not in row:
+                    return f"instances[{i}] lacks field {name!r}; the model takes {self.names}"
+        return "instances are malformed"
+
+    @cached_property
+    def _index(self) -> dict[str, int]:
+        return {c.name: i for i, c in enumerate(self.columns)}
+
+    @cached_property
+    def _exact(self) -> list[int]:
+        return [j for j, c in enumerate(self.columns) if c.dtype.kind in "iub"]
+
+
+# -- rows helpers ---------------------------------------------------------------------
+def n_rows(rows: Rows) -> int:
+    """Number of rows."""
+    if isinstance(rows, np.ndarray):
+        return rows.shape[0]
+    return len(next(iter(rows.values())))
+
+
+def concat(parts: list[Rows]) -> Rows:
+    """One batch from several requests' rows (no copy for a single part)."""
+    if len(parts) == 1:
+        return parts[0]
+    if isinstance(parts[0], np.ndarray):
+        return np.concatenate(parts)
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}  # type: ignore[index]
+
+
+def columns_of(rows: Rows, schema: InputSchema) -> dict[str, np.ndarray]:
+    """Rows as named columns (for the prediction log)."""
+    if isinstance(rows, np.ndarray):
+        return {name: rows[:, j] for j, name in enumerate(schema.names)}
+    return dict(rows)
+
+
+def _to_float(array: np.ndarray, where: str, column: Column) -> np.ndarray:
+    if array.dtype.kind in NUMERIC_KINDS:
+        return array.astype(np.float64, copy=False)
+    if array.dtype.kind == "O":  # JSON null -> NaN; anything else must be a number
+        bad = [v for v in array if v is not None and (isinstance(v, bool) or not isinstance(v, int | float))]
+        if not bad:
+            return np.array([np.nan if v is None else v for v in array], dtype=np.float64)
+        raise SignatureError(f"{where} must hold numbers ({column.dtype}), got {_short(bad[0])}")
+    raise SignatureError(
+        f"{where} must hold numbers ({column.dtype}), got {array.dtype} values like {_short(array[0])}"
+    )
+
+
+def _at(row: Any, j: int, i: int) -> Any:
+    try:
+        return row[j]
+    except (IndexError, KeyError, TypeError):
+        raise SignatureError(f"instances[{i}] must be a row of values in field order, got {_short(row)}") from None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,0 +1,235 @@
+"""The prediction log: every prediction as a Parquet row, written off the request path.
+
+The batching loop hands each finished batch to `PredictionLog.observe`, which
+only appends it to an in-memory queue. A background thread turns queued
+batches into Arrow tables and writes one Parquet segment per model version
+every ``flush_s`` seconds (or sooner when ``segment_rows`` pile up). Segments
+are written to a temporary name and renamed, so a reader never sees half a
+file. Layout::
+
+    <root>/predictions/<model>/<version>/<time>-<seq>.parquet
+    <root>/feedback/<time>-<seq>.parquet
+
+A row holds request_id, row (index in the request), time, model, version,
+variant, latency_ms, ``inputs`` (a struct of the model's input fields) and
+``outputs`` (a struct holding the output, named after the method). Feedback
+rows (request_id, time, label as JSON, label_value as a float when numeric)
+join to predictions on request_id for delayed-label monitoring.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import threading
+import time
+from collections import defaultdict, deque
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from loopstack.core.errors import ValidationError
+from loopstack.serving.inputs import columns_of, concat
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from loopstack.serving.batcher import Batch
+
+_seq = itertools.count()
+logger = logging.getLogger("loopstack.serving")
+
+
+class PredictionLog:
+    """Append predictions and feedback to Parquet segments from a background thread.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> log = PredictionLog(tempfile.mkdtemp())
+    >>> log.feedback([{"request_id": "r1", "label": 1}])
+    1
+    >>> log.close()
+    >>> read_feedback(log.root).column("label_value").to_pylist()
+    [1.0]
+    """
+
+    def __init__(self, root: str | os.PathLike[str], flush_s: float = 1.0, segment_rows: int = 50_000) -> None:
+        self.root = Path(root)
+        self.flush_s = flush_s
+        self.segment_rows = segment_rows
+        self.rows_written = 0
+        self._pending: deque[Batch] = deque()
+        self._pending_rows = 0
+        self._feedback: deque[dict[str, Any]] = deque()
+        self._wake = threading.Event()
+        self._stop = False
+        self._lock = threading.Lock()  # one writer at a time (thread or flush())
+        self._thread = threading.Thread(target=self._loop, name="loopstack-prediction-log", daemon=True)
+        self._thread.start()
+
+    # -- producers (event loop) ------------------------------------------------------------
+    def observe(self, batch: Batch) -> None:
+        """Queue a finished batch; costs one append on the request path."""
+        self._pending.append(batch)
+        self._pending_rows += batch.outputs.shape[0]
+        if self._pending_rows >= self.segment_rows:
+            self._wake.set()
+
+    def feedback(self, records: list[dict[str, Any]]) -> int:
+        """Queue outcomes or labels by request id; returns how many were accepted."""
+        now = time.time()
+        checked = [_feedback_row(r, i, now) for i, r in enumerate(records)]
+        self._feedback.extend(checked)
+        return len(checked)
+
+    # -- writer ------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._stop:
+            self._wake.wait(self.flush_s)
+            self._wake.clear()
+            try:
+                self.flush()
+            except Exception:  # keep logging later batches; this one is reported, not retried
+                logger.exception("prediction log: writing a segment failed")
+
+    def flush(self) -> None:
+        """Write everything queued so far (called by the thread, and on close)."""
+        with self._lock:
+            batches = _drain(self._pending)
+            self._pending_rows = 0
+            feedback = _drain(self._feedback)
+            groups: dict[tuple[str, str], list[Batch]] = defaultdict(list)
+            for batch in batches:
+                groups[(batch.adapter.name, batch.adapter.version)].append(batch)
+            for (model, version), group in groups.items():
+                table = predictions_table(group)
+                self._write(table, self.root / "predictions" / model / version)
+                self.rows_written += table.num_rows
+            if feedback:
+                import pyarrow as pa
+
+                self._write(pa.Table.from_pylist(feedback, schema=_feedback_schema()), self.root / "feedback")
+
+    def _write(self, table: pa.Table, folder: Path) -> None:
+        import pyarrow.parquet as pq
+
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"{time.time_ns()}-{os.getpid()}-{next(_seq):06d}.parquet"
+        tmp = folder / f".{name}.tmp"
+        pq.write_table(table, tmp)
+        tmp.replace(folder / name)
+
+    def close(self) -> None:
+        """Stop the thread and write what is left."""
+        self._stop = True
+        self._wake.set()
+        self._thread.join(timeout=30)
+        self.flush()
+
+
+def predictions_table(batches: list[Batch]) -> pa.Table:
+    """One Arrow table from batches of the same model version."""
+    import pyarrow as pa
+
+    adapter = batches[0].adapter
+    items = [item for b in batches for item in b.items]
+    counts = np.array([item.n for item in items])
+    latency = np.concatenate([(b.finished - np.array([i.arrival for i in b.items])) * 1e3 for b in batches])
+    times = np.concatenate([np.full(len(b.items), b.wall_time) for b in batches])
+    rows = concat([b.rows for b in batches])
+    outputs = np.concatenate([b.outputs for b in batches])
+    inputs = columns_of(rows, adapter.schema)
+    n = int(counts.sum())
+    return pa.table({
+        "request_id": pa.array(np.repeat([i.request_id for i in items], counts), pa.string()),
+        "row": pa.array(np.concatenate([np.arange(c) for c in counts]), pa.int32()),
+        "time": pa.array(np.repeat((times * 1e6).astype("int64"), counts), pa.timestamp("us", tz="UTC")),
+        "model": pa.array([adapter.name] * n, pa.string()),
+        "version": pa.array([adapter.version] * n, pa.string()),
+        "variant": pa.array(np.repeat([i.variant or adapter.variant for i in items], counts), pa.string()),
+        "latency_ms": pa.array(np.repeat(latency, counts), pa.float64()),
+        "inputs": pa.StructArray.from_arrays([pa.array(v) for v in inputs.values()], list(inputs)),
+        "outputs": pa.StructArray.from_arrays([_output_array(outputs)], [adapter.method]),
+    })
+
+
+def read_prediction_log(root: str | os.PathLike[str], model: str | None = None) -> pa.Table:
+    """All logged predictions (of one model, when given) as one Arrow table.
+
+    Versions whose inputs differ are unified: a field missing in a version is null there.
+    """
+    folder = Path(root) / "predictions"
+    if model is not None:
+        folder = folder / model
+    return _read(sorted(folder.glob("**/*.parquet")), what=f"predictions under {folder}")
+
+
+def read_feedback(root: str | os.PathLike[str]) -> pa.Table:
+    """All feedback rows as one Arrow table."""
+    return _read(sorted((Path(root) / "feedback").glob("*.parquet")), what="feedback", schema=_feedback_schema())
+
+
+def _read(files: list[Path], what: str, schema: pa.Schema | None = None) -> pa.Table:
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    if not files:
+        if schema is not None:
+            return schema.empty_table()
+        raise ValidationError(f"no {what} yet; they are written about a second after serving")
+    schemas = [pq.read_schema(f) for f in files]
+    unified = pa.unify_schemas(schemas, promote_options="permissive")
+    return ds.dataset([str(f) for f in files], schema=unified, format="parquet").to_table()
+
+
+def _output_array(outputs: np.ndarray) -> pa.Array:
+    import pyarrow as pa
+
+    if outputs.ndim == 1:
+        return pa.array(outputs)
+    width = int(np.prod(outputs.shape[1:]))
+    flat = pa.array(outputs.reshape(-1))
+    return pa.ListArray.from_arrays(pa.array(np.arange(0, len(flat) + 1, max(1, width)), pa.int32()), flat)
+
+
+def _feedback_row(record: Any, index: int, now: float) -> dict[str, Any]:
+    if not isinstance(record, dict) or not isinstance(record.get("request_id"), str) or not record["request_id"]:
+        raise ValidationError(f"feedback[{index}] needs a non-empty string 'request_id', got {record!r:.80}")
+    key = next((k for k in ("label", "outcome", "value") if k in record), None)
+    if key is None:
+        raise ValidationError(f"feedback[{index}] needs a 'label' (or 'outcome') for request {record['request_id']!r}")
+    label = record[key]
+    number = float(label) if isinstance(label, int | float) and not isinstance(label, bool) else None
+    if isinstance(label, bool):
+        number = float(label)
+    return {
+        "request_id": record["request_id"],
+        "time": int(now * 1e6),
+        "model": record.get("model"),
+        "label": json.dumps(label),
+        "label_value": number,
+    }
+
+
+def _feedback_schema() -> pa.Schema:
+    import pyarrow as pa
+
+    return pa.schema([
+        ("request_id", pa.string()),
+        ("time", pa.timestamp("us", tz="UTC")),
+        ("model", pa.string()),
+        ("label", pa.string()),
+        ("label_value", pa.float64()),
+    ])
+
+
+def _drain(queue: deque[Any]) -> list[Any]:
+    out = []
+    while queue:
+        out.append(queue.popleft())
+    return out

@@ -1,0 +1,228 @@
+"""The Open Inference Protocol (KServe/Triton "v2"): tensors in, tensors out, JSON or binary.
+
+A request body is JSON, unless the ``Inference-Header-Content-Length`` header
+says the JSON header is only its first N bytes; then the raw bytes of tensors
+that declare ``parameters.binary_data_size`` follow it, in input order (the
+binary tensor extension). A body without that header is JSON whatever its
+Content-Type, which is what tritonclient's JSON mode sends.
+
+Inputs map onto the model's schema in one of two ways: one 2-D tensor
+``[rows, fields]`` (any name; metadata advertises it as ``input``), or one
+1-D tensor per field, named after it. Every error names the tensor.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import struct
+import zlib
+from typing import Any
+
+import numpy as np
+
+from loopstack.core.errors import SignatureError, ValidationError
+from loopstack.serving.inputs import Rows
+from loopstack.serving.models import ModelAdapter
+
+HEADER = "inference-header-content-length"
+DTYPES = {
+    "BOOL": np.dtype(bool), "UINT8": np.dtype("uint8"), "UINT16": np.dtype("uint16"), "UINT32": np.dtype("uint32"),
+    "UINT64": np.dtype("uint64"), "INT8": np.dtype("int8"), "INT16": np.dtype("int16"), "INT32": np.dtype("int32"),
+    "INT64": np.dtype("int64"), "FP16": np.dtype("float16"), "FP32": np.dtype("float32"), "FP64": np.dtype("float64"),
+    "BYTES": np.dtype(object),
+}
+_NAMES = {dtype: name for name, dtype in DTYPES.items() if name != "BYTES"}
+
+
+def parse_body(body: bytes, header_length: str | None, encoding: str | None = None) -> tuple[dict[str, Any], bytes]:
+    """Split a request body into its JSON header and the binary tensor data after it."""
+    if encoding in ("gzip", "deflate"):
+        try:
+            body = gzip.decompress(body) if encoding == "gzip" else zlib.decompress(body)
+        except (OSError, zlib.error) as error:
+            raise ValidationError(f"request body is not valid {encoding} ({error})") from None
+    size = len(body)
+    if header_length is not None:
+        try:
+            size = int(header_length)
+        except ValueError:
+            raise ValidationError(f"Inference-Header-Content-Length {header_length!r} is not an integer") from None
+        if not 0 < size <= len(body):
+            raise ValidationError(f"Inference-Header-Content-Length {size} is outside the body ({len(body)} bytes)")
+    try:
+        request = json.loads(body[:size])
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValidationError(f"inference request header is not valid JSON ({error})") from None
+    if not isinstance(request, dict):
+        raise ValidationError("inference request must be a JSON object with an 'inputs' list")
+    return request, body[size:]
+
+
+def decode_inputs(request: dict[str, Any], binary: bytes, adapter: ModelAdapter) -> Rows:
+    """Checked rows from the request's input tensors."""
+    inputs = request.get("inputs")
+    if not isinstance(inputs, list) or not inputs or not all(isinstance(t, dict) for t in inputs):
+        raise SignatureError("'inputs' must be a non-empty list of tensors {name, shape, datatype, data}")
+    tensors: dict[str, np.ndarray] = {}
+    offset = 0
+    for tensor in inputs:
+        name, array, offset = _tensor(tensor, binary, offset)
+        tensors[name] = array
+    if offset != len(binary):
+        raise ValidationError(f"{len(binary) - offset} bytes of binary data follow the tensors that declared them")
+    schema = adapter.schema
+    if len(tensors) == 1:
+        name, array = next(iter(tensors.items()))
+        if name not in schema.names or (array.ndim == 2 and array.shape[1] == len(schema) > 1):
+            return _matrix(name, array, adapter)
+    arrays = {}
+    for name in tensors:
+        if name not in schema.names:
+            raise SignatureError(f"input {name!r} is not a field of model {adapter.name!r}; fields: {schema.names}")
+    for column in schema.columns:
+        if column.name not in tensors:
+            raise SignatureError(f"input {column.name!r} is missing; model {adapter.name!r} takes {schema.names}")
+        arrays[column.name] = schema.check_column(column, tensors[column.name], f"input {column.name!r}")
+    return schema.assemble(arrays)
+
+
+def _tensor(tensor: dict[str, Any], binary: bytes, offset: int) -> tuple[str, np.ndarray, int]:
+    name = tensor.get("name")
+    if not isinstance(name, str):
+        raise SignatureError(f"every input needs a string 'name', got {tensor.get('name')!r}")
+    shape, datatype = tensor.get("shape"), tensor.get("datatype")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise SignatureError(f"input {name!r} needs a 'shape' of non-negative integers, got {shape!r}")
+    dtype = DTYPES.get(datatype) if isinstance(datatype, str) else None
+    if dtype is None:
+        raise SignatureError(f"input {name!r} has datatype {datatype!r}; use one of {sorted(DTYPES)}")
+    count = int(np.prod(shape)) if shape else 1
+    size = (tensor.get("parameters") or {}).get("binary_data_size")
+    if size is not None:
+        if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+            raise SignatureError(
+                f"input {name!r} declares binary_data_size {size!r} beyond the {len(binary)} bytes sent"
+            )
+        raw = binary[offset : offset + size]
+        offset += size
+        array = _unpack_bytes(raw, name) if datatype == "BYTES" else _frombuffer(raw, dtype, name, datatype)
+    elif "data" in tensor:
+        array = _fromjson(tensor["data"], dtype, name, datatype)
+    else:
+        raise SignatureError(f"input {name!r} has neither 'data' nor parameters.binary_data_size")
+    if array.size != count:
+        raise SignatureError(f"input {name!r} has {array.size} values but shape {shape} needs {count}")
+    return name, array.reshape(shape), offset
+
+
+def _matrix(name: str, array: np.ndarray, adapter: ModelAdapter) -> Rows:
+    schema = adapter.schema
+    expected = f"[-1, {len(schema)}]"
+    if array.ndim == 1 and len(schema) == 1:
+        array = array[:, None]
+    if array.ndim != 2 or array.shape[1] != len(schema):
+        raise SignatureError(
+            f"input {name!r} has shape {list(array.shape)}; model {adapter.name!r} takes {expected} ({schema.names})"
+        )
+    if array.dtype.kind not in "fiub":
+        raise SignatureError(f"input {name!r} has datatype BYTES; model {adapter.name!r} takes numbers (FP32/FP64)")
+    if schema.all_numeric:
+        return array.astype(np.float64, copy=False)
+    return schema.assemble({c.name: schema.check_column(c, array[:, j], f"input {name!r}")
+                            for j, c in enumerate(schema.columns)})
+
+
+def _frombuffer(raw: bytes, dtype: np.dtype, name: str, datatype: str) -> np.ndarray:
+    if len(raw) % dtype.itemsize:
+        raise SignatureError(f"input {name!r}: {len(raw)} bytes is not a whole number of {datatype} values")
+    return np.frombuffer(raw, dtype=dtype.newbyteorder("<"))
+
+
+def _fromjson(data: Any, dtype: np.dtype, name: str, datatype: str) -> np.ndarray:
+    if not isinstance(data, list):
+        raise SignatureError(f"input {name!r}: 'data' must be a list, got {type(data).__name__}")
+    try:
+        array = np.asarray(data)
+        if dtype.kind != "O" and array.dtype.kind not in "fiub":
+            raise SignatureError(f"input {name!r}: data holds non-numbers but the datatype is {datatype}")
+        return array.astype(dtype, copy=False)
+    except (ValueError, TypeError, OverflowError):
+        raise SignatureError(f"input {name!r}: data does not fit datatype {datatype}") from None
+
+
+def _unpack_bytes(raw: bytes, name: str) -> np.ndarray:
+    values, offset = [], 0
+    while offset < len(raw):
+        if offset + 4 > len(raw):
+            raise SignatureError(f"input {name!r}: BYTES data is cut inside an element length")
+        (length,) = struct.unpack_from("<I", raw, offset)
+        offset += 4
+        if offset + length > len(raw):
+            raise SignatureError(f"input {name!r}: BYTES element of {length} bytes runs past the data")
+        values.append(raw[offset : offset + length].decode("utf-8", "replace"))
+        offset += length
+    return np.array(values, dtype=object)
+
+
+# -- responses ------------------------------------------------------------------------------
+def encode_response(
+    request: dict[str, Any], adapter: ModelAdapter, outputs: np.ndarray, request_id: str
+) -> tuple[bytes, int | None]:
+    """The response body, and the JSON header length when tensors travel as binary."""
+    binary = _wants_binary(request, adapter)
+    datatype = _NAMES.get(outputs.dtype, "BYTES")
+    tensor: dict[str, Any] = {"name": adapter.method, "datatype": datatype, "shape": list(outputs.shape)}
+    raw = b""
+    if binary:
+        raw = _pack_bytes(outputs) if datatype == "BYTES" else np.ascontiguousarray(outputs).astype(
+            outputs.dtype.newbyteorder("<"), copy=False).tobytes()
+        tensor["parameters"] = {"binary_data_size": len(raw)}
+    else:
+        tensor["data"] = outputs.ravel().tolist()
+    header = json.dumps({
+        "model_name": adapter.name, "model_version": adapter.version, "id": request_id, "outputs": [tensor],
+    }).encode()
+    return (header + raw, len(header)) if binary else (header, None)
+
+
+def _wants_binary(request: dict[str, Any], adapter: ModelAdapter) -> bool:
+    requested = request.get("outputs")
+    if requested:
+        if not isinstance(requested, list):
+            raise SignatureError("'outputs' must be a list of {name, parameters}")
+        binary = False
+        for output in requested:
+            name = output.get("name") if isinstance(output, dict) else None
+            if name != adapter.method:
+                raise SignatureError(
+                    f"output {name!r} is unknown; model {adapter.name!r} produces [{adapter.method!r}]"
+                )
+            binary = binary or bool((output.get("parameters") or {}).get("binary_data", False))
+        return binary
+    return bool((request.get("parameters") or {}).get("binary_data_output", False))
+
+
+def _pack_bytes(outputs: np.ndarray) -> bytes:
+    parts = []
+    for value in outputs.ravel():
+        data = value if isinstance(value, bytes) else str(value).encode()
+        parts.append(struct.pack("<I", len(data)) + data)
+    return b"".join(parts)
+
+
+def model_metadata(adapter: ModelAdapter) -> dict[str, Any]:
+    """``GET /v2/models/{name}``: versions, platform, input and output tensors."""
+    schema = adapter.schema
+    if schema.all_numeric:
+        inputs = [{"name": "input", "datatype": "FP64", "shape": [-1, len(schema)],
+                   "parameters": {"fields": schema.names}}]
+    else:
+        inputs = [{"name": c.name, "datatype": _NAMES.get(c.dtype, "BYTES"), "shape": [-1]} for c in schema.columns]
+    return {
+        "name": adapter.name,
+        "versions": [adapter.version],
+        "platform": f"loopstack-{type(adapter.model).__module__.split('.')[0]}",
+        "inputs": inputs,
+        "outputs": [{"name": adapter.method, "datatype": "FP64", "shape": [-1, -1]}],
+    }

@@ -1,0 +1,131 @@
+"""The native JSON API on a real server: predictions, 4xx that name the field, log, feedback, metrics."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2 as httpx
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from tests.serving.conftest import running
+
+from loopstack.serving import ModelSpec, ServerSettings, create_app, read_feedback, read_prediction_log
+
+
+@pytest.fixture(scope="module")
+def shared(clf) -> Iterator[httpx.Client]:
+    """One server for the read-only checks of this module."""
+    with running(create_app([ModelSpec(name="m", model=clf)])) as address, \
+            httpx.Client(base_url=f"http://{address}") as client:
+        yield client
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_native_predict_matches_the_model_and_logs_every_row(clf, data, tmp_path: Path) -> None:
+    X, _ = data
+    app = create_app([ModelSpec(name="fraud", model=clf)], ServerSettings(log_dir=str(tmp_path), log_flush_s=0.1))
+    with running(app) as address, httpx.Client(base_url=f"http://{address}") as client:
+        rows = client.post("/v1/models/fraud:predict", json={"instances": X[:3].tolist(), "id": "req-1"})
+        named = {f"x{j}": X[3:5, j].tolist() for j in range(20)}
+        cols = client.post("/v1/models/fraud:predict", json={"inputs": named})
+        dicts = client.post("/v1/models/fraud:predict",
+                            json={"instances": [{f"x{j}": X[5, j] for j in range(20)}]})
+        fed = client.post("/v1/feedback", json=[{"request_id": "req-1", "label": 1}, {"request_id": "x", "label": 0}])
+    assert rows.status_code == cols.status_code == dicts.status_code == 200
+    body = rows.json()
+    assert body["request_id"] == "req-1" and body["model"] == "fraud" and body["version"] == "1"
+    np.testing.assert_allclose(body["predictions"], clf.predict_proba(X[:3]))
+    np.testing.assert_allclose(cols.json()["predictions"], clf.predict_proba(X[3:5]))
+    np.testing.assert_allclose(dicts.json()["predictions"], clf.predict_proba(X[5:6]))
+    assert fed.status_code == 202 and fed.json() == {"accepted": 2}
+
+    log = read_prediction_log(tmp_path, model="fraud")  # the server's shutdown flushed it
+    assert log.num_rows == 6
+    frame = log.flatten().to_pandas().sort_values(["time", "request_id", "row"])
+    first = frame[frame.request_id == "req-1"]
+    assert list(first.row) == [0, 1, 2]
+    np.testing.assert_allclose(first[[f"inputs.x{j}" for j in range(20)]].to_numpy(), X[:3])
+    np.testing.assert_allclose(np.stack(first["outputs.predict_proba"]), clf.predict_proba(X[:3]))
+    assert (frame.latency_ms > 0).all() and set(frame.version) == {"1"}
+    feedback = read_feedback(tmp_path).to_pandas()
+    assert sorted(feedback.request_id) == ["req-1", "x"]
+    joined = frame.merge(feedback[["request_id", "label_value"]], on="request_id")
+    assert list(joined.label_value) == [1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize(("payload", "status", "needle"), [
+    ({"instances": [[1.0] * 19]}, 400, "rows of 20 values"),
+    ({"instances": [[1.0] * 19 + ["a"]]}, 400, "field 'x19' must be a number"),
+    ({"instances": [{f"x{j}": 1.0 for j in range(19)}]}, 400, "lacks field 'x19'"),
+    ({"inputs": {"x0": [1.0]}}, 400, "lacks field 'x1'"),
+    ({"inputs": {**{f"x{j}": [1.0] for j in range(20)}, "bogus": [1]}}, 400, "unknown field 'bogus'"),
+    ({"inputs": {**{f"x{j}": [1.0] for j in range(20)}, "x3": [1.0, 2.0]}}, 400, "different lengths"),
+    ({"instances": []}, 400, "non-empty list"),
+    ({"rows": [[1.0] * 20]}, 400, "'instances'"),
+    ({"entities": [{"user_id": 3}]}, 501, "feature store"),
+    ([1, 2], 400, "JSON object"),
+])
+def test_bad_requests_get_4xx_naming_the_field(shared, payload, status: int, needle: str) -> None:
+    response = shared.post("/v1/models/m:predict", json=payload)
+    assert response.status_code == status, response.text
+    assert needle in response.json()["error"]
+    assert shared.post("/v1/models/m:predict", json={"instances": [[0.0] * 20]}).status_code == 200
+
+
+def test_garbage_and_unknown_models(shared) -> None:
+    garbage = shared.post("/v1/models/m:predict", content=b"{not json")
+    missing = shared.post("/v1/models/nope:predict", json={"instances": [[0.0] * 20]})
+    listed = shared.get("/v1/models").json()
+    assert garbage.status_code == 400 and "not valid JSON" in garbage.json()["error"]
+    assert missing.status_code == 404 and "served models: ['m']" in missing.json()["error"]
+    assert listed["models"][0]["name"] == "m" and len(listed["models"][0]["inputs"]) == 20
+
+
+def test_feedback_is_checked(clf, tmp_path: Path) -> None:
+    app = create_app([ModelSpec(name="m", model=clf)], ServerSettings(log_dir=str(tmp_path)))
+    with running(app) as address, httpx.Client(base_url=f"http://{address}") as client:
+        no_id = client.post("/v1/feedback", json={"label": 1})
+        no_label = client.post("/v1/feedback", json={"request_id": "r"})
+    assert no_id.status_code == 400 and "request_id" in no_id.json()["error"]
+    assert no_label.status_code == 400 and "'label'" in no_label.json()["error"]
+
+
+def test_metrics_count_requests_batches_and_parse(clf, data) -> None:
+    X, _ = data
+    app = create_app([ModelSpec(name="m", model=clf)])
+    with running(app) as address, httpx.Client(base_url=f"http://{address}") as client:
+        for i in range(5):
+            client.post("/v1/models/m:predict", json={"instances": X[i : i + 2].tolist()})
+        client.post("/v1/models/m:predict", json={"instances": [[1.0]]})
+        text = client.get("/metrics").text
+    samples = _samples(text)
+    assert samples[("loopstack_requests_total", (("code", "200"), ("model", "m"), ("version", "1")))] == 5
+    assert samples[("loopstack_requests_total", (("code", "400"), ("model", "m"), ("version", "1")))] == 1
+    assert samples[("loopstack_batch_size_sum", (("model", "m"), ("version", "1")))] == 10
+    assert samples[("loopstack_request_duration_seconds_count", (("model", "m"),))] == 6
+    assert samples[("loopstack_queue_depth", (("model", "m"), ("version", "1")))] == 0
+    assert ("loopstack_in_flight_requests", (("model", "m"), ("version", "1"))) in samples
+    promtool = shutil.which("promtool")
+    if promtool:
+        checked = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_prediction_log_is_written_off_the_request_path(clf, data, tmp_path: Path) -> None:
+    X, _ = data
+    app = create_app([ModelSpec(name="m", model=clf)], ServerSettings(log_dir=str(tmp_path), log_flush_s=0.2))
+    with running(app) as address, httpx.Client(base_url=f"http://{address}") as client:
+        client.post("/v1/models/m:predict", json={"instances": X[:4].tolist()})
+        deadline = time.monotonic() + 10
+        while not list(tmp_path.glob("predictions/m/1/*.parquet")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert read_prediction_log(tmp_path).num_rows == 4  # while the server still runs
