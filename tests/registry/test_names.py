@@ -1,0 +1,60 @@
+"""Model names, aliases and references parse one way only."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from loopstack.core.errors import ValidationError
+from loopstack.registry.names import ModelRef, parse_ref, validate_alias, validate_model_name, validate_version
+
+NAMES = st.from_regex(r"[A-Za-z][A-Za-z0-9_.\-]{0,20}", fullmatch=True)
+ALIASES = st.from_regex(r"[A-Za-z][A-Za-z0-9_\-]{0,20}", fullmatch=True).filter(lambda a: a.lower() != "latest")
+
+
+@pytest.mark.parametrize("name", ["", "1fraud", "fraud/3", "fraud@x", "a b", "-x", "x" * 129, None, 3])
+def test_invalid_model_names(name):
+    with pytest.raises(ValidationError, match="invalid model name"):
+        validate_model_name(name)
+
+
+@pytest.mark.parametrize("alias", ["", "3", "has space", "a/b", "a@b", "x" * 65, None])
+def test_invalid_aliases(alias):
+    with pytest.raises(ValidationError, match="invalid alias"):
+        validate_alias(alias)
+
+
+@pytest.mark.parametrize("alias", ["latest", "Latest"])
+def test_latest_is_reserved(alias):
+    with pytest.raises(ValidationError, match="reserved"):
+        validate_alias(alias)
+
+
+@pytest.mark.parametrize("version", [0, -1, 1.5, "x", True, None])
+def test_invalid_versions(version):
+    with pytest.raises(ValidationError, match="invalid model version"):
+        validate_version(version)
+
+
+@pytest.mark.parametrize(
+    ("ref", "message"),
+    [("fraud/x", "version number"), ("fraud/", "version number"), ("@champion", "model name"), ("", "reference")],
+)
+def test_invalid_references(ref, message):
+    with pytest.raises(ValidationError, match=message):
+        parse_ref(ref)
+
+
+def test_reference_forms():
+    assert parse_ref("fraud") == ModelRef("fraud")
+    assert parse_ref("fraud", "4") == ModelRef("fraud", version=4)
+    assert parse_ref("fraud@latest") == ModelRef("fraud")
+    with pytest.raises(ValidationError, match="either it or version="):
+        parse_ref("fraud/3", 4)
+
+
+@given(name=NAMES, version=st.integers(1, 10**6), alias=ALIASES)
+def test_property_references_round_trip(name, version, alias):
+    for ref in (ModelRef(name), ModelRef(name, version=version), ModelRef(name, alias=alias)):
+        assert parse_ref(str(ref)) == ref

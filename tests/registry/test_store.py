@@ -1,0 +1,150 @@
+"""The registry on both metadata backends: versions, snapshots, lineage, aliases, lookups."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import loopstack as ls
+from loopstack import registry
+
+
+def double(x):
+    return np.asarray(x) * 2
+
+
+@pytest.fixture
+def run_id(project, log_in_run):
+    """A finished run that logged `double` with a signature."""
+    run_id, _ = log_in_run(project, double, np.ones((2, 3)))
+    return run_id
+
+
+def test_versions_count_up_per_model(project, run_id):
+    reg = project.registry
+    assert [reg.register_model(run_id, name="fraud").version for _ in range(3)] == [1, 2, 3]
+    assert reg.register_model(run_id, name="churn").version == 1
+    assert [v.ref for v in reg.search_model_versions("fraud")] == ["fraud/3", "fraud/2", "fraud/1"]
+    assert reg.get_model_version("fraud").version == 3  # a bare name is the newest version
+    assert reg.get_model_version("fraud@latest").version == 3
+    assert reg.get_model_version("fraud", 2).version == 2
+
+
+def test_version_records_signature_metrics_and_lineage(project):
+    with ls.start_run(project=project) as run:
+        run.log_metric("auc", 0.5, step=0)
+        run.log_metric("auc", 0.93, step=1)
+        run.log_metric("loss", float("nan"))
+        digest = run.log_input(np.arange(12).reshape(6, 2), name="train.parquet")
+        run.set_tag("loopstack.git.commit", "0123abcd")
+        run.log_model(double, "model", example=np.ones((2, 3)))
+    version = ls.register_model(run.id, "model", name="fraud", project=project)
+    assert version.run_id == run.id and version.flavor == "python"
+    assert version.metrics["auc"] == 0.93  # the latest value, not the history
+    assert version.metrics["loss"] is None  # NaN is stored as null (PostgreSQL JSON refuses NaN)
+    assert version.lineage["git_commit"] == "0123abcd"
+    assert version.lineage["run_id"] == run.id
+    assert [(d["digest"], d["name"], d["rows"]) for d in version.lineage["datasets"]] == [(digest, "train.parquet", 6)]
+    assert version.signature.inputs.shape == (-1, 3)
+    assert version.digest == project.tracking.artifact_digest(run.id, "model")
+
+
+def test_registration_and_alias_moves_are_events(project, run_id):
+    reg = project.registry
+    reg.register_model(run_id, name="fraud", alias="champion")
+    reg.register_model(run_id, name="fraud", alias="challenger")
+    moved = reg.set_alias("fraud", "champion", 2)
+    assert moved.version == 2 and moved.aliases == ("challenger", "champion")
+    reg.set_alias("fraud", "champion", 2)  # no change: no event
+    events = project.events.list(subject="fraud", newest_first=False)
+    kinds = [(e.kind, e.payload.get("alias"), e.payload.get("from"), e.payload.get("to")) for e in events]
+    assert kinds == [
+        ("model.registered", None, None, None),
+        ("model.alias_moved", "champion", None, 1),
+        ("model.registered", None, None, None),
+        ("model.alias_moved", "challenger", None, 2),
+        ("model.alias_moved", "champion", 1, 2),
+    ]
+    registered = events[0]
+    assert registered.payload["version"] == 1 and registered.payload["run_id"] == run_id
+    assert project.events.chain(registered.id)[0].subject == run_id  # caused by the run's last event
+    assert events[1].cause == registered.id
+
+
+def test_alias_resolution_and_delete(project, run_id):
+    reg = project.registry
+    reg.register_model(run_id, name="fraud")
+    reg.register_model(run_id, name="fraud", alias="champion")
+    assert ls.load_model("fraud@champion", project=project).version == 2
+    reg.set_alias("fraud", "champion", 1)
+    assert ls.load_model("fraud@champion", project=project).version == 1
+    reg.delete_alias("fraud", "champion")
+    assert reg.get_model_version("fraud/1").aliases == ()
+    with pytest.raises(ls.NotFoundError, match="no alias 'champion'; its aliases: none"):
+        reg.get_model_version("fraud@champion")
+    assert project.events.list(kind="model.alias_deleted")[0].payload == {"alias": "champion", "from": 1}
+    with pytest.raises(ls.NotFoundError):
+        reg.delete_alias("fraud", "champion")
+
+
+def test_unknown_names_list_what_exists(project, run_id):
+    reg = project.registry
+    reg.register_model(run_id, name="fraud", alias="champion")
+    reg.register_model(run_id, name="churn")
+    with pytest.raises(ls.NotFoundError, match=r"no model named 'frud'; registered models: churn, fraud"):
+        ls.load_model("frud", project=project)
+    with pytest.raises(ls.NotFoundError, match=r"no version 7; its versions: 1"):
+        reg.get_model_version("fraud/7")
+    with pytest.raises(ls.NotFoundError, match=r"no alias 'staging'; its aliases: champion->1"):
+        reg.get_model_version("fraud@staging")
+    with pytest.raises(ls.NotFoundError, match="its versions: 1"):
+        reg.set_alias("fraud", "champion", 3)
+    with pytest.raises(ls.NotFoundError, match="no model named 'nope'"):
+        reg.search_model_versions("nope")
+    with pytest.raises(ls.NotFoundError, match="no run with id"):
+        reg.register_model("f" * 32, name="fraud")
+    with pytest.raises(ls.NotFoundError, match=r"has no model at 'other'; its models: \['model'\]"):
+        reg.register_model(run_id, "other", name="fraud")
+
+
+def test_invalid_names_are_refused_before_anything_is_written(project, run_id):
+    reg = project.registry
+    with pytest.raises(ls.ValidationError, match="invalid model name 'fraud/3'"):
+        reg.register_model(run_id, name="fraud/3")
+    with pytest.raises(ls.ValidationError, match="alias 'latest' is reserved"):
+        reg.register_model(run_id, name="fraud", alias="latest")
+    assert reg.list_models() == []
+    reg.register_model(run_id, name="fraud")
+    with pytest.raises(ls.ValidationError, match="invalid alias 'a b'"):
+        reg.set_alias("fraud", "a b", 1)
+    assert reg.list_models()[0].aliases == {}
+
+
+def test_registering_a_plain_file_artifact_is_refused(project):
+    with ls.start_run(project=project) as run:
+        run.log_dict({"a": 1}, "config.json")
+    with pytest.raises(ls.ValidationError, match=r"'config.json' of run .* is a file, not a model"):
+        ls.register_model(run.id, "config.json", name="fraud", project=project)
+
+
+def test_list_and_search_across_models(project, run_id, log_in_run):
+    other_run, _ = log_in_run(project, double, np.ones((2, 3)))
+    reg = project.registry
+    reg.register_model(run_id, name="fraud", alias="champion")
+    reg.register_model(other_run, name="fraud", alias="challenger")
+    reg.register_model(other_run, name="churn")
+    models = {m.name: (m.latest_version, m.aliases) for m in registry.list_models(project=project)}
+    assert models == {"churn": (1, {}), "fraud": (2, {"challenger": 2, "champion": 1})}
+    assert [v.ref for v in registry.search_model_versions(project=project)] == ["churn/1", "fraud/2", "fraud/1"]
+    assert [v.ref for v in registry.search_model_versions(run_id=other_run, project=project)] == ["churn/1", "fraud/2"]
+
+
+def test_fluent_api_uses_the_current_project(project, run_id):
+    version = ls.register_model(run_id, name="fraud", alias="champion")
+    assert ls.set_alias("fraud", "backup", version.version).aliases == ("backup", "champion")
+    assert registry.get_model_version("fraud@backup").version == 1
+    registry.delete_alias("fraud", "backup")
+    model = ls.load_model("fraud@champion")
+    np.testing.assert_array_equal(model.predict(np.ones((1, 3))), [[2.0, 2.0, 2.0]])
+    with pytest.raises(ls.SignatureError, match="expected size 3, got 2"):
+        model.predict(np.ones((1, 2)))
