@@ -41,8 +41,12 @@ def show(ctx: click.Context, name: str) -> None:
     for version in sorted(versions, key=lambda v: v.version):
         metrics = [f"{version.metrics[k]:.4g}" if version.metrics.get(k) is not None else "-" for k in metric_keys]
         table.add_row(
-            str(version.version), ", ".join(version.aliases) or "-", version.flavor,
-            (version.run_id or "-")[:8], when(version.created_at), *metrics,
+            str(version.version),
+            ", ".join(version.aliases) or "-",
+            version.flavor,
+            (version.run_id or "-")[:8],
+            when(version.created_at),
+            *metrics,
         )
     console().print(table)
 

@@ -186,7 +186,10 @@ def read_dataset(path: str | os.PathLike[str], name: str | None = None, context:
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> int:
-    """Seed random, NumPy and (when installed) torch; recorded on the active and next runs."""
+    """Seed random, NumPy and torch (when imported); recorded on the active and next runs.
+
+    `deterministic` also switches torch to deterministic algorithms.
+    """
     import random
 
     if not isinstance(seed, int) or not 0 <= seed < 2**32:
@@ -207,12 +210,11 @@ def seed_everything(seed: int, deterministic: bool = False) -> int:
 
 
 def _seed_torch(seed: int, deterministic: bool) -> None:
-    from importlib.util import find_spec
-
-    if "torch" not in sys.modules and find_spec("torch") is None:
+    """Seed torch only when the program already imported it: importing torch to seed it would
+    cost seconds in every program that never uses it. Import torch before seeding."""
+    torch = sys.modules.get("torch")
+    if torch is None:
         return
-    import torch
-
     torch.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)

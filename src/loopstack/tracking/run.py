@@ -6,6 +6,7 @@ this path touches the database, so a training loop does not notice them.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import threading
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from loopstack.tracking.store import TrackingStore
 
 MAX_PARAM_LENGTH = 6000
+ENVIRONMENT_FILE = "loopstack/environment.json"
 _process_capture: dict[str, Any] = {}
 _process_capture_lock = threading.Lock()
 
@@ -54,8 +56,12 @@ class ActiveRun:
         self._ended = False
         settings = store.settings
         self._sampler = capture.ResourceSampler(settings.sample_resources_s)
-        self._capture_thread = threading.Thread(target=self._capture, name="loopstack-capture", daemon=True)
-        self._capture_thread.start()
+        self._capture_thread: threading.Thread | None = None
+        if "environment" in _process_capture:  # set last, so the capture is complete
+            self._record_capture()  # cached: a few appends, no thread to start and join
+        else:
+            self._capture_thread = threading.Thread(target=self._capture, name="loopstack-capture", daemon=True)
+            self._capture_thread.start()
         if seed is not None:
             self.set_tag("loopstack.seed", str(seed))
 
@@ -172,7 +178,7 @@ class ActiveRun:
         if self._ended:
             return
         self._ended = True
-        if status != KILLED:
+        if status != KILLED and self._capture_thread is not None:
             self._capture_thread.join(timeout=30)
         summary = self._sampler.stop()
         summary["system.duration_s"] = time.perf_counter() - self._started
@@ -198,13 +204,20 @@ class ActiveRun:
                 if settings.capture_git:
                     tags.update(capture.git_state(os.getcwd()))
                 env = capture.environment() if settings.capture_environment else None
+                payload = None
                 if env is not None:
                     tags.update(capture.environment_tags(env))
-                _process_capture.update(tags=tags, environment=env)
+                    payload = json.dumps(env, indent=2, sort_keys=True, default=str).encode()
+                _process_capture.update(tags=tags, environment=payload)
+        self._record_capture()
+
+    def _record_capture(self) -> None:
+        """Tag the run and attach the environment; rows go through the writer's next batch."""
         self.set_tags(_process_capture["tags"])
-        env = _process_capture["environment"]
-        if env is not None:
-            self.log_dict(env, "loopstack/environment.json")
+        payload = _process_capture["environment"]
+        if payload is not None:
+            digest = self.store.project.artifacts.put_bytes(payload)  # a hash and a stat once stored
+            self._writer.artifacts.append((self.id, ENVIRONMENT_FILE, digest, len(payload), "file"))
 
 
 def _as_text(value: Any) -> str:

@@ -251,6 +251,7 @@ class TrackingStore:
     def list_artifacts(self, run_id: str) -> list[dict[str, Any]]:
         from sqlalchemy import select
 
+        self.writer.flush()  # buffered rows (the environment file) are read back too
         table = self.t("artifacts")
         with self.db.read() as connection:
             rows = connection.execute(select(table).where(table.c.run_id == run_id).order_by(table.c.path))

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("loopstack.tracking")
 MetricRow = tuple[str, str, float, int, float]
 TagRow = tuple[str, str, str]
+ArtifactRow = tuple[str, str, str, int, str]  # run_id, path, digest, size, kind
+Batch = tuple[list[MetricRow], list[TagRow], list[TagRow], list[ArtifactRow]]
 
 
 class BufferedWriter:
@@ -38,11 +40,12 @@ class BufferedWriter:
         self.metrics: deque[MetricRow] = deque()
         self.params: deque[TagRow] = deque()
         self.tags: deque[TagRow] = deque()
+        self.artifacts: deque[ArtifactRow] = deque()  # rows for blobs already in the artifact store
         self.before_write: list[Callable[[Connection], None]] = []
         self._flush_lock = threading.Lock()
         self._wake = threading.Event()
         self._closed = threading.Event()
-        self._retry: tuple[list[MetricRow], list[TagRow], list[TagRow]] | None = None
+        self._retry: Batch | None = None
         self._thread: threading.Thread | None = None
         self.last_error: BaseException | None = None
 
@@ -53,7 +56,7 @@ class BufferedWriter:
             self._thread.start()
 
     def pending(self) -> int:
-        return len(self.metrics) + len(self.params) + len(self.tags)
+        return len(self.metrics) + len(self.params) + len(self.tags) + len(self.artifacts)
 
     def nudge(self) -> None:
         """Called when the buffer is large: flush now, and block if it is over the bound."""
@@ -94,20 +97,20 @@ class BufferedWriter:
                 self.last_error = exc
                 time.sleep(min(self.flush_interval_s, 1.0))
 
-    def _drain(self) -> tuple[list[MetricRow], list[TagRow], list[TagRow]]:
-        metrics, params, tags = ([], [], []) if self._retry is None else self._retry
+    def _drain(self) -> Batch:
+        batch: Batch = ([], [], [], []) if self._retry is None else self._retry
         self._retry = None
-        for source, target in ((self.metrics, metrics), (self.params, params), (self.tags, tags)):
+        for source, target in zip((self.metrics, self.params, self.tags, self.artifacts), batch, strict=True):
             for _ in range(len(source)):
-                target.append(source.popleft())
-        return metrics, params, tags
+                target.append(source.popleft())  # type: ignore[arg-type]
+        return batch
 
     def _write(
         self,
-        batch: tuple[list[MetricRow], list[TagRow], list[TagRow]],
+        batch: Batch,
         then: Callable[[Connection], None] | None = None,
     ) -> None:
-        metrics, params, tags = batch
+        metrics, params, tags, artifacts = batch
         try:
             with self.db.write() as connection:
                 for hook in self.before_write:
@@ -115,6 +118,7 @@ class BufferedWriter:
                 _write_params(self.db, connection, params)
                 _write_tags(self.db, connection, tags)
                 _write_metrics(self.db, connection, metrics)
+                _write_artifacts(self.db, connection, artifacts)
                 if then is not None:
                     then(connection)
         except BaseException:
@@ -131,6 +135,11 @@ def _write_tags(db: MetadataDB, connection: Connection, rows: list[TagRow]) -> N
     latest: dict[tuple[str, str], str] = {(r, k): v for r, k, v in rows}
     records = [{"run_id": r, "key": k, "value": v} for (r, k), v in latest.items()]
     db.upsert(connection, db.table("tags"), records, keys=("run_id", "key"), update=("value",))
+
+
+def _write_artifacts(db: MetadataDB, connection: Connection, rows: list[ArtifactRow]) -> None:
+    records = [{"run_id": r, "path": p, "digest": d, "size": n, "kind": k} for r, p, d, n, k in rows]
+    db.upsert(connection, db.table("artifacts"), records, keys=("run_id", "path"), update=("digest", "size", "kind"))
 
 
 def _write_metrics(db: MetadataDB, connection: Connection, rows: list[MetricRow]) -> None:

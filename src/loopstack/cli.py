@@ -1,0 +1,87 @@
+"""The `loopstack` command: one command group per capability, loaded when used.
+
+Each subcommand lives in its subpackage and is imported only when invoked,
+so `loopstack --help` and quick commands stay fast. A `LoopstackError`
+prints one line and exits 1; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib import import_module
+from typing import Any
+
+import click
+
+# name -> "module:attribute" of a click command or group
+COMMANDS = {
+    "init": "loopstack.core.cli:init",
+    "runs": "loopstack.tracking.cli:runs",
+    "models": "loopstack.registry.cli:models",
+    "events": "loopstack.core.cli:events",
+    "demo": "loopstack.demo:demo",
+}
+HELP = {
+    "init": "Create a project folder with a loopstack.yaml.",
+    "runs": "List, filter, show and compare runs.",
+    "models": "List registered models, versions and aliases.",
+    "events": "Show the event log: what happened, and why.",
+    "demo": "Run the whole loop on generated data.",
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module, attribute = target.split(":")
+        command: click.Command = getattr(import_module(module), attribute)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, HELP.get(name, "")) for name in self.list_commands(ctx)])
+
+
+@click.group(cls=LazyGroup)
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@click.option("--project", "-p", "project_path", type=click.Path(), default=None, help="Project folder (default: cwd).")
+@click.version_option(package_name="loopstack")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool, project_path: str | None) -> None:
+    """loopstack: the closed-loop MLOps platform."""
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+    ctx.obj["project_path"] = project_path
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Entry point: run the CLI, turning loopstack errors into one clean line."""
+    from loopstack.core.errors import LoopstackError
+
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        return cli.main(args=argv, standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except LoopstackError as exc:
+        if debug:
+            raise
+        click.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""Core commands: `loopstack init` and `loopstack events`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import click
+
+
+def open_project(ctx: click.Context):  # type: ignore[no-untyped-def]
+    """The project named by --project, or found from the working directory."""
+    from loopstack.core.project import Project
+
+    return Project.open(ctx.obj.get("project_path") if ctx.obj else None)
+
+
+def console():  # type: ignore[no-untyped-def]
+    from rich.console import Console
+
+    return Console()
+
+
+def when(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "-"
+    return dt.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@click.command()
+@click.argument("path", type=click.Path(file_okay=False), default=".")
+@click.option("--name", help="Project name (default: the folder name).")
+@click.option("--metadata", help="Metadata DB URL (default: SQLite in .loopstack/).")
+@click.option("--artifacts", help="Artifact store location (default: .loopstack/artifacts).")
+def init(path: str, name: str | None, metadata: str | None, artifacts: str | None) -> None:
+    """Create a project folder with a loopstack.yaml."""
+    from loopstack.core.project import Project
+
+    settings = {k: v for k, v in {"metadata": metadata, "artifacts": artifacts}.items() if v}
+    project = Project.init(path, name=name, **settings)
+    console().print(
+        f"[green]Created project[/] [bold]{project.config.name}[/] in {project.root}\n"
+        f"  metadata:  {project.config.metadata}\n  artifacts: {project.config.artifacts}\n"
+        "Next: [bold]import loopstack as ls; ls.start_run()[/] in a script in this folder."
+    )
+    project.close()
+
+
+@click.command()
+@click.option("--kind", help="Event kind, or a family ending in '.', e.g. 'run.'.")
+@click.option("--subject", help="Only events about this subject (a run id, model/version...).")
+@click.option("--limit", default=50, show_default=True, help="How many events.")
+@click.option("--chain", "chain_id", type=int, help="Show the cause chain that led to this event id.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
+@click.pass_context
+def events(
+    ctx: click.Context, kind: str | None, subject: str | None, limit: int, chain_id: int | None, as_json: bool
+) -> None:
+    """Show the event log: what happened, and why."""
+    from rich.table import Table
+
+    project = open_project(ctx)
+    rows = project.events.chain(chain_id) if chain_id else project.events.list(kind=kind, subject=subject, limit=limit)
+    if as_json:
+        for event in rows:
+            click.echo(json.dumps(event.__dict__))
+        return
+    table = Table(title=f"events of {project.config.name}")
+    for column in ("id", "time", "kind", "subject", "cause", "payload"):
+        table.add_column(column, overflow="fold")
+    for event in rows:
+        payload = json.dumps(event.payload)
+        table.add_row(
+            str(event.id),
+            when(event.time),
+            event.kind,
+            event.subject,
+            str(event.cause or ""),
+            payload if len(payload) < 120 else payload[:117] + "...",
+        )
+    console().print(table)
+
+
+__all__ = ["events", "init", "open_project", "when", "Path"]

@@ -1,0 +1,64 @@
+"""The command line: each command runs, errors are one line and exit non-zero."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import loopstack as ls
+from loopstack.cli import cli, main
+
+
+def invoke(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "loopstack", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_init_then_runs_show_compare_and_events(tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(cli, ["init", str(tmp_path / "p"), "--name", "cli-test"])
+    assert result.exit_code == 0, result.output
+    project = ls.Project.open(tmp_path / "p")
+    ids = []
+    for lr in ("0.1", "0.2"):
+        with ls.start_run(project=project, params={"lr": lr}) as run:
+            run.log_metric("acc", float(lr))
+        ids.append(run.id)
+    base = ["-p", str(tmp_path / "p")]
+    listing = runner.invoke(cli, [*base, "runs", "-f", "metrics.acc > 0.15"])
+    assert listing.exit_code == 0, listing.output
+    assert ids[1][:8] in listing.output and ids[0][:8] not in listing.output
+    shown = runner.invoke(cli, [*base, "runs", "show", ids[0][:8]])
+    assert "lr" in shown.output and "0.1" in shown.output
+    compared = runner.invoke(cli, [*base, "runs", "compare", ids[0], ids[1]])
+    assert "params.lr" in compared.output and "metrics.acc" in compared.output
+    events = runner.invoke(cli, [*base, "events", "--kind", "run."])
+    assert events.output.count("run.finished") == 2
+    project.close()
+
+
+def test_errors_are_one_line_and_exit_1(tmp_path: Path) -> None:
+    result = invoke("-p", str(tmp_path), "runs")
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith("error: no loopstack.yaml")
+    assert "Traceback" not in result.stderr
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    result = invoke("--debug", "-p", str(tmp_path), "runs")
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr
+
+
+def test_bad_filter_is_reported_with_position(tmp_path: Path) -> None:
+    ls.Project.init(tmp_path, name="f").close()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["-p", str(tmp_path), "runs", "-f", "metrics.acc >"])
+    assert exit_info.value.code == 1
+
+
+def test_help_lists_every_command() -> None:
+    result = CliRunner().invoke(cli, ["--help"])
+    for command in ("init", "runs", "models", "events", "demo"):
+        assert command in result.output
