@@ -62,3 +62,10 @@ def test_help_lists_every_command() -> None:
     result = CliRunner().invoke(cli, ["--help"])
     for command in ("init", "runs", "models", "events", "demo"):
         assert command in result.output
+
+
+@pytest.mark.parametrize("name", sorted(__import__("loopstack.cli", fromlist=["COMMANDS"]).COMMANDS))
+def test_every_mounted_command_loads_and_has_help(name: str) -> None:
+    result = CliRunner().invoke(cli, [name, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output

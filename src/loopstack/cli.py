@@ -20,6 +20,12 @@ COMMANDS = {
     "models": "loopstack.registry.cli:models",
     "events": "loopstack.core.cli:events",
     "demo": "loopstack.demo:demo",
+    "apply": "loopstack.features.cli:apply",
+    "features": "loopstack.features.cli:features",
+    "serve": "loopstack.serving.cli:serve",
+    "predict": "loopstack.serving.cli:predict",
+    "quality": "loopstack.quality.cli:quality",
+    "gpu": "loopstack.economics.cli:gpu",
 }
 HELP = {
     "init": "Create a project folder with a loopstack.yaml.",
@@ -27,6 +33,12 @@ HELP = {
     "models": "List registered models, versions and aliases.",
     "events": "Show the event log: what happened, and why.",
     "demo": "Run the whole loop on generated data.",
+    "apply": "Validate feature definitions and store them, showing the plan.",
+    "features": "List, materialize and check feature views for skew.",
+    "serve": "Serve registered models over HTTP (native JSON and Open Inference v2).",
+    "predict": "Batch inference over Parquet, streaming and resumable.",
+    "quality": "Run data-quality suites and profile data sets.",
+    "gpu": "GPU memory estimates, job cost and cloud-vs-buy break-even.",
 }
 
 
