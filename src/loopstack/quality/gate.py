@@ -9,21 +9,19 @@ for batch and online use.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from loopstack.core.errors import ValidationError
 from loopstack.quality.expectations.base import RowExpectation
 from loopstack.quality.results import SuiteResult
-from loopstack.quality.source import quote
+from loopstack.quality.source import nan_as_null, quote, shared_database
 
 if TYPE_CHECKING:
     from loopstack.core.project import Project
     from loopstack.quality.suite import Suite
 
 _MAX_LISTED = 5
-_local = threading.local()
 
 
 class QualityGateError(ValidationError):
@@ -131,24 +129,15 @@ def validate_request(suite: Suite, rows: Any, raise_on_error: bool = False) -> R
 
 def _flags(table: Any, checks: list[RowExpectation]) -> list[list[bool]]:
     """One column of booleans per check, from one DuckDB query over the request rows."""
-    cursor = _connection().cursor()
+    cursor = shared_database().cursor()
     try:
-        cursor.register("data", table)
+        cursor.register("data_raw", table)
+        cursor.execute(f"CREATE OR REPLACE TEMP VIEW data AS {nan_as_null(cursor, 'data_raw')}")
         schema = {row[0]: row[1] for row in cursor.execute("DESCRIBE SELECT * FROM data").fetchall()}
         select = ", ".join(f"coalesce({c.condition(schema)}, FALSE) AS {quote(f'c{i}')}" for i, c in enumerate(checks))
         return [list(col) for col in zip(*cursor.execute(f"SELECT {select} FROM data").fetchall(), strict=True)]
     finally:
         cursor.close()
-
-
-def _connection() -> Any:
-    """A per-thread DuckDB connection, kept so a request does not pay for opening one."""
-    connection = getattr(_local, "connection", None)
-    if connection is None:
-        import duckdb
-
-        connection = _local.connection = duckdb.connect()
-    return connection
 
 
 def _is_rows(rows: Any) -> bool:

@@ -10,6 +10,7 @@ the user's own DuckDB connection.
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from loopstack.core.errors import ValidationError
 
 VIEW = "data"
 _QUERY_STARTS = ("select", "with", "from", "values", "table")
+_local = threading.local()
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,7 @@ def literal(value: Any) -> str:
 class Source:
     """One input opened as the DuckDB view ``data``, with its schema.
 
-    Use `open_source`; the connection is private unless a `Query` brought its own.
+    Use `open_source`; the connection is a private cursor unless a `Query` brought its own.
     """
 
     def __init__(self, connection: Any, description: str, owned: bool) -> None:
@@ -108,11 +110,14 @@ class Source:
         return name
 
     def close(self) -> None:
-        """Drop the views; close the connection if it is ours."""
+        """Close the connection if it is ours, else drop the views made on it."""
         if self._owned:
             self.connection.close()
-        else:
-            self.connection.execute(f"DROP VIEW IF EXISTS {VIEW}")
+            return
+        for index in range(self._extra, -1, -1):
+            name = f"ref_{index}" if index else VIEW
+            for view in (name, f"{name}_raw"):
+                self.connection.execute(f"DROP VIEW IF EXISTS {view}")
 
     def __enter__(self) -> Source:
         return self
@@ -124,6 +129,11 @@ class Source:
 def open_source(data: Any) -> Source:
     """Open Arrow, pandas, polars, a Parquet/CSV path or folder, or a `Query` as view ``data``.
 
+    NaN in float columns reads as null, as pandas, Great Expectations and
+    pandera see it, whatever the input: `NotNull` counts it and value checks
+    skip it. A `Query` with its own connection runs there, through temporary
+    views ``data`` and ``ref_<n>`` that are dropped afterwards.
+
     Examples
     --------
     >>> import pyarrow as pa
@@ -131,21 +141,32 @@ def open_source(data: Any) -> Source:
     ...     source.schema
     {'x': 'BIGINT'}
     """
-    import duckdb
-
     if isinstance(data, Source):
         return data
-    if isinstance(data, Query) and data.connection is not None:
-        connection = data.connection.cursor()
-        connection.execute(f"CREATE OR REPLACE TEMP VIEW {VIEW} AS {data.sql}")
-        return Source(connection, describe(data), owned=True)
-    connection = duckdb.connect()
+    owned = not (isinstance(data, Query) and data.connection is not None)
+    connection = shared_database().cursor() if owned else data.connection
     try:
         _register(connection, VIEW, data)
     except BaseException:
-        connection.close()
+        if owned:
+            connection.close()
         raise
-    return Source(connection, describe(data), owned=True)
+    return Source(connection, describe(data), owned=owned)
+
+
+def shared_database() -> Any:
+    """This thread's in-memory DuckDB database; each check opens a cursor on it.
+
+    Opening a database costs a hundred milliseconds or more on a busy
+    machine, a cursor well under one, and cursors do not share registered
+    tables or temporary views, so checks stay isolated.
+    """
+    database = getattr(_local, "database", None)
+    if database is None:
+        import duckdb
+
+        database = _local.database = duckdb.connect()
+    return database
 
 
 def describe(data: Any) -> str:
@@ -164,13 +185,25 @@ def describe(data: Any) -> str:
 
 
 def _register(connection: Any, name: str, data: Any) -> None:
+    """Make `data` the view `name`, with NaN in float columns read as null."""
+    raw = f"{name}_raw"
     if isinstance(data, Query):
-        connection.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {data.sql}")
-        return
-    if isinstance(data, str | os.PathLike):
-        connection.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM {_scan(data)}")
-        return
-    connection.register(name, _to_arrow(data))
+        connection.execute(f"CREATE OR REPLACE TEMP VIEW {raw} AS {data.sql}")
+    elif isinstance(data, str | os.PathLike):
+        connection.execute(f"CREATE OR REPLACE TEMP VIEW {raw} AS SELECT * FROM {_scan(data)}")
+    else:
+        connection.register(raw, _to_arrow(data))
+    connection.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {nan_as_null(connection, raw)}")
+
+
+def nan_as_null(connection: Any, view: str) -> str:
+    """A SELECT over `view` that turns NaN into null in its float columns (a cheap projection)."""
+    types = connection.execute(f"DESCRIBE SELECT * FROM {view}").fetchall()
+    floats = [quote(row[0]) for row in types if row[1] in ("FLOAT", "DOUBLE")]
+    if not floats:
+        return f"SELECT * FROM {view}"
+    replaced = ", ".join(f"CASE WHEN isnan({col}) THEN NULL ELSE {col} END AS {col}" for col in floats)
+    return f"SELECT * REPLACE ({replaced}) FROM {view}"
 
 
 def _scan(path: str | os.PathLike[str]) -> str:
@@ -181,7 +214,7 @@ def _scan(path: str | os.PathLike[str]) -> str:
     target = Path(text)
     if target.is_dir():
         pattern = target / "**" / "*.parquet"
-        return f"read_parquet({literal(str(pattern))}, hive_partitioning = true, union_by_name = true)"
+        return f"read_parquet({literal(str(pattern))}, union_by_name = true)"
     if not any(ch in text for ch in "*?[") and not target.exists():
         raise ValidationError(f"data path {text!r} does not exist; pass an existing Parquet/CSV file or folder")
     suffix = target.suffix.lower()
