@@ -21,21 +21,24 @@ _POW10 = np.array([10**k for k in range(10)], dtype=np.uint64)
 
 def fnv_many(values: Sequence[str], state: int = _OFFSET, suffix: str = "") -> np.ndarray:
     """FNV-1a of ``prefix + value + suffix`` per value, where ``state`` is the hash state after the prefix."""
-    arr = np.asarray(list(values), dtype=str)
+    values = list(values)
+    arr = np.asarray(values, dtype=str)
     if arr.size == 0:
         return np.zeros(0, dtype=np.uint64)
     width = arr.dtype.itemsize // 4
-    codes = arr.view(np.uint32).reshape(arr.size, width).astype(np.uint64) if width else np.zeros((arr.size, 0))
+    codes = arr.view(np.uint32).reshape(arr.size, width).astype(np.uint64)
     lengths = np.char.str_len(arr)
     h = np.full(arr.size, state, dtype=np.uint64)
     for j in range(width):
         live = j < lengths
         h = np.where(live, ((h ^ codes[:, j]) * _PRIME) & _MASK, h)
-    for ch in suffix:
-        h = _fold_unit(h, ord(ch))
-    wide = np.flatnonzero((codes > 0xFFFF).any(axis=1)) if width else []
-    for i in wide:  # characters outside the BMP: JavaScript hashes their surrogate pairs
-        h[i] = fnv1a32(arr[i] + suffix, state)
+    for unit in np.frombuffer(suffix.encode("utf-16-le"), dtype="<u2").tolist():
+        h = ((h ^ np.uint64(unit)) * _PRIME) & _MASK
+    # Scalar path for ids NumPy cannot hold as UTF-16 units: characters beyond the BMP
+    # (JavaScript hashes their surrogate pairs) and trailing NULs (NumPy strips them).
+    odd = (codes > 0xFFFF).any(axis=1) | (np.fromiter(map(len, values), dtype=np.int64, count=arr.size) != lengths)
+    for i in np.flatnonzero(odd):
+        h[i] = fnv1a32(values[i] + suffix, state)
     return h
 
 
@@ -70,5 +73,5 @@ def _fnv_of_decimal(x: np.ndarray) -> np.ndarray:
     return h
 
 
-def _fold_unit(h: np.ndarray, unit: np.ndarray | int) -> np.ndarray:
-    return ((h ^ np.uint64(unit) if np.isscalar(unit) else h ^ unit.astype(np.uint64)) * _PRIME) & _MASK
+def _fold_unit(h: np.ndarray, unit: np.ndarray) -> np.ndarray:
+    return ((h ^ unit.astype(np.uint64)) * _PRIME) & _MASK

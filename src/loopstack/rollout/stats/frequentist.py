@@ -162,9 +162,10 @@ def relative_lift(control: Summary, treatment: Summary) -> tuple[float, float]:
 def _delta_lift(m_c: float, m_t: float, var_c: float, var_t: float) -> tuple[float, float]:
     if m_c == 0:
         return float("nan"), float("nan")
-    lift = m_t / m_c - 1
-    var = var_t / m_c**2 + m_t**2 * var_c / m_c**4
-    return float(lift), float(math.sqrt(var))
+    ratio = m_t / m_c
+    # sqrt(var_t + ratio**2 * var_c) / |m_c| is the same variance, arranged not to underflow.
+    se = math.sqrt(var_t + ratio * ratio * var_c) / abs(m_c)
+    return float(ratio - 1), float(se)
 
 
 def _comparison(

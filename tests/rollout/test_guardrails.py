@@ -1,0 +1,132 @@
+"""Canary decisions: roll back a worse challenger, promote an equal one, keep the evidence."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from loopstack.core.errors import ConflictError, ValidationError
+from loopstack.rollout import CanaryAnalysis, CanaryPolicy, VariantStats
+from loopstack.rollout.stats import Summary
+
+
+def _simulate(
+    canary_error: float,
+    *,
+    seed: int,
+    policy: CanaryPolicy,
+    canary_latency_scale: float = 1.0,
+    batch: int = 2000,
+    max_batches: int = 400,
+):
+    """Drive a canary with simulated traffic; return the final decision and every decision on the way."""
+    rng = np.random.default_rng(seed)
+    analysis = CanaryAnalysis(policy)
+    req = {"s": 0, "c": 0}
+    err = {"s": 0, "c": 0}
+    lat: dict[str, list[np.ndarray]] = {"s": [], "c": []}
+    decisions = []
+    for _ in range(max_batches):
+        n_c = rng.binomial(batch, analysis.weight)
+        for arm, n, rate, scale in (("s", batch - n_c, 0.01, 1.0), ("c", n_c, canary_error, canary_latency_scale)):
+            req[arm] += n
+            err[arm] += rng.binomial(n, rate)
+            lat[arm].append(rng.lognormal(np.log(50 * scale), 0.4, n))
+        stable = VariantStats(req["s"], err["s"], np.concatenate(lat["s"]))
+        canary = VariantStats(req["c"], err["c"], np.concatenate(lat["c"]))
+        decisions.append(analysis.evaluate(stable, canary))
+        if analysis.finished:
+            break
+    return decisions[-1], decisions
+
+
+POLICY = CanaryPolicy(steps=(0.05, 0.25, 0.5), min_requests_per_step=1500, planned_n=20_000)
+
+
+def test_doubled_error_rate_is_rolled_back_with_evidence():
+    final, _ = _simulate(0.02, seed=1, policy=POLICY)
+    assert final.action == "rollback"
+    assert final.weight == 0.0
+    assert "error_rate" in final.reason
+    evidence = {e["metric"]: e for e in final.evidence}
+    assert evidence["error_rate"]["verdict"] == "worse"
+    assert evidence["error_rate"]["diff_ci"][0] > 0
+    assert final.canary_requests < 6000
+    kind, payload = final.to_event()
+    assert kind == "rollout.canary.rollback"
+    assert json.loads(json.dumps(payload))["evidence"][1]["metric"] == "error_rate"
+
+
+def test_equal_challenger_is_promoted_after_every_step():
+    final, decisions = _simulate(0.01, seed=2, policy=POLICY)
+    assert final.action == "promote"
+    assert final.weight == 1.0
+    assert [d.action for d in decisions].count("advance") == 2
+
+
+def test_better_challenger_is_promoted():
+    final, _ = _simulate(0.005, seed=3, policy=POLICY)
+    assert final.action == "promote"
+    assert {e["metric"]: e for e in final.evidence}["error_rate"]["verdict"] in ("better", "ok")
+
+
+def test_slower_challenger_is_rolled_back_on_tail_latency():
+    final, _ = _simulate(0.01, seed=4, policy=POLICY, canary_latency_scale=1.3)
+    assert final.action == "rollback"
+    tail = {e["metric"]: e for e in final.evidence}["latency_tail"]
+    assert tail["verdict"] == "worse"
+    assert tail["canary_quantile_ms"] > tail["stable_quantile_ms"]
+
+
+def test_false_rollbacks_are_rare_for_an_identical_challenger():
+    rollbacks = sum(_simulate(0.01, seed=100 + i, policy=POLICY, batch=4000)[0].action == "rollback" for i in range(15))
+    assert rollbacks <= 2
+
+
+def test_worse_primary_metric_rolls_back():
+    analysis = CanaryAnalysis(CanaryPolicy(steps=(0.5,), min_requests_per_step=10**6))
+    stable = VariantStats(20_000, 200, primary=Summary.from_proportion(2000, 20_000))
+    canary = VariantStats(20_000, 200, primary=Summary.from_proportion(1600, 20_000))
+    decision = analysis.evaluate(stable, canary)
+    assert decision.action == "rollback"
+    assert "primary" in decision.reason
+
+
+def test_sample_ratio_mismatch_holds_the_rollout():
+    analysis = CanaryAnalysis(CanaryPolicy(steps=(0.5, 1.0), min_requests_per_step=100))
+    decision = analysis.evaluate(VariantStats(10_000, 100), VariantStats(8_000, 80))
+    assert decision.action == "hold"
+    assert decision.evidence[0]["flagged"] is True
+    assert "sample ratio" in decision.reason
+
+
+def test_hold_until_the_step_has_enough_requests_then_advance():
+    analysis = CanaryAnalysis(CanaryPolicy(steps=(0.1, 0.5), min_requests_per_step=1000))
+    assert analysis.evaluate(VariantStats(4500, 45), VariantStats(500, 5)).action == "hold"
+    advanced = analysis.evaluate(VariantStats(9000, 90), VariantStats(1000, 10))
+    assert (advanced.action, advanced.weight, analysis.step) == ("advance", 0.5, 1)
+    # the new step counts its own requests from here
+    assert analysis.evaluate(VariantStats(9500, 95), VariantStats(1500, 15)).action == "hold"
+
+
+def test_ended_canary_refuses_more_evaluations():
+    analysis = CanaryAnalysis(CanaryPolicy(steps=(0.5,), min_requests_per_step=10))
+    assert analysis.evaluate(VariantStats(1000, 10), VariantStats(1000, 10)).action == "promote"
+    with pytest.raises(ConflictError, match="already ended with 'promote'"):
+        analysis.evaluate(VariantStats(1000, 10), VariantStats(1000, 10))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"steps": (0.5, 0.1)}, "increasing"), ({"steps": ()}, "increasing"), ({"latency_quantile": 1.0}, "quantile")],
+)
+def test_bad_policies_are_rejected(kwargs, match):
+    with pytest.raises(ValidationError, match=match):
+        CanaryPolicy(**kwargs)
+
+
+def test_bad_counts_are_rejected():
+    with pytest.raises(ValidationError, match="errors <= requests"):
+        VariantStats(10, 11)
