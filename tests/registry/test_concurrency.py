@@ -97,3 +97,26 @@ def test_concurrent_alias_moves_form_one_history(project, log_in_run):
     for before, after in itertools.pairwise(moves):
         assert after.payload["from"] == before.payload["to"], (before.payload, after.payload)
     assert ls.load_model("fraud@champion", project=project).version == moves[-1].payload["to"]
+
+
+def test_a_clashing_version_number_is_retried_and_leaves_no_trace(project, log_in_run, monkeypatch):
+    """What a PostgreSQL writer sees when another took the number between its read and insert."""
+    from loopstack.registry import queries
+
+    run_id, _ = log_in_run(project, double, np.ones((2, 3)))
+    project.registry.register_model(run_id, name="race")
+    real, reads = queries.max_version, []
+
+    def first_read_is_stale(*args):
+        reads.append(1)
+        return 0 if len(reads) == 1 else real(*args)  # misses version 1, as a concurrent writer would
+
+    monkeypatch.setattr(queries, "max_version", first_read_is_stale)
+    assert project.registry.register_model(run_id, name="race", alias="champion").version == 2
+    events = project.events.list(kind="model.", subject="race", newest_first=False)
+    assert [(e.kind, e.payload.get("version", e.payload.get("to"))) for e in events] == [
+        ("model.registered", 1),
+        ("model.registered", 2),
+        ("model.alias_moved", 2),
+    ]
+    assert len(reads) == 2  # one clash, one retry

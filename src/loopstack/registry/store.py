@@ -6,8 +6,9 @@ so the event log and the registry never disagree:
 - registering takes the next version number inside the write transaction.
   On SQLite the transaction holds the database write lock from its first
   statement (``BEGIN IMMEDIATE``), so two processes queue; on PostgreSQL the
-  model's row is locked ``FOR UPDATE``, and should two first registrations of
-  a new name still race, the loser's primary-key violation is retried;
+  model's row is locked ``FOR UPDATE``; should two writers still pick one
+  number (two first registrations of a new name), the loser's primary-key
+  violation rolls its transaction back and it is retried;
 - moving an alias reads the old target and writes the new one in the same
   transaction and records both in a ``model.alias_moved`` event, so a reader
   sees the old version or the new one, never neither.
@@ -20,7 +21,7 @@ import random
 import time
 from typing import TYPE_CHECKING, Any
 
-from loopstack.core.errors import NotFoundError
+from loopstack.core.errors import ConflictError, NotFoundError
 from loopstack.registry import queries
 from loopstack.registry.entities import ModelVersion, RegisteredModel
 from loopstack.registry.names import ModelRef, parse_ref, validate_alias, validate_model_name, validate_version
@@ -92,17 +93,20 @@ class Registry:
         return self.get_model_version(name, version)
 
     def _insert_with_retry(self, row: dict[str, Any], alias: str | None, description: str) -> int:
+        """Insert the next version; a clash on the number (another writer took it) is retried."""
         from sqlalchemy.exc import IntegrityError as DatabaseIntegrityError
 
         for attempt in range(MAX_ATTEMPTS):
             try:
                 with self.db.write() as connection:
                     return self._insert(connection, row, alias, description)
-            except DatabaseIntegrityError:
-                if self.db.dialect != "postgresql" or attempt == MAX_ATTEMPTS - 1:
-                    raise
-                time.sleep(random.uniform(0, 0.01 * (attempt + 1)))  # another process took the number
-        raise AssertionError("unreachable")
+            except DatabaseIntegrityError as exc:
+                error = exc
+                time.sleep(random.uniform(0, 0.005 * (attempt + 1)))
+        raise ConflictError(
+            f"could not register a version of model {row['name']!r} after {MAX_ATTEMPTS} attempts; "
+            f"the database kept refusing it ({error.orig}); retry, or check the metadata database"
+        ) from error
 
     def _insert(self, connection: Connection, row: dict[str, Any], alias: str | None, description: str) -> int:
         name = row["name"]
