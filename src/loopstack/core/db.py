@@ -101,7 +101,7 @@ class MetadataDB:
             if revision == self.head:
                 return
             if revision is None and not _has_tables(connection, self.metadata):
-                self.metadata.create_all(connection)
+                self.metadata.create_all(connection, checkfirst=False)  # none exist: skip a PRAGMA per table
                 _stamp(connection, self.head)
                 return
             _upgrade(connection, revision)
