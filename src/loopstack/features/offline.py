@@ -8,8 +8,9 @@ Every entity row comes back, in order, duplicates included; a row with no
 valid feature row gets nulls.
 
 The join is an ``ASOF JOIN`` over the source as it lies (Parquet, CSV or
-Arrow, never copied), after rows with equal (keys, event time) are reduced
-to the latest created one. With ``as_of_known_time`` a row also has to be
+Arrow, never copied), ordered on (event time, created time) so that the tie
+rule needs no separate de-duplication pass; times are compared as integer
+microseconds (UTC). With ``as_of_known_time`` a row also has to be
 created at or before the entity timestamp; that predicate depends on each
 entity row, so it is a range join ranked by a window function instead, which
 costs more and is therefore opt-in.
@@ -29,7 +30,7 @@ ROW, TS = "__row", "__ts"
 
 
 def spine(entity: Any, timestamp_field: str, keys: list[str]) -> Any:
-    """The slim entity frame DuckDB joins on: row number, UTC timestamp, join keys."""
+    """The slim entity frame DuckDB joins on: row number, UTC time in microseconds, join keys."""
     import pyarrow as pa
 
     if timestamp_field not in entity.column_names:
@@ -52,7 +53,7 @@ def spine(entity: Any, timestamp_field: str, keys: list[str]) -> Any:
             "(pandas: pd.to_datetime(df[col], utc=True))"
         )
     # An aware timestamp holds UTC instants; dropping the zone keeps them, naive ones are taken as UTC.
-    ts = ts.cast(pa.timestamp(ts.type.unit)).cast(pa.timestamp("us"), safe=False)
+    ts = ts.cast(pa.timestamp(ts.type.unit)).cast(pa.timestamp("us"), safe=False).cast(pa.int64())
     columns = {ROW: pa.array(range(entity.num_rows), pa.int64()), TS: ts}
     columns.update({k: entity.column(k) for k in keys})
     return pa.table(columns)
@@ -89,44 +90,56 @@ def _view_ctes(session: Session, catalog: Catalog, view: FeatureView, features: 
     ttl = ttl_us(view.ttl)
     created = source.created_timestamp_field
     select = [f"{quote(k)}" for k in keys]
-    select.append(f"CAST({quote(source.timestamp_field)} AS TIMESTAMP) AS __ets")
-    select.append(f"CAST({quote(created)} AS TIMESTAMP) AS __cts" if created else "CAST(NULL AS TIMESTAMP) AS __cts")
+    select.append(f"{_micros(source.timestamp_field, columns)} AS __ets")
+    select.append(f"coalesce({_micros(created, columns)}, {MIN_US}) AS __cts" if created else f"{MIN_US} AS __cts")
     select.extend(f"CAST({quote(f)} AS {view.get_field(f).dtype.duckdb}) AS {quote(f)}" for f in features)
-    where = _time_filter(source.timestamp_field, bounds, ttl)
+    where = _time_filter(source.timestamp_field, columns, bounds, ttl)
     src = f"{alias}_src AS (SELECT {', '.join(select)} FROM {session.sql(source)} {where})"
     on = " AND ".join(f"f.{quote(k)} = TRY_CAST(e.{quote(k)} AS {columns.get(k, 'VARCHAR')})" for k in keys)
-    within = f" AND f.__ets >= e.{TS} - to_microseconds({ttl}::BIGINT)" if ttl is not None else ""
+    within = f"f.__ets >= e.{TS} - {ttl}" if ttl is not None else "true"
     out = ", ".join([f"e.{ROW}", *(f"f.{quote(f)}" for f in features)])
     if as_of_known_time:
         return [src, (
-            f"{alias} AS (SELECT {out} FROM {spine_name} e JOIN {alias}_src f ON {on} AND f.__ets <= e.{TS}"
-            f"{within} AND coalesce(f.__cts, f.__ets) <= e.{TS} QUALIFY row_number() OVER "
-            f"(PARTITION BY e.{ROW} ORDER BY f.__ets DESC, f.__cts DESC NULLS LAST) = 1)"
+            f"{alias} AS (SELECT {out} FROM {spine_name} e JOIN {alias}_src f ON {on} AND f.__ets <= e.{TS} "
+            f"AND {within} AND f.__cts <= e.{TS} QUALIFY row_number() OVER "
+            f"(PARTITION BY e.{ROW} ORDER BY f.__ets DESC, f.__cts DESC) = 1)"
         )]
-    latest = f"{alias}_src"
-    ctes = [src]
-    if created:
-        partition = ", ".join([*(quote(k) for k in keys), "__ets"])
-        ctes.append(f"{alias}_dedup AS (SELECT * FROM {alias}_src QUALIFY row_number() OVER "
-                    f"(PARTITION BY {partition} ORDER BY __cts DESC NULLS LAST) = 1)")
-        latest = f"{alias}_dedup"
-    filter_ttl = f" WHERE {within.removeprefix(' AND ')}" if within else ""
-    ctes.append(f"{alias} AS (SELECT {out} FROM {spine_name} e ASOF JOIN {latest} f ON {on} "
-                f"AND e.{TS} >= f.__ets{filter_ttl})")
-    return ctes
+    # Ordering on (event time, created time) makes the ASOF match the latest event and, among equal
+    # event times, the latest created row: ties resolved without a separate de-duplication pass.
+    order = (f"{{'t': e.{TS}, 'c': {MAX_US}}} >= {{'t': f.__ets, 'c': f.__cts}}" if created
+             else f"e.{TS} >= f.__ets")
+    return [src, f"{alias} AS (SELECT {out} FROM {spine_name} e ASOF JOIN {alias}_src f ON {on} AND {order} "
+                 f"WHERE {within})"]
 
 
-def _time_filter(column: str, bounds: dict[str, Any], ttl: int | None) -> str:
-    """Skip source rows no entity row can use (lets Parquet skip row groups)."""
+MIN_US, MAX_US = -(2**63) + 1, 2**63 - 1
+
+
+def _micros(column: str, columns: dict[str, str]) -> str:
+    """Integer microseconds (UTC) of a timestamp column: cheaper to compare than timestamps."""
+    kind = columns.get(column, "TIMESTAMP").upper()
+    if kind == "DATE":
+        return f"epoch_us(CAST({quote(column)} AS TIMESTAMP))"
+    return f"epoch_us({quote(column)})"
+
+
+def _time_filter(column: str, columns: dict[str, str], bounds: dict[str, Any], ttl: int | None) -> str:
+    """Skip source rows no entity row can use; compares the raw column so Parquet skips row groups."""
     if bounds.get("max") is None:
         return "WHERE false"
-    upper = f"CAST({quote(column)} AS TIMESTAMP) <= TIMESTAMP '{bounds['max'].isoformat(sep=' ')}'"
+    kind = columns.get(column, "").upper()
+    if kind == "TIMESTAMP":
+        literal = sql_timestamp
+    elif kind == "TIMESTAMP WITH TIME ZONE":
+        def literal(micros: int) -> str:
+            return f"CAST({sql_timestamp(micros)} AS TIMESTAMPTZ)"
+    else:
+        return f"WHERE {_micros(column, columns)} <= {bounds['max']}" + (
+            f" AND {_micros(column, columns)} >= {bounds['min'] - ttl}" if ttl is not None else "")
+    upper = f"{quote(column)} <= {literal(bounds['max'])}"
     if ttl is None:
         return f"WHERE {upper}"
-    low = bounds["min"]
-    from loopstack.features.timeutil import to_us
-
-    return f"WHERE {upper} AND CAST({quote(column)} AS TIMESTAMP) >= {sql_timestamp(to_us(low) - ttl)}"
+    return f"WHERE {upper} AND {quote(column)} >= {literal(bounds['min'] - ttl)}"
 
 
 def _slot(view: str, feature: str) -> str:

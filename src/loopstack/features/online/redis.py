@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from loopstack.core.errors import BackendUnavailableError
+from loopstack.core.errors import BackendUnavailableError, ConfigError
 from loopstack.features.online.base import Record
 
 WRITE_SCRIPT = """
@@ -41,7 +41,12 @@ class RedisOnlineStore:
     """Online store on a Redis server."""
 
     def __init__(self, url: str, root: Path | None = None, prefix: str = "loopstack:") -> None:
-        import redis
+        try:
+            import redis
+        except ModuleNotFoundError:
+            raise ConfigError(
+                f"online_store {url!r} needs the redis client; install it with `pip install 'loopstack[redis]'`"
+            ) from None
 
         parts = urlsplit(url)
         query = dict(parse_qsl(parts.query))

@@ -1,0 +1,134 @@
+"""Feature logging off the request path, the skew check, and the CLI commands."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+import loopstack.features as lf
+from loopstack.core.project import Project
+from loopstack.features.cli import apply, features
+from loopstack.features.feature_log import FeatureLogger
+
+T0 = datetime(2024, 1, 1)
+NOW = T0 + timedelta(days=3, hours=12)
+
+DEFINITIONS = '''
+from datetime import timedelta
+from loopstack.features import (Entity, FeatureService, FeatureView, Field, FileSource, Float64, Int64,
+                                on_demand_feature_view)
+
+driver = Entity(name="driver", join_keys=["driver_id"])
+stats = FeatureView(name="stats", entities=[driver], ttl=timedelta(days=2),
+                    schema=[Field(name="conv_rate", dtype=Float64), Field(name="trips", dtype=Int64)],
+                    source=FileSource(path="data/stats"))
+
+
+@on_demand_feature_view(inputs=["stats:trips"], schema=[Field(name="trips_x2", dtype=Int64)], mode="arrow")
+def doubled(batch):
+    import pyarrow.compute as pc
+    return {"trips_x2": pc.multiply(batch["trips"], 2)}
+
+
+ranker = FeatureService(name="ranker", features=[stats, doubled], log=True)
+'''
+
+
+def _write(root: Path, name: str, rows: list[tuple[int, datetime, float, int]]) -> None:
+    folder = root / "data" / "stats"
+    folder.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({
+        "driver_id": pa.array([r[0] for r in rows], pa.int64()),
+        "event_timestamp": pa.array([r[1] for r in rows], pa.timestamp("us")),
+        "conv_rate": [r[2] for r in rows], "trips": pa.array([r[3] for r in rows], pa.int64()),
+    }), folder / name)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Iterator[Project]:
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / "features.py").write_text(DEFINITIONS)
+    _write(root, "base.parquet", [(d, T0 + timedelta(days=day), d + day / 10, d * 10 + day)
+                                  for d in range(1, 6) for day in range(4)])
+    opened = Project.init(root, name="skew", definitions=["features.py"])
+    yield opened
+    opened.close()
+
+
+def test_logger_writes_off_the_request_path(tmp_path: Path) -> None:
+    log = FeatureLogger(tmp_path / "logs", flush_interval_s=60)
+    meta = {"features": ["v:x"], "columns": ["x"], "join_keys": ["id"]}
+    for i in range(3):
+        log.log("svc", f"r{i}", 1_000_000 * i, {"id": [i, i + 10]}, {"x": [float(i), None]}, meta)
+    assert log.segments("svc") == []  # nothing written while serving
+    log.flush()
+    table = log.read("svc")
+    assert table.num_rows == 6
+    assert table.column("request_id").to_pylist() == ["r0", "r0", "r1", "r1", "r2", "r2"]
+    assert table.column("x").to_pylist() == [0.0, None, 1.0, None, 2.0, None]
+    assert table.column("row_in_request").to_pylist() == [0, 1] * 3
+    log.close()
+
+
+def test_served_rows_are_logged_and_skew_is_zero_when_paths_agree(project: Project) -> None:
+    store = project.feature_store
+    store.apply()
+    store.materialize(T0, NOW, progress=False)
+    response = store.get_online_features("ranker", [{"driver_id": d} for d in (1, 2, 3, 9)], now=NOW)
+    assert response.request_id is not None
+    assert response.values["trips_x2"] == [26, 46, 66, None]
+    report = store.skew("ranker")
+    assert report.rows == 4
+    assert {f.ref: f.mismatches for f in report.features} == {
+        "stats:conv_rate": 0, "stats:trips": 0, "doubled:trips_x2": 0}
+
+
+def test_skew_finds_values_that_changed_after_serving(project: Project) -> None:
+    store = project.feature_store
+    store.apply()
+    store.materialize(T0, NOW, progress=False)
+    for d in (1, 2, 3, 4):
+        store.get_online_features("ranker", [{"driver_id": d}], now=NOW)
+    # a late row for driver 2, timed before the requests, that never reached the online store
+    _write(project.root, "late.parquet", [(2, T0 + timedelta(days=3, hours=1), 99.0, 99)])
+    report = store.skew("ranker")
+    by_ref = {f.ref: f for f in report.features}
+    assert by_ref["stats:conv_rate"].mismatches == 1 and by_ref["stats:conv_rate"].rate == 0.25
+    assert by_ref["doubled:trips_x2"].mismatches == 1
+    example = by_ref["stats:trips"].examples[0]
+    assert (example["driver_id"], example["served"], example["offline"]) == (2, 23, 99)
+
+
+def _invoke(command: Any, args: list[str], root: Path) -> Any:
+    result = CliRunner().invoke(command, args, obj={"project_path": str(root)}, catch_exceptions=False)
+    return result
+
+
+def test_cli_apply_list_materialize_skew(project: Project) -> None:
+    root = project.root
+    dry = _invoke(apply, ["--dry-run"], root)
+    assert dry.exit_code == 0 and "+ feature view stats (features.py" in dry.output
+    assert "4 to add" in dry.output
+    assert project.feature_store.plan().added  # dry run changed nothing
+    assert _invoke(apply, [], root).exit_code == 0
+    assert "no changes" in _invoke(apply, [], root).output
+    listed = json.loads(_invoke(features, ["list", "--json"], root).output)
+    assert {(r["kind"], r["name"]) for r in listed} >= {("feature_view", "stats"), ("feature_service", "ranker")}
+    done = _invoke(features, ["materialize", "--start", T0.isoformat(), "--end", NOW.isoformat()], root)
+    assert done.exit_code == 0 and "stats: 5 entities" in done.output
+    project.feature_store.get_online_features("ranker", [{"driver_id": 1}], now=NOW)
+    project.feature_store.feature_log.flush()
+    report = json.loads(_invoke(features, ["skew", "ranker", "--json"], root).output)
+    assert report["rows"] == 1 and all(f["mismatches"] == 0 for f in report["features"])
+    _write(root, "late.parquet", [(1, T0 + timedelta(days=3, hours=1), 5.0, 5)])
+    failed = CliRunner().invoke(features, ["skew", "ranker", "--fail-above", "0.1"], obj={"project_path": str(root)})
+    assert failed.exit_code == 1 and "exceeds --fail-above" in failed.output
