@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from loopstack.core.errors import ValidationError
@@ -54,6 +54,7 @@ def test_reference_forms():
         parse_ref("fraud/3", 4)
 
 
+@settings(max_examples=50)
 @given(name=NAMES, version=st.integers(1, 10**6), alias=ALIASES)
 def test_property_references_round_trip(name, version, alias):
     for ref in (ModelRef(name), ModelRef(name, version=version), ModelRef(name, alias=alias)):

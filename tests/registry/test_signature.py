@@ -145,7 +145,7 @@ def frames(draw: st.DrawFn) -> pd.DataFrame:
     return pd.DataFrame(columns)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(frame=frames(), data=st.data())
 def test_property_a_frame_passes_its_own_signature_in_any_column_order(frame, data):
     schema = infer_schema(frame)
@@ -156,7 +156,7 @@ def test_property_a_frame_passes_its_own_signature_in_any_column_order(frame, da
     pd.testing.assert_frame_equal(checked, frame, check_dtype=False)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(frame=frames(), data=st.data())
 def test_property_dropping_any_column_is_reported_by_name(frame, data):
     dropped = data.draw(st.sampled_from(list(frame.columns)))
