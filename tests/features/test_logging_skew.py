@@ -13,7 +13,6 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-import loopstack.features as lf
 from loopstack.core.project import Project
 from loopstack.features.cli import apply, features
 from loopstack.features.feature_log import FeatureLogger
