@@ -67,9 +67,11 @@ class Server:
             self.repo.observers.append(self.log.observe)
         self.resolver = resolver
         self._refresh: asyncio.Task[None] | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None  # for callers on other threads (tests, admin tools)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        self.loop = asyncio.get_running_loop()
         await self.repo.start()
         if self.settings.refresh_s and self.resolver is not None:
             self._refresh = asyncio.get_running_loop().create_task(self._refresh_loop(self.resolver))

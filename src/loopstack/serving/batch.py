@@ -97,7 +97,7 @@ def predict_file(
         parts.mkdir(parents=True)
         (parts / "manifest.json").write_text(json.dumps(manifest))
     total = dataset.count_rows()
-    chunks = _chunks(dataset.scanner(columns=[*features, *keep], batch_size=chunk_rows).to_batches(), chunk_rows)
+    chunks = _chunks(_batches(dataset.files, [*features, *keep], chunk_rows), chunk_rows)
     with _progress(progress, total) as advance:
         index = 0
         for index, chunk in enumerate(chunks):
@@ -146,6 +146,20 @@ def _score(adapter: ModelAdapter, chunk: pa.RecordBatch, features: list[str], ke
         flat = outputs.reshape(outputs.shape[0], -1)
         columns.update({f"{prefix}_{j}": pa.array(flat[:, j]) for j in range(flat.shape[1])})
     return pa.table(columns)
+
+
+def _batches(files: list[str], columns: list[str], size: int) -> Iterator[pa.RecordBatch]:
+    """Record batches file by file, one row group at a time.
+
+    Both a dataset scanner and ``ParquetFile.iter_batches`` were measured holding the whole
+    file in memory; reading row group by row group keeps one row group resident.
+    """
+    import pyarrow.parquet as pq
+
+    for path in files:
+        with pq.ParquetFile(path) as handle:
+            for group in range(handle.num_row_groups):
+                yield from handle.read_row_group(group, columns=columns, use_threads=False).to_batches(size)
 
 
 def _chunks(batches: Iterator[pa.RecordBatch], size: int) -> Iterator[pa.RecordBatch]:

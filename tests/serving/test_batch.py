@@ -1,0 +1,121 @@
+"""`loopstack predict`: file to file, exact chunks, bounded memory, resume after an interruption."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+import loopstack as ls
+from loopstack.serving.batch import predict_file
+
+
+class Counting:
+    """Wraps a model; counts predicted rows, samples Arrow memory, and can fail on a given call."""
+
+    def __init__(self, model, fail_on_call: int | None = None) -> None:
+        self.model, self.fail_on_call = model, fail_on_call
+        self.calls, self.rows, self.peak = 0, 0, 0
+        self.n_features_in_ = model.n_features_in_
+
+    def predict_proba(self, X):
+        self.calls += 1
+        if self.calls == self.fail_on_call:
+            raise KeyboardInterrupt("simulated interruption")
+        self.rows += len(X)
+        self.peak = max(self.peak, pa.total_allocated_bytes())
+        return self.model.predict_proba(X)
+
+    def predict(self, X):
+        return self.predict_proba(X).argmax(axis=1)
+
+
+def _write_input(path: Path, X: np.ndarray, row_group: int) -> None:
+    table = pa.table({"id": np.arange(len(X)), **{f"x{j}": X[:, j] for j in range(X.shape[1])}})
+    pq.write_table(table, path, row_group_size=row_group)
+
+
+def test_resumes_from_the_last_finished_chunk(clf, tmp_path: Path) -> None:
+    X = np.random.default_rng(1).normal(size=(5_000, 20))
+    _write_input(tmp_path / "in.parquet", X, row_group=777)  # row groups do not line up with chunks
+    out = tmp_path / "out.parquet"
+    first = Counting(clf, fail_on_call=4)
+    with pytest.raises(KeyboardInterrupt):
+        predict_file(first, tmp_path / "in.parquet", out, chunk_rows=1_000, keep=["id"])
+    assert not out.exists() and len(list((tmp_path / "out.parquet.parts").glob("part-*.parquet"))) == 3
+
+    second = Counting(clf)
+    summary = predict_file(second, tmp_path / "in.parquet", out, chunk_rows=1_000, keep=["id"])
+    assert summary.resumed_chunks == 3 and summary.chunks == 5 and summary.rows == 5_000
+    assert second.rows == 2_000  # only the unfinished chunks were scored again
+    result = pq.read_table(out).to_pandas()
+    assert list(result.id) == list(range(5_000))
+    np.testing.assert_allclose(result[["proba_0", "proba_1"]].to_numpy(), clf.predict_proba(X))
+    assert not (tmp_path / "out.parquet.parts").exists()
+
+
+def test_a_changed_input_starts_over(clf, tmp_path: Path) -> None:
+    X = np.random.default_rng(2).normal(size=(300, 20))
+    _write_input(tmp_path / "in.parquet", X, row_group=100)
+    with pytest.raises(KeyboardInterrupt):
+        predict_file(Counting(clf, fail_on_call=2), tmp_path / "in.parquet", tmp_path / "o.parquet", chunk_rows=100,
+                     keep=["id"])
+    _write_input(tmp_path / "in.parquet", X[::-1].copy(), row_group=50)
+    again = Counting(clf)
+    summary = predict_file(again, tmp_path / "in.parquet", tmp_path / "o.parquet", chunk_rows=100, keep=["id"])
+    assert summary.resumed_chunks == 0 and again.rows == 300
+
+
+class Logistic:
+    """A cheap classifier, so the memory test measures reading, not trees."""
+
+    n_features_in_ = 20
+
+    def predict_proba(self, X):
+        p = 1 / (1 + np.exp(-np.asarray(X).sum(axis=1)))
+        return np.column_stack([1 - p, p])
+
+
+def test_memory_stays_bounded_by_the_chunk(tmp_path: Path) -> None:
+    X = np.random.default_rng(3).normal(size=(40_000, 20))  # 6.4 MB of features
+    _write_input(tmp_path / "in.parquet", X, row_group=2_000)
+    model = Counting(Logistic())
+    base = pa.total_allocated_bytes()
+    predict_file(model, tmp_path / "in.parquet", tmp_path / "out.parquet", chunk_rows=1_000, keep=["id"])
+    assert model.rows == 40_000
+    assert model.peak - base < 4 * 2**20  # a few chunks and row groups in flight, never the whole file
+
+
+def test_input_must_fit_the_model(clf, tmp_path: Path) -> None:
+    pq.write_table(pa.table({"a": [1.0]}), tmp_path / "in.parquet")
+    with pytest.raises(ls.ValidationError, match="20 unnamed features but the input has 1"):
+        predict_file(clf, tmp_path / "in.parquet", tmp_path / "out.parquet")
+    with pytest.raises(ls.ValidationError, match="--keep column"):
+        predict_file(clf, tmp_path / "in.parquet", tmp_path / "out.parquet", keep=["nope"])
+
+
+def test_cli_predict_with_a_registered_model(sqlite_project, data, tmp_path: Path) -> None:
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+
+    from loopstack.serving.cli import predict
+
+    X, y = data
+    frame = pd.DataFrame(X, columns=[f"f{j}" for j in range(20)])
+    model = LogisticRegression().fit(frame, y)
+    with ls.start_run(project=sqlite_project) as run:
+        run.log_model(model, "model", example=frame.head())
+    ls.register_model(run.id, "model", name="fraud", alias="champion", project=sqlite_project)
+    pq.write_table(pa.Table.from_pandas(frame.assign(key=range(len(frame)))), tmp_path / "in.parquet")
+    result = CliRunner().invoke(predict, [
+        "--model", "fraud@champion", "--input", str(tmp_path / "in.parquet"), "--output", str(tmp_path / "o.parquet"),
+        "--keep", "key", "--chunk-rows", "128",
+    ], obj={"project_path": str(sqlite_project.root)})
+    assert result.exit_code == 0, result.output
+    out = pq.read_table(tmp_path / "o.parquet").to_pandas()
+    assert list(out.key) == list(range(len(frame)))
+    np.testing.assert_allclose(out[["proba_0", "proba_1"]].to_numpy(), model.predict_proba(frame))

@@ -1,0 +1,118 @@
+"""The dynamic batcher: lone requests run at once, concurrent ones share a predict, results go back to their owners."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tests.serving.conftest import SlowModel
+
+from loopstack.core.errors import ValidationError
+from loopstack.serving import Batcher, ModelSpec, QueueFullError
+from loopstack.serving.batcher import ModelError
+from loopstack.serving.models import adapt
+
+
+def _batcher(model: SlowModel, **settings: float) -> Batcher:
+    spec = ModelSpec(name="slow", model=model, **settings)
+    return Batcher(adapt(model, spec), spec, ThreadPoolExecutor(1))
+
+
+def test_a_lone_request_does_not_wait_for_a_batch() -> None:
+    model = SlowModel(delay_s=0.0)
+    batcher = _batcher(model, max_wait_ms=500.0)
+
+    async def main() -> float:
+        await batcher.submit(np.ones((1, 3)), "warm")
+        started = time.perf_counter()
+        await batcher.submit(np.ones((1, 3)), "lone")
+        elapsed = time.perf_counter() - started
+        await batcher.drain()
+        return elapsed
+
+    assert asyncio.run(main()) < 0.25  # far below max_wait_ms: the idle model ran it at once
+
+
+def test_concurrent_requests_form_batches_capped_at_max_batch_size() -> None:
+    model = SlowModel(delay_s=0.03)
+    batcher = _batcher(model, max_batch_size=8, max_wait_ms=50.0)
+
+    async def main() -> list[np.ndarray]:
+        results = await asyncio.gather(*(batcher.submit(np.full((1, 3), float(i)), str(i)) for i in range(40)))
+        await batcher.drain()
+        return results
+
+    results = asyncio.run(main())
+    assert [float(r[0]) for r in results] == [3.0 * i for i in range(40)]
+    assert model.batches == [8, 8, 8, 8, 8]  # one predict per 8 requests, never more rows than the cap
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(sizes=st.lists(st.integers(1, 5), min_size=1, max_size=12), cap=st.integers(1, 9))
+def test_every_request_gets_exactly_its_own_rows(sizes: list[int], cap: int) -> None:
+    model = SlowModel(delay_s=0.0)
+    batcher = _batcher(model, max_batch_size=cap, max_wait_ms=1.0)
+    rng = np.random.default_rng(len(sizes))
+    inputs = [rng.normal(size=(n, 3)) for n in sizes]
+
+    async def main() -> list[np.ndarray]:
+        results = await asyncio.gather(*(batcher.submit(x, str(i)) for i, x in enumerate(inputs)))
+        await batcher.drain()
+        return results
+
+    for x, result in zip(inputs, asyncio.run(main()), strict=True):
+        np.testing.assert_allclose(result, x.sum(axis=1))
+    assert all(b <= max(cap, max(sizes)) for b in model.batches)
+
+
+def test_full_queue_refuses_instead_of_growing() -> None:
+    model = SlowModel(delay_s=0.2)
+    batcher = _batcher(model, max_batch_size=2, max_queue=4)
+
+    async def main() -> list[object]:
+        tasks = [asyncio.ensure_future(batcher.submit(np.ones((1, 3)), str(i))) for i in range(8)]
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        await batcher.drain()
+        return results
+
+    results = asyncio.run(main())
+    refused = [r for r in results if isinstance(r, QueueFullError)]
+    assert 0 < len(refused) < 8 and batcher.queued_rows == 0
+    with pytest.raises(ValidationError, match="queues at most 4"):
+        asyncio.run(_batcher(model, max_queue=4).submit(np.ones((5, 3)), "big"))
+
+
+def test_timeout_drops_the_request_from_the_queue() -> None:
+    model = SlowModel(delay_s=0.3)
+    batcher = _batcher(model, timeout_s=0.1, max_batch_size=1)
+
+    async def main() -> list[object]:
+        results = await asyncio.gather(*(batcher.submit(np.ones((1, 3)), str(i)) for i in range(3)),
+                                       return_exceptions=True)
+        await batcher.drain()
+        return results
+
+    results = asyncio.run(main())
+    assert all(isinstance(r, TimeoutError) for r in results)
+    assert sum(model.batches) < 3  # queued ones that timed out never reached the model
+
+
+def test_a_bad_request_fails_alone_not_its_batch() -> None:
+    model = SlowModel(delay_s=0.02)
+    batcher = _batcher(model, max_wait_ms=30.0)
+
+    async def main() -> list[object]:
+        rows = [np.ones((1, 3)), np.ones((1, 3)), np.full((1, 3), np.nan), np.ones((2, 3))]
+        results = await asyncio.gather(*(batcher.submit(r, str(i)) for i, r in enumerate(rows)),
+                                       return_exceptions=True)
+        await batcher.drain()
+        return results
+
+    results = asyncio.run(main())
+    assert isinstance(results[2], ModelError) and "NaN input" in str(results[2])
+    assert [list(r) for i, r in enumerate(results) if i != 2] == [[3.0], [3.0], [3.0, 3.0]]

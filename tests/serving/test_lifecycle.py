@@ -1,0 +1,185 @@
+"""Backpressure, deadlines, hot swaps under load, SIGTERM drain, and models from the registry."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import httpx2 as httpx
+import numpy as np
+import pytest
+from tests.serving.conftest import SlowModel, running
+
+import loopstack as ls
+from loopstack.serving import ModelSpec, ServerSettings, create_app, read_prediction_log
+
+ROW = {"instances": [[1.0, 2.0, 3.0]]}
+
+
+async def _burst(address: str, count: int, path: str = "/v1/models/slow:predict") -> list[httpx.Response]:
+    async with httpx.AsyncClient(base_url=f"http://{address}", timeout=30) as client:
+        return await asyncio.gather(*(client.post(path, json=ROW) for _ in range(count)))
+
+
+def test_full_queue_is_503_with_retry_after() -> None:
+    app = create_app([ModelSpec(name="slow", model=SlowModel(0.3), max_batch_size=1, max_queue=2)],
+                     ServerSettings(retry_after_s=3))
+    with running(app) as address:
+        responses = asyncio.run(_burst(address, 10))
+    codes = sorted(r.status_code for r in responses)
+    assert codes.count(200) >= 2 and codes.count(503) >= 5 and set(codes) <= {200, 503}
+    refused = next(r for r in responses if r.status_code == 503)
+    assert refused.headers["retry-after"] == "3" and "queue is full" in refused.json()["error"]
+
+
+def test_request_past_its_deadline_is_504() -> None:
+    app = create_app([ModelSpec(name="slow", model=SlowModel(0.5), timeout_s=0.1)])
+    with running(app) as address, httpx.Client(base_url=f"http://{address}") as client:
+        response = client.post("/v1/models/slow:predict", json=ROW)
+    assert response.status_code == 504 and "timeout_s" in response.json()["error"]
+
+
+def test_hot_swap_under_load_fails_no_request(tmp_path: Path) -> None:
+    old, new = SlowModel(0.02, offset=0.0, version=1), SlowModel(0.02, offset=100.0, version=2)
+    app = create_app([ModelSpec(name="slow", model=old, max_batch_size=4)],
+                     ServerSettings(log_dir=str(tmp_path), log_flush_s=0.1))
+    server = app.state.server
+    with running(app) as address:
+        async def scenario() -> tuple[list[httpx.Response], str]:
+            load = asyncio.ensure_future(_burst(address, 120))
+            deadline = time.monotonic() + 20
+            while server.repo.get("slow").in_flight < 20 and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)  # until requests are queued and in flight on version 1
+            swap = asyncio.run_coroutine_threadsafe(server.repo.swap("slow", model=new), server.loop)
+            swapped = await asyncio.wrap_future(swap)
+            return await load, swapped.adapter.version
+
+        responses, version = asyncio.run(scenario())
+        after = httpx.post(f"http://{address}/v1/models/slow:predict", json=ROW).json()
+    assert version == "2"
+    assert [r.status_code for r in responses] == [200] * 120
+    versions = {r.json()["version"]: r.json()["predictions"][0] for r in responses}
+    assert versions == {"1": 6.0, "2": 106.0}  # each request ran whole on one version
+    assert after["version"] == "2" and after["predictions"] == [106.0]
+    logged = read_prediction_log(tmp_path, model="slow").to_pandas()
+    assert len(logged) == 121 and set(logged.version) == {"1", "2"}
+
+
+def test_sigterm_drains_in_flight_requests(tmp_path: Path) -> None:
+    script = tmp_path / "serve.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from conftest import SlowModel
+        from loopstack.serving import ModelSpec, ServerSettings, serve
+        serve([ModelSpec(name="slow", model=SlowModel(0.4), max_batch_size=2)], port=int(sys.argv[1]),
+              settings=ServerSettings(log_dir={str(tmp_path / "log")!r}))
+    """))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen([sys.executable, str(script), str(port)], stderr=subprocess.DEVNULL)
+    try:
+        _wait_ready(f"127.0.0.1:{port}", process)
+
+        async def scenario() -> list[httpx.Response]:
+            load = asyncio.ensure_future(_burst(f"127.0.0.1:{port}", 6))
+            await asyncio.sleep(0.3)  # one batch runs, the others queue
+            process.send_signal(signal.SIGTERM)
+            return await load
+
+        responses = asyncio.run(scenario())
+        assert process.wait(timeout=30) in (0, -signal.SIGTERM)  # uvicorn re-raises SIGTERM after draining
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert [r.status_code for r in responses] == [200] * 6
+    assert read_prediction_log(tmp_path / "log").num_rows == 6  # flushed on the way out
+
+
+def _wait_ready(address: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited with {process.returncode}")
+        try:
+            if httpx.get(f"http://{address}/v2/health/ready").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("server did not become ready")
+
+
+@pytest.fixture
+def registered(sqlite_project, data):
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = data
+    versions = []
+    for c in (1.0, 0.01):
+        model = LogisticRegression(C=c).fit(X, y)
+        with ls.start_run(project=sqlite_project) as run:
+            run.log_model(model, "model", example=X[:5])
+        ls.register_model(run.id, "model", name="m", alias="champion", project=sqlite_project)
+        versions.append(model)
+    ls.set_alias("m", "champion", 1, project=sqlite_project)
+    return sqlite_project, versions
+
+
+def test_serves_registry_models_and_follows_a_moved_alias(registered, data) -> None:
+    project, (first, second) = registered
+    X, _ = data
+    app = create_app(
+        [ModelSpec.parse("m@champion"), ModelSpec.parse("pinned=m/2")],
+        ServerSettings(refresh_s=0.1),
+        loader=lambda ref: ls.load_model(ref, project=project),
+        resolver=lambda ref: str(ls.get_model_version(ref, project=project).version)
+        if hasattr(ls, "get_model_version") else str(project.registry.get_model_version(ref).version),
+    )
+    with running(app) as address, httpx.Client(base_url=f"http://{address}") as client:
+        body = {"instances": X[:3].tolist()}
+        before = client.post("/v1/models/m:predict", json=body).json()
+        pinned = client.post("/v1/models/pinned:predict", json=body).json()
+        bad = client.post("/v1/models/m:predict", json={"instances": [[1.0] * 3]})
+        ls.set_alias("m", "champion", 2, project=project)
+        deadline = time.monotonic() + 15
+        after = before
+        while after["version"] == "1" and time.monotonic() < deadline:
+            time.sleep(0.05)
+            after = client.post("/v1/models/m:predict", json=body).json()
+    assert before["version"] == "1" and pinned["version"] == "2" and after["version"] == "2"
+    np.testing.assert_allclose(before["predictions"], first.predict_proba(X[:3]))
+    np.testing.assert_allclose(after["predictions"], second.predict_proba(X[:3]))
+    assert bad.status_code == 400 and "20 values" in bad.json()["error"]
+
+
+def test_cli_serve_cold_start(registered, data, tmp_path: Path) -> None:
+    project, (first, _) = registered
+    X, _ = data
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    code = "from loopstack.serving.cli import serve; serve()"
+    env = {**os.environ, "LOOPSTACK_PROJECT": str(project.root)}
+    process = subprocess.Popen([sys.executable, "-c", code, "m@champion", "--port", str(port), "--refresh", "0"],
+                               env=env, stderr=subprocess.DEVNULL)
+    try:
+        _wait_ready(f"127.0.0.1:{port}", process)
+        got = httpx.post(f"http://127.0.0.1:{port}/v1/models/m:predict", json={"instances": X[:2].tolist()}).json()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) in (0, -signal.SIGTERM)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    np.testing.assert_allclose(got["predictions"], first.predict_proba(X[:2]))
+    assert read_prediction_log(project.root / ".loopstack" / "logs").num_rows == 2

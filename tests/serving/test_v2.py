@@ -1,0 +1,127 @@
+"""Open Inference Protocol v2, driven by the real tritonclient in JSON and binary-tensor modes."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Iterator
+
+import httpx2 as httpx
+import numpy as np
+import pytest
+import tritonclient.http as triton
+from tests.serving.conftest import running
+from tritonclient.utils import InferenceServerException
+
+from loopstack.serving import ModelSpec, create_app
+
+
+@pytest.fixture(scope="module")
+def address(clf) -> Iterator[str]:
+    with running(create_app([ModelSpec(name="fraud", model=clf)])) as served:
+        yield served
+
+
+@pytest.fixture
+def client(address: str) -> Iterator[triton.InferenceServerClient]:
+    client = triton.InferenceServerClient(address)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def test_health_and_metadata(client) -> None:
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready("fraud") and not client.is_model_ready("nope")
+    meta = client.get_model_metadata("fraud")
+    assert meta["inputs"] == [{"name": "input", "datatype": "FP64", "shape": [-1, 20],
+                               "parameters": {"fields": [f"x{j}" for j in range(20)]}}]
+    assert meta["outputs"][0]["name"] == "predict_proba" and meta["versions"] == ["1"]
+    assert client.get_server_metadata()["extensions"] == ["binary_tensor_data"]
+    assert client.get_model_metadata("fraud", model_version="1")["name"] == "fraud"
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+@pytest.mark.parametrize("datatype", ["FP64", "FP32"])
+def test_infer_matches_the_model(client, clf, data, binary: bool, datatype: str) -> None:
+    X, _ = data
+    x = X[:7].astype(np.float32 if datatype == "FP32" else np.float64)
+    tensor = triton.InferInput("input", list(x.shape), datatype)
+    tensor.set_data_from_numpy(x, binary_data=binary)
+    outputs = [triton.InferRequestedOutput("predict_proba", binary_data=binary)]
+    result = client.infer("fraud", [tensor], outputs=outputs, request_id="abc")
+    np.testing.assert_allclose(result.as_numpy("predict_proba"), clf.predict_proba(x.astype(np.float64)))
+    assert result.get_response()["id"] == "abc"
+
+
+def test_infer_without_outputs_returns_binary(client, clf, data) -> None:
+    X, _ = data
+    tensor = triton.InferInput("input", [2, 20], "FP64")
+    tensor.set_data_from_numpy(X[:2])
+    result = client.infer("fraud", [tensor], model_version="1")
+    assert "data" not in result.get_output("predict_proba")  # the bytes came after the JSON header
+    np.testing.assert_allclose(result.as_numpy("predict_proba"), clf.predict_proba(X[:2]))
+
+
+def test_one_tensor_per_field(client, clf, data) -> None:
+    X, _ = data
+    tensors = []
+    for j in range(20):
+        tensor = triton.InferInput(f"x{j}", [3], "FP64")
+        tensor.set_data_from_numpy(np.ascontiguousarray(X[:3, j]), binary_data=j % 2 == 0)
+        tensors.append(tensor)
+    result = client.infer("fraud", tensors)
+    np.testing.assert_allclose(result.as_numpy("predict_proba"), clf.predict_proba(X[:3]))
+
+
+@pytest.mark.parametrize(("shape", "datatype", "values", "needle"), [
+    ([2, 19], "FP64", np.zeros((2, 19)), "input 'input' has shape [2, 19]"),
+    ([2], "BYTES", np.array([b"a", b"b"], dtype=object), "input 'input' has shape [2]"),
+    ([1, 20], "BYTES", np.array([[b"a"] * 20], dtype=object), "input 'input' has datatype BYTES"),
+    ([1, 20], "INT64", np.zeros((1, 20), dtype=np.int64), None),
+])
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+def test_wrong_shape_or_datatype_is_400_naming_the_tensor(client, shape, datatype, values, needle, binary) -> None:
+    tensor = triton.InferInput("input", shape, datatype)
+    tensor.set_data_from_numpy(values, binary_data=binary)
+    if needle is None:  # integers are numbers: accepted
+        assert client.infer("fraud", [tensor]).as_numpy("predict_proba").shape == (1, 2)
+        return
+    with pytest.raises(InferenceServerException) as raised:
+        client.infer("fraud", [tensor])
+    assert raised.value.status() == "400"
+    assert needle in raised.value.message()
+
+
+@pytest.mark.parametrize(("body", "headers", "needle"), [
+    ({"inputs": [{"name": "input", "shape": [1, 20], "datatype": "FP64", "data": [1.0] * 19}]}, {}, "has 19 values"),
+    ({"inputs": [{"name": "input", "shape": [1, 20], "datatype": "FP99", "data": [1.0] * 20}]}, {}, "datatype 'FP99'"),
+    ({"inputs": [{"name": "input", "shape": [1, 20], "datatype": "FP64", "data": ["a"] * 20}]}, {}, "non-numbers"),
+    ({"inputs": [{"name": "input", "shape": [1, 20], "datatype": "FP64"}]}, {}, "neither 'data'"),
+    ({"inputs": [{"name": "input", "shape": [1, 20], "datatype": "FP64",
+                  "parameters": {"binary_data_size": 160}}]}, {}, "beyond the 0 bytes"),
+    ({"inputs": [{"name": "x0", "shape": [1], "datatype": "FP64", "data": [1.0]},
+                 {"name": "x1", "shape": [1], "datatype": "FP64", "data": [1.0]}]}, {}, "input 'x2' is missing"),
+    ({"inputs": [{"name": "input", "shape": [1, 20], "datatype": "FP64", "data": [1.0] * 20}],
+      "outputs": [{"name": "bogus"}]}, {}, "output 'bogus' is unknown"),
+    ({"inputs": [{"name": "input", "shape": [0, 20], "datatype": "FP64", "data": []}]}, {}, "no rows"),
+    ({"inputs": []}, {}, "non-empty list"),
+    ({"inputs": [{"name": "input", "shape": [1, 20], "datatype": "FP64", "data": [1.0] * 20}]},
+     {"inference-header-content-length": "99999"}, "outside the body"),
+])
+def test_malformed_v2_requests_are_400(address: str, body, headers, needle: str) -> None:
+    response = httpx.post(f"http://{address}/v2/models/fraud/infer", content=json.dumps(body), headers=headers)
+    assert response.status_code == 400, response.text
+    assert needle in response.json()["error"]
+
+
+def test_gzip_body_and_unknown_model_and_version(address: str, data) -> None:
+    X, _ = data
+    body = {"inputs": [{"name": "input", "shape": [1, 20], "datatype": "FP64", "data": X[0].tolist()}]}
+    zipped = httpx.post(f"http://{address}/v2/models/fraud/infer", content=gzip.compress(json.dumps(body).encode()),
+                        headers={"content-encoding": "gzip"})
+    assert zipped.status_code == 200 and zipped.json()["outputs"][0]["shape"] == [1, 2]
+    assert httpx.post(f"http://{address}/v2/models/nope/infer", json=body).status_code == 404
+    wrong = httpx.post(f"http://{address}/v2/models/fraud/versions/7/infer", json=body)
+    assert wrong.status_code == 404 and "served version is 1" in wrong.json()["error"]
