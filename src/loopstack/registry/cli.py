@@ -1,0 +1,63 @@
+"""`loopstack models`: registered models, their versions and aliases."""
+
+from __future__ import annotations
+
+import click
+
+from loopstack.core.cli import console, open_project, when
+
+
+@click.group(invoke_without_command=True)
+@click.pass_context
+def models(ctx: click.Context) -> None:
+    """List registered models, versions and aliases."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from rich.table import Table
+
+    registry = open_project(ctx).registry
+    table = Table(title="registered models")
+    for column in ("name", "latest version", "aliases", "created"):
+        table.add_column(column)
+    for model in registry.list_models():
+        aliases = ", ".join(f"{alias} -> v{version}" for alias, version in sorted(model.aliases.items()))
+        table.add_row(model.name, str(model.latest_version or "-"), aliases or "-", when(model.created_at))
+    console().print(table)
+
+
+@models.command()
+@click.argument("name")
+@click.pass_context
+def show(ctx: click.Context, name: str) -> None:
+    """Every version of a model with its metrics, run, flavor and aliases."""
+    from rich.table import Table
+
+    registry = open_project(ctx).registry
+    versions = registry.search_model_versions(name)
+    metric_keys = sorted({k for v in versions for k in v.metrics if not k.startswith("system.")})[:5]
+    table = Table(title=f"versions of {name}")
+    for column in ("version", "aliases", "flavor", "run", "created", *metric_keys):
+        table.add_column(column)
+    for version in sorted(versions, key=lambda v: v.version):
+        metrics = [f"{version.metrics[k]:.4g}" if version.metrics.get(k) is not None else "-" for k in metric_keys]
+        table.add_row(
+            str(version.version),
+            ", ".join(version.aliases) or "-",
+            version.flavor,
+            (version.run_id or "-")[:8],
+            when(version.created_at),
+            *metrics,
+        )
+    console().print(table)
+
+
+@models.command("alias")
+@click.argument("name")
+@click.argument("alias")
+@click.argument("version", type=int)
+@click.pass_context
+def set_alias(ctx: click.Context, name: str, alias: str, version: int) -> None:
+    """Point ALIAS of model NAME at VERSION (atomically)."""
+    registry = open_project(ctx).registry
+    moved = registry.set_alias(name, alias, version)
+    console().print(f"[green]{name}@{alias}[/] -> version {moved.version}")
