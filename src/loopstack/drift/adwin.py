@@ -1,0 +1,138 @@
+"""ADWIN, adaptive windowing (Bifet and Gavalda, 2007).
+
+ADWIN keeps a window of recent values summarized in an exponential
+histogram: row i holds at most `max_buckets` buckets of 2**i values each
+(sum and sum of squared deviations), so a window of W values costs
+O(max_buckets * log W) memory. Every `clock` updates it tries each split of
+the window into an older part W0 and a newer part W1 and drops the oldest
+bucket while the means of the two parts differ by more than the Bernstein
+bound ``eps = sqrt(2 m v d) + 2/3 m d`` (v the window variance,
+d = ln(2 ln W / delta), m the reciprocal harmonic size of the parts). A drop
+is a detected change. Defaults are River's.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+class ADWIN:
+    """Adaptive-window change detector for a stream of numbers.
+
+    Examples
+    --------
+    >>> import random
+    >>> rng = random.Random(1)
+    >>> stream = [rng.gauss(0, 1) for _ in range(1000)] + [rng.gauss(2, 1) for _ in range(1000)]
+    >>> detector = ADWIN()
+    >>> hits = [i for i, x in enumerate(stream) if detector.update(x).drift_detected]
+    >>> 1000 <= hits[0] < 1100
+    True
+    """
+
+    def __init__(
+        self,
+        delta: float = 0.002,
+        clock: int = 32,
+        max_buckets: int = 5,
+        min_window_length: int = 5,
+        grace_period: int = 10,
+    ) -> None:
+        self.delta = delta
+        self.clock = clock
+        self.max_buckets = max_buckets
+        self.min_window_length = min_window_length
+        self.grace_period = grace_period
+        self._reset()
+
+    def _reset(self) -> None:
+        self.drift_detected = False
+        self.width = 0
+        self.total = 0.0
+        self._m2 = 0.0  # sum of squared deviations from the window mean
+        self._rows: list[list[tuple[float, float]]] = [[]]  # row i: buckets of 2**i values, oldest first
+        self._tick = 0
+
+    @property
+    def estimation(self) -> float:
+        """The mean of the current window."""
+        return self.total / self.width if self.width else 0.0
+
+    @property
+    def variance(self) -> float:
+        """The population variance of the current window."""
+        return self._m2 / self.width if self.width else 0.0
+
+    def update(self, x: float) -> ADWIN:
+        """Add one value; shrink the window and flag a change if its two ends differ."""
+        if self.drift_detected:
+            self._reset()
+        self._insert(float(x))
+        self._tick += 1
+        if self._tick % self.clock == 0 and self.width > self.grace_period:
+            self.drift_detected = self._shrink()
+        return self
+
+    def _insert(self, x: float) -> None:
+        if self.width:
+            mean = self.total / self.width
+            self._m2 += self.width * (x - mean) ** 2 / (self.width + 1)
+        self.width += 1
+        self.total += x
+        self._rows[0].append((x, 0.0))
+        self._compress()
+
+    def _compress(self) -> None:
+        """Merge the two oldest buckets of any row that overflows into one of the next row."""
+        for level, row in enumerate(self._rows):
+            if len(row) <= self.max_buckets:
+                return
+            (u1, v1), (u2, v2) = row[0], row[1]
+            size = 2.0**level
+            merged = (u1 + u2, v1 + v2 + size * size * (u1 / size - u2 / size) ** 2 / (2 * size))
+            del row[:2]
+            if level + 1 == len(self._rows):
+                self._rows.append([])
+            self._rows[level + 1].append(merged)
+
+    def _shrink(self) -> bool:
+        changed = False
+        while self.width > self.grace_period and self._cut_found():
+            self._drop_oldest()
+            changed = True
+        return changed
+
+    def _cut_found(self) -> bool:
+        """Whether some split into older W0 and newer W1 has means further apart than the bound."""
+        n0, u0 = 0.0, 0.0
+        for level in range(len(self._rows) - 1, -1, -1):
+            size = 2.0**level
+            for total, _ in self._rows[level]:
+                n0 += size
+                u0 += total
+                n1 = self.width - n0
+                if n1 < self.min_window_length:
+                    return False
+                if n0 >= self.min_window_length and self._differ(n0, n1, u0 / n0 - (self.total - u0) / n1):
+                    return True
+        return False
+
+    def _differ(self, n0: float, n1: float, gap: float) -> bool:
+        d = math.log(2 * math.log(self.width) / self.delta)
+        m = 1 / (n0 - self.min_window_length + 1) + 1 / (n1 - self.min_window_length + 1)
+        return abs(gap) > math.sqrt(2 * m * self.variance * d) + 2 / 3 * m * d
+
+    def _drop_oldest(self) -> None:
+        level = len(self._rows) - 1
+        total, m2 = self._rows[level].pop(0)
+        size = 2.0**level
+        self.width -= int(size)
+        self.total -= total
+        if self.width:
+            mean = self.total / self.width
+            self._m2 -= m2 + size * self.width * (total / size - mean) ** 2 / (size + self.width)
+        else:
+            self._m2 = 0.0
+        self._m2 = max(self._m2, 0.0)
+        if not self._rows[level] and level > 0:
+            self._rows.pop()

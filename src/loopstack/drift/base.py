@@ -1,0 +1,40 @@
+"""The contract of a stream change detector, River's: feed values one at a time, read a flag.
+
+A detector sees one value per `update` (a metric, a feature value, or 0/1
+for a wrong/right prediction once its label arrives), updates its state in
+place, returns itself, and raises `drift_detected` on the update where it
+decides that the stream has changed. After a detection it starts afresh on
+the next update, as River's detectors do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol, runtime_checkable
+
+
+@runtime_checkable
+class ChangeDetector(Protocol):
+    """Anything with River's `update(x) -> self` and `drift_detected`."""
+
+    drift_detected: bool
+
+    def update(self, x: float) -> ChangeDetector:
+        """Take one value; set `drift_detected` if the stream changed here."""
+        ...
+
+
+def detect(detector: ChangeDetector, stream: Iterable[float]) -> list[int]:
+    """Positions in `stream` where `detector` signalled a change.
+
+    Examples
+    --------
+    >>> from loopstack.drift import PageHinkley
+    >>> detect(PageHinkley(), [0.0] * 500 + [5.0] * 100)
+    [510]
+    """
+    found = []
+    for position, value in enumerate(stream):
+        if detector.update(float(value)).drift_detected:
+            found.append(position)
+    return found

@@ -1,0 +1,39 @@
+"""`loopstack drift ...`: drift reports from the command line (mounted by loopstack.cli)."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group("drift")
+def drift() -> None:
+    """Compare data sets for drift and write reports."""
+
+
+@drift.command("report")
+@click.option("--reference", "reference", required=True, type=click.Path(exists=True), help="Reference Parquet/CSV.")
+@click.option("--current", "current", required=True, type=click.Path(exists=True), help="Current Parquet/CSV.")
+@click.option("--output", default="drift_report.html", show_default=True, type=click.Path(), help="HTML report.")
+@click.option("--json", "json_path", default=None, type=click.Path(), help="Also write the report as JSON.")
+@click.option("--column", "columns", multiple=True, help="Test only these columns (repeatable).")
+@click.option("--test", "test", default=None, help="Run this test on every column (ks, psi, wasserstein, ...).")
+@click.option("--threshold", type=float, default=None, help="Threshold for every column's test.")
+@click.option("--drift-share", type=float, default=0.5, show_default=True,
+              help="Share of drifted columns for data set drift.")
+@click.option("--correction", type=click.Choice(["bonferroni", "bh"]), default=None,
+              help="Multiple-testing correction.")
+@click.option("--fail-on-drift", is_flag=True, help="Exit with status 1 when the data set drifted.")
+def report(reference: str, current: str, output: str, json_path: str | None, columns: tuple[str, ...],
+           test: str | None, threshold: float | None, drift_share: float, correction: str | None,
+           fail_on_drift: bool) -> None:
+    """Compare CURRENT with REFERENCE column by column and write an HTML (and JSON) report."""
+    from loopstack.drift.compare import compare
+
+    result = compare(reference, current, columns=list(columns) or None, num_test=test, cat_test=test,
+                     threshold=threshold, drift_share=drift_share, correction=correction)
+    result.report(output, json_path, title=f"Drift: {current} vs {reference}")
+    verdict = "DRIFT" if result.dataset_drift else "no drift"
+    click.echo(f"{verdict}: {result.n_drifted} of {len(result.columns)} columns drifted "
+               f"({', '.join(result.drifted_columns) or 'none'}); report written to {output}")
+    if fail_on_drift and result.dataset_drift:
+        raise SystemExit(1)

@@ -1,0 +1,57 @@
+"""DDM, the Drift Detection Method (Gama et al., 2004), over a stream of prediction errors.
+
+Each value is 1 for a wrong prediction and 0 for a right one. The error rate
+p and its binomial standard deviation s = sqrt(p (1 - p) / n) are tracked;
+the smallest p + s seen after a warm start is the baseline, and the stream
+is said to drift when p + s rises above p_min + 3 s_min (a warning at 2).
+Defaults are River's.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+class DDM:
+    """Drift Detection Method for a stream of 0/1 errors.
+
+    Examples
+    --------
+    >>> import random
+    >>> rng = random.Random(7)
+    >>> errors = [rng.random() < 0.1 for _ in range(1000)] + [rng.random() < 0.5 for _ in range(500)]
+    >>> detector = DDM()
+    >>> hits = [i for i, e in enumerate(errors) if detector.update(e).drift_detected]
+    >>> 1000 <= hits[0] < 1100
+    True
+    """
+
+    def __init__(self, warm_start: int = 30, warning_threshold: float = 2.0, drift_threshold: float = 3.0) -> None:
+        self.warm_start = warm_start
+        self.warning_threshold = warning_threshold
+        self.drift_threshold = drift_threshold
+        self._reset()
+
+    def _reset(self) -> None:
+        self.drift_detected = False
+        self.warning_detected = False
+        self.n = 0
+        self.error_rate = 0.0
+        self._p_min = math.inf
+        self._s_min = math.inf
+
+    def update(self, x: float) -> DDM:
+        """Take one error indicator (1 wrong, 0 right)."""
+        if self.drift_detected:
+            self._reset()
+        self.n += 1
+        self.error_rate += (float(x) - self.error_rate) / self.n
+        p = self.error_rate
+        s = math.sqrt(p * (1 - p) / self.n)
+        if self.n > self.warm_start:
+            if p + s <= self._p_min + self._s_min:
+                self._p_min, self._s_min = p, s
+            self.drift_detected = p + s > self._p_min + self.drift_threshold * self._s_min
+            warn = p + s > self._p_min + self.warning_threshold * self._s_min
+            self.warning_detected = warn and not self.drift_detected
+        return self

@@ -1,0 +1,132 @@
+"""A drift monitor: compare fresh data with a reference on demand or on a schedule, and emit events.
+
+Each run compares `current` with `reference` and records one ``drift.checked``
+event whose payload holds every column's test, score, threshold and verdict,
+plus ``drift.detected`` (caused by it) when the data set drifted. The loop
+engine and the UI read these events.
+
+`reference` and `current` are tables or zero-argument callables returning
+tables, so a monitor can pull the newest window of a log each run. Reading
+the serving prediction log directly is not wired yet (serving has not
+landed): pass a callable that reads it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from loopstack.core.errors import ConfigError
+from loopstack.drift.compare import DriftOptions, compare
+from loopstack.drift.reference import Loader, load_reference
+from loopstack.drift.result import DriftResult
+
+CHECKED = "drift.checked"
+DETECTED = "drift.detected"
+
+
+class Monitor:
+    """Compare current data with a reference and emit ``drift.*`` events.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> from loopstack import Project
+    >>> project = Project.init(tempfile.mkdtemp(), name="demo")
+    >>> rng = np.random.default_rng(0)
+    >>> monitor = Monitor(project, "fraud", reference={"x": rng.normal(size=2000)})
+    >>> monitor.run({"x": rng.normal(2, 1, size=2000)}).dataset_drift
+    True
+    >>> [e.kind for e in project.events.list(kind="drift.")]
+    ['drift.detected', 'drift.checked']
+    >>> project.close()
+    """
+
+    def __init__(
+        self,
+        project: Any,
+        name: str,
+        reference: Any,
+        current: Any = None,
+        options: DriftOptions | None = None,
+        **settings: Any,
+    ) -> None:
+        self.project = project
+        self.name = name
+        self._reference_source = reference
+        self._reference: Any = None
+        self.current = current
+        self.options = options or DriftOptions(**settings)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def for_model(
+        cls,
+        project: Any,
+        model: str,
+        version: int | str | None = None,
+        current: Any = None,
+        loader: Loader | None = None,
+        **settings: Any,
+    ) -> Monitor:
+        """A monitor whose reference is the training data recorded for `model` at `version`."""
+        subject = f"{model}@{version}" if version is not None else model
+        return cls(project, subject, lambda: load_reference(project, model, version, loader), current, **settings)
+
+    @property
+    def reference(self) -> Any:
+        """The reference table, loaded once on first use."""
+        if self._reference is None:
+            source = self._reference_source
+            self._reference = source() if callable(source) else source
+        return self._reference
+
+    def run(self, current: Any = None) -> DriftResult:
+        """Compare `current` (or the monitor's own source) with the reference and emit the events."""
+        data = current if current is not None else self.current
+        if data is None:
+            raise ConfigError(f"monitor {self.name!r} has no current data; pass run(current) or Monitor(current=...)")
+        if callable(data):
+            data = data()
+        result = compare(self.reference, data, self.options)
+        payload = result.to_dict()
+        checked = self.project.events.emit(CHECKED, self.name, payload)
+        if result.dataset_drift:
+            summary = {"share": result.share, "drifted_columns": result.drifted_columns}
+            self.project.events.emit(DETECTED, self.name, summary, cause=checked)
+        return result
+
+    def run_every(self, seconds: float, max_runs: int | None = None,
+                  on_result: Callable[[DriftResult], None] | None = None) -> int:
+        """Run every `seconds` until `stop()` or `max_runs`; returns the number of runs."""
+        if seconds <= 0:
+            raise ConfigError(f"interval {seconds} must be positive")
+        runs = 0
+        while not self._stop.is_set() and (max_runs is None or runs < max_runs):
+            started = time.monotonic()
+            result = self.run()
+            runs += 1
+            if on_result is not None:
+                on_result(result)
+            if max_runs is not None and runs >= max_runs:
+                break
+            self._stop.wait(max(0.0, seconds - (time.monotonic() - started)))
+        return runs
+
+    def start(self, seconds: float) -> threading.Thread:
+        """Run every `seconds` on a daemon thread until `stop()`."""
+        self._stop.clear()
+        self._thread = threading.Thread(target=self.run_every, args=(seconds,), name=f"monitor-{self.name}",
+                                        daemon=True)
+        self._thread.start()
+        return self._thread
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop a scheduled monitor and wait for its current run to finish."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
