@@ -1,0 +1,72 @@
+"""``loopstack train --nproc N script.py [ARGS]``: run a training script as N data-parallel processes.
+
+Each process gets the variables torchrun sets (RANK, LOCAL_RANK, WORLD_SIZE,
+LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT) and OMP_NUM_THREADS=1 unless
+set; the script calls ``loopstack.training.init_distributed()``. SIGTERM and
+SIGINT are forwarded to every process, so a preempted machine checkpoints on
+all ranks; when one process fails the others are stopped. The exit status is
+the first non-zero one (143 after a preemption checkpoint), else 0.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from types import FrameType
+
+import click
+
+from loopstack.training.distributed import free_port
+
+
+def _environment(rank: int, nproc: int, port: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(nproc), LOCAL_WORLD_SIZE=str(nproc),
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+    )
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+def run_processes(script: str, args: tuple[str, ...], nproc: int) -> int:
+    """Start `nproc` copies of ``python script args``, forward signals, and return the exit status."""
+    port = free_port()
+    procs = [subprocess.Popen([sys.executable, script, *args], env=_environment(r, nproc, port)) for r in range(nproc)]
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        status = 0
+        while [p.poll() for p in procs].count(None):  # poll every process: it sets returncode
+            failed = [p.returncode for p in procs if p.returncode not in (None, 0)]
+            if failed and status == 0:
+                status = failed[0]
+                forward(signal.SIGTERM, None)  # one rank died: the others would wait for it forever
+            time.sleep(0.05)
+        codes = [p.returncode for p in procs]
+        return status or next((c for c in codes if c != 0), 0)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@click.command("train", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("--nproc", type=click.IntRange(1), default=1, show_default=True, help="Processes (one per GPU).")
+@click.argument("script", type=click.Path(exists=True, dir_okay=False))
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def train(nproc: int, script: str, args: tuple[str, ...]) -> None:
+    """Run SCRIPT with ARGS as NPROC data-parallel processes (torchrun-compatible environment)."""
+    status = run_processes(script, args, nproc)
+    if status != 0:
+        raise SystemExit(status if status > 0 else 128 - status)
+
+
+__all__ = ["run_processes", "train"]

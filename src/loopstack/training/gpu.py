@@ -1,0 +1,120 @@
+"""Record what a run used on the GPU: card type, peak memory, GPU-seconds and their cost.
+
+A `GpuUsage` block asks a probe (CUDA through torch by default) for the card
+name and peak allocated memory, and times itself; on exit it tags the active
+run and logs ``gpu.*`` metrics, priced through the economics price table when
+the card is in it. Without a GPU it records nothing.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from types import TracebackType
+from typing import Any, Protocol
+
+import torch
+
+from loopstack.economics import UsageMeter, default_prices
+
+
+class GpuProbe(Protocol):
+    """What `GpuUsage` needs to know about the devices of this process."""
+
+    def available(self) -> bool: ...
+    def name(self) -> str: ...
+    def devices(self) -> int: ...
+    def reset_peak(self) -> None: ...
+    def peak_bytes(self) -> int: ...
+
+
+class CudaProbe:
+    """The probe over ``torch.cuda``; one process uses one device under data parallelism."""
+
+    def available(self) -> bool:
+        return torch.cuda.is_available()
+
+    def name(self) -> str:
+        return torch.cuda.get_device_name()
+
+    def devices(self) -> int:
+        return 1
+
+    def reset_peak(self) -> None:
+        torch.cuda.reset_peak_memory_stats()
+
+    def peak_bytes(self) -> int:
+        return int(torch.cuda.max_memory_allocated())
+
+
+def price_table_name(device_name: str) -> str | None:
+    """The price-table GPU matching a CUDA device name, e.g. 'NVIDIA H100 80GB HBM3' -> 'H100-80GB'."""
+    compact = re.sub(r"[^a-z0-9]", "", device_name.lower())
+    candidates = []
+    for name in default_prices().gpus:
+        parts = [re.sub(r"[^a-z0-9]", "", p) for p in name.lower().split("-")]
+        if all(p in compact for p in parts):
+            candidates.append((len("".join(parts)), name))
+    return max(candidates)[1] if candidates else None
+
+
+class GpuUsage:
+    """Measure a block's GPU use and record it on the active run.
+
+    Examples
+    --------
+    >>> with GpuUsage() as usage:
+    ...     pass
+    >>> usage.present or usage.summary() == {}
+    True
+    """
+
+    def __init__(self, probe: GpuProbe | None = None, run: Any = None) -> None:
+        self.probe = probe or CudaProbe()
+        self.run = run
+        self.present = self.probe.available()
+        self.seconds = 0.0
+        self._start = 0.0
+
+    def __enter__(self) -> GpuUsage:
+        if self.present:
+            self.probe.reset_peak()
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.seconds = time.perf_counter() - self._start
+        if self.present:
+            self.record()
+
+    def summary(self) -> dict[str, Any]:
+        """GPU type, devices, peak memory, GPU-seconds and (if priced) cost of the block; {} without a GPU."""
+        if not self.present:
+            return {}
+        name = self.probe.name()
+        devices = self.probe.devices()
+        out: dict[str, Any] = {
+            "gpu.type": name,
+            "gpu.count": devices,
+            "gpu.memory_peak_bytes": self.probe.peak_bytes(),
+            "gpu.seconds": self.seconds * devices,
+        }
+        priced = price_table_name(name)
+        if priced is not None:
+            meter = UsageMeter("run", gpu=priced, gpus=devices)
+            meter.add_seconds(self.seconds)
+            out["gpu.cost"] = meter.cost
+        return out
+
+    def record(self) -> dict[str, Any]:
+        """Tag the run with the GPU type and log the numbers as metrics."""
+        from loopstack.tracking.fluent import active_run
+
+        values = self.summary()
+        run = self.run or active_run()
+        if run is not None:
+            run.set_tag("gpu.type", values["gpu.type"])
+            run.log_metrics({k: float(v) for k, v in values.items() if k != "gpu.type"})
+        return values

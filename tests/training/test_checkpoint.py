@@ -1,0 +1,125 @@
+"""Checkpoints: atomic writes, retention, exact resume, SIGTERM, tracked as run artifacts."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from tests.training.conftest import TINY, same, tokens, weights  # noqa: E402
+
+import loopstack as ls  # noqa: E402
+from loopstack.core.errors import NotFoundError  # noqa: E402
+from loopstack.core.project import Project  # noqa: E402
+from loopstack.training import (  # noqa: E402
+    CheckpointManager,
+    Preempted,
+    ResumableLoader,
+    TinyTransformer,
+    TrainConfig,
+    atomic_write,
+    fit,
+    lm_loss,
+    seed_everything,
+)
+
+
+def _job(seed: int = 5) -> tuple[torch.nn.Module, torch.optim.Optimizer, object, ResumableLoader]:
+    """A job that uses every kind of state: dropout (RNG), Adam moments, a schedule, shuffling."""
+    seed_everything(seed, deterministic=True)
+    model = TinyTransformer(TINY)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=3, gamma=0.5)
+    loader = ResumableLoader((tokens(40),), 8, seed=seed)  # 5 batches an epoch: resume crosses epochs
+    return model, optimizer, scheduler, loader
+
+
+def _fit(directory: Path | None, steps: int, **kw: object) -> tuple[torch.nn.Module, object]:
+    model, optimizer, scheduler, loader = _job()
+    manager = CheckpointManager(directory, keep_last=2, track=False) if directory else None
+    result = fit(model, optimizer, loader, lm_loss, TrainConfig(steps=steps, **kw), scheduler=scheduler,
+                 checkpoints=manager)
+    return model, result
+
+
+def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path: Path) -> None:
+    uninterrupted, _ = _fit(None, 12)
+    _fit(tmp_path, 7)  # the "first machine" stops after step 7
+    # A fresh process would rebuild everything from scratch (and draw different random numbers
+    # before resuming); the checkpoint must restore all of it.
+    torch.manual_seed(999)
+    resumed, result = _fit(tmp_path, 12)
+    assert result.resumed_from == 7 and result.step == 12 and len(result.losses) == 5
+    assert same(weights(uninterrupted), weights(resumed))
+
+
+def test_sigterm_checkpoints_the_finished_step_then_exits_143(tmp_path: Path) -> None:
+    model, optimizer, scheduler, loader = _job()
+    manager = CheckpointManager(tmp_path, track=False)
+
+    def preempt(step: int, loss: float) -> None:
+        if step == 4:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(Preempted) as stopped:
+        fit(model, optimizer, loader, lm_loss, TrainConfig(steps=10), scheduler=scheduler, checkpoints=manager,
+            on_step=preempt)
+    assert stopped.value.step == 4 and stopped.value.code == 143
+    assert manager.latest().step == 4
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler restored
+    resumed, result = _fit(tmp_path, 10)
+    assert result.resumed_from == 4
+    assert same(weights(resumed), weights(_fit(None, 10)[0]))
+
+
+def test_keeps_last_k_and_best_and_deletes_the_rest(tmp_path: Path) -> None:
+    model = torch.nn.Linear(2, 1)
+    manager = CheckpointManager(tmp_path, keep_last=2, keep_best=1, track=False)
+    for step, loss in [(1, 0.9), (2, 0.1), (3, 0.5), (4, 0.7), (5, 0.6)]:
+        manager.save(step, model, metric=loss)
+    assert [c.step for c in manager.checkpoints()] == [2, 4, 5]
+    assert manager.best().step == 2 and manager.latest().step == 5
+    assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["step-000000002.pt", "step-000000004.pt",
+                                                             "step-000000005.pt"]
+    assert manager.load("best")["metric"] == 0.1
+    maximizing = CheckpointManager(tmp_path / "max", keep_last=1, metric_mode="max", track=False)
+    for step, acc in [(1, 0.5), (2, 0.9), (3, 0.7)]:
+        maximizing.save(step, model, metric=acc)
+    assert [c.step for c in maximizing.checkpoints()] == [2, 3]
+    with pytest.raises(NotFoundError, match="no checkpoint"):
+        CheckpointManager(tmp_path / "empty").load()
+
+
+def test_a_write_that_dies_midway_leaves_the_previous_file_whole(tmp_path: Path) -> None:
+    target = tmp_path / "state.pt"
+    atomic_write(target, lambda f: f.write(b"old and complete"))
+
+    def crash(handle: object) -> None:
+        handle.write(b"new but")  # type: ignore[attr-defined]
+        raise KeyboardInterrupt  # the process is killed halfway through
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(target, crash)
+    assert target.read_bytes() == b"old and complete"
+    assert [p.name for p in tmp_path.iterdir()] == ["state.pt"]  # no temporary file left behind
+
+
+def test_checkpoints_are_artifacts_of_the_active_run(sqlite_project: Project, tmp_path: Path) -> None:
+    model, optimizer, scheduler, loader = _job()
+    with ls.start_run(project=sqlite_project) as run:
+        fit(model, optimizer, loader, lm_loss, TrainConfig(steps=4, checkpoint_every=2), scheduler=scheduler,
+            checkpoints=CheckpointManager(tmp_path / "ckpt"))
+    client = ls.Client(sqlite_project)
+    paths = {a["path"] for a in client.list_artifacts(run.id)}
+    assert {"checkpoints/step-000000002.pt", "checkpoints/step-000000004.pt"} <= paths
+    stored = torch.load(tmp_path / "ckpt" / "step-000000004.pt", weights_only=False)
+    assert client.read_artifact(run.id, "checkpoints/step-000000004.pt") == (
+        tmp_path / "ckpt" / "step-000000004.pt"
+    ).read_bytes()
+    assert stored["loader"]["position"] == 4 and stored["step"] == 4
+    history = client.get_metric_history(run.id, "train.loss")
+    assert [m.step for m in history] == [1, 2, 3, 4]

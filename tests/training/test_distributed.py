@@ -1,0 +1,146 @@
+"""DDP over gloo with 2 CPU processes: ranks agree after every step and match one process on the whole batch."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from click.testing import CliRunner  # noqa: E402
+from tests.training.conftest import TINY, tokens  # noqa: E402
+
+from loopstack.training import (  # noqa: E402
+    ResumableLoader,
+    TinyTransformer,
+    TrainConfig,
+    fit,
+    launch,
+    lm_loss,
+    seed_everything,
+    wrap,
+)
+from loopstack.training.cli import train  # noqa: E402
+
+STEPS, PER_RANK = 4, 4
+NODROP = TINY.with_(dropout=False)  # dropout masks differ per rank by design; keep the math comparable
+
+
+def _flat(model: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in getattr(model, "module", model).parameters()])
+
+
+def _ddp_job(strategy: str = "ddp") -> dict[str, object]:
+    import torch.distributed as dist
+
+    from loopstack.training import rank, world_size
+
+    seed_everything(0)
+    model = wrap(TinyTransformer(NODROP), strategy)  # type: ignore[arg-type]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    loader = ResumableLoader((tokens(64),), PER_RANK, shuffle=False, rank=rank(), world_size=world_size())
+    agree = []
+
+    def check(step: int, loss: float) -> None:
+        mine = _flat(model)
+        everyone = [torch.empty_like(mine) for _ in range(world_size())]
+        dist.all_gather(everyone, mine)
+        agree.append(all(torch.equal(everyone[0], w) for w in everyone))
+
+    fit(model, optimizer, loader, lm_loss, TrainConfig(steps=STEPS), on_step=check)
+    return {"rank": rank(), "agree": agree, "weights": _flat(model)}
+
+
+def test_two_process_ddp_matches_single_process_on_the_concatenated_batch() -> None:
+    results = launch(_ddp_job, nproc=2)
+    assert [r["rank"] for r in results] == [0, 1]
+    assert all(r["agree"] == [True] * STEPS for r in results)  # equal across ranks after every step
+    assert torch.equal(results[0]["weights"], results[1]["weights"])
+    # One process, batches twice as large (rank 0's and rank 1's samples together).
+    seed_everything(0)
+    single = TinyTransformer(NODROP)
+    optimizer = torch.optim.SGD(single.parameters(), lr=0.5)
+    fit(single, optimizer, ResumableLoader((tokens(64),), 2 * PER_RANK, shuffle=False), lm_loss,
+        TrainConfig(steps=STEPS))
+    # All-reduce sums in a different order than one big batch: equal up to float rounding.
+    torch.testing.assert_close(results[0]["weights"], _flat(single), rtol=1e-5, atol=1e-6)
+    untrained = _flat(TinyTransformer(NODROP))
+    assert not torch.allclose(untrained, _flat(single))
+
+
+def test_gradient_accumulation_equals_the_large_batch() -> None:
+    runs = []
+    for batch, accumulation in [(16, 1), (4, 4)]:
+        seed_everything(0)
+        model = TinyTransformer(NODROP)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+        fit(model, optimizer, ResumableLoader((tokens(64),), batch, shuffle=False), lm_loss,
+            TrainConfig(steps=3, grad_accumulation=accumulation))
+        runs.append(_flat(model))
+    torch.testing.assert_close(runs[0], runs[1], rtol=1e-5, atol=1e-6)
+
+
+def _preempted_ddp_job(directory: str) -> dict[str, object]:
+    import os
+    import signal
+
+    from loopstack.training import CheckpointManager, Preempted, rank, world_size
+
+    seed_everything(0)
+    model = wrap(TinyTransformer(NODROP))
+    loader = ResumableLoader((tokens(64),), PER_RANK, rank=rank(), world_size=world_size())
+
+    def on_step(step: int, loss: float) -> None:
+        if step == 3 and rank() == 1:  # only rank 1's machine is told; both must stop at the same step
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    try:
+        fit(model, torch.optim.SGD(model.parameters(), lr=0.1), loader, lm_loss, TrainConfig(steps=50),
+            checkpoints=CheckpointManager(directory, track=False), on_step=on_step)
+    except Preempted as stopped:
+        return {"stopped_at": stopped.step, "code": stopped.code}
+    return {"stopped_at": None}
+
+
+def test_sigterm_on_one_rank_checkpoints_and_stops_every_rank(tmp_path: Path) -> None:
+    results = launch(_preempted_ddp_job, nproc=2, args=(str(tmp_path),))
+    assert results == [{"stopped_at": 3, "code": 143}] * 2
+    saved = torch.load(tmp_path / "step-000000003.pt", weights_only=False)
+    assert saved["step"] == 3 and len(saved["rng"]) == 2  # every rank's RNG state is kept
+    assert saved["loader"] == {"epoch": 0, "position": 3, "seed": 0}
+
+
+SCRIPT = """
+import json, os, signal, sys, time
+rank = int(os.environ["RANK"])
+keys = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "OMP_NUM_THREADS")
+with open(os.path.join(sys.argv[1], f"rank{rank}.json"), "w") as f:
+    json.dump({k: os.environ[k] for k in keys} | {"args": sys.argv[2:]}, f)
+if rank == 1:
+    os.kill(os.getpid(), signal.SIGTERM)  # rank 1 is preempted: the launcher stops rank 0 too
+time.sleep(30)
+"""
+
+
+def test_train_command_sets_the_torchrun_environment_and_propagates_preemption(tmp_path: Path) -> None:
+    import json
+    import time
+
+    script = tmp_path / "job.py"
+    script.write_text(textwrap.dedent(SCRIPT))
+    started = time.perf_counter()
+    result = CliRunner().invoke(train, ["--nproc", "2", str(script), str(tmp_path), "--lr", "0.1"])
+    assert result.exit_code == 128 + 15, result.output  # -SIGTERM reported as 143, like a shell
+    assert time.perf_counter() - started < 20  # rank 0 was stopped, not waited for
+    envs = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [e["RANK"] for e in envs] == ["0", "1"] and {e["WORLD_SIZE"] for e in envs} == {"2"}
+    assert envs[0]["MASTER_PORT"] == envs[1]["MASTER_PORT"] and envs[0]["OMP_NUM_THREADS"] == "1"
+    assert envs[0]["args"] == ["--lr", "0.1"]
+
+
+def test_train_command_reports_a_failing_script(tmp_path: Path) -> None:
+    script = tmp_path / "bad.py"
+    script.write_text("import sys\nsys.exit(3)\n")
+    assert CliRunner().invoke(train, ["--nproc", "2", str(script)]).exit_code == 3

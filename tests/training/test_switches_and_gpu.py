@@ -1,0 +1,118 @@
+"""Mixed precision and gradient checkpointing switches; GPU usage recording; the public surface."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from tests.training.conftest import TINY, tokens  # noqa: E402
+
+import loopstack as ls  # noqa: E402
+import loopstack.training as training  # noqa: E402
+from loopstack.core.project import Project  # noqa: E402
+from loopstack.training import (  # noqa: E402
+    GpuUsage,
+    ResumableLoader,
+    TinyTransformer,
+    TrainConfig,
+    enable_gradient_checkpointing,
+    fit,
+    lm_loss,
+    seed_everything,
+)
+from loopstack.training.gpu import price_table_name  # noqa: E402
+
+NODROP = TINY.with_(dropout=False)
+
+
+def _saved_bytes_and_grads(checkpointing: bool) -> tuple[int, list[torch.Tensor]]:
+    seed_everything(0)
+    model = TinyTransformer(NODROP)
+    if checkpointing:
+        assert enable_gradient_checkpointing(model) == NODROP.layers
+    saved = 0
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        nonlocal saved
+        saved += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        lm_loss(model, (tokens(8),)).backward()
+    return saved, [p.grad.clone() for p in model.parameters()]
+
+
+def test_gradient_checkpointing_keeps_gradients_and_saves_less() -> None:
+    plain_bytes, plain = _saved_bytes_and_grads(False)
+    ckpt_bytes, ckpt = _saved_bytes_and_grads(True)
+    for a, b in zip(plain, ckpt, strict=True):
+        torch.testing.assert_close(a, b)
+    assert ckpt_bytes < plain_bytes / 2
+
+
+def test_checkpointing_keeps_state_dict_keys() -> None:
+    model = TinyTransformer(NODROP)
+    before = list(model.state_dict())
+    enable_gradient_checkpointing(model)
+    assert list(model.state_dict()) == before
+    assert enable_gradient_checkpointing(model) == 0  # idempotent
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_trains_and_keeps_fp32_master_weights(precision: str) -> None:
+    seed_everything(0)
+    model = TinyTransformer(NODROP)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    result = fit(model, optimizer, ResumableLoader((tokens(64),), 8), lm_loss,
+                 TrainConfig(steps=8, precision=precision, grad_checkpointing=True, max_grad_norm=1.0))  # type: ignore[arg-type]
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert result.losses[-1] < result.losses[0]
+
+
+class FakeProbe:
+    def __init__(self) -> None:
+        self.resets = 0
+
+    def available(self) -> bool:
+        return True
+
+    def name(self) -> str:
+        return "NVIDIA H100 80GB HBM3"
+
+    def devices(self) -> int:
+        return 2
+
+    def reset_peak(self) -> None:
+        self.resets += 1
+
+    def peak_bytes(self) -> int:
+        return 5 * 2**30
+
+
+def test_gpu_usage_records_type_peak_seconds_and_cost(sqlite_project: Project) -> None:
+    probe = FakeProbe()
+    with ls.start_run(project=sqlite_project) as run, GpuUsage(probe, run=run) as usage:
+        pass
+    assert probe.resets == 1
+    stored = ls.Client(sqlite_project).get_run(run.id)
+    assert stored.tags["gpu.type"] == "NVIDIA H100 80GB HBM3"
+    assert stored.metrics["gpu.memory_peak_bytes"] == 5 * 2**30
+    assert stored.metrics["gpu.seconds"] == pytest.approx(2 * usage.seconds)
+    assert stored.metrics["gpu.cost"] == pytest.approx(2 * usage.seconds / 3600 * 3.5)
+
+
+def test_device_names_map_to_price_table_entries_and_cpu_records_nothing() -> None:
+    assert price_table_name("NVIDIA H100 80GB HBM3") == "H100-80GB"
+    assert price_table_name("NVIDIA A100-SXM4-40GB") == "A100-40GB"
+    assert price_table_name("NVIDIA L4") == "L4"
+    assert price_table_name("Some Future GPU") is None
+    with GpuUsage() as usage:
+        pass
+    assert torch.cuda.is_available() or (not usage.present and usage.summary() == {})
+
+
+def test_exported_names() -> None:
+    assert len(training.__all__) == len(set(training.__all__))
+    assert all(hasattr(training, name) for name in training.__all__)
+    assert {"fit", "launch", "CheckpointManager", "seed_everything", "GpuUsage"} <= set(training.__all__)
