@@ -12,6 +12,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
+	$(BIN)/python -m pip install --quiet "torch==2.13.0"  # the torch extra, pinned: the CPU wheel in /opt/wheels (a bare torch pulls GBs of CUDA)
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
