@@ -50,6 +50,7 @@ anchor_pandera()            { install pandera pandera pandas pyarrow; }
 anchor_bentoml()            { install bentoml bentoml; }
 anchor_kserve()             { install kserve kserve; }
 anchor_river()              { install river river; }
+anchor_growthbook()         { install growthbook growthbook gbstats; }  # assignment hashing (SDK) and sequential stats (gbstats)
 
 known() { declare -F | awk '{print $3}' | sed -n 's/^anchor_//p'; }
 
