@@ -231,3 +231,16 @@ def test_nan_reads_as_null_in_parquet_too(tmp_path):
     pq.write_table(pa.table({"x": [1.0, float("nan"), None, 500.0]}), tmp_path / "x.parquet")
     result = Suite("t", [NotNull("x"), Between("x", max=10)]).run(tmp_path / "x.parquet")
     assert [(r.unexpected_count, r.element_count) for r in result.results] == [(2, 4), (1, 2)]
+
+
+def test_samples_hold_whole_rows_in_memory_and_the_checked_columns_from_files(tmp_path):
+    import pyarrow.parquet as pq
+
+    table = pa.table({"id": [1, 2, 3], "x": [5, -1, -2], "note": ["a", "b", "c"]})
+    pq.write_table(table, tmp_path / "t.parquet")
+    suite = Suite("t", [Between("x", min=0)])
+    assert suite.run(table).results[0].sample == [{"id": 2, "x": -1, "note": "b"}, {"id": 3, "x": -2, "note": "c"}]
+    path = tmp_path / "t.parquet"
+    assert suite.run(path).results[0].sample == [{"x": -1}, {"x": -2}]
+    assert suite.run(path, sample_columns=["id"]).results[0].sample == [{"id": 2, "x": -1}, {"id": 3, "x": -2}]
+    assert suite.run(path, sample_columns="*", sample_size=1).results[0].sample == [{"id": 2, "x": -1, "note": "b"}]

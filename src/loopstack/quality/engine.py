@@ -40,7 +40,7 @@ def evaluate(
             results[index] = _failed(check, counts[index])
             continue
         unexpected, elements = counts[index]
-        sample = _sample(source, check.condition(schema), sample_size) if unexpected and sample_size else []
+        sample = _sample(source, check, schema, sample_size) if unexpected and sample_size else []
         results[index] = ExpectationResult(
             check.spec(),
             check.judge(unexpected, elements),
@@ -91,8 +91,9 @@ def _count(
     return int(values[0]), counts
 
 
-def _sample(source: Source, condition: str, size: int) -> list[dict[str, Any]]:
-    return fetch_dicts(source.sql(f"SELECT * FROM data WHERE {condition} LIMIT {int(size)}"))
+def _sample(source: Source, check: RowExpectation, schema: dict[str, str], size: int) -> list[dict[str, Any]]:
+    select = source.sample_select(check.columns_used)
+    return fetch_dicts(source.sql(f"SELECT {select} FROM data WHERE {check.condition(schema)} LIMIT {int(size)}"))
 
 
 def _observed(check: RowExpectation, unexpected: int, elements: int) -> dict[str, Any]:

@@ -71,9 +71,11 @@ class Source:
     Use `open_source`; the connection is a private cursor unless a `Query` brought its own.
     """
 
-    def __init__(self, connection: Any, description: str, owned: bool) -> None:
+    def __init__(self, connection: Any, description: str, owned: bool, in_memory: bool = False) -> None:
         self.connection = connection
         self.description = description
+        self.in_memory = in_memory
+        self.sample_columns: list[str] | str | None = None
         self._owned = owned
         self._schema: dict[str, str] | None = None
         self._extra = 0
@@ -92,6 +94,19 @@ class Source:
     def one(self, query: str) -> tuple[Any, ...]:
         """The single row of an aggregate query."""
         return self.connection.execute(query).fetchall()[0]
+
+    def sample_select(self, columns: list[str]) -> str:
+        """The SELECT list for sample rows of a check over `columns`.
+
+        Whole rows for in-memory data (cheap to read); for files and queries
+        the checked columns plus ``sample_columns`` (``"*"`` for whole rows),
+        because a whole row means decoding every column of a Parquet row group.
+        """
+        extra = self.sample_columns
+        if extra == "*" or (extra is None and self.in_memory):
+            return "*"
+        wanted = [*(extra or []), *(c for c in columns if c not in (extra or []))]
+        return ", ".join(quote(c) for c in wanted) or "*"
 
     def arrow(self, query: str) -> Any:
         """A query's result as an Arrow table (the relation API avoids an extra copy)."""
@@ -151,7 +166,8 @@ def open_source(data: Any) -> Source:
         if owned:
             connection.close()
         raise
-    return Source(connection, describe(data), owned=owned)
+    in_memory = not isinstance(data, str | os.PathLike | Query)
+    return Source(connection, describe(data), owned=owned, in_memory=in_memory)
 
 
 def shared_database() -> Any:
@@ -177,11 +193,7 @@ def describe(data: Any) -> str:
         return str(data)
     if isinstance(data, dict):
         return f"dict of {len(data)} columns"
-    name = f"{type(data).__module__.split('.')[0]}.{type(data).__name__}"
-    rows = getattr(data, "num_rows", None)
-    if rows is None and hasattr(data, "shape"):
-        rows = data.shape[0]
-    return f"{name} ({rows} rows)" if rows is not None else name
+    return f"{type(data).__module__.split('.')[0]}.{type(data).__name__}"
 
 
 def _register(connection: Any, name: str, data: Any) -> None:

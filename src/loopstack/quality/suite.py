@@ -79,12 +79,20 @@ class Suite:
         return f"Suite({self.name!r}, {len(self)} expectations)"
 
     # -- running ------------------------------------------------------------------
-    def run(self, data: Any, project: Project | None = None, sample_size: int = 5) -> SuiteResult:
+    def run(
+        self,
+        data: Any,
+        project: Project | None = None,
+        sample_size: int = 5,
+        sample_columns: list[str] | str | None = None,
+    ) -> SuiteResult:
         """Check `data` and return the results; with `project`, also record them as an event.
 
         `data` is an Arrow table, a pandas or polars DataFrame, a dict of
         columns, a Parquet/CSV path, glob or folder (streamed, not loaded),
-        or a `Query`. `sample_size` offending rows are kept per failed check.
+        or a `Query`. `sample_size` offending rows are kept per failed check:
+        whole rows for in-memory data; for files and queries the checked
+        columns plus `sample_columns` (e.g. a key), or whole rows with ``"*"``.
         """
         from loopstack.quality.engine import evaluate
         from loopstack.quality.source import open_source
@@ -92,6 +100,7 @@ class Suite:
         started = time.time()
         clock = time.perf_counter()
         with open_source(data) as source:
+            source.sample_columns = sample_columns
             results, row_count = evaluate(self.expectations, source, sample_size)
             description = source.description
         result = SuiteResult(self.name, results, row_count, description, started, time.perf_counter() - clock)

@@ -24,26 +24,26 @@ def fetch_dicts(cursor: Any) -> list[dict[str, Any]]:
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
-def _duplicates(source: Source, columns: list[str], sample_size: int) -> tuple[int, int, list[dict[str, Any]]]:
-    """Rows in duplicated key groups, the number of such groups, and the biggest groups.
+def _duplicates(source: Source, columns: list[str], sample_size: int) -> tuple[int, int, int, list[dict[str, Any]]]:
+    """Rows in duplicated key groups, such groups, non-null rows, and the biggest groups, in one query.
 
     Rows with a null in any key column are left out, as a SQL UNIQUE
     constraint leaves them out; every row of a duplicated group offends
-    (Great Expectations counts them so).
+    (Great Expectations and pandera count them so).
     """
     keys = ", ".join(quote(c) for c in columns)
     present = " AND ".join(f"{quote(c)} IS NOT NULL" for c in columns)
-    groups = f"SELECT {keys}, count(*) AS count FROM data WHERE {present} GROUP BY ALL HAVING count(*) > 1"
-    rows, n_groups = source.one(f"SELECT coalesce(sum(count), 0), count(*) FROM ({groups})")
-    sample: list[dict[str, Any]] = []
-    if rows and sample_size:
-        sample = fetch_dicts(source.sql(f"{groups} ORDER BY count DESC LIMIT {int(sample_size)}"))
-    return int(rows), int(n_groups), sample
-
-
-def _non_null_rows(source: Source, columns: list[str]) -> int:
-    present = " AND ".join(f"{quote(c)} IS NOT NULL" for c in columns)
-    return int(source.one(f"SELECT count(*) FROM data WHERE {present}")[0])
+    packed = ", ".join(f"{quote(c)} := {quote(c)}" for c in columns)
+    top = (
+        f", max_by(struct_pack({packed}, count := n), n, {int(sample_size)}) FILTER (WHERE n > 1)"
+        if sample_size
+        else ""
+    )
+    rows, groups, elements, *sample = source.one(
+        f"SELECT coalesce(sum(n) FILTER (WHERE n > 1), 0), count(*) FILTER (WHERE n > 1), coalesce(sum(n), 0){top} "
+        f"FROM (SELECT {keys}, count(*) AS n FROM data WHERE {present} GROUP BY {keys}) AS groups"
+    )
+    return int(rows), int(groups), int(elements), list(sample[0] or []) if sample else []
 
 
 @dataclass
@@ -61,8 +61,7 @@ class Unique(TableExpectation):
     column: str
 
     def run(self, source: Source, row_count: int, sample_size: int) -> ExpectationResult:
-        rows, groups, sample = _duplicates(source, [self.column], sample_size)
-        elements = _non_null_rows(source, [self.column]) if rows else row_count
+        rows, groups, elements, sample = _duplicates(source, [self.column], sample_size)
         return ExpectationResult(self.spec(), rows == 0, rows, elements, {"duplicated_values": groups}, sample)
 
 
@@ -88,8 +87,7 @@ class CompoundUnique(TableExpectation):
         self.columns = list(self.columns)
 
     def run(self, source: Source, row_count: int, sample_size: int) -> ExpectationResult:
-        rows, groups, sample = _duplicates(source, self.columns, sample_size)
-        elements = _non_null_rows(source, self.columns) if rows else row_count
+        rows, groups, elements, sample = _duplicates(source, self.columns, sample_size)
         return ExpectationResult(self.spec(), rows == 0, rows, elements, {"duplicated_keys": groups}, sample)
 
 
@@ -154,7 +152,7 @@ class ForeignKey(TableExpectation):
             )
         col = quote(self.column)
         orphans = (
-            f"SELECT d.* FROM data d WHERE d.{col} IS NOT NULL AND NOT EXISTS "
+            f"SELECT {source.sample_select([self.column])} FROM data d WHERE d.{col} IS NOT NULL AND NOT EXISTS "
             f"(SELECT 1 FROM {ref} r WHERE r.{quote(target)} = d.{col})"
         )
         missing, keys = source.one(f"SELECT count(*), count(DISTINCT {col}) FROM ({orphans})")
