@@ -1,7 +1,11 @@
 """Edge: export scikit-learn, XGBoost and LightGBM models to ONNX, serve them with onnxruntime, check parity.
 
-The exported graph is run by onnxruntime in float32, so its outputs differ
-from the original model's in the last digits. `export_onnx` therefore always
+Tree ensembles run in float32 in onnxruntime (its tree operators return
+float32), so outputs differ from the original model's in the last digits, and
+a model trained on float64 data can send a row that lies between a float64
+split threshold and its float32 rounding down the other branch. XGBoost and
+LightGBM train in float32 and match exactly; for scikit-learn, train on
+``X.astype(np.float32)`` when exact parity matters. `export_onnx` therefore always
 returns a `ParityReport` on the example rows: the largest absolute difference
 of the outputs and the share of rows whose predicted class (or value within
 ``tolerance``) agrees. An `OnnxModel` has ``predict``/``predict_proba`` and can
@@ -55,13 +59,15 @@ class OnnxModel:
         self.model_bytes = model_bytes
         self.n_features_in_ = n_features
         self.session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
+        graph_input = self.session.get_inputs()[0]
+        self.input_name = graph_input.name
+        self.input_dtype = np.float64 if graph_input.type == "tensor(double)" else np.float32
         self.output_names = [o.name for o in self.session.get_outputs()]
         if classifier:
             self.predict_proba = self._predict_proba
 
     def _run(self, X: Any) -> list[Any]:
-        array = np.asarray(X, dtype=np.float32)
+        array = np.asarray(X, dtype=self.input_dtype)
         if array.ndim != 2 or array.shape[1] != self.n_features_in_:
             raise ValidationError(f"input has shape {array.shape}; the ONNX model takes (n, {self.n_features_in_})")
         return self.session.run(None, {self.input_name: array})
@@ -91,7 +97,8 @@ def export_onnx(model: Any, example: Any, tolerance: float = 1e-4) -> tuple[Onnx
 
 
 def parity(original: Any, onnx_model: OnnxModel, X: np.ndarray, tolerance: float = 1e-4) -> ParityReport:
-    """Compare outputs of the original and the ONNX model on the same float32 rows."""
+    """Compare outputs of the original and the ONNX model on the same rows, in the graph's precision."""
+    X = np.asarray(X, dtype=onnx_model.input_dtype)
     if callable(getattr(onnx_model, "predict_proba", None)):
         want = np.asarray(original.predict_proba(X), dtype=np.float64)
         got = onnx_model.predict_proba(X)
@@ -113,7 +120,8 @@ def _convert(raw: Any, X: np.ndarray) -> bytes:
 
         _patch_skl2onnx_leaf_flag()
         options = {id(raw): {"zipmap": False}} if callable(getattr(raw, "predict_proba", None)) else None
-        return to_onnx(raw, X[:1], options=options, target_opset={"": 17, "ai.onnx.ml": 3}).SerializeToString()
+        opsets = {"": 17, "ai.onnx.ml": 3}
+        return to_onnx(raw, X[:1].astype(np.float32), options=options, target_opset=opsets).SerializeToString()
     if module == "xgboost":
         from onnxmltools import convert_xgboost
 

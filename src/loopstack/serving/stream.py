@@ -242,6 +242,7 @@ class NatsStreamConsumer:
         return self.processed
 
     async def close(self) -> None:
+        """Close the connection; fetched and unacknowledged events are redelivered after ack_wait_s."""
         if self._nc is not None:
-            await self._nc.drain()
-            self._nc = None
+            await self._nc.close()
+            self._nc = self._js = self._sub = None

@@ -1,0 +1,56 @@
+"""ONNX export of scikit-learn, XGBoost and LightGBM models, parity with the original, and serving the graph."""
+
+from __future__ import annotations
+
+import httpx2 as httpx
+import numpy as np
+import pytest
+from tests.serving.conftest import running
+
+from loopstack.serving import ModelSpec, create_app, export_onnx
+
+
+def _models():
+    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestRegressor
+
+    yield "hgb", HistGradientBoostingClassifier(max_iter=10, random_state=0), True
+    yield "rf-reg", RandomForestRegressor(n_estimators=5, max_depth=4, random_state=0), False
+    xgb = pytest.importorskip("xgboost")
+    yield "xgb", xgb.XGBClassifier(n_estimators=10, max_depth=3, n_jobs=1), True
+    yield "xgb-reg", xgb.XGBRegressor(n_estimators=10, max_depth=3, n_jobs=1), False
+    lgb = pytest.importorskip("lightgbm")
+    yield "lgbm", lgb.LGBMClassifier(n_estimators=10, num_leaves=7, n_jobs=1, verbose=-1), True
+    yield "lgbm-reg", lgb.LGBMRegressor(n_estimators=10, num_leaves=7, n_jobs=1, verbose=-1), False
+
+
+@pytest.mark.parametrize(("name", "model", "classifier"), list(_models()),
+                         ids=lambda v: v if isinstance(v, str) else "")
+def test_export_reproduces_the_model(name: str, model, classifier: bool) -> None:
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 6)).astype(np.float32)
+    X[::11, 3] = np.nan  # missing values take the trees' default branches in both runtimes
+    y = (np.nan_to_num(X[:, 0]) + X[:, 1] > 0).astype(int) if classifier else X[:, 1] * 2 + np.nan_to_num(X[:, 0])
+    model.fit(X, y)
+    onnx_model, report = export_onnx(model, X)
+    assert report.ok, report
+    assert report.rows == 300 and report.max_abs_diff < 1e-4
+    if classifier:
+        np.testing.assert_array_equal(onnx_model.predict(X), model.predict(X))
+
+
+def test_an_onnx_model_is_served_and_float64_training_is_reported(clf, data) -> None:
+    X, _ = data
+    onnx_model, report = export_onnx(clf, X)  # trained on float64: a few rows may sit between thresholds
+    assert report.agreement >= 0.99 and report.rows == len(X)
+    with running(create_app([ModelSpec(name="edge", model=onnx_model)])) as address:
+        body = httpx.post(f"http://{address}/v1/models/edge:predict", json={"instances": X[:4].tolist()}).json()
+    np.testing.assert_allclose(body["predictions"], onnx_model.predict_proba(X[:4]))
+
+
+def test_unsupported_models_are_refused() -> None:
+    from sklearn.dummy import DummyRegressor
+
+    from loopstack.core.errors import ValidationError
+
+    with pytest.raises(ValidationError, match="non-empty 2-D"):
+        export_onnx(DummyRegressor().fit([[0.0]], [0.0]), np.zeros(3))

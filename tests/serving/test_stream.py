@@ -1,0 +1,211 @@
+"""Stream inference on the local Redis and NATS servers, including a consumer killed mid-stream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from tests.conftest import require_service
+from tests.serving.conftest import SlowModel
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture
+def redis_names():
+    require_service("Redis", "127.0.0.1", 6379)
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    tag = uuid.uuid4().hex[:10]
+    names = {"stream": f"ls-test-in-{tag}", "output": f"ls-test-out-{tag}", "group": f"g-{tag}"}
+    try:
+        yield client, names
+    finally:
+        client.delete(names["stream"], names["output"])
+        client.close()
+
+
+def _outputs(client, output: str) -> dict[str, dict[str, str]]:
+    return {fields[b"source_id"].decode(): {k.decode(): v.decode() for k, v in fields.items()}
+            for _, fields in client.xrange(output)}
+
+
+def test_redis_consumer_scores_acks_and_flags_poison_events(redis_names) -> None:
+    from loopstack.serving import RedisStreamConsumer
+
+    client, names = redis_names
+    ids = [client.xadd(names["stream"], {"data": json.dumps([i, 1, 2])}).decode() for i in range(50)]
+    ids.append(client.xadd(names["stream"], {"data": json.dumps({"x0": 1, "x1": 2, "x2": 3})}).decode())
+    bad = client.xadd(names["stream"], {"data": "[1, 2]"}).decode()
+    consumer = RedisStreamConsumer(SlowModel(0.0), url=REDIS_URL, batch_size=16, block_ms=50, **names)
+    try:
+        assert consumer.run(idle_exit_s=0.3) == 52
+    finally:
+        consumer.close()
+    outputs = _outputs(client, names["output"])
+    assert [json.loads(outputs[i]["prediction"]) for i in ids] == [i + 3.0 for i in range(50)] + [6.0]
+    assert "rows of 3 values" in outputs[bad]["error"]
+    assert client.xpending(names["stream"], names["group"])["pending"] == 0
+
+
+def test_redis_consumer_killed_mid_stream_loses_no_event(redis_names, tmp_path: Path) -> None:
+    from loopstack.serving import RedisStreamConsumer
+
+    client, names = redis_names
+    ids = {client.xadd(names["stream"], {"data": json.dumps([i, 0, 0])}).decode() for i in range(200)}
+    script = tmp_path / "consumer.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from conftest import SlowModel
+        from loopstack.serving import RedisStreamConsumer
+        RedisStreamConsumer(SlowModel(0.1), url={REDIS_URL!r}, consumer="doomed", batch_size=20,
+                            **{names!r}).run()
+    """))
+    doomed = subprocess.Popen([sys.executable, str(script)], stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while client.xlen(names["output"]) < 40 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        doomed.send_signal(signal.SIGKILL)
+        doomed.wait(timeout=10)
+    finally:
+        if doomed.poll() is None:
+            doomed.kill()
+            doomed.wait()
+    stranded = client.xpending(names["stream"], names["group"])
+    assert stranded["pending"] > 0  # it died holding events it had read and not acknowledged
+    assert 40 <= client.xlen(names["output"]) < 200
+
+    rescuer = RedisStreamConsumer(SlowModel(0.0), url=REDIS_URL, consumer="rescuer", batch_size=50, block_ms=50,
+                                  claim_idle_ms=200, **names)
+    try:
+        deadline = time.monotonic() + 30
+        while client.xpending(names["stream"], names["group"])["pending"] and time.monotonic() < deadline:
+            rescuer.step()
+        rescuer.run(idle_exit_s=0.3)
+    finally:
+        rescuer.close()
+    outputs = _outputs(client, names["output"])
+    assert set(outputs) == ids  # every event has a result: none lost
+    assert all(json.loads(o["prediction"]) == float(json.loads(client.xrange(names["stream"], i, i)[0][1][b"data"])[0])
+               for i, o in outputs.items())
+    assert client.xpending(names["stream"], names["group"])["pending"] == 0
+
+
+@pytest.fixture
+def nats_names():
+    require_service("NATS", "127.0.0.1", 4222)
+    tag = uuid.uuid4().hex[:10]
+    names = {"stream": f"LSIN{tag}", "subject": f"lsin.{tag}", "durable": f"d{tag}",
+             "output_subject": f"lsout.{tag}", "output_stream": f"LSOUT{tag}"}
+    yield names
+    asyncio.run(_delete_streams(names["stream"], names["output_stream"]))
+
+
+async def _delete_streams(*streams: str) -> None:
+    import nats
+
+    nc = await nats.connect("nats://127.0.0.1:4222")
+    js = nc.jetstream()
+    for stream in streams:
+        try:
+            await js.delete_stream(stream)
+        except Exception:
+            pass
+    await nc.close()
+
+
+async def _publish(names: dict[str, str], count: int) -> None:
+    import nats
+
+    nc = await nats.connect("nats://127.0.0.1:4222")
+    js = nc.jetstream()
+    try:
+        await js.stream_info(names["stream"])
+    except Exception:
+        await js.add_stream(name=names["stream"], subjects=[names["subject"]])
+    for i in range(count):
+        await js.publish(names["subject"], json.dumps([i, 0, 0]).encode())
+    await nc.close()
+
+
+async def _results(names: dict[str, str], count_only: bool = False) -> dict[int, float] | int:
+    import nats
+    from nats.js.errors import NotFoundError
+
+    nc = await nats.connect("nats://127.0.0.1:4222")
+    try:
+        js = nc.jetstream()
+        try:
+            info = await js.stream_info(names["output_stream"])
+        except NotFoundError:
+            return 0 if count_only else {}
+        if count_only:
+            return info.state.messages
+        seen = {}
+        for seq in range(info.state.first_seq, info.state.last_seq + 1):
+            body = json.loads((await js.get_msg(names["output_stream"], seq)).data)
+            seen[body["source_seq"]] = json.loads(body["prediction"])
+        return seen
+    finally:
+        await nc.close()
+
+
+async def _ack_pending(names: dict[str, str]) -> int:
+    import nats
+
+    nc = await nats.connect("nats://127.0.0.1:4222")
+    try:
+        return (await nc.jetstream().consumer_info(names["stream"], names["durable"])).num_ack_pending
+    finally:
+        await nc.close()
+
+
+def test_nats_consumer_killed_mid_stream_loses_no_event(nats_names, tmp_path: Path) -> None:
+    from loopstack.serving import NatsStreamConsumer
+
+    asyncio.run(_publish(nats_names, 150))
+    script = tmp_path / "consumer.py"
+    script.write_text(textwrap.dedent(f"""
+        import asyncio, sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from conftest import SlowModel
+        from loopstack.serving import NatsStreamConsumer
+        consumer = NatsStreamConsumer(SlowModel(0.1), batch_size=20, ack_wait_s=1.0, **{nats_names!r})
+        asyncio.run(consumer.run())
+    """))
+    doomed = subprocess.Popen([sys.executable, str(script)], stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while asyncio.run(_results(nats_names, count_only=True)) < 30 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        doomed.send_signal(signal.SIGKILL)
+        doomed.wait(timeout=10)
+    finally:
+        if doomed.poll() is None:
+            doomed.kill()
+            doomed.wait()
+    assert 30 <= asyncio.run(_results(nats_names, count_only=True)) < 150
+    assert asyncio.run(_ack_pending(nats_names)) > 0  # it died holding fetched, unacknowledged events
+
+    async def rescue() -> int:
+        consumer = NatsStreamConsumer(SlowModel(0.0), batch_size=50, ack_wait_s=1.0, fetch_timeout_s=0.3, **nats_names)
+        try:
+            return await consumer.run(idle_exit_s=2.5)  # longer than ack_wait: redeliveries arrive first
+        finally:
+            await consumer.close()
+
+    asyncio.run(rescue())
+    results = asyncio.run(_results(nats_names))
+    assert sorted(results) == list(range(1, 151))  # every input sequence has a result
+    assert all(results[seq] == float(seq - 1) for seq in results)
