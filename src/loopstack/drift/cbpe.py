@@ -27,8 +27,12 @@ from loopstack.drift import performance as realized
 METRICS = ("accuracy", "precision", "recall", "f1", "auc")
 
 
-def expected_metrics(scores: Any, threshold: float = 0.5) -> dict[str, float]:
+def expected_metrics(scores: Any, threshold: float = 0.5, predicted: Any = None) -> dict[str, float]:
     """Expected accuracy, precision, recall, F1 and ROC AUC of calibrated positive-class scores.
+
+    `predicted` holds the model's 0/1 decisions when they are not simply
+    ``scores >= threshold`` (as after calibration, where the model still
+    decides on its raw score).
 
     Examples
     --------
@@ -38,7 +42,7 @@ def expected_metrics(scores: Any, threshold: float = 0.5) -> dict[str, float]:
     p = np.clip(np.asarray(scores, dtype=np.float64), 0.0, 1.0)
     if not p.size:
         raise ValidationError("cannot estimate performance of an empty chunk")
-    predicted = p >= threshold
+    predicted = p >= threshold if predicted is None else np.asarray(predicted).astype(bool)
     tp, fp = p[predicted].sum(), (1 - p[predicted]).sum()
     fn, tn = p[~predicted].sum(), (1 - p[~predicted]).sum()
     return {
@@ -105,10 +109,10 @@ class CBPE:
 
     def estimate(self, scores: Any) -> dict[str, float]:
         """Estimated metrics of one chunk of scores."""
-        p = np.asarray(scores, dtype=np.float64)
-        if getattr(self, "_calibrator", None) is not None:
-            p = self._calibrator.predict(p)
-        estimated = expected_metrics(p, self.threshold)
+        raw = np.asarray(scores, dtype=np.float64)
+        calibrator = getattr(self, "_calibrator", None)
+        p = raw if calibrator is None else calibrator.predict(raw)
+        estimated = expected_metrics(p, self.threshold, predicted=raw >= self.threshold)
         return {name: estimated[name] for name in self.metrics}
 
     def estimate_chunks(self, scores: Any, chunk_size: int) -> list[dict[str, Any]]:

@@ -53,9 +53,13 @@ def ks(reference: Any, current: Any | None = None) -> float:
     pair = _numeric(reference, current)
     n, m = pair.reference.size, pair.current.size
     if max(n, m) <= MAX_EXACT_KS:
+        import warnings
+
         from scipy.stats import ks_2samp
 
-        return float(ks_2samp(pair.reference, pair.current).pvalue)
+        with warnings.catch_warnings():  # SciPy falls back to the asymptotic p-value and says so
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return float(ks_2samp(pair.reference, pair.current).pvalue)
     from scipy.stats import kstwo
 
     big, small = max(n, m), min(n, m)
@@ -207,10 +211,10 @@ def sturges_edges(pair: NumericPair) -> np.ndarray:
     """``np.histogram_bin_edges`` of both samples together with bins='sturges', without concatenating."""
     low = min(pair.reference[0], pair.current[0])
     high = max(pair.reference[-1], pair.current[-1])
+    size = pair.reference.size + pair.current.size
+    width = (high - low) / (np.log2(size) + 1.0)  # from the data's range, as NumPy does
     if low == high:
         low, high = low - 0.5, high + 0.5
-    size = pair.reference.size + pair.current.size
-    width = (high - low) / (np.log2(size) + 1.0)
     n_bins = int(np.ceil((high - low) / width)) if width else 1
     return np.linspace(low, high, n_bins + 1, endpoint=True)
 

@@ -1,0 +1,79 @@
+"""The monitor: events with every column's score, a model version's training data as reference, schedules."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+import loopstack as ls
+from loopstack.core.errors import ConfigError, IntegrityError, NotFoundError
+from loopstack.drift import Monitor, load_reference, training_datasets
+
+
+def _data(seed: int, n: int = 1500, shift: float = 0.0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"age": rng.normal(40 + shift, 10, n), "city": rng.choice(["a", "b", "c"], n)})
+
+
+def test_run_emits_checked_with_every_score_and_detected_with_cause(sqlite_project: ls.Project) -> None:
+    monitor = Monitor(sqlite_project, "fraud", reference=_data(0))
+    assert not monitor.run(_data(1)).dataset_drift
+    result = monitor.run(_data(2, shift=10.0))
+    assert result.dataset_drift
+    checked = sqlite_project.events.list(kind="drift.checked")
+    assert len(checked) == 2 and checked[0].subject == "fraud"
+    assert set(checked[0].payload["columns"]) == {"age", "city"}
+    assert checked[0].payload["columns"]["age"]["score"] == pytest.approx(result.columns["age"].score)
+    [detected] = sqlite_project.events.list(kind="drift.detected")
+    assert detected.cause == checked[0].id and detected.payload["drifted_columns"] == ["age"]
+
+
+def test_scheduled_runs_pull_current_from_a_callable(sqlite_project: ls.Project) -> None:
+    batches = iter([_data(3), _data(4), _data(5)])
+    monitor = Monitor(sqlite_project, "m", reference=_data(0), current=lambda: next(batches), drift_share=0.5)
+    seen = []
+    assert monitor.run_every(0.01, max_runs=3, on_result=seen.append) == 3
+    assert len(seen) == 3 and len(sqlite_project.events.list(kind="drift.checked")) == 3
+    with pytest.raises(ConfigError, match="no current data"):
+        Monitor(sqlite_project, "empty", reference=_data(0)).run()
+
+
+def test_start_and_stop_a_background_monitor(sqlite_project: ls.Project) -> None:
+    monitor = Monitor(sqlite_project, "bg", reference=_data(0), current=_data(1))
+    monitor.start(0.05)
+    import time
+
+    deadline = time.time() + 10
+    while not sqlite_project.events.list(kind="drift.checked") and time.time() < deadline:
+        time.sleep(0.02)
+    monitor.stop(timeout=10)
+    assert sqlite_project.events.list(kind="drift.checked")
+
+
+def test_reference_is_the_training_set_the_registry_recorded(sqlite_project: ls.Project, tmp_path) -> None:
+    train = _data(0)
+    path = tmp_path / "train.parquet"
+    train.to_parquet(path)
+    with ls.start_run(project=sqlite_project) as run:
+        run.log_input(train, name=str(path), context="training")
+        run.log_input(_data(9, n=10), name="holdout", context="evaluation")
+        model = LogisticRegression().fit(train[["age"]], train["city"] == "a")
+        run.log_model(model, "model", example=train[["age"]].head())
+    ls.register_model(run.id, "model", name="fraud", alias="champion", project=sqlite_project)
+
+    rows = training_datasets(sqlite_project, "fraud", "champion")
+    assert [r["context"] for r in rows] == ["training", "evaluation"]
+    assert load_reference(sqlite_project, "fraud").num_rows == 1500
+    custom = load_reference(sqlite_project, "fraud", 1, loader=lambda row: train.head(row["num_rows"] // 3))
+    assert custom.num_rows == 500
+    monitor = Monitor.for_model(sqlite_project, "fraud", "champion", current=_data(7, shift=10))
+    assert monitor.run().dataset_drift
+    assert sqlite_project.events.list(kind="drift.checked")[0].subject == "fraud@champion"
+
+    _data(1, n=20).to_parquet(path)  # the file changed under the recorded version
+    with pytest.raises(IntegrityError, match="changed since training"):
+        load_reference(sqlite_project, "fraud")
+    with pytest.raises(NotFoundError, match="alias 'nope'"):
+        load_reference(sqlite_project, "fraud", "nope")

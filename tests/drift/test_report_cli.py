@@ -1,0 +1,49 @@
+"""The HTML report is self-contained, the JSON carries the same content, and the CLI writes both."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pandas as pd
+from click.testing import CliRunner
+
+from loopstack.drift import compare
+from loopstack.drift.cli import drift
+
+
+def _frames(shift: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rng = np.random.default_rng(0)
+    ref = pd.DataFrame({"x": rng.normal(size=2000), "c": rng.choice(["a", "b"], 2000)})
+    cur = pd.DataFrame({"x": rng.normal(shift, 1, size=2000), "c": rng.choice(["a", "b"], 2000)})
+    return ref, cur
+
+
+def test_report_is_offline_html_with_plots_and_embedded_json(tmp_path) -> None:
+    result = compare(*_frames(1.0))
+    page = result.report(str(tmp_path / "r.html"), str(tmp_path / "r.json"))
+    assert page.count("<svg") == 2
+    assert not re.search(r"(src|href)=['\"]?https?:", page), "the report must not fetch anything"
+    saved = json.loads((tmp_path / "r.json").read_text())
+    embedded = json.loads(re.search(r"id='drift-data'>(.*)</script>", page).group(1))
+    assert saved["columns"]["x"]["score"] == embedded["columns"]["x"]["score"] == result.columns["x"].score
+    assert saved["dataset_drift"] is True and saved["share"] == 0.5  # 1 of 2 reaches the 0.5 share
+    assert saved["columns"]["x"]["drifted"] is True and saved["columns"]["c"]["drifted"] is False
+    assert len(saved["columns"]["x"]["histogram"]["reference"]) == len(saved["columns"]["x"]["histogram"]["labels"])
+
+
+def test_cli_report(tmp_path) -> None:
+    ref, cur = _frames(1.0)
+    ref.to_parquet(tmp_path / "ref.parquet")
+    cur.to_parquet(tmp_path / "cur.parquet")
+    out, js = tmp_path / "out.html", tmp_path / "out.json"
+    args = ["report", "--reference", str(tmp_path / "ref.parquet"), "--current", str(tmp_path / "cur.parquet"),
+            "--output", str(out), "--json", str(js)]
+    done = CliRunner().invoke(drift, args)
+    assert done.exit_code == 0, done.output
+    assert "1 of 2 columns drifted (x)" in done.output and out.exists() and js.exists()
+    strict = CliRunner().invoke(drift, [*args, "--drift-share", "0.5", "--fail-on-drift"])
+    assert strict.exit_code == 1
+    bad = CliRunner().invoke(drift, [*args, "--test", "nope"])
+    assert bad.exit_code != 0 and "unknown drift test" in str(bad.exception)

@@ -1,0 +1,82 @@
+"""Stream detectors find planted changes soon after they happen and stay quiet on stationary streams."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from loopstack.core.errors import ConfigError
+from loopstack.drift import ADWIN, DDM, ChangeDetector, PageHinkley, detect
+
+
+def _abrupt(seed: int, n: int = 2000, at: int = 1000, jump: float = 1.5) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.r_[rng.normal(0, 1, at), rng.normal(jump, 1, n - at)]
+
+
+@pytest.mark.parametrize("make", [ADWIN, PageHinkley, DDM])
+def test_detectors_follow_the_river_protocol(make: type) -> None:
+    detector = make()
+    assert isinstance(detector, ChangeDetector)
+    assert detector.update(0.0) is detector and detector.drift_detected is False
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_adwin_finds_an_abrupt_mean_change(seed: int) -> None:
+    hits = detect(ADWIN(), _abrupt(seed))
+    assert hits and 1000 <= hits[0] < 1200
+    assert not [h for h in hits if h < 1000]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_page_hinkley_finds_an_abrupt_mean_change(seed: int) -> None:
+    # delta is half the smallest shift worth catching; River's default (0.005) also alarms on noise
+    hits = detect(PageHinkley(delta=0.5, threshold=25), _abrupt(seed))
+    assert hits and 1000 <= hits[0] < 1100
+
+
+def test_page_hinkley_directions() -> None:
+    down = [5.0] * 300 + [0.0] * 100
+    assert detect(PageHinkley(mode="up"), down) == []
+    assert detect(PageHinkley(mode="down"), down)
+    with pytest.raises(ConfigError, match="mode"):
+        PageHinkley(mode="sideways")
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_ddm_finds_a_jump_in_the_error_rate(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    errors = np.r_[rng.uniform(size=3000) < 0.1, rng.uniform(size=1000) < 0.3]
+    hits = detect(DDM(), errors)  # DDM can also fire early on its noisy first estimates, like River's
+    assert [h for h in hits if 3000 <= h < 3300]
+
+
+def test_ddm_warns_before_it_detects() -> None:
+    rng = np.random.default_rng(1)
+    detector, warned_at, drift_at = DDM(), None, None
+    for i, error in enumerate(np.r_[rng.uniform(size=3000) < 0.1, rng.uniform(size=1000) < 0.4]):
+        detector.update(error)
+        if detector.warning_detected and warned_at is None:
+            warned_at = i
+        if detector.drift_detected:
+            drift_at = i
+            break
+    assert warned_at is not None and drift_at is not None and warned_at <= drift_at
+
+
+def test_stationary_streams_raise_few_false_alarms() -> None:
+    alarms = {"adwin": 0, "ph": 0, "ddm": 0}
+    for seed in range(10):
+        rng = np.random.default_rng(100 + seed)
+        values = rng.normal(0, 1, 3000)
+        alarms["adwin"] += len(detect(ADWIN(), values))
+        alarms["ph"] += len(detect(PageHinkley(delta=0.5, threshold=25), values))
+        alarms["ddm"] += len(detect(DDM(), rng.uniform(size=3000) < 0.2))
+    assert alarms["adwin"] <= 2 and alarms["ph"] <= 2 and alarms["ddm"] <= 3, alarms
+
+
+def test_adwin_window_shrinks_after_a_change() -> None:
+    detector = ADWIN()
+    for x in _abrupt(0):
+        detector.update(x)
+    assert detector.width < 2000 and detector.estimation == pytest.approx(1.5, abs=0.3)
