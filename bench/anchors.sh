@@ -44,7 +44,7 @@ install() {
 # --- anchors (one function each; latest PyPI versions unless pinned) -----------
 anchor_mlflow()             { install mlflow mlflow; }
 anchor_feast()              { install feast "feast[duckdb,redis]"; }
-anchor_evidently()          { install evidently evidently; }
+anchor_evidently()          { install evidently evidently "pandas<3" pyarrow; }  # evidently 0.7 imports pandas 2 internals
 anchor_great_expectations() { install great_expectations great_expectations pyarrow; }
 anchor_pandera()            { install pandera pandera pandas pyarrow; }
 anchor_bentoml()            { install bentoml bentoml; }

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 from loopstack.features.definitions import FeatureView
 from loopstack.features.engine import quote
-from loopstack.features.timeutil import sql_timestamp
 
 if TYPE_CHECKING:
     from loopstack.features.store import FeatureStore
@@ -31,27 +30,32 @@ def encoded_rows(store: FeatureStore, view: FeatureView, start_us: int | None, e
                  data: Any = None) -> Any:
     """Arrow (key, event_ts, created_ts, value): the latest row per entity key in [start, end].
 
-    `data` (an Arrow table) replaces the view's source, for pushed rows.
+    `data` (an Arrow table) replaces the view's source, for pushed rows. The
+    latest row is an ``arg_max`` over (event time, created time) per key: one
+    hash aggregation, no sort of the whole source.
     """
+    from loopstack.features.offline import _micros
+
     keys = store.catalog.join_keys(view)
     source = view.source
     with store.engine.session() as session:
         relation = session.register(data) if data is not None else session.sql(source)
-        ets = f"CAST({quote(source.timestamp_field)} AS TIMESTAMP)"
-        cts = f"CAST({quote(source.created_timestamp_field)} AS TIMESTAMP)" if source.created_timestamp_field else ets
+        columns = {row[0]: row[1] for row in session.con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()}
+        ets = _micros(source.timestamp_field, columns)
+        cts = (f"coalesce({_micros(source.created_timestamp_field, columns)}, {ets})"
+               if source.created_timestamp_field else ets)
         where = [f"{quote(k)} IS NOT NULL" for k in keys] + [f"{ets} IS NOT NULL"]
         if start_us is not None:
-            where.append(f"{ets} >= {sql_timestamp(start_us)}")
+            where.append(f"{ets} >= {int(start_us)}")
         if end_us is not None:
-            where.append(f"{ets} <= {sql_timestamp(end_us)}")
-        partition = ", ".join(quote(k) for k in keys)
+            where.append(f"{ets} <= {int(end_us)}")
         values = ", ".join(f"{quote(f.name)} := {f.dtype.encode_sql(quote(f.name))}" for f in view.schema)
         key = (f"CAST({quote(keys[0])} AS VARCHAR)" if len(keys) == 1 else
                "concat_ws(chr(31), " + ", ".join(f"CAST({quote(k)} AS VARCHAR)" for k in keys) + ")")
+        latest = f"arg_max({{'t': {ets}, 'c': {cts}, 'v': struct_pack({values})}}, {{'t': {ets}, 'c': {cts}}})"
         query = (
-            f"SELECT {key} AS key, epoch_us({ets}) AS event_ts, epoch_us(coalesce({cts}, {ets})) AS created_ts, "
-            f"to_json(struct_pack({values})) AS value FROM {relation} WHERE {' AND '.join(where)} "
-            f"QUALIFY row_number() OVER (PARTITION BY {partition} ORDER BY {ets} DESC, {cts} DESC NULLS LAST) = 1 "
+            f"SELECT key, s.t AS event_ts, s.c AS created_ts, to_json(s.v) AS value FROM "
+            f"(SELECT {key} AS key, {latest} AS s FROM {relation} WHERE {' AND '.join(where)} GROUP BY ALL) "
             f"ORDER BY key"
         )
         return session.arrow(query)

@@ -7,13 +7,18 @@ counts). Ties on the event timestamp go to the larger created timestamp.
 Every entity row comes back, in order, duplicates included; a row with no
 valid feature row gets nulls.
 
-The join is an ``ASOF JOIN`` over the source as it lies (Parquet, CSV or
-Arrow, never copied), ordered on (event time, created time) so that the tie
-rule needs no separate de-duplication pass; times are compared as integer
-microseconds (UTC). With ``as_of_known_time`` a row also has to be
-created at or before the entity timestamp; that predicate depends on each
-entity row, so it is a range join ranked by a window function instead, which
-costs more and is therefore opt-in.
+Sources are read as they lie (Parquet, CSV or Arrow, never copied) and
+times compared as integer microseconds (UTC). Two plans, both exact:
+
+- a view with a ttl: a hash join on the join keys filtered to the window
+  ``[t - ttl, t]``, then per entity row ``arg_max`` over (event time, created
+  time) packed into one number. Its work grows with the rows inside the window.
+- a view without a ttl: an ``ASOF JOIN`` on the keys and event time alone
+  (narrow input, fast to sort), then the latest-created row among those with
+  the matched event time.
+
+``as_of_known_time`` adds ``created <= t`` to the first plan; without a ttl it
+has no window to bound it, so it is slower, which is why it is opt-in.
 """
 
 from __future__ import annotations
@@ -89,27 +94,35 @@ def _view_ctes(session: Session, catalog: Catalog, view: FeatureView, features: 
     keys = catalog.join_keys(view)
     ttl = ttl_us(view.ttl)
     created = source.created_timestamp_field
-    select = [f"{quote(k)}" for k in keys]
-    select.append(f"{_micros(source.timestamp_field, columns)} AS __ets")
-    select.append(f"coalesce({_micros(created, columns)}, {MIN_US}) AS __cts" if created else f"{MIN_US} AS __cts")
-    select.extend(f"CAST({quote(f)} AS {view.get_field(f).dtype.duckdb}) AS {quote(f)}" for f in features)
     where = _time_filter(source.timestamp_field, columns, bounds, ttl)
-    src = f"{alias}_src AS (SELECT {', '.join(select)} FROM {session.sql(source)} {where})"
+    relation = f"{session.sql(source)} {where}"
+    key_list = ", ".join(quote(k) for k in keys)
+    ets = f"{_micros(source.timestamp_field, columns)} AS __ets"
+    cts = f"coalesce({_micros(created, columns)}, {MIN_US}) AS __cts" if created else f"{MIN_US} AS __cts"
+    casts = ", ".join(f"CAST({quote(f)} AS {view.get_field(f).dtype.duckdb}) AS {quote(f)}" for f in features)
+    full = f"(SELECT {key_list}, {ets}, {cts}, {casts} FROM {relation})"
     on = " AND ".join(f"f.{quote(k)} = TRY_CAST(e.{quote(k)} AS {columns.get(k, 'VARCHAR')})" for k in keys)
     within = f"f.__ets >= e.{TS} - {ttl}" if ttl is not None else "true"
     out = ", ".join([f"e.{ROW}", *(f"f.{quote(f)}" for f in features)])
-    if as_of_known_time:
-        return [src, (
-            f"{alias} AS (SELECT {out} FROM {spine_name} e JOIN {alias}_src f ON {on} AND f.__ets <= e.{TS} "
-            f"AND {within} AND f.__cts <= e.{TS} QUALIFY row_number() OVER "
-            f"(PARTITION BY e.{ROW} ORDER BY f.__ets DESC, f.__cts DESC) = 1)"
-        )]
-    # Ordering on (event time, created time) makes the ASOF match the latest event and, among equal
-    # event times, the latest created row: ties resolved without a separate de-duplication pass.
-    order = (f"{{'t': e.{TS}, 'c': {MAX_US}}} >= {{'t': f.__ets, 'c': f.__cts}}" if created
-             else f"e.{TS} >= f.__ets")
-    return [src, f"{alias} AS (SELECT {out} FROM {spine_name} e ASOF JOIN {alias}_src f ON {on} AND {order} "
-                 f"WHERE {within})"]
+    if ttl is not None or as_of_known_time:
+        # A bounded window: a hash join on the keys, filtered to the window, then per entity row the
+        # latest (event, created) row, packed into one sortable number.
+        known = f" AND f.__cts <= e.{TS}" if as_of_known_time else ""
+        order = "(CAST(f.__ets AS HUGEINT) << 64) + f.__cts"
+        latest = ", ".join(f"arg_max_null(f.{quote(f)}, {order}) AS {quote(f)}" for f in features)
+        return [f"{alias} AS (SELECT e.{ROW}, {latest} FROM {spine_name} e JOIN {full} f ON {on} "
+                f"AND f.__ets <= e.{TS} AND {within}{known} GROUP BY e.{ROW})"]
+    if not created:
+        return [f"{alias} AS (SELECT {out} FROM {spine_name} e ASOF JOIN {full} f ON {on} AND e.{TS} >= f.__ets)"]
+    # Two phases keep the sorted ASOF input narrow: match the latest event time per entity row on
+    # (keys, event time) only, then take the latest-created row among those with that event time.
+    narrow = f"(SELECT {key_list}, {ets} FROM {relation})"
+    matched = (f"{alias}_m AS (SELECT e.{ROW}, {', '.join(f'f.{quote(k)}' for k in keys)}, f.__ets FROM {spine_name} e "
+               f"ASOF JOIN {narrow} f ON {on} AND e.{TS} >= f.__ets WHERE {within})")
+    same = " AND ".join([*(f"f.{quote(k)} = m.{quote(k)}" for k in keys), "f.__ets = m.__ets"])
+    latest = ", ".join(f"arg_max_null(f.{quote(f)}, f.__cts) AS {quote(f)}" for f in features)
+    return [matched, f"{alias} AS (SELECT m.{ROW}, {latest} FROM {alias}_m m JOIN {full} f ON {same} "
+                     f"GROUP BY m.{ROW})"]
 
 
 MIN_US, MAX_US = -(2**63) + 1, 2**63 - 1
