@@ -124,6 +124,13 @@ def test_equal_event_times_take_the_later_created_row_whatever_the_file_order() 
     assert got.column("value").to_pylist() == [30]
 
 
+@pytest.mark.parametrize("ttl", [None, timedelta(days=1)])
+def test_duplicate_feature_rows_never_duplicate_entity_rows(ttl: timedelta | None) -> None:
+    table = _rows((1, T0, T0, 5), (1, T0, T0, 5), (1, T0, T0, 5), (2, T0, T0, 6), (2, T0, T0, 6))
+    got = _join([_view(table, ttl)], _entity((1, T0), (2, T0 + US), (1, T0)), ["stats:value"])
+    assert got.column("value").to_pylist() == [5, 6, 5]
+
+
 def test_ttl_boundary_is_inclusive() -> None:
     ttl = timedelta(hours=2)
     table = _rows((1, T0, T0, 7))
