@@ -22,6 +22,7 @@ import sys
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -45,11 +46,15 @@ def fnv1a32(text: str, state: int = _OFFSET) -> int:
     >>> fnv1a32("a")
     3826002220
     """
-    units = array("H", text.encode("utf-16-le"))
-    if sys.byteorder == "big":
-        units.byteswap()
+    if text.isascii():  # the common case: code points are the UTF-16 units
+        units: Any = map(ord, text)
+    else:
+        units = array("H", text.encode("utf-16-le"))
+        if sys.byteorder == "big":
+            units.byteswap()
+    prime, mask = _PRIME, _MASK  # locals: this loop is the hot path of per-request assignment
     for unit in units:
-        state = ((state ^ unit) * _PRIME) & _MASK
+        state = ((state ^ unit) * prime) & mask
     return state
 
 
@@ -193,7 +198,7 @@ class VariantAssigner:
     def __post_init__(self) -> None:
         _validate(self)
 
-    @property
+    @cached_property
     def bucket_ranges(self) -> list[Range]:
         """The [start, end) range each variant owns."""
         if self.ranges is not None:
@@ -207,7 +212,7 @@ class VariantAssigner:
 
     def assign_index(self, unit_id: Any) -> int:
         """Index of the unit's variant, or -1 when it is not in the experiment."""
-        key = unit_key(unit_id)
+        key = unit_id if type(unit_id) is str and unit_id else unit_key(unit_id)
         if key is None or (self.namespace is not None and not in_namespace(key, self.namespace)):
             return -1
         n = gb_hash(self.seed or self.key, key, self.hash_version)
