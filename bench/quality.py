@@ -163,8 +163,11 @@ def run_loopstack(path: Path, repeat: int) -> dict[str, Any]:
     return {"times": times, "counts": counts, "version": f"loopstack (duckdb {duckdb.__version__})"}
 
 
-def folder_worker(path: str) -> None:
+def folder_worker(path: str, memory_limit: str | None) -> None:
     """Run the suite once over a folder in this fresh process and print time, counts and peak RSS."""
+    from loopstack.quality import configure
+
+    configure(memory_limit=memory_limit)
     suite = loopstack_suite()
     start = time.perf_counter()
     result = suite.run(path)
@@ -269,9 +272,10 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--no-anchor", action="store_true")
     parser.add_argument("--folder-worker", help=argparse.SUPPRESS)
+    parser.add_argument("--memory-limit", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.folder_worker:
-        folder_worker(args.folder_worker)
+        folder_worker(args.folder_worker, args.memory_limit)
         return
     sys.path.insert(0, str(ROOT / "src"))
     single, folder = write_data(args.rows, args.folder_files)
@@ -313,19 +317,26 @@ def folder_report(folder: Path, rows: int, files: int) -> bool:
 
     metas = [pq.ParquetFile(p).metadata for p in folder.glob("*.parquet")]
     in_memory = sum(m.row_group(i).total_byte_size for m in metas for i in range(m.num_row_groups))
+    first = sorted(folder.glob("*.parquet"))[0]
+    as_pandas = int(pq.read_table(first).to_pandas().memory_usage(deep=True).sum()) * len(metas)
     on_disk = sum(p.stat().st_size for p in folder.glob("*.parquet"))
-    proc = subprocess.run(
-        [sys.executable, __file__, "--folder-worker", str(folder)], capture_output=True, text=True, check=True
-    )
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    want = expected(rows, files)
-    same = out["counts"] == want
     print(
-        f"\nfolder: {folder} ({out['rows']:,} rows in {files} files, {on_disk / 2**20:.0f} MiB on disk, "
-        f"{in_memory / 2**20:.0f} MiB uncompressed)\n"
-        f"loopstack over the folder: {out['time']:.2f} s, peak RSS {out['peak_rss'] / 2**20:.0f} MiB "
-        f"(whole process, fresh); counts equal planted: {'yes' if same else 'NO ' + str(out['counts'])}"
+        f"\nfolder: {folder} ({files} files, {on_disk / 2**20:.0f} MiB on disk, {in_memory / 2**20:.0f} MiB "
+        f"uncompressed, about {as_pandas / 2**30:.1f} GiB as a pandas DataFrame)"
     )
+    same = True
+    for limit in (None, "256MB"):
+        command = [sys.executable, __file__, "--folder-worker", str(folder)]
+        command += ["--memory-limit", limit] if limit else []
+        proc = subprocess.run(command, capture_output=True, text=True, check=True)
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        equal = out["counts"] == expected(rows, files)
+        same &= equal
+        print(
+            f"loopstack over {out['rows']:,} rows, DuckDB memory_limit={limit or 'default'}: {out['time']:.2f} s, "
+            f"peak RSS {out['peak_rss'] / 2**20:.0f} MiB (fresh process); counts equal planted: "
+            f"{'yes' if equal else 'NO ' + str(out['counts'])}"
+        )
     return same
 
 

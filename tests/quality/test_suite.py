@@ -45,7 +45,7 @@ def test_exported_names_are_the_public_api():
         "Regex", "StringLength", "Unique", "CompoundUnique", "RowCount", "ForeignKey", "ColumnTypes",
         "SchemaMatches", "Distribution", "ZScoreOutliers", "IsolationForestOutliers", "profile",
         "ExpectationResult", "SuiteResult", "gate", "QualityGateError", "validate_request", "RequestValidation",
-        "record", "history",
+        "record", "history", "configure",
     }  # fmt: skip
     assert all(hasattr(quality, name) for name in quality.__all__)
 
@@ -154,3 +154,19 @@ def test_cli_check_profile_and_history(tmp_path, sqlite_project):
     assert {r["expectation"]["kind"] for r in payload["results"] if not r["passed"]} >= {"between", "distribution"}
     shown = runner.invoke(quality_cli, ["history", "profile"], obj=obj)
     assert shown.exit_code == 0 and "FAILED" in shown.output
+
+
+def test_configure_sets_duckdb_limits_for_later_checks():
+    from loopstack.quality import configure
+    from loopstack.quality.source import shared_database
+
+    query = "SELECT name, value FROM duckdb_settings() WHERE name IN ('memory_limit', 'threads')"
+    defaults = dict(shared_database().execute(query).fetchall())
+    try:
+        configure(memory_limit="300MB", threads=1)
+        settings = dict(shared_database().execute(query).fetchall())
+        assert settings["threads"] == "1" and settings["memory_limit"] != defaults["memory_limit"]
+        assert Suite("t", [Unique("order_id")]).run(ORDERS).passed
+    finally:
+        configure()
+    assert dict(shared_database().execute(query).fetchall()) == defaults

@@ -40,7 +40,7 @@ from loopstack.quality.expectations.distribution import Distribution
 from loopstack.quality.gate import QualityGateError, RequestValidation, gate, validate_request
 from loopstack.quality.profile import profile
 from loopstack.quality.results import ExpectationResult, SuiteResult
-from loopstack.quality.source import Query
+from loopstack.quality.source import Query, configure
 from loopstack.quality.store import history, record
 from loopstack.quality.suite import Suite
 
@@ -73,4 +73,5 @@ __all__ = [
     "RequestValidation",
     "record",
     "history",
+    "configure",
 ]

@@ -20,6 +20,7 @@ from loopstack.core.errors import ValidationError
 VIEW = "data"
 _QUERY_STARTS = ("select", "with", "from", "values", "table")
 _local = threading.local()
+_SETTINGS: dict[str, str] = {}
 
 
 @dataclass(frozen=True)
@@ -170,6 +171,35 @@ def open_source(data: Any) -> Source:
     return Source(connection, describe(data), owned=owned, in_memory=in_memory)
 
 
+def configure(memory_limit: str | None = None, threads: int | None = None) -> None:
+    """Set DuckDB's memory limit and threads for the checks run from now on.
+
+    With a memory limit, large ``unique`` and ``foreign_key`` checks spill
+    to disk instead of holding their hash tables in memory.
+
+    Examples
+    --------
+    >>> configure(memory_limit="1GB")
+    >>> configure(memory_limit=None)  # back to DuckDB's default (80% of RAM)
+    """
+    for name, value in (("memory_limit", memory_limit), ("threads", threads)):
+        if value is None:
+            _SETTINGS.pop(name, None)
+        else:
+            _SETTINGS[name] = str(value)
+    database = getattr(_local, "database", None)
+    if database is not None:
+        _apply(database, reset=True)
+
+
+def _apply(database: Any, reset: bool = False) -> None:
+    for name in ("memory_limit", "threads"):
+        if name in _SETTINGS:
+            database.execute(f"SET {name} = {literal(_SETTINGS[name])}")
+        elif reset:
+            database.execute(f"RESET {name}")
+
+
 def shared_database() -> Any:
     """This thread's in-memory DuckDB database; each check opens a cursor on it.
 
@@ -182,6 +212,7 @@ def shared_database() -> Any:
         import duckdb
 
         database = _local.database = duckdb.connect()
+        _apply(database)
     return database
 
 
