@@ -164,14 +164,14 @@ class TrackingStore:
         return _info(row._asdict())
 
     def get_run(self, run_id: str) -> Run:
-        self.writer.flush()
+        self.writer.flush_pending()
         info = self.get_run_info(run_id)
         return self._hydrate([info])[0]
 
     def metric_history(self, run_id: str, key: str) -> list[Metric]:
         from sqlalchemy import select
 
-        self.writer.flush()
+        self.writer.flush_pending()
         table = self.t("metrics")
         query = (
             select(table.c.key, table.c.value, table.c.step, table.c.timestamp)
@@ -196,7 +196,7 @@ class TrackingStore:
 
         if not 1 <= max_results <= 50_000:
             raise ValidationError(f"max_results={max_results} is out of range; use 1 to 50000")
-        self.writer.flush()
+        self.writer.flush_pending()
         runs = self.t("runs")
         tables = {name: self.t(name) for name in ("runs", "latest_metrics", "params", "tags")}
         query = select(runs)
@@ -251,7 +251,7 @@ class TrackingStore:
     def list_artifacts(self, run_id: str) -> list[dict[str, Any]]:
         from sqlalchemy import select
 
-        self.writer.flush()  # buffered rows (the environment file) are read back too
+        self.writer.flush_pending()  # buffered rows (the environment file) are read back too
         table = self.t("artifacts")
         with self.db.read() as connection:
             rows = connection.execute(select(table).where(table.c.run_id == run_id).order_by(table.c.path))

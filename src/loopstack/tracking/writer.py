@@ -76,6 +76,14 @@ class BufferedWriter:
             if any(batch) or self.before_write or then is not None:
                 self._write(batch, then)
 
+    def flush_pending(self) -> None:
+        """Write buffered rows, if any, before a read (read-your-writes without a write
+        transaction per read; heartbeats are the background loop's business)."""
+        with self._flush_lock:  # also waits for a batch the background thread is writing
+            batch = self._drain()
+            if any(batch):
+                self._write(batch)
+
     def close(self) -> None:
         self._closed.set()
         self._wake.set()
