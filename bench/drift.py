@@ -39,27 +39,35 @@ EVIDENTLY_NAMES = {
     "PSI": "psi",
 }
 
-LOOPSTACK_CHILD = r"""
-import json, resource, sys, time
+# Peak RSS from /proc/self/status VmHWM: ru_maxrss survives exec, so it would include this parent's peak.
+PEAK = r"""
+def peak_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+"""
+
+LOOPSTACK_CHILD = PEAK + r"""
+import json, sys, time
 t0 = time.perf_counter()
 from loopstack.drift import compare
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = peak_mb()
 t = time.perf_counter()
 result = compare(sys.argv[1], sys.argv[2])
 seconds = time.perf_counter() - t
 columns = {n: {"test": c.test, "score": c.score, "drifted": c.drifted} for n, c in result.columns.items()}
-print(json.dumps({"seconds": seconds, "import_seconds": t - t0, "base_rss_mb": base / 1024,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "columns": columns}))
+print(json.dumps({"seconds": seconds, "import_seconds": t - t0, "base_rss_mb": base,
+                  "peak_rss_mb": peak_mb(), "columns": columns}))
 """
 
-EVIDENTLY_CHILD = r"""
-import json, resource, sys, time, warnings
+EVIDENTLY_CHILD = PEAK + r"""
+import json, sys, time, warnings
 warnings.simplefilter("ignore")
 t0 = time.perf_counter()
 import pandas as pd
 from evidently import DataDefinition, Dataset, Report
 from evidently.presets import DataDriftPreset
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = peak_mb()
 t = time.perf_counter()
 ref, cur = pd.read_parquet(sys.argv[1]), pd.read_parquet(sys.argv[2])
 definition = DataDefinition(numerical_columns=[c for c in ref.columns if c.startswith("num")],
@@ -75,9 +83,8 @@ for metric in snapshot.dict()["metrics"]:
                                      "score": metric["value"]}
     elif config["type"].endswith("DriftedColumnsCount"):
         count = metric["value"]["count"]
-print(json.dumps({"seconds": seconds, "import_seconds": t - t0, "base_rss_mb": base / 1024,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "columns": columns, "n_drifted": count}))
+print(json.dumps({"seconds": seconds, "import_seconds": t - t0, "base_rss_mb": base,
+                  "peak_rss_mb": peak_mb(), "columns": columns, "n_drifted": count}))
 """
 
 

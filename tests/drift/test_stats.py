@@ -120,3 +120,10 @@ def test_known_answers() -> None:
 def test_nan_and_infinities_are_dropped() -> None:
     a = [1.0, 2.0, np.nan, np.inf, 3.0]
     assert stats.wasserstein(a, [1.0, 2.0, 3.0, -np.inf]) == 0.0
+
+
+def test_callers_arrays_are_not_modified() -> None:
+    a, b = np.array([3.0, 1.0, 2.0]), np.array([2.0, 0.0, 5.0])
+    stats.wasserstein(a, b)
+    stats.ks(a, b)
+    assert a.tolist() == [3.0, 1.0, 2.0] and b.tolist() == [2.0, 0.0, 5.0]

@@ -179,7 +179,7 @@ def benjamini_hochberg(p_values: np.ndarray) -> np.ndarray:
 
 
 def _histogram(pair: NumericPair | CategoricalPair) -> Histogram:
-    if isinstance(pair, NumericPair) and pair.reference_n_unique > 20:
+    if isinstance(pair, NumericPair) and pair.more_unique_than(20):
         edges = stats.sturges_edges(pair)
         if edges.size > 41:
             edges = np.linspace(edges[0], edges[-1], 41)

@@ -57,13 +57,18 @@ def as_table(data: Any) -> Any:
 
 
 def _read_path(path: Path) -> Any:
+    import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
     if not path.exists():
         raise ValidationError(f"data file {path} does not exist; check the path")
     if path.is_dir() or path.suffix in (".parquet", ".pq"):
-        return pq.read_table(path)
+        import pyarrow.dataset as ds
+
+        # Strings stay dictionary-encoded as stored: no string copies, and counting works on the codes.
+        strings = [f.name for f in ds.dataset(path).schema if f.type in (pa.string(), pa.large_string())]
+        return pq.read_table(path, read_dictionary=strings)
     if path.suffix == ".csv":
         return pacsv.read_csv(path)
     raise ValidationError(f"cannot read {path}: use a .parquet or .csv file, or a folder of Parquet files")
@@ -107,7 +112,9 @@ def numeric_values(column: Any) -> np.ndarray:
     """The finite values of an Arrow column as float64 (nulls, NaN and +-inf dropped)."""
     import pyarrow.compute as pc
 
-    values = pc.drop_null(column).to_numpy().astype(np.float64, copy=False)
+    if column.null_count:
+        column = pc.drop_null(column)
+    values = column.to_numpy().astype(np.float64, copy=False)
     finite = np.isfinite(values)
     return values if finite.all() else values[finite]
 
@@ -121,8 +128,8 @@ class NumericPair:
 
     @classmethod
     def from_arrays(cls, reference: Any, current: Any) -> NumericPair:
-        """Sort both samples, dropping NaN and infinities."""
-        return cls(np.sort(_finite(reference)), np.sort(_finite(current)))
+        """Sort both samples, dropping NaN and infinities (in place when the values are already a copy)."""
+        return cls(_sorted(_finite(reference)), _sorted(_finite(current)))
 
     @cached_property
     def merged(self) -> tuple[np.ndarray, np.ndarray]:
@@ -147,20 +154,18 @@ class NumericPair:
         Past `limit` the answer is only a lower bound above it, which is all
         the test selection needs, and it spares a merge of two large samples.
         """
-        counts = self.reference_n_unique, _count_unique(self.current)
-        if limit is not None and max(counts) > limit:
-            return max(counts)
+        if limit is not None and (self.more_unique_than(limit) or _more_unique_than(self.current, limit)):
+            return limit + 1
         return int(np.union1d(_uniques(self.reference), _uniques(self.current)).size)
+
+    def more_unique_than(self, limit: int) -> bool:
+        """Whether the reference has more than `limit` distinct values."""
+        return _more_unique_than(self.reference, limit)
 
     @property
     def n_unique(self) -> int:
         """Distinct values over both samples."""
         return self.distinct()
-
-    @cached_property
-    def reference_n_unique(self) -> int:
-        """Distinct values in the reference sample."""
-        return _count_unique(self.reference)
 
     def as_categories(self) -> CategoricalPair:
         """Counts per distinct value, for tests that treat a discrete numeric column as categories."""
@@ -186,6 +191,8 @@ class CategoricalPair:
 
         ref = _arrow(reference)
         cur = _arrow(current)
+        if pa.types.is_dictionary(ref.type) and ref.type == cur.type:
+            return cls._from_dictionaries(ref, cur)
         if pa.types.is_dictionary(ref.type):
             ref = ref.cast(ref.type.value_type)
         if pa.types.is_dictionary(cur.type):
@@ -201,6 +208,31 @@ class CategoricalPair:
         counts_ref = np.bincount(codes[: len(ref)], minlength=size)
         counts_cur = np.bincount(codes[len(ref) :], minlength=size)
         return cls(both.dictionary.to_pylist(), counts_ref, counts_cur)
+
+    @classmethod
+    def _from_dictionaries(cls, reference: Any, current: Any) -> CategoricalPair:
+        """Count dictionary-encoded columns on their codes, after giving all chunks one dictionary."""
+        import pyarrow as pa
+
+        unified = pa.chunked_array(reference.chunks + current.chunks, type=reference.type).unify_dictionaries()
+        if not unified.num_chunks:
+            return cls([], np.zeros(0, np.int64), np.zeros(0, np.int64))
+        dictionary = unified.chunk(0).dictionary
+        split = reference.num_chunks
+
+        def counts(chunks: list[Any]) -> np.ndarray:
+            total = np.zeros(len(dictionary), dtype=np.int64)
+            for chunk in chunks:
+                codes = chunk.indices.drop_null().to_numpy(zero_copy_only=False)
+                total += np.bincount(codes, minlength=len(dictionary))
+            return total
+
+        ref = counts(unified.chunks[:split])
+        cur = counts(unified.chunks[split:])
+        seen = (ref + cur) > 0
+        keys = [key for key, keep in zip(dictionary.to_pylist(), seen, strict=True) if keep and key is not None]
+        seen &= np.array([key is not None for key in dictionary.to_pylist()], dtype=bool)
+        return cls(keys, ref[seen], cur[seen])
 
     @property
     def n_reference(self) -> int:
@@ -218,6 +250,21 @@ class CategoricalPair:
         return len(self.keys)
 
 
+def _sorted(values: np.ndarray) -> np.ndarray:
+    if values.flags.owndata and values.flags.writeable:
+        values.sort()
+        return values
+    return np.sort(values)
+
+
+def _more_unique_than(sorted_values: np.ndarray, limit: int) -> bool:
+    """Checked on a few evenly spaced order statistics first, so rich columns cost O(1)."""
+    if sorted_values.size <= limit:
+        return False
+    probe = sorted_values[np.linspace(0, sorted_values.size - 1, 4 * (limit + 1)).astype(np.intp)]
+    return _count_unique(probe) > limit or _count_unique(sorted_values) > limit
+
+
 def _count_unique(sorted_values: np.ndarray) -> int:
     return int(sorted_values.size and 1 + np.count_nonzero(sorted_values[1:] != sorted_values[:-1]))
 
@@ -233,7 +280,7 @@ def _finite(values: Any) -> np.ndarray:
 
     if isinstance(values, (pa.Array, pa.ChunkedArray)):
         return numeric_values(values)
-    array = np.asarray(values, dtype=np.float64).ravel()
+    array = np.array(values, dtype=np.float64).ravel()  # a copy: the caller's array is sorted in place later
     finite = np.isfinite(array)
     return array if finite.all() else array[finite]
 

@@ -101,7 +101,8 @@ def wasserstein_distance(reference: Any, current: Any | None = None) -> float:
     ref, cur = pair.reference, pair.current
     n, m = ref.size, cur.size
     if n == m:
-        return float(np.mean(np.abs(ref - cur)))
+        gaps = np.subtract(ref, cur)
+        return float(np.abs(gaps, out=gaps).sum() / n)
     # Steps of both quantile functions on the common grid u = k / (n * m).
     steps = np.concatenate([np.arange(n, dtype=np.int64) * m, np.arange(m, dtype=np.int64) * n])
     steps.sort(kind="stable")  # two sorted runs: a linear merge
@@ -198,7 +199,7 @@ def binned_shares(reference: Any, current: Any | None = None) -> tuple[np.ndarra
         pair = reference
     elif _is_numeric(reference):
         numeric = _numeric(reference, current)
-        if numeric.reference_n_unique > 20:
+        if numeric.more_unique_than(20):
             edges = sturges_edges(numeric)
             return _histogram(numeric.reference, edges), _histogram(numeric.current, edges)
         pair = numeric.as_categories()
