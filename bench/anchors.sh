@@ -47,8 +47,9 @@ anchor_feast()              { install feast "feast[duckdb,redis]"; }
 anchor_evidently()          { install evidently evidently "pandas<3" pyarrow; }  # evidently 0.7 imports pandas 2 internals
 anchor_great_expectations() { install great_expectations great_expectations pyarrow; }
 anchor_pandera()            { install pandera pandera pandas pyarrow; }
-anchor_bentoml()            { install bentoml bentoml; }
-anchor_kserve()             { install kserve kserve; }
+anchor_bentoml()            { install bentoml bentoml scikit-learn; }  # serving bench: same model in every anchor
+anchor_kserve()             { install kserve kserve scikit-learn; }
+anchor_fastapi()            { install fastapi fastapi "uvicorn[standard]" scikit-learn threadpoolctl; }
 anchor_river()              { install river river; }
 anchor_growthbook()         { install growthbook growthbook gbstats; }  # assignment hashing (SDK) and sequential stats (gbstats)
 

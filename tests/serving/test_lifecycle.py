@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -72,39 +71,6 @@ def test_hot_swap_under_load_fails_no_request(tmp_path: Path) -> None:
     assert len(logged) == 121 and set(logged.version) == {"1", "2"}
 
 
-def test_sigterm_drains_in_flight_requests(tmp_path: Path) -> None:
-    script = tmp_path / "serve.py"
-    script.write_text(textwrap.dedent(f"""
-        import sys
-        sys.path.insert(0, {str(Path(__file__).parent)!r})
-        from conftest import SlowModel
-        from loopstack.serving import ModelSpec, ServerSettings, serve
-        serve([ModelSpec(name="slow", model=SlowModel(0.4), max_batch_size=2)], port=int(sys.argv[1]),
-              settings=ServerSettings(log_dir={str(tmp_path / "log")!r}))
-    """))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    process = subprocess.Popen([sys.executable, str(script), str(port)], stderr=subprocess.DEVNULL)
-    try:
-        _wait_ready(f"127.0.0.1:{port}", process)
-
-        async def scenario() -> list[httpx.Response]:
-            load = asyncio.ensure_future(_burst(f"127.0.0.1:{port}", 6))
-            await asyncio.sleep(0.3)  # one batch runs, the others queue
-            process.send_signal(signal.SIGTERM)
-            return await load
-
-        responses = asyncio.run(scenario())
-        assert process.wait(timeout=30) in (0, -signal.SIGTERM)  # uvicorn re-raises SIGTERM after draining
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    assert [r.status_code for r in responses] == [200] * 6
-    assert read_prediction_log(tmp_path / "log").num_rows == 6  # flushed on the way out
-
-
 def _wait_ready(address: str, process: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -162,24 +128,43 @@ def test_serves_registry_models_and_follows_a_moved_alias(registered, data) -> N
     assert bad.status_code == 400 and "20 values" in bad.json()["error"]
 
 
-def test_cli_serve_cold_start(registered, data, tmp_path: Path) -> None:
-    project, (first, _) = registered
-    X, _ = data
+def test_cli_serve_drains_in_flight_requests_on_sigterm(sqlite_project, tmp_path: Path) -> None:
+    def slow_sum(x: np.ndarray) -> np.ndarray:
+        import time
+
+        time.sleep(0.4)
+        return x.sum(axis=1)
+
+    with ls.start_run(project=sqlite_project) as run:
+        run.log_model(slow_sum, "model", example=np.ones((2, 3)))
+    ls.register_model(run.id, "model", name="slow", alias="champion", project=sqlite_project)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     code = "from loopstack.serving.cli import serve; serve()"
-    env = {**os.environ, "LOOPSTACK_PROJECT": str(project.root)}
-    process = subprocess.Popen([sys.executable, "-c", code, "m@champion", "--port", str(port), "--refresh", "0"],
-                               env=env, stderr=subprocess.DEVNULL)
+    args = ["slow@champion", "--port", str(port), "--refresh", "0", "--max-batch-size", "2"]
+    env = {**os.environ, "LOOPSTACK_PROJECT": str(sqlite_project.root)}
+    process = subprocess.Popen([sys.executable, "-c", code, *args], env=env, stderr=subprocess.DEVNULL)
     try:
         _wait_ready(f"127.0.0.1:{port}", process)
-        got = httpx.post(f"http://127.0.0.1:{port}/v1/models/m:predict", json={"instances": X[:2].tolist()}).json()
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) in (0, -signal.SIGTERM)
+
+        async def scenario() -> list[httpx.Response]:
+            load = asyncio.ensure_future(_burst(f"127.0.0.1:{port}", 6))
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:  # until every request is queued or running
+                await asyncio.sleep(0.05)
+                text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+                if 'loopstack_in_flight_requests{model="slow",version="1"} 6.0' in text:
+                    break
+            process.send_signal(signal.SIGTERM)
+            return await load
+
+        responses = asyncio.run(scenario())
+        assert process.wait(timeout=30) in (0, -signal.SIGTERM)  # uvicorn re-raises SIGTERM after draining
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
-    np.testing.assert_allclose(got["predictions"], first.predict_proba(X[:2]))
-    assert read_prediction_log(project.root / ".loopstack" / "logs").num_rows == 2
+    assert [r.status_code for r in responses] == [200] * 6
+    assert [r.json()["predictions"] for r in responses] == [[6.0]] * 6
+    assert read_prediction_log(sqlite_project.root / ".loopstack" / "logs").num_rows == 6  # flushed on exit

@@ -39,6 +39,7 @@ from loopstack.core.errors import ConflictError, LoopstackError, SignatureError,
 from loopstack.serving import v2
 from loopstack.serving.batcher import Batcher, QueueFullError
 from loopstack.serving.config import ModelSpec, ServerSettings
+from loopstack.serving.fastpath import Call, Endpoint, Reply
 from loopstack.serving.inputs import n_rows
 from loopstack.serving.metrics import CONTENT_TYPE, ServingMetrics
 from loopstack.serving.models import Loader
@@ -99,27 +100,27 @@ class Server:
                 logger.exception("alias refresh failed")
 
     # -- handlers ---------------------------------------------------------------------------
-    async def predict(self, request: Request) -> Response:
-        return await self._answer(request, self._predict)
+    async def predict(self, call: Call) -> Reply:
+        return await self._answer(call, self._predict)
 
-    async def infer(self, request: Request) -> Response:
-        return await self._answer(request, self._infer)
+    async def infer(self, call: Call) -> Reply:
+        return await self._answer(call, self._infer)
 
-    async def _answer(self, request: Request, handler: Any) -> Response:
+    async def _answer(self, call: Call, handler: Any) -> Reply:
         started = time.perf_counter()
-        name = request.path_params["name"]
+        name = call.path_params["name"]
         version = ""
         try:
-            batcher = self.repo.get(name, request.path_params.get("version"))
+            batcher = self.repo.get(name, call.path_params.get("version"))
             version = batcher.adapter.version
-            response = await handler(request, batcher)
+            reply = await handler(call, batcher)
         except Exception as error:
-            response = error_response(error, self.settings.retry_after_s)
-        self.metrics.request(name, version, response.status_code, time.perf_counter() - started)
-        return response
+            reply = error_reply(error, self.settings.retry_after_s)
+        self.metrics.request(name, version, reply.status, time.perf_counter() - started)
+        return reply
 
-    async def _predict(self, request: Request, batcher: Batcher) -> Response:
-        payload = _json(await request.body())
+    async def _predict(self, call: Call, batcher: Batcher) -> Reply:
+        payload = _json(call.body)
         schema = batcher.adapter.schema
         if "instances" in payload:
             rows = schema.from_instances(payload["instances"])
@@ -132,27 +133,25 @@ class Server:
             )
         else:
             raise ValidationError("the body needs 'instances' (a list of rows) or 'inputs' (an object of columns)")
-        request_id = _request_id(payload.get("id"), request)
-        outputs = await batcher.submit(rows, request_id, request.headers.get("x-loopstack-variant"))
+        request_id = _request_id(payload.get("id"), call.headers)
+        outputs = await batcher.submit(rows, request_id, call.headers.get("x-loopstack-variant"))
         body = json.dumps({"predictions": outputs.tolist(), "model": batcher.spec.name,
                            "version": batcher.adapter.version, "request_id": request_id})
-        return Response(body, media_type=JSON, headers={"x-request-id": request_id})
+        return Reply(200, body.encode(), headers={"x-request-id": request_id})
 
-    async def _infer(self, request: Request, batcher: Batcher) -> Response:
-        headers = request.headers
-        payload, binary = v2.parse_body(await request.body(), headers.get(v2.HEADER),
-                                        headers.get("content-encoding"))
+    async def _infer(self, call: Call, batcher: Batcher) -> Reply:
+        headers = call.headers
+        payload, binary = v2.parse_body(call.body, headers.get(v2.HEADER), headers.get("content-encoding"))
         rows = v2.decode_inputs(payload, binary, batcher.adapter)
         n = n_rows(rows)
         if n == 0:
             raise SignatureError("the input tensors hold no rows; send at least one")
-        request_id = _request_id(payload.get("id"), request)
+        request_id = _request_id(payload.get("id"), headers)
         outputs = await batcher.submit(rows, request_id, headers.get("x-loopstack-variant"), n)
         body, header_length = v2.encode_response(payload, batcher.adapter, outputs, request_id)
         if header_length is None:
-            return Response(body, media_type=JSON)
-        return Response(body, media_type="application/octet-stream",
-                        headers={"inference-header-content-length": str(header_length)})
+            return Reply(200, body)
+        return Reply(200, body, "application/octet-stream", {"inference-header-content-length": str(header_length)})
 
     async def feedback(self, request: Request) -> Response:
         try:
@@ -221,7 +220,7 @@ class Server:
         model = "/v2/models/{name}"
         versioned = "/v2/models/{name}/versions/{version}"
         return [
-            Route("/v1/models/{name}:predict", self.predict, methods=["POST"]),
+            Route("/v1/models/{name}:predict", Endpoint(self.predict), methods=["POST"]),
             Route("/v1/models/{name}:load", self.load, methods=["POST"]),
             Route("/v1/models", self.models, methods=["GET"]),
             Route("/v1/models/{name}", self.models, methods=["GET"]),
@@ -229,7 +228,7 @@ class Server:
             Route("/v2/health/live", self.live, methods=["GET"]),
             Route("/v2/health/ready", self.ready, methods=["GET"]),
             Route("/v2", self.server_metadata, methods=["GET"]),
-            *(Route(f"{base}/infer", self.infer, methods=["POST"]) for base in (model, versioned)),
+            *(Route(f"{base}/infer", Endpoint(self.infer), methods=["POST"]) for base in (model, versioned)),
             *(Route(f"{base}/ready", self.model_ready, methods=["GET"]) for base in (model, versioned)),
             *(Route(base, self.model_metadata, methods=["GET"]) for base in (model, versioned)),
             Route("/metrics", self.render_metrics, methods=["GET"]),
@@ -281,7 +280,13 @@ def create_app(
 
 
 def error_response(error: BaseException, retry_after_s: int = 1) -> Response:
-    """The JSON error response for any exception (the one place errors become statuses)."""
+    """The JSON error response for any exception."""
+    reply = error_reply(error, retry_after_s)
+    return Response(reply.body, reply.status, reply.headers, media_type=JSON)
+
+
+def error_reply(error: BaseException, retry_after_s: int = 1) -> Reply:
+    """The JSON error reply for any exception (the one place errors become statuses)."""
     headers = {}
     if isinstance(error, TimeoutError):
         status, message = 504, "the request did not finish within the model's timeout_s; retry or raise timeout_s"
@@ -292,7 +297,7 @@ def error_response(error: BaseException, retry_after_s: int = 1) -> Response:
         status, message = 500, f"{type(error).__name__}: {error}"
     if status == 503 or isinstance(error, QueueFullError):
         headers["retry-after"] = str(retry_after_s)
-    return Response(json.dumps({"error": message}), status, headers, media_type=JSON)
+    return Reply(status, json.dumps({"error": message}).encode(), headers=headers)
 
 
 def _json(body: bytes, allow_list: bool = False) -> Any:
@@ -305,10 +310,10 @@ def _json(body: bytes, allow_list: bool = False) -> Any:
     return payload
 
 
-def _request_id(given: Any, request: Request) -> str:
+def _request_id(given: Any, headers: dict[str, str]) -> str:
     if isinstance(given, str) and given:
         return given
-    return request.headers.get("x-request-id") or uuid.uuid4().hex
+    return headers.get("x-request-id") or uuid.uuid4().hex
 
 
 def _respond(payload: Any, status: int = 200) -> Response:

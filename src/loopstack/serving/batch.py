@@ -78,7 +78,7 @@ def predict_file(
     >>> pq.write_table(pa.table({"id": [1, 2, 3], "x": [0.0, 1.0, 2.0]}), folder / "in.parquet")
     >>> model = LinearRegression().fit(np.array([[0.0], [1.0]]), [1.0, 3.0])
     >>> summary = predict_file(model, folder / "in.parquet", folder / "out.parquet", chunk_rows=2, keep=["id"])
-    >>> pq.read_table(folder / "out.parquet").to_pydict()["prediction"]
+    >>> [round(p, 6) for p in pq.read_table(folder / "out.parquet").to_pydict()["prediction"]]
     [1.0, 3.0, 5.0]
     """
     import pyarrow.dataset as ds

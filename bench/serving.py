@@ -1,0 +1,265 @@
+"""Serving benchmark: loopstack vs BentoML (adaptive batching), KServe ModelServer and plain FastAPI.
+
+One HistGradientBoostingClassifier on 20 float features (bench/serving_anchors.py
+trains it identically in every process). Each server runs as one process; wrk
+(Debian package) sends single-row JSON requests at concurrency 1, 16 and 64,
+after a warm-up. Every server's answer is checked against the model's own
+predict_proba before it is measured. Also measured: the ceiling (the model's
+own predict_proba throughput at the batch size loopstack's batcher formed),
+loopstack's cold start (process start to first correct answer, model loaded
+from the registry) and each server's idle RSS.
+
+    bash bench/anchors.sh bentoml kserve fastapi
+    .venv/bin/python bench/serving.py                 # 15 s per point
+    .venv/bin/python bench/serving.py --duration 5 --only loopstack,fastapi
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ANCHORS = HERE / ".anchors"
+sys.path.insert(0, str(HERE))
+from serving_anchors import make_model  # noqa: E402
+
+ROW = [round(float(v), 4) for v in np.random.default_rng(1).normal(size=20)]
+V1 = {"instances": [ROW]}
+V2 = {"inputs": [{"name": "input", "shape": [1, 20], "datatype": "FP64", "data": ROW}]}
+# name -> (server kind, path, body, how to read the probabilities of the row from the JSON answer)
+TARGETS = {
+    "loopstack": ("loopstack", "/v1/models/fraud:predict", V1, lambda b: b["predictions"][0]),
+    "loopstack-v2": ("loopstack", "/v2/models/fraud/infer", V2, lambda b: b["outputs"][0]["data"]),
+    "bentoml": ("bentoml", "/predict", V1, lambda b: b[0]),
+    "kserve": ("kserve", "/v1/models/fraud:predict", V1, lambda b: b["predictions"][0]),
+    "kserve-v2": ("kserve", "/v2/models/fraud/infer", V2, lambda b: b["outputs"][0]["data"]),
+    "fastapi": ("fastapi", "/predict", V1, lambda b: b["predictions"][0]),
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start(kind: str, port: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if kind == "loopstack":
+        command = [sys.executable, str(Path(__file__)), "--serve-loopstack", str(port)]
+    elif kind == "bentoml":
+        command = [str(ANCHORS / "bentoml" / "bin" / "bentoml"), "serve", "serving_anchors:Fraud", "--port", str(port),
+                   "--host", "127.0.0.1"]
+    else:
+        command = [str(ANCHORS / kind / "bin" / "python"), str(HERE / "serving_anchors.py"), kind, str(port)]
+    log = open(Path(tempfile.gettempdir()) / f"bench-serving-{kind}.log", "wb")  # noqa: SIM115
+    return subprocess.Popen(command, cwd=HERE, env=env, stdout=log, stderr=log, start_new_session=True)
+
+
+def post(port: int, path: str, body: Any, timeout: float = 5.0) -> Any:
+    import urllib.request
+
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+def wait_correct(port: int, target: str, want: np.ndarray, timeout: float = 300.0) -> float:
+    """Seconds until the server answers the probe row correctly; raises if it answers wrongly."""
+    _, path, body, read = TARGETS[target]
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout:
+        try:
+            got = np.asarray(read(post(port, path, body)), dtype=float)
+        except (OSError, ValueError):
+            time.sleep(0.01)
+            continue
+        if not np.allclose(got, want, atol=1e-9):
+            raise AssertionError(f"{target} answered {got}, the model says {want}")
+        return time.perf_counter() - started
+    raise TimeoutError(f"{target} did not answer within {timeout} s")
+
+
+def wrk(port: int, target: str, connections: int, duration: int) -> dict[str, float]:
+    _, path, body, _ = TARGETS[target]
+    script = Path(tempfile.gettempdir()) / f"bench-serving-{target}.lua"
+    script.write_text(f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+                      f"wrk.body = {json.dumps(json.dumps(body))}\n")
+    threads = 1 if connections < 16 else 2
+    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--timeout", "10s", "--latency",
+                          "-s", str(script), f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True).stdout
+    result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}  # type: ignore[union-attr]
+    for label, key in (("50%", "p50_ms"), ("99%", "p99_ms")):
+        value, unit = re.search(rf"{label}\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
+        result[key] = float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    timeouts = re.search(r"Socket errors: .*timeout (\d+)", out)
+    result["errors"] = float(errors.group(1)) if errors else 0.0
+    result["timeouts"] = float(timeouts.group(1)) if timeouts else 0.0
+    return result
+
+
+def rss_mb(pid: int) -> float:
+    import psutil
+
+    process = psutil.Process(pid)
+    return sum(p.memory_info().rss for p in [process, *process.children(recursive=True)]) / 2**20
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by a server and its children: a load-independent cost."""
+    import psutil
+
+    process = psutil.Process(pid)
+    total = 0.0
+    for p in [process, *process.children(recursive=True)]:
+        times = p.cpu_times()
+        total += times.user + times.system
+    return total
+
+
+def batch_stats(port: int) -> tuple[float, float]:
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+    total = float(re.search(r"loopstack_batch_size_sum\{[^}]*\} ([\d.e+]+)", text).group(1))  # type: ignore[union-attr]
+    count = float(re.search(r"loopstack_batch_size_count\{[^}]*\} ([\d.e+]+)", text).group(1))  # type: ignore[union-attr]
+    return total, count
+
+
+def ceiling(model: Any, batch: int, seconds: float = 3.0) -> float:
+    """The model's own predict_proba rows/s at `batch` rows per call, on one thread."""
+    from threadpoolctl import threadpool_limits
+
+    X = np.tile(np.asarray(ROW), (max(1, batch), 1))
+    with threadpool_limits(1):
+        calls, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            model.predict_proba(X)
+            calls += 1
+        return calls * len(X) / (time.perf_counter() - started)
+
+
+def measure(target: str, want: np.ndarray, levels: list[int], duration: int) -> dict[str, Any]:
+    kind = TARGETS[target][0]
+    port = free_port()
+    process = start(kind, port)
+    try:
+        wait_correct(port, target, want)
+        time.sleep(1.0)
+        report: dict[str, Any] = {"idle_rss_mb": rss_mb(process.pid)}
+        wrk(port, target, 16, 3)  # warm-up
+        for connections in levels:
+            before = batch_stats(port) if kind == "loopstack" else None
+            cpu_before = cpu_s(process.pid)
+            report[connections] = wrk(port, target, connections, duration)
+            served = report[connections]["rps"] * duration
+            report[connections]["cpu_ms_per_req"] = (cpu_s(process.pid) - cpu_before) * 1e3 / max(1.0, served)
+            if before is not None:
+                after = batch_stats(port)
+                report[connections]["mean_batch"] = (after[0] - before[0]) / max(1.0, after[1] - before[1])
+            print(f"  {target:13s} c={connections:<3d} {report[connections]}", flush=True)
+        return report
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def cold_start(want: np.ndarray) -> tuple[float, float]:
+    """Process start to the first correct answer of `loopstack serve fraud@champion` (model from the registry)."""
+    import loopstack as ls
+
+    folder = Path(tempfile.mkdtemp())
+    project = ls.Project.init(folder / "proj", name="bench")
+    with ls.start_run(project=project) as run:
+        run.log_model(make_model(), "model", example=np.asarray([ROW] * 5))
+    ls.register_model(run.id, "model", name="fraud", alias="champion", project=project)
+    port = free_port()
+    code = "from loopstack.serving.cli import serve; serve()"
+    started = time.perf_counter()
+    process = subprocess.Popen([sys.executable, "-c", code, "fraud@champion", "--port", str(port), "--refresh", "0"],
+                               env={**os.environ, "LOOPSTACK_PROJECT": str(project.root)}, stderr=subprocess.DEVNULL)
+    try:
+        wait_correct(port, "loopstack", want, timeout=120)
+        return time.perf_counter() - started, cpu_s(process.pid)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+def serve_loopstack(port: int) -> None:
+    from loopstack.serving import ModelSpec, ServerSettings, serve
+
+    spec = ModelSpec(name="fraud", model=make_model(), max_batch_size=64, max_wait_ms=2.0, max_queue=4096)
+    serve([spec], port=port, settings=ServerSettings(log_dir=tempfile.mkdtemp(prefix="bench-serving-log-")))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=int, default=15, help="seconds per concurrency level")
+    parser.add_argument("--only", default=",".join(TARGETS), help="comma-separated targets")
+    parser.add_argument("--serve-loopstack", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_loopstack:
+        return serve_loopstack(args.serve_loopstack)
+    model = make_model()
+    want = model.predict_proba(np.asarray([ROW]))[0]
+    results: dict[str, Any] = {}
+    for target in args.only.split(","):
+        levels = [1, 64] if target.endswith("-v2") else [1, 16, 64]
+        results[target] = measure(target, want, levels, args.duration)
+    if "loopstack" in results:
+        batch = results["loopstack"][64].get("mean_batch", 1.0)
+        results["ceiling_rows_per_s"] = ceiling(model, round(batch))
+        results["ceiling_batch"] = batch
+        results["cold_start_s"] = cold_start(want)
+    print(json.dumps(results, indent=1, default=str))
+    summarize(results)
+
+
+def summarize(results: dict[str, Any]) -> None:
+    print("\n| server | c=1 rps | c=1 p50 ms | c=16 rps | c=64 rps | c=64 p50 ms | c=64 p99 ms "
+          "| c=64 CPU ms/req | errors | idle RSS MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name, r in results.items():
+        if not isinstance(r, dict):
+            continue
+        row = [r.get(1, {}), r.get(16, {}), r.get(64, {})]
+        errors = sum(x.get("errors", 0) + x.get("timeouts", 0) for x in row)
+        cells = [f"{row[0].get('rps', 0):.0f}", f"{row[0].get('p50_ms', 0):.2f}", f"{row[1].get('rps', 0):.0f}",
+                 f"{row[2].get('rps', 0):.0f}", f"{row[2].get('p50_ms', 0):.1f}", f"{row[2].get('p99_ms', 0):.1f}",
+                 f"{row[2].get('cpu_ms_per_req', 0):.2f}"]
+        print(f"| {name} | " + " | ".join(cells) + f" | {errors:.0f} | {r['idle_rss_mb']:.0f} |")
+    ls64 = results.get("loopstack", {}).get(64)
+    if ls64:
+        for anchor in ("bentoml", "kserve", "fastapi"):
+            other = results.get(anchor, {}).get(64)
+            if other:
+                ratio, p99 = ls64["rps"] / other["rps"], ls64["p99_ms"] / other["p99_ms"]
+                print(f"c=64 {anchor}: rps x{ratio:.1f}, p99 ratio {p99:.2f}")
+        print(f"ceiling at batch {results['ceiling_batch']:.1f}: {results['ceiling_rows_per_s']:.0f} rows/s; "
+              f"loopstack at c=64 reaches {ls64['rps'] / results['ceiling_rows_per_s']:.0%} of it")
+        wall, cpu = results["cold_start_s"]
+        print(f"cold start: {wall:.2f} s wall, {cpu:.2f} s CPU")
+
+
+if __name__ == "__main__":
+    main()
