@@ -105,13 +105,7 @@ def _view_ctes(session: Session, catalog: Catalog, view: FeatureView, features: 
     within = f"f.__ets >= e.{TS} - {ttl}" if ttl is not None else "true"
     out = ", ".join([f"e.{ROW}", *(f"f.{quote(f)}" for f in features)])
     if ttl is not None or as_of_known_time:
-        # A bounded window: a hash join on the keys, filtered to the window, then per entity row the
-        # latest (event, created) row, packed into one sortable number.
-        known = f" AND f.__cts <= e.{TS}" if as_of_known_time else ""
-        order = "(CAST(f.__ets AS HUGEINT) << 64) + f.__cts"
-        latest = ", ".join(f"arg_max_null(f.{quote(f)}, {order}) AS {quote(f)}" for f in features)
-        return [f"{alias} AS (SELECT e.{ROW}, {latest} FROM {spine_name} e JOIN {full} f ON {on} "
-                f"AND f.__ets <= e.{TS} AND {within}{known} GROUP BY e.{ROW})"]
+        return _windowed(alias, spine_name, full, on, within, features, as_of_known_time)
     if not created:
         return [f"{alias} AS (SELECT {out} FROM {spine_name} e ASOF JOIN {full} f ON {on} AND e.{TS} >= f.__ets)"]
     # Two phases keep the sorted ASOF input narrow: match the latest event time per entity row on
@@ -126,6 +120,19 @@ def _view_ctes(session: Session, catalog: Catalog, view: FeatureView, features: 
 
 
 MIN_US, MAX_US = -(2**63) + 1, 2**63 - 1
+
+
+def _windowed(alias: str, spine_name: str, full: str, on: str, within: str, features: list[str],
+              as_of_known_time: bool) -> list[str]:
+    """Hash join on the keys filtered to the window; per entity row the latest (event, created) row.
+
+    (Splitting the join by ttl-wide time buckets was measured: no faster in DuckDB, so not done.)
+    """
+    known = f" AND f.__cts <= e.{TS}" if as_of_known_time else ""
+    order = "(CAST(f.__ets AS HUGEINT) << 64) + f.__cts"  # (event time, created time) as one number
+    latest = ", ".join(f"arg_max_null(f.{quote(f)}, {order}) AS {quote(f)}" for f in features)
+    return [f"{alias} AS (SELECT e.{ROW}, {latest} FROM {spine_name} e JOIN {full} f ON {on} "
+            f"AND f.__ets <= e.{TS} AND {within}{known} GROUP BY e.{ROW})"]
 
 
 def _micros(column: str, columns: dict[str, str]) -> str:
