@@ -68,13 +68,13 @@ def test_redis_consumer_killed_mid_stream_loses_no_event(redis_names, tmp_path: 
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from conftest import SlowModel
         from loopstack.serving import RedisStreamConsumer
-        RedisStreamConsumer(SlowModel(0.1), url={REDIS_URL!r}, consumer="doomed", batch_size=20,
+        RedisStreamConsumer(SlowModel(0.5), url={REDIS_URL!r}, consumer="doomed", batch_size=20,
                             **{names!r}).run()
     """))
     doomed = subprocess.Popen([sys.executable, str(script)], stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
-        while client.xlen(names["output"]) < 40 and time.monotonic() < deadline:
+        while client.xlen(names["output"]) < 20 and time.monotonic() < deadline:
             time.sleep(0.02)
         doomed.send_signal(signal.SIGKILL)
         doomed.wait(timeout=10)
@@ -84,7 +84,7 @@ def test_redis_consumer_killed_mid_stream_loses_no_event(redis_names, tmp_path: 
             doomed.wait()
     stranded = client.xpending(names["stream"], names["group"])
     assert stranded["pending"] > 0  # it died holding events it had read and not acknowledged
-    assert 40 <= client.xlen(names["output"]) < 200
+    assert 20 <= client.xlen(names["output"]) < 200
 
     rescuer = RedisStreamConsumer(SlowModel(0.0), url=REDIS_URL, consumer="rescuer", batch_size=50, block_ms=50,
                                   claim_idle_ms=200, **names)
@@ -181,13 +181,13 @@ def test_nats_consumer_killed_mid_stream_loses_no_event(nats_names, tmp_path: Pa
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from conftest import SlowModel
         from loopstack.serving import NatsStreamConsumer
-        consumer = NatsStreamConsumer(SlowModel(0.1), batch_size=20, ack_wait_s=1.0, **{nats_names!r})
+        consumer = NatsStreamConsumer(SlowModel(0.5), batch_size=20, ack_wait_s=1.0, **{nats_names!r})
         asyncio.run(consumer.run())
     """))
     doomed = subprocess.Popen([sys.executable, str(script)], stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
-        while asyncio.run(_results(nats_names, count_only=True)) < 30 and time.monotonic() < deadline:
+        while asyncio.run(_results(nats_names, count_only=True)) < 20 and time.monotonic() < deadline:
             time.sleep(0.05)
         doomed.send_signal(signal.SIGKILL)
         doomed.wait(timeout=10)
@@ -195,7 +195,7 @@ def test_nats_consumer_killed_mid_stream_loses_no_event(nats_names, tmp_path: Pa
         if doomed.poll() is None:
             doomed.kill()
             doomed.wait()
-    assert 30 <= asyncio.run(_results(nats_names, count_only=True)) < 150
+    assert 20 <= asyncio.run(_results(nats_names, count_only=True)) < 150
     assert asyncio.run(_ack_pending(nats_names)) > 0  # it died holding fetched, unacknowledged events
 
     async def rescue() -> int:
