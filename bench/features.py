@@ -315,15 +315,19 @@ def main() -> None:
         sys.exit(f"the Feast worker failed:\n{feast_run.stderr[-4000:]}")
     feast = json.loads(feast_run.stdout.strip().splitlines()[-1])
     ours = run_loopstack(args.work, args.reps, args.online_reps)
-    checks = {"duckdb": compare(args.work, "duckdb")}
+    checks: dict[str, Any] = {"duckdb": compare(args.work, "duckdb")}
+    for backend in ("sqlite", "redis"):  # one served entity, same values from both stores
+        ours_row, theirs_row = ours[f"online_{backend}_sample"], feast[f"online_{backend}_sample"]
+        checks[f"online_{backend}_equal"] = all(ours_row[f] == theirs_row[f] for f in A_FEATURES)
     if (args.work / "feast_file_result.parquet").exists() and not args.skip_feast_file:
         checks["file"] = compare(args.work, "file")
     text = report(ours, feast, checks, args)
     print(text)
     (args.work / "results.json").write_text(json.dumps({"loopstack": ours, "feast": feast, "checks": checks},
                                                        indent=2, default=str))
-    if checks["duckdb"]["rows_missing"] or checks["duckdb"]["rows_differing"]:
-        sys.exit("loopstack and Feast's DuckDB offline store disagree; see the check line above")
+    online_equal = checks["online_sqlite_equal"] and checks["online_redis_equal"]
+    if checks["duckdb"]["rows_missing"] or checks["duckdb"]["rows_differing"] or not online_equal:
+        sys.exit("loopstack and Feast disagree; see the check lines above")
 
 
 if __name__ == "__main__":
