@@ -9,10 +9,11 @@ empty database yields exactly these tables.
 from __future__ import annotations
 
 import loopstack.features.tables
+import loopstack.pipelines.tables
 import loopstack.registry.tables
 import loopstack.tracking.tables  # noqa: F401  (registers tables)
 from loopstack.core.tables import METADATA
 
-HEAD = "0002_features"
+HEAD = "0003_pipelines"
 
 __all__ = ["HEAD", "METADATA"]
