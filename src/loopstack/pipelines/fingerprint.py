@@ -1,0 +1,184 @@
+"""Digests of a step's code and parameters: what the cache key is made of.
+
+A step's code digest covers what can change its output without changing its
+inputs: the function's syntax tree (so comments, blank lines, the docstring
+and the decorator line do not count), the values its closure captures, the
+module-level constants it reads, and, recursively, the code of helper
+functions and classes from user modules that it calls. Library code (anything
+installed under site-packages or the standard library) counts by name and
+version only, because hashing numpy's source on every run would be slow and
+a library upgrade is pinned by the environment, not the pipeline.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import inspect
+import json
+import pickle
+import sys
+import sysconfig
+import textwrap
+import types
+from typing import Any
+
+_SIMPLE = (int, float, str, bytes, bool, type(None), complex)
+_LIBRARY_ROOTS = tuple({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["stdlib"], sys.prefix})
+
+
+def code_digest(function: Any) -> str:
+    """A sha256 of the function's code, closure, constants and user-code helpers.
+
+    Examples
+    --------
+    >>> def double(x):
+    ...     return 2 * x
+    >>> def double_commented(x):
+    ...     # the same code: a comment does not change the digest
+    ...     return 2 * x
+    >>> code_digest(double) == code_digest(double_commented)
+    True
+    """
+    digest = hashlib.sha256()
+    _walk(function, digest, set())
+    return digest.hexdigest()
+
+
+def value_digest(value: Any) -> str:
+    """A sha256 of a parameter value: canonical JSON where possible, else its pickle."""
+    try:
+        text = json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=True)
+        return hashlib.sha256(b"json:" + text.encode()).hexdigest()
+    except (TypeError, ValueError):
+        pass
+    if callable(value) and hasattr(value, "__code__"):
+        return code_digest(value)
+    try:
+        return hashlib.sha256(b"pickle:" + pickle.dumps(value, protocol=5)).hexdigest()
+    except Exception:  # unpicklable: fall back to its text, the best we can do
+        return hashlib.sha256(b"repr:" + repr(value).encode()).hexdigest()
+
+
+def _walk(obj: Any, digest: Any, seen: set[int]) -> None:
+    if id(obj) in seen:
+        return
+    seen.add(id(obj))
+    function = inspect.unwrap(obj) if callable(obj) else obj
+    function = getattr(function, "__func__", function)  # bound and class methods
+    code = getattr(function, "__code__", None)
+    if code is None:
+        return
+    digest.update(_syntax(function, code).encode())
+    for cell in function.__closure__ or ():
+        try:
+            _mix(cell.cell_contents, digest, seen)
+        except ValueError:  # an empty cell: a name assigned later in the enclosing scope
+            digest.update(b"<empty cell>")
+    namespace = function.__globals__
+    for name in sorted(_global_names(code)):
+        if name in namespace:
+            digest.update(f"\x00global {name}=".encode())
+            _mix(namespace[name], digest, seen)
+
+
+def _syntax(function: Any, code: types.CodeType) -> str:
+    """The function's AST without docstring and decorators; bytecode when there is no source."""
+    try:
+        source = textwrap.dedent(inspect.getsource(function))
+        tree = ast.parse(source)
+    except (OSError, TypeError, SyntaxError):
+        return _bytecode(code)
+    node = tree.body[0] if tree.body else None
+    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+        node.decorator_list = []
+        body = node.body
+        if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant):
+            node.body = body[1:] or [ast.Pass()]
+        # the name is not behaviour: renaming a step must not invalidate its cache
+        node.name = "_"
+    return ast.dump(tree, include_attributes=False)
+
+
+def _bytecode(code: types.CodeType) -> str:
+    constants = [_bytecode(c) if isinstance(c, types.CodeType) else repr(c) for c in code.co_consts]
+    return f"{code.co_code.hex()}|{constants}|{code.co_names}"
+
+
+def _global_names(code: types.CodeType) -> set[str]:
+    names = set(code.co_names)
+    for constant in code.co_consts:
+        if isinstance(constant, types.CodeType):
+            names |= _global_names(constant)
+    return names
+
+
+def _mix(value: Any, digest: Any, seen: set[int]) -> None:
+    """Fold one referenced value into the digest."""
+    if isinstance(value, types.ModuleType):
+        digest.update(f"module {value.__name__} {_version(value)}".encode())
+    elif isinstance(value, _SIMPLE) or _is_plain_container(value):
+        digest.update(_stable_repr(value).encode())
+    elif isinstance(value, type) or callable(value):
+        step_function = getattr(value, "function", None)  # a Step: its function is the code
+        target = step_function if callable(step_function) else value
+        if _is_user_code(target):
+            digest.update(f"code {getattr(target, '__qualname__', '')}".encode())
+            if isinstance(target, type):
+                _mix_class(target, digest, seen)
+            else:
+                _walk(target, digest, seen)
+        else:
+            digest.update(f"ref {getattr(target, '__module__', '')}.{getattr(target, '__qualname__', '')}".encode())
+    else:
+        digest.update(f"object {type(value).__module__}.{type(value).__qualname__}".encode())
+
+
+def _mix_class(cls: type, digest: Any, seen: set[int]) -> None:
+    try:
+        digest.update(ast.dump(ast.parse(textwrap.dedent(inspect.getsource(cls))), include_attributes=False).encode())
+    except (OSError, TypeError, SyntaxError):
+        for name, member in sorted(vars(cls).items()):
+            if callable(member):
+                digest.update(name.encode())
+                _walk(member, digest, seen)
+
+
+def _is_plain_container(value: Any) -> bool:
+    """A builtin tuple, list, set or dict of simple values (exact types: a subclass may carry state)."""
+    if type(value) in (tuple, list, frozenset, set):
+        return len(value) <= 1000 and all(isinstance(v, _SIMPLE) for v in value)
+    if type(value) is dict:
+        return len(value) <= 1000 and all(isinstance(v, _SIMPLE) for v in (*value.keys(), *value.values()))
+    return False
+
+
+def _stable_repr(value: Any) -> str:
+    """repr with sets and dicts sorted: string hashing (so set order) differs between processes."""
+    if type(value) in (set, frozenset):
+        return f"{type(value).__name__}({sorted(map(repr, value))})"
+    if type(value) is dict:
+        return f"dict({sorted((repr(k), repr(v)) for k, v in value.items())})"
+    return repr(value)
+
+
+def _is_user_code(obj: Any) -> bool:
+    module = sys.modules.get(getattr(obj, "__module__", "") or "")
+    return True if module is None else is_user_module(module)  # a module that is gone (exec'd code): hash it
+
+
+def is_user_module(module: types.ModuleType) -> bool:
+    """Whether a module is the user's code, not the standard library, an installed package or loopstack."""
+    if module.__name__ == "loopstack" or module.__name__.startswith("loopstack."):
+        return False
+    path = getattr(module, "__file__", None)
+    if path is None:
+        return module.__name__ == "__main__"
+    return not path.startswith(_LIBRARY_ROOTS)
+
+
+def _version(module: types.ModuleType) -> str:
+    return str(getattr(module, "__version__", ""))
+
+
+__all__ = ["code_digest", "is_user_module", "value_digest"]

@@ -1,0 +1,208 @@
+"""Caching: a re-run skips unchanged steps and says so; code, parameter and input changes miss."""
+
+from __future__ import annotations
+
+import pytest
+
+from loopstack.core.errors import IntegrityError
+from loopstack.core.project import Project
+from loopstack.pipelines import code_digest, get_run, lineage, pipeline, step
+
+
+class Calls(list):
+    """Records step calls. Not a plain list: a plain list's value is part of the code digest of the
+    steps that read it, and this one changes with every call."""
+
+
+CALLS = Calls()
+SCALE = 2
+
+
+@step
+def source(n: int) -> list:
+    CALLS.append("source")
+    return list(range(n))
+
+
+@step
+def scaled(values: list) -> list:
+    CALLS.append("scaled")
+    return [v * SCALE for v in values]
+
+
+@step
+def total(values: list) -> int:
+    CALLS.append("total")
+    return sum(values)
+
+
+@pipeline
+def chain(n: int = 4):
+    return total(scaled(source(n)))
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> None:
+    CALLS.clear()
+
+
+def test_rerun_skips_every_step_and_records_why(project: Project) -> None:
+    first = chain.run(project)
+    assert first.output() == 12 and first.cached == []
+    second = chain.run(project)
+    assert second.output() == 12
+    assert second.cached == ["source", "scaled", "total"] and second.executed == []
+    assert CALLS == ["source", "scaled", "total"]  # nothing ran the second time
+    cached = project.events.list(kind="step.cached", limit=10)
+    assert len(cached) == 3
+    assert {e.cause for e in cached} == {second.started_event}
+    assert all(e.payload["reason"].startswith("same code") for e in cached)
+    assert get_run(project, second.id[:10]).steps[0].status == "cached"
+
+
+def test_a_parameter_change_reruns_the_step_and_what_depends_on_it(sqlite_project: Project) -> None:
+    chain.run(sqlite_project, params={"n": 4})
+    CALLS.clear()
+    run = chain.run(sqlite_project, params={"n": 5})
+    assert run.output() == 20
+    assert CALLS == ["source", "scaled", "total"]
+
+
+def test_an_unchanged_input_digest_stops_the_rerun_early(sqlite_project: Project) -> None:
+    global SCALE
+    chain.run(sqlite_project)
+    CALLS.clear()
+    SCALE = 0  # scaled's code reads SCALE: a different digest, and a different output
+    try:
+        run = chain.run(sqlite_project)
+        assert run.cached == ["source"] and CALLS == ["scaled", "total"]
+        assert run.output() == 0
+    finally:
+        SCALE = 2
+    CALLS.clear()
+    run = chain.run(sqlite_project)  # back to the first version: every step is cached again
+    assert run.cached == ["source", "scaled", "total"]
+
+
+def test_a_code_change_misses_but_a_comment_does_not(sqlite_project: Project) -> None:
+    @step
+    def value() -> int:
+        return 1
+
+    @pipeline
+    def one():
+        return value()
+
+    one.run(sqlite_project)
+    assert one.run(sqlite_project).cached == ["value"]
+
+    @step(name="value")
+    def value_commented() -> int:
+        # a comment and a docstring are not behaviour
+        return 1
+
+    @pipeline(name="one")
+    def same():
+        return value_commented()
+
+    assert same.run(sqlite_project).cached == ["value"]
+
+    @step(name="value")
+    def value_changed() -> int:
+        return 2
+
+    @pipeline(name="one")
+    def changed():
+        return value_changed()
+
+    run = changed.run(sqlite_project)
+    assert run.cached == [] and run.output() == 2
+
+
+def test_an_upstream_change_with_equal_output_keeps_downstream_cached(sqlite_project: Project) -> None:
+    @step
+    def base() -> list:
+        return [1, 2, 3]
+
+    @step
+    def consume(values: list) -> int:
+        CALLS.append("consume")
+        return len(values)
+
+    @pipeline
+    def p():
+        return consume(base())
+
+    p.run(sqlite_project)
+
+    @step(name="base")
+    def base_rewritten() -> list:
+        return list(range(1, 4))  # new code, same bytes out
+
+    @pipeline(name="p")
+    def p2():
+        return consume(base_rewritten())
+
+    run = p2.run(sqlite_project)
+    assert run.executed == ["base"] and run.cached == ["consume"]  # keyed on the input's digest
+
+
+def test_code_digest_sees_closures_helpers_and_defaults() -> None:
+    def helper(x: int) -> int:
+        return x + 1
+
+    def make(k: int):
+        def f(x: int) -> int:
+            return helper(x) * k
+
+        return f
+
+    assert code_digest(make(2)) != code_digest(make(3))  # closure value
+
+    def with_default(x: int, y: int = 1) -> int:
+        return x + y
+
+    def with_other_default(x: int, y: int = 2) -> int:
+        return x + y
+
+    assert code_digest(with_default) != code_digest(with_other_default)
+
+
+def test_deleted_artifact_is_a_miss_and_tampered_bytes_fail_the_read(sqlite_project: Project) -> None:
+    run = chain.run(sqlite_project)
+    digest = run.results["total"].digest
+    path = sqlite_project.artifacts.path_of(digest)
+    with open(path, "wb") as handle:
+        handle.write(b"99")
+    with pytest.raises(IntegrityError, match=digest):
+        run.output()
+    import os
+
+    os.unlink(path)
+    CALLS.clear()
+    rerun = chain.run(sqlite_project)
+    assert rerun.cached == ["source", "scaled"] and CALLS == ["total"]
+    assert rerun.output() == 12
+
+
+def test_lineage_walks_from_a_result_back_to_the_source(sqlite_project: Project) -> None:
+    run = chain.run(sqlite_project, params={"n": 3})
+    trail = lineage(sqlite_project, run.results["total"].digest)
+    assert [entry["step"] for entry in trail] == ["total", "scaled", "source"]
+    assert trail[-1]["params"] == {"n": 3}
+    assert trail[0]["inputs"] == {"values": trail[1]["digest"]}
+
+
+def test_cache_can_be_switched_off_per_step(sqlite_project: Project) -> None:
+    @step(cache=False)
+    def always() -> int:
+        CALLS.append("always")
+        return 1
+
+    @pipeline
+    def p():
+        return always()
+
+    p.run(sqlite_project)
+    p.run(sqlite_project)
+    assert CALLS == ["always", "always"]

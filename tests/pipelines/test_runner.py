@@ -1,0 +1,266 @@
+"""Running: retries with backoff, failures and their events, tracked runs, logs, outputs and types."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+import loopstack as ls
+from loopstack.core.errors import ConfigError, ValidationError
+from loopstack.core.project import Project
+from loopstack.pipelines import PipelineFailedError, current_step, pipeline, step
+from loopstack.pipelines import task as task_module
+
+
+class Flaky:
+    """Fails the first `failures` calls."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls = 0
+
+    def __call__(self) -> int:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise ConnectionError(f"transient failure {self.calls}")
+        return self.calls
+
+
+@pytest.fixture
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    waited: list[float] = []
+    monkeypatch.setattr(task_module.time, "sleep", waited.append)
+    return waited
+
+
+def test_retries_back_off_exponentially_then_succeed(sqlite_project: Project, sleeps: list[float]) -> None:
+    flaky = Flaky(failures=3)
+
+    @step(retries=4, backoff_s=0.5, backoff_factor=2.0, max_backoff_s=1.5)
+    def fetch() -> int:
+        return flaky()
+
+    @pipeline
+    def p():
+        return fetch()
+
+    run = p.run(sqlite_project)
+    assert run.output() == 4
+    assert sleeps == [0.5, 1.0, 1.5]  # 0.5 * 2**n, capped at 1.5
+    assert run.steps["fetch"].attempts == 4
+    finished = sqlite_project.events.list(kind="step.finished")[0]
+    assert finished.payload["retried"] == [f"ConnectionError: transient failure {i}" for i in (1, 2, 3)]
+    assert "attempt 1 failed" in run.logs("fetch")
+
+
+def test_errors_outside_retry_on_fail_at_once(sqlite_project: Project, sleeps: list[float]) -> None:
+    @step(retries=5, retry_on=(ConnectionError,))
+    def broken() -> int:
+        raise KeyError("missing column")
+
+    @pipeline
+    def p():
+        return broken()
+
+    with pytest.raises(PipelineFailedError, match="after 1 attempt") as caught:
+        p.run(sqlite_project)
+    assert sleeps == []
+    assert caught.value.run.steps["broken"].attempts == 1
+
+
+def test_a_failure_emits_events_with_causes_and_skips_downstream(sqlite_project: Project) -> None:
+    @step
+    def ok() -> int:
+        return 1
+
+    @step(retries=1, backoff_s=0)
+    def fails(x: int) -> int:
+        print("about to fail")
+        raise RuntimeError("disk full")
+
+    @step
+    def after(x: int) -> int:
+        return x
+
+    @pipeline
+    def p():
+        return after(fails(ok()))
+
+    with pytest.raises(PipelineFailedError, match=r"step 'fails' after 2 attempt.*disk full") as caught:
+        p.run(sqlite_project, cause=None)
+    run = caught.value.run
+    assert run.status == "failed" and run.executed == ["ok", "fails"]
+    events = sqlite_project.events
+    failed = events.list(kind="step.failed")[0]
+    assert failed.subject == "fails" and failed.payload["error"] == "RuntimeError: disk full"
+    assert failed.cause == run.started_event
+    end = events.list(kind="pipeline.failed")[0]
+    assert end.payload["failed_step"] == "fails" and end.payload["skipped"] == ["after"]
+    assert [e.kind for e in events.chain(end.id)] == ["pipeline.started", "pipeline.failed"]
+    logs = run.logs("fails")
+    assert "about to fail" in logs and "RuntimeError: disk full" in logs
+    client = ls.Client(sqlite_project)
+    assert client.get_run(run.tracking_run_id).info.status == "FAILED"
+
+
+def test_the_run_is_tracked_with_a_child_run_per_step(sqlite_project: Project) -> None:
+    @step
+    def train(lr: float) -> float:
+        ls.log_metric("loss", 0.25)  # in process, the step's own run is the active run
+        current_step().log_metric("lr_seen", lr)
+        return lr
+
+    @pipeline
+    def p(lr: float = 0.1):
+        return train(lr)
+
+    run = p.run(sqlite_project, params={"lr": 0.3})
+    client = ls.Client(sqlite_project)
+    parent = client.get_run(run.tracking_run_id)
+    assert parent.params["lr"] == "0.3" and parent.info.status == "FINISHED"
+    child = client.get_run(run.steps["train"].tracking_run_id)
+    assert child.info.parent_id == parent.info.id
+    assert child.metrics["loss"] == 0.25 and child.metrics["lr_seen"] == 0.3
+    assert child.tags["loopstack.step"] == "train"
+
+
+def test_step_logs_capture_print_and_logging(sqlite_project: Project) -> None:
+    @step
+    def chatty() -> int:
+        print("hello from print")
+        logging.getLogger("user.code").info("hello from logging")
+        return 0
+
+    @pipeline
+    def p():
+        return chatty()
+
+    run = p.run(sqlite_project)
+    logs = run.logs("chatty")
+    assert "hello from print" in logs and "INFO user.code: hello from logging" in logs
+    assert logging.getLogger().level == logging.WARNING  # the root level is restored
+
+
+def test_several_outputs_fan_out_and_a_list_fans_in(sqlite_project: Project) -> None:
+    @step(outputs=("train", "test"))
+    def split(n: int) -> tuple:
+        values = list(range(n))
+        return values[: n // 2], values[n // 2 :]
+
+    @step
+    def size(values: list) -> int:
+        return len(values)
+
+    @step
+    def add(parts: list[int]) -> int:
+        return sum(parts)
+
+    @pipeline
+    def p(n: int = 10):
+        train, test = split(n)
+        return {"train": size(train), "total": add([size(train), size(test)])}
+
+    run = p.run(sqlite_project)
+    assert run.output("train") == 5 and run.output("total") == 10
+    assert [n.id for n in p.build().nodes] == ["split", "size", "size-2", "size-3", "add"]
+
+
+def test_tables_and_arrays_are_stored_as_parquet_and_npy(sqlite_project: Project) -> None:
+    @step
+    def frame() -> pa.Table:
+        return pa.table({"x": [1, 2, 3]})
+
+    @step
+    def to_pandas(table: pa.Table) -> object:
+        return table.to_pandas().assign(y=lambda d: d.x * 2)
+
+    @step
+    def array(frame: object) -> np.ndarray:
+        return frame["y"].to_numpy()
+
+    @pipeline
+    def p():
+        return array(to_pandas(frame()))
+
+    run = p.run(sqlite_project)
+    formats = [run.steps[name].outputs[0]["format"] for name in ("frame", "to_pandas", "array")]
+    assert formats == ["arrow", "pandas", "npy"]
+    np.testing.assert_array_equal(run.output(), [2, 4, 6])
+
+
+def test_types_are_checked_when_building_and_when_returning(sqlite_project: Project) -> None:
+    @step
+    def text() -> str:
+        return "a"
+
+    @step
+    def number(x: int) -> int:
+        return x
+
+    @pipeline
+    def mismatched():
+        return number(text())
+
+    with pytest.raises(ValidationError, match="'number' parameter 'x' expects int, but 'text' returns str"):
+        mismatched.build()
+
+    @step
+    def lies() -> int:
+        return "not an int"  # type: ignore[return-value]
+
+    @pipeline
+    def p():
+        return lies()
+
+    with pytest.raises(PipelineFailedError, match="annotated to return int but returned str"):
+        p.run(sqlite_project)
+
+
+def test_misuse_is_reported_clearly() -> None:
+    @step
+    def one() -> int:
+        return 1
+
+    @pipeline
+    def branches():
+        if one():
+            return one()
+        return None
+
+    with pytest.raises(ValidationError, match="no truth value"):
+        branches.build()
+
+    @pipeline
+    def empty(n: int = 1):
+        return n
+
+    with pytest.raises(ValidationError, match="called no steps"):
+        empty.build()
+    with pytest.raises(ConfigError, match="its parameters are"):
+        empty.build(m=2)
+    with pytest.raises(ConfigError, match="retries"):
+        step(retries=-1)(lambda: 1)
+
+
+def test_a_pipeline_called_inside_a_pipeline_inlines_its_steps(sqlite_project: Project) -> None:
+    @step
+    def base() -> int:
+        return 2
+
+    @step
+    def square(x: int) -> int:
+        return x * x
+
+    @pipeline
+    def inner():
+        return square(base())
+
+    @pipeline
+    def outer():
+        return square(inner())
+
+    assert outer.run(sqlite_project).output() == 16
+    assert [n.id for n in outer.build().nodes] == ["base", "square", "square-2"]
