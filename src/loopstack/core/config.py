@@ -49,6 +49,8 @@ class ProjectConfig(_Section):
     offline_store: str = "duckdb"
     definitions: list[str] = Field(default_factory=list)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    # loop policies and scheduler settings; validated by loopstack.pipelines.config when the loop loads
+    loop: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("name")
     @classmethod

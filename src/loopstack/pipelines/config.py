@@ -1,0 +1,135 @@
+"""The ``loop:`` section of loopstack.yaml: scheduler settings and policies declared as data.
+
+::
+
+    loop:
+      poll_s: 5
+      policies:
+        - name: retrain-on-drift
+          when:
+            - drift: {monitor: transactions, share_above: 0.3}
+            - performance: {metric: auc, below: 0.8}
+            - quality_failed: {suite: transactions}
+            - new_data: {view: card_stats, min_rows: 1000}
+            - schedule: "0 3 * * *"          # or {cron: "0 3 * * *", timezone: Europe/Berlin}
+            - event: {kind: custom.signal, subject: x, where: {score: [">", 3]}}
+          then:
+            - pipeline: pipelines.py:train    # file.py:name or package.module:name
+              params: {days: 30}
+              executor: process
+            - hook: loop_hooks.py:gate         # a function of the ActionContext
+          cooldown_s: 3600
+
+Each entry becomes the same `Policy` a Python file would declare.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ValidationError as PydanticValidationError
+
+from loopstack.core.errors import ConfigError
+from loopstack.pipelines import triggers
+from loopstack.pipelines.policy import Hook, Policy, RunPipeline
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PolicySpec(_Model):
+    """One policy in YAML."""
+
+    name: str
+    when: list[dict[str, Any]] = Field(default_factory=list)
+    then: list[dict[str, Any]]
+    cooldown_s: float = Field(0.0, ge=0)
+    coalesce: bool = True
+
+
+class LoopSection(_Model):
+    """The whole ``loop:`` section."""
+
+    poll_s: float = Field(1.0, gt=0, le=3600)
+    lease_ttl_s: float = Field(30.0, gt=0)
+    policies: list[PolicySpec] = Field(default_factory=list)
+
+
+def parse_section(data: dict[str, Any]) -> LoopSection:
+    """Validate the ``loop:`` mapping, with errors that name the key path."""
+    try:
+        return LoopSection.model_validate(data or {})
+    except PydanticValidationError as exc:
+        lines = ["loopstack.yaml `loop:` is invalid:"]
+        for error in exc.errors():
+            path = ".".join(str(p) for p in error["loc"])
+            lines.append(f"  loop.{path}: {error['msg']} (got {error.get('input')!r})")
+        raise ConfigError("\n".join(lines)) from None
+
+
+def policies_from_config(data: dict[str, Any], root: Path) -> list[Policy]:
+    """The policies declared in a ``loop:`` section."""
+    section = parse_section(data)
+    return [_policy(spec, root) for spec in section.policies]
+
+
+def _policy(spec: PolicySpec, root: Path) -> Policy:
+    where = f"loop.policies[{spec.name}]"
+    when = [_trigger(item, where) for item in spec.when]
+    then = [_action(item, root, where) for item in spec.then]
+    return Policy(spec.name, when=when, then=then, cooldown_s=spec.cooldown_s, coalesce=spec.coalesce)
+
+
+def _single(item: dict[str, Any], where: str, known: tuple[str, ...]) -> tuple[str, Any]:
+    keys = [k for k in item if k in known]
+    if len(keys) != 1:
+        raise ConfigError(f"{where}: {item!r} needs exactly one of {', '.join(known)}")
+    return keys[0], item[keys[0]]
+
+
+_TRIGGERS = ("schedule", "drift", "performance", "quality_failed", "new_data", "event")
+
+
+def _trigger(item: dict[str, Any], where: str) -> triggers.Trigger:
+    kind, value = _single(item, f"{where}.when", _TRIGGERS)
+    options = value if isinstance(value, dict) else {}
+    try:
+        if kind == "schedule":
+            return triggers.Schedule(**options) if options else triggers.Schedule(str(value))
+        if kind == "drift":
+            return triggers.drift_detected(**options)
+        if kind == "performance":
+            metric, below = options.pop("metric", None), options.pop("below", None)
+            return triggers.performance_below(metric, below, **options)
+        if kind == "quality_failed":
+            return triggers.quality_failed(**options)
+        if kind == "new_data":
+            return triggers.new_data(**options)
+        where_ = {k: tuple(v) if isinstance(v, list) else v for k, v in options.pop("where", {}).items()}
+        return triggers.OnEvent(where=where_, **options)
+    except TypeError as exc:
+        raise ConfigError(f"{where}.when: {kind}: {value!r} has wrong keys ({exc})") from None
+
+
+def _action(item: dict[str, Any], root: Path, where: str) -> Any:
+    from loopstack.pipelines.dags import Pipeline
+    from loopstack.pipelines.loader import load_reference
+
+    kind, reference = _single(item, f"{where}.then", ("pipeline", "hook"))
+    extra = set(item) - {kind, "params", "executor", "name"}
+    if extra:
+        raise ConfigError(f"{where}.then: unknown keys {sorted(extra)} in {item!r}; allowed: params, executor, name")
+    target = load_reference(str(reference), root)
+    if kind == "pipeline":
+        if not isinstance(target, Pipeline):
+            raise ConfigError(f"{where}.then: {reference!r} is a {type(target).__name__}, not a @pipeline")
+        return RunPipeline(target, params=item.get("params"), executor=item.get("executor"), name=item.get("name"))
+    if not callable(target):
+        raise ConfigError(f"{where}.then: hook {reference!r} is not callable")
+    return Hook(target, name=item.get("name"))
+
+
+__all__ = ["LoopSection", "PolicySpec", "parse_section", "policies_from_config"]

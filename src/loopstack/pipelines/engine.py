@@ -1,0 +1,330 @@
+"""The loop engine: poll triggers, fire policies, run their actions, and resume after a restart.
+
+Each tick renews the scheduler lease, resumes runs left in flight by a
+stopped or crashed scheduler, then checks every trigger of every policy.
+Firing is one transaction: the trigger's cursor (or fire time) advances, the
+run is stored, and ``loop.triggered`` is emitted with the signal as cause;
+so a signal starts exactly one run even if the process dies right after.
+Actions then run in order; after each, its result and the index of the next
+action are stored with its ``loop.action.finished`` event. The events form
+one chain, signal first::
+
+    drift.detected -> loop.triggered -> loop.action.started -> pipeline.started
+      -> pipeline.finished -> loop.action.finished -> ... -> loop.finished
+
+Actions run one at a time in the scheduler's thread: a long training run
+delays the next trigger check, which is the simple and predictable choice
+for a laptop-scale loop.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from loopstack.core.errors import ConfigError, ConflictError, NotFoundError
+from loopstack.pipelines import state
+from loopstack.pipelines.policy import ActionContext, Policy, StopLoop
+from loopstack.pipelines.triggers import OnEvent, Schedule, Trigger
+
+if TYPE_CHECKING:
+    from loopstack.core.events import Event
+    from loopstack.core.project import Project
+
+_SCAN = 500
+
+
+class Loop:
+    """Run loop policies against a project's event log.
+
+    Parameters
+    ----------
+    project
+        The project whose events are the signals and whose DB holds the state.
+    policies
+        The policies to run; names must be unique.
+    poll_s
+        Seconds between ticks in `run_forever`.
+    lease_ttl_s
+        A scheduler whose heartbeat is older than this is presumed dead and
+        its lease (and in-flight runs) can be taken over.
+
+    Examples
+    --------
+    >>> import tempfile, loopstack as ls
+    >>> from loopstack.pipelines.policy import Policy
+    >>> project = ls.Project.init(tempfile.mkdtemp(), name="doc")
+    >>> loop = Loop(project, [Policy("hello", then=[lambda ctx: {"said": "hi"}])])
+    >>> loop.tick()
+    []
+    >>> _ = trigger(project, "hello")
+    >>> [(run.policy, run.status, run.results) for run in loop.tick()]
+    [('hello', 'finished', {'<lambda>': {'said': 'hi'}})]
+    >>> loop.close(); project.close()
+    """
+
+    def __init__(
+        self, project: Project, policies: Sequence[Policy], poll_s: float = 1.0, lease_ttl_s: float = 30.0
+    ) -> None:
+        names = [p.name for p in policies]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"loop policies need unique names; got {names}")
+        if poll_s <= 0 or lease_ttl_s <= 0:
+            raise ConfigError(f"poll_s={poll_s} and lease_ttl_s={lease_ttl_s} must be positive")
+        self.project = project
+        self.policies = {p.name: p for p in policies}
+        self.poll_s = poll_s
+        self.lease_ttl_s = lease_ttl_s
+        self.owner = state.new_owner()
+        self._started = False
+        self._stop = threading.Event()
+        self._heartbeat: _Heartbeat | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self) -> None:
+        """Take the scheduler lease and create the state of new triggers (existing state is kept).
+
+        A daemon thread renews the lease every third of its ttl, also while a
+        long action runs; it dies with the process, which is how a crashed
+        scheduler's lease runs out.
+        """
+        if self._started:
+            return
+        state.acquire_lease(self.project, self.owner, self.lease_ttl_s)
+        self._init_triggers()
+        self._started = True
+        self._heartbeat = _Heartbeat(self)
+        self._heartbeat.start()
+
+    def _init_triggers(self) -> None:
+        now, newest = time.time(), state.max_event_id(self.project)
+        for policy in self.policies.values():
+            for trigger in policy.triggers():
+                if isinstance(trigger, Schedule):
+                    state.init_trigger(self.project, policy.name, trigger.key, last_fire=now, cursor=None)
+                else:
+                    cursor = 0 if trigger.from_start else newest
+                    state.init_trigger(self.project, policy.name, trigger.key, last_fire=None, cursor=cursor)
+
+    def close(self) -> None:
+        """Release the lease; runs in flight stay so and are resumed by the next scheduler."""
+        if self._started:
+            if self._heartbeat is not None:
+                self._heartbeat.stop()
+            state.release_lease(self.project, self.owner)
+            self._started = False
+
+    def stop(self) -> None:
+        """Ask `run_forever` to stop after the current action."""
+        self._stop.set()
+
+    def run_forever(self, max_ticks: int | None = None) -> int:
+        """Tick every `poll_s` until `stop()` (or a signal handler calls it); returns the number of ticks."""
+        ticks = 0
+        self.start()
+        try:
+            while not self._stop.is_set() and (max_ticks is None or ticks < max_ticks):
+                self.tick()
+                ticks += 1
+                self._stop.wait(self.poll_s)
+        finally:
+            self.close()
+        return ticks
+
+    # -- one tick -------------------------------------------------------------------------------
+    def tick(self, now: float | None = None) -> list[state.LoopRun]:
+        """Resume runs in flight, then fire due triggers; returns the runs touched, as stored now."""
+        if not self._started:
+            self.start()
+        state.heartbeat(self.project, self.owner)
+        now = time.time() if now is None else now
+        touched: list[str] = []
+        for run in reversed(state.runs(self.project, status="running", limit=1000)):
+            resumed = None if self._stop.is_set() else self._resume(run)
+            if resumed is not None:
+                touched.append(resumed)
+        for policy in self.policies.values():
+            if self._stop.is_set():
+                break
+            for trigger in policy.triggers():
+                touched.extend(self._check(policy, trigger, now))
+        return [r for r in state.runs(self.project, limit=max(len(touched), 1) * 2 + 50) if r.id in touched][::-1]
+
+    def _check(self, policy: Policy, trigger: Trigger, now: float) -> list[str]:
+        current = state.trigger_states(self.project, policy.name).get(trigger.key)
+        if current is None:  # state lost or trigger added meanwhile: start it from now
+            self._init_triggers()
+            return []
+        if isinstance(trigger, Schedule):
+            due = trigger.due(current["last_fire"] or now, now)
+            if due is None:
+                return []
+            return self._fire(policy, trigger, None, {"last_fire": due}, {"scheduled_for": due})
+        matching, newest = self._scan(trigger, current["cursor"] or 0)
+        if not matching:
+            if newest > (current["cursor"] or 0):
+                with self.project.db.write() as connection:
+                    state.advance_trigger(connection, self.project, policy.name, trigger.key, cursor=newest)
+            return []
+        if policy.coalesce:
+            signals = {"signals": [e.id for e in matching]}
+            return self._fire(policy, trigger, matching[-1], {"cursor": newest}, signals)
+        fired: list[str] = []
+        for event in matching:
+            fired += self._fire(policy, trigger, event, {"cursor": event.id}, {"signals": [event.id]})
+        with self.project.db.write() as connection:
+            state.advance_trigger(connection, self.project, policy.name, trigger.key, cursor=newest)
+        return fired
+
+    def _scan(self, trigger: OnEvent, cursor: int) -> tuple[list[Event], int]:
+        """Matching events after `cursor`, oldest first, and the newest id scanned."""
+        matching: list[Event] = []
+        newest = cursor
+        while True:
+            batch = self.project.events.list(kind=trigger.kind, subject=trigger.subject, after_id=newest,
+                                             limit=_SCAN, newest_first=False)
+            matching += [e for e in batch if trigger.matches(e)]
+            newest = batch[-1].id if batch else newest
+            if len(batch) < _SCAN:
+                return matching, newest
+
+    # -- firing and running ------------------------------------------------------------------------
+    def _fire(
+        self, policy: Policy, trigger: Trigger, signal: Event | None, advance: dict[str, Any], payload: dict[str, Any]
+    ) -> list[str]:
+        cause = signal.id if signal is not None else None
+        base = {"policy": policy.name, "trigger": trigger.describe(), **payload}
+        last = state.last_start(self.project, policy.name)
+        with self.project.db.write() as connection:
+            state.advance_trigger(connection, self.project, policy.name, trigger.key, **advance)
+            if policy.cooldown_s and last is not None and time.time() - last < policy.cooldown_s:
+                base["reason"] = f"within the {policy.cooldown_s:g}s cooldown after the run started at {last:.0f}"
+                self.project.events.emit("loop.suppressed", policy.name, base, cause, connection)
+                return []
+            run_id = uuid.uuid4().hex
+            event = self.project.events.emit("loop.triggered", policy.name, {**base, "run": run_id}, cause, connection)
+            now = time.time()
+            state.insert_run(connection, self.project, {
+                "id": run_id, "policy": policy.name, "trigger": trigger.key[:255], "cause": cause,
+                "status": "running", "step": 0, "results": {}, "state": {}, "last_event": event,
+                "owner": self.owner, "started_at": now, "updated_at": now, "error": None,
+            })
+        self._execute(run_id, policy, event, 0, {}, {}, signal, resumed=False)
+        return [run_id]
+
+    def _resume(self, run: state.LoopRun) -> str | None:
+        policy = self.policies.get(run.policy)
+        if policy is None:  # another scheduler's policy set, or a removed policy: `loop status` shows it
+            return None
+        payload = {"policy": run.policy, "run": run.id, "step": run.step, "previous_owner": run.owner}
+        if run.step < len(policy.actions):
+            payload["action"] = policy.actions[run.step].name
+        with self.project.db.write() as connection:
+            event = self.project.events.emit("loop.resumed", run.policy, payload, run.last_event, connection)
+            state.update_run(connection, self.project, run.id, owner=self.owner, last_event=event)
+        signal = self._event(run.cause)
+        self._execute(run.id, policy, event, run.step, dict(run.results), dict(run.state), signal, resumed=True)
+        return run.id
+
+    def _execute(
+        self, run_id: str, policy: Policy, cause: int, first: int, results: dict[str, Any],
+        saved: dict[str, Any], signal: Event | None, resumed: bool,
+    ) -> None:
+        for step in range(first, len(policy.actions)):
+            if self._stop.is_set():
+                return  # left in flight: the next scheduler resumes at this action
+            action = policy.actions[step]
+            context = ActionContext(self.project, policy.name, run_id, action.name, step, None, signal, results,
+                                    dict(saved.get(action.name, {})), resumed=resumed and step == first)
+            context._save = lambda s, c=context: state.save_state(self.project, run_id, c.action, s, c.cause)
+            payload = {"run": run_id, "action": action.name, "step": step, "resumed": context.resumed}
+            with self.project.db.write() as connection:
+                context.cause = self.project.events.emit("loop.action.started", policy.name, payload, cause,
+                                                         connection)
+                state.update_run(connection, self.project, run_id, last_event=context.cause)
+            try:
+                result = _jsonable(action(context) or {})
+            except StopLoop as stop:
+                self._end(run_id, policy, "stopped", context.cause, {"action": action.name, "reason": str(stop)})
+                return
+            except Exception as exc:  # an action's failure ends the run, and the loop goes on
+                failed_at = getattr(getattr(exc, "run", None), "event_id", None) or context.cause
+                error = f"{type(exc).__name__}: {exc}"
+                detail = {"run": run_id, "action": action.name, "step": step, "error": error}
+                failed = self.project.events.emit("loop.action.failed", policy.name, detail, failed_at)
+                self._end(run_id, policy, "failed", failed, {"action": action.name, "error": error})
+                return
+            results = {**results, action.name: result}
+            payload = {"run": run_id, "action": action.name, "step": step, "result": result}
+            with self.project.db.write() as connection:
+                cause = self.project.events.emit("loop.action.finished", policy.name, payload, context.cause,
+                                                 connection)
+                state.update_run(connection, self.project, run_id, step=step + 1, results=results, last_event=cause)
+        self._end(run_id, policy, "finished", cause, {"actions": [a.name for a in policy.actions]})
+
+    def _end(self, run_id: str, policy: Policy, status: str, cause: int, payload: dict[str, Any]) -> None:
+        with self.project.db.write() as connection:
+            event = self.project.events.emit(f"loop.{status}", policy.name, {"run": run_id, **payload}, cause,
+                                             connection)
+            state.update_run(connection, self.project, run_id, status=status, last_event=event,
+                             error=payload.get("error") or payload.get("reason"))
+
+    def _event(self, event_id: int | None) -> Event | None:
+        if event_id is None:
+            return None
+        found = self.project.events.list(after_id=event_id - 1, limit=1, newest_first=False)
+        return found[0] if found and found[0].id == event_id else None
+
+
+class _Heartbeat(threading.Thread):
+    """Renews the lease; on losing it, stops the engine after its current action."""
+
+    def __init__(self, loop: Loop) -> None:
+        super().__init__(name=f"loopstack-loop-heartbeat-{loop.owner}", daemon=True)
+        self.loop = loop
+        self.interval = loop.lease_ttl_s / 3
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.wait(self.interval):
+            try:
+                state.heartbeat(self.loop.project, self.loop.owner)
+            except ConflictError:
+                self.loop.stop()
+                return
+            except Exception:  # a database hiccup: try again next beat; the ttl has slack for two misses
+                continue
+
+    def stop(self) -> None:
+        self._done.set()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(timeout=5)
+
+
+def trigger(project: Project, policy: str, reason: str = "", by: str | None = None) -> int:
+    """Ask for a run of `policy` now (a ``loop.manual`` event); returns the event id."""
+    if not policy:
+        raise NotFoundError("name the policy to trigger")
+    return project.events.emit("loop.manual", policy, {"reason": reason, "by": by or _user()})
+
+
+def _user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry, e.g. in a container
+        return "unknown"
+
+
+def _jsonable(result: Any) -> dict[str, Any]:
+    import json
+
+    value = result if isinstance(result, dict) else {"result": result}
+    return dict(json.loads(json.dumps(value, default=str)))
+
+
+__all__ = ["Loop", "trigger"]

@@ -1,0 +1,191 @@
+"""The loop engine's persisted state: the scheduler lease, trigger cursors and runs in flight.
+
+All of it lives in the metadata DB, so ``loopstack loop run`` can be killed
+at any moment and started again (on this or another machine) and carry on:
+triggers do not fire twice for one event, a schedule missed while down fires
+once, and an action that was running is resumed.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from loopstack.core.errors import ConflictError
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+    from loopstack.core.project import Project
+
+LEASE = "scheduler"
+_PG_LEASE_LOCK = 7_402_011_302
+HOST = socket.gethostname()
+
+
+@dataclass
+class LoopRun:
+    """One firing of a policy, as stored."""
+
+    id: str
+    policy: str
+    trigger: str
+    cause: int | None
+    status: str
+    step: int
+    results: dict[str, Any]
+    state: dict[str, Any]
+    last_event: int | None
+    owner: str | None
+    started_at: float
+    updated_at: float
+    error: str | None
+
+
+def new_owner() -> str:
+    """An owner token: host, pid and a nonce (two engines in one process are two owners)."""
+    return f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def acquire_lease(project: Project, owner: str, ttl_s: float) -> None:
+    """Become the one scheduler of this project, or raise ConflictError naming the live one.
+
+    A holder is presumed dead once its heartbeat is older than the ttl *it*
+    declared, or at once if it was a process on this host that has exited.
+    """
+    from sqlalchemy import select
+
+    table = project.db.table("loop_leases")
+    now = time.time()
+    with project.db.write() as connection:
+        if project.db.dialect == "postgresql":  # serialize takeovers; SQLite's BEGIN IMMEDIATE already does
+            from sqlalchemy import text
+
+            connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LEASE_LOCK})
+        row = connection.execute(select(table).where(table.c.name == LEASE)).first()
+        if row is not None and row.owner != owner and _alive(row.owner, now - row.heartbeat, row.ttl_s):
+            raise ConflictError(
+                f"another loop scheduler ({row.owner}) holds this project, last seen "
+                f"{now - row.heartbeat:.0f}s ago; stop it first, or wait {row.ttl_s:.0f}s after it stopped"
+            )
+        values = {"name": LEASE, "owner": owner, "heartbeat": now, "ttl_s": ttl_s, "started_at": now}
+        project.db.upsert(connection, table, [values], keys=("name",),
+                          update=("owner", "heartbeat", "ttl_s", "started_at"))
+
+
+def heartbeat(project: Project, owner: str) -> None:
+    """Renew the lease; raise ConflictError if another scheduler took it over meanwhile."""
+    table = project.db.table("loop_leases")
+    with project.db.write() as connection:
+        updated = connection.execute(
+            table.update().where(table.c.name == LEASE, table.c.owner == owner).values(heartbeat=time.time())
+        ).rowcount
+    if updated != 1:
+        raise ConflictError(f"scheduler {owner} lost its lease to another scheduler; this one stops")
+
+
+def release_lease(project: Project, owner: str) -> None:
+    table = project.db.table("loop_leases")
+    with project.db.write() as connection:
+        connection.execute(table.delete().where(table.c.name == LEASE, table.c.owner == owner))
+
+
+def lease_holder(project: Project) -> dict[str, Any] | None:
+    from sqlalchemy import select
+
+    table = project.db.table("loop_leases")
+    with project.db.read() as connection:
+        row = connection.execute(select(table).where(table.c.name == LEASE)).first()
+    return None if row is None else row._asdict()
+
+
+def _alive(owner: str, age_s: float, ttl_s: float) -> bool:
+    """A lease holder is alive while its heartbeat is fresh, unless it is a dead process on this host."""
+    if age_s > ttl_s:
+        return False
+    host, pid, _ = [*owner.split(":"), "", "", ""][:3]
+    if host == HOST and pid.isdigit():
+        import psutil
+
+        return bool(psutil.pid_exists(int(pid)))
+    return True
+
+
+# -- triggers ---------------------------------------------------------------------------------
+def trigger_states(project: Project, policy: str) -> dict[str, dict[str, Any]]:
+    from sqlalchemy import select
+
+    table = project.db.table("loop_triggers")
+    with project.db.read() as connection:
+        rows = connection.execute(select(table).where(table.c.policy == policy))
+        return {row.trigger: row._asdict() for row in rows}
+
+
+def init_trigger(project: Project, policy: str, trigger: str, last_fire: float | None, cursor: int | None) -> None:
+    """Create a trigger's state unless it exists (a restart keeps the old cursor and fire time)."""
+    row = {"policy": policy, "trigger": trigger, "last_fire": last_fire, "cursor": cursor, "updated_at": time.time()}
+    with project.db.write() as connection:
+        project.db.upsert(connection, project.db.table("loop_triggers"), [row], keys=("policy", "trigger"), update=())
+
+
+def advance_trigger(connection: Connection, project: Project, policy: str, trigger: str, **values: Any) -> None:
+    table = project.db.table("loop_triggers")
+    statement = table.update().where(table.c.policy == policy, table.c.trigger == trigger)
+    connection.execute(statement.values(updated_at=time.time(), **values))
+
+
+def max_event_id(project: Project) -> int:
+    from sqlalchemy import func, select
+
+    table = project.db.table("events")
+    with project.db.read() as connection:
+        return int(connection.execute(select(func.max(table.c.id))).scalar() or 0)
+
+
+# -- runs -----------------------------------------------------------------------------------------
+def insert_run(connection: Connection, project: Project, row: dict[str, Any]) -> None:
+    connection.execute(project.db.table("loop_runs").insert(), row)
+
+
+def update_run(connection: Connection, project: Project, run_id: str, **values: Any) -> None:
+    table = project.db.table("loop_runs")
+    connection.execute(table.update().where(table.c.id == run_id).values(updated_at=time.time(), **values))
+
+
+def save_state(project: Project, run_id: str, action: str, state: dict[str, Any], last_event: int | None) -> None:
+    """Persist one action's checkpoint (and the latest event of the story)."""
+    from sqlalchemy import select
+
+    table = project.db.table("loop_runs")
+    with project.db.write() as connection:
+        current = connection.execute(select(table.c.state).where(table.c.id == run_id)).scalar() or {}
+        update_run(connection, project, run_id, state={**current, action: dict(state)}, last_event=last_event)
+
+
+def runs(project: Project, status: str | None = None, policy: str | None = None, limit: int = 50) -> list[LoopRun]:
+    """Stored runs, newest first."""
+    from sqlalchemy import select
+
+    table = project.db.table("loop_runs")
+    query = select(table).order_by(table.c.started_at.desc()).limit(limit)
+    if status:
+        query = query.where(table.c.status == status)
+    if policy:
+        query = query.where(table.c.policy == policy)
+    with project.db.read() as connection:
+        return [LoopRun(**row._asdict()) for row in connection.execute(query)]
+
+
+def last_start(project: Project, policy: str) -> float | None:
+    from sqlalchemy import func, select
+
+    table = project.db.table("loop_runs")
+    with project.db.read() as connection:
+        return connection.execute(select(func.max(table.c.started_at)).where(table.c.policy == policy)).scalar()
+
+
+__all__ = ["LoopRun", "acquire_lease", "heartbeat", "lease_holder", "release_lease", "runs"]

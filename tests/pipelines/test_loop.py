@@ -1,0 +1,240 @@
+"""The loop engine: triggers fire once per signal, state survives restarts, runs resume, stories chain."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+
+from loopstack.core.errors import ConflictError
+from loopstack.core.project import Project
+from loopstack.pipelines import (
+    Hook,
+    Loop,
+    OnEvent,
+    Policy,
+    RunPipeline,
+    Schedule,
+    StopLoop,
+    drift_detected,
+    new_data,
+    performance_below,
+    pipeline,
+    quality_failed,
+    step,
+    trigger,
+)
+from loopstack.pipelines.state import runs
+
+
+@step
+def train(rows: int) -> dict:
+    return {"model": "m", "rows": rows}
+
+
+@step
+def evaluate(model: dict) -> float:
+    return 0.9
+
+
+@pipeline
+def retrain(rows: int = 10):
+    return evaluate(train(rows))
+
+
+def record(calls: list[Any]) -> Hook:
+    return Hook(lambda ctx: calls.append(ctx.signal.id if ctx.signal else None) or {"n": len(calls)}, name="record")
+
+
+def kinds(project: Project, event_id: int) -> list[str]:
+    return [e.kind for e in project.events.chain(event_id)]
+
+
+def test_an_event_trigger_fires_once_per_event_across_restarts(project: Project) -> None:
+    calls: list[Any] = []
+    policy = Policy("react", when=[OnEvent("data.arrived")], then=[record(calls)])
+    loop = Loop(project, [policy])
+    old = project.events.emit("data.arrived", "s3://bucket/day-0")  # before the first start: not a signal
+    loop.start()
+    assert loop.tick() == []
+    first = project.events.emit("data.arrived", "s3://bucket/day-1")
+    runs = loop.tick()
+    assert [(r.status, r.cause) for r in runs] == [("finished", first)]
+    assert loop.tick() == [] and calls == [first]
+    loop.close()
+
+    restarted = Loop(project, [policy])  # a new process, as far as the state is concerned
+    assert restarted.tick() == []  # the cursor was persisted: the event is not seen again
+    second = project.events.emit("data.arrived", "s3://bucket/day-2")
+    assert [r.cause for r in restarted.tick()] == [second]
+    assert calls == [first, second] and old not in calls
+    restarted.close()
+
+
+def test_several_events_in_one_poll_coalesce_unless_asked_not_to(sqlite_project: Project) -> None:
+    together: list[Any] = []
+    apart: list[Any] = []
+    loop = Loop(sqlite_project, [
+        Policy("together", when=[OnEvent("x.")], then=[record(together)]),
+        Policy("apart", when=[OnEvent("x.")], then=[record(apart)], coalesce=False),
+    ])
+    loop.start()
+    ids = [sqlite_project.events.emit(kind, "s") for kind in ("x.a", "x.b", "y.c", "x.d")]
+    loop.tick()
+    assert together == [ids[3]]  # one run, caused by the newest signal
+    triggered = sqlite_project.events.list(kind="loop.triggered", subject="together")[0]
+    assert triggered.payload["signals"] == [ids[0], ids[1], ids[3]]
+    assert apart == [ids[0], ids[1], ids[3]]
+    loop.close()
+
+
+def test_signal_helpers_match_what_monitors_and_suites_emit(sqlite_project: Project) -> None:
+    from loopstack.drift import Monitor
+    from loopstack.quality import NotNull, Suite
+    from loopstack.quality import record as record_suite
+
+    fired: dict[str, list[Any]] = {name: [] for name in ("drift", "share", "quality", "perf", "data")}
+    loop = Loop(sqlite_project, [
+        Policy("drift", when=[drift_detected("txns")], then=[record(fired["drift"])]),
+        Policy("share", when=[drift_detected("txns", share_above=0.4)], then=[record(fired["share"])]),
+        Policy("quality", when=[quality_failed("orders")], then=[record(fired["quality"])]),
+        Policy("perf", when=[performance_below("auc", 0.8)], then=[record(fired["perf"])]),
+        Policy("data", when=[new_data("card_stats", min_rows=100)], then=[record(fired["data"])]),
+    ])
+    loop.start()
+    rng = np.random.default_rng(0)
+    monitor = Monitor(sqlite_project, "txns", reference={"a": rng.normal(size=500), "b": rng.normal(size=500)})
+    monitor.run({"a": rng.normal(3, 1, size=500), "b": rng.normal(size=500)})  # one of two columns drifted
+    record_suite(sqlite_project, Suite("orders", [NotNull("id")]).run({"id": [1, 2]}))  # passes: no signal
+    record_suite(sqlite_project, Suite("orders", [NotNull("id")]).run({"id": [1, None]}))
+    sqlite_project.events.emit("performance.checked", "fraud", {"metrics": {"auc": 0.85}})
+    low = sqlite_project.events.emit("performance.checked", "fraud", {"metrics": {"auc": 0.7}})
+    sqlite_project.events.emit("features.materialize", "card_stats", {"rows": 10})
+    big = sqlite_project.events.emit("features.materialize", "card_stats", {"rows": 1000})
+    loop.tick()
+    drift_events = sqlite_project.events.list(kind="drift.")
+    checked = next(e for e in drift_events if e.kind == "drift.checked")
+    assert checked.payload["share"] == 0.5
+    assert fired["drift"] == [next(e.id for e in drift_events if e.kind == "drift.detected")]
+    assert fired["share"] == [checked.id]
+    assert len(fired["quality"]) == 1 and fired["perf"] == [low] and fired["data"] == [big]
+    loop.close()
+
+
+def test_a_missed_schedule_fires_once_after_a_restart(sqlite_project: Project) -> None:
+    calls: list[Any] = []
+    policy = Policy("nightly", when=[Schedule("*/5 * * * *")], then=[record(calls)])
+    loop = Loop(sqlite_project, [policy])
+    loop.start()
+    slot = (int(time.time()) // 300 + 1) * 300  # the first five-minute mark after the start
+    assert loop.tick(now=slot - 1) == []
+    loop.close()
+    restarted = Loop(sqlite_project, [policy])
+    runs = restarted.tick(now=slot + 2 * 300 + 60)  # three marks passed while "down": one run
+    assert len(runs) == 1 and len(calls) == 1
+    assert sqlite_project.events.list(kind="loop.triggered")[0].payload["scheduled_for"] == slot + 600
+    assert restarted.tick(now=slot + 600 + 120) == []
+    assert len(restarted.tick(now=slot + 900 + 1)) == 1
+    restarted.close()
+
+
+def test_cooldown_suppresses_and_says_why(sqlite_project: Project) -> None:
+    calls: list[Any] = []
+    loop = Loop(sqlite_project, [Policy("calm", when=[OnEvent("sig")], then=[record(calls)], cooldown_s=3600)])
+    loop.start()
+    sqlite_project.events.emit("sig", "a")
+    loop.tick()
+    second = sqlite_project.events.emit("sig", "a")
+    assert loop.tick() == []
+    suppressed = sqlite_project.events.list(kind="loop.suppressed")[0]
+    assert suppressed.cause == second and "cooldown" in suppressed.payload["reason"]
+    assert len(calls) == 1
+    loop.close()
+
+
+class Crash(BaseException):
+    """The process dies: nothing in the engine catches it."""
+
+
+def test_an_action_in_flight_resumes_after_a_restart_where_it_was(project: Project) -> None:
+    seen: list[tuple[bool, dict[str, Any]]] = []
+
+    def canary(ctx: Any) -> dict[str, Any]:
+        seen.append((ctx.resumed, dict(ctx.state)))
+        stage = ctx.state.get("stage", 0)
+        while stage < 3:
+            stage += 1
+            ctx.emit("canary.step", {"stage": stage})
+            ctx.checkpoint(stage=stage)
+            if stage == 2 and len(seen) == 1:
+                raise Crash  # killed mid-rollout
+        return {"promoted": True, "trained": ctx.results["retrain"]["pipeline_run"]}
+
+    policy = Policy("retrain", when=[drift_detected("txns")], then=[RunPipeline(retrain), Hook(canary)])
+    crashed = Loop(project, [policy], lease_ttl_s=0.2)
+    crashed.start()
+    signal = project.events.emit("drift.detected", "txns", {"share": 0.6})
+    with pytest.raises(Crash):
+        crashed.tick()
+    (run,) = runs(project)
+    assert run.status == "running" and run.step == 1 and run.state == {"canary": {"stage": 2}}
+    with pytest.raises(ConflictError, match="another loop scheduler"):
+        Loop(project, [policy]).start()  # its heartbeat thread still renews the lease
+
+    crashed._heartbeat.stop()  # type: ignore[union-attr]  # now the process is dead for real
+    time.sleep(0.3)  # its 0.2 s lease runs out
+    restarted = Loop(project, [policy])
+    (resumed,) = restarted.tick()
+    assert resumed.id == run.id and resumed.status == "finished"
+    assert seen == [(False, {}), (True, {"stage": 2})]
+    assert len(project.events.list(kind="pipeline.started")) == 1  # the pipeline did not run again
+    story = kinds(project, resumed.last_event)
+    assert story == [
+        "drift.detected", "loop.triggered", "loop.action.started", "pipeline.started", "pipeline.finished",
+        "loop.action.finished", "loop.action.started", "canary.step", "canary.step", "loop.resumed",
+        "loop.action.started", "canary.step", "loop.action.finished", "loop.finished",
+    ]
+    assert project.events.chain(resumed.last_event)[0].id == signal
+    assert resumed.results["canary"]["promoted"] is True
+    restarted.close()
+
+
+def test_failures_and_stops_end_the_run_and_the_loop_goes_on(sqlite_project: Project) -> None:
+    @step
+    def broken() -> int:
+        raise RuntimeError("training diverged")
+
+    @pipeline
+    def bad():
+        return broken()
+
+    def gate(ctx: Any) -> None:
+        raise StopLoop("challenger is worse than the champion")
+
+    loop = Loop(sqlite_project, [
+        Policy("fails", when=[OnEvent("go")], then=[RunPipeline(bad)]),
+        Policy("gated", when=[OnEvent("go")], then=[Hook(gate)]),
+    ])
+    loop.start()
+    sqlite_project.events.emit("go", "now")
+    runs = {r.policy: r for r in loop.tick()}
+    assert runs["fails"].status == "failed" and "training diverged" in runs["fails"].error
+    assert kinds(sqlite_project, runs["fails"].last_event)[-5:] == [
+        "loop.action.started", "pipeline.started", "pipeline.failed", "loop.action.failed", "loop.failed"]
+    assert runs["gated"].status == "stopped" and runs["gated"].error == "challenger is worse than the champion"
+    sqlite_project.events.emit("go", "again")
+    assert len(loop.tick()) == 2  # a failed run does not block the next signal
+    loop.close()
+
+
+def test_manual_trigger_runs_a_policy_with_the_request_as_cause(sqlite_project: Project) -> None:
+    calls: list[Any] = []
+    loop = Loop(sqlite_project, [Policy("by-hand", then=[record(calls)])])
+    loop.start()
+    asked = trigger(sqlite_project, "by-hand", reason="new labels landed", by="ana")
+    (run,) = loop.tick()
+    assert run.cause == asked and calls == [asked]
+    assert sqlite_project.events.chain(run.last_event)[0].payload == {"reason": "new labels landed", "by": "ana"}
+    loop.close()
