@@ -34,15 +34,15 @@ def encoded_rows(store: FeatureStore, view: FeatureView, start_us: int | None, e
     latest row is an ``arg_max`` over (event time, created time) per key: one
     hash aggregation, no sort of the whole source.
     """
-    from loopstack.features.offline import _micros
+    from loopstack.features.offline import micros_sql
 
     keys = store.catalog.join_keys(view)
     source = view.source
     with store.engine.session() as session:
         relation = session.register(data) if data is not None else session.sql(source)
         columns = {row[0]: row[1] for row in session.con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()}
-        ets = _micros(source.timestamp_field, columns)
-        cts = (f"coalesce({_micros(source.created_timestamp_field, columns)}, {ets})"
+        ets = micros_sql(source.timestamp_field, columns)
+        cts = (f"coalesce({micros_sql(source.created_timestamp_field, columns)}, {ets})"
                if source.created_timestamp_field else ets)
         where = [f"{quote(k)} IS NOT NULL" for k in keys] + [f"{ets} IS NOT NULL"]
         if start_us is not None:

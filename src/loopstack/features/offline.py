@@ -97,8 +97,8 @@ def _view_ctes(session: Session, catalog: Catalog, view: FeatureView, features: 
     where = _time_filter(source.timestamp_field, columns, bounds, ttl)
     relation = f"{session.sql(source)} {where}"
     key_list = ", ".join(quote(k) for k in keys)
-    ets = f"{_micros(source.timestamp_field, columns)} AS __ets"
-    cts = f"coalesce({_micros(created, columns)}, {MIN_US}) AS __cts" if created else f"{MIN_US} AS __cts"
+    ets = f"{micros_sql(source.timestamp_field, columns)} AS __ets"
+    cts = f"coalesce({micros_sql(created, columns)}, {MIN_US}) AS __cts" if created else f"{MIN_US} AS __cts"
     casts = ", ".join(f"CAST({quote(f)} AS {view.get_field(f).dtype.duckdb}) AS {quote(f)}" for f in features)
     full = f"(SELECT {key_list}, {ets}, {cts}, {casts} FROM {relation})"
     on = " AND ".join(f"f.{quote(k)} = TRY_CAST(e.{quote(k)} AS {columns.get(k, 'VARCHAR')})" for k in keys)
@@ -135,7 +135,7 @@ def _windowed(alias: str, spine_name: str, full: str, on: str, within: str, feat
             f"AND f.__ets <= e.{TS} AND {within}{known} GROUP BY e.{ROW})"]
 
 
-def _micros(column: str, columns: dict[str, str]) -> str:
+def micros_sql(column: str, columns: dict[str, str]) -> str:
     """Integer microseconds (UTC) of a timestamp column: cheaper to compare than timestamps."""
     kind = columns.get(column, "TIMESTAMP").upper()
     if kind == "DATE":
@@ -154,8 +154,8 @@ def _time_filter(column: str, columns: dict[str, str], bounds: dict[str, Any], t
         def literal(micros: int) -> str:
             return f"CAST({sql_timestamp(micros)} AS TIMESTAMPTZ)"
     else:
-        return f"WHERE {_micros(column, columns)} <= {bounds['max']}" + (
-            f" AND {_micros(column, columns)} >= {bounds['min'] - ttl}" if ttl is not None else "")
+        return f"WHERE {micros_sql(column, columns)} <= {bounds['max']}" + (
+            f" AND {micros_sql(column, columns)} >= {bounds['min'] - ttl}" if ttl is not None else "")
     upper = f"{quote(column)} <= {literal(bounds['max'])}"
     if ttl is None:
         return f"WHERE {upper}"
