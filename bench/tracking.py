@@ -152,7 +152,7 @@ def per_point(side: Any, workload: dict[str, Any]) -> dict[str, Any]:
     steps, log, clock = len(series[0]), side.log_metric, time.perf_counter_ns
     calls = [0] * (steps * len(keys))
     side.experiment("per-point")
-    start = time.perf_counter()
+    cpu, start = time.process_time(), time.perf_counter()
     run_id = side.start("per-point")
     for key, value in workload["params"].items():
         side.log_param(key, value)
@@ -166,8 +166,8 @@ def per_point(side: Any, workload: dict[str, Any]) -> dict[str, Any]:
     logged = time.perf_counter()
     side.end()
     end = time.perf_counter()
-    return {"run_id": run_id, "seconds": end - start, "calls_s": logged - start, "end_s": end - logged,
-            "call_us": _latency(calls)}
+    return {"run_id": run_id, "seconds": end - start, "cpu_s": time.process_time() - cpu, "calls_s": logged - start,
+            "end_s": end - logged, "call_us": _latency(calls)}
 
 
 def batched(side: Any, workload: dict[str, Any]) -> dict[str, Any]:
@@ -177,7 +177,7 @@ def batched(side: Any, workload: dict[str, Any]) -> dict[str, Any]:
     log, clock = side.log_metrics, time.perf_counter_ns
     calls = [0] * len(rows)
     side.experiment("batched")
-    start = time.perf_counter()
+    cpu, start = time.process_time(), time.perf_counter()
     run_id = side.start("batched")
     side.log_params(workload["params"])
     for step, row in enumerate(rows):
@@ -187,30 +187,31 @@ def batched(side: Any, workload: dict[str, Any]) -> dict[str, Any]:
     logged = time.perf_counter()
     side.end()
     end = time.perf_counter()
-    return {"run_id": run_id, "seconds": end - start, "calls_s": logged - start, "end_s": end - logged,
-            "call_us": _latency(calls)}
+    return {"run_id": run_id, "seconds": end - start, "cpu_s": time.process_time() - cpu, "calls_s": logged - start,
+            "end_s": end - logged, "call_us": _latency(calls)}
 
 
 def many_runs(side: Any, workload: dict[str, Any]) -> dict[str, Any]:
     """Each run: start, one log_params (10), one log_metrics (5), end."""
     side.experiment("many-runs")
-    start = time.perf_counter()
+    cpu, start = time.process_time(), time.perf_counter()
     for run in workload["runs"]:
         side.start(run["name"])
         side.log_params(run["params"])
         side.log_metrics(run["metrics"], step=0)
         side.end()
-    return {"seconds": time.perf_counter() - start}
+    return {"seconds": time.perf_counter() - start, "cpu_s": time.process_time() - cpu}
 
 
-def repeated(fn: Any, repeat: int) -> tuple[float, list[float], Any]:
-    """Median seconds of `repeat` calls, every time, and the last result."""
-    times, result = [], None
+def repeated(fn: Any, repeat: int) -> dict[str, Any]:
+    """Median wall and CPU seconds of `repeat` calls, every wall time, and the last result."""
+    times, cpus, result = [], [], None
     for _ in range(repeat):
-        start = time.perf_counter()
+        cpu, start = time.process_time(), time.perf_counter()
         result = fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times), times, result
+        cpus.append(time.process_time() - cpu)
+    return {"seconds": statistics.median(times), "cpu_s": statistics.median(cpus), "all_s": times, "result": result}
 
 
 def run_side(side_name: str, workload_path: Path, workdir: Path, repeat: int) -> dict[str, Any]:
@@ -222,11 +223,11 @@ def run_side(side_name: str, workload_path: Path, workdir: Path, repeat: int) ->
     out["per_point"] = per_point(side, workload)
     out["batched"] = batched(side, workload)
     out["many_runs"] = many_runs(side, workload)
-    median, times, names = repeated(lambda: side.search("many-runs"), repeat)
-    out["search"] = {"seconds": median, "all_s": times, "names": names}
+    out["search"] = repeated(lambda: side.search("many-runs"), repeat)
+    out["search"]["names"] = out["search"].pop("result")
     run_id = out["per_point"]["run_id"]
-    median, times, points = repeated(lambda: side.history(run_id, "m0"), repeat)
-    out["history"] = {"seconds": median, "all_s": times, "points": len(points)}
+    out["history"] = repeated(lambda: side.history(run_id, "m0"), repeat)
+    out["history"]["points"] = len(out["history"].pop("result"))
     out["readback"] = {
         kind: {"params": side.params(out[kind]["run_id"]),
                "metrics": {key: side.history(out[kind]["run_id"], key) for key in workload["metrics"]}}
@@ -377,9 +378,11 @@ def report(results: dict[str, Any], workload: dict[str, Any]) -> str:
         ("search", f"search `{SEARCH_FILTER}` order by {SEARCH_ORDER} ({len(ls['search']['names'])} hits; median)"),
         ("history", f"metric history, {steps:,} points (median)"),
     ]
-    lines = ["| workload | loopstack s | MLflow s | MLflow / loopstack | goal |", "|---|---:|---:|---:|---|"]
+    lines = ["| workload | loopstack s | MLflow s | MLflow / loopstack | goal | CPU s loopstack / MLflow (ratio) |",
+             "|---|---:|---:|---:|---|---|"]
     for key, label in rows:
-        lines.append(_row(label, ls[key]["seconds"], ml[key]["seconds"] if ml else None, GOALS.get(key)))
+        lines.append(_row(label, ls[key]["seconds"], ml[key]["seconds"] if ml else None, GOALS.get(key))
+                     + _cpu(ls[key]["cpu_s"], ml[key]["cpu_s"] if ml else None))
     for key, label in (("first_call_s", "first call on a fresh project (after import; median)"),
                        ("first_call_cpu_s", "  ... CPU time of that (load-independent)"),
                        ("to_end_run_s", "  ... up to end_run returned"),
@@ -387,7 +390,7 @@ def report(results: dict[str, Any], workload: dict[str, Any]) -> str:
                        ("import_s", "`import loopstack` vs `import mlflow` (median, fresh processes)")):
         a, b = results["first"]["loopstack"][key], results["first"].get("mlflow", {}).get(key)
         goal = "< 0.3 s" if key in ("first_call_s", "import_s") else ""
-        lines.append(_row(label, a, b, None, goal, met=(a < 0.3) if goal else None))
+        lines.append(_row(label, a, b, None, goal, met=(a < 0.3) if goal else None) + " |")
     lines.append("")
     lines.append("caller-thread latency per call (microseconds): mean / p50 / p99 / max")
     for kind in ("per_point", "batched"):
@@ -402,6 +405,10 @@ def report(results: dict[str, Any], workload: dict[str, Any]) -> str:
     lines.append(f"loopstack end_run (flush) in per_point: {ls['per_point']['end_s']:.3f} s; "
                  f"in batched: {ls['batched']['end_s']:.3f} s")
     return "\n".join(lines)
+
+
+def _cpu(a: float, b: float | None) -> str:
+    return f" {a:.3f} / {b:.3f} ({b / a:,.1f}x) |" if b else f" {a:.3f} |"
 
 
 def _row(label: str, a: float, b: float | None, goal: int | None, goal_text: str = "",
