@@ -51,6 +51,7 @@ LOOPSTACK_CHILD = PEAK + r"""
 import json, sys, time
 t0 = time.perf_counter()
 from loopstack.drift import compare
+import pyarrow.dataset, pyarrow.parquet, scipy.special, scipy.stats  # loaded lazily; Evidently's imports load them too
 base = peak_mb()
 t = time.perf_counter()
 result = compare(sys.argv[1], sys.argv[2])

@@ -19,7 +19,7 @@ def test_docs_examples_run() -> None:
         for block in blocks:
             exec(compile(block, str(DOC), "exec"), namespace)
     printed = out.getvalue()
-    assert "True 0.5 ['age']" in printed
+    assert "True 0.5 ['age']" in printed and "age wasserstein 0.3231" in printed
     assert "age wasserstein" in printed and "city jensenshannon" in printed
     assert namespace["detector"].score(namespace["cur"]).drifted
     assert "['drift.detected', 'drift.checked']" in printed

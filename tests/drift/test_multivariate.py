@@ -36,8 +36,8 @@ def test_reconstruction_needs_fit_and_valid_components() -> None:
 
 def test_domain_classifier_auc() -> None:
     rng = np.random.default_rng(1)
-    ref = _sample(rng, 600)
-    found = DomainClassifier(max_rows=600, folds=3).score(ref, _sample(rng, 600, sign=-1.0))
-    calm = DomainClassifier(max_rows=600, folds=3).score(ref, _sample(rng, 600))
+    ref = _sample(rng, 400)
+    found = DomainClassifier(max_rows=400, folds=3).score(ref, _sample(rng, 400, sign=-1.0))
+    calm = DomainClassifier(max_rows=400, folds=3).score(ref, _sample(rng, 400))
     assert found.drifted and found.auc > 0.8 and len(found.fold_aucs) == 3
     assert not calm.drifted and calm.auc < 0.56

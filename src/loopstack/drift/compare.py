@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -157,7 +157,7 @@ def _correct(results: list[ColumnDrift], correction: str | None) -> list[ColumnD
     for i, value in zip(index, adjusted, strict=True):
         r = results[i]
         drifted = select.TESTS[r.test].drifted(float(value), r.threshold)
-        out[i] = ColumnDrift(**{**r.__dict__, "adjusted": float(value), "drifted": drifted})
+        out[i] = replace(r, adjusted=float(value), drifted=drifted)
     return out
 
 
