@@ -1,0 +1,157 @@
+"""The CLI groups on a project with definitions and a `loop:` section, and a scheduler killed mid-action."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from loopstack.core.errors import ConfigError, NotFoundError
+from loopstack.core.project import Project
+from loopstack.pipelines.cli import loop, pipelines
+from loopstack.pipelines.config import policies_from_config
+
+FLOWS = '''
+import os
+import time
+from pathlib import Path
+
+from loopstack.pipelines import Hook, OnEvent, Policy, RunPipeline, pipeline, step
+
+
+@step
+def numbers(n: int) -> list:
+    print("making", n, "numbers")
+    return list(range(n))
+
+
+@step
+def total(values: list) -> int:
+    return sum(values)
+
+
+@pipeline
+def train(n: int = 4):
+    return total(numbers(n))
+
+
+def announce(ctx):
+    return {"trained": ctx.results["train"]["pipeline_run"]}
+
+
+def slow_rollout(ctx):
+    stage = ctx.state.get("stage", 0) + 1
+    ctx.checkpoint(stage=stage)
+    if not ctx.resumed:
+        Path(os.environ["LOOPSTACK_TEST_MARKER"]).write_text("checkpointed")
+        time.sleep(120)  # killed here
+    return {"stage": stage, "resumed": ctx.resumed}
+
+
+rollout = Policy("rollout", when=[OnEvent("go")], then=[RunPipeline(train), Hook(slow_rollout)])
+'''
+
+LOOP = {
+    "poll_s": 0.2,
+    "policies": [{
+        "name": "nightly",
+        "when": [{"schedule": "0 3 * * *"}, {"drift": {"monitor": "txns", "share_above": 0.3}}],
+        "then": [{"pipeline": "flows.py:train", "params": {"n": 3}}, {"hook": "flows.py:announce"}],
+        "cooldown_s": 0,
+    }],
+}
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    folder = tmp_path / "proj"
+    Project.init(folder, name="cli-test").close()
+    (folder / "flows.py").write_text(FLOWS)
+    config = yaml.safe_load((folder / "loopstack.yaml").read_text())
+    config.update(definitions=["flows.py"], loop=LOOP)
+    (folder / "loopstack.yaml").write_text(yaml.safe_dump(config))
+    return folder
+
+
+def invoke(group: object, root: Path, *args: str) -> str:
+    result = CliRunner().invoke(group, list(args), obj={"project_path": str(root)}, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_pipelines_run_list_show_and_logs(root: Path) -> None:
+    first = invoke(pipelines, root, "run", "flows.py:train", "-p", "n=5", "-q")
+    assert "2 step(s) ran, 0 skipped" in first
+    second = invoke(pipelines, root, "run", "train", "-p", "n=5", "-q")
+    assert "0 step(s) ran, 2 skipped (cached)" in second and "skipped (cached)" in second
+    listing = invoke(pipelines, root, "list")
+    assert "train" in listing and "n=4" in listing
+    run_id = second.split("run ", 1)[1].split(" ", 1)[0]
+    assert "numbers" in invoke(pipelines, root, "show", run_id)
+    assert invoke(pipelines, root, "logs", run_id, "numbers") == "making 5 numbers\n"
+    with pytest.raises(NotFoundError, match="no pipeline 'nope'"):
+        CliRunner().invoke(pipelines, ["run", "nope"], obj={"project_path": str(root)}, catch_exceptions=False)
+
+
+def test_yaml_policies_become_policies_and_bad_ones_are_named(root: Path) -> None:
+    (policy,) = policies_from_config(LOOP, root)
+    assert [a.name for a in policy.actions] == ["train", "announce"]
+    assert [t.key.split(":")[0] for t in policy.triggers()] == ["schedule", "event", "event"]
+    with pytest.raises(ConfigError, match=r"loop.policies.0.cooldown_s"):
+        policies_from_config({"policies": [{"name": "x", "then": [], "cooldown_s": -1}]}, root)
+    with pytest.raises(ConfigError, match="needs exactly one of schedule"):
+        policies_from_config({"policies": [{"name": "x", "when": [{"cron": "* * * * *"}], "then": [
+            {"hook": "flows.py:announce"}]}]}, root)
+
+
+def test_loop_trigger_run_once_and_status(root: Path) -> None:
+    invoke(loop, root, "run", "--once")  # first start: creates the trigger state
+    assert "loop.manual" in invoke(loop, root, "trigger", "nightly", "--reason", "test")
+    assert "stopped after 1 tick" in invoke(loop, root, "run", "--once")
+    report = json.loads(invoke(loop, root, "status", "--json"))
+    (run,) = report["runs"]
+    assert run["policy"] == "nightly" and run["status"] == "finished" and run["step"] == 2
+    assert run["results"]["announce"]["trained"] == run["results"]["train"]["pipeline_run"]
+    nightly = [t for t in report["triggers"] if t["trigger"].startswith("schedule:")]
+    assert time.gmtime(nightly[0]["next_fire"]).tm_hour == 3
+    assert report["lease"] is None  # released on exit
+    assert "nightly" in invoke(loop, root, "status")
+
+
+@pytest.mark.slow
+def test_a_killed_scheduler_resumes_its_action_on_restart(root: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+    env = {**os.environ, "LOOPSTACK_TEST_MARKER": str(marker)}
+    invoke(loop, root, "run", "--once")
+    with Project.open(root) as project:
+        project.events.emit("go", "now")
+    code = f"from loopstack.pipelines.cli import loop; loop.main(['run'], obj={{'project_path': {str(root)!r}}})"
+    with subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, start_new_session=True) as child:
+        try:
+            deadline = time.monotonic() + 60
+            while not marker.exists():
+                assert child.poll() is None, child.stderr.read().decode() if child.stderr else ""
+                assert time.monotonic() < deadline, "the scheduler never reached the rollout"
+                time.sleep(0.1)
+        finally:
+            os.kill(child.pid, signal.SIGKILL)  # no cleanup: the lease and the run stay as they were
+            child.wait()
+    report = json.loads(invoke(loop, root, "status", "--json"))
+    assert report["lease"] is not None and report["runs"][0]["status"] == "running"
+    invoke(loop, root, "run", "--once")  # same host, dead pid: the lease is taken over at once
+    report = json.loads(invoke(loop, root, "status", "--json"))
+    run = report["runs"][0]
+    assert run["status"] == "finished"
+    assert run["results"]["slow_rollout"] == {"stage": 2, "resumed": True}
+    with Project.open(root) as project:
+        assert len(project.events.list(kind="pipeline.started")) == 1
+        assert len(project.events.list(kind="loop.resumed")) == 1

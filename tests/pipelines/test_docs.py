@@ -1,0 +1,31 @@
+"""The examples in docs/pipelines.md run, in order, as one script, and print what the page says."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+import loopstack as ls
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "pipelines.md"
+
+
+def test_docs_examples_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = DOC.read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    code = "\n".join(blocks).replace("/tmp/pipelines-demo", str(tmp_path / "pipelines-demo"))
+    try:
+        exec(compile(code, str(DOC), "exec"), {"__name__": "pipelines_docs"})
+    finally:
+        root = tmp_path / "pipelines-demo"
+        if (root / "loopstack.yaml").exists():
+            ls.Project.open(root).close()
+    out = capsys.readouterr().out
+    for comment in re.findall(r"print\(.*?\)\s+# (.*)", "\n".join(blocks)):
+        assert comment in out, comment
+    assert "evaluate {} ['model', 'rows']\nfit {'scale': 1.0} ['rows']" in out
+    story = re.search(r"The story printed is one cause chain, signal first:\n\n(.*?)\n\n", text, re.S)
+    assert story is not None
+    assert " ".join(story.group(1).split()) in out
