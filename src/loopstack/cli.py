@@ -26,6 +26,7 @@ COMMANDS = {
     "predict": "loopstack.serving.cli:predict",
     "quality": "loopstack.quality.cli:quality",
     "gpu": "loopstack.economics.cli:gpu",
+    "drift": "loopstack.drift.cli:drift",
 }
 HELP = {
     "init": "Create a project folder with a loopstack.yaml.",
@@ -39,6 +40,7 @@ HELP = {
     "predict": "Batch inference over Parquet, streaming and resumable.",
     "quality": "Run data-quality suites and profile data sets.",
     "gpu": "GPU memory estimates, job cost and cloud-vs-buy break-even.",
+    "drift": "Drift reports comparing current data with a reference.",
 }
 
 
