@@ -71,7 +71,7 @@ def test_native_predict_matches_the_model_and_logs_every_row(clf, data, tmp_path
     ({"inputs": {**{f"x{j}": [1.0] for j in range(20)}, "x3": [1.0, 2.0]}}, 400, "different lengths"),
     ({"instances": []}, 400, "non-empty list"),
     ({"rows": [[1.0] * 20]}, 400, "'instances'"),
-    ({"entities": [{"user_id": 3}]}, 501, "feature store"),
+    ({"entities": [{"user_id": 3}]}, 400, "takes no entity keys"),
     ([1, 2], 400, "JSON object"),
 ])
 def test_bad_requests_get_4xx_naming_the_field(shared, payload, status: int, needle: str) -> None:
@@ -129,3 +129,37 @@ def test_prediction_log_is_written_off_the_request_path(clf, data, tmp_path: Pat
         while not list(tmp_path.glob("predictions/m/1/*.parquet")) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert read_prediction_log(tmp_path).num_rows == 4  # while the server still runs
+
+
+def test_entity_keys_are_resolved_through_the_online_store(sqlite_project, tmp_path: Path) -> None:
+    from datetime import datetime, timedelta
+
+    import pandas as pd
+    import pyarrow as pa
+    from sklearn.linear_model import LinearRegression
+
+    from loopstack.features import Entity, FeatureView, Field, Float64, TableSource
+
+    now = datetime.now()
+    rows = pa.table({"driver_id": [1, 2], "conv_rate": [0.25, 0.75], "trips": [10.0, 30.0],
+                     "event_timestamp": [now - timedelta(hours=1)] * 2})
+    view = FeatureView(name="driver_stats", entities=[Entity(name="driver", join_keys=["driver_id"])],
+                       schema=[Field(name="conv_rate", dtype=Float64), Field(name="trips", dtype=Float64)],
+                       source=TableSource(rows), ttl=timedelta(days=1))
+    store = sqlite_project.feature_store
+    store.apply([view])
+    store.materialize(start=now - timedelta(days=1), end=now)
+    train = pd.DataFrame({"conv_rate": [0.0, 1.0, 0.5], "trips": [0.0, 10.0, 20.0]})
+    model = LinearRegression().fit(train, train.conv_rate * 2 + train.trips)
+    spec = ModelSpec(name="eta", model=model, features=["driver_stats:conv_rate", "driver_stats:trips"])
+    app = create_app([spec], ServerSettings(log_dir=str(tmp_path)), feature_store=store)
+    with running(app) as address, httpx.Client(base_url=f"http://{address}") as client:
+        known = client.post("/v1/models/eta:predict", json={"entities": [{"driver_id": 1}, {"driver_id": 2}]})
+        unknown = client.post("/v1/models/eta:predict", json={"entities": [{"driver_id": 9}]})
+        malformed = client.post("/v1/models/eta:predict", json={"entities": [7]})
+    assert known.status_code == 200, known.text
+    np.testing.assert_allclose(known.json()["predictions"], [10.5, 31.5])
+    assert unknown.status_code == 500 and "NaN" in unknown.json()["error"]  # LinearRegression refuses missing values
+    assert malformed.status_code == 400 and "join keys" in malformed.json()["error"]
+    logged = read_prediction_log(tmp_path, model="eta").flatten().to_pandas()
+    assert sorted(logged["inputs.trips"]) == [10.0, 30.0]  # the feature vector read from the store

@@ -14,8 +14,9 @@ Routes::
 Every `LoopstackError` maps to its HTTP status with ``{"error": message}``; a
 full queue is 503 with Retry-After, a request past its deadline 504, and
 anything unexpected 500 with the message: no input crashes or hangs the server.
-Requests with entity keys instead of features (``{"entities": [...]}``) are
-answered 501 until the feature store's online reads are wired in (TODO).
+Requests may send entity keys instead of features (``{"entities": [...]}``)
+for models served with ``ModelSpec(features=...)``: the features are read from
+the feature store's online store, on-demand transforms applied.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from loopstack.core.errors import ConflictError, LoopstackError, SignatureError, ValidationError
+from loopstack.core.errors import ConfigError, ConflictError, LoopstackError, SignatureError, ValidationError
 from loopstack.serving import v2
 from loopstack.serving.batcher import Batcher, QueueFullError
 from loopstack.serving.config import ModelSpec, ServerSettings
@@ -67,6 +68,7 @@ class Server:
         if self.log is not None:
             self.repo.observers.append(self.log.observe)
         self.resolver = resolver
+        self.feature_store: Any = None
         self._refresh: asyncio.Task[None] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None  # for callers on other threads (tests, admin tools)
 
@@ -127,10 +129,7 @@ class Server:
         elif "inputs" in payload:
             rows = schema.from_columns(payload["inputs"])
         elif "entities" in payload:
-            raise EntityKeysNotWired(
-                "entity-key requests need the feature store's online reads, which are not wired in yet; "
-                "send feature values as 'instances' or 'inputs'"
-            )
+            rows = await self._from_entities(payload["entities"], batcher)
         else:
             raise ValidationError("the body needs 'instances' (a list of rows) or 'inputs' (an object of columns)")
         request_id = _request_id(payload.get("id"), call.headers)
@@ -138,6 +137,22 @@ class Server:
         body = json.dumps({"predictions": outputs.tolist(), "model": batcher.spec.name,
                            "version": batcher.adapter.version, "request_id": request_id})
         return Reply(200, body.encode(), headers={"x-request-id": request_id})
+
+    async def _from_entities(self, entities: Any, batcher: Batcher) -> Any:
+        """Feature rows for entity keys, read from the online store (with on-demand transforms applied)."""
+        features = batcher.spec.features
+        if self.feature_store is None or features is None:
+            raise ConfigError(
+                f"model {batcher.spec.name!r} takes no entity keys: serve it with ModelSpec(features=...) and a "
+                "feature store (create_app(..., feature_store=project.feature_store)), or send 'instances'"
+            )
+        if not isinstance(entities, list) or not entities or not all(isinstance(e, dict) for e in entities):
+            raise ValidationError("'entities' must be a non-empty list of objects of join keys, e.g. [{'user_id': 7}]")
+        refs = features if isinstance(features, str) else list(features)
+        response = await asyncio.to_thread(self.feature_store.get_online_features, refs, entities)
+        found = {**response.entities, **response.values}
+        schema = batcher.adapter.schema
+        return schema.from_columns({name: found[name] for name in schema.names if name in found})
 
     async def _infer(self, call: Call, batcher: Batcher) -> Reply:
         headers = call.headers
@@ -235,17 +250,12 @@ class Server:
         ]
 
 
-class EntityKeysNotWired(LoopstackError):
-    """Entity-key requests wait for the feature store's online reads."""
-
-    http_status = 501
-
-
 def create_app(
     models: Iterable[ModelSpec],
     settings: ServerSettings | None = None,
     loader: Loader | None = None,
     resolver: Resolver | None = None,
+    feature_store: Any = None,
 ) -> Starlette:
     """The ASGI app serving `models`; run it with uvicorn (`loopstack serve` does).
 
@@ -259,6 +269,8 @@ def create_app(
         ``ref -> model``; defaults to `loopstack.registry.api.load_model`.
     resolver : callable, optional
         ``"name@alias" -> version``; with ``settings.refresh_s`` it swaps a moved alias in.
+    feature_store : FeatureStore, optional
+        Where models with ``ModelSpec.features`` read features for entity-key requests.
 
     Examples
     --------
@@ -274,6 +286,7 @@ def create_app(
     if len(set(names)) != len(names):
         raise ValidationError(f"served model names must be unique, got {names}; rename with NAME=REF")
     server = Server(specs, settings or ServerSettings(), loader, resolver)
+    server.feature_store = feature_store
     app = Starlette(routes=server.routes(), lifespan=server.lifespan)
     app.state.server = server
     return app

@@ -32,10 +32,12 @@ def _project(ctx: click.Context):  # type: ignore[no-untyped-def]
 @click.option("--log-dir", default=None, help="Prediction log folder (default: .loopstack/logs; 'none' disables).")
 @click.option("--refresh", "refresh_s", default=5.0, show_default=True, type=float,
               help="Seconds between alias checks; a moved alias swaps the new version in (0: never).")
+@click.option("--features", default=None,
+              help="Feature service (or comma-separated view:feature refs) read for entity-key requests.")
 @click.pass_context
 def serve(ctx: click.Context, models: tuple[str, ...], host: str, port: int, max_batch_size: int,
           max_wait_ms: float, max_queue: int, timeout_s: float, threads: int | None, log_dir: str | None,
-          refresh_s: float) -> None:
+          refresh_s: float, features: str | None) -> None:
     """Serve registered MODELS (fraud@champion, fraud/3, or NAME=REF) over HTTP: native JSON and Open Inference v2."""
     from loopstack.serving.config import ModelSpec, ServerSettings
 
@@ -49,12 +51,14 @@ def serve(ctx: click.Context, models: tuple[str, ...], host: str, port: int, max
         log_dir = str(project.root / ".loopstack" / "logs")
     settings = ServerSettings(predict_threads=threads, refresh_s=refresh_s,
                               log_dir=None if log_dir.lower() == "none" else log_dir)
+    refs = None if features is None else (tuple(features.split(",")) if ":" in features else features)
     specs = [ModelSpec.parse(m, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_queue=max_queue,
-                             timeout_s=timeout_s) for m in models]
+                             timeout_s=timeout_s, features=refs) for m in models]
     click.echo(f"serving {', '.join(s.name for s in specs)} on http://{host}:{port}", err=True)
     run(specs, host=host, port=port, settings=settings,
         loader=lambda ref: load_model(ref, project=project),
-        resolver=lambda ref: str(get_model_version(ref, project=project).version))
+        resolver=lambda ref: str(get_model_version(ref, project=project).version),
+        feature_store=project.feature_store if features else None)
 
 
 @click.command()

@@ -43,6 +43,10 @@ class ModelSpec:
         What the model computes; ``auto`` uses predict_proba when available.
     variant : str, optional
         Label written to the prediction log (rollouts set it per deployment).
+    features : str or tuple of str, optional
+        A feature service name or feature references (``"driver_stats:trips"``): requests
+        may then send entity keys (``{"entities": [{"driver_id": 7}]}``) and the server
+        reads the features from the project's online store.
 
     Examples
     --------
@@ -61,8 +65,11 @@ class ModelSpec:
     timeout_s: float = 10.0
     method: str = "auto"
     variant: str | None = None
+    features: str | tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.features, list):
+            object.__setattr__(self, "features", tuple(self.features))
         if not _NAME.match(self.name):
             raise ConfigError(
                 f"model name {self.name!r} must be 1-128 letters, digits, '_', '.' or '-' "

@@ -9,6 +9,7 @@ at thousands of requests a second it would cost more than the predict.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from loopstack.serving.config import ModelSpec, ServerSettings
 from loopstack.serving.models import Loader
@@ -26,6 +27,7 @@ def serve(
     resolver: Resolver | None = None,
     log_level: str = "warning",
     drain_timeout_s: float = 30.0,
+    feature_store: Any = None,
 ) -> None:
     """Serve `models` over HTTP until SIGTERM/SIGINT, then drain in-flight requests and exit.
 
@@ -40,7 +42,7 @@ def serve(
 
     settings = settings or ServerSettings()
     limit_process_threads(settings.threads())
-    app = create_app(models, settings, loader=loader, resolver=resolver)
+    app = create_app(models, settings, loader=loader, resolver=resolver, feature_store=feature_store)
     config = uvicorn.Config(
         app,
         host=host,
