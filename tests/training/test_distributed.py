@@ -144,3 +144,24 @@ def test_train_command_reports_a_failing_script(tmp_path: Path) -> None:
     script = tmp_path / "bad.py"
     script.write_text("import sys\nsys.exit(3)\n")
     assert CliRunner().invoke(train, ["--nproc", "2", str(script)]).exit_code == 3
+
+
+def _sharded_job(strategy: str) -> torch.Tensor:
+    from torch.distributed.tensor import DTensor
+
+    from loopstack.training import rank, world_size
+
+    seed_everything(0)
+    model = wrap(TinyTransformer(NODROP), strategy)  # type: ignore[arg-type]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    loader = ResumableLoader((tokens(64),), PER_RANK, shuffle=False, rank=rank(), world_size=world_size())
+    fit(model, optimizer, loader, lm_loss, TrainConfig(steps=3))
+    full = [(p.full_tensor() if isinstance(p, DTensor) else p).detach().reshape(-1) for p in model.parameters()]
+    return torch.cat(full)
+
+
+def test_fsdp_full_shard_trains_like_ddp() -> None:
+    fsdp = launch(_sharded_job, nproc=2, args=("fsdp",))
+    ddp = launch(_sharded_job, nproc=2, args=("ddp",))
+    assert torch.equal(fsdp[0], fsdp[1])
+    torch.testing.assert_close(fsdp[0], ddp[0], rtol=1e-5, atol=1e-6)
