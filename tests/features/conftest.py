@@ -25,15 +25,26 @@ def project(tmp_path: Path) -> Iterator[Project]:
 
 
 @pytest.fixture
-def redis_url() -> str:
-    """The local Redis with a prefix unique to the calling test, or a skip (a failure under CI=true)."""
+def redis_url() -> Iterator[str]:
+    """The local Redis with a prefix unique to the calling test, or a skip (a failure under CI=true).
+
+    Every key under the prefix is deleted afterwards.
+    """
     try:
         socket.create_connection(("127.0.0.1", 6379), timeout=0.5).close()
     except OSError:
         if os.environ.get("CI") == "true":
             pytest.fail("Redis on 127.0.0.1:6379 is unreachable and CI=true")
         pytest.skip("Redis on 127.0.0.1:6379 is unreachable")
-    return f"redis://127.0.0.1:6379/0?prefix=lstest:{uuid.uuid4().hex}:"
+    prefix = f"lstest:{uuid.uuid4().hex}:"
+    yield f"redis://127.0.0.1:6379/0?prefix={prefix}"
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=6379)
+    keys = list(client.scan_iter(match=f"lstest:{prefix.split(':')[1]}*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
 
 
 @pytest.fixture

@@ -37,7 +37,7 @@ def test_online_store_contract(backend: str, check: str, tmp_path: Path, request
         suffix = f"c{next(counter)}"
         if backend == "sqlite":
             return open_online_store(f"sqlite:///{suffix}.db", tmp_path)
-        return open_online_store(url.replace("?prefix=", f"?prefix={suffix}:"), tmp_path)
+        return open_online_store(f"{url}{suffix}:", tmp_path)
 
     CHECKS[check](make)
 
