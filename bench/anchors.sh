@@ -52,6 +52,7 @@ anchor_kserve()             { install kserve kserve scikit-learn; }
 anchor_fastapi()            { install fastapi fastapi "uvicorn[standard]" scikit-learn threadpoolctl; }
 anchor_river()              { install river river; }
 anchor_growthbook()         { install growthbook growthbook gbstats; }  # assignment hashing (SDK) and sequential stats (gbstats)
+anchor_prefect()            { install prefect prefect; }  # pipelines bench: per-task overhead and cached re-runs
 
 known() { declare -F | awk '{print $3}' | sed -n 's/^anchor_//p'; }
 
