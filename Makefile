@@ -2,36 +2,45 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-EXTRAS := dev,postgres,models,serving
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+HASH := $(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+BASE := $(VENV)/.base-$(HASH)
+TESTING := $(VENV)/.test-$(HASH)
+# torch is pinned to the CPU wheel this project's machines carry; a bare `torch`
+# would pull gigabytes of CUDA. ray runs the pipelines' Ray executor test.
+TEST_EXTRAS := dev,postgres,models,serving,redis,ray
+TORCH := torch==2.13.0
 
 .PHONY: demo test lint bench clean install
 
-$(STAMP): pyproject.toml
+$(BASE): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "loopstack needs Python 3.11 or newer"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
-	$(BIN)/python -m pip install --quiet "torch==2.13.0"  # the torch extra, pinned: the CPU wheel in /opt/wheels (a bare torch pulls GBs of CUDA)
-	rm -f $(VENV)/.installed-*
-	touch $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[postgres]"
+	rm -f $(VENV)/.base-*
+	touch $@
 
-install: $(STAMP)
+$(TESTING): $(BASE)
+	$(BIN)/python -m pip install --quiet -e ".[$(TEST_EXTRAS)]" "$(TORCH)"
+	rm -f $(VENV)/.test-*
+	touch $@
 
-demo: $(STAMP)
+install: $(BASE)
+
+demo: $(BASE)
 	$(BIN)/loopstack demo --path loopstack-demo --fresh
 
-test: $(STAMP)
+test: $(TESTING)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest -q
 
-lint: $(STAMP)
+lint: $(TESTING)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 
-bench: $(STAMP)
+bench: $(TESTING)
 	bash bench/anchors.sh
-	$(BIN)/python bench/tracking.py
+	for script in bench/*.py; do $(BIN)/python $$script || exit 1; done
 
 clean:
 	rm -rf $(VENV) loopstack-demo .pytest_cache .ruff_cache

@@ -27,6 +27,9 @@ COMMANDS = {
     "quality": "loopstack.quality.cli:quality",
     "gpu": "loopstack.economics.cli:gpu",
     "drift": "loopstack.drift.cli:drift",
+    "pipelines": "loopstack.pipelines.cli:pipelines",
+    "loop": "loopstack.pipelines.cli:loop",
+    "train": "loopstack.training.cli:train",
 }
 HELP = {
     "init": "Create a project folder with a loopstack.yaml.",
@@ -41,6 +44,9 @@ HELP = {
     "quality": "Run data-quality suites and profile data sets.",
     "gpu": "GPU memory estimates, job cost and cloud-vs-buy break-even.",
     "drift": "Drift reports comparing current data with a reference.",
+    "pipelines": "Run pipelines; show their runs, steps and logs.",
+    "loop": "Run the loop scheduler and show its state.",
+    "train": "Launch a training script on N processes (torch.distributed).",
 }
 
 

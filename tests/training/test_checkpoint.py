@@ -58,6 +58,7 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path: Path) 
 
 
 def test_sigterm_checkpoints_the_finished_step_then_exits_143(tmp_path: Path) -> None:
+    before = signal.getsignal(signal.SIGTERM)  # another test (Ray, uvicorn) may have installed one
     model, optimizer, scheduler, loader = _job()
     manager = CheckpointManager(tmp_path, track=False)
 
@@ -70,7 +71,7 @@ def test_sigterm_checkpoints_the_finished_step_then_exits_143(tmp_path: Path) ->
             on_step=preempt)
     assert stopped.value.step == 4 and stopped.value.code == 143
     assert manager.latest().step == 4
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler restored
+    assert signal.getsignal(signal.SIGTERM) is before  # handler restored
     resumed, result = _fit(tmp_path, 10)
     assert result.resumed_from == 4
     assert same(weights(resumed), weights(_fit(None, 10)[0]))
