@@ -12,8 +12,7 @@ Examples
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from loopstack.core.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -57,14 +56,4 @@ _EXPORTS = {
 __all__ = ["__version__", *sorted(_EXPORTS)]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'loopstack' has no attribute {name!r}")
-    value = getattr(import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)

@@ -1,33 +1,49 @@
-"""The thin core every capability speaks: config, project, metadata DB, artifacts, events, errors."""
+"""The thin core every capability speaks: config, project, metadata DB, artifacts, events, errors.
 
-from loopstack.core.config import ProjectConfig, TrackingConfig, load_config, parse_config
-from loopstack.core.errors import (
-    BackendUnavailableError,
-    ConfigError,
-    ConflictError,
-    FilterError,
-    IntegrityError,
-    LoopstackError,
-    NotFoundError,
-    SignatureError,
-    ValidationError,
-)
-from loopstack.core.project import Project, find_root
+Names load on first use, so importing a subpackage does not pay for pydantic
+or SQLAlchemy until it needs them.
+"""
 
-__all__ = [
-    "BackendUnavailableError",
-    "ConfigError",
-    "ConflictError",
-    "FilterError",
-    "IntegrityError",
-    "LoopstackError",
-    "NotFoundError",
-    "Project",
-    "ProjectConfig",
-    "SignatureError",
-    "TrackingConfig",
-    "ValidationError",
-    "find_root",
-    "load_config",
-    "parse_config",
-]
+from __future__ import annotations
+
+from loopstack.core.lazy import lazy_exports
+
+_EXPORTS = {
+    "ProjectConfig": "loopstack.core.config",
+    "TrackingConfig": "loopstack.core.config",
+    "load_config": "loopstack.core.config",
+    "parse_config": "loopstack.core.config",
+    "Project": "loopstack.core.project",
+    "find_root": "loopstack.core.project",
+    **dict.fromkeys(
+        [
+            "BackendUnavailableError",
+            "ConfigError",
+            "ConflictError",
+            "FilterError",
+            "IntegrityError",
+            "LoopstackError",
+            "NotFoundError",
+            "SignatureError",
+            "ValidationError",
+        ],
+        "loopstack.core.errors",
+    ),
+        (
+            "BackendUnavailableError",
+            "ConfigError",
+            "ConflictError",
+            "FilterError",
+            "IntegrityError",
+            "LoopstackError",
+            "NotFoundError",
+            "SignatureError",
+            "ValidationError",
+        ),
+        "loopstack.core.errors",
+    ),
+}
+
+__all__ = sorted(_EXPORTS)
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)

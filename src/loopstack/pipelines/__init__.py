@@ -29,8 +29,7 @@ Examples
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from loopstack.core.lazy import lazy_exports
 
 # name -> module: imported on first use, so that `import loopstack.pipelines.tables`
 # (done on every Project.open) does not pull in executors, multiprocessing and ast
@@ -126,14 +125,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'loopstack.pipelines' has no attribute {name!r}")
-    value = getattr(import_module(f"loopstack.pipelines.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, {k: f".{v}" for k, v in _EXPORTS.items()}, __all__)

@@ -11,8 +11,7 @@ library, and the table definitions load without the rest.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from loopstack.core.lazy import lazy_exports
 
 _EXPORTS = {
     "Registry": "loopstack.registry.store",
@@ -71,14 +70,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'loopstack.registry' has no attribute {name!r}")
-    value = getattr(import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)
