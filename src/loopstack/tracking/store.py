@@ -209,7 +209,7 @@ class TrackingStore:
         offset = _decode_token(page_token)
         query = query.limit(max_results + 1).offset(offset)
         with self.db.read() as connection:
-            rows = [row._asdict() for row in connection.execute(query)]
+            rows = [row._asdict() for row in connection.execute(query).all()]  # one fetchall, not a fetch per row
         token = _encode_token(offset + max_results) if len(rows) > max_results else None
         return self._hydrate([_info(row) for row in rows[:max_results]]), token
 
@@ -227,14 +227,14 @@ class TrackingStore:
                 for chunk in _chunks(ids, 500):
                     for run_id, key, value in connection.execute(
                         select(table.c.run_id, table.c.key, table.c.value).where(table.c.run_id.in_(chunk))
-                    ):
+                    ).all():
                         values[run_id][kind][key] = float("nan") if (kind == "metrics" and value is None) else value
             ri, ds = self.t("run_inputs"), self.t("datasets")
             query = select(ri.c.run_id, ri.c.context, ds.c.digest, ds.c.name, ds.c.num_rows).join(
                 ds, ds.c.digest == ri.c.dataset_digest
             )
             for chunk in _chunks(ids, 500):
-                for row in connection.execute(query.where(ri.c.run_id.in_(chunk))):
+                for row in connection.execute(query.where(ri.c.run_id.in_(chunk))).all():
                     inputs[row.run_id].append(
                         {"digest": row.digest, "name": row.name, "context": row.context, "rows": row.num_rows}
                     )
