@@ -8,6 +8,17 @@ from __future__ import annotations
 
 from loopstack.core.lazy import lazy_exports
 
+_ERRORS = [
+    "BackendUnavailableError",
+    "ConfigError",
+    "ConflictError",
+    "FilterError",
+    "IntegrityError",
+    "LoopstackError",
+    "NotFoundError",
+    "SignatureError",
+    "ValidationError",
+]
 _EXPORTS = {
     "ProjectConfig": "loopstack.core.config",
     "TrackingConfig": "loopstack.core.config",
@@ -15,33 +26,7 @@ _EXPORTS = {
     "parse_config": "loopstack.core.config",
     "Project": "loopstack.core.project",
     "find_root": "loopstack.core.project",
-    **dict.fromkeys(
-        [
-            "BackendUnavailableError",
-            "ConfigError",
-            "ConflictError",
-            "FilterError",
-            "IntegrityError",
-            "LoopstackError",
-            "NotFoundError",
-            "SignatureError",
-            "ValidationError",
-        ],
-        "loopstack.core.errors",
-    ),
-        (
-            "BackendUnavailableError",
-            "ConfigError",
-            "ConflictError",
-            "FilterError",
-            "IntegrityError",
-            "LoopstackError",
-            "NotFoundError",
-            "SignatureError",
-            "ValidationError",
-        ),
-        "loopstack.core.errors",
-    ),
+    **dict.fromkeys(_ERRORS, "loopstack.core.errors"),
 }
 
 __all__ = sorted(_EXPORTS)
