@@ -11,9 +11,10 @@ from __future__ import annotations
 import loopstack.features.tables
 import loopstack.pipelines.tables
 import loopstack.registry.tables
+import loopstack.rollout.tables
 import loopstack.tracking.tables  # noqa: F401  (registers tables)
 from loopstack.core.tables import METADATA
 
-HEAD = "0003_pipelines"
+HEAD = "0004_rollout"
 
 __all__ = ["HEAD", "METADATA"]

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from loopstack.core.events import EventLog
     from loopstack.features.store import FeatureStore
     from loopstack.registry.store import Registry
+    from loopstack.rollout.deployments import Deployments
     from loopstack.tracking.store import TrackingStore
 
 PROJECT_ENV = "LOOPSTACK_PROJECT"
@@ -143,6 +144,12 @@ class Project:
         from loopstack.features.store import FeatureStore
 
         return FeatureStore(self)
+
+    @cached_property
+    def deployments(self) -> Deployments:
+        from loopstack.rollout.deployments import Deployments
+
+        return Deployments(self)
 
     def _after_open(self) -> None:
         self.tracking.reap_dead_runs()

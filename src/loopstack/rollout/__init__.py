@@ -1,13 +1,25 @@
-"""Safe rollouts: traffic assignment, bandits, canary guardrails and experiment statistics.
+"""Safe rollouts: deployments, traffic strategies, canary guardrails and experiment statistics.
 
-The parts here are pure objects with no server or database behind them, so
-the serving layer, the loop engine and offline simulations all use the same
-code:
+The statistical parts are pure objects with no server or database behind
+them, so the serving layer, the rollout controller and offline simulations
+all use the same code:
 
 - `VariantAssigner`: sticky A/B assignment with GrowthBook's hashing.
 - `ThompsonBandit`: Thompson sampling with a minimum exploration share.
 - `CanaryAnalysis`: advance / hold / roll back / promote decisions with evidence.
 - `stats`: power, tests, CUPED, SRM, sequential tests, corrections, verdicts.
+
+On top of them, with the metadata DB and the server:
+
+- `Deployments` (``project.deployments``): endpoints, their variants and
+  strategy (blue-green, canary, A/B, shadow, bandit); every change is an event.
+- `TrafficRouter`: picks the variant per request inside the server.
+- `RolloutController`: reads the logs, runs the canary analysis, advances,
+  rolls back or promotes.
+- `compare_shadow`: agreement, output distribution and latency of a shadow.
+
+Names load on first use, so importing the package (as the schema does for
+its tables) costs nothing.
 
 Examples
 --------
@@ -16,32 +28,47 @@ Examples
 True
 """
 
-from loopstack.rollout import stats
-from loopstack.rollout.assignment import (
-    VariantAssigner,
-    bucket_ranges,
-    choose_variation,
-    fnv1a32,
-    gb_hash,
-    in_namespace,
-)
-from loopstack.rollout.bandit import ThompsonBandit
-from loopstack.rollout.guardrails import CanaryAnalysis, CanaryPolicy, Decision, VariantStats
+from __future__ import annotations
 
-__all__ = [
-    "stats",
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "stats": "loopstack.rollout.stats",
     # assignment
-    "VariantAssigner",
-    "gb_hash",
-    "fnv1a32",
-    "bucket_ranges",
-    "choose_variation",
-    "in_namespace",
+    "VariantAssigner": "loopstack.rollout.assignment",
+    "gb_hash": "loopstack.rollout.assignment",
+    "fnv1a32": "loopstack.rollout.assignment",
+    "bucket_ranges": "loopstack.rollout.assignment",
+    "choose_variation": "loopstack.rollout.assignment",
+    "in_namespace": "loopstack.rollout.assignment",
     # bandit
-    "ThompsonBandit",
+    "ThompsonBandit": "loopstack.rollout.bandit",
     # canary
-    "CanaryAnalysis",
-    "CanaryPolicy",
-    "Decision",
-    "VariantStats",
-]
+    "CanaryAnalysis": "loopstack.rollout.guardrails",
+    "CanaryPolicy": "loopstack.rollout.guardrails",
+    "Decision": "loopstack.rollout.guardrails",
+    "VariantStats": "loopstack.rollout.guardrails",
+    # deployments
+    "Deployment": "loopstack.rollout.deployment",
+    "Deployments": "loopstack.rollout.deployments",
+    "TrafficRouter": "loopstack.rollout.router",
+    "RolloutController": "loopstack.rollout.controller",
+    "compare_shadow": "loopstack.rollout.shadow",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'loopstack.rollout' has no attribute {name!r}")
+    target = import_module(module)
+    value = target if module.endswith("." + name) else getattr(target, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
