@@ -27,6 +27,7 @@ from loopstack.drift.reconstruction import ReconstructionDrift, ReconstructionRe
 from loopstack.drift.reference import load_reference, training_datasets
 from loopstack.drift.result import ColumnDrift, DriftResult, Histogram
 from loopstack.drift.select import TESTS, StatTest, default_test
+from loopstack.drift.sources import LogWindow, PredictionLogSource
 from loopstack.drift.stats import chi_square, jensen_shannon, ks, psi, wasserstein, z_test
 from loopstack.drift.windows import CountWindow, SlidingWindow, TimeWindow, WindowSlice
 
@@ -76,6 +77,8 @@ __all__ = [
     "SlidingWindow",
     "WindowSlice",
     "Monitor",
+    "PredictionLogSource",
+    "LogWindow",
     "load_reference",
     "training_datasets",
 ]

@@ -6,9 +6,11 @@ plus ``drift.detected`` (caused by it) when the data set drifted. The loop
 engine and the UI read these events.
 
 `reference` and `current` are tables or zero-argument callables returning
-tables, so a monitor can pull the newest window of a log each run. Reading
-the serving prediction log directly is not wired yet (serving has not
-landed): pass a callable that reads it.
+tables, so a monitor can pull the newest window of a log each run. With
+``current=PredictionLogSource(...)`` a run reads the serving prediction log
+and its feedback, and also checks prediction drift, label drift and
+performance per window (events ``drift.predictions``, ``drift.labels``,
+``performance.checked``; see `loopstack.drift.logcheck`).
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from typing import Any
 
 from loopstack.core.errors import ConfigError
 from loopstack.drift.compare import DriftOptions, compare
+from loopstack.drift.data import as_table
 from loopstack.drift.reference import Loader, load_reference
 from loopstack.drift.result import DriftResult
+from loopstack.drift.sources import LogWindow
 
 CHECKED = "drift.checked"
 DETECTED = "drift.detected"
@@ -51,6 +55,9 @@ class Monitor:
         reference: Any,
         current: Any = None,
         options: DriftOptions | None = None,
+        *,
+        reference_outputs: Any = None,
+        target: str | None = None,
         **settings: Any,
     ) -> None:
         self.project = project
@@ -59,6 +66,12 @@ class Monitor:
         self._reference: Any = None
         self.current = current
         self.options = options or DriftOptions(**settings)
+        # For prediction-log windows: outputs to compare the window's outputs with (a table, a
+        # function (reference, window) -> table, or "previous"), and the reference's label column.
+        self.reference_outputs = reference_outputs
+        self.target = target
+        self._outputs: Any = None
+        self._previous: Any = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -70,19 +83,42 @@ class Monitor:
         version: int | str | None = None,
         current: Any = None,
         loader: Loader | None = None,
+        *,
+        target: str | None = None,
+        reference_outputs: Any = "model",
         **settings: Any,
     ) -> Monitor:
-        """A monitor whose reference is the training data recorded for `model` at `version`."""
+        """A monitor whose reference is the training data recorded for `model` at `version`.
+
+        On prediction-log windows the outputs are compared with the model's own
+        outputs on that data (``reference_outputs="model"``), and the labels that
+        arrived with its `target` column.
+        """
+        from loopstack.drift.logcheck import model_outputs
+
         subject = f"{model}@{version}" if version is not None else model
-        return cls(project, subject, lambda: load_reference(project, model, version, loader), current, **settings)
+        if isinstance(reference_outputs, str) and reference_outputs == "model":
+            reference_outputs = model_outputs(project, model, version)
+        return cls(project, subject, lambda: load_reference(project, model, version, loader), current,
+                   reference_outputs=reference_outputs, target=target, **settings)
 
     @property
     def reference(self) -> Any:
         """The reference table, loaded once on first use."""
         if self._reference is None:
             source = self._reference_source
-            self._reference = source() if callable(source) else source
+            self._reference = as_table(source() if callable(source) else source)
         return self._reference
+
+    def reference_outputs_for(self, window: LogWindow) -> tuple[str, Any]:
+        """What a log window's outputs are compared with: ("reference" or "previous", table or None)."""
+        source = self.reference_outputs
+        if isinstance(source, str) and source == "previous":
+            previous, self._previous = self._previous, window.table.select(window.outputs)
+            return "previous", previous
+        if source is not None and self._outputs is None:
+            self._outputs = as_table(source(self.reference, window) if callable(source) else source)
+        return "reference", self._outputs
 
     def run(self, current: Any = None) -> DriftResult:
         """Compare `current` (or the monitor's own source) with the reference and emit the events."""
@@ -91,6 +127,10 @@ class Monitor:
             raise ConfigError(f"monitor {self.name!r} has no current data; pass run(current) or Monitor(current=...)")
         if callable(data):
             data = data()
+        if isinstance(data, LogWindow):
+            from loopstack.drift.logcheck import check_window
+
+            return check_window(self, data)
         result = compare(self.reference, data, self.options)
         payload = result.to_dict()
         checked = self.project.events.emit(CHECKED, self.name, payload)
