@@ -20,6 +20,13 @@ def test_rollout_exports():
         "CanaryPolicy",
         "Decision",
         "VariantStats",
+        "Deployment",
+        "Deployments",
+        "TrafficRouter",
+        "TrafficLog",
+        "read_traffic_log",
+        "RolloutController",
+        "compare_shadow",
     }
     assert all(hasattr(rollout, name) for name in rollout.__all__)
 

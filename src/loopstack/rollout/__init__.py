@@ -55,6 +55,8 @@ _EXPORTS = {
     "TrafficRouter": "loopstack.rollout.router",
     "RolloutController": "loopstack.rollout.controller",
     "compare_shadow": "loopstack.rollout.shadow",
+    "TrafficLog": "loopstack.rollout.trafficlog",
+    "read_traffic_log": "loopstack.rollout.trafficlog",
 }
 
 __all__ = list(_EXPORTS)

@@ -191,6 +191,31 @@ class CanaryAnalysis:
             return 1.0
         return self.policy.steps[self.step]
 
+    @property
+    def state(self) -> dict[str, Any]:
+        """JSON-able progress (step, step start, each running test), so a restarted engine can carry on.
+
+        Examples
+        --------
+        >>> canary = CanaryAnalysis(CanaryPolicy(steps=(0.1, 0.5), min_requests_per_step=500))
+        >>> _ = canary.evaluate(VariantStats(9000, 90), VariantStats(1000, 10))
+        >>> CanaryAnalysis.from_state(canary.state, canary.policy).weight
+        0.5
+        """
+        return {"step": self.step, "finished": self.finished, "step_start": list(self._step_start),
+                "tests": {metric: _test_state(test) for metric, test in self._tests.items()}}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], policy: CanaryPolicy | None = None) -> CanaryAnalysis:
+        """Rebuild an analysis from `state` under the same `policy`."""
+        analysis = cls(policy)
+        analysis.step = int(state.get("step", 0))
+        analysis.finished = state.get("finished")
+        start = state.get("step_start", (0, 0))
+        analysis._step_start = (int(start[0]), int(start[1]))
+        analysis._tests = {metric: _restore_test(s) for metric, s in state.get("tests", {}).items()}
+        return analysis
+
     def evaluate(self, stable: VariantStats, canary: VariantStats) -> Decision:
         """Decide on the cumulative numbers since the canary started."""
         if self.finished is not None:
@@ -263,6 +288,41 @@ class CanaryAnalysis:
             "n_canary": check.canary.n,
             **check.info,
         }
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if np.isfinite(x) else None  # JSON (and PostgreSQL) have no NaN
+
+
+def _test_state(test: SequentialTest) -> dict[str, Any]:
+    r = test.last
+    last = None if r is None else {
+        "control": r.control.to_dict(), "treatment": r.treatment.to_dict(), "diff": _finite(r.diff),
+        "diff_ci": [_finite(x) for x in r.diff_ci], "lift": _finite(r.lift),
+        "lift_ci": [_finite(x) for x in r.lift_ci], "statistic": _finite(r.statistic), "p_value": _finite(r.p_value),
+    }
+    return {"alpha": test.alpha, "planned_n": test.planned_n, "looks": test.looks, "last": last}
+
+
+def _restore_test(state: dict[str, Any]) -> SequentialTest:
+    from loopstack.rollout.stats.frequentist import Comparison
+
+    test = SequentialTest(alpha=state["alpha"], planned_n=state["planned_n"])
+    test.looks = int(state["looks"])
+    last = state.get("last")
+    if last is not None:
+        nan = float("nan")
+
+        def num(x: float | None) -> float:
+            return nan if x is None else float(x)
+
+        test.last = Comparison(
+            "sequential", Summary(**last["control"]), Summary(**last["treatment"]), num(last["diff"]),
+            (num(last["diff_ci"][0]), num(last["diff_ci"][1])), num(last["lift"]),
+            (num(last["lift_ci"][0]), num(last["lift_ci"][1])), num(last["statistic"]), num(last["p_value"]),
+            test.alpha,
+        )
+    return test
 
 
 class _Check(NamedTuple):

@@ -70,12 +70,15 @@ class Server:
         self.resolver = resolver
         self.feature_store: Any = None
         self._refresh: asyncio.Task[None] | None = None
+        self.endpoints: Any = None  # deployment endpoints (loopstack.serving.routing), when served
         self.loop: asyncio.AbstractEventLoop | None = None  # for callers on other threads (tests, admin tools)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         self.loop = asyncio.get_running_loop()
         await self.repo.start()
+        if self.endpoints is not None:
+            await self.endpoints.start()
         if self.settings.refresh_s and self.resolver is not None:
             self._refresh = asyncio.get_running_loop().create_task(self._refresh_loop(self.resolver))
         logger.info("serving %s", self.repo.names())
@@ -88,6 +91,8 @@ class Server:
         """Finish accepted requests, then flush the prediction log."""
         if self._refresh is not None:
             self._refresh.cancel()
+        if self.endpoints is not None:
+            await self.endpoints.stop()
         await self.repo.drain()
         if self.log is not None:
             await asyncio.to_thread(self.log.close)
@@ -256,6 +261,7 @@ def create_app(
     loader: Loader | None = None,
     resolver: Resolver | None = None,
     feature_store: Any = None,
+    deployments: Any = None,
 ) -> Starlette:
     """The ASGI app serving `models`; run it with uvicorn (`loopstack serve` does).
 
@@ -271,6 +277,9 @@ def create_app(
         ``"name@alias" -> version``; with ``settings.refresh_s`` it swaps a moved alias in.
     feature_store : FeatureStore, optional
         Where models with ``ModelSpec.features`` read features for entity-key requests.
+    deployments : Deployments, optional
+        ``project.deployments``: serve its endpoints at ``POST /v1/endpoints/{endpoint}:predict``,
+        following deployment changes without a restart (`loopstack.serving.routing`).
 
     Examples
     --------
@@ -287,7 +296,13 @@ def create_app(
         raise ValidationError(f"served model names must be unique, got {names}; rename with NAME=REF")
     server = Server(specs, settings or ServerSettings(), loader, resolver)
     server.feature_store = feature_store
-    app = Starlette(routes=server.routes(), lifespan=server.lifespan)
+    routes = server.routes()
+    if deployments is not None:
+        from loopstack.serving.routing import EndpointService
+
+        server.endpoints = EndpointService(deployments, server)
+        routes.extend(server.endpoints.routes())
+    app = Starlette(routes=routes, lifespan=server.lifespan)
     app.state.server = server
     return app
 

@@ -1,0 +1,135 @@
+"""The endpoint traffic log: one row per request per variant, failures included.
+
+The prediction log only sees batches that succeeded, but a canary is judged
+on its errors too, and a shadow's failures must be visible without ever
+reaching the caller. So the endpoint route writes its own small record for
+every live and mirrored request: which variant, whether it succeeded, how
+long it took. Records are queued in memory and written as Parquet segments
+by a background thread, like the prediction log, under::
+
+    <log_dir>/endpoints/<endpoint>/<time>-<pid>-<seq>.parquet
+
+Outputs stay in the prediction log (``read_prediction_log(log_dir, endpoint)``,
+column ``variant``), which the shadow comparison joins on request id.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import threading
+import time
+from collections import defaultdict, deque
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+logger = logging.getLogger("loopstack.rollout")
+_seq = itertools.count()
+
+
+def traffic_schema() -> pa.Schema:
+    import pyarrow as pa
+
+    return pa.schema([
+        ("request_id", pa.string()),
+        ("time", pa.timestamp("us", tz="UTC")),
+        ("endpoint", pa.string()),
+        ("variant", pa.string()),
+        ("ref", pa.string()),
+        ("deployment_version", pa.int64()),
+        ("unit_id", pa.string()),
+        ("shadow", pa.bool_()),
+        ("ok", pa.bool_()),
+        ("status", pa.int32()),
+        ("latency_ms", pa.float64()),
+        ("error", pa.string()),
+    ])
+
+
+class TrafficLog:
+    """Queue request records and write them to Parquet off the request path.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> log = TrafficLog(tempfile.mkdtemp())
+    >>> log.record(request_id="r1", endpoint="api", variant="m/1", ref="m/1", deployment_version=1,
+    ...            unit_id="u1", shadow=False, ok=True, status=200, latency_ms=1.5)
+    >>> log.close()
+    >>> read_traffic_log(log.root, "api").column("variant").to_pylist()
+    ['m/1']
+    """
+
+    def __init__(self, root: str | os.PathLike[str], flush_s: float = 1.0) -> None:
+        self.root = Path(root)
+        self.flush_s = flush_s
+        self._pending: deque[dict[str, Any]] = deque()
+        self._wake = threading.Event()
+        self._stop = False
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._loop, name="loopstack-traffic-log", daemon=True)
+        self._thread.start()
+
+    def record(self, **row: Any) -> None:
+        """Queue one record (one deque append on the request path)."""
+        row.setdefault("time", int(time.time() * 1e6))
+        row.setdefault("error", None)
+        self._pending.append(row)
+
+    def _loop(self) -> None:
+        while not self._stop:
+            self._wake.wait(self.flush_s)
+            self._wake.clear()
+            try:
+                self.flush()
+            except Exception:  # keep serving; a lost segment is reported, not retried
+                logger.exception("traffic log: writing a segment failed")
+
+    def flush(self) -> None:
+        """Write everything queued so far, one segment per endpoint."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        with self._lock:
+            groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+            while self._pending:
+                row = self._pending.popleft()
+                groups[row["endpoint"]].append(row)
+            for endpoint, rows in groups.items():
+                folder = self.root / "endpoints" / endpoint
+                folder.mkdir(parents=True, exist_ok=True)
+                name = f"{time.time_ns()}-{os.getpid()}-{next(_seq):06d}.parquet"
+                tmp = folder / f".{name}.tmp"
+                pq.write_table(pa.Table.from_pylist(rows, schema=traffic_schema()), tmp)
+                tmp.replace(folder / name)  # readers never see half a file
+
+    def close(self) -> None:
+        """Stop the thread and write what is left."""
+        self._stop = True
+        self._wake.set()
+        self._thread.join(timeout=30)
+        self.flush()
+
+
+def read_traffic_log(root: str | os.PathLike[str], endpoint: str, since: float | None = None) -> pa.Table:
+    """The endpoint's request records (since a UNIX time, when given); empty before the first write."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    files = sorted((Path(root) / "endpoints" / endpoint).glob("*.parquet"))
+    schema = traffic_schema()
+    if not files:
+        return schema.empty_table()
+    import pyarrow as pa
+
+    table = pa.concat_tables([pq.read_table(f, schema=schema) for f in files])
+    if since is not None:
+        table = table.filter(pc.greater_equal(table["time"].cast(pa.int64()), int(since * 1e6)))
+    return table
+
+
+__all__ = ["TrafficLog", "read_traffic_log", "traffic_schema"]

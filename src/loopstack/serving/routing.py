@@ -1,0 +1,272 @@
+"""Deployment endpoints inside the server: route each request to a variant, mirror shadows, follow changes.
+
+Routes (added by ``create_app(..., deployments=project.deployments)``)::
+
+    POST /v1/endpoints/{endpoint}:predict   {"instances": rows, "unit_id": "user-42"} (or header X-Unit-Id)
+    GET  /v1/endpoints                      served endpoints, their version and variants
+
+Every variant of every deployment is loaded and gets its own batcher (named
+after the endpoint, so the prediction log keeps an endpoint's predictions
+together with a ``variant`` column). A `TrafficRouter` built per deployment
+version picks the variant; shadow variants get the same request from a
+background task after the answer is on its way, and whatever happens to them
+(errors, timeouts, a full queue) is logged and never reaches the caller.
+
+A poller compares the deployments' versions in the metadata DB every
+``poll_s`` seconds. A changed deployment gets its new variants loaded first,
+then one assignment swaps the new router and batchers in; batchers no longer
+used drain the requests they accepted and stop. So a canary step, a
+promotion or a rollback takes effect within about a second, without a
+restart, and a blue-green rollback is instant because the old side never
+left memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from loopstack.core.errors import NotFoundError, ValidationError
+from loopstack.serving.batcher import Batcher
+from loopstack.serving.config import ModelSpec
+from loopstack.serving.models import load
+
+if TYPE_CHECKING:
+    from loopstack.rollout import Deployments, TrafficRouter
+    from loopstack.serving.app import Server
+
+logger = logging.getLogger("loopstack.serving")
+Key = tuple[str, str, str]  # (endpoint, variant, ref)
+
+
+@dataclass(frozen=True)
+class Live:
+    """What one endpoint serves right now: its router and a batcher per variant."""
+
+    router: TrafficRouter
+    batchers: dict[str, Batcher]
+
+
+class EndpointService:
+    """The deployment endpoints of one server process.
+
+    Parameters
+    ----------
+    deployments : Deployments
+        Where deployments are read (``project.deployments``).
+    server : Server
+        The app's state: prediction log observers, thread budget, error mapping.
+    poll_s : float
+        Seconds between checks of the deployments' versions.
+    """
+
+    def __init__(self, deployments: Deployments, server: Server, poll_s: float = 1.0) -> None:
+        from loopstack.rollout import TrafficLog
+
+        self.deployments = deployments
+        self.server = server
+        self.poll_s = poll_s
+        self.live: dict[str, Live] = {}
+        self.executor = ThreadPoolExecutor(8, thread_name_prefix="loopstack-endpoint")
+        log_dir = server.settings.log_dir
+        self.log = TrafficLog(log_dir, server.settings.log_flush_s) if log_dir else None
+        self._batchers: dict[Key, Batcher] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._poller: asyncio.Task[None] | None = None
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/v1/endpoints/{endpoint}:predict", self.predict, methods=["POST"]),
+            Route("/v1/endpoints", self.describe, methods=["GET"]),
+        ]
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Load every deployment, then follow changes."""
+        await self.sync()
+        self._poller = asyncio.get_running_loop().create_task(self._poll())
+
+    async def stop(self) -> None:
+        """Stop following, finish mirrored requests, drain every variant, write the traffic log."""
+        if self._poller is not None:
+            self._poller.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*(b.drain() for b in self._batchers.values()))
+        if self.log is not None:
+            await asyncio.to_thread(self.log.close)
+        self.executor.shutdown(wait=True)
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_s)
+            try:
+                await self.sync()
+            except Exception:  # a database hiccup must not stop serving the current split
+                logger.exception("deployment refresh failed")
+
+    async def sync(self) -> list[str]:
+        """Apply every deployment whose version moved; returns the endpoints that changed."""
+        from loopstack.rollout import TrafficRouter
+
+        versions = await asyncio.to_thread(self.deployments.versions)
+        changed = []
+        for endpoint, version in versions.items():
+            current = self.live.get(endpoint)
+            if current is not None and current.router.version == version:
+                continue
+            try:
+                deployment = await asyncio.to_thread(self.deployments.get, endpoint)
+            except NotFoundError:  # deleted since the version query
+                continue
+            batchers = {v: await self._batcher((endpoint, v, ref)) for v, ref in deployment.variants.items()}
+            self.live[endpoint] = Live(TrafficRouter(deployment), batchers)  # the switch: one assignment
+            changed.append(endpoint)
+            logger.info("endpoint %s: deployment version %s, weights %s", endpoint, version, deployment.weights)
+        for endpoint in set(self.live) - set(versions):
+            del self.live[endpoint]
+        self._retire_unused()
+        return changed
+
+    async def _batcher(self, key: Key) -> Batcher:
+        batcher = self._batchers.get(key)
+        if batcher is None:
+            endpoint, variant, ref = key
+            spec = ModelSpec(name=endpoint, ref=ref, variant=variant)
+            adapter = await asyncio.to_thread(load, spec, self.server.repo.loader or self._registry_loader)
+            if self.server.budget is not None:
+                self.server.budget.bump()
+            batcher = self._batchers[key] = Batcher(adapter, spec, self.executor, self.server.repo.observers,
+                                                    self.server.budget)
+        return batcher
+
+    def _registry_loader(self, ref: str) -> Any:
+        return self.deployments.project.registry.load_model(ref)
+
+    def _retire_unused(self) -> None:
+        used = {id(b) for live in self.live.values() for b in live.batchers.values()}
+        for key, batcher in list(self._batchers.items()):
+            if id(batcher) not in used:
+                del self._batchers[key]
+                self._spawn(batcher.drain())
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- requests -----------------------------------------------------------------------------
+    async def predict(self, request: Request) -> Response:
+        from loopstack.serving.app import error_response
+
+        started = time.perf_counter()
+        endpoint = request.path_params["endpoint"]
+        variant = None
+        try:
+            live = self._live(endpoint)
+            payload = _payload(await request.body())
+            unit = _unit(payload, request.headers.get("x-unit-id"))
+            request_id = _request_id(payload.get("id"), request.headers.get("x-request-id"))
+            variant = live.router.choose(unit)
+            batcher = live.batchers[variant]
+            outputs = await batcher.submit(_rows(payload, batcher), request_id, variant)
+        except Exception as error:
+            response = error_response(error, self.server.settings.retry_after_s)
+            if variant is not None:
+                self._record(endpoint, live, variant, request_id, unit, False, response.status_code, started, error)
+            return response
+        self._record(endpoint, live, variant, request_id, unit, True, 200, started)
+        for shadow in live.router.shadows:
+            self._spawn(self._mirror(endpoint, live, shadow, payload, request_id, unit))
+        body = {"predictions": outputs.tolist(), "endpoint": endpoint, "variant": variant, "model": batcher.spec.ref,
+                "version": batcher.adapter.version, "deployment_version": live.router.version,
+                "request_id": request_id}
+        return Response(json.dumps(body), 200, {"x-request-id": request_id, "x-loopstack-variant": variant},
+                        media_type="application/json")
+
+    async def _mirror(self, endpoint: str, live: Live, variant: str, payload: dict[str, Any], request_id: str,
+                      unit: Any) -> None:
+        """The shadow's copy: logged, compared later, never returned, never raised."""
+        started = time.perf_counter()
+        try:
+            batcher = live.batchers[variant]
+            await batcher.submit(_rows(payload, batcher), request_id, variant)
+        except Exception as error:
+            self._record(endpoint, live, variant, request_id, unit, False, _status(error), started, error, True)
+            return
+        self._record(endpoint, live, variant, request_id, unit, True, 200, started, shadow=True)
+
+    async def describe(self, request: Request) -> Response:
+        endpoints = [{"endpoint": e, "version": live.router.version, "strategy": live.router.deployment.strategy,
+                      "weights": live.router.deployment.weights, "shadow": list(live.router.shadows),
+                      "variants": {v: b.spec.ref for v, b in live.batchers.items()}}
+                     for e, live in sorted(self.live.items())]
+        return Response(json.dumps({"endpoints": endpoints}), media_type="application/json")
+
+    def _live(self, endpoint: str) -> Live:
+        live = self.live.get(endpoint)
+        if live is None:
+            raise NotFoundError(f"endpoint {endpoint!r} is not deployed here; deployed: {sorted(self.live)}. "
+                                f"Create it with `loopstack deploy create {endpoint} MODEL/VERSION`")
+        return live
+
+    def _record(self, endpoint: str, live: Live, variant: str, request_id: str, unit: Any, ok: bool, status: int,
+                started: float, error: BaseException | None = None, shadow: bool = False) -> None:
+        if self.log is None:
+            return
+        self.log.record(request_id=request_id, endpoint=endpoint, variant=variant,
+                        ref=live.router.deployment.variants.get(variant), deployment_version=live.router.version,
+                        unit_id=None if unit is None else str(unit), shadow=shadow, ok=ok, status=status,
+                        latency_ms=(time.perf_counter() - started) * 1e3,
+                        error=None if error is None else f"{type(error).__name__}: {error}"[:500])
+
+
+def _payload(body: bytes) -> dict[str, Any]:
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValidationError(f"the body is not valid JSON ({error})") from None
+    if not isinstance(payload, dict):
+        raise ValidationError(f"the body must be a JSON object, got {type(payload).__name__}")
+    return payload
+
+
+def _rows(payload: dict[str, Any], batcher: Batcher) -> Any:
+    schema = batcher.adapter.schema
+    if "instances" in payload:
+        return schema.from_instances(payload["instances"])
+    if "inputs" in payload:
+        return schema.from_columns(payload["inputs"])
+    raise ValidationError("the body needs 'instances' (a list of rows) or 'inputs' (an object of columns)")
+
+
+def _unit(payload: dict[str, Any], header: str | None) -> Any:
+    for key in ("unit_id", "user_id"):
+        if payload.get(key) not in (None, ""):
+            return payload[key]
+    return header or None
+
+
+def _request_id(given: Any, header: str | None) -> str:
+    if isinstance(given, str) and given:
+        return given
+    return header or uuid.uuid4().hex
+
+
+def _status(error: BaseException) -> int:
+    from loopstack.serving.app import error_reply
+
+    return error_reply(error).status
+
+
+__all__ = ["EndpointService", "Live"]
