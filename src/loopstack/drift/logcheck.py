@@ -11,6 +11,9 @@ that have arrived. Each monitor run over it emits:
   neither exists yet;
 * ``drift.labels``: drift of the labels that arrived against the reference
   data's `target` column, when the monitor knows it;
+
+(the output and label tests take the monitor's options, so ``threshold=`` or
+``thresholds={"score": ...}`` apply to them too);
 * ``performance.checked``: ``{"metrics", "basis", "labelled_share", "window",
   "estimated"}``. `metrics` are realized over the labelled rows (accuracy, F1,
   AUC for classifiers; RMSE, MAE for regression) and, before any label has
@@ -22,9 +25,10 @@ that have arrived. Each monitor run over it emits:
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
-from loopstack.drift.compare import DriftOptions, compare
+from loopstack.drift.compare import compare
 from loopstack.drift.monitor import CHECKED, DETECTED
 from loopstack.drift.sources import LABEL, PREDICTION, SCORE, LogWindow, output_columns
 
@@ -54,7 +58,7 @@ def _prediction_drift(monitor: Any, window: LogWindow, where: dict[str, Any], ca
         return
     shared = [name for name in window.outputs if name in set(reference.column_names)]
     if shared:
-        drift = compare(reference, current, DriftOptions(columns=shared, histograms=False))
+        drift = compare(reference, current, replace(monitor.options, columns=shared, histograms=False))
         payload = {**drift.to_dict(), "against": against, "window": where}
         monitor.project.events.emit(PREDICTIONS, monitor.name, payload, cause=cause)
 
@@ -69,7 +73,7 @@ def _label_drift(monitor: Any, window: LogWindow, where: dict[str, Any], cause: 
     labels = window.table.column(LABEL)
     current = pa.table({LABEL: labels.filter(pc.is_valid(labels))})
     reference = pa.table({LABEL: monitor.reference.column(target)})
-    drift = compare(reference, current, DriftOptions(histograms=False))
+    drift = compare(reference, current, replace(monitor.options, columns=None, histograms=False))
     payload = {**drift.to_dict(), "target": target, "window": where}
     monitor.project.events.emit(LABELS, monitor.name, payload, cause=cause)
 
