@@ -23,3 +23,5 @@ def test_docs_examples_run() -> None:
     assert "age wasserstein" in printed and "city jensenshannon" in printed
     assert namespace["detector"].score(namespace["cur"]).drifted
     assert "['drift.detected', 'drift.checked']" in printed
+    assert "['drift.checked', 'drift.detected', 'drift.labels', 'drift.predictions', 'performance.checked']" in printed
+    assert "labels 0.5 {'accuracy': 0.08, 'f1': 0.0}" in printed
