@@ -6,8 +6,8 @@ HASH := $(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 BASE := $(VENV)/.base-$(HASH)
 TESTING := $(VENV)/.test-$(HASH)
 # torch is pinned to the CPU wheel this project's machines carry; a bare `torch`
-# would pull gigabytes of CUDA. ray runs the pipelines' Ray executor test.
-TEST_EXTRAS := dev,postgres,models,serving,redis,ray
+# would pull gigabytes of CUDA. ray runs the pipelines' Ray executor test; lora (peft) the LoRA tests.
+TEST_EXTRAS := dev,postgres,models,serving,redis,ray,lora
 TORCH := torch==2.13.0
 
 .PHONY: demo test lint bench clean install
