@@ -98,7 +98,7 @@ class Deployments:
         from sqlalchemy import select
 
         with self.db.read() as connection:
-            return dict(connection.execute(select(self.table.c.endpoint, self.table.c.version)).tuples().all())
+            return {e: v for e, v in connection.execute(select(self.table.c.endpoint, self.table.c.version))}
 
     # -- creating -----------------------------------------------------------------------------
     def create(self, endpoint: str, champion: str, *, name: str | None = None, primary_metric: str | None = None,
@@ -168,7 +168,8 @@ class Deployments:
                            steps=fractions, step=0, policy=settings, salt=salt or _salt(endpoint),
                            weights={d.champion: 1 - w, variant: w})
 
-        return self._change(endpoint, "deployment.changed", change, reason, cause, state={})
+        return self._change(endpoint, "deployment.changed", change, reason, cause,
+                            state={"started_at": time.time()})
 
     def ab(self, endpoint: str, variants: Mapping[str, str] | Sequence[str], weights: Sequence[float] | None = None,
            *, salt: str | None = None, reason: str = "manual", cause: int | None = None) -> Deployment:
@@ -186,7 +187,8 @@ class Deployments:
             return replace(d, strategy="ab", variants=pinned, champion=control, challenger=None, previous=None,
                            shadow=(), salt=salt or _salt(endpoint), weights=dict(zip(pinned, shares, strict=True)))
 
-        return self._change(endpoint, "deployment.changed", change, reason, cause, state={})
+        return self._change(endpoint, "deployment.changed", change, reason, cause,
+                            state={"started_at": time.time()})
 
     def shadow(self, endpoint: str, challenger: str, *, name: str | None = None, reason: str = "manual",
                cause: int | None = None) -> Deployment:
@@ -200,7 +202,8 @@ class Deployments:
             return replace(d, strategy="shadow", variants=_keep(d, variant, ref), challenger=variant,
                            shadow=(variant,), weights={d.champion: 1.0, variant: 0.0})
 
-        return self._change(endpoint, "deployment.changed", change, reason, cause, state={})
+        return self._change(endpoint, "deployment.changed", change, reason, cause,
+                            state={"started_at": time.time()})
 
     def bandit(self, endpoint: str, variants: Mapping[str, str] | Sequence[str], *, min_share: float = 0.05,
                model: str = "bernoulli", reason: str = "manual", cause: int | None = None) -> Deployment:
@@ -213,16 +216,18 @@ class Deployments:
 
         def change(d: Deployment) -> Deployment:
             _no_experiment(d, "bandit")
-            share = dict(zip(bandit.arms, bandit.allocation(), strict=True))
+            share = bandit.allocation()
             return replace(d, strategy="bandit", variants=pinned, champion=next(iter(pinned)), challenger=None,
                            previous=None, shadow=(), policy={"min_share": min_share, "model": model},
                            weights=_normalized(share))
 
-        return self._change(endpoint, "deployment.changed", change, reason, cause, state={"bandit": bandit.state})
+        return self._change(endpoint, "deployment.changed", change, reason, cause,
+                            state={"started_at": time.time(), "bandit": bandit.state})
 
     # -- ending -------------------------------------------------------------------------------
     def promote(self, endpoint: str, variant: str | None = None, *, reason: str = "manual", cause: int | None = None,
-                evidence: Any = None) -> Deployment:
+                evidence: Any = None, expected_version: int | None = None,
+                state: dict[str, Any] | None = None) -> Deployment:
         """Make `variant` (default: the challenger, or an A/B/bandit's best-weighted arm) the only live variant."""
 
         def change(d: Deployment) -> Deployment:
@@ -235,10 +240,11 @@ class Deployments:
             return replace(d, strategy="single", variants=kept, champion=chosen, previous=old, challenger=None,
                            shadow=(), steps=(), step=0, weights={n: 1.0 if n == chosen else 0.0 for n in kept})
 
-        return self._change(endpoint, "rollout.promoted", change, reason, cause, extra={"evidence": evidence})
+        return self._change(endpoint, "rollout.promoted", change, reason, cause, expected_version, state,
+                            extra={"evidence": evidence})
 
-    def rollback(self, endpoint: str, *, reason: str = "manual", cause: int | None = None,
-                 evidence: Any = None) -> Deployment:
+    def rollback(self, endpoint: str, *, reason: str = "manual", cause: int | None = None, evidence: Any = None,
+                 expected_version: int | None = None, state: dict[str, Any] | None = None) -> Deployment:
         """Back to the stable variant at once: end a canary/shadow/A-B/bandit, or undo a blue-green switch."""
 
         def change(d: Deployment) -> Deployment:
@@ -253,10 +259,11 @@ class Deployments:
             return replace(d, strategy="single", variants=kept, champion=back, previous=dropped, challenger=None,
                            shadow=(), steps=(), step=0, weights={n: 1.0 if n == back else 0.0 for n in kept})
 
-        return self._change(endpoint, "rollout.rolled_back", change, reason, cause, extra={"evidence": evidence})
+        return self._change(endpoint, "rollout.rolled_back", change, reason, cause, expected_version, state,
+                            extra={"evidence": evidence})
 
     def set_step(self, endpoint: str, step: int, *, expected_version: int | None = None, reason: str = "manual",
-                 cause: int | None = None, evidence: Any = None) -> Deployment:
+                 cause: int | None = None, evidence: Any = None, state: dict[str, Any] | None = None) -> Deployment:
         """Move a canary to `step` (the controller calls this when a step passes)."""
 
         def change(d: Deployment) -> Deployment:
@@ -267,7 +274,7 @@ class Deployments:
             w = d.steps[step]
             return replace(d, step=step, weights={d.champion: 1 - w, d.challenger: w})
 
-        return self._change(endpoint, "rollout.canary.step", change, reason, cause, expected_version,
+        return self._change(endpoint, "rollout.canary.step", change, reason, cause, expected_version, state,
                             extra={"evidence": evidence})
 
     def save_state(self, endpoint: str, state: dict[str, Any], *, expected_version: int | None = None) -> None:
