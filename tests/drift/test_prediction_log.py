@@ -140,6 +140,16 @@ def test_window_filters_and_empty_window_error(sqlite_project: ls.Project, serve
         PredictionLogSource(sqlite_project, "fraud", version=2).read()
 
 
+def test_a_scheduled_monitor_skips_an_empty_window_and_keeps_running(
+    sqlite_project: ls.Project, served: dict[str, Any]
+) -> None:
+    quiet = PredictionLogSource(sqlite_project, "fraud", version=99)  # a version that never served
+    monitor = Monitor(sqlite_project, "fraud", reference=served["train"], current=quiet)
+    assert monitor.run_every(0.01, max_runs=3) == 3
+    skipped = _events(sqlite_project, "drift.skipped")
+    assert len(skipped) == 3 and "no predictions" in skipped[0].payload["reason"]
+
+
 def test_latest_feedback_wins_and_text_labels_stay_text() -> None:
     ids = pa.chunked_array([["r1", "r2", "r3"]])
     feedback = pa.table({

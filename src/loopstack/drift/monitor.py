@@ -25,7 +25,7 @@ from loopstack.drift.compare import DriftOptions, compare
 from loopstack.drift.data import as_table
 from loopstack.drift.reference import Loader, load_reference
 from loopstack.drift.result import DriftResult
-from loopstack.drift.sources import LogWindow
+from loopstack.drift.sources import EmptyWindowError, LogWindow
 
 CHECKED = "drift.checked"
 DETECTED = "drift.detected"
@@ -147,9 +147,13 @@ class Monitor:
         runs = 0
         while not self._stop.is_set() and (max_runs is None or runs < max_runs):
             started = time.monotonic()
-            result = self.run()
+            try:
+                result: DriftResult | None = self.run()
+            except EmptyWindowError as quiet:  # an hour without traffic must not stop the schedule
+                self.project.events.emit("drift.skipped", self.name, {"reason": str(quiet)})
+                result = None
             runs += 1
-            if on_result is not None:
+            if on_result is not None and result is not None:
                 on_result(result)
             if max_runs is not None and runs >= max_runs:
                 break

@@ -46,6 +46,10 @@ PREDICTION, SCORE, LABEL = "prediction", "score", "label"
 LOG_COLUMNS = ("request_id", "row", "time", "version", "variant")
 
 
+class EmptyWindowError(ValidationError):
+    """A window of the prediction log holds no predictions: nothing to monitor yet."""
+
+
 @dataclass(frozen=True)
 class LogWindow:
     """One window of the prediction log, flattened: what a `PredictionLogSource` read.
@@ -137,10 +141,15 @@ class PredictionLogSource:
         from loopstack.serving import read_feedback, read_prediction_log
 
         start, end = self.bounds(now)
-        log = read_prediction_log(self.log_dir, model=self.model)
+        try:
+            log = read_prediction_log(self.log_dir, model=self.model)
+        except ValidationError as missing:  # no segment written yet: an empty window, not a broken setup
+            if not str(missing).startswith("no predictions"):
+                raise
+            raise EmptyWindowError(str(missing)) from None
         log = _between(log, start, end, self.version)
         if not log.num_rows:
-            raise ValidationError(
+            raise EmptyWindowError(
                 f"no predictions of model {self.model!r} between {_iso(start)} and {_iso(end)} under "
                 f"{self.log_dir}; serve some traffic or widen the window"
             )
