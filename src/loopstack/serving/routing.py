@@ -100,12 +100,16 @@ class EndpointService:
         """Stop following, finish mirrored requests, drain every variant, write the traffic log."""
         if self._poller is not None:
             self._poller.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.settle()
         await asyncio.gather(*(b.drain() for b in self._batchers.values()))
         if self.log is not None:
             await asyncio.to_thread(self.log.close)
         self.executor.shutdown(wait=True)
+
+    async def settle(self) -> None:
+        """Wait until the mirrored requests (and draining variants) in flight are done."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def _poll(self) -> None:
         while True:

@@ -1,0 +1,137 @@
+"""Deployment endpoints in the real app: routing, logging, live changes, shadows that never hurt."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from loopstack.core.project import Project
+from loopstack.rollout import compare_shadow, read_traffic_log
+from loopstack.serving import ServerSettings, create_app, read_prediction_log
+
+from .conftest import Stub, register
+
+
+@contextmanager
+def serving(project: Project, log_dir: Path, models: dict[str, Any]) -> Iterator[tuple[TestClient, Any]]:
+    """The app serving the project's deployments, with `models` (ref -> object) standing in for the registry."""
+    settings = ServerSettings(log_dir=str(log_dir), log_flush_s=0.05)
+    app = create_app([], settings, loader=models.__getitem__, deployments=project.deployments)
+    with TestClient(app) as client:
+        yield client, app.state.server.endpoints
+
+
+def ask(client: TestClient, unit: str | None = None, endpoint: str = "api", **extra: Any) -> Any:
+    body: dict[str, Any] = {"instances": [[1.0, 2.0, 3.0]], **extra}
+    if unit is not None:
+        body["unit_id"] = unit
+    return client.post(f"/v1/endpoints/{endpoint}:predict", json=body)
+
+
+def flush(endpoints: Any, client: TestClient) -> None:
+    """Write both logs now (mirrored requests first)."""
+    client.portal.call(endpoints.settle)
+    endpoints.log.flush()
+    endpoints.server.log.flush()
+
+
+@pytest.fixture
+def refs(sqlite_project: Project) -> list[str]:
+    return register(sqlite_project)
+
+
+def test_canary_split_is_sticky_logged_and_follows_changes_without_restart(sqlite_project: Project, refs: list[str],
+                                                                            tmp_path: Path) -> None:
+    deployments = sqlite_project.deployments
+    deployments.create("api", refs[0])
+    models = {refs[0]: Stub(offset=0, version=1), refs[1]: Stub(offset=100, version=2)}
+    with serving(sqlite_project, tmp_path, models) as (client, endpoints):
+        r = ask(client, "u1")
+        assert r.status_code == 200 and r.json()["predictions"] == [6.0] and r.json()["variant"] == refs[0]
+        deployments.canary("api", refs[1], steps=[50, 100])
+        client.portal.call(endpoints.sync)  # what the poller does every second
+        answers = {u: ask(client, f"user-{u}").json() for u in range(300)}
+        canary = [u for u, a in answers.items() if a["variant"] == refs[1]]
+        assert 0.35 < len(canary) / 300 < 0.65
+        assert all(answers[u]["predictions"] == [106.0] for u in canary)  # the variant really answered
+        assert all(ask(client, f"user-{u}").json()["variant"] == refs[1] for u in canary[:20])  # sticky
+        assert ask(client, None, user_id="user-1").json()["variant"] == answers[1]["variant"]
+        header = client.post("/v1/endpoints/api:predict", json={"instances": [[1, 2, 3]]},
+                             headers={"X-Unit-Id": "user-2"})
+        assert header.json()["variant"] == answers[2]["variant"]
+        listed = client.get("/v1/endpoints").json()["endpoints"][0]
+        assert listed["strategy"] == "canary" and listed["weights"] == {refs[0]: 0.5, refs[1]: 0.5}
+        flush(endpoints, client)
+        # the poller alone picks up a rollback within about a second
+        deployments.rollback("api")
+        deadline = time.monotonic() + 5
+        while ask(client, f"user-{canary[0]}").json()["variant"] != refs[0]:
+            assert time.monotonic() < deadline, "the server did not apply the rollback"
+            time.sleep(0.1)
+        assert ask(client, "nope", endpoint="missing").status_code == 404
+    predictions = read_prediction_log(tmp_path, "api")
+    variants = predictions.column("variant").to_pylist()
+    assert variants.count(refs[1]) >= len(canary) + 20
+    traffic = read_traffic_log(tmp_path, "api")
+    assert traffic.num_rows >= 320 and all(traffic.column("ok").to_pylist())
+
+
+def test_blue_green_rollback_is_instant_because_the_old_side_stays_loaded(sqlite_project: Project, refs: list[str],
+                                                                         tmp_path: Path) -> None:
+    deployments = sqlite_project.deployments
+    deployments.create("api", refs[0])
+    models = {refs[0]: Stub(offset=0, version=1), refs[1]: Stub(offset=100, version=2)}
+    with serving(sqlite_project, tmp_path, models) as (client, endpoints):
+        old = endpoints.live["api"].batchers[refs[0]]
+        deployments.blue_green("api", refs[1])
+        client.portal.call(endpoints.sync)
+        assert {ask(client, f"u{i}").json()["predictions"][0] for i in range(20)} == {106.0}
+        assert endpoints.live["api"].batchers[refs[0]] is old  # still loaded, not serving
+        deployments.rollback("api")
+        started = time.perf_counter()
+        client.portal.call(endpoints.sync)
+        assert time.perf_counter() - started < 0.5  # no model load on the way back
+        assert endpoints.live["api"].batchers[refs[0]] is old
+        assert ask(client, "u1").json()["predictions"] == [6.0]
+
+
+def test_shadow_never_changes_the_answer_and_survives_a_failing_challenger(sqlite_project: Project,
+                                                                          refs: list[str], tmp_path: Path) -> None:
+    deployments = sqlite_project.deployments
+    deployments.create("api", refs[0])
+    deployments.shadow("api", refs[1])
+    broken = Stub(offset=1, error_rate=0.5, seed=1, version=2)
+    models = {refs[0]: Stub(offset=0, version=1), refs[1]: broken}
+    with serving(sqlite_project, tmp_path, models) as (client, endpoints):
+        answers = [ask(client, f"u{i}", id=f"req-{i}") for i in range(200)]
+        flush(endpoints, client)
+    assert all(a.status_code == 200 and a.json()["predictions"] == [6.0] for a in answers)
+    assert {a.json()["variant"] for a in answers} == {refs[0]}
+    assert broken.calls >= 200  # every request was mirrored
+    report = compare_shadow(tmp_path, "api", refs[0], refs[1])
+    assert 60 < report.shadow_errors < 140 and report.shadow_error_rate == report.shadow_errors / 200
+    assert report.pairs == 200 - report.shadow_errors
+    assert report.agreement == 0.0 and report.mean_abs_diff == pytest.approx(1.0)
+    assert report.ks_statistic == 1.0  # every output moved by +1
+
+
+def test_a_slow_shadow_does_not_slow_the_answer(sqlite_project: Project, refs: list[str], tmp_path: Path) -> None:
+    deployments = sqlite_project.deployments
+    deployments.create("api", refs[0])
+    deployments.shadow("api", refs[1])
+    models = {refs[0]: Stub(offset=0, version=1), refs[1]: Stub(offset=0, delay_s=0.3, version=2)}
+    with serving(sqlite_project, tmp_path, models) as (client, endpoints):
+        started = time.perf_counter()
+        answers = [ask(client, f"u{i}") for i in range(5)]
+        elapsed = time.perf_counter() - started
+        flush(endpoints, client)
+    assert all(a.status_code == 200 for a in answers)
+    assert elapsed < 1.0  # five answers did not wait for five 0.3 s shadow predicts
+    report = compare_shadow(tmp_path, "api", refs[0], refs[1])
+    assert report.agreement == 1.0 and report.latency_p50_delta_ms > 100
