@@ -61,8 +61,8 @@ def serve_kserve(port: int) -> None:
             if isinstance(payload, InferRequest):
                 proba = self.model.predict_proba(payload.inputs[0].as_numpy().astype(float))
                 output = InferOutput(name="predict_proba", shape=list(proba.shape), datatype="FP64")
-                output.set_numpy(proba)
-                return InferResponse(model_name=self.name, infer_outputs=[output], response_id=payload.id)
+                output.set_data_from_numpy(proba, binary_data=False)
+                return InferResponse(response_id=payload.id or "0", model_name=self.name, infer_outputs=[output])
             return {"predictions": self.model.predict_proba(np.asarray(payload["instances"], dtype=float)).tolist()}
 
     kserve.ModelServer(http_port=port, workers=1, enable_grpc=False).start([Fraud()])
