@@ -7,7 +7,9 @@ disk and renamed over its final name (``os.replace`` is atomic on POSIX), so a
 reader sees either the old checkpoint or the new one, never half of one. The
 index of checkpoints is written the same way. The manager keeps the last
 `keep_last` checkpoints plus the `keep_best` best by a metric, and logs each
-one as an artifact of the active tracking run.
+one as an artifact of the active tracking run. An FSDP model's shards are
+gathered into one full checkpoint (torch.distributed.checkpoint) and sharded
+again on restore.
 """
 
 from __future__ import annotations
@@ -59,6 +61,49 @@ def atomic_write(path: Path, write: Any) -> None:
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "module", model)  # DistributedDataParallel keeps the model in .module
+
+
+def _sharded(model: torch.nn.Module) -> bool:
+    """Whether FSDP2 sharded the model: each rank then holds only its shards of parameters and optimizer state."""
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # a build without FSDP2
+        return False
+    return any(isinstance(m, FSDPModule) for m in model.modules())
+
+
+def _full_options(**changes: Any) -> Any:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, **changes)
+
+
+def _gather_states(model: torch.nn.Module, optimizer: Any) -> tuple[dict[str, Any], Any]:
+    """Full (unsharded) model and optimizer states on rank 0; a collective every rank must join.
+
+    Under FSDP rank 0's own ``state_dict()`` holds only its shards, so saving
+    it would lose the other ranks' halves. torch.distributed.checkpoint
+    all-gathers every shard and offloads the result to rank 0's CPU memory;
+    the optimizer state comes keyed by parameter name, which is what lets a
+    resume on another world size (or on one process) shard it again.
+    """
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_state_dict
+
+    options = _full_options(cpu_offload=True)
+    if optimizer is None:
+        return get_model_state_dict(model, options=options), None
+    return get_state_dict(model, optimizer, options=options)
+
+
+def _load_full_states(model: torch.nn.Module, optimizer: Any, state: dict[str, Any]) -> None:
+    """Shard a full checkpoint's model and optimizer states back onto this rank (each rank reads the file)."""
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_state_dict
+
+    if optimizer is None or state.get("optimizer") is None:
+        set_model_state_dict(model, state["model"], options=_full_options())
+    else:
+        set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"],
+                       options=_full_options())
 
 
 class CheckpointManager:
@@ -143,14 +188,21 @@ class CheckpointManager:
         metric: float | None = None,
         extra: dict[str, Any] | None = None,
     ) -> CheckpointInfo | None:
-        """Write a checkpoint of `step` (on rank 0; every rank must call it, for the RNG gather)."""
+        """Write a checkpoint of `step` (on rank 0; every rank must call it, for the RNG and FSDP gathers)."""
         rng = distributed.gather_object(rng_state())
+        sharded = _sharded(model)
+        if sharded:
+            model_state, optimizer_state = _gather_states(model, optimizer)
         if not distributed.is_main():
             return None
+        if not sharded:
+            model_state = _unwrap(model).state_dict()
+            optimizer_state = optimizer.state_dict() if optimizer is not None else None
         state = {
             "step": step,
-            "model": _unwrap(model).state_dict(),
-            "optimizer": optimizer.state_dict() if optimizer is not None else None,
+            "model": model_state,
+            "optimizer": optimizer_state,
+            "format": "full-by-name" if sharded else "module",
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "scaler": scaler.state_dict() if scaler is not None else None,
             "loader": loader.state_dict() if loader is not None else None,
@@ -208,8 +260,13 @@ class CheckpointManager:
     ) -> dict[str, Any]:
         """Load a checkpoint into the given objects (and the RNGs); returns the whole state."""
         state = self.load(which)
-        _unwrap(model).load_state_dict(state["model"])
-        for obj, key in ((optimizer, "optimizer"), (scheduler, "scheduler"), (loader, "loader"), (scaler, "scaler")):
+        by_name = _sharded(model) or state.get("format") == "full-by-name"
+        if by_name:  # an FSDP checkpoint, or a sharded model: torch.distributed.checkpoint shards it again
+            _load_full_states(model, optimizer, state)
+        else:
+            _unwrap(model).load_state_dict(state["model"])
+        pairs = [] if by_name else [(optimizer, "optimizer")]
+        for obj, key in (*pairs, (scheduler, "scheduler"), (loader, "loader"), (scaler, "scaler")):
             if obj is not None and state.get(key) is not None:
                 obj.load_state_dict(state[key])
         if restore_rng:

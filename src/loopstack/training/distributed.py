@@ -136,6 +136,7 @@ def launch(
     kwargs: dict[str, Any] | None = None,
     backend: str | None = None,
     start_method: Literal["fork", "spawn"] | None = None,
+    launcher: Literal["local", "ray"] = "local",
 ) -> list[Any]:
     """Run ``fn(*args, **kwargs)`` in `nproc` processes of one process group; returns each rank's result.
 
@@ -145,15 +146,25 @@ def launch(
     `fn` is sent by value when defined in ``__main__`` (a script or notebook),
     and the folder its package was imported from is put on the workers'
     ``sys.path``.
+
+    ``launcher="ray"`` runs the same function on Ray Train workers instead
+    (`loopstack.training.ray`, the ``ray`` extra); `backend` is then the
+    process group's backend Ray sets up.
     """
     if nproc < 1:
         raise ConfigError(f"nproc={nproc} must be at least 1")
+    if launcher not in ("local", "ray"):
+        raise ConfigError(f"launcher={launcher!r} must be 'local' (torch.multiprocessing) or 'ray' (Ray Train)")
+    module = sys.modules.get(getattr(fn, "__module__", "") or "")
+    root = _package_root(module) if module is not None else None
+    if launcher == "ray":
+        from loopstack.training.ray import launch_ray
+
+        return launch_ray(fn, nproc, args=args, kwargs=kwargs, backend=backend, roots=[root] if root else [])
     backend = backend or default_backend()
     if start_method is None:
         fork_ok = sys.platform == "linux" and backend == "gloo" and not torch.cuda.is_initialized()
         start_method = "fork" if fork_ok else "spawn"
-    module = sys.modules.get(getattr(fn, "__module__", "") or "")
-    root = _package_root(module) if module is not None else None
     import torch.multiprocessing as mp
 
     payload = cloudpickle.dumps((fn, args, kwargs or {}))
