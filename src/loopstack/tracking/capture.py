@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 GIT_TIMEOUT_S = 5.0
 HOSTNAME = socket.gethostname()
@@ -49,7 +49,9 @@ def environment() -> dict[str, Any]:
     """Python, OS, installed packages, CPU and GPU of this process's machine."""
     from importlib.metadata import distributions
 
-    packages = sorted({f"{d.metadata['Name']}=={d.version}" for d in distributions() if d.metadata["Name"]})
+    packages = sorted(
+        {f"{meta['Name']}=={meta['Version']}" for meta in (d.metadata for d in distributions()) if meta["Name"]}
+    )
     return {
         "python": sys.version.split()[0],
         "implementation": platform.python_implementation(),
@@ -98,34 +100,52 @@ def gpu_models() -> list[str]:
 
 
 class ResourceSampler:
-    """Samples RSS, CPU time and GPU memory of this process in the background.
+    """Peak RSS, CPU time and GPU memory of this process while one run is active.
 
-    Peak RSS also comes from the kernel's own high-water mark, so a spike
-    between two samples is not missed.
+    One daemon thread per process samples for every active run (a thread per
+    run would cost more than the sampling); a run's sampler is a handle that
+    keeps its own peaks. Peak RSS also comes from the kernel's high-water
+    mark, so a spike between two samples is not missed.
     """
 
+    _handles: ClassVar[set[ResourceSampler]] = set()
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+    _thread: ClassVar[threading.Thread | None] = None
+    _interval_s: ClassVar[float] = 1.0
+
     def __init__(self, interval_s: float) -> None:
-        self.interval_s = interval_s
         self.peak_rss = 0
         self.peak_gpu_bytes = 0
         self._cpu_start = _cpu_seconds()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="loopstack-resources", daemon=True)
-        self._thread.start()
+        self._sample()
+        with ResourceSampler._lock:
+            ResourceSampler._interval_s = min(ResourceSampler._interval_s, interval_s)
+            ResourceSampler._handles.add(self)
+            thread = ResourceSampler._thread
+            if thread is None or not thread.is_alive():
+                thread = threading.Thread(target=ResourceSampler._run, name="loopstack-resources", daemon=True)
+                ResourceSampler._thread = thread
+                thread.start()
 
-    def _run(self) -> None:
+    @classmethod
+    def _run(cls) -> None:
         while True:
-            self._sample()
-            if self._stop.wait(self.interval_s):
-                return
+            time.sleep(cls._interval_s)
+            with cls._lock:
+                handles = list(cls._handles)
+            if handles:
+                rss, gpu = _rss_bytes(), _gpu_bytes()
+                for handle in handles:
+                    handle.peak_rss = max(handle.peak_rss, rss)
+                    handle.peak_gpu_bytes = max(handle.peak_gpu_bytes, gpu)
 
     def _sample(self) -> None:
         self.peak_rss = max(self.peak_rss, _rss_bytes())
         self.peak_gpu_bytes = max(self.peak_gpu_bytes, _gpu_bytes())
 
     def stop(self) -> dict[str, float]:
-        self._stop.set()
-        self._thread.join(timeout=5)
+        with ResourceSampler._lock:
+            ResourceSampler._handles.discard(self)
         self._sample()
         summary = {
             "system.peak_rss_mb": max(self.peak_rss, _kernel_peak_rss()) / 2**20,
