@@ -16,15 +16,37 @@ Int64
 
 from __future__ import annotations
 
-from loopstack.features.catalog import Catalog
-from loopstack.features.definitions import Entity, FeatureService, FeatureView, Field
-from loopstack.features.online.base import OnlineStore
-from loopstack.features.plan import Plan
-from loopstack.features.serving import EXPIRED, NOT_FOUND, PRESENT, OnlineResponse
-from loopstack.features.sources import FileSource, PushSource, Source, SqlSource, TableSource
-from loopstack.features.store import FeatureStore
-from loopstack.features.transforms import OnDemandFeatureView, on_demand_feature_view
-from loopstack.features.types import Bool, Bytes, Float32, Float64, Int32, Int64, String, UnixTimestamp
+from loopstack.core.lazy import lazy_exports
+
+_EXPORTS = {
+    "Catalog": "loopstack.features.catalog",
+    "Entity": "loopstack.features.definitions",
+    "FeatureService": "loopstack.features.definitions",
+    "FeatureView": "loopstack.features.definitions",
+    "Field": "loopstack.features.definitions",
+    "OnlineStore": "loopstack.features.online.base",
+    "Plan": "loopstack.features.plan",
+    "EXPIRED": "loopstack.features.serving",
+    "NOT_FOUND": "loopstack.features.serving",
+    "PRESENT": "loopstack.features.serving",
+    "OnlineResponse": "loopstack.features.serving",
+    "FileSource": "loopstack.features.sources",
+    "PushSource": "loopstack.features.sources",
+    "Source": "loopstack.features.sources",
+    "SqlSource": "loopstack.features.sources",
+    "TableSource": "loopstack.features.sources",
+    "FeatureStore": "loopstack.features.store",
+    "OnDemandFeatureView": "loopstack.features.transforms",
+    "on_demand_feature_view": "loopstack.features.transforms",
+    "Bool": "loopstack.features.types",
+    "Bytes": "loopstack.features.types",
+    "Float32": "loopstack.features.types",
+    "Float64": "loopstack.features.types",
+    "Int32": "loopstack.features.types",
+    "Int64": "loopstack.features.types",
+    "String": "loopstack.features.types",
+    "UnixTimestamp": "loopstack.features.types",
+}
 
 __all__ = [
     # definitions
@@ -59,3 +81,5 @@ __all__ = [
     "EXPIRED",
     "NOT_FOUND",
 ]
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)
