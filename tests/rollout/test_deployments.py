@@ -25,7 +25,7 @@ def test_create_get_list_and_versions(project: Project, refs: list[str]) -> None
     assert deployments.get("api").primary_metric == "conversion"
     with pytest.raises(ConflictError, match="already exists"):
         deployments.create("api", refs[1])
-    with pytest.raises(NotFoundError, match="'nope'.*known: \\['api', 'other'\\]"):
+    with pytest.raises(NotFoundError, match=r"'nope'.*known: \['api', 'other'\]"):
         deployments.get("nope")
     with pytest.raises(NotFoundError):
         deployments.create("bad", "m/99")

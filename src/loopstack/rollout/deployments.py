@@ -98,7 +98,8 @@ class Deployments:
         from sqlalchemy import select
 
         with self.db.read() as connection:
-            return {e: v for e, v in connection.execute(select(self.table.c.endpoint, self.table.c.version))}
+            rows = connection.execute(select(self.table.c.endpoint, self.table.c.version))
+            return {row.endpoint: row.version for row in rows}
 
     # -- creating -----------------------------------------------------------------------------
     def create(self, endpoint: str, champion: str, *, name: str | None = None, primary_metric: str | None = None,

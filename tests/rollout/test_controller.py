@@ -1,0 +1,177 @@
+"""The rollout controller: decisions from the logs, applied and recorded, resumable, and end to end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from starlette.testclient import TestClient
+
+from loopstack.core.errors import ConflictError
+from loopstack.core.project import Project
+from loopstack.rollout import RolloutController, TrafficLog, TrafficRouter
+from loopstack.serving import PredictionLog, ServerSettings, create_app
+
+from .conftest import Stub, register
+
+
+@pytest.fixture
+def refs(sqlite_project: Project) -> list[str]:
+    return register(sqlite_project)
+
+
+def simulate(project: Project, log_dir: Path, n: int, error: dict[str, float], rng: np.random.Generator,
+             reward: dict[str, float] | None = None, start: int = 0) -> None:
+    """`n` requests routed as the live deployment says, with per-variant error and conversion rates."""
+    d = project.deployments.get("api")
+    router = TrafficRouter(d, seed=int(rng.integers(1 << 30)))
+    log = TrafficLog(log_dir)
+    feedback = []
+    for i in range(start, start + n):
+        variant = router.choose(f"user-{i}")
+        ok = bool(rng.random() >= error[variant])
+        log.record(request_id=f"r{i}", endpoint="api", variant=variant, ref=d.variants[variant],
+                   deployment_version=d.version, unit_id=f"user-{i}", shadow=False, ok=ok, status=200 if ok else 500,
+                   latency_ms=float(rng.lognormal(1.0, 0.3)))
+        if reward is not None and ok:
+            feedback.append({"request_id": f"r{i}", "label": int(rng.random() < reward[variant])})
+    log.close()
+    if feedback:
+        predictions = PredictionLog(log_dir)
+        predictions.feedback(feedback)
+        predictions.close()
+
+
+def drive(project: Project, log_dir: Path, error: dict[str, float], reward: dict[str, float] | None = None,
+          per_tick: int = 4000, seed: int = 0) -> list[str]:
+    rng = np.random.default_rng(seed)
+    controller = RolloutController(project, "api", log_dir=log_dir)
+    actions = []
+    for tick in range(40):
+        simulate(project, log_dir, per_tick, error, rng, reward, start=tick * per_tick)
+        actions.append(controller.evaluate().action)
+        if actions[-1] in ("promote", "rollback"):
+            return actions
+    raise AssertionError(f"the canary did not finish: {actions}")
+
+
+def test_twice_the_errors_is_rolled_back_with_evidence(sqlite_project: Project, refs: list[str],
+                                                       tmp_path: Path) -> None:
+    deployments = sqlite_project.deployments
+    deployments.create("api", refs[0])
+    deployments.canary("api", refs[1], steps=[5, 25, 50, 100], min_requests_per_step=2000, salt="fixed")
+    actions = drive(sqlite_project, tmp_path, {refs[0]: 0.01, refs[1]: 0.02})
+    assert actions[-1] == "rollback"
+    d = deployments.get("api")
+    assert (d.strategy, d.weights) == ("single", {refs[0]: 1.0})
+    decision = sqlite_project.events.list(kind="rollout.canary.rollback", subject="api")[0]
+    rolled = sqlite_project.events.list(kind="rollout.rolled_back", subject="api")[0]
+    assert rolled.cause == decision.id and "error_rate" in rolled.payload["reason"]
+    worse = [e for e in decision.payload["evidence"] if e.get("verdict") == "worse"]
+    assert worse[0]["metric"] == "error_rate" and worse[0]["diff_ci"][0] > 0
+    by_variant = {v["variant"]: v for v in decision.payload["variants"]}
+    assert by_variant[refs[1]]["error_rate"] > by_variant[refs[0]]["error_rate"]
+
+
+def test_an_equal_challenger_climbs_every_step_and_is_promoted(sqlite_project: Project, refs: list[str],
+                                                               tmp_path: Path) -> None:
+    deployments = sqlite_project.deployments
+    deployments.create("api", refs[0], primary_metric="conversion")
+    deployments.canary("api", refs[1], steps=[5, 25, 50, 100], min_requests_per_step=2000, salt="fixed")
+    rates = {refs[0]: 0.01, refs[1]: 0.01}
+    actions = drive(sqlite_project, tmp_path, rates, reward={refs[0]: 0.1, refs[1]: 0.1}, seed=1)
+    assert actions.count("advance") == 2 and actions[-1] == "promote"
+    d = deployments.get("api")
+    assert (d.champion, d.previous, d.weights[refs[1]]) == (refs[1], refs[0], 1.0)
+    steps = sqlite_project.events.list(kind="rollout.canary.step", subject="api", newest_first=False)
+    assert [e.payload["weights"][refs[1]] for e in steps] == [0.25, 0.5]
+    promote = sqlite_project.events.list(kind="rollout.canary.promote", subject="api")[0]
+    assert {e["metric"] for e in promote.payload["evidence"]} == {"sample_ratio", "error_rate", "latency_tail",
+                                                                  "primary"}
+
+
+def test_a_worse_primary_metric_rolls_back(sqlite_project: Project, refs: list[str], tmp_path: Path) -> None:
+    deployments = sqlite_project.deployments
+    deployments.create("api", refs[0], primary_metric="conversion")
+    deployments.canary("api", refs[1], steps=[50, 100], min_requests_per_step=5000, salt="fixed")
+    actions = drive(sqlite_project, tmp_path, {refs[0]: 0.0, refs[1]: 0.0},
+                    reward={refs[0]: 0.20, refs[1]: 0.12}, seed=2)
+    assert actions[-1] == "rollback"
+    assert sqlite_project.events.list(kind="rollout.rolled_back")[0].payload["reason"] == "guardrail failed: primary"
+
+
+def test_the_controller_resumes_after_a_restart(sqlite_project: Project, refs: list[str], tmp_path: Path) -> None:
+    deployments = sqlite_project.deployments
+    deployments.create("api", refs[0])
+    deployments.canary("api", refs[1], steps=[10, 50, 100], min_requests_per_step=1500, salt="fixed")
+    rng = np.random.default_rng(3)
+    rates = {refs[0]: 0.01, refs[1]: 0.01}
+    simulate(sqlite_project, tmp_path, 10_000, rates, rng)
+    first = RolloutController(sqlite_project, "api", log_dir=tmp_path).evaluate()
+    assert first.action == "hold"  # about 1,000 canary requests of 1,500
+    root = sqlite_project.root
+    sqlite_project.close()  # the process dies; a new one opens the project
+    reopened = Project.open(root)
+    try:
+        simulate(reopened, tmp_path, 10_000, rates, rng, start=10_000)
+        second = RolloutController(reopened, "api", log_dir=tmp_path).evaluate()
+        assert second.action == "advance" and second.step == 1
+        state = reopened.deployments.get("api").state
+        assert state["analysis"]["step"] == 1 and state["analysis"]["tests"]["error_rate"]["looks"] == 2
+        assert reopened.deployments.get("api").weights[refs[1]] == 0.5
+        simulate(reopened, tmp_path, 2000, rates, rng, start=20_000)
+        third = RolloutController(reopened, "api", log_dir=tmp_path).evaluate()
+        assert third.action == "hold"  # the new step counts from where it began, not from the canary's start
+        reopened.deployments.rollback("api", reason="by hand")
+        with pytest.raises(ConflictError, match="runs no canary"):
+            RolloutController(reopened, "api", log_dir=tmp_path).evaluate()
+    finally:
+        reopened.close()
+
+
+def test_bandit_moves_traffic_to_the_better_arm(sqlite_project: Project, refs: list[str], tmp_path: Path) -> None:
+    deployments = sqlite_project.deployments
+    deployments.create("api", refs[0])
+    before = deployments.bandit("api", refs[:2], min_share=0.05)
+    simulate(sqlite_project, tmp_path, 3000, {refs[0]: 0.0, refs[1]: 0.0}, np.random.default_rng(4),
+             reward={refs[0]: 0.05, refs[1]: 0.15})
+    RolloutController(sqlite_project, "api", log_dir=tmp_path).evaluate()
+    after = deployments.get("api")
+    assert after.version == before.version + 1
+    assert after.weights[refs[1]] > 0.9 and after.weights[refs[0]] >= 0.04
+    assert after.state["bandit"]["pulls"][refs[1]] > 0
+    assert sqlite_project.events.list(kind="rollout.bandit.hold", subject="api")
+
+
+@pytest.mark.parametrize(("challenger_errors", "outcome"), [(0.4, "rollback"), (0.2, "promote")])
+def test_canary_end_to_end_through_the_server(sqlite_project: Project, refs: list[str], tmp_path: Path,
+                                              challenger_errors: float, outcome: str) -> None:
+    """Real requests, real logs: a challenger with twice the champion's errors is rolled back, an equal one promoted."""
+    deployments = sqlite_project.deployments
+    deployments.create("api", refs[0])
+    deployments.canary("api", refs[1], steps=[50, 100], min_requests_per_step=400, planned_n=1000, salt="e2e")
+    models = {refs[0]: Stub(error_rate=0.2, seed=5, version=1),
+              refs[1]: Stub(offset=1, error_rate=challenger_errors, seed=6, version=2)}
+    settings = ServerSettings(log_dir=str(tmp_path), log_flush_s=0.05)
+    app = create_app([], settings, loader=models.__getitem__, deployments=deployments)
+    controller = RolloutController(sqlite_project, "api", log_dir=tmp_path)
+    served = 0
+    with TestClient(app) as client:
+        endpoints = app.state.server.endpoints
+        for _ in range(30):
+            statuses = [client.post("/v1/endpoints/api:predict",
+                                    json={"instances": [[1, 2, 3]], "unit_id": f"u{served + i}"}).status_code
+                        for i in range(100)]
+            assert set(statuses) <= {200, 500}
+            served += 100
+            endpoints.log.flush()
+            decision = controller.evaluate()
+            if decision.action in ("promote", "rollback"):
+                break
+        assert decision.action == outcome
+        client.portal.call(endpoints.sync)
+        winner = refs[0] if outcome == "rollback" else refs[1]
+        answer = client.post("/v1/endpoints/api:predict", json={"instances": [[1, 2, 3]], "unit_id": "x"})
+        assert answer.status_code != 200 or answer.json()["variant"] == winner
+    assert served <= 1500
