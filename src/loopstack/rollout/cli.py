@@ -1,0 +1,203 @@
+"""`loopstack deploy ...`: deployments, traffic strategies and the rollout controller (mount as ``deploy``)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import click
+
+
+def _project(ctx: click.Context) -> Any:
+    from loopstack.core.project import Project
+
+    return Project.open(ctx.obj.get("project_path") if ctx.obj else None)
+
+
+def _show(d: Any) -> None:
+    weights = ", ".join(f"{v}={w:.0%}" for v, w in d.weights.items())
+    extra = f"; shadow: {', '.join(d.shadow)}" if d.shadow else ""
+    step = f"; step {d.step + 1}/{len(d.steps)}" if d.strategy == "canary" else ""
+    click.echo(f"{d.endpoint} v{d.version} {d.strategy}: {weights}{extra}{step}")
+
+
+@click.group("deploy")
+def deploy() -> None:
+    """Deploy models to endpoints: blue-green, canary, A/B, shadow, bandit; promote and roll back."""
+
+
+@deploy.command("create")
+@click.argument("endpoint")
+@click.argument("model")
+@click.option("--primary-metric", default=None, help="Business metric carried by feedback, e.g. conversion.")
+@click.option("--lower-is-better", is_flag=True, help="The primary metric improves downwards (e.g. cost).")
+@click.pass_context
+def create(ctx: click.Context, endpoint: str, model: str, primary_metric: str | None, lower_is_better: bool) -> None:
+    """Create ENDPOINT serving MODEL (fraud/3 or fraud@champion) to all traffic."""
+    _show(_project(ctx).deployments.create(endpoint, model, primary_metric=primary_metric,
+                                           higher_is_better=not lower_is_better))
+
+
+@deploy.command("canary")
+@click.argument("endpoint")
+@click.argument("model")
+@click.option("--steps", default="1,5,25,50,100", show_default=True, help="Traffic percentages, comma-separated.")
+@click.option("--min-requests", default=1000, show_default=True, type=int, help="Canary requests per step.")
+@click.option("--alpha", default=0.05, show_default=True, type=float, help="False rollback rate over the canary.")
+@click.pass_context
+def canary(ctx: click.Context, endpoint: str, model: str, steps: str, min_requests: int, alpha: float) -> None:
+    """Start a canary of MODEL on ENDPOINT; `deploy evaluate --watch` drives it."""
+    parsed = [float(s) for s in steps.split(",") if s.strip()]
+    _show(_project(ctx).deployments.canary(endpoint, model, steps=parsed, min_requests_per_step=min_requests,
+                                           alpha=alpha))
+
+
+@deploy.command("ab")
+@click.argument("endpoint")
+@click.argument("variants", nargs=-1, required=True)
+@click.option("--weights", default=None, help="Comma-separated shares (default: equal).")
+@click.option("--salt", default=None, help="Hash seed of the experiment (default: a new random one).")
+@click.pass_context
+def ab(ctx: click.Context, endpoint: str, variants: tuple[str, ...], weights: str | None, salt: str | None) -> None:
+    """A/B test on ENDPOINT between VARIANTS (NAME=MODEL or MODEL, control first), sticky per unit id."""
+    named = dict(v.split("=", 1) if "=" in v else (v, v) for v in variants)
+    shares = [float(w) for w in weights.split(",")] if weights else None
+    _show(_project(ctx).deployments.ab(endpoint, named, shares, salt=salt))
+
+
+@deploy.command("shadow")
+@click.argument("endpoint")
+@click.argument("model")
+@click.pass_context
+def shadow(ctx: click.Context, endpoint: str, model: str) -> None:
+    """Mirror every request of ENDPOINT to MODEL; callers keep the champion's answers."""
+    _show(_project(ctx).deployments.shadow(endpoint, model))
+
+
+@deploy.command("blue-green")
+@click.argument("endpoint")
+@click.argument("model")
+@click.pass_context
+def blue_green(ctx: click.Context, endpoint: str, model: str) -> None:
+    """Switch all of ENDPOINT's traffic to MODEL at once; `deploy rollback` switches back instantly."""
+    _show(_project(ctx).deployments.blue_green(endpoint, model))
+
+
+@deploy.command("bandit")
+@click.argument("endpoint")
+@click.argument("models", nargs=-1, required=True)
+@click.option("--min-share", default=0.05, show_default=True, type=float, help="Least traffic share per arm.")
+@click.pass_context
+def bandit(ctx: click.Context, endpoint: str, models: tuple[str, ...], min_share: float) -> None:
+    """Route ENDPOINT by Thompson sampling over MODELS on the feedback reward."""
+    _show(_project(ctx).deployments.bandit(endpoint, list(models), min_share=min_share))
+
+
+@deploy.command("promote")
+@click.argument("endpoint")
+@click.option("--variant", default=None, help="Variant to promote (default: the challenger).")
+@click.option("--reason", default="manual", show_default=True)
+@click.pass_context
+def promote(ctx: click.Context, endpoint: str, variant: str | None, reason: str) -> None:
+    """Make the challenger (or --variant) ENDPOINT's only live variant."""
+    _show(_project(ctx).deployments.promote(endpoint, variant, reason=reason))
+
+
+@deploy.command("rollback")
+@click.argument("endpoint")
+@click.option("--reason", default="manual", show_default=True)
+@click.pass_context
+def rollback(ctx: click.Context, endpoint: str, reason: str) -> None:
+    """Send all of ENDPOINT's traffic back to the stable variant now."""
+    _show(_project(ctx).deployments.rollback(endpoint, reason=reason))
+
+
+@deploy.command("evaluate")
+@click.argument("endpoint")
+@click.option("--log-dir", default=None, help="The server's log folder (default: .loopstack/logs).")
+@click.option("--watch", "interval", default=None, type=float, help="Repeat every N seconds until the end.")
+@click.pass_context
+def evaluate(ctx: click.Context, endpoint: str, log_dir: str | None, interval: float | None) -> None:
+    """Run the rollout controller on ENDPOINT: hold, advance, roll back or promote."""
+    from loopstack.rollout.controller import RolloutController
+
+    controller = RolloutController(_project(ctx), endpoint, log_dir)
+    while True:
+        decision = controller.evaluate()
+        click.echo(f"{decision.action}: {decision.reason} (canary weight {decision.weight:.0%}, "
+                   f"{decision.canary_requests} canary requests)")
+        if interval is None or decision.action in ("promote", "rollback"):
+            return
+        time.sleep(interval)
+
+
+@deploy.command("status")
+@click.argument("endpoint", required=False)
+@click.option("--log-dir", default=None, help="The server's log folder (default: .loopstack/logs).")
+@click.option("--json", "as_json", is_flag=True, help="Print the deployment, traffic and verdicts as JSON.")
+@click.pass_context
+def status(ctx: click.Context, endpoint: str | None, log_dir: str | None, as_json: bool) -> None:
+    """Deployments; with ENDPOINT, per-variant traffic and the latest canary verdicts."""
+    project = _project(ctx)
+    if endpoint is None:
+        for d in project.deployments.list():
+            _show(d)
+        return
+    from loopstack.rollout.controller import RolloutController
+
+    controller = RolloutController(project, endpoint, log_dir)
+    d = project.deployments.get(endpoint)
+    traffic = [t.to_dict() for t in controller.traffic(d).values()]
+    recent = project.events.list(kind="rollout.canary.", subject=endpoint, limit=20)
+    decisions = [e for e in recent if "action" in e.payload][:1]  # decisions, not the step changes they caused
+    evidence = decisions[0].payload.get("evidence", []) if decisions else []
+    if as_json:
+        click.echo(json.dumps({"deployment": d.to_dict(), "traffic": traffic, "evidence": evidence}, indent=2))
+        return
+    _show(d)
+    _render(traffic, evidence, decisions[0].payload if decisions else None)
+
+
+def _render(traffic: list[dict[str, Any]], evidence: list[dict[str, Any]], last: dict[str, Any] | None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table("variant", "requests", "errors", "error rate", "p50 ms", "p99 ms", "feedback", "primary")
+    for t in traffic:
+        table.add_row(t["variant"], str(t["requests"]), str(t["errors"]), f"{t['error_rate']:.2%}", _num(t["p50_ms"]),
+                      _num(t["p99_ms"]), str(t["feedback"]), _num(t["primary_mean"], 4))
+    console.print(table)
+    if last is None:
+        return
+    verdicts = Table("metric", "verdict", "stable", "canary", "diff", "interval", title=f"{last['action']}: "
+                     f"{last['reason']}")
+    for e in evidence:
+        if "verdict" in e:
+            ci = e.get("diff_ci") or [None, None]
+            verdicts.add_row(e["metric"], e["verdict"], _num(e.get("stable"), 4), _num(e.get("canary"), 4),
+                             _num(e.get("diff"), 4), f"[{_num(ci[0], 4)}, {_num(ci[1], 4)}]")
+    console.print(verdicts)
+
+
+def _num(x: Any, digits: int = 1) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+@deploy.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=int)
+@click.option("--log-dir", default=None, help="Prediction and traffic log folder (default: .loopstack/logs).")
+@click.pass_context
+def serve(ctx: click.Context, host: str, port: int, log_dir: str | None) -> None:
+    """Serve every deployment at POST /v1/endpoints/{endpoint}:predict, following changes live."""
+    import uvicorn
+
+    from loopstack.serving import ServerSettings, create_app
+
+    project = _project(ctx)
+    settings = ServerSettings(log_dir=log_dir or str(project.root / ".loopstack" / "logs"))
+    app = create_app([], settings, deployments=project.deployments)
+    click.echo(f"serving deployments {project.deployments.names()} on http://{host}:{port}", err=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on")
