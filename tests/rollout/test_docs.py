@@ -17,3 +17,5 @@ def test_docs_examples_run():
     assert namespace["report"].verdicts[0].outcome == "better"
     assert namespace["decision"].action == "rollback"
     assert namespace["test"].stopped
+    assert namespace["shadow_report"].pairs == 50
+    assert namespace["canary_decision"].action == "promote"
