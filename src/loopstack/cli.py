@@ -30,6 +30,7 @@ COMMANDS = {
     "pipelines": "loopstack.pipelines.cli:pipelines",
     "loop": "loopstack.pipelines.cli:loop",
     "train": "loopstack.training.cli:train",
+    "deploy": "loopstack.rollout.cli:deploy",
 }
 HELP = {
     "init": "Create a project folder with a loopstack.yaml.",
@@ -47,6 +48,7 @@ HELP = {
     "pipelines": "Run pipelines; show their runs, steps and logs.",
     "loop": "Run the loop scheduler and show its state.",
     "train": "Launch a training script on N processes (torch.distributed).",
+    "deploy": "Deployments: blue-green, canary, A/B, shadow and bandit rollouts.",
 }
 
 
