@@ -66,20 +66,21 @@ def events(
         for event in rows:
             click.echo(json.dumps(event.__dict__))
         return
+    out = console()
     table = Table(title=f"events of {project.config.name}")
-    for column in ("id", "time", "kind", "subject", "cause", "payload"):
-        table.add_column(column, overflow="fold")
+    table.add_column("id", justify="right", no_wrap=True, min_width=len(str(max((e.id for e in rows), default=1))))
+    table.add_column("time", no_wrap=True)
+    table.add_column("kind", no_wrap=True, style="bold")
+    table.add_column("subject", no_wrap=True, max_width=20, overflow="ellipsis")
+    table.add_column("cause", justify="right", no_wrap=True, min_width=5)
+    # the payload takes what is left of the line, one row per event
+    table.add_column("payload", no_wrap=True, overflow="ellipsis", max_width=max(16, out.width - 92))
     for event in rows:
-        payload = json.dumps(event.payload)
         table.add_row(
-            str(event.id),
-            when(event.time),
-            event.kind,
-            event.subject,
-            str(event.cause or ""),
-            payload if len(payload) < 120 else payload[:117] + "...",
+            str(event.id), when(event.time), event.kind, event.subject, str(event.cause or ""),
+            json.dumps(event.payload, separators=(",", ":")),
         )
-    console().print(table)
+    out.print(table)
 
 
 __all__ = ["events", "init", "open_project", "when", "Path"]
