@@ -69,8 +69,8 @@ def events(
     out = console()
     table = Table(title=f"events of {project.config.name}")
     table.add_column("id", justify="right", no_wrap=True, min_width=len(str(max((e.id for e in rows), default=1))))
-    table.add_column("time", no_wrap=True)
-    table.add_column("kind", no_wrap=True, style="bold")
+    table.add_column("time", no_wrap=True, min_width=19)
+    table.add_column("kind", no_wrap=True, style="bold", min_width=max((len(e.kind) for e in rows), default=4))
     table.add_column("subject", no_wrap=True, max_width=20, overflow="ellipsis")
     table.add_column("cause", justify="right", no_wrap=True, min_width=5)
     # the payload takes what is left of the line, one row per event
