@@ -120,6 +120,26 @@ def test_metrics_count_requests_batches_and_parse(clf, data) -> None:
         assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
+def test_metrics_price_the_held_gpu_per_1000_predictions(clf, data) -> None:
+    from loopstack.economics import default_prices
+
+    X, _ = data
+    app = create_app([ModelSpec(name="m", model=clf)], ServerSettings(gpu="L4", gpus=2))
+    with running(app) as address, httpx.Client(base_url=f"http://{address}") as client:
+        for i in range(4):
+            client.post("/v1/models/m:predict", json={"instances": X[i * 5 : i * 5 + 5].tolist()})
+        time.sleep(0.3)
+        samples = _samples(client.get("/metrics").text)
+    labels = (("gpu", "L4"), ("name", "serving"))
+    gpu_seconds = samples[("loopstack_gpu_seconds_total", labels)]
+    assert samples[("loopstack_predictions_total", labels)] == 20
+    assert gpu_seconds >= 2 * 0.3  # two cards held for the server's whole uptime
+    rate = default_prices().gpu("L4").hourly("on_demand")
+    cost = samples[("loopstack_gpu_cost_total", labels)]
+    assert cost == pytest.approx(gpu_seconds / 3600 * rate)
+    assert samples[("loopstack_cost_per_1k_predictions", labels)] == pytest.approx(cost / 20 * 1000)
+
+
 def test_prediction_log_is_written_off_the_request_path(clf, data, tmp_path: Path) -> None:
     X, _ = data
     app = create_app([ModelSpec(name="m", model=clf)], ServerSettings(log_dir=str(tmp_path), log_flush_s=0.2))

@@ -63,7 +63,7 @@ class Server:
         self.log = PredictionLog(settings.log_dir, settings.log_flush_s, settings.log_segment_rows) \
             if settings.log_dir else None
         self.repo = ModelRepository(specs, self.executor, loader=loader, budget=self.budget)
-        self.metrics = ServingMetrics(self.repo.batchers)
+        self.metrics = ServingMetrics(self.repo.batchers, settings.gpu, settings.gpus)
         self.repo.observers.append(self.metrics.observe_batch)
         if self.log is not None:
             self.repo.observers.append(self.log.observe)

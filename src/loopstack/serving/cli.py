@@ -34,10 +34,12 @@ def _project(ctx: click.Context):  # type: ignore[no-untyped-def]
               help="Seconds between alias checks; a moved alias swaps the new version in (0: never).")
 @click.option("--features", default=None,
               help="Feature service (or comma-separated view:feature refs) read for entity-key requests.")
+@click.option("--gpu", default=None, help="GPU type held (price table name, e.g. L4): cost per 1,000 predictions.")
+@click.option("--gpus", default=1, show_default=True, type=int, help="Cards held, with --gpu.")
 @click.pass_context
 def serve(ctx: click.Context, models: tuple[str, ...], host: str, port: int, max_batch_size: int,
           max_wait_ms: float, max_queue: int, timeout_s: float, threads: int | None, log_dir: str | None,
-          refresh_s: float, features: str | None) -> None:
+          refresh_s: float, features: str | None, gpu: str | None, gpus: int) -> None:
     """Serve registered MODELS (fraud@champion, fraud/3, or NAME=REF) over HTTP: native JSON and Open Inference v2."""
     from loopstack.serving.config import ModelSpec, ServerSettings
 
@@ -49,7 +51,7 @@ def serve(ctx: click.Context, models: tuple[str, ...], host: str, port: int, max
     project = _project(ctx)
     if log_dir is None:
         log_dir = str(project.root / ".loopstack" / "logs")
-    settings = ServerSettings(predict_threads=threads, refresh_s=refresh_s,
+    settings = ServerSettings(predict_threads=threads, refresh_s=refresh_s, gpu=gpu, gpus=gpus,
                               log_dir=None if log_dir.lower() == "none" else log_dir)
     refs = None if features is None else (tuple(features.split(",")) if ":" in features else features)
     specs = [ModelSpec.parse(m, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_queue=max_queue,

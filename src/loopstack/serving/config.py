@@ -120,6 +120,12 @@ class ServerSettings:
     refresh_s : float
         How often aliases (``fraud@champion``) are re-resolved; a moved alias
         swaps the new version in. 0 disables it.
+    gpu : str, optional
+        GPU type of the price table this server holds (e.g. ``"L4"``); its
+        GPU-seconds, cost and cost per 1,000 predictions are exported at
+        ``/metrics``. None (CPU serving) exports predictions with zero cost.
+    gpus : int
+        Cards the server holds.
 
     Examples
     --------
@@ -133,6 +139,8 @@ class ServerSettings:
     predict_threads: int | None = None
     retry_after_s: int = 1
     refresh_s: float = 0.0
+    gpu: str | None = None
+    gpus: int = 1
 
     def __post_init__(self) -> None:
         _positive("log_flush_s", self.log_flush_s, "server")

@@ -8,6 +8,7 @@ so they cost nothing between scrapes.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +35,12 @@ class ServingMetrics:
     True
     """
 
-    def __init__(self, batchers: Callable[[], Iterable[Batcher]]) -> None:
+    def __init__(self, batchers: Callable[[], Iterable[Batcher]], gpu: str | None = None, gpus: int = 1) -> None:
+        from loopstack.economics import UsageMeter
+
+        # GPU cost accrues while the server holds the card, so uptime is what is priced
+        self.usage = UsageMeter("serving", gpu, gpus)
+        self._usage_since = time.perf_counter()
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "loopstack_requests", "Prediction requests by model, version and HTTP status code.",
@@ -70,10 +76,14 @@ class ServingMetrics:
         if child is None:
             child = self._children[key] = self.batch_size.labels(batch.adapter.name, batch.adapter.version)
         child.observe(batch.outputs.shape[0])
+        self.usage.add_predictions(batch.outputs.shape[0])
 
     def render(self) -> bytes:
-        """The Prometheus text exposition."""
-        return generate_latest(self.registry)
+        """The Prometheus text exposition, with GPU-seconds and cost per 1,000 predictions."""
+        now = time.perf_counter()
+        self.usage.add_seconds(now - self._usage_since)
+        self._usage_since = now
+        return generate_latest(self.registry) + self.usage.prometheus().encode()
 
 
 class _LiveCollector(Collector):
