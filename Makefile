@@ -16,7 +16,7 @@ $(BASE): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "loopstack needs Python 3.11 or newer"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[postgres]"
+	$(BIN)/python -m pip install --quiet -e ".[postgres,redis]"  # the demo runs on SQLite, or on PostgreSQL + Redis with --backend services
 	rm -f $(VENV)/.base-*
 	touch $@
 
