@@ -18,7 +18,8 @@ def lazy_exports(
     """A module ``__getattr__`` and ``__dir__`` that import `exports` on first use.
 
     `exports` maps each name to the module that defines it, absolute or
-    relative to `package` (a leading dot).
+    relative to `package` (a leading dot); a name that is the module's own
+    last component (``"stats": "pkg.stats"``) exports the module itself.
 
     Examples
     --------
@@ -33,7 +34,8 @@ def lazy_exports(
         if module is None:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
         target = package + module if module.startswith(".") else module
-        value = getattr(import_module(target), name)
+        loaded = import_module(target)
+        value = loaded if target.endswith("." + name) else getattr(loaded, name)
         namespace[name] = value
         return value
 

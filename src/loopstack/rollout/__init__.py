@@ -30,8 +30,7 @@ True
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from loopstack.core.lazy import lazy_exports
 
 _EXPORTS = {
     "stats": "loopstack.rollout.stats",
@@ -62,15 +61,4 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'loopstack.rollout' has no attribute {name!r}")
-    target = import_module(module)
-    value = target if module.endswith("." + name) else getattr(target, name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)

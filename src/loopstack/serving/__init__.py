@@ -8,8 +8,7 @@ Prometheus metrics. Heavy modules (batch files, streams, ONNX) load on use.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from loopstack.core.lazy import lazy_exports
 
 _EXPORTS = {
     "create_app": "loopstack.serving.app",
@@ -34,14 +33,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'loopstack.serving' has no attribute {name!r}")
-    value = getattr(import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)
