@@ -49,8 +49,10 @@ class TrackingStore:
         from sqlalchemy import bindparam
 
         runs = self.t("runs")
-        self._end_statement = runs.update().where(runs.c.id == bindparam("run")).values(
-            status=bindparam("new_status"), end_time=bindparam("new_end_time")
+        self._end_statement = (
+            runs.update()
+            .where(runs.c.id == bindparam("run"))
+            .values(status=bindparam("new_status"), end_time=bindparam("new_end_time"))
         )
 
     def t(self, name: str) -> Any:
@@ -120,8 +122,15 @@ class TrackingStore:
         return _info(row)
 
     def resume_run(self, run_id: str) -> RunInfo:
-        info = self.get_run_info(run_id)
-        if info.status == RUNNING and run_id not in self._live_runs and self._is_owned_elsewhere(run_id):
+        from sqlalchemy import select
+
+        runs = self.t("runs")
+        with self.db.read() as connection:
+            row = connection.execute(select(runs).where(runs.c.id == str(run_id))).first()
+        if row is None:
+            raise NotFoundError(f"no run with id {run_id!r}; list runs with `loopstack runs`")
+        owned_elsewhere = row.pid != os.getpid() or row.host != HOST
+        if row.status == RUNNING and run_id not in self._live_runs and owned_elsewhere and self._owner_alive(row):
             raise ConflictError(f"run {run_id} is still running in another live process; end it there first")
         with self.db.write() as connection:
             connection.execute(
@@ -295,18 +304,7 @@ class TrackingStore:
                     runs.c.status == RUNNING
                 )
             ).all()
-        now = time.time()
-        stale_after = max(30.0, 6 * self.settings.heartbeat_interval_s)
-        dead = [
-            row
-            for row in candidates
-            if row.id not in self._live_runs
-            and (
-                not is_process_alive(row.pid, row.pid_started)
-                if row.host == HOST
-                else now - row.heartbeat > stale_after
-            )
-        ]
+        dead = [row for row in candidates if row.id not in self._live_runs and not self._owner_alive(row)]
         if not dead:
             return []
         with self.db.write() as connection:
@@ -330,17 +328,11 @@ class TrackingStore:
                     )
         return [row.id for row in dead]
 
-    def _is_owned_elsewhere(self, run_id: str) -> bool:
-        from sqlalchemy import select
-
-        runs = self.t("runs")
-        with self.db.read() as connection:
-            row = connection.execute(select(runs).where(runs.c.id == run_id)).first()
-        if row is None:
-            return False
+    def _owner_alive(self, row: Any) -> bool:
+        """On this host the owning process (pid plus start time) still runs; elsewhere, its heartbeat is fresh."""
         if row.host == HOST:
-            return row.pid != os.getpid() and is_process_alive(row.pid, row.pid_started)
-        return time.time() - row.heartbeat < max(30.0, 6 * self.settings.heartbeat_interval_s)
+            return is_process_alive(row.pid, row.pid_started)
+        return time.time() - row.heartbeat <= max(30.0, 6 * self.settings.heartbeat_interval_s)
 
     def _beat(self, connection: Connection) -> None:
         now = time.time()
