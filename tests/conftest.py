@@ -62,26 +62,23 @@ def project(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Project]
     settings = {}
     if request.param == "postgres":
         settings["metadata"] = request.getfixturevalue("postgres_url")
-    opened = Project.init(tmp_path / "proj", name="test-project", **settings)
-    try:
-        yield opened
-    finally:
-        from loopstack.tracking import fluent
-
-        while fluent.active_run() is not None:
-            fluent.end_run()
-        opened.close()
+    yield from _fresh_project(tmp_path, settings)
 
 
 @pytest.fixture
 def sqlite_project(tmp_path: Path) -> Iterator[Project]:
     """A fresh project on the embedded default only."""
-    opened = Project.init(tmp_path / "proj", name="test-project")
+    yield from _fresh_project(tmp_path, {})
+
+
+def _fresh_project(tmp_path: Path, settings: dict[str, str]) -> Iterator[Project]:
+    """Open a project; afterwards end any run a test left active and close it."""
+    from loopstack.tracking import fluent
+
+    opened = Project.init(tmp_path / "proj", name="test-project", **settings)
     try:
         yield opened
     finally:
-        from loopstack.tracking import fluent
-
         while fluent.active_run() is not None:
             fluent.end_run()
         opened.close()

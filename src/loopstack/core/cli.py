@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from pathlib import Path
 
 import click
 
@@ -83,4 +82,4 @@ def events(
     out.print(table)
 
 
-__all__ = ["events", "init", "open_project", "when", "Path"]
+__all__ = ["console", "events", "init", "open_project", "when"]

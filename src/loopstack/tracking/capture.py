@@ -204,7 +204,3 @@ def step_timing(first_seen: dict[int, float]) -> dict[str, float]:
         "system.step_time_p50_s": gaps[len(gaps) // 2],
         "system.steps": float(len(first_seen)),
     }
-
-
-def now() -> float:
-    return time.time()
