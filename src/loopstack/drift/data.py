@@ -36,24 +36,13 @@ def as_table(data: Any) -> Any:
     """
     import pyarrow as pa
 
+    from loopstack.core.frames import to_arrow
+
     if isinstance(data, (str, os.PathLike)):
         return _read_path(Path(data))
-    if isinstance(data, pa.Table):
-        return data
-    if isinstance(data, pa.RecordBatch):
-        return pa.Table.from_batches([data])
-    module = type(data).__module__.split(".")[0]
-    if module == "pandas":
-        frame = data.to_frame() if data.ndim == 1 else data
-        return pa.Table.from_pandas(frame, preserve_index=False)
-    if module == "polars":
-        return data.to_arrow()
     if isinstance(data, dict):
         return pa.table({k: np.asarray(v) if isinstance(v, (list, tuple)) else v for k, v in data.items()})
-    raise ValidationError(
-        f"cannot read drift data from {type(data).__name__}; pass an Arrow table, a pandas or polars "
-        "DataFrame, a dict of columns, or the path of a Parquet/CSV file or folder"
-    )
+    return to_arrow(data, "read drift data from", hint=", or the path of a Parquet/CSV file or folder")
 
 
 def _read_path(path: Path) -> Any:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from loopstack.core.errors import ValidationError
+from loopstack.core.frames import duckdb_to_arrow
 from loopstack.features.sources import Source
 
 _names = itertools.count()
@@ -47,7 +48,7 @@ class Session:
         return {row[0]: row[1] for row in rows}
 
     def arrow(self, query: str) -> Any:
-        return _to_arrow(self.con.sql(query))
+        return duckdb_to_arrow(self.con.sql(query))
 
 
 class Engine:
@@ -75,16 +76,6 @@ class Engine:
 
     def close(self) -> None:
         self._con.close()
-
-
-def _to_arrow(result: Any) -> Any:
-    """An Arrow table from a DuckDB relation, across DuckDB's method renames."""
-    for method in ("to_arrow_table", "arrow"):
-        function = getattr(result, method, None)
-        if function is not None:
-            table = function()
-            return table.read_all() if hasattr(table, "read_all") else table
-    raise RuntimeError("this DuckDB version offers no Arrow export; install duckdb>=1.1")
 
 
 def quote(identifier: str) -> str:

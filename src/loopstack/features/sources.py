@@ -138,7 +138,7 @@ class TableSource(Source):
 
     def arrow(self) -> Any:
         if self._arrow is None:
-            from loopstack.tracking.datasets import to_arrow
+            from loopstack.core.frames import to_arrow
 
             self._arrow = to_arrow(self.data)
         return self._arrow

@@ -269,26 +269,13 @@ def _scan(path: str | os.PathLike[str]) -> str:
 
 
 def _to_arrow(data: Any) -> Any:
-    """Arrow for in-memory inputs; pandas NaN in float columns becomes null like pandas reads it."""
+    """Arrow for in-memory inputs; a record-batch reader streams through untouched."""
     import pyarrow as pa
 
-    if isinstance(data, pa.Table | pa.RecordBatch | pa.RecordBatchReader):
-        return data
-    module = type(data).__module__.split(".")[0]
-    if module == "pandas":
-        import pandas as pd
+    from loopstack.core.frames import to_arrow
 
-        frame = data.to_frame() if isinstance(data, pd.Series) else data
-        return pa.Table.from_pandas(frame, preserve_index=False)
-    if module == "polars":
-        return data.to_arrow()
-    if module == "duckdb":  # a DuckDBPyRelation from the user's connection
-        return data.to_arrow_table() if hasattr(data, "to_arrow_table") else data.arrow()
-    if isinstance(data, dict):
-        return pa.table(data)
-    if isinstance(data, list) and all(isinstance(row, dict) for row in data):
-        return pa.Table.from_pylist(data)
-    raise ValidationError(
-        f"cannot check data of type {type(data).__name__}; pass an Arrow table, a pandas or polars "
-        "DataFrame, a Parquet/CSV path or folder, or loopstack.quality.Query('SELECT ...')"
+    if isinstance(data, pa.RecordBatchReader):
+        return data
+    return to_arrow(
+        data, "check data of type", hint=", a Parquet/CSV path or folder, or loopstack.quality.Query('SELECT ...')"
     )

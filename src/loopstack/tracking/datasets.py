@@ -18,35 +18,9 @@ MAX_BALANCE_CLASSES = 50
 
 def to_arrow(data: Any) -> Any:
     """An Arrow table from Arrow, pandas, polars, a NumPy array or a dict of columns."""
-    import pyarrow as pa
+    from loopstack.core.frames import to_arrow as convert
 
-    if isinstance(data, pa.Table):
-        return data
-    if isinstance(data, pa.RecordBatch):
-        return pa.Table.from_batches([data])
-    module = type(data).__module__.split(".")[0]
-    if module == "pandas":
-        import pandas as pd
-
-        frame = data.to_frame() if isinstance(data, pd.Series) else data
-        return pa.Table.from_pandas(frame, preserve_index=False)
-    if module == "polars":
-        return data.to_arrow()
-    if module == "numpy":
-        import numpy as np
-
-        array = np.asarray(data)
-        if array.ndim == 1:
-            array = array.reshape(-1, 1)
-        if array.ndim != 2:
-            raise ValidationError(f"cannot version an array of shape {array.shape}; pass a 1-D or 2-D array")
-        return pa.table({f"c{i}": array[:, i] for i in range(array.shape[1])})
-    if isinstance(data, dict):
-        return pa.table(data)
-    raise ValidationError(
-        f"cannot read a data set from {type(data).__name__}; pass an Arrow table, a pandas or "
-        "polars DataFrame, a NumPy array or a dict of columns"
-    )
+    return convert(data, "read a data set from")
 
 
 def content_hash(table: Any) -> str:
