@@ -32,7 +32,7 @@ class Flaky:
 @pytest.fixture
 def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     waited: list[float] = []
-    monkeypatch.setattr(task_module.time, "sleep", waited.append)
+    monkeypatch.setattr(task_module, "wait_before_retry", waited.append)
     return waited
 
 

@@ -173,9 +173,15 @@ def _call_with_retries(task: Task, store: ArtifactStore, result: TaskResult) -> 
             wait = step.backoff(attempt)
             result.retried_errors.append(f"{type(exc).__name__}: {exc}")
             print(f"[loopstack] step {task.node_id!r} attempt {attempt} failed ({exc!r}); retrying in {wait:.3g}s")
-            time.sleep(wait)
+            wait_before_retry(wait)
         finally:
             _context.value = None
+
+
+def wait_before_retry(seconds: float) -> None:
+    """The pause between attempts; a seam of its own so a test can record the waits
+    without replacing ``time.sleep`` for every thread in the process."""
+    time.sleep(seconds)
 
 
 def _load_inputs(task: Task, store: ArtifactStore) -> dict[str, Any]:
