@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from loopstack.core.direct import DirectStatement
 from loopstack.core.errors import BackendUnavailableError, ConfigError
 
 if TYPE_CHECKING:
@@ -67,8 +68,8 @@ class MetadataDB:
         self.head = head
         self.engine = _create_engine(url)
         self.dialect = self.engine.dialect.name
-        # built once per shape: constructing an upsert (its `excluded` columns) costs
-        # more than executing it, and the tracking writer issues three per flush
+        # built and compiled once per shape (table, keys, columns): constructing an upsert
+        # costs more than executing it, and the tracking writer issues four per flush
         self._upserts: dict[tuple[Any, ...], Any] = {}
 
     @contextmanager
@@ -134,11 +135,26 @@ class MetadataDB:
         """
         if not rows:
             return
-        shape = (table, tuple(keys), tuple(update), only_if)
+        shape = (table, tuple(keys), tuple(update), only_if, tuple(rows[0]))
         statement = self._upserts.get(shape)
         if statement is None:
-            statement = self._upserts[shape] = self._upsert_statement(table, keys, update, only_if)
-        connection.execute(statement, list(rows))
+            statement = self._upserts[shape] = self._prepare(
+                self._upsert_statement(table, keys, update, only_if), columns=shape[-1]
+            )
+        if isinstance(statement, DirectStatement):
+            statement.execute_many(connection, rows)
+        else:
+            connection.execute(statement, list(rows))
+
+    def direct(self, statement: Any, columns: Sequence[str] | None = None) -> DirectStatement:
+        """`statement` compiled once for this database, to run on the DBAPI cursor (see core.direct)."""
+        return DirectStatement(statement, self.engine.dialect, columns)
+
+    def _prepare(self, statement: Any, columns: Sequence[str]) -> Any:
+        """A DirectStatement where the statement qualifies, else the statement for connection.execute."""
+        if DirectStatement.supports(statement, self.engine.dialect, columns):
+            return self.direct(statement, columns)
+        return statement
 
     def _upsert_statement(self, table: Table, keys: Sequence[str], update: Sequence[str], only_if: Any) -> Any:
         if self.dialect == "postgresql":

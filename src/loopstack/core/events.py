@@ -36,7 +36,11 @@ class EventLog:
     def __init__(self, db: MetadataDB) -> None:
         self.db = db
         self.table = db.table("events")
-        self._insert_statement = self.table.insert()  # values bound per call: no statement build per event
+        insert = self.table.insert()
+        if db.engine.dialect.insert_returning:
+            insert = insert.returning(self.table.c.id)  # else the cursor's lastrowid is the id
+        # compiled once, run on the DBAPI cursor: each run start and end writes an event
+        self._insert_statement = db.direct(insert, columns=("time", "kind", "subject", "payload", "cause"))
 
     def emit(
         self,
@@ -105,8 +109,7 @@ class EventLog:
         return chain[::-1]
 
     def _insert(self, connection: Connection, row: dict[str, Any]) -> int:
-        result = connection.execute(self._insert_statement, row)
-        return int(result.inserted_primary_key[0])
+        return int(self._insert_statement.execute(connection, row))
 
 
 def _jsonable(payload: dict[str, Any]) -> dict[str, Any]:

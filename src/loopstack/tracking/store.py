@@ -49,7 +49,9 @@ class TrackingStore:
         from sqlalchemy import bindparam
 
         runs = self.t("runs")
-        self._end_statement = (
+        # compiled once, run on the DBAPI cursor: every run inserts one row and ends with one update
+        self._insert_run = self.db.direct(runs.insert(), columns=[column.name for column in runs.columns])
+        self._end_statement = self.db.direct(
             runs.update()
             .where(runs.c.id == bindparam("run"))
             .values(status=bindparam("new_status"), end_time=bindparam("new_end_time"))
@@ -110,7 +112,7 @@ class TrackingStore:
         if name is not None:
             _check_name(name, "run name")
         with self.db.write() as connection:
-            connection.execute(self.t("runs").insert(), row)  # bound, not inlined: no statement build per run
+            self._insert_run.execute(connection, row)
             self.project.events.emit(
                 "run.started",
                 run_id,
@@ -156,7 +158,7 @@ class TrackingStore:
 
         def mark_ended(connection: Connection) -> None:  # in the flush's transaction
             values = {"run": run_id, "new_status": status, "new_end_time": end_time or time.time()}
-            connection.execute(self._end_statement, values)
+            self._end_statement.execute(connection, values)
             self.project.events.emit(f"run.{status.lower()}", run_id, {}, connection=connection)
 
         self.writer.flush(then=mark_ended)

@@ -22,9 +22,11 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection
 
     from loopstack.core.db import MetadataDB
+    from loopstack.core.direct import DirectStatement
 
 log = logging.getLogger("loopstack.tracking")
 MetricRow = tuple[str, str, float, int, float]
+METRIC_COLUMNS = ("run_id", "key", "value", "step", "timestamp")
 TagRow = tuple[str, str, str]
 ArtifactRow = tuple[str, str, str, int, str]  # run_id, path, digest, size, kind
 Batch = tuple[list[MetricRow], list[TagRow], list[TagRow], list[ArtifactRow]]
@@ -48,6 +50,8 @@ class BufferedWriter:
         self._retry: Batch | None = None
         self._thread: threading.Thread | None = None
         self.last_error: BaseException | None = None
+        # compiled once, run on the DBAPI cursor (see core.direct): the bulk of every flush
+        self._metrics_insert = db.direct(db.table("metrics").insert(), columns=METRIC_COLUMNS)
 
     def start(self) -> None:
         if self._thread is None or not self._thread.is_alive():
@@ -125,7 +129,7 @@ class BufferedWriter:
                     hook(connection)
                 _write_params(self.db, connection, params)
                 _write_tags(self.db, connection, tags)
-                _write_metrics(self.db, connection, metrics)
+                _write_metrics(self.db, connection, metrics, self._metrics_insert)
                 _write_artifacts(self.db, connection, artifacts)
                 if then is not None:
                     then(connection)
@@ -150,14 +154,14 @@ def _write_artifacts(db: MetadataDB, connection: Connection, rows: list[Artifact
     db.upsert(connection, db.table("artifacts"), records, keys=("run_id", "path"), update=("digest", "size", "kind"))
 
 
-def _write_metrics(db: MetadataDB, connection: Connection, rows: list[MetricRow]) -> None:
+def _write_metrics(db: MetadataDB, connection: Connection, rows: list[MetricRow], insert: DirectStatement) -> None:
     if not rows:
         return
     records = [
         {"run_id": r, "key": k, "value": None if math.isnan(v) else v, "step": s, "timestamp": t}
         for r, k, v, s, t in rows
     ]
-    connection.execute(db.table("metrics").insert(), records)
+    insert.execute_many(connection, records)
     db.upsert(
         connection,
         db.table("latest_metrics"),
