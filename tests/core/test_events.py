@@ -26,3 +26,21 @@ def test_numpy_payloads_are_stored_as_plain_json(project: Project) -> None:
     event_id = project.events.emit("drift.column", "x", {"score": np.float64(0.25), "bins": np.arange(3)})
     (event,) = [e for e in project.events.list() if e.id == event_id]
     assert event.payload == {"score": 0.25, "bins": [0, 1, 2]}
+
+
+def test_payloads_store_as_their_json_round_trip(project: Project) -> None:
+    payload = {"name": "a", "n": 3, "share": 0.5, "ok": True, "none": None, 7: "int key", "nested": {"k": (1, 2)}}
+    event_id = project.events.emit("thing.done", "x", payload)
+    (event,) = [e for e in project.events.list() if e.id == event_id]
+    assert event.payload == {
+        "name": "a",
+        "n": 3,
+        "share": 0.5,
+        "ok": True,
+        "none": None,
+        "7": "int key",
+        "nested": {"k": [1, 2]},
+    }
+    plain = {"name": "a", "n": 3}
+    project.events.emit("thing.done", "y", plain)
+    assert plain == {"name": "a", "n": 3}

@@ -142,6 +142,19 @@ def test_reproducibility_is_captured_without_asking(project: Project) -> None:
     assert b"numpy==" in environment
 
 
+def test_later_runs_reuse_the_capture_and_restore_a_deleted_environment_blob(project: Project) -> None:
+    with ls.start_run() as first:
+        pass
+    client = ls.Client(project)
+    digest = project.tracking.artifact_digest(first.id, "loopstack/environment.json")
+    Path(project.artifacts.path_of(digest)).unlink()  # e.g. garbage-collected between two runs
+    with ls.start_run() as second:
+        pass
+    assert client.get_run(second.id).tags == client.get_run(first.id).tags  # same process, same capture
+    assert project.tracking.artifact_digest(second.id, "loopstack/environment.json") == digest
+    assert b"numpy==" in client.read_artifact(second.id, "loopstack/environment.json")
+
+
 def test_seed_everything_reproduces_and_is_recorded(project: Project) -> None:
     ls.seed_everything(1234)
     first = (random.random(), np.random.rand())

@@ -12,6 +12,7 @@ import pytest
 
 import loopstack as ls
 from loopstack.core.project import Project
+from loopstack.tracking.processes import own_start_time, process_start_time
 
 WRITER = textwrap.dedent(
     """
@@ -45,6 +46,25 @@ def finish(worker: subprocess.Popen[str], timeout: float = 120) -> int:
     code = worker.wait(timeout=timeout)
     worker.stdout.close()  # type: ignore[union-attr]
     return code
+
+
+def test_a_run_records_this_process_and_its_start_time(sqlite_project: Project) -> None:
+    assert own_start_time() == process_start_time(os.getpid())
+    with ls.start_run() as run, sqlite_project.db.read() as connection:
+        row = connection.exec_driver_sql(f"SELECT pid, pid_started FROM runs WHERE id = '{run.id}'").one()
+    assert tuple(row) == (os.getpid(), process_start_time(os.getpid()))
+
+
+def test_a_forked_child_reads_its_own_start_time() -> None:
+    parent = own_start_time()
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through the pipe
+        os.write(write, repr(own_start_time() == process_start_time(os.getpid())).encode())
+        os._exit(0)
+    os.waitpid(child, 0)
+    assert os.read(read, 16) == b"True"
+    assert own_start_time() == parent
 
 
 def test_two_processes_log_into_one_sqlite_project(sqlite_project: Project) -> None:

@@ -113,8 +113,17 @@ class EventLog:
 
 
 def _jsonable(payload: dict[str, Any]) -> dict[str, Any]:
-    """Round-trip through JSON so numpy scalars and paths become plain values."""
+    """Round-trip through JSON so numpy scalars and paths become plain values.
+
+    A flat payload of plain values (the run events) is already what the round
+    trip would return, so it is copied instead.
+    """
+    if all(type(key) is str and type(value) in _PLAIN for key, value in payload.items()):
+        return dict(payload)
     return json.loads(json.dumps(payload, default=_default))
+
+
+_PLAIN = (str, int, float, bool, type(None))  # exact types: a numpy float64 subclasses float
 
 
 def _default(value: Any) -> Any:

@@ -7,6 +7,7 @@ sampled by another background thread while the run is active.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import os
@@ -134,13 +135,14 @@ class ResourceSampler:
             with cls._lock:
                 handles = list(cls._handles)
             if handles:
-                rss, gpu = _rss_bytes(), _gpu_bytes()
+                rss, gpu = (0 if _has_kernel_peak_rss() else _rss_bytes()), _gpu_bytes()
                 for handle in handles:
                     handle.peak_rss = max(handle.peak_rss, rss)
                     handle.peak_gpu_bytes = max(handle.peak_gpu_bytes, gpu)
 
     def _sample(self) -> None:
-        self.peak_rss = max(self.peak_rss, _rss_bytes())
+        if not _has_kernel_peak_rss():  # the kernel's high-water mark bounds every sample
+            self.peak_rss = max(self.peak_rss, _rss_bytes())
         self.peak_gpu_bytes = max(self.peak_gpu_bytes, _gpu_bytes())
 
     def stop(self) -> dict[str, float]:
@@ -164,6 +166,12 @@ def _rss_bytes() -> int:
         import psutil
 
         return int(psutil.Process().memory_info().rss)
+
+
+@functools.cache
+def _has_kernel_peak_rss() -> bool:
+    """Whether the kernel reports peak RSS (Linux, macOS): then sampling RSS adds nothing."""
+    return _kernel_peak_rss() > 0
 
 
 def _kernel_peak_rss() -> int:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 
+_own_start_times: dict[int, float] = {}
+
 
 def process_start_time(pid: int) -> float:
     """Start time of a process, in seconds since boot on Linux (epoch elsewhere)."""
@@ -19,6 +21,15 @@ def process_start_time(pid: int) -> float:
     import psutil
 
     return float(psutil.Process(pid).create_time())
+
+
+def own_start_time() -> float:
+    """This process's start time, read once per pid (a forked child has its own pid, so its own entry)."""
+    pid = os.getpid()
+    started = _own_start_times.get(pid)
+    if started is None:
+        started = _own_start_times[pid] = process_start_time(pid)
+    return started
 
 
 def is_process_alive(pid: int, started: float) -> bool:

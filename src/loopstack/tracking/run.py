@@ -6,6 +6,7 @@ this path touches the database, so a training loop does not notice them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -204,19 +205,24 @@ class ActiveRun:
                 if settings.capture_git:
                     tags.update(capture.git_state(os.getcwd()))
                 env = capture.environment() if settings.capture_environment else None
-                payload = None
+                payload = digest = None
                 if env is not None:
                     tags.update(capture.environment_tags(env))
                     payload = json.dumps(env, indent=2, sort_keys=True, default=str).encode()
-                _process_capture.update(tags=tags, environment=payload)
+                    digest = hashlib.sha256(payload).hexdigest()
+                for key in tags:
+                    validate_key(key, "tag key")  # once here, not on every run that reuses them
+                _process_capture.update(tags=tags, environment_digest=digest, environment=payload)
         self._record_capture()
 
     def _record_capture(self) -> None:
         """Tag the run and attach the environment; rows go through the writer's next batch."""
-        self.set_tags(_process_capture["tags"])
-        payload = _process_capture["environment"]
+        self._writer.tags.extend([(self.id, key, value) for key, value in _process_capture["tags"].items()])
+        payload, digest = _process_capture["environment"], _process_capture["environment_digest"]
         if payload is not None:
-            digest = self.store.project.artifacts.put_bytes(payload)  # a hash and a stat once stored
+            artifacts = self.store.project.artifacts
+            if not artifacts.exists(digest):  # a stat per run; the hash was taken once
+                artifacts.put_bytes(payload)
             self._writer.artifacts.append((self.id, ENVIRONMENT_FILE, digest, len(payload), "file"))
 
 

@@ -22,7 +22,7 @@ from loopstack.tracking.entities import (
     validate_key,
     validate_status,
 )
-from loopstack.tracking.processes import is_process_alive, process_start_time
+from loopstack.tracking.processes import is_process_alive, own_start_time
 from loopstack.tracking.writer import BufferedWriter
 
 if TYPE_CHECKING:
@@ -106,7 +106,7 @@ class TrackingStore:
             "parent_id": parent_id,
             "host": HOST,
             "pid": os.getpid(),
-            "pid_started": process_start_time(os.getpid()),
+            "pid_started": own_start_time(),
             "heartbeat": now,
         }
         if name is not None:
@@ -144,7 +144,7 @@ class TrackingStore:
                     end_time=None,
                     host=HOST,
                     pid=os.getpid(),
-                    pid_started=process_start_time(os.getpid()),
+                    pid_started=own_start_time(),
                     heartbeat=time.time(),
                 )
             )
