@@ -89,6 +89,15 @@ def test_unique_counts_every_row_of_a_repeated_value():
     assert one(Unique("amount"), DATA).passed
 
 
+def test_unique_samples_the_biggest_groups_and_equal_sizes_in_key_order():
+    data = {"id": [9, 5, 3, 3, 5, 9, 7, 7, 7, 1]}
+    result = Suite("t", [Unique("id")]).run(data, sample_size=3).results[0]
+    assert result.sample == [{"id": 7, "count": 3}, {"id": 3, "count": 2}, {"id": 5, "count": 2}]
+    pairs = {"a": ["x", "x", "a", "a", "a", "a"], "b": ["q", "q", "z", "z", "b", "b"]}
+    result = Suite("t", [CompoundUnique(["a", "b"])]).run(pairs, sample_size=2).results[0]
+    assert result.sample == [{"a": "a", "b": "b", "count": 2}, {"a": "a", "b": "z", "count": 2}]
+
+
 def test_compound_unique_skips_rows_with_a_null_key():
     data = {"a": [1, 1, 1, 2, None, None], "b": ["x", "x", "y", "x", "z", "z"]}
     result = one(CompoundUnique(["a", "b"]), data)

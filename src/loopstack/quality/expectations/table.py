@@ -29,13 +29,15 @@ def _duplicates(source: Source, columns: list[str], sample_size: int) -> tuple[i
 
     Rows with a null in any key column are left out, as a SQL UNIQUE
     constraint leaves them out; every row of a duplicated group offends
-    (Great Expectations and pandera count them so).
+    (Great Expectations and pandera count them so). The sample is the
+    biggest groups, equal sizes in key order, so it does not depend on
+    how DuckDB's hash table or threads happened to order the groups.
     """
     keys = ", ".join(quote(c) for c in columns)
     present = " AND ".join(f"{quote(c)} IS NOT NULL" for c in columns)
     packed = ", ".join(f"{quote(c)} := {quote(c)}" for c in columns)
     top = (
-        f", max_by(struct_pack({packed}, count := n), n, {int(sample_size)}) FILTER (WHERE n > 1)"
+        f", min_by(struct_pack({packed}, count := n), row(-n, {keys}), {int(sample_size)}) FILTER (WHERE n > 1)"
         if sample_size
         else ""
     )
