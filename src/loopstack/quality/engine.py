@@ -1,30 +1,63 @@
-"""Run expectations over a source: every row check in one scan, then the table checks.
+"""Run expectations over a source: row checks counted by scans, then each table check's query.
 
-The scan is a single ``SELECT count(*) FILTER (WHERE ...)`` with one pair of
+A scan is a single ``SELECT count(*) FILTER (WHERE ...)`` with one pair of
 aggregates per row check, so ten checks read the data once, as DuckDB
 streams it. Samples of offending rows are fetched afterwards, only for
 checks that found some, with ``LIMIT`` so the scan stops early. A check that
 cannot run (missing column, bad pattern, a value of the wrong type) becomes a
 failed result with the reason, and the others still run.
+
+A Parquet input is read by one DuckDB thread per row group, so a file of
+one row group would keep one core busy however many checks it has. There
+the row checks are split by the columns they read (each column is still
+read once) and these scans and the table checks run as separate queries on
+DuckDB's threads at once; every other input runs its queries in turn.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any, TypeVar
 
 from loopstack.quality.expectations.base import Expectation, RowExpectation, TableExpectation
 from loopstack.quality.expectations.table import fetch_dicts
 from loopstack.quality.results import ExpectationResult
 from loopstack.quality.source import Source, quote
 
+T = TypeVar("T")
+
 
 def evaluate(
     expectations: list[Expectation], source: Source, sample_size: int = 5
 ) -> tuple[list[ExpectationResult], int]:
     """Results in the order of `expectations`, and the row count."""
+    results, rows, tables = _plan(expectations, source)
+    workers = source.workers
+    groups = _groups(rows, 4 * workers)
+    if workers < 2 or len(groups) + len(tables) < 2:
+        row_count, found = _run_rows(rows, sample_size, source)
+        results.update(found)
+        results.update(_run_table(tables, row_count, sample_size, source)[1])
+        return [results[i] for i in range(len(expectations))], row_count
+    # Independent queries on `workers` threads; table checks first, as they are the slowest.
+    row_count = int(source.one("SELECT count(*) FROM data")[0])  # Parquet metadata: no scan
+    tasks = [partial(_run_table, {index: check}, row_count, sample_size) for index, check in tables.items()]
+    tasks += [partial(_run_rows, group, sample_size) for group in groups]
+    for found in _in_parallel(source, tasks, workers):
+        results.update(found[1])
+    return [results[i] for i in range(len(expectations))], row_count
+
+
+def _plan(
+    expectations: list[Expectation], source: Source
+) -> tuple[dict[int, ExpectationResult], dict[int, RowExpectation], dict[int, TableExpectation]]:
+    """Checks that cannot run (as failed results), prepared row checks and table checks, by position."""
     schema = source.schema
     results: dict[int, ExpectationResult] = {}
     rows: dict[int, RowExpectation] = {}
+    tables: dict[int, TableExpectation] = {}
     for index, expectation in enumerate(expectations):
         missing = [c for c in expectation.columns_used if c not in schema]
         if missing:
@@ -34,6 +67,63 @@ def evaluate(
                 rows[index] = expectation.prepare(source)
             except _errors() as error:
                 results[index] = _failed(expectation, _reason(error))
+        elif isinstance(expectation, TableExpectation):
+            tables[index] = expectation
+    return results, rows, tables
+
+
+def _groups(rows: dict[int, RowExpectation], most: int) -> list[dict[int, RowExpectation]]:
+    """Row checks split by the columns they read, in at most `most` groups, so no column is read twice."""
+    by_columns: dict[tuple[str, ...], dict[int, RowExpectation]] = {}
+    for index, check in rows.items():
+        by_columns.setdefault(tuple(check.columns_used), {})[index] = check
+    groups: list[dict[int, RowExpectation]] = [{} for _ in range(min(most, len(by_columns)))]
+    for position, group in enumerate(by_columns.values()):
+        groups[position % len(groups)].update(group)
+    return groups
+
+
+def _in_parallel(source: Source, tasks: list[Callable[[Source], T]], workers: int) -> list[T]:
+    """Run `tasks` on `workers` threads, each with its own cursor on the input; results in order.
+
+    DuckDB releases the GIL while a query runs, so the threads' queries run
+    on separate cores. Tasks are taken in order as threads free up; after
+    a failure the others stop taking new ones and the error is raised here.
+    """
+    pending = list(enumerate(tasks))[::-1]
+    done: dict[int, T] = {}
+
+    def work(own: Source) -> None:
+        while True:
+            try:
+                position, task = pending.pop()
+            except IndexError:  # none left
+                return
+            try:
+                done[position] = task(own)
+            except BaseException:
+                pending.clear()
+                raise
+
+    copies = [source.reopen() for _ in range(min(workers, len(tasks)) - 1)]
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, len(copies))) as pool:
+            others = [pool.submit(work, copy) for copy in copies]
+            work(source)
+            for other in others:
+                other.result()
+    finally:
+        for copy in copies:
+            copy.close()
+    return [done[position] for position in range(len(tasks))]
+
+
+def _run_rows(
+    rows: dict[int, RowExpectation], sample_size: int, source: Source
+) -> tuple[int, dict[int, ExpectationResult]]:
+    """The row count and the results of row checks: one scan to count, then samples of the failed ones."""
+    schema = source.schema
+    results: dict[int, ExpectationResult] = {}
     row_count, counts = _scan(source, rows, schema)
     for index, check in rows.items():
         if isinstance(counts[index], str):
@@ -49,13 +139,20 @@ def evaluate(
             _observed(check, unexpected, elements),
             sample,
         )
-    for index, expectation in enumerate(expectations):
-        if index not in results and isinstance(expectation, TableExpectation):
-            try:
-                results[index] = expectation.run(source, row_count, sample_size)
-            except _errors() as error:
-                results[index] = _failed(expectation, _reason(error))
-    return [results[i] for i in range(len(expectations))], row_count
+    return row_count, results
+
+
+def _run_table(
+    tables: dict[int, TableExpectation], row_count: int, sample_size: int, source: Source
+) -> tuple[int, dict[int, ExpectationResult]]:
+    """Results of table checks, each its own query."""
+    results: dict[int, ExpectationResult] = {}
+    for index, expectation in tables.items():
+        try:
+            results[index] = expectation.run(source, row_count, sample_size)
+        except _errors() as error:
+            results[index] = _failed(expectation, _reason(error))
+    return row_count, results
 
 
 def _scan(

@@ -21,6 +21,11 @@ VIEW = "data"
 _QUERY_STARTS = ("select", "with", "from", "values", "table")
 _local = threading.local()
 _SETTINGS: dict[str, str] = {}
+# Group keys whose range spans at most 2**20 values (an integer id over a million rows, known from
+# Parquet statistics) get DuckDB's perfect hash aggregate: a `unique` check then costs less than half
+# as much, and its table (2**20 slots per thread at most) is smaller than the usual hash table would
+# be. Wider ranges keep the usual hash table, which can spill under a memory limit.
+_PERFECT_HASH_BITS = 20
 
 
 @dataclass(frozen=True)
@@ -72,12 +77,15 @@ class Source:
     Use `open_source`; the connection is a private cursor unless a `Query` brought its own.
     """
 
-    def __init__(self, connection: Any, description: str, owned: bool, in_memory: bool = False) -> None:
+    def __init__(
+        self, connection: Any, description: str, owned: bool, in_memory: bool = False, rescannable: Any = None
+    ) -> None:
         self.connection = connection
         self.description = description
         self.in_memory = in_memory
         self.sample_columns: list[str] | str | None = None
         self._owned = owned
+        self._rescannable = rescannable
         self._schema: dict[str, str] | None = None
         self._extra = 0
 
@@ -87,6 +95,36 @@ class Source:
         if self._schema is None:
             self._schema = self.columns_of(VIEW)
         return self._schema
+
+    @property
+    def workers(self) -> int:
+        """How many queries may run on this input at once: DuckDB's threads, or 1 when it cannot be re-read.
+
+        A Parquet file is read by one thread per row group, so a file of
+        one row group is scanned by one core; independent checks on their
+        own cursors then keep the other cores busy. Only inputs whose
+        rescan is cheap and repeatable (Parquet paths) qualify: a CSV
+        would be parsed once per query, a `Query` run once per query.
+        """
+        if self._rescannable is None:
+            return 1
+        return max(1, int(self.one("SELECT current_setting('threads')")[0]))
+
+    def reopen(self) -> Source:
+        """Another cursor on the same database with the same input as ``data``, for a second thread."""
+        if self._rescannable is None:
+            raise ValidationError(f"input {self.description!r} cannot be opened again; run its checks in turn")
+        connection = self.connection.cursor()
+        try:
+            _prepare(connection)
+            _register(connection, VIEW, self._rescannable)
+        except BaseException:
+            connection.close()
+            raise
+        copy = Source(connection, self.description, True, self.in_memory, self._rescannable)
+        copy.sample_columns = self.sample_columns
+        copy._schema = self._schema
+        return copy
 
     def sql(self, query: str) -> Any:
         """Execute a query on this source's connection and return the cursor (fetch it fully)."""
@@ -162,13 +200,16 @@ def open_source(data: Any) -> Source:
     owned = not (isinstance(data, Query) and data.connection is not None)
     connection = shared_database().cursor() if owned else data.connection
     try:
+        if owned:
+            _prepare(connection)
         _register(connection, VIEW, data)
     except BaseException:
         if owned:
             connection.close()
         raise
     in_memory = not isinstance(data, str | os.PathLike | Query)
-    return Source(connection, describe(data), owned=owned, in_memory=in_memory)
+    rescannable = data if owned and _is_parquet(data) else None
+    return Source(connection, describe(data), owned=owned, in_memory=in_memory, rescannable=rescannable)
 
 
 def configure(memory_limit: str | None = None, threads: int | None = None) -> None:
@@ -198,6 +239,16 @@ def _apply(database: Any, reset: bool = False) -> None:
             database.execute(f"SET {name} = {literal(_SETTINGS[name])}")
         elif reset:
             database.execute(f"RESET {name}")
+
+
+def _prepare(cursor: Any) -> None:
+    """Session settings of a cursor of ours (never set on a user's own connection)."""
+    cursor.execute(f"SET perfect_ht_threshold = {_PERFECT_HASH_BITS}")
+
+
+def _is_parquet(data: Any) -> bool:
+    """Whether `data` is a Parquet path, glob or folder (read again cheaply by another query)."""
+    return isinstance(data, str | os.PathLike) and _scan(data).startswith("read_parquet(")
 
 
 def shared_database() -> Any:
