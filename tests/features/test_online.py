@@ -195,15 +195,50 @@ def test_redis_reads_are_one_round_trip(request: pytest.FixtureRequest, tmp_path
     store = project.feature_store
     store.apply([view, other])
     store.materialize(T0, T0, progress=False)
-    calls: list[Any] = []
-    client = store.online._client
-    original = client.execute_command
-    client.execute_command = lambda *a, **k: calls.append(a[0]) or original(*a, **k)
+    store.get_online_features(["other:trips"], [{"driver_id": 1}], now=T0)  # connects (handshake commands)
+    sent: list[bytes] = []
+    connection = store.online._reader()
+    original = connection.send_packed_command
+    connection.send_packed_command = lambda command, **k: sent.extend(command) or original(command, **k)
     got = store.get_online_features(["stats:conv_rate", "stats:trips", "other:trips"],
                                     {"driver_id": list(range(100))}, full_feature_names=True, now=T0)
-    assert calls == ["MGET"]
+    assert len(sent) == 1 and sent[0].startswith(b"*201\r\n$4\r\nMGET\r\n")  # 100 keys x 2 views, one command
     assert got.values["other__trips"] == list(range(100))
     project.close()
+
+
+def test_redis_read_survives_a_dropped_connection(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    url = request.getfixturevalue("redis_url")
+    store = open_online_store(url, tmp_path)
+    try:
+        store.write_batch("v", pa.table({"key": ["1"], "event_ts": [5], "created_ts": [5], "value": ['{"x":1}']}))
+        assert store.read([("v", ["1"])]) == [[(5, '{"x":1}')]]
+        store._reader()._sock.shutdown(2)  # the server side sees a reset; the next send or read fails
+        assert store.read([("v", ["1", "2"])]) == [[(5, '{"x":1}'), None]]
+        assert store.read([("v", ["1"])]) == [[(5, '{"x":1}')]]
+    finally:
+        store.close()
+
+
+def test_pack_mget_matches_redis_py() -> None:
+    from redis.connection import Connection
+
+    from loopstack.features.online.redis import pack_mget
+
+    keys = [b"a", "é:1".encode(), b"", b"x" * 300]
+    assert pack_mget(keys) == b"".join(Connection().pack_command("MGET", *keys))
+
+
+def test_decode_mixes_missing_expired_and_present_records_in_order() -> None:
+    from loopstack.features.serving import _decode
+
+    found = [None, (100, '{"x":1}'), (10, '{"x":2}'), (95, '{"x":3,"y":"a"}'), None]
+    rows, status, ages = _decode(found, ttl=50, now=110)
+    assert [row.get("x") for row in rows] == [None, 1, None, 3, None]
+    assert [row.get("y") for row in rows] == [None, None, None, "a", None]
+    assert status == ["not_found", "present", "expired", "present", "not_found"]
+    assert ages == [None, 10 / 1e6, 100 / 1e6, 15 / 1e6, None]
+    assert _decode([], ttl=None, now=0) == ([], [], [])
 
 
 def test_online_errors_name_the_fix(store: lf.FeatureStore) -> None:

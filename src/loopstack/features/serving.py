@@ -112,7 +112,10 @@ class OnlineReader:
 
     def read(self, features: Any, entity_rows: Any, full_feature_names: bool = False,
              now_us: int | None = None) -> OnlineResponse:
-        plan = self.plan(features, full_feature_names)
+        return self.read_plan(self.plan(features, full_feature_names), entity_rows, now_us)
+
+    def read_plan(self, plan: _Plan, entity_rows: Any, now_us: int | None = None) -> OnlineResponse:
+        """One backend call for every view of `plan`, then decode, ttl check and on-demand transforms."""
         entities, count = _columns(entity_rows)
         now = now_us if now_us is not None else time.time_ns() // 1000
         requests = [(vp.name, _keys(vp.keys, entities, count)) for vp in plan.views]
@@ -123,13 +126,13 @@ class OnlineReader:
         for vp, found in zip(plan.views, records, strict=True):
             rows, view_status, view_age = _decode(found, vp.ttl, now)
             for feature, slot, decoder in vp.features:
-                column = [row.get(feature) if row is not None else None for row in rows]
+                column = [row.get(feature) for row in rows]
                 slots[slot] = [decoder(v) for v in column] if decoder is not None else column
                 status[slot], ages[slot] = view_status, view_age
         _run_on_demand(plan, entities, count, slots, status, ages)
-        values = {o.column: slots[o.ref] for o in plan.request.outputs}
-        return OnlineResponse(entities, values, {o.column: status[o.ref] for o in plan.request.outputs},
-                              {o.column: ages[o.ref] for o in plan.request.outputs})
+        outputs = plan.request.outputs
+        return OnlineResponse(entities, {o.column: slots[o.ref] for o in outputs},
+                              {o.column: status[o.ref] for o in outputs}, {o.column: ages[o.ref] for o in outputs})
 
 
 def _columns(entity_rows: Any) -> tuple[dict[str, list[Any]], int]:
@@ -163,25 +166,35 @@ def _keys(join_keys: list[str], entities: dict[str, list[Any]], count: int) -> l
     return [KEY_SEPARATOR.join(str(c[i]) for c in columns) for i in range(count)]
 
 
+_MISSING: dict[str, Any] = {}  # the decoded row of an absent or expired record: every feature reads None
+
+
 def _decode(found: list[Any], ttl: int | None, now: int) -> tuple[list[Any], list[str], list[float | None]]:
-    rows: list[Any] = []
-    status: list[str] = []
-    ages: list[float | None] = []
-    for record in found:
+    """Rows (dicts) with status and age; every live payload is parsed in one ``json.loads`` call.
+
+    At 100 entities, one parse of ``[p1,p2,...]`` costs about two thirds of
+    100 parses: ``json.loads``'s per-call overhead is a third of the work.
+    """
+    rows: list[Any] = [_MISSING] * len(found)
+    status: list[str] = [NOT_FOUND] * len(found)
+    ages: list[float | None] = [None] * len(found)
+    live: list[int] = []
+    payloads: list[str] = []
+    for i, record in enumerate(found):
         if record is None:
-            rows.append(None)
-            status.append(NOT_FOUND)
-            ages.append(None)
             continue
         ts, payload = record
         age = now - ts
-        ages.append(age / 1e6)
+        ages[i] = age / 1e6
         if ttl is not None and age > ttl:
-            rows.append(None)
-            status.append(EXPIRED)
+            status[i] = EXPIRED
         else:
-            rows.append(json.loads(payload))
-            status.append(PRESENT)
+            status[i] = PRESENT
+            live.append(i)
+            payloads.append(payload)
+    if payloads:
+        for i, row in zip(live, json.loads("[" + ",".join(payloads) + "]"), strict=True):
+            rows[i] = row
     return rows, status, ages
 
 

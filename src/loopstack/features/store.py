@@ -267,8 +267,8 @@ class FeatureStore:
         ``now`` overrides the clock used for the ttl check (for replays and tests).
         """
         now_us = to_us(now) if now is not None else None
-        response = self._reader.read(features, entity_rows, full_feature_names, now_us)
         plan = self._reader.plan(features, full_feature_names)
+        response = self._reader.read_plan(plan, entity_rows, now_us)
         service = plan.request.service
         if log or (log is None and service is not None and self.catalog.services[service].log):
             self._log(plan, response, now_us, full_feature_names)

@@ -9,7 +9,7 @@ Examples
 >>> import tempfile, pathlib
 >>> from loopstack.features.online.sqlite import SqliteOnlineStore
 >>> run_all(lambda: SqliteOnlineStore("sqlite:///c.db", root=pathlib.Path(tempfile.mkdtemp())))
-['roundtrip', 'newer_wins', 'many_views_one_call', 'delete_view', 'large_batches']
+['roundtrip', 'newer_wins', 'newest_in_one_batch', 'many_views_one_call', 'delete_view', 'large_batches']
 """
 
 from __future__ import annotations
@@ -60,6 +60,16 @@ def check_newer_wins(make: Factory) -> None:
         store.close()
 
 
+def check_newest_in_one_batch(make: Factory) -> None:
+    store = make()
+    try:
+        store.write_batch("v", _rows(["k", "k", "j", "j"], [100, 50, 10, 20], [1, 9, 1, 1],
+                                     ['{"v":"new"}', '{"v":"old"}', '{"v":"j old"}', '{"v":"j new"}']))
+        assert store.read([("v", ["k", "j"])]) == [[(100, '{"v":"new"}'), (20, '{"v":"j new"}')]]
+    finally:
+        store.close()
+
+
 def check_many_views_one_call(make: Factory) -> None:
     store = make()
     try:
@@ -97,6 +107,7 @@ def check_large_batches(make: Factory) -> None:
 CHECKS = {
     "roundtrip": check_roundtrip,
     "newer_wins": check_newer_wins,
+    "newest_in_one_batch": check_newest_in_one_batch,
     "many_views_one_call": check_many_views_one_call,
     "delete_view": check_delete_view,
     "large_batches": check_large_batches,
