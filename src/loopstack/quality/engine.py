@@ -121,7 +121,7 @@ def _in_parallel(source: Source, tasks: list[Callable[[Source], T]], workers: in
 def _run_rows(
     rows: dict[int, RowExpectation], sample_size: int, source: Source
 ) -> tuple[int, dict[int, ExpectationResult]]:
-    """The row count and the results of row checks: one scan to count, then samples of the failed ones."""
+    """The row count and the results of row checks: one scan counts them all, then samples of the failed ones."""
     schema = source.schema
     results: dict[int, ExpectationResult] = {}
     row_count, counts = _scan(source, rows, schema)

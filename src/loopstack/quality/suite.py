@@ -34,7 +34,7 @@ class Suite:
     name : str
         Names the suite in results, events and `history`.
     expectations : iterable of Expectation
-        The checks, run in this order (all row checks share one scan).
+        The checks; results keep this order (row checks share the scans of their columns).
     description : str, optional
         Free text kept with the suite.
 

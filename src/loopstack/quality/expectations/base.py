@@ -1,9 +1,9 @@
 """The two shapes of an expectation, and the kind registry that YAML suites use.
 
-A `RowExpectation` is a SQL condition that is true on an offending row. All
-row expectations of a suite are counted in one scan of the data, and the
-same conditions validate single serving requests, so a check is defined once
-for batch and online use. A `TableExpectation` needs its own query (a
+A `RowExpectation` is a SQL condition that is true on an offending row. The
+row expectations of a suite are counted together, each column read once,
+and the same conditions validate single serving requests, so a check is
+defined once for batch and online use. A `TableExpectation` needs its own query (a
 ``GROUP BY`` for uniqueness, an anti-join for foreign keys, a model for
 outliers) and returns its result itself.
 """
