@@ -25,8 +25,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -37,10 +37,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from loopstack.core.errors import ConfigError, ConflictError, LoopstackError, SignatureError, ValidationError
-from loopstack.serving import v2
+from loopstack.serving import heap, jsonio, v2
 from loopstack.serving.batcher import Batcher, QueueFullError
 from loopstack.serving.config import ModelSpec, ServerSettings
-from loopstack.serving.fastpath import Call, Endpoint, Reply
+from loopstack.serving.fastpath import Call, Endpoint, HotRoutes, Reply
 from loopstack.serving.inputs import n_rows
 from loopstack.serving.metrics import CONTENT_TYPE, ServingMetrics
 from loopstack.serving.models import Loader
@@ -72,6 +72,8 @@ class Server:
         self._refresh: asyncio.Task[None] | None = None
         self.endpoints: Any = None  # deployment endpoints (loopstack.serving.routing), when served
         self.loop: asyncio.AbstractEventLoop | None = None  # for callers on other threads (tests, admin tools)
+        self.hot = HotRoutes(predict=Endpoint(self.predict), infer=Endpoint(self.infer))
+        self.settle_heap = False  # serve() sets it: the process is ours, so heap.settle() after start-up
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -81,6 +83,8 @@ class Server:
             await self.endpoints.start()
         if self.settings.refresh_s and self.resolver is not None:
             self._refresh = asyncio.get_running_loop().create_task(self._refresh_loop(self.resolver))
+        if self.settle_heap:
+            heap.settle()
         logger.info("serving %s", self.repo.names())
         try:
             yield
@@ -127,7 +131,7 @@ class Server:
         return reply
 
     async def _predict(self, call: Call, batcher: Batcher) -> Reply:
-        payload = _json(call.body)
+        payload = _json(call.body, parse=jsonio.loads)
         schema = batcher.adapter.schema
         if "instances" in payload:
             rows = schema.from_instances(payload["instances"])
@@ -139,9 +143,9 @@ class Server:
             raise ValidationError("the body needs 'instances' (a list of rows) or 'inputs' (an object of columns)")
         request_id = _request_id(payload.get("id"), call.headers)
         outputs = await batcher.submit(rows, request_id, call.headers.get("x-loopstack-variant"))
-        body = json.dumps({"predictions": outputs.tolist(), "model": batcher.spec.name,
-                           "version": batcher.adapter.version, "request_id": request_id})
-        return Reply(200, body.encode(), headers={"x-request-id": request_id})
+        body = jsonio.dumps({"predictions": outputs.tolist(), "model": batcher.spec.name,
+                             "version": batcher.adapter.version, "request_id": request_id}, outputs)
+        return Reply(200, body, headers={"x-request-id": request_id})
 
     async def _from_entities(self, entities: Any, batcher: Batcher) -> Any:
         """Feature rows for entity keys, read from the online store (with on-demand transforms applied)."""
@@ -240,7 +244,7 @@ class Server:
         model = "/v2/models/{name}"
         versioned = "/v2/models/{name}/versions/{version}"
         return [
-            Route("/v1/models/{name}:predict", Endpoint(self.predict), methods=["POST"]),
+            Route("/v1/models/{name}:predict", self.hot.predict, methods=["POST"]),
             Route("/v1/models/{name}:load", self.load, methods=["POST"]),
             Route("/v1/models", self.models, methods=["GET"]),
             Route("/v1/models/{name}", self.models, methods=["GET"]),
@@ -248,11 +252,28 @@ class Server:
             Route("/v2/health/live", self.live, methods=["GET"]),
             Route("/v2/health/ready", self.ready, methods=["GET"]),
             Route("/v2", self.server_metadata, methods=["GET"]),
-            *(Route(f"{base}/infer", Endpoint(self.infer), methods=["POST"]) for base in (model, versioned)),
+            *(Route(f"{base}/infer", self.hot.infer, methods=["POST"]) for base in (model, versioned)),
             *(Route(f"{base}/ready", self.model_ready, methods=["GET"]) for base in (model, versioned)),
             *(Route(base, self.model_metadata, methods=["GET"]) for base in (model, versioned)),
             Route("/metrics", self.render_metrics, methods=["GET"]),
         ]
+
+
+class ServingApp(Starlette):
+    """Starlette, with the hot routes answered before its middleware and router (see `loopstack.serving.fastpath`)."""
+
+    def __init__(self, hot: HotRoutes, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.hot = hot
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and not self.user_middleware:  # added middleware must see every request
+            found = self.hot.match(scope)
+            if found is not None:
+                endpoint, path_params = found
+                await endpoint.respond(path_params, scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(
@@ -302,7 +323,7 @@ def create_app(
 
         server.endpoints = EndpointService(deployments, server)
         routes.extend(server.endpoints.routes())
-    app = Starlette(routes=routes, lifespan=server.lifespan)
+    app = ServingApp(server.hot, routes=routes, lifespan=server.lifespan)
     app.state.server = server
     return app
 
@@ -328,9 +349,9 @@ def error_reply(error: BaseException, retry_after_s: int = 1) -> Reply:
     return Reply(status, json.dumps({"error": message}).encode(), headers=headers)
 
 
-def _json(body: bytes, allow_list: bool = False) -> Any:
+def _json(body: bytes, allow_list: bool = False, parse: Any = json.loads) -> Any:
     try:
-        payload = json.loads(body)
+        payload = parse(body)
     except (ValueError, UnicodeDecodeError) as error:
         raise ValidationError(f"the body is not valid JSON ({error})") from None
     if not isinstance(payload, dict) and not (allow_list and isinstance(payload, list)):
@@ -341,7 +362,16 @@ def _json(body: bytes, allow_list: bool = False) -> Any:
 def _request_id(given: Any, headers: dict[str, str]) -> str:
     if isinstance(given, str) and given:
         return given
-    return headers.get("x-request-id") or uuid.uuid4().hex
+    return headers.get("x-request-id") or new_request_id()
+
+
+def new_request_id() -> str:
+    """A random 128-bit id in hex, like ``uuid4().hex`` without its system call (os.urandom) per request.
+
+    The module-level generator is seeded from the OS and re-seeded in a forked child, so worker
+    processes do not repeat each other's ids.
+    """
+    return f"{random.getrandbits(128):032x}"
 
 
 def _respond(payload: Any, status: int = 200) -> Response:

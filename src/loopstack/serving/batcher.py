@@ -125,13 +125,23 @@ class Batcher:
         assert self._wake is not None
         if not self._busy or self.queued_rows >= self.spec.max_batch_size:
             self._wake.set()
+        deadline = loop.call_later(self.spec.timeout_s, self._expire, item)
         try:
-            return await asyncio.wait_for(item.future, self.spec.timeout_s)
-        except TimeoutError:
-            self._forget(item)
-            raise
+            return await item.future
         finally:
+            deadline.cancel()
             self.in_flight -= 1
+
+    def _expire(self, item: Item) -> None:
+        """Fail a request past its deadline with TimeoutError (the server's 504).
+
+        One timer per request instead of ``asyncio.wait_for``, which adds a second future, a
+        callback and a partial to every request on the event loop.
+        """
+        if item.future.done():
+            return
+        self._forget(item)
+        item.future.set_exception(TimeoutError(f"request {item.request_id} passed timeout_s={self.spec.timeout_s}"))
 
     def _forget(self, item: Item) -> None:
         """Drop a timed-out request that never reached a batch."""

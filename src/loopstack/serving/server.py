@@ -3,7 +3,9 @@
 On SIGTERM or SIGINT uvicorn stops accepting connections and waits for the
 requests already received; the app's lifespan then drains every batcher and
 flushes the prediction log before the process exits. Access logging is off:
-at thousands of requests a second it would cost more than the predict.
+at thousands of requests a second it would cost more than the predict. Once
+the models are loaded, the start-up heap is frozen out of the garbage
+collector (`loopstack.serving.heap`).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ def serve(
     settings = settings or ServerSettings()
     limit_process_threads(settings.threads())
     app = create_app(models, settings, loader=loader, resolver=resolver, feature_store=feature_store)
+    app.state.server.settle_heap = True
     config = uvicorn.Config(
         app,
         host=host,
@@ -57,3 +60,4 @@ def serve(
         timeout_keep_alive=30,
     )
     uvicorn.Server(config).run()
+

@@ -14,7 +14,6 @@ Inputs map onto the model's schema in one of two ways: one 2-D tensor
 from __future__ import annotations
 
 import gzip
-import json
 import struct
 import zlib
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from loopstack.core.errors import SignatureError, ValidationError
+from loopstack.serving import jsonio
 from loopstack.serving.inputs import Rows
 from loopstack.serving.models import ModelAdapter
 
@@ -51,7 +51,7 @@ def parse_body(body: bytes, header_length: str | None, encoding: str | None = No
         if not 0 < size <= len(body):
             raise ValidationError(f"Inference-Header-Content-Length {size} is outside the body ({len(body)} bytes)")
     try:
-        request = json.loads(body[:size])
+        request = jsonio.loads(body[:size] if size < len(body) else body)
     except (ValueError, UnicodeDecodeError) as error:
         raise ValidationError(f"inference request header is not valid JSON ({error})") from None
     if not isinstance(request, dict):
@@ -180,9 +180,9 @@ def encode_response(
         tensor["parameters"] = {"binary_data_size": len(raw)}
     else:
         tensor["data"] = outputs.ravel().tolist()
-    header = json.dumps({
+    header = jsonio.dumps({
         "model_name": adapter.name, "model_version": adapter.version, "id": request_id, "outputs": [tensor],
-    }).encode()
+    }, None if binary else outputs)
     return (header + raw, len(header)) if binary else (header, None)
 
 
