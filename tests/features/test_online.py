@@ -229,6 +229,27 @@ def test_pack_mget_matches_redis_py() -> None:
     assert pack_mget(keys) == b"".join(Connection().pack_command("MGET", *keys))
 
 
+def test_materialize_and_serve_a_view_with_two_join_keys(tmp_path: Path) -> None:
+    project = Project.init(tmp_path / "k", name="k")
+    folder = project.root / "data"
+    folder.mkdir(parents=True)
+    pq.write_table(pa.table({
+        "city": ["a", "a", "b", "a"], "driver_id": pa.array([1, 1, 1, 2], pa.int64()),
+        "event_timestamp": pa.array([T0, T0 + timedelta(hours=1), T0, T0], pa.timestamp("us")),
+        "trips": pa.array([10, 11, 20, 30], pa.int64()),
+    }), folder / "k.parquet")
+    pair = lf.Entity(name="city_driver", join_keys=["city", "driver_id"])
+    view = lf.FeatureView(name="k", entities=[pair], source=lf.FileSource(path=str(folder)),
+                          schema=[lf.Field(name="trips", dtype=lf.Int64)])
+    store = project.feature_store
+    store.apply([view])
+    assert store.materialize(T0, T0 + timedelta(hours=2), progress=False) == {"k": 3}
+    got = store.get_online_features(["k:trips"], {"city": ["a", "b", "a", "b"], "driver_id": [1, 1, 2, 2]},
+                                    now=T0 + timedelta(hours=2))
+    assert got.values["trips"] == [11, 20, 30, None]
+    project.close()
+
+
 def test_decode_mixes_missing_expired_and_present_records_in_order() -> None:
     from loopstack.features.serving import _decode
 

@@ -31,8 +31,8 @@ def encoded_rows(store: FeatureStore, view: FeatureView, start_us: int | None, e
     """Arrow (key, event_ts, created_ts, value): the latest row per entity key in [start, end].
 
     `data` (an Arrow table) replaces the view's source, for pushed rows. The
-    latest row is an ``arg_max`` over (event time, created time) per key: one
-    hash aggregation, no sort of the whole source.
+    latest row is an ``arg_max`` over (event time, created time), packed into
+    one HUGEINT, per key: one hash aggregation, no sort of the whole source.
     """
     from loopstack.features.offline import micros_sql
 
@@ -50,12 +50,16 @@ def encoded_rows(store: FeatureStore, view: FeatureView, start_us: int | None, e
         if end_us is not None:
             where.append(f"{ets} <= {int(end_us)}")
         values = ", ".join(f"{quote(f.name)} := {f.dtype.encode_sql(quote(f.name))}" for f in view.schema)
+        raw_keys = ", ".join(quote(k) for k in keys)
+        # Group on the raw key columns and turn only the winners into strings (casting every
+        # source row's key to VARCHAR before grouping was wasted work).
         key = (f"CAST({quote(keys[0])} AS VARCHAR)" if len(keys) == 1 else
                "concat_ws(chr(31), " + ", ".join(f"CAST({quote(k)} AS VARCHAR)" for k in keys) + ")")
-        latest = f"arg_max({{'t': {ets}, 'c': {cts}, 'v': struct_pack({values})}}, {{'t': {ets}, 'c': {cts}}})"
+        order = f"(CAST({ets} AS HUGEINT) << 64) + {cts}"  # (event time, created time) as one number
+        latest = f"arg_max({{'t': {ets}, 'c': {cts}, 'v': struct_pack({values})}}, {order})"
         query = (
-            f"SELECT key, s.t AS event_ts, s.c AS created_ts, to_json(s.v) AS value FROM "
-            f"(SELECT {key} AS key, {latest} AS s FROM {relation} WHERE {' AND '.join(where)} GROUP BY ALL) "
+            f"SELECT {key} AS key, __latest.t AS event_ts, __latest.c AS created_ts, to_json(__latest.v) AS value "
+            f"FROM (SELECT {raw_keys}, {latest} AS __latest FROM {relation} WHERE {' AND '.join(where)} GROUP BY {raw_keys}) "
             f"ORDER BY key"
         )
         return session.arrow(query)
