@@ -59,8 +59,8 @@ def encoded_rows(store: FeatureStore, view: FeatureView, start_us: int | None, e
         latest = f"arg_max({{'t': {ets}, 'c': {cts}, 'v': struct_pack({values})}}, {order})"
         query = (
             f"SELECT {key} AS key, __latest.t AS event_ts, __latest.c AS created_ts, to_json(__latest.v) AS value "
-            f"FROM (SELECT {raw_keys}, {latest} AS __latest FROM {relation} WHERE {' AND '.join(where)} GROUP BY {raw_keys}) "
-            f"ORDER BY key"
+            f"FROM (SELECT {raw_keys}, {latest} AS __latest FROM {relation} WHERE {' AND '.join(where)} "
+            f"GROUP BY {raw_keys}) ORDER BY key"
         )
         return session.arrow(query)
 
