@@ -105,10 +105,12 @@ def test_an_error_in_a_thread_reaches_the_caller(parquet):
 def test_our_cursors_use_the_perfect_hash_aggregate_and_a_users_connection_is_left_alone(parquet):
     import duckdb
 
-    setting = "SELECT current_setting('perfect_ht_threshold')"
+    settings = "SELECT current_setting('perfect_ht_threshold'), current_setting('disable_parquet_prefetching')"
     with open_source(parquet) as source, source.reopen() as copy:
-        assert source.one(setting) == copy.one(setting) == (20,)
+        assert source.one(settings) == copy.one(settings) == (20, True)
+    with open_source(TABLE) as source:
+        assert source.one(settings) == (20, False)  # prefetching only matters for files
     own = duckdb.connect()
-    default = own.execute(setting).fetchall()
+    default = own.execute(settings).fetchall()
     with open_source(Query("SELECT 1 AS x", own)) as source:
-        assert source.one(setting) == default[0]
+        assert source.one(settings) == default[0]
