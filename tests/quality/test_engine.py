@@ -75,6 +75,17 @@ def test_a_parquet_suite_split_over_threads_gives_the_results_of_one_thread(parq
     assert by_label["foreign_key", "id"]["unexpected_count"] == 3
 
 
+def test_row_checks_are_grouped_by_column_and_the_costliest_scan_starts_first():
+    checks = [Between("amount", min=0), NotNull("code"), InSet("status", ["new"]), Regex("code", "^AB"),
+              NotNull("amount"), StringLength("status", max=3), NotNull("id")]  # fmt: skip
+    schema = {"id": "BIGINT", "amount": "DOUBLE", "status": "VARCHAR", "code": "VARCHAR"}
+    groups = engine._groups(dict(enumerate(checks)), 8, schema)
+    assert [sorted(group) for group in groups] == [[1, 3], [2, 5], [0, 4], [6]]  # code: a regex over text
+    merged = engine._groups(dict(enumerate(checks)), 2, schema)
+    assert [sorted(group) for group in merged] == [[1, 3, 6], [0, 2, 4, 5]]  # costs 7 + 2 and 5 + 3
+    assert engine._groups({}, 8, schema) == []
+
+
 def test_only_parquet_inputs_are_read_by_several_queries(parquet, tmp_path):
     csv = tmp_path / "data.csv"
     csv.write_text("x\n1\n")

@@ -114,6 +114,7 @@ class RowExpectation(Expectation):
 
     mostly: float = field(default=1.0, kw_only=True)
     counts_nulls: ClassVar[bool] = False  # True: the ratio is over all rows, not non-null ones
+    cost: ClassVar[int] = 1  # rough CPU per row relative to a comparison; slow scans start first
 
     def __post_init__(self) -> None:
         super().__post_init__()

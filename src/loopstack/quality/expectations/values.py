@@ -117,6 +117,7 @@ class Regex(RowExpectation):
     """
 
     kind: ClassVar[str] = "regex"
+    cost: ClassVar[int] = 4
     column: str
     pattern: str
     full_match: bool = False
@@ -142,6 +143,7 @@ class StringLength(RowExpectation):
     """
 
     kind: ClassVar[str] = "string_length"
+    cost: ClassVar[int] = 2
     column: str
     min: int | None = None
     max: int | None = None
