@@ -92,7 +92,7 @@ def load_config(root: Path) -> ProjectConfig:
     except FileNotFoundError:
         raise ConfigError(f"no {CONFIG_FILE} in {root}; create a project with `loopstack init {root}`") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # libyaml when installed
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc}); fix the syntax") from None
     return parse_config(data if data is not None else {}, source=str(path))
@@ -102,7 +102,8 @@ def dump_config(config: ProjectConfig) -> str:
     """The YAML text of a config, defaults written out so users see the knobs."""
     import yaml
 
-    return yaml.safe_dump(config.model_dump(), sort_keys=False)
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml when installed; the same text either way
+    return yaml.dump(config.model_dump(), Dumper=dumper, sort_keys=False)
 
 
 def _apply_environment(data: dict[str, Any]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ apply them; `DirectStatement.supports` says whether a statement qualifies.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -116,12 +117,27 @@ def _processor(compiled: Any, name: str, dialect: Dialect) -> Callable[[Any], An
 
 
 def _converter(names: list[str], processors: dict[str, Callable[[Any], Any]], positional: bool) -> Callable[[Row], Any]:
-    """Row -> the DBAPI parameters: a tuple in SQL order (qmark) or a dict (pyformat)."""
-    if positional:
-        steps = [(name, processors.get(name)) for name in names]
+    """Row -> the DBAPI parameters: a sequence in SQL order (qmark) or a dict (pyformat)."""
+    if not positional:
         if not processors:
-            return lambda row: tuple([row[name] for name in names])
-        return lambda row: tuple([row[n] if p is None else p(row[n]) for n, p in steps])
-    if not processors:
-        return lambda row: row
-    return lambda row: {**row, **{n: p(row[n]) for n, p in processors.items()}}
+            return lambda row: row
+        return lambda row: {**row, **{n: p(row[n]) for n, p in processors.items()}}
+    pick = _picker(names)
+    processed = [(index, processors[name]) for index, name in enumerate(names) if name in processors]
+    if not processed:
+        return pick
+
+    def convert(row: Row) -> list[Any]:
+        values = list(pick(row))
+        for index, process in processed:
+            values[index] = process(values[index])
+        return values
+
+    return convert
+
+
+def _picker(names: list[str]) -> Callable[[Row], tuple[Any, ...]]:
+    """Row -> its values in `names` order, as a tuple (itemgetter: one C call per row)."""
+    if len(names) > 1:
+        return operator.itemgetter(*names)
+    return lambda row: tuple(row[name] for name in names)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -65,7 +66,7 @@ class Project:
         (root / ".loopstack").mkdir(exist_ok=True)
         (root / ".loopstack" / ".gitignore").write_text("*\n")
         config_path.write_text(dump_config(config), encoding="utf-8")
-        return cls.open(root)
+        return cls._open(root, lambda: config)  # just validated: no need to read the file back
 
     @classmethod
     def open(cls, path: str | os.PathLike[str] | None = None) -> Project:
@@ -74,11 +75,15 @@ class Project:
         Opening the same folder twice in one process returns the same object.
         """
         root = find_root(path)
+        return cls._open(root, lambda: load_config(root))
+
+    @classmethod
+    def _open(cls, root: Path, config: Callable[[], ProjectConfig]) -> Project:
         with _open_lock:
             existing = _open_projects.get(root)
             if existing is not None:
                 return existing
-            project = cls(root, load_config(root))
+            project = cls(root, config())
             project.db.ensure_schema()
             _open_projects[root] = project
         project._after_open()
