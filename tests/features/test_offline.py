@@ -225,6 +225,18 @@ def test_pandas_result_keeps_entity_columns_index_and_nullable_ints(applied: Pro
     assert out["note"].tolist() == ["x", "y", "z", "w"]
 
 
+def test_pandas_result_with_a_repeated_index_is_a_new_frame(applied: Project) -> None:
+    entity = pd.DataFrame({"driver_id": [2, 1], "event_timestamp": pd.to_datetime(["2024-01-01", "2024-01-02"])},
+                          index=[7, 7])
+    store = applied.feature_store
+    out = store.get_historical_features(entity, ["stats:value"]).to_pandas()
+    assert list(out.index) == [7, 7] and out["value"].tolist() == [20, 11]
+    out.loc[:, "driver_id"] = 0
+    assert entity["driver_id"].tolist() == [2, 1] and list(entity.columns) == ["driver_id", "event_timestamp"]
+    with pytest.raises(ValidationError, match="already has a column 'value'"):
+        store.get_historical_features(entity.assign(value=1), ["stats:value"]).to_pandas()
+
+
 def test_range_mode_returns_every_entity_event_in_range(applied: Project) -> None:
     job = applied.feature_store.get_historical_features(features=["stats:value", "rates:rate"],
                                                         start=T0, end=T0 + timedelta(days=1))

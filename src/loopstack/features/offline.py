@@ -36,6 +36,7 @@ ROW, TS = "__row", "__ts"
 
 def spine(entity: Any, timestamp_field: str, keys: list[str]) -> Any:
     """The slim entity frame DuckDB joins on: row number, UTC time in microseconds, join keys."""
+    import numpy as np
     import pyarrow as pa
 
     if timestamp_field not in entity.column_names:
@@ -59,7 +60,7 @@ def spine(entity: Any, timestamp_field: str, keys: list[str]) -> Any:
         )
     # An aware timestamp holds UTC instants; dropping the zone keeps them, naive ones are taken as UTC.
     ts = ts.cast(pa.timestamp(ts.type.unit)).cast(pa.timestamp("us"), safe=False).cast(pa.int64())
-    columns = {ROW: pa.array(range(entity.num_rows), pa.int64()), TS: ts}
+    columns = {ROW: pa.array(np.arange(entity.num_rows, dtype=np.int64)), TS: ts}
     columns.update({k: entity.column(k) for k in keys})
     return pa.table(columns)
 
