@@ -321,8 +321,9 @@ def _byte_compile_loopstack() -> None:
 
     MLflow, SQLAlchemy and pydantic are pip-installed with their ``.pyc`` files;
     loopstack runs from an editable checkout, and where PYTHONDONTWRITEBYTECODE is
-    set (it is on the dev machines) every fresh process compiled the 30 loopstack modules of a first call
-    from source, which no installed user pays and the anchor did not.
+    set (it is on the dev machines) every fresh process compiled the 30 loopstack
+    modules of a first call from source, which no installed user pays and the
+    anchor did not.
     """
     subprocess.run([str(LOOPSTACK_PYTHON), "-m", "compileall", "-q", str(ROOT / "src" / "loopstack")],
                    check=True, stdout=subprocess.DEVNULL)
