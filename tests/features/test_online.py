@@ -254,12 +254,23 @@ def test_decode_mixes_missing_expired_and_present_records_in_order() -> None:
     from loopstack.features.serving import _decode
 
     found = [None, (100, '{"x":1}'), (10, '{"x":2}'), (95, '{"x":3,"y":"a"}'), None]
-    rows, status, ages = _decode(found, ttl=50, now=110)
+    rows, status, ages = _decode(found, ttl=50, now=110, missing={"x": None})
     assert [row.get("x") for row in rows] == [None, 1, None, 3, None]
     assert [row.get("y") for row in rows] == [None, None, None, "a", None]
     assert status == ["not_found", "present", "expired", "present", "not_found"]
     assert ages == [None, 10 / 1e6, 100 / 1e6, 15 / 1e6, None]
-    assert _decode([], ttl=None, now=0) == ([], [], [])
+    assert _decode([], ttl=None, now=0, missing={}) == ([], [], [])
+
+
+def test_view_plan_columns_read_none_for_a_feature_a_record_lacks() -> None:
+    from loopstack.features.serving import _ViewPlan
+
+    plan = _ViewPlan("v", ["id"], None, [("x", "v:x", None), ("y", "v:y", None)])
+    assert plan.columns([{"x": 1, "y": 2}, plan.missing, {"x": 3, "y": 4}]) == [[1, None, 3], [2, None, 4]]
+    assert plan.columns([{"x": 1, "y": 2}, {"x": 3}]) == [[1, 3], [2, None]]
+    assert plan.columns([]) == [[], []]
+    single = _ViewPlan("v", ["id"], None, [("x", "v:x", None)])
+    assert single.columns([{"x": 1}, single.missing, {}]) == [[1, None, None]]
 
 
 def test_online_errors_name_the_fix(store: lf.FeatureStore) -> None:

@@ -13,6 +13,7 @@ import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from loopstack.core.errors import ValidationError
@@ -31,6 +32,21 @@ class _ViewPlan:
     keys: list[str]
     ttl: int | None
     features: list[tuple[str, str, Callable[[Any], Any] | None]]  # feature, slot, decoder
+    missing: dict[str, Any] = field(init=False)  # the row of an absent or expired record: all None
+    _get: Any = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.missing = dict.fromkeys(f for f, _, _ in self.features)
+        self._get = itemgetter(*self.missing) if len(self.missing) > 1 else None
+
+    def columns(self, rows: list[dict[str, Any]]) -> list[list[Any]]:
+        """One list per feature, transposed in C; a stored record without some feature reads None for it."""
+        if self._get is not None and rows:
+            try:
+                return [list(column) for column in zip(*map(self._get, rows), strict=True)]
+            except KeyError:  # a record written before the feature was added to the view
+                pass
+        return [[row.get(feature) for row in rows] for feature in self.missing]
 
 
 @dataclass
@@ -124,9 +140,8 @@ class OnlineReader:
         status: dict[str, list[str]] = {}
         ages: dict[str, list[float | None]] = {}
         for vp, found in zip(plan.views, records, strict=True):
-            rows, view_status, view_age = _decode(found, vp.ttl, now)
-            for feature, slot, decoder in vp.features:
-                column = [row.get(feature) for row in rows]
+            rows, view_status, view_age = _decode(found, vp.ttl, now, vp.missing)
+            for (_, slot, decoder), column in zip(vp.features, vp.columns(rows), strict=True):
                 slots[slot] = [decoder(v) for v in column] if decoder is not None else column
                 status[slot], ages[slot] = view_status, view_age
         _run_on_demand(plan, entities, count, slots, status, ages)
@@ -166,16 +181,14 @@ def _keys(join_keys: list[str], entities: dict[str, list[Any]], count: int) -> l
     return [KEY_SEPARATOR.join(str(c[i]) for c in columns) for i in range(count)]
 
 
-_MISSING: dict[str, Any] = {}  # the decoded row of an absent or expired record: every feature reads None
-
-
-def _decode(found: list[Any], ttl: int | None, now: int) -> tuple[list[Any], list[str], list[float | None]]:
+def _decode(found: list[Any], ttl: int | None, now: int,
+            missing: dict[str, Any]) -> tuple[list[Any], list[str], list[float | None]]:
     """Rows (dicts) with status and age; every live payload is parsed in one ``json.loads`` call.
 
     At 100 entities, one parse of ``[p1,p2,...]`` costs about two thirds of
     100 parses: ``json.loads``'s per-call overhead is a third of the work.
     """
-    rows: list[Any] = [_MISSING] * len(found)
+    rows: list[Any] = [missing] * len(found)
     status: list[str] = [NOT_FOUND] * len(found)
     ages: list[float | None] = [None] * len(found)
     live: list[int] = []
