@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from loopstack.core.direct import DirectStatement
+from loopstack.core.direct import DirectStatement, UnsupportedStatement
 from loopstack.core.errors import BackendUnavailableError, ConfigError
 
 if TYPE_CHECKING:
@@ -152,9 +152,10 @@ class MetadataDB:
 
     def _prepare(self, statement: Any, columns: Sequence[str]) -> Any:
         """A DirectStatement where the statement qualifies, else the statement for connection.execute."""
-        if DirectStatement.supports(statement, self.engine.dialect, columns):
+        try:
             return self.direct(statement, columns)
-        return statement
+        except UnsupportedStatement:
+            return statement
 
     def _upsert_statement(self, table: Table, keys: Sequence[str], update: Sequence[str], only_if: Any) -> Any:
         if self.dialect == "postgresql":

@@ -10,7 +10,7 @@ Only statements whose values need nothing from SQLAlchemy at execution time
 qualify: no Python-side column defaults, no expanding ``IN`` parameters, no
 escaped parameter names. Values still pass through the types' bind
 processors (JSON serialisation, float coercion), exactly as SQLAlchemy would
-apply them; `DirectStatement.supports` says whether a statement qualifies.
+apply them; any other statement raises `UnsupportedStatement`.
 """
 
 from __future__ import annotations
@@ -25,6 +25,10 @@ if TYPE_CHECKING:
     from sqlalchemy.sql.compiler import Compiled
 
 Row = Mapping[str, Any]
+
+
+class UnsupportedStatement(ValueError):
+    """The statement needs SQLAlchemy's execution machinery; run it with ``connection.execute``."""
 
 
 class DirectStatement:
@@ -57,18 +61,13 @@ class DirectStatement:
         compiled = _compile(statement, dialect, columns)
         problem = _unsupported(compiled)
         if problem:
-            raise ValueError(f"{compiled.string!r} cannot run directly: {problem}")
+            raise UnsupportedStatement(f"{compiled.string!r} cannot run directly: {problem}")
         self.sql = compiled.string
         self.returns = bool(compiled.effective_returning)  # type: ignore[attr-defined]
         names = list(compiled.positiontup if compiled.positional else compiled.binds)  # type: ignore[attr-defined]
         processors = {name: _processor(compiled, name, dialect) for name in names}
         self._convert = _converter(names, {n: p for n, p in processors.items() if p is not None}, compiled.positional)
         self._dbapi_error = dialect.loaded_dbapi.Error
-
-    @staticmethod
-    def supports(statement: Any, dialect: Dialect, columns: Sequence[str] | None = None) -> bool:
-        """Whether `statement` can run directly (see the module docstring)."""
-        return not _unsupported(_compile(statement, dialect, columns))
 
     def execute_many(self, connection: Connection, rows: Sequence[Row]) -> None:
         """Run the statement once per row, in the connection's transaction."""

@@ -8,6 +8,7 @@ import os
 import socket
 import time
 import uuid
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from loopstack.core.errors import ConflictError, NotFoundError, ValidationError
@@ -28,6 +29,7 @@ from loopstack.tracking.writer import BufferedWriter
 if TYPE_CHECKING:
     from sqlalchemy import Connection
 
+    from loopstack.core.direct import DirectStatement
     from loopstack.core.project import Project
 
 DEFAULT_EXPERIMENT = "Default"
@@ -46,12 +48,17 @@ class TrackingStore:
         self._live_runs: set[str] = set()
         self._last_beat = 0.0
         self._experiment_ids: dict[str, int] = {}
-        from sqlalchemy import bindparam
-
         runs = self.t("runs")
         # compiled once, run on the DBAPI cursor: every run inserts one row and ends with one update
         self._insert_run = self.db.direct(runs.insert(), columns=[column.name for column in runs.columns])
-        self._end_statement = self.db.direct(
+
+    @cached_property
+    def _end_statement(self) -> DirectStatement:
+        """Compiled on the first end_run, so that a process's first start_run does not wait for it."""
+        from sqlalchemy import bindparam
+
+        runs = self.t("runs")
+        return self.db.direct(
             runs.update()
             .where(runs.c.id == bindparam("run"))
             .values(status=bindparam("new_status"), end_time=bindparam("new_end_time"))

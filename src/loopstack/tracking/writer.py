@@ -16,6 +16,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -50,8 +51,11 @@ class BufferedWriter:
         self._retry: Batch | None = None
         self._thread: threading.Thread | None = None
         self.last_error: BaseException | None = None
-        # compiled once, run on the DBAPI cursor (see core.direct): the bulk of every flush
-        self._metrics_insert = db.direct(db.table("metrics").insert(), columns=METRIC_COLUMNS)
+
+    @cached_property
+    def _metrics_insert(self) -> DirectStatement:
+        """The bulk of every flush, compiled once, on the first flush, run on the DBAPI cursor (see core.direct)."""
+        return self.db.direct(self.db.table("metrics").insert(), columns=METRIC_COLUMNS)
 
     def start(self) -> None:
         if self._thread is None or not self._thread.is_alive():
