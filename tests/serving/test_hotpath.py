@@ -106,3 +106,25 @@ def test_the_serving_process_settles_its_heap_once_models_are_loaded(monkeypatch
 
     assert asyncio.run(start(embedded)) and calls == []
     assert asyncio.run(start(owned)) and calls == [1]
+
+
+def test_request_tally_exposes_what_prometheus_client_counters_would() -> None:
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+    from loopstack.serving.metrics import LATENCY_BUCKETS, ServingMetrics
+
+    metrics, registry = ServingMetrics(lambda: []), CollectorRegistry()
+    counter = Counter("loopstack_requests", "Prediction requests by model, version and HTTP status code.",
+                      ["model", "version", "code"], registry=registry)
+    histogram = Histogram("loopstack_request_duration_seconds", "Time from request received to response ready.",
+                          ["model"], buckets=LATENCY_BUCKETS, registry=registry)
+    answered = [("m", 200, 0.003), ("m", 200, 0.005), ("m", 400, 0.5), ("n", 503, 12.0), ("m", 200, 0.0005)]
+    for model, code, seconds in answered:  # 0.005 and 0.0005 sit exactly on bucket bounds
+        metrics.request(model, "1", code, seconds)
+        counter.labels(model, "1", str(code)).inc()
+        histogram.labels(model).observe(seconds)
+
+    def lines(text: bytes) -> list[str]:
+        return [line for line in text.decode().splitlines() if "loopstack_request" in line and "_created" not in line]
+
+    assert lines(generate_latest(metrics.registry)) == lines(generate_latest(registry))

@@ -46,6 +46,7 @@ def dumps(payload: Any, outputs: np.ndarray | None = None) -> bytes:
     >>> dumps({"p": [float("nan")]}, np.array([np.nan]))
     b'{"p": [NaN]}'
     """
-    if outputs is not None and outputs.dtype.kind in "fc" and not np.isfinite(outputs).all():
-        return json.dumps(payload).encode()
-    return orjson.dumps(payload)
+    body = orjson.dumps(payload)
+    if b"null" in body and outputs is not None and outputs.dtype.kind == "f" and not np.isfinite(outputs).all():
+        return json.dumps(payload).encode()  # orjson wrote a NaN or infinity as null
+    return body

@@ -55,6 +55,7 @@ def serve(
         lifespan="on",
         log_level=log_level,
         access_log=False,
+        proxy_headers=False,  # the app reads neither the client address nor the scheme: skip the per-request rewrite
         backlog=4096,
         timeout_graceful_shutdown=int(drain_timeout_s),
         timeout_keep_alive=30,
