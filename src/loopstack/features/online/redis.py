@@ -92,7 +92,11 @@ class RedisOnlineStore:
             ) from None
 
     def write_batch(self, view: str, rows: Any) -> int:
-        keys, values = _key_value_strings(self._key(view, ""), rows)
+        prefix = self._key(view, "")
+        keys = [prefix + key for key in rows.column("key").to_pylist()]
+        values = [f"{ts}:{cr}:{value}" for ts, cr, value in zip(
+            rows.column("event_ts").to_pylist(), rows.column("created_ts").to_pylist(),
+            rows.column("value").to_pylist(), strict=True)]
         pipe = self._client.pipeline(transaction=False)
         for start in range(0, len(keys), BATCH):
             self._script(keys=keys[start:start + BATCH], args=values[start:start + BATCH], client=pipe)
@@ -164,17 +168,6 @@ class RedisOnlineStore:
             self._readers.clear()
         self._local = threading.local()
         self._client.close()
-
-
-def _key_value_strings(prefix: str, rows: Any) -> tuple[list[bytes], list[bytes]]:
-    """Redis keys ``<prefix><key>`` and values ``<event_ts>:<created_ts>:<value>``, built by Arrow kernels."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    keys = pc.binary_join_element_wise(pa.scalar(prefix), rows.column("key"), "")
-    values = pc.binary_join_element_wise(pc.cast(rows.column("event_ts"), pa.string()),
-                                         pc.cast(rows.column("created_ts"), pa.string()), rows.column("value"), ":")
-    return keys.cast(pa.binary()).to_pylist(), values.cast(pa.binary()).to_pylist()
 
 
 def pack_mget(keys: list[bytes]) -> bytes:
