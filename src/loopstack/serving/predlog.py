@@ -146,7 +146,7 @@ def predictions_table(batches: list[Batch]) -> pa.Table:
     n = int(counts.sum())
     return pa.table({
         "request_id": pa.array(np.repeat([i.request_id for i in items], counts), pa.string()),
-        "row": pa.array(np.concatenate([np.arange(c) for c in counts]), pa.int32()),
+        "row": pa.array(np.arange(n) - np.repeat(np.cumsum(counts) - counts, counts), pa.int32()),
         "time": pa.array(np.repeat((times * 1e6).astype("int64"), counts), pa.timestamp("us", tz="UTC")),
         "model": pa.array([adapter.name] * n, pa.string()),
         "version": pa.array([adapter.version] * n, pa.string()),
