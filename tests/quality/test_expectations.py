@@ -234,6 +234,13 @@ def test_a_hive_partitioned_folder_exposes_its_partition_column(tmp_path):
     assert [r.unexpected_count for r in result.results] == [2, 2]
 
 
+def test_a_record_batch_reader_is_checked_like_its_table():
+    table = pa.table({"x": [1, -1, 2, 2]})
+    reader = pa.RecordBatchReader.from_batches(table.schema, table.to_batches())
+    result = Suite("t", [Between("x", min=0), Unique("x")]).run(reader)
+    assert [(r.unexpected_count, r.error) for r in result.results] == [(1, None), (2, None)]
+
+
 def test_nan_reads_as_null_in_parquet_too(tmp_path):
     import pyarrow.parquet as pq
 

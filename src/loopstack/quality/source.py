@@ -328,13 +328,18 @@ def _scan(path: str | os.PathLike[str]) -> str:
 
 
 def _to_arrow(data: Any) -> Any:
-    """Arrow for in-memory inputs; a record-batch reader streams through untouched."""
+    """Arrow for in-memory inputs.
+
+    A record-batch reader is read into a table: a suite queries its input
+    several times (schema, counts, samples, table checks) and a reader can
+    be read only once. Stream data larger than memory from Parquet instead.
+    """
     import pyarrow as pa
 
     from loopstack.core.frames import to_arrow
 
     if isinstance(data, pa.RecordBatchReader):
-        return data
+        return data.read_all()
     return to_arrow(
         data, "check data of type", hint=", a Parquet/CSV path or folder, or loopstack.quality.Query('SELECT ...')"
     )
