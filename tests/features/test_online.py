@@ -197,7 +197,9 @@ def test_redis_reads_are_one_round_trip(request: pytest.FixtureRequest, tmp_path
     store.materialize(T0, T0, progress=False)
     store.get_online_features(["other:trips"], [{"driver_id": 1}], now=T0)  # connects (handshake commands)
     sent: list[bytes] = []
-    connection = store.online._reader()
+    online: Any = store.online
+    assert len(online._idle) == 1  # the connection of the first read, back in the pool
+    connection = online._idle[0]
     original = connection.send_packed_command
     connection.send_packed_command = lambda command, **k: sent.extend(command) or original(command, **k)
     got = store.get_online_features(["stats:conv_rate", "stats:trips", "other:trips"],
@@ -209,13 +211,34 @@ def test_redis_reads_are_one_round_trip(request: pytest.FixtureRequest, tmp_path
 
 def test_redis_read_survives_a_dropped_connection(request: pytest.FixtureRequest, tmp_path: Path) -> None:
     url = request.getfixturevalue("redis_url")
-    store = open_online_store(url, tmp_path)
+    store: Any = open_online_store(url, tmp_path)
     try:
         store.write_batch("v", pa.table({"key": ["1"], "event_ts": [5], "created_ts": [5], "value": ['{"x":1}']}))
         assert store.read([("v", ["1"])]) == [[(5, '{"x":1}')]]
-        store._reader()._sock.shutdown(2)  # the server side sees a reset; the next send or read fails
+        store._idle[0]._sock.shutdown(2)  # the next send or read on it fails
         assert store.read([("v", ["1", "2"])]) == [[(5, '{"x":1}'), None]]
         assert store.read([("v", ["1"])]) == [[(5, '{"x":1}')]]
+        assert len(store._idle) == 1  # the dropped connection reconnected, reused
+    finally:
+        store.close()
+
+
+def test_redis_reads_from_many_threads_get_their_own_replies(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    store: Any = open_online_store(request.getfixturevalue("redis_url"), tmp_path)
+    keys = [str(i) for i in range(64)]
+    store.write_batch("v", pa.table({"key": keys, "event_ts": list(range(64)), "created_ts": list(range(64)),
+                                     "value": [f'{{"x":{i}}}' for i in range(64)]}))
+
+    def reads(worker: int) -> bool:
+        wanted = keys[worker::8]
+        return all(store.read([("v", wanted)]) == [[(int(k), f'{{"x":{k}}}') for k in wanted]] for _ in range(50))
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            assert all(pool.map(reads, range(8)))
+        assert 1 <= len(store._idle) <= 8
     finally:
         store.close()
 
