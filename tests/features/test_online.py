@@ -292,6 +292,8 @@ def test_view_plan_columns_read_none_for_a_feature_a_record_lacks() -> None:
     assert plan.columns([{"x": 1, "y": 2}, plan.missing, {"x": 3, "y": 4}]) == [[1, None, 3], [2, None, 4]]
     assert plan.columns([{"x": 1, "y": 2}, {"x": 3}]) == [[1, 3], [2, None]]
     assert plan.columns([]) == [[], []]
+    repeated = _ViewPlan("v", ["id"], None, [("x", "v:x", None), ("x", "v:x", None)])
+    assert repeated.columns([{"x": 1}, repeated.missing]) == [[1, None], [1, None]]
     single = _ViewPlan("v", ["id"], None, [("x", "v:x", None)])
     assert single.columns([{"x": 1}, single.missing, {}]) == [[1, None, None]]
 

@@ -33,11 +33,13 @@ class _ViewPlan:
     ttl: int | None
     features: list[tuple[str, str, Callable[[Any], Any] | None]]  # feature, slot, decoder
     missing: dict[str, Any] = field(init=False)  # the row of an absent or expired record: all None
+    _names: list[str] = field(init=False, repr=False)
     _get: Any = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.missing = dict.fromkeys(f for f, _, _ in self.features)
-        self._get = itemgetter(*self.missing) if len(self.missing) > 1 else None
+        self._names = [name for name, _, _ in self.features]
+        self.missing = dict.fromkeys(self._names)
+        self._get = itemgetter(*self._names) if len(self._names) > 1 else None
 
     def columns(self, rows: list[dict[str, Any]]) -> list[list[Any]]:
         """One list per feature, transposed in C; a stored record without some feature reads None for it."""
@@ -46,7 +48,7 @@ class _ViewPlan:
                 return [list(column) for column in zip(*map(self._get, rows), strict=True)]
             except KeyError:  # a record written before the feature was added to the view
                 pass
-        return [[row.get(feature) for row in rows] for feature in self.missing]
+        return [[row.get(name) for row in rows] for name in self._names]
 
 
 @dataclass
