@@ -71,27 +71,35 @@ class DirectStatement:
 
     def execute_many(self, connection: Connection, rows: Sequence[Row]) -> None:
         """Run the statement once per row, in the connection's transaction."""
-        if rows:
-            self._run(connection, "executemany", [self._convert(row) for row in rows])
+        if not rows:
+            return
+        params = [self._convert(row) for row in rows]
+        cursor = connection.connection.cursor()
+        try:
+            cursor.executemany(self.sql, params)
+        except self._dbapi_error as exc:
+            raise self._wrapped(exc, params) from exc
+        finally:
+            cursor.close()
 
     def execute(self, connection: Connection, row: Row) -> Any:
         """Run the statement for one row; returns the first RETURNING value, else the cursor's
         lastrowid where the driver has one (SQLite), else None."""
-        return self._run(connection, "execute", self._convert(row))
-
-    def _run(self, connection: Connection, method: str, params: Any) -> Any:
-        from sqlalchemy.exc import DBAPIError
-
+        params = self._convert(row)
         cursor = connection.connection.cursor()
         try:
-            getattr(cursor, method)(self.sql, params)
-            if method == "execute":
-                return cursor.fetchone()[0] if self.returns else getattr(cursor, "lastrowid", None)
-            return None
-        except self._dbapi_error as exc:  # the same exception types SQLAlchemy's execute raises
-            raise DBAPIError.instance(self.sql, params, exc, self._dbapi_error) from exc
+            cursor.execute(self.sql, params)
+            return cursor.fetchone()[0] if self.returns else getattr(cursor, "lastrowid", None)
+        except self._dbapi_error as exc:
+            raise self._wrapped(exc, params) from exc
         finally:
             cursor.close()
+
+    def _wrapped(self, error: Exception, params: Any) -> Exception:
+        """The exception SQLAlchemy's execute would raise for this driver error (IntegrityError, ...)."""
+        from sqlalchemy.exc import DBAPIError
+
+        return DBAPIError.instance(self.sql, params, error, self._dbapi_error)
 
 
 def _compile(statement: Any, dialect: Dialect, columns: Sequence[str] | None) -> Compiled:
