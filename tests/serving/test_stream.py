@@ -73,8 +73,12 @@ def test_redis_consumer_killed_mid_stream_loses_no_event(redis_names, tmp_path: 
     """))
     doomed = subprocess.Popen([sys.executable, str(script)], stderr=subprocess.DEVNULL)
     try:
+        # Kill it once it has written results and holds a batch it read and has not acknowledged
+        # (between an ack and its next read it holds none; a busy machine can stretch that gap).
         deadline = time.monotonic() + 60
-        while client.xlen(names["output"]) < 20 and time.monotonic() < deadline:
+        while time.monotonic() < deadline and not (
+            client.xlen(names["output"]) >= 20 and client.xpending(names["stream"], names["group"])["pending"] > 0
+        ):
             time.sleep(0.02)
         doomed.send_signal(signal.SIGKILL)
         doomed.wait(timeout=10)
@@ -186,8 +190,11 @@ def test_nats_consumer_killed_mid_stream_loses_no_event(nats_names, tmp_path: Pa
     """))
     doomed = subprocess.Popen([sys.executable, str(script)], stderr=subprocess.DEVNULL)
     try:
+        # Kill it once it has published results and holds fetched events it has not acknowledged.
         deadline = time.monotonic() + 60
-        while asyncio.run(_results(nats_names, count_only=True)) < 20 and time.monotonic() < deadline:
+        while time.monotonic() < deadline and not (
+            asyncio.run(_results(nats_names, count_only=True)) >= 20 and asyncio.run(_ack_pending(nats_names)) > 0
+        ):
             time.sleep(0.05)
         doomed.send_signal(signal.SIGKILL)
         doomed.wait(timeout=10)
