@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -133,6 +134,7 @@ def write_data(rows: int, folder_files: int) -> tuple[Path, Path]:
         folder.mkdir(parents=True, exist_ok=True)
         for index in range(folder_files):
             pq.write_table(make_part(rows, 100 + index, index * rows), folder / f"part-{index:03d}.parquet")
+    os.sync()  # no writeback of freshly written data competing with the first timed run
     return single, folder
 
 
