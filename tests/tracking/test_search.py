@@ -68,6 +68,25 @@ def test_paging_walks_every_run_exactly_once(project: Project, runs: dict[str, s
     assert len(seen) == len(set(seen))
 
 
+def test_search_returns_each_runs_own_values_and_inputs(project: Project, runs: dict[str, str]) -> None:
+    """Hits are filled in with one query per kind (the ids bound as one array): nothing missing or crossed."""
+    import pyarrow as pa
+
+    with ls.start_run(experiment="exp-a", run_name="with-data") as run:
+        run.log_input(pa.table({"x": [1, 2, 3]}), name="train", context="training")
+        run.log_metric("acc", float("nan"))
+    by_name = {r.info.name: r for r in ls.Client(project).search_runs(max_results=1000)}
+    assert set(by_name) == {*runs, "with-data"}
+    for i, (lr, acc, team) in enumerate([("0.01", 0.95, "x"), ("0.01", 0.85, "y"), ("0.1", 0.91, "x")]):
+        hit = by_name[f"r{i}"]
+        assert hit.params == {"lr": lr} and hit.metrics["acc"] == acc and hit.tags["team"] == team
+        assert hit.inputs == []
+    assert "acc" not in by_name["no-acc"].metrics and by_name["no-acc"].params == {"lr": "0.01"}
+    data = by_name["with-data"]
+    assert [(i["name"], i["context"], i["rows"]) for i in data.inputs] == [("train", "training", 3)]
+    assert data.metrics["acc"] != data.metrics["acc"]  # NaN survives the round trip
+
+
 def test_compare_runs_shows_what_differs(project: Project, runs: dict[str, str]) -> None:
     comparison = ls.Client(project).compare_runs([runs["r0"], runs["r1"]])
     assert comparison.params["lr"] == ["0.01", "0.01"]

@@ -232,30 +232,20 @@ class TrackingStore:
         return self._hydrate([_info(row) for row in rows[:max_results]]), token
 
     def _hydrate(self, infos: list[RunInfo]) -> list[Run]:
-        from sqlalchemy import select
-
         ids = [info.id for info in infos]
         if not ids:
             return []
         values: dict[str, dict[str, dict[str, Any]]] = {i: {"params": {}, "metrics": {}, "tags": {}} for i in ids}
         inputs: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
         with self.db.read() as connection:
-            for kind, table_name in (("params", "params"), ("metrics", "latest_metrics"), ("tags", "tags")):
-                table = self.t(table_name)
-                for chunk in _chunks(ids, 500):
-                    for run_id, key, value in connection.execute(
-                        select(table.c.run_id, table.c.key, table.c.value).where(table.c.run_id.in_(chunk))
-                    ).all():
-                        values[run_id][kind][key] = float("nan") if (kind == "metrics" and value is None) else value
-            ri, ds = self.t("run_inputs"), self.t("datasets")
-            query = select(ri.c.run_id, ri.c.context, ds.c.digest, ds.c.name, ds.c.num_rows).join(
-                ds, ds.c.digest == ri.c.dataset_digest
-            )
-            for chunk in _chunks(ids, 500):
-                for row in connection.execute(query.where(ri.c.run_id.in_(chunk))).all():
-                    inputs[row.run_id].append(
-                        {"digest": row.digest, "name": row.name, "context": row.context, "rows": row.num_rows}
-                    )
+            for kind, table in (("params", "params"), ("metrics", "latest_metrics"), ("tags", "tags")):
+                rows = _of_runs(connection, f"SELECT run_id, key, value FROM {table}", "run_id", ids)
+                for run_id, key, value in rows:
+                    values[run_id][kind][key] = float("nan") if (kind == "metrics" and value is None) else value
+            joined = ("SELECT ri.run_id, ri.context, ds.digest, ds.name, ds.num_rows FROM run_inputs ri "
+                      "JOIN datasets ds ON ds.digest = ri.dataset_digest")
+            for run_id, context, digest, name, rows in _of_runs(connection, joined, "ri.run_id", ids):
+                inputs[run_id].append({"digest": digest, "name": name, "context": context, "rows": rows})
         return [Run(info=info, inputs=inputs[info.id], **values[info.id]) for info in infos]
 
     # -- artifacts and inputs ----------------------------------------------------
@@ -405,8 +395,17 @@ def _decode_token(token: str | None) -> int:
     return offset
 
 
-def _chunks(items: list[str], size: int) -> list[list[str]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
+def _of_runs(connection: Any, select_sql: str, column: str, run_ids: list[str]) -> list[Any]:
+    """The rows of `select_sql` whose `column` is one of `run_ids`, the ids bound as one parameter.
+
+    An ``IN`` list of bound ids is expanded and its statement recompiled for
+    every new length, which cost a search more than reading the rows; a JSON
+    array (SQLite) or an array (PostgreSQL) is one parameter of any size.
+    """
+    if connection.dialect.name == "postgresql":
+        return connection.exec_driver_sql(f"{select_sql} WHERE {column} = ANY(%s)", (list(run_ids),)).all()
+    in_json = f"{select_sql} WHERE {column} IN (SELECT value FROM json_each(?))"
+    return connection.exec_driver_sql(in_json, (json.dumps(run_ids),)).all()
 
 
 def _check_name(name: str, what: str) -> None:
