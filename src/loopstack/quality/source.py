@@ -116,7 +116,7 @@ class Source:
             raise ValidationError(f"input {self.description!r} cannot be opened again; run its checks in turn")
         connection = self.connection.cursor()
         try:
-            _prepare(connection, self._rescannable)
+            _prepare(connection, self._rescannable, parquet=True)
             _register(connection, VIEW, self._rescannable)
         except BaseException:
             connection.close()
@@ -199,17 +199,17 @@ def open_source(data: Any) -> Source:
         return data
     owned = not (isinstance(data, Query) and data.connection is not None)
     connection = shared_database().cursor() if owned else data.connection
+    parquet = owned and _is_parquet(data)
     try:
         if owned:
-            _prepare(connection, data)
+            _prepare(connection, data, parquet)
         _register(connection, VIEW, data)
     except BaseException:
         if owned:
             connection.close()
         raise
     in_memory = not isinstance(data, str | os.PathLike | Query)
-    rescannable = data if owned and _is_parquet(data) else None
-    return Source(connection, describe(data), owned=owned, in_memory=in_memory, rescannable=rescannable)
+    return Source(connection, describe(data), owned=owned, in_memory=in_memory, rescannable=data if parquet else None)
 
 
 def configure(memory_limit: str | None = None, threads: int | None = None) -> None:
@@ -241,7 +241,7 @@ def _apply(database: Any, reset: bool = False) -> None:
             database.execute(f"RESET {name}")
 
 
-def _prepare(cursor: Any, data: Any) -> None:
+def _prepare(cursor: Any, data: Any, parquet: bool) -> None:
     """Session settings of a cursor of ours for `data` (never set on a user's own connection).
 
     A local Parquet file is read without prefetching whole column chunks:
@@ -250,7 +250,7 @@ def _prepare(cursor: Any, data: Any) -> None:
     Remote files, where a read costs a round trip, keep prefetching.
     """
     cursor.execute(f"SET perfect_ht_threshold = {_PERFECT_HASH_BITS}")
-    if _is_parquet(data) and "://" not in os.fspath(data):
+    if parquet and "://" not in os.fspath(data):
         cursor.execute("SET disable_parquet_prefetching = true")
 
 

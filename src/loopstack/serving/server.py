@@ -61,4 +61,3 @@ def serve(
         timeout_keep_alive=30,
     )
     uvicorn.Server(config).run()
-
