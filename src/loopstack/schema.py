@@ -14,7 +14,6 @@ import loopstack.registry.tables
 import loopstack.rollout.tables
 import loopstack.tracking.tables  # noqa: F401  (registers tables)
 from loopstack.core.tables import METADATA
-
-HEAD = "0004_rollout"
+from loopstack.schema_sqlite import HEAD  # kept beside the SQLite DDL it describes, which needs no SQLAlchemy
 
 __all__ = ["HEAD", "METADATA"]

@@ -11,18 +11,28 @@ call of a new project); a database at an older revision is upgraded by the
 Alembic migrations in ``loopstack/migrations``. Both paths run under a lock
 (the SQLite write lock, a PostgreSQL advisory lock) so that processes opening
 a project at the same time migrate it once.
+
+On a SQLite file, the statements of a run's life (see `direct_write`) run on
+plain driver connections (`loopstack.core.sqlite`) from SQL compiled in
+advance, and a fresh database is made from a DDL script: a short tracked
+script never imports SQLAlchemy. The engine, the tables and SQLAlchemy load
+on the first use of anything else.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from loopstack.core.direct import DirectStatement, UnsupportedStatement
+from loopstack.core import sqlite as sqlite_driver
+from loopstack.core.direct import Compiled, DirectStatement, UnsupportedStatement
 from loopstack.core.errors import BackendUnavailableError, ConfigError
+from loopstack.core.sqlite import SQLITE_BUSY_TIMEOUT_MS, SQLiteConnections
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine, MetaData, Table
@@ -30,7 +40,6 @@ if TYPE_CHECKING:
 VERSION_TABLE = "loopstack_alembic_version"
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 _PG_MIGRATION_LOCK = 7_402_011_301
-SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
 def normalize_url(url: str, root: Path) -> str:
@@ -57,20 +66,44 @@ class MetadataDB:
     url
         A SQLAlchemy URL (``sqlite:///...`` or ``postgresql+psycopg://...``).
     metadata
-        The tables this database must hold.
+        The tables this database must hold, or a function returning them
+        (called on first use, so that opening a project does not import them).
     head
         The Alembic revision that `metadata` corresponds to.
+    sqlite_script
+        The DDL that creates `metadata` on SQLite (``loopstack.schema_sqlite``):
+        a fresh SQLite database is made with it instead of create_all.
     """
 
-    def __init__(self, url: str, metadata: MetaData, head: str) -> None:
+    def __init__(
+        self,
+        url: str,
+        metadata: MetaData | Callable[[], MetaData],
+        head: str,
+        sqlite_script: Sequence[str] = (),
+    ) -> None:
         self.url = url
-        self.metadata = metadata
+        self._metadata = metadata
         self.head = head
-        self.engine = _create_engine(url)
-        self.dialect = self.engine.dialect.name
+        self.sqlite_script = tuple(sqlite_script)
+        scheme = url.split(":", 1)[0].split("+", 1)[0]
+        self.dialect = "postgresql" if scheme in ("postgresql", "postgres") else scheme
+        # a plain SQLite file: the run-life statements go straight to the driver (see core.sqlite)
+        plain_file = url.startswith("sqlite:///") and "?" not in url and url != "sqlite:///:memory:"
+        self.raw: SQLiteConnections | None = SQLiteConnections(url.removeprefix("sqlite:///")) if plain_file else None
+        # SQL written out in advance that `direct` handed out, with the statement it stands for (for tests)
+        self.precompiled: dict[Compiled, tuple[Callable[[], Any], Sequence[str] | None]] = {}
         # built and compiled once per shape (table, keys, columns): constructing an upsert
         # costs more than executing it, and the tracking writer issues four per flush
         self._upserts: dict[tuple[Any, ...], Any] = {}
+
+    @cached_property
+    def metadata(self) -> MetaData:
+        return self._metadata() if callable(self._metadata) else self._metadata
+
+    @cached_property
+    def engine(self) -> Engine:
+        return _create_engine(self.url)
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -86,11 +119,18 @@ class MetadataDB:
             with connection.begin():
                 yield connection
 
+    def direct_write(self) -> AbstractContextManager[Any]:
+        """A write transaction for `DirectStatement`s: on a SQLite file a driver connection
+        (`RawConnection`), elsewhere the same SQLAlchemy connection as `write`."""
+        return self.raw.transaction(write=True) if self.raw is not None else self.write()
+
     def table(self, name: str) -> Table:
         return self.metadata.tables[name]
 
     def ensure_schema(self) -> None:
         """Create or upgrade the schema to `head`, once, under a lock."""
+        if self.raw is not None and self.sqlite_script and self._ensure_sqlite_schema():
+            return
         if self.current_revision() == self.head:
             return
         with self.write() as connection:
@@ -107,6 +147,25 @@ class MetadataDB:
                 return
             _upgrade(connection, revision)
 
+    def _ensure_sqlite_schema(self) -> bool:
+        """At head, or made fresh from the script, on the driver alone; False if it needs migrating."""
+        assert self.raw is not None
+        with self.raw.transaction() as connection:
+            if sqlite_driver.read_revision(connection, VERSION_TABLE) == self.head:
+                return True
+        tables = [statement.split()[2] for statement in self.sqlite_script if statement.startswith("CREATE TABLE ")]
+        with self.raw.transaction(write=True) as connection:
+            revision = sqlite_driver.read_revision(connection, VERSION_TABLE)
+            if revision == self.head:
+                return True
+            if revision is not None or sqlite_driver.has_any_table(connection, tables):
+                return False  # an older schema: Alembic upgrades it (ensure_schema goes on)
+            for statement in self.sqlite_script:
+                connection.connection.execute(statement)
+            connection.connection.execute(_CREATE_VERSION_TABLE)
+            connection.connection.execute(_STAMP, (self.head,))
+        return True
+
     def current_revision(self) -> str | None:
         try:
             with self.read() as connection:
@@ -121,33 +180,56 @@ class MetadataDB:
 
     def upsert(
         self,
-        connection: Connection,
-        table: Table,
+        connection: Any,
+        table: Table | str,
         rows: Sequence[dict[str, Any]],
         keys: Sequence[str],
         update: Sequence[str],
         only_if: Any = None,
+        sqlite: Compiled | None = None,
     ) -> None:
         """Insert rows, updating `update` columns of rows whose `keys` exist.
 
-        `only_if` is a function of (table, excluded) returning a SQL condition
-        that must hold for the update to happen.
+        `table` is a table or its name. `only_if` is a function of (table,
+        excluded) returning a SQL condition that must hold for the update to
+        happen. `sqlite` is the statement as compiled for SQLite, for rows with
+        these columns (see `direct`).
         """
         if not rows:
             return
         shape = (table, tuple(keys), tuple(update), only_if, tuple(rows[0]))
         statement = self._upserts.get(shape)
         if statement is None:
-            statement = self._upserts[shape] = self._prepare(
-                self._upsert_statement(table, keys, update, only_if), columns=shape[-1]
-            )
+
+            def build() -> Any:
+                target = self.table(table) if isinstance(table, str) else table
+                return self._upsert_statement(target, keys, update, only_if)
+
+            if sqlite is not None and self.raw is not None:
+                statement = self.direct(build, shape[-1], sqlite=sqlite)
+            else:
+                statement = self._prepare(build(), columns=shape[-1])
+            self._upserts[shape] = statement
         if isinstance(statement, DirectStatement):
             statement.execute_many(connection, rows)
         else:
             connection.execute(statement, list(rows))
 
-    def direct(self, statement: Any, columns: Sequence[str] | None = None) -> DirectStatement:
-        """`statement` compiled once for this database, to run on the DBAPI cursor (see core.direct)."""
+    def direct(
+        self, statement: Any, columns: Sequence[str] | None = None, sqlite: Compiled | None = None
+    ) -> DirectStatement:
+        """`statement` compiled once for this database, to run on the DBAPI cursor (see core.direct).
+
+        `statement` may be a function that builds it. On a SQLite file, `sqlite`
+        (the same statement as compiled for SQLite, written out) is used instead,
+        without building or compiling anything; run it in `direct_write`.
+        """
+        if sqlite is not None and self.raw is not None:
+            build = statement if callable(statement) else (lambda: statement)
+            self.precompiled[sqlite] = (build, columns)
+            return DirectStatement.precompiled(sqlite, sqlite3.Error)
+        if callable(statement):
+            statement = statement()
         return DirectStatement(statement, self.engine.dialect, columns)
 
     def _prepare(self, statement: Any, columns: Sequence[str]) -> Any:
@@ -174,7 +256,10 @@ class MetadataDB:
         return statement.on_conflict_do_nothing(index_elements=list(keys))
 
     def dispose(self) -> None:
-        self.engine.dispose()
+        if self.raw is not None:
+            self.raw.close()
+        if "engine" in self.__dict__:
+            self.engine.dispose()
 
 
 def _create_engine(url: str) -> Engine:
@@ -185,13 +270,7 @@ def _create_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "connect")
         def _configure(dbapi_connection: Any, _record: Any) -> None:
-            dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.close()
+            sqlite_driver.configure(dbapi_connection)  # as the driver-only connections are
 
         @event.listens_for(engine, "begin")
         def _begin(connection: Connection) -> None:
@@ -226,10 +305,14 @@ def _has_tables(connection: Connection, metadata: MetaData) -> bool:
     return bool(existing & set(metadata.tables))
 
 
+_CREATE_VERSION_TABLE = f"CREATE TABLE {VERSION_TABLE} (version_num VARCHAR(32) NOT NULL PRIMARY KEY)"
+_STAMP = f"INSERT INTO {VERSION_TABLE} (version_num) VALUES (?)"
+
+
 def _stamp(connection: Connection, revision: str) -> None:
     from sqlalchemy import text
 
-    connection.execute(text(f"CREATE TABLE {VERSION_TABLE} (version_num VARCHAR(32) NOT NULL PRIMARY KEY)"))
+    connection.execute(text(_CREATE_VERSION_TABLE))
     connection.execute(text(f"INSERT INTO {VERSION_TABLE} (version_num) VALUES (:v)"), {"v": revision})
 
 

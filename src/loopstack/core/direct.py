@@ -15,8 +15,10 @@ apply them; any other statement raises `UnsupportedStatement`.
 
 from __future__ import annotations
 
+import json
 import operator
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -29,6 +31,24 @@ Row = Mapping[str, Any]
 
 class UnsupportedStatement(ValueError):
     """The statement needs SQLAlchemy's execution machinery; run it with ``connection.execute``."""
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """A statement as SQLAlchemy compiles it for SQLite, written out so that it runs without SQLAlchemy.
+
+    `names` are the parameters in SQL order; `floats` and `json` the ones that
+    the column type's bind processor converts (``float`` for Float, ``json.dumps``
+    for JSON, as SQLAlchemy's SQLite types do); `returns` whether the SQL has a
+    RETURNING clause. A test compares every Compiled that `MetadataDB.direct`
+    hands out with what SQLAlchemy compiles from the statement beside it.
+    """
+
+    sql: str
+    names: tuple[str, ...]
+    floats: tuple[str, ...] = ()
+    json: tuple[str, ...] = ()
+    returns: bool = False
 
 
 class DirectStatement:
@@ -68,6 +88,18 @@ class DirectStatement:
         processors = {name: _processor(compiled, name, dialect) for name in names}
         self._convert = _converter(names, {n: p for n, p in processors.items() if p is not None}, compiled.positional)
         self._dbapi_error = dialect.loaded_dbapi.Error
+
+    @classmethod
+    def precompiled(cls, compiled: Compiled, dbapi_error: type[Exception]) -> DirectStatement:
+        """The statement from SQL written out in advance (qmark style), for a driver raising `dbapi_error`."""
+        self = cls.__new__(cls)
+        self.sql = compiled.sql
+        self.returns = compiled.returns
+        processors: dict[str, Callable[[Any], Any]] = dict.fromkeys(compiled.floats, _to_float)
+        processors.update(dict.fromkeys(compiled.json, json.dumps))
+        self._convert = _converter(list(compiled.names), processors, positional=True)
+        self._dbapi_error = dbapi_error
+        return self
 
     def execute_many(self, connection: Connection, rows: Sequence[Row]) -> None:
         """Run the statement once per row, in the connection's transaction."""
@@ -141,6 +173,10 @@ def _converter(names: list[str], processors: dict[str, Callable[[Any], Any]], po
         return values
 
     return convert
+
+
+def _to_float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def _picker(names: list[str]) -> Callable[[Row], tuple[Any, ...]]:

@@ -8,14 +8,24 @@ events` prints it, and lineage queries walk the ``cause`` chain.
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from loopstack.core.direct import Compiled
+
 if TYPE_CHECKING:
-    from sqlalchemy import Connection
+    from sqlalchemy import Connection, Table
 
     from loopstack.core.db import MetadataDB
+
+_COLUMNS = ("time", "kind", "subject", "payload", "cause")
+# the insert as SQLAlchemy compiles it for SQLite (RETURNING from SQLite 3.35 on, as its dialect decides)
+_INSERT = Compiled(
+    "INSERT INTO events (time, kind, subject, payload, cause) VALUES (?, ?, ?, ?, ?)", _COLUMNS, ("time",), ("payload",)
+)
+_INSERT_RETURNING = Compiled(_INSERT.sql + " RETURNING id", _COLUMNS, ("time",), ("payload",), returns=True)
 
 
 @dataclass(frozen=True)
@@ -35,12 +45,19 @@ class EventLog:
 
     def __init__(self, db: MetadataDB) -> None:
         self.db = db
-        self.table = db.table("events")
-        insert = self.table.insert()
-        if db.engine.dialect.insert_returning:
-            insert = insert.returning(self.table.c.id)  # else the cursor's lastrowid is the id
         # compiled once, run on the DBAPI cursor: each run start and end writes an event
-        self._insert_statement = db.direct(insert, columns=("time", "kind", "subject", "payload", "cause"))
+        sqlite = _INSERT_RETURNING if sqlite3.sqlite_version_info >= (3, 35) else _INSERT
+        self._insert_statement = db.direct(self._build_insert, columns=_COLUMNS, sqlite=sqlite)
+
+    @property
+    def table(self) -> Table:
+        return self.db.table("events")
+
+    def _build_insert(self) -> Any:
+        insert = self.table.insert()
+        if self.db.engine.dialect.insert_returning:
+            insert = insert.returning(self.table.c.id)  # else the cursor's lastrowid is the id
+        return insert
 
     def emit(
         self,
@@ -64,7 +81,7 @@ class EventLog:
         }
         if connection is not None:
             return self._insert(connection, row)
-        with self.db.write() as own:
+        with self.db.direct_write() as own:
             return self._insert(own, row)
 
     def list(

@@ -18,6 +18,8 @@ from loopstack.core.config import CONFIG_FILE, ProjectConfig, dump_config, load_
 from loopstack.core.errors import ConfigError, ConflictError, NotFoundError
 
 if TYPE_CHECKING:
+    from sqlalchemy import MetaData
+
     from loopstack.core.artifacts import ArtifactStore
     from loopstack.core.db import MetadataDB
     from loopstack.core.events import EventLog
@@ -113,9 +115,9 @@ class Project:
     @cached_property
     def db(self) -> MetadataDB:
         from loopstack.core.db import MetadataDB, normalize_url
-        from loopstack.schema import HEAD, METADATA
+        from loopstack.schema_sqlite import HEAD, SCRIPT
 
-        return MetadataDB(normalize_url(self.config.metadata, self.root), METADATA, HEAD)
+        return MetadataDB(normalize_url(self.config.metadata, self.root), _all_tables, HEAD, sqlite_script=SCRIPT)
 
     @cached_property
     def artifacts(self) -> ArtifactStore:
@@ -158,6 +160,13 @@ class Project:
 
     def _after_open(self) -> None:
         self.tracking.reap_dead_runs()
+
+
+def _all_tables() -> MetaData:
+    """Every table (importing them is importing SQLAlchemy: done when first needed)."""
+    from loopstack.schema import METADATA
+
+    return METADATA
 
 
 def find_root(path: str | os.PathLike[str] | None = None) -> Path:

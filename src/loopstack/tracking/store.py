@@ -9,8 +9,9 @@ import socket
 import time
 import uuid
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+from loopstack.core.direct import Compiled
 from loopstack.core.errors import ConflictError, NotFoundError, ValidationError
 from loopstack.tracking.entities import (
     FINISHED,
@@ -34,6 +35,33 @@ if TYPE_CHECKING:
 
 DEFAULT_EXPERIMENT = "Default"
 HOST = socket.gethostname()
+RUN_COLUMNS = (
+    "id", "experiment_id", "name", "status", "start_time", "end_time", "parent_id", "host", "pid", "pid_started",
+    "heartbeat",
+)  # fmt: skip
+
+# The statements of a run's life as SQLAlchemy compiles them for SQLite, so that a short
+# script on SQLite never imports it (see core.sqlite); a test compares each with its statement.
+_SQLITE_INSERT_RUN = Compiled(
+    f"INSERT INTO runs ({', '.join(RUN_COLUMNS)}) VALUES ({', '.join('?' * len(RUN_COLUMNS))})",
+    RUN_COLUMNS,
+    floats=("start_time", "end_time", "pid_started", "heartbeat"),
+)
+_SQLITE_END_RUN = Compiled(
+    "UPDATE runs SET status=?, end_time=? WHERE runs.id = ?",
+    ("new_status", "new_end_time", "run"),
+    floats=("new_end_time",),
+)
+_SQLITE_BEAT = Compiled("UPDATE runs SET heartbeat=? WHERE runs.id = ?", ("now", "run"), floats=("now",))
+_SQLITE_NEW_EXPERIMENT = Compiled(
+    "INSERT INTO experiments (name, created_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+    ("name", "created_at"),
+    floats=("created_at",),
+)
+_SQLITE_EXPERIMENT_ID = "SELECT experiments.id \nFROM experiments \nWHERE experiments.name = ?"
+_SQLITE_RUNNING = (
+    "SELECT runs.id, runs.host, runs.pid, runs.pid_started, runs.heartbeat \nFROM runs \nWHERE runs.status = ?"
+)
 
 
 class TrackingStore:
@@ -48,21 +76,36 @@ class TrackingStore:
         self._live_runs: set[str] = set()
         self._last_beat = 0.0
         self._experiment_ids: dict[str, int] = {}
-        runs = self.t("runs")
         # compiled once, run on the DBAPI cursor: every run inserts one row and ends with one update
-        self._insert_run = self.db.direct(runs.insert(), columns=[column.name for column in runs.columns])
+        self._insert_run = self.db.direct(lambda: self.t("runs").insert(), RUN_COLUMNS, sqlite=_SQLITE_INSERT_RUN)
 
     @cached_property
     def _end_statement(self) -> DirectStatement:
         """Compiled on the first end_run, so that a process's first start_run does not wait for it."""
-        from sqlalchemy import bindparam
 
-        runs = self.t("runs")
-        return self.db.direct(
-            runs.update()
-            .where(runs.c.id == bindparam("run"))
-            .values(status=bindparam("new_status"), end_time=bindparam("new_end_time"))
-        )
+        def build() -> Any:
+            from sqlalchemy import bindparam
+
+            runs = self.t("runs")
+            return (
+                runs.update()
+                .where(runs.c.id == bindparam("run"))
+                .values(status=bindparam("new_status"), end_time=bindparam("new_end_time"))
+            )
+
+        return self.db.direct(build, sqlite=_SQLITE_END_RUN)
+
+    @cached_property
+    def _beat_statement(self) -> DirectStatement:
+        """The heartbeat of one run (SQLite files only; elsewhere one update covers every live run)."""
+
+        def build() -> Any:
+            from sqlalchemy import bindparam
+
+            runs = self.t("runs")
+            return runs.update().where(runs.c.id == bindparam("run")).values(heartbeat=bindparam("now"))
+
+        return self.db.direct(build, sqlite=_SQLITE_BEAT)
 
     def t(self, name: str) -> Any:
         return self.db.table(name)
@@ -72,6 +115,10 @@ class TrackingStore:
         if name in self._experiment_ids:
             return self._experiment_ids[name]
         _check_name(name, "experiment name")
+        if self.db.raw is not None:
+            found = self._sqlite_experiment_id(name)
+            self._experiment_ids[name] = found
+            return found
         from sqlalchemy import select
 
         table = self.t("experiments")
@@ -84,6 +131,17 @@ class TrackingStore:
                 )
                 found = connection.execute(select(table.c.id).where(table.c.name == name)).scalar_one()
         self._experiment_ids[name] = int(found)
+        return int(found)
+
+    def _sqlite_experiment_id(self, name: str) -> int:
+        assert self.db.raw is not None
+        with self.db.raw.transaction() as connection:
+            found = connection.scalar(_SQLITE_EXPERIMENT_ID, (name,))
+        if found is None:
+            with self.db.direct_write() as connection:
+                rows = [{"name": name, "created_at": time.time()}]
+                self.db.upsert(connection, "experiments", rows, ("name",), (), sqlite=_SQLITE_NEW_EXPERIMENT)
+                found = connection.scalar(_SQLITE_EXPERIMENT_ID, (name,))
         return int(found)
 
     def list_experiments(self) -> list[Experiment]:
@@ -118,7 +176,7 @@ class TrackingStore:
         }
         if name is not None:
             _check_name(name, "run name")
-        with self.db.write() as connection:
+        with self.db.direct_write() as connection:
             self._insert_run.execute(connection, row)
             self.project.events.emit(
                 "run.started",
@@ -294,18 +352,10 @@ class TrackingStore:
     # -- liveness --------------------------------------------------------------
     def reap_dead_runs(self) -> list[str]:
         """Mark runs whose process died as KILLED; returns their ids."""
-        from sqlalchemy import select
-
-        runs = self.t("runs")
-        with self.db.read() as connection:
-            candidates = connection.execute(
-                select(runs.c.id, runs.c.host, runs.c.pid, runs.c.pid_started, runs.c.heartbeat).where(
-                    runs.c.status == RUNNING
-                )
-            ).all()
-        dead = [row for row in candidates if row.id not in self._live_runs and not self._owner_alive(row)]
+        dead = [row for row in self._running_runs() if row.id not in self._live_runs and not self._owner_alive(row)]
         if not dead:
             return []
+        runs = self.t("runs")
         with self.db.write() as connection:
             for row in dead:
                 result = connection.execute(
@@ -327,6 +377,21 @@ class TrackingStore:
                     )
         return [row.id for row in dead]
 
+    def _running_runs(self) -> list[Any]:
+        """Id, host, pid, pid start time and heartbeat of every RUNNING run."""
+        if self.db.raw is not None:
+            with self.db.raw.transaction() as connection:
+                return [_RunningRun(*row) for row in connection.fetchall(_SQLITE_RUNNING, (RUNNING,))]
+        from sqlalchemy import select
+
+        runs = self.t("runs")
+        with self.db.read() as connection:
+            return connection.execute(
+                select(runs.c.id, runs.c.host, runs.c.pid, runs.c.pid_started, runs.c.heartbeat).where(
+                    runs.c.status == RUNNING
+                )
+            ).all()
+
     def _owner_alive(self, row: Any) -> bool:
         """On this host the owning process (pid plus start time) still runs; elsewhere, its heartbeat is fresh."""
         if row.host == HOST:
@@ -337,8 +402,11 @@ class TrackingStore:
         now = time.time()
         if not self._live_runs or now - self._last_beat < self.settings.heartbeat_interval_s:
             return
-        runs = self.t("runs")
-        connection.execute(runs.update().where(runs.c.id.in_(list(self._live_runs))).values(heartbeat=now))
+        if self.db.raw is not None:  # the writer's connection is the driver's (see core.db.direct_write)
+            self._beat_statement.execute_many(connection, [{"now": now, "run": run} for run in list(self._live_runs)])
+        else:
+            runs = self.t("runs")
+            connection.execute(runs.update().where(runs.c.id.in_(list(self._live_runs))).values(heartbeat=now))
         self._last_beat = now
 
     def flush(self) -> None:
@@ -346,6 +414,14 @@ class TrackingStore:
 
     def close(self) -> None:
         self.writer.close()
+
+
+class _RunningRun(NamedTuple):
+    id: str
+    host: str
+    pid: int
+    pid_started: float
+    heartbeat: float
 
 
 def _info(row: dict[str, Any]) -> RunInfo:

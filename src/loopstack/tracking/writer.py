@@ -19,6 +19,8 @@ from collections.abc import Callable
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from loopstack.core.direct import Compiled
+
 if TYPE_CHECKING:
     from sqlalchemy import Connection
 
@@ -31,6 +33,37 @@ METRIC_COLUMNS = ("run_id", "key", "value", "step", "timestamp")
 TagRow = tuple[str, str, str]
 ArtifactRow = tuple[str, str, str, int, str]  # run_id, path, digest, size, kind
 Batch = tuple[list[MetricRow], list[TagRow], list[TagRow], list[ArtifactRow]]
+TAG_COLUMNS = ("run_id", "key", "value")
+ARTIFACT_COLUMNS = ("run_id", "path", "digest", "size", "kind")
+
+# A batch's statements as SQLAlchemy compiles them for SQLite, so that the writer runs on the
+# driver alone there (see core.sqlite); a test compares each with the statement it stands for.
+_SQLITE_METRICS = Compiled(
+    'INSERT INTO metrics (run_id, "key", value, step, timestamp) VALUES (?, ?, ?, ?, ?)',
+    METRIC_COLUMNS,
+    floats=("value", "timestamp"),
+)
+_SQLITE_LATEST = Compiled(
+    'INSERT INTO latest_metrics (run_id, "key", value, step, timestamp) VALUES (?, ?, ?, ?, ?) '
+    'ON CONFLICT (run_id, "key") DO UPDATE SET value = excluded.value, step = excluded.step, '
+    "timestamp = excluded.timestamp WHERE excluded.step > latest_metrics.step OR "
+    "excluded.step = latest_metrics.step AND excluded.timestamp >= latest_metrics.timestamp",
+    METRIC_COLUMNS,
+    floats=("value", "timestamp"),
+)
+_SQLITE_PARAMS = Compiled(
+    'INSERT INTO params (run_id, "key", value) VALUES (?, ?, ?) ON CONFLICT (run_id, "key") DO NOTHING', TAG_COLUMNS
+)
+_SQLITE_TAGS = Compiled(
+    'INSERT INTO tags (run_id, "key", value) VALUES (?, ?, ?) '
+    'ON CONFLICT (run_id, "key") DO UPDATE SET value = excluded.value',
+    TAG_COLUMNS,
+)
+_SQLITE_ARTIFACTS = Compiled(
+    "INSERT INTO artifacts (run_id, path, digest, size, kind) VALUES (?, ?, ?, ?, ?) ON CONFLICT (run_id, path) "
+    "DO UPDATE SET digest = excluded.digest, size = excluded.size, kind = excluded.kind",
+    ARTIFACT_COLUMNS,
+)
 
 
 class BufferedWriter:
@@ -55,7 +88,7 @@ class BufferedWriter:
     @cached_property
     def _metrics_insert(self) -> DirectStatement:
         """The bulk of every flush, compiled once, on the first flush, run on the DBAPI cursor (see core.direct)."""
-        return self.db.direct(self.db.table("metrics").insert(), columns=METRIC_COLUMNS)
+        return self.db.direct(lambda: self.db.table("metrics").insert(), METRIC_COLUMNS, sqlite=_SQLITE_METRICS)
 
     def start(self) -> None:
         if self._thread is None or not self._thread.is_alive():
@@ -128,7 +161,7 @@ class BufferedWriter:
     ) -> None:
         metrics, params, tags, artifacts = batch
         try:
-            with self.db.write() as connection:
+            with self.db.direct_write() as connection:
                 for hook in self.before_write:
                     hook(connection)
                 _write_params(self.db, connection, params)
@@ -144,18 +177,19 @@ class BufferedWriter:
 
 def _write_params(db: MetadataDB, connection: Connection, rows: list[TagRow]) -> None:
     records = [{"run_id": r, "key": k, "value": v} for r, k, v in rows]
-    db.upsert(connection, db.table("params"), records, keys=("run_id", "key"), update=())
+    db.upsert(connection, "params", records, keys=("run_id", "key"), update=(), sqlite=_SQLITE_PARAMS)
 
 
 def _write_tags(db: MetadataDB, connection: Connection, rows: list[TagRow]) -> None:
     latest: dict[tuple[str, str], str] = {(r, k): v for r, k, v in rows}
     records = [{"run_id": r, "key": k, "value": v} for (r, k), v in latest.items()]
-    db.upsert(connection, db.table("tags"), records, keys=("run_id", "key"), update=("value",))
+    db.upsert(connection, "tags", records, keys=("run_id", "key"), update=("value",), sqlite=_SQLITE_TAGS)
 
 
 def _write_artifacts(db: MetadataDB, connection: Connection, rows: list[ArtifactRow]) -> None:
     records = [{"run_id": r, "path": p, "digest": d, "size": n, "kind": k} for r, p, d, n, k in rows]
-    db.upsert(connection, db.table("artifacts"), records, keys=("run_id", "path"), update=("digest", "size", "kind"))
+    update = ("digest", "size", "kind")
+    db.upsert(connection, "artifacts", records, keys=("run_id", "path"), update=update, sqlite=_SQLITE_ARTIFACTS)
 
 
 def _write_metrics(db: MetadataDB, connection: Connection, rows: list[MetricRow], insert: DirectStatement) -> None:
@@ -168,11 +202,12 @@ def _write_metrics(db: MetadataDB, connection: Connection, rows: list[MetricRow]
     insert.execute_many(connection, records)
     db.upsert(
         connection,
-        db.table("latest_metrics"),
+        "latest_metrics",
         list(_latest(records).values()),
         keys=("run_id", "key"),
         update=("value", "step", "timestamp"),
         only_if=_is_newer,
+        sqlite=_SQLITE_LATEST,
     )
 
 
