@@ -10,17 +10,15 @@ override the stores so the same project runs on services without an edit:
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
+from loopstack.core.defaults import CONFIG_FILE, ENVIRONMENT_KEYS, NAME_PATTERN, dump_yaml
 from loopstack.core.errors import ConfigError
 
-CONFIG_FILE = "loopstack.yaml"
-NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,127}$")
 METADATA_SCHEMES = ("sqlite", "postgresql", "postgres")
 
 
@@ -100,14 +98,11 @@ def load_config(root: Path) -> ProjectConfig:
 
 def dump_config(config: ProjectConfig) -> str:
     """The YAML text of a config, defaults written out so users see the knobs."""
-    import yaml
-
-    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml when installed; the same text either way
-    return yaml.dump(config.model_dump(), Dumper=dumper, sort_keys=False)
+    return dump_yaml(config.model_dump())
 
 
 def _apply_environment(data: dict[str, Any]) -> dict[str, Any]:
-    for key in ("metadata", "artifacts", "online_store"):
+    for key in ENVIRONMENT_KEYS:
         override = os.environ.get(f"LOOPSTACK_{key.upper()}")
         if override:
             data[key] = override

@@ -12,15 +12,17 @@ import threading
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from loopstack.core.config import CONFIG_FILE, ProjectConfig, dump_config, load_config, parse_config
+from loopstack.core.defaults import CONFIG_FILE, default_config, dump_yaml
 from loopstack.core.errors import ConfigError, ConflictError, NotFoundError
 
 if TYPE_CHECKING:
     from sqlalchemy import MetaData
 
     from loopstack.core.artifacts import ArtifactStore
+    from loopstack.core.config import ProjectConfig
     from loopstack.core.db import MetadataDB
     from loopstack.core.events import EventLog
     from loopstack.features.store import FeatureStore
@@ -45,9 +47,26 @@ class Project:
     >>> project.close()
     """
 
-    def __init__(self, root: Path, config: ProjectConfig) -> None:
+    def __init__(self, root: Path, config: ProjectConfig | dict[str, Any]) -> None:
         self.root = root
-        self.config = config
+        if isinstance(config, dict):
+            self._written = config  # what Project.init wrote from the defaults; `config` validates it on first use
+        else:
+            self.__dict__["config"] = config
+
+    @cached_property
+    def config(self) -> ProjectConfig:
+        """The validated configuration."""
+        from loopstack.core.config import ProjectConfig
+
+        return ProjectConfig.model_validate(self._written)
+
+    def _setting(self, key: str) -> Any:
+        """One top-level config value, read without building `config` where it is not built yet."""
+        if "config" in self.__dict__:
+            return getattr(self.config, key)
+        value = self._written[key]
+        return SimpleNamespace(**value) if isinstance(value, dict) else value
 
     # -- creating and opening -------------------------------------------------
     @classmethod
@@ -63,11 +82,19 @@ class Project:
             raise ConflictError(
                 f"{config_path} already exists; open it with Project.open({str(root)!r}) or choose an empty folder"
             )
-        config = parse_config({"name": name or _default_name(root), **settings}, source="Project.init")
+        data = {"name": name or _default_name(root), **settings}
+        config: ProjectConfig | dict[str, Any] | None = default_config(data)  # a valid name and nothing else
+        if config is not None:
+            text = dump_yaml(config)
+        else:
+            from loopstack.core.config import dump_config, parse_config
+
+            config = parse_config(data, source="Project.init")
+            text = dump_config(config)
         root.mkdir(parents=True, exist_ok=True)
         (root / ".loopstack").mkdir(exist_ok=True)
         (root / ".loopstack" / ".gitignore").write_text("*\n")
-        config_path.write_text(dump_config(config), encoding="utf-8")
+        config_path.write_text(text, encoding="utf-8")
         return cls._open(root, lambda: config)  # just validated: no need to read the file back
 
     @classmethod
@@ -76,11 +103,13 @@ class Project:
 
         Opening the same folder twice in one process returns the same object.
         """
+        from loopstack.core.config import load_config
+
         root = find_root(path)
         return cls._open(root, lambda: load_config(root))
 
     @classmethod
-    def _open(cls, root: Path, config: Callable[[], ProjectConfig]) -> Project:
+    def _open(cls, root: Path, config: Callable[[], ProjectConfig | dict[str, Any]]) -> Project:
         with _open_lock:
             existing = _open_projects.get(root)
             if existing is not None:
@@ -109,7 +138,7 @@ class Project:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Project(name={self.config.name!r}, root={str(self.root)!r})"
+        return f"Project(name={self._setting('name')!r}, root={str(self.root)!r})"
 
     # -- components ------------------------------------------------------------
     @cached_property
@@ -117,13 +146,14 @@ class Project:
         from loopstack.core.db import MetadataDB, normalize_url
         from loopstack.schema_sqlite import HEAD, SCRIPT
 
-        return MetadataDB(normalize_url(self.config.metadata, self.root), _all_tables, HEAD, sqlite_script=SCRIPT)
+        url = normalize_url(self._setting("metadata"), self.root)
+        return MetadataDB(url, _all_tables, HEAD, sqlite_script=SCRIPT)
 
     @cached_property
     def artifacts(self) -> ArtifactStore:
         from loopstack.core.artifacts import ArtifactStore
 
-        location = self.config.artifacts
+        location = self._setting("artifacts")
         if "://" not in location and not os.path.isabs(location):
             location = str(self.root / location)
         return ArtifactStore(location)

@@ -70,7 +70,7 @@ class TrackingStore:
     def __init__(self, project: Project) -> None:
         self.project = project
         self.db = project.db
-        self.settings = project.config.tracking
+        self.settings = project._setting("tracking")  # its attributes, without building the config model
         self.writer = BufferedWriter(self.db, self.settings.flush_interval_s, self.settings.max_buffered_points)
         self.writer.before_write.append(self._beat)
         self._live_runs: set[str] = set()
