@@ -8,12 +8,10 @@ sampled by another background thread while the run is active.
 from __future__ import annotations
 
 import functools
-import hashlib
 import itertools
 import os
 import platform
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -25,6 +23,8 @@ HOSTNAME = socket.gethostname()
 
 def git_state(directory: str) -> dict[str, str]:
     """Commit, branch, dirty flag and a hash of the uncommitted diff, or {} outside git."""
+    import hashlib  # this module's slow parts import what they need on the capture thread
+    import subprocess
 
     def git(*args: str) -> str:
         return subprocess.run(
@@ -66,6 +66,8 @@ def environment() -> dict[str, Any]:
 
 
 def environment_tags(env: dict[str, Any]) -> dict[str, str]:
+    import hashlib
+
     return {
         "loopstack.python": env["python"],
         "loopstack.os": env["os"],
@@ -87,6 +89,8 @@ def cpu_model() -> str:
 
 
 def gpu_models() -> list[str]:
+    import subprocess
+
     try:
         output = subprocess.run(
             ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],

@@ -6,7 +6,6 @@ this path touches the database, so a training loop does not notice them.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -198,6 +197,8 @@ class ActiveRun:
 
     def _capture(self) -> None:
         """Record code and environment once per process (the code that runs is what was imported)."""
+        import hashlib  # on the capture thread, not on start_run's
+
         settings = self.store.settings
         with _process_capture_lock:
             if "tags" not in _process_capture:

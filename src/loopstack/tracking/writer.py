@@ -10,7 +10,6 @@ keeps its rows for the next attempt instead of dropping them.
 
 from __future__ import annotations
 
-import logging
 import math
 import threading
 import time
@@ -27,7 +26,6 @@ if TYPE_CHECKING:
     from loopstack.core.db import MetadataDB
     from loopstack.core.direct import DirectStatement
 
-log = logging.getLogger("loopstack.tracking")
 MetricRow = tuple[str, str, float, int, float]
 METRIC_COLUMNS = ("run_id", "key", "value", "step", "timestamp")
 TagRow = tuple[str, str, str]
@@ -142,7 +140,11 @@ class BufferedWriter:
                 self.last_error = None
             except Exception as exc:  # keep the thread alive; rows are kept for retry
                 if self.last_error is None:
-                    log.warning("loopstack could not write tracking data, will retry: %s", exc)
+                    import logging  # here: a process that never fails a write does not import it
+
+                    logging.getLogger("loopstack.tracking").warning(
+                        "loopstack could not write tracking data, will retry: %s", exc
+                    )
                 self.last_error = exc
                 time.sleep(min(self.flush_interval_s, 1.0))
 
