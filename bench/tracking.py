@@ -9,6 +9,7 @@ against the workload, and prints one table of times and ratios::
     .venv/bin/python bench/tracking.py            # full run (about 2 minutes)
     .venv/bin/python bench/tracking.py --quick    # small smoke run
     .venv/bin/python bench/tracking.py --no-anchor  # loopstack alone
+    .venv/bin/python bench/tracking.py --first-call  # only the fresh-process probes (seconds)
 
 Both sides run the same driver code (`Side` adapters below), so the loops,
 the timing and the read-back are identical. The timed region of a logging
@@ -274,29 +275,32 @@ marks = [(time.perf_counter(), time.process_time())]
 def mark():
     marks.append((time.perf_counter(), time.process_time()))
 import loopstack as ls; mark()
-import sqlalchemy, sqlalchemy.dialects.sqlite; mark()
-import pydantic, yaml, loopstack.core.config; mark()
-import loopstack.schema, loopstack.core.project, loopstack.tracking.store, loopstack.core.events; mark()
 project = ls.Project.init(sys.argv[1], name="fresh"); mark()
-ls.start_run(project=project); ls.log_metric("loss", 0.5, step=0); mark()
-names = ["import loopstack", "import sqlalchemy", "import pydantic, yaml, config models",
-         "import loopstack modules (schema, project, tracking)", "Project.init (schema created)",
-         "start_run + log_metric"]
-print(json.dumps({n: [b[0] - a[0], b[1] - a[1]] for n, a, b in zip(names, marks, marks[1:])}))
+ls.start_run(project=project); mark()
+ls.log_metric("loss", 0.5, step=0); mark()
+names = ["import loopstack", "Project.init (config written, schema created)", "start_run", "log_metric"]
+loaded = [name for name in ("sqlalchemy", "pydantic", "yaml", "alembic") if name in sys.modules]
+print(json.dumps({"phases": {n: [b[0] - a[0], b[1] - a[1]] for n, a, b in zip(names, marks, marks[1:])},
+                  "loaded": loaded}))
 """
 
 
-def first_call_breakdown(repeat: int) -> dict[str, list[float]]:
-    """Where loopstack's first call goes: [wall s, CPU s] per phase, median of fresh processes."""
-    samples = []
+def first_call_breakdown(repeat: int) -> dict[str, Any]:
+    """Where loopstack's first call goes: [wall s, CPU s] per phase, median of fresh processes,
+    and which heavy libraries the call imported."""
+    samples, loaded = [], set()
     for i in range(repeat):
         folder = WORK / f"breakdown-{i}"
+        shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         proc = subprocess.run([str(LOOPSTACK_PYTHON), "-c", _BREAKDOWN, str(folder)],
                               capture_output=True, text=True, cwd=folder, env=_env(), check=True)
-        samples.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    return {k: [statistics.median(s[k][0] for s in samples), statistics.median(s[k][1] for s in samples)]
-            for k in samples[0]}
+        sample = json.loads(proc.stdout.strip().splitlines()[-1])
+        samples.append(sample["phases"])
+        loaded.update(sample["loaded"])
+    phases = {k: [statistics.median(s[k][0] for s in samples), statistics.median(s[k][1] for s in samples)]
+              for k in samples[0]}
+    return {"phases": phases, "loaded": sorted(loaded)}
 
 
 def first_call(side_name: str, python: Path, repeat: int) -> dict[str, Any]:
@@ -396,14 +400,7 @@ def report(results: dict[str, Any], workload: dict[str, Any]) -> str:
     for key, label in rows:
         lines.append(_row(label, ls[key]["seconds"], ml[key]["seconds"] if ml else None, GOALS.get(key))
                      + _cpu(ls[key]["cpu_s"], ml[key]["cpu_s"] if ml else None))
-    for key, label in (("first_call_s", "first call on a fresh project (after import; median)"),
-                       ("first_call_cpu_s", "  ... CPU time of that (load-independent)"),
-                       ("to_end_run_s", "  ... up to end_run returned"),
-                       ("process_wall_s", "  ... whole fresh process, interpreter start to exit"),
-                       ("import_s", "`import loopstack` vs `import mlflow` (median, fresh processes)")):
-        a, b = results["first"]["loopstack"][key], results["first"].get("mlflow", {}).get(key)
-        goal = "< 0.3 s" if key in ("first_call_s", "import_s") else ""
-        lines.append(_row(label, a, b, None, goal, met=(a < 0.3) if goal else None) + " |")
+    lines.extend(_first_call_rows(results))
     lines.append("")
     lines.append("caller-thread latency per call (microseconds): mean / p50 / p99 / max")
     for kind in ("per_point", "batched"):
@@ -412,12 +409,31 @@ def report(results: dict[str, Any], workload: dict[str, Any]) -> str:
                 c = side[kind]["call_us"]
                 lines.append(f"  {kind:9s} {name:9s} {c['mean']:9.1f} {c['p50']:9.1f} {c['p99']:9.1f} {c['max']:10.1f}")
     lines.append("")
-    lines.append("loopstack first call, by phase (fresh process; median wall s / CPU s):")
-    for phase, (wall, cpu) in results["breakdown"].items():
-        lines.append(f"  {phase:55s} {wall:7.3f} {cpu:7.3f}")
+    lines.extend(_breakdown_lines(results["breakdown"]))
     lines.append(f"loopstack end_run (flush) in per_point: {ls['per_point']['end_s']:.3f} s; "
                  f"in batched: {ls['batched']['end_s']:.3f} s")
     return "\n".join(lines)
+
+
+def _first_call_rows(results: dict[str, Any]) -> list[str]:
+    lines = []
+    for key, label in (("first_call_s", "first call on a fresh project (after import; median)"),
+                       ("first_call_cpu_s", "  ... CPU time of that (load-independent)"),
+                       ("to_end_run_s", "  ... up to end_run returned"),
+                       ("process_wall_s", "  ... whole fresh process, interpreter start to exit"),
+                       ("import_s", "`import loopstack` vs `import mlflow` (median, fresh processes)")):
+        a, b = results["first"]["loopstack"][key], results["first"].get("mlflow", {}).get(key)
+        goal = "< 0.3 s" if key in ("first_call_s", "import_s") else ""
+        lines.append(_row(label, a, b, None, goal, met=(a < 0.3) if goal else None) + " |")
+    return lines
+
+
+def _breakdown_lines(breakdown: dict[str, Any]) -> list[str]:
+    lines = ["loopstack first call, by phase (fresh process; median wall s / CPU s):"]
+    for phase, (wall, cpu) in breakdown["phases"].items():
+        lines.append(f"  {phase:55s} {wall:7.3f} {cpu:7.3f}")
+    lines.append(f"  heavy libraries the first call imported: {', '.join(breakdown['loaded']) or 'none'}")
+    return lines
 
 
 def _cpu(a: float, b: float | None) -> str:
@@ -437,6 +453,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="loopstack tracking vs MLflow")
     parser.add_argument("--quick", action="store_true", help="100 steps and 50 runs instead of 1,000 and 500")
     parser.add_argument("--no-anchor", action="store_true", help="run loopstack alone")
+    parser.add_argument("--first-call", action="store_true",
+                        help="only the fresh-process probes: first call, import time, first-call phases")
     parser.add_argument("--repeat", type=int, default=5, help="repeats for search, history, fresh processes")
     parser.add_argument("--seed", type=int, default=20_240_601)
     parser.add_argument("--side", choices=("loopstack", "mlflow"), help=argparse.SUPPRESS)
@@ -465,6 +483,9 @@ def _drive(args: argparse.Namespace) -> None:
     workload_path = WORK / "workload.json"
     workload_path.write_text(json.dumps(workload))
     results: dict[str, Any] = {"first": {}}
+    if args.first_call:
+        _drive_first_call(args, sides, results)
+        return
     for name, python in sides.items():
         out = WORK / f"{name}.json"
         (WORK / name).mkdir()
@@ -483,6 +504,27 @@ def _drive(args: argparse.Namespace) -> None:
     (WORK / "results.json").write_text(json.dumps(results, indent=1, default=str))
     if any(problems.values()):
         raise SystemExit(1)
+
+
+def _drive_first_call(args: argparse.Namespace, sides: dict[str, Path], results: dict[str, Any]) -> None:
+    """--first-call: the fresh-process rows of the full report, with the same probes and repeats."""
+    from import_time import import_seconds
+
+    for name, python in sides.items():
+        print(f"probing {name} ...", file=sys.stderr, flush=True)
+        results["first"][name] = first_call(name, python, min(args.repeat, 3))
+        results["first"][name]["import_s"] = statistics.median(import_seconds(python, name, args.repeat))
+        results[name] = {"version": _version(name) if name == "loopstack" else _anchor_version(python)}
+    results["breakdown"] = first_call_breakdown(min(args.repeat, 3))
+    _print_header(results)
+    lines = ["| workload | loopstack s | MLflow s | MLflow / loopstack | goal | |", "|---|---:|---:|---:|---|---|"]
+    print("\n".join([*lines, *_first_call_rows(results), "", *_breakdown_lines(results["breakdown"])]))
+    (WORK / "results.json").write_text(json.dumps(results, indent=1, default=str))
+
+
+def _anchor_version(python: Path) -> str:
+    code = "from importlib.metadata import version; print(version('mlflow'))"
+    return subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True).stdout.strip()
 
 
 def _print_header(results: dict[str, Any]) -> None:
