@@ -6,6 +6,7 @@ is what SQLAlchemy compiles, and a run stored either way reads back the same.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine
 
+import loopstack as ls
 from loopstack.core import events
 from loopstack.core.db import MetadataDB
 from loopstack.core.direct import Compiled, DirectStatement
@@ -150,3 +152,28 @@ def test_dead_runs_are_found_the_same_way_on_both_paths(sqlite_project: Project)
     assert tracking.reap_dead_runs() == [run.id]
     assert tracking.get_run_info(run.id).status == "KILLED"
     fluent._stack.clear()
+
+
+def test_a_write_refused_by_a_lock_keeps_its_rows_for_the_next_flush(sqlite_project: Project) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    tracking = sqlite_project.tracking
+    run = fluent.start_run(project=sqlite_project)
+    tracking.flush()
+    for step in range(100):
+        fluent.log_metric("loss", step / 100, step=step)
+    assert sqlite_project.db.raw is not None
+    for idle in sqlite_project.db.raw._idle:  # give up on the lock quickly instead of after 30 s
+        idle.execute("PRAGMA busy_timeout=50")
+    locker = sqlite3.connect(sqlite_project.root / ".loopstack" / "meta.db", isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(OperationalError, match="locked"):
+            tracking.writer.flush()
+        assert tracking.writer._retry is not None  # kept, not dropped
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    fluent.end_run()
+    steps = [m.step for m in ls.Client(sqlite_project).get_metric_history(run.id, "loss")]
+    assert steps == list(range(100))  # every point once
