@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import functools
+import tempfile
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pandas as pd
 import pyarrow as pa
@@ -18,9 +20,10 @@ import loopstack as ls
 import loopstack.features as lf
 from loopstack.core.errors import ValidationError
 from loopstack.core.project import Project
+from loopstack.features import offline
 from loopstack.features.catalog import Catalog
 from loopstack.features.engine import Engine
-from loopstack.features.offline import historical
+from loopstack.features.offline import _overlapping_groups, historical
 
 T0 = datetime(2024, 1, 1)
 HOUR = 3_600_000_000
@@ -80,13 +83,33 @@ def _reference(records: list[dict[str, Any]], key: int, at: int, ttl: int | None
     return max(valid, key=lambda r: (r["ts"], r["created"]))
 
 
+def _as_parquet(table: pa.Table, unit: str) -> lf.FileSource:
+    """`table` written to a Parquet file of 4-row groups, its times stored in `unit`."""
+    folder = Path(tempfile.mkdtemp(prefix="loopstack-pit-"))
+    if unit == "date":
+        kind: pa.DataType = pa.date32()
+    else:
+        kind = pa.timestamp(unit, tz="UTC" if unit == "ms" else None)
+    stored = table.set_column(1, "event_timestamp", table.column("event_timestamp").cast(kind, safe=False))
+    pq.write_table(stored, folder / "stats.parquet", row_group_size=4)
+    return lf.FileSource(path=str(folder / "stats.parquet"), created_timestamp_field="created")
+
+
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(rows=feature_rows, entities=entity_rows, ttl_hours=st.none() | st.integers(1, 12), as_of=st.booleans())
+@given(rows=feature_rows, entities=entity_rows, ttl_hours=st.none() | st.integers(1, 12), as_of=st.booleans(),
+       stored=st.sampled_from(["arrow", "us", "ns", "ms"]), in_duckdb=st.booleans())
 def test_point_in_time_matches_brute_force(rows: list[Any], entities: list[Any], ttl_hours: int | None,
-                                           as_of: bool) -> None:
+                                           as_of: bool, stored: str, in_duckdb: bool) -> None:
+    """Both plans (the sort, and the hash join kept for as_of_known_time and very large views), over an
+    Arrow table (read by DuckDB) and a Parquet file (read by Arrow, by row group)."""
     table, entity, records = _tables(rows, entities)
     ttl = None if ttl_hours is None else timedelta(hours=ttl_hours)
-    got = _join([_view(table, ttl)], entity, ["stats:value"], as_of=as_of).column("value").to_pylist()
+    view = _view(table, ttl)
+    if stored != "arrow":
+        view = lf.FeatureView(name="stats", entities=[DRIVER], ttl=ttl, source=_as_parquet(table, stored),
+                              schema=[lf.Field(name="value", dtype=lf.Int64)])
+    with mock.patch.object(offline, "SORT_PLAN_MAX_ROWS", -1 if in_duckdb else offline.SORT_PLAN_MAX_ROWS):
+        got = _join([view], entity, ["stats:value"], as_of=as_of).column("value").to_pylist()
     ttl_us = None if ttl_hours is None else ttl_hours * HOUR
     for (key, t), value in zip(entities, got, strict=True):
         expected = _reference(records, key, t * HOUR, ttl_us, as_of)
@@ -191,6 +214,70 @@ def test_entity_frame_errors_name_the_missing_column() -> None:
         _join([_view(table)], pa.table({"event_timestamp": pa.array([T0])}), ["stats:value"])
     with pytest.raises(ValidationError, match="not a timestamp"):
         _join([_view(table)], pa.table({"driver_id": [1], "event_timestamp": ["2024"]}), ["stats:value"])
+
+
+@pytest.mark.parametrize("unit", ["s", "ms", "us", "ns", "date"])
+def test_parquet_read_by_arrow_equals_duckdb_reading_the_same_table(tmp_path: Path, unit: str) -> None:
+    """Arrow's reading of a Parquet file (times in any unit) gives what DuckDB gives for the same rows.
+
+    Nanoseconds before 1970 are floored to microseconds, as DuckDB's epoch_us does.
+    """
+    ns = [-1_500, 1_500, 3_600 * 10**9 - 1, 86_400 * 10**9, 2 * 86_400 * 10**9 + 999]
+    event = pa.array(ns, pa.int64()).cast(pa.timestamp("ns"))
+    event = event.cast(pa.date32()) if unit == "date" else event.cast(pa.timestamp(unit), safe=False)
+    table = pa.table({"driver_id": pa.array([1, 1, 2, 2, 1], pa.int32()), "event_timestamp": event,
+                      "created": event, "value": pa.array([1, 2, 3, None, 5], pa.int32())})
+    pq.write_table(table, tmp_path / "s.parquet", row_group_size=2)
+    entity = _entity(*[(k, datetime(1970, 1, 1) + timedelta(microseconds=t // 1000) + delta)
+                       for k in (1, 2, 3) for t in ns for delta in (-US, timedelta(0), US)])
+    from_parquet = lf.FileSource(path=str(tmp_path / "s.parquet"), created_timestamp_field="created")
+    declared = [lf.Field(name="value", dtype=lf.Int64)]
+    for ttl in (None, timedelta(hours=1)):
+        views = [lf.FeatureView(name="stats", entities=[DRIVER], ttl=ttl, source=source, schema=declared)
+                 for source in (from_parquet, lf.TableSource(table, created_timestamp_field="created"))]
+        by_arrow, by_duckdb = (_join([view], entity, ["stats:value"]) for view in views)
+        assert by_arrow.schema.field("value").type == pa.int64()  # cast to the declared type
+        assert by_arrow.column("value").to_pylist() == by_duckdb.column("value").to_pylist()
+    assert any(v is not None for v in by_arrow.column("value").to_pylist())
+
+
+@pytest.mark.parametrize("stored", ["arrow", "parquet"])
+def test_an_empty_entity_frame_gives_empty_typed_columns(tmp_path: Path, stored: str) -> None:
+    table = _rows((1, T0, T0, 1))
+    source: lf.Source = lf.TableSource(table, created_timestamp_field="created")
+    if stored == "parquet":
+        pq.write_table(table, tmp_path / "s.parquet")
+        source = lf.FileSource(path=str(tmp_path / "s.parquet"), created_timestamp_field="created")
+    view = lf.FeatureView(name="stats", entities=[DRIVER], source=source,
+                          schema=[lf.Field(name="value", dtype=lf.Int64)])
+    got = _join([view], _entity(), ["stats:value"])
+    assert got.num_rows == 0 and got.schema.field("value").type == pa.int64()
+
+
+def test_parquet_columns_named_in_another_case_still_join(tmp_path: Path) -> None:
+    # DuckDB matches column names case-insensitively, Arrow does not: such a file takes the DuckDB path
+    table = pa.table({"Driver_ID": [1], "Event_Timestamp": pa.array([T0], pa.timestamp("us")), "VALUE": [4]})
+    pq.write_table(table, tmp_path / "s.parquet")
+    view = lf.FeatureView(name="stats", entities=[DRIVER], schema=[lf.Field(name="value", dtype=lf.Int64)],
+                          source=lf.FileSource(path=str(tmp_path / "s.parquet")))
+    assert _join([view], _entity((1, T0)), ["stats:value"]).column("value").to_pylist() == [4]
+
+
+def test_row_groups_outside_every_window_are_not_needed(tmp_path: Path) -> None:
+    # one row group per day; entity rows on day 9 with a 1-day ttl can only use days 8 and 9
+    days = [T0 + timedelta(days=d) for d in range(10)]
+    table = pa.table({"driver_id": [1] * 10, "event_timestamp": pa.array(days, pa.timestamp("us")),
+                      "value": list(range(10))})
+    pq.write_table(table, tmp_path / "s.parquet", row_group_size=1)
+    parquet = pq.ParquetFile(tmp_path / "s.parquet")
+    start = int((days[9] - datetime(1970, 1, 1)).total_seconds() * 1e6)
+    groups = _overlapping_groups(parquet, "event_timestamp", {"min": start, "max": start + 3600 * 10**6},
+                                 86_400 * 10**6)
+    assert groups == [8, 9]
+    view = lf.FeatureView(name="stats", entities=[DRIVER], ttl=timedelta(days=1), schema=[lf.Field(
+        name="value", dtype=lf.Int64)], source=lf.FileSource(path=str(tmp_path / "s.parquet")))
+    got = _join([view], _entity((1, days[9]), (1, days[9] - US), (1, days[0] - US)), ["stats:value"])
+    assert got.column("value").to_pylist() == [9, 8, None]
 
 
 # -- through the store: pandas, extra columns, nullable ints, range mode, lineage --------------

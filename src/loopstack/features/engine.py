@@ -29,6 +29,19 @@ class Session:
         self.con = cursor
         self.root = root
 
+    @contextmanager
+    def fork(self) -> Iterator[Session]:
+        """A session on a new cursor of the same database, for a query run on another thread.
+
+        Registered tables are the cursor's own, so the fork starts without them.
+        """
+        cursor = self.con.cursor()
+        try:
+            _prepare(cursor, self.root)
+            yield Session(cursor, self.root)
+        finally:
+            cursor.close()
+
     def register(self, data: Any) -> str:
         name = f"__ls_t{next(_names)}"
         self.con.register(name, data)
@@ -67,15 +80,18 @@ class Engine:
         with self._lock:
             cursor = self._con.cursor()
         try:
-            cursor.execute("SET TimeZone = 'UTC'")
-            root = str(self.root).replace("'", "''")
-            cursor.execute(f"SET file_search_path = '{root}'")
+            _prepare(cursor, self.root)
             yield Session(cursor, self.root)
         finally:
             cursor.close()
 
     def close(self) -> None:
         self._con.close()
+
+
+def _prepare(cursor: Any, root: Path) -> None:
+    cursor.execute("SET TimeZone = 'UTC'")
+    cursor.execute("SET file_search_path = '" + str(root).replace("'", "''") + "'")
 
 
 def quote(identifier: str) -> str:

@@ -48,6 +48,10 @@ class Source:
     created_timestamp_field: str | None = None
     name: str = ""
 
+    def parquet_file(self, root: Path) -> Path | None:
+        """The one Parquet file this source reads, if it is one: its rows can then be fetched by number."""
+        return None
+
     def sql(self, relations: Relations) -> str:
         raise NotImplementedError
 
@@ -100,6 +104,10 @@ class FileSource(Source):
         if kind == "csv":
             return f"read_csv({literal}, auto_detect=true, union_by_name=true)"
         return f"read_parquet({literal}, union_by_name=true)"
+
+    def parquet_file(self, root: Path) -> Path | None:
+        path = self.resolve(root)
+        return path if path.is_file() and self.format(root) == "parquet" else None
 
     def files(self, root: Path) -> list[Path]:
         path = self.resolve(root)
@@ -195,6 +203,9 @@ class PushSource(Source):
 
     def sql(self, relations: Relations) -> str:
         return self.batch_source.sql(relations)
+
+    def parquet_file(self, root: Path) -> Path | None:
+        return self.batch_source.parquet_file(root)
 
     def fingerprint(self, root: Path) -> str:
         return self.batch_source.fingerprint(root)
