@@ -1,5 +1,6 @@
 """A fresh SQLite database made from `schema_sqlite.SCRIPT` is the one create_all and the migrations make."""
 
+import os
 import sqlite3
 import subprocess
 import sys
@@ -61,6 +62,46 @@ def test_an_existing_database_is_left_to_the_migrations(tmp_path: Path) -> None:
     assert db._ensure_sqlite_schema() is False
     assert _master(path) == before  # untouched: ensure_schema goes on to Alembic
     db.dispose()
+
+
+def test_an_older_database_opened_with_the_script_is_upgraded_by_alembic(tmp_path: Path) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    from loopstack.core.db import MIGRATIONS_DIR
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001")
+    engine.dispose()
+    db = MetadataDB(url, METADATA, HEAD, schema_sqlite.SCRIPT)
+    db.ensure_schema()
+    assert db.current_revision() == HEAD
+    db.dispose()
+
+
+def test_a_forked_child_does_not_reuse_its_parents_connections(tmp_path: Path) -> None:
+    pool = SQLiteConnections(str(tmp_path / "f.db"))
+    with pool.transaction(write=True) as connection:
+        connection.connection.execute("CREATE TABLE t (n INTEGER)")
+    parents = list(pool._idle)
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through the pipe
+        with pool.transaction(write=True) as connection:
+            connection.connection.execute("INSERT INTO t VALUES (1)")
+            fresh = connection.connection not in parents
+        os.write(write, repr(fresh).encode())
+        os._exit(0)
+    os.waitpid(child, 0)
+    assert os.read(read, 16) == b"True"
+    with pool.transaction() as connection:
+        assert connection.scalar("SELECT count(*) FROM t") == 1
+    pool.close()
 
 
 def test_reopening_at_head_needs_no_sqlalchemy(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ imported for that only when an error happens.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -79,6 +80,7 @@ class SQLiteConnections:
         self.path = path
         self._idle: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._pid = os.getpid()
 
     @contextmanager
     def transaction(self, write: bool = False) -> Iterator[RawConnection]:
@@ -109,6 +111,8 @@ class SQLiteConnections:
 
     def _checkout(self) -> sqlite3.Connection:
         with self._lock:
+            if self._pid != os.getpid():  # a forked child: its parent's connections are not its to use or close
+                self._idle, self._pid = [], os.getpid()
             if self._idle:
                 return self._idle.pop()
         connection = sqlite3.connect(
