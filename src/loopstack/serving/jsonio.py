@@ -10,6 +10,8 @@ write ``null``. One difference stays: orjson reads an integer past 64 bits as
 the nearest float, where `json.loads` keeps it exact. Model inputs become
 float64 rows either way, so the prediction routes use this module; routes that
 store what they read as sent (feedback labels) keep the standard library.
+Parsing is `loopstack.core.jsonio.loads`, shared with the feature store's
+online reads.
 """
 
 from __future__ import annotations
@@ -20,19 +22,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-
-def loads(body: bytes) -> Any:
-    """Parse a request body; raises ValueError (or UnicodeDecodeError) like `json.loads`.
-
-    Examples
-    --------
-    >>> loads(b'{"instances": [[1.5, NaN]]}')
-    {'instances': [[1.5, nan]]}
-    """
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return json.loads(body)
+from loopstack.core.jsonio import loads
 
 
 def dumps(payload: Any, outputs: np.ndarray | None = None) -> bytes:
@@ -50,3 +40,6 @@ def dumps(payload: Any, outputs: np.ndarray | None = None) -> bytes:
     if b"null" in body and outputs is not None and outputs.dtype.kind == "f" and not np.isfinite(outputs).all():
         return json.dumps(payload).encode()  # orjson wrote a NaN or infinity as null
     return body
+
+
+__all__ = ["dumps", "loads"]
