@@ -36,12 +36,12 @@ class Stub:
         self.offset, self.error_rate, self.delay_s, self.version = offset, error_rate, delay_s, version
         self._rng = np.random.default_rng(seed)
         self._lock = threading.Lock()
-        self.calls = 0
+        self.rows = 0  # rows predicted (the batcher may merge single-row requests into one call)
 
     def predict(self, X: Any) -> np.ndarray:
         X = np.asarray(X, dtype=float)
         with self._lock:
-            self.calls += 1
+            self.rows += len(X)
             fail = self._rng.random() < self.error_rate
         if self.delay_s:
             import time

@@ -113,7 +113,7 @@ def test_shadow_never_changes_the_answer_and_survives_a_failing_challenger(sqlit
         flush(endpoints, client)
     assert all(a.status_code == 200 and a.json()["predictions"] == [6.0] for a in answers)
     assert {a.json()["variant"] for a in answers} == {refs[0]}
-    assert broken.calls >= 200  # every request was mirrored
+    assert broken.rows >= 200  # every request was mirrored (batched together under load)
     report = compare_shadow(tmp_path, "api", refs[0], refs[1])
     assert 60 < report.shadow_errors < 140 and report.shadow_error_rate == report.shadow_errors / 200
     assert report.pairs == 200 - report.shadow_errors
