@@ -32,14 +32,14 @@ def latest_rows(codes: Any, event_us: Any, created_us: Any, query_codes: Any, qu
     import numpy as np
 
     answer = np.full(len(query_codes), -1, dtype=np.int64)
-    valid = codes >= 0
-    if not valid.any() or not len(query_codes):
+    if not len(codes) or not len(query_codes) or codes.max() < 0:
         return answer
-    kept = None if valid.all() else np.flatnonzero(valid)
+    kept = None if codes.min() >= 0 else np.flatnonzero(codes >= 0)
     if kept is not None:
         codes, event_us, created_us = codes[kept], event_us[kept], created_us[kept]
     source_offset, query_offset, width = _time_offsets(event_us, query_us, int(codes.max()) + 1, pack_limit)
-    packed = codes * width + source_offset
+    packed = codes * width
+    packed += source_offset
     order = np.argsort(packed, kind="stable")
     packed = packed[order]
     _latest_created_last(order, packed, created_us)

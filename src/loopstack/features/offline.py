@@ -268,7 +268,7 @@ class _ParquetView:
         return cls(parquet, query, columns, _overlapping_groups(parquet, source.timestamp_field, bounds, query.ttl))
 
     def rows(self) -> Any:
-        return self.parquet.read_row_groups(self.groups, columns=self.columns).combine_chunks()
+        return self.parquet.read_row_groups(self.groups, columns=self.columns)
 
     def times(self, rows: Any) -> tuple[Any, Any, Any]:
         """Event and created times in microseconds, and which rows have an event time at all."""
