@@ -352,3 +352,49 @@ def test_result_is_a_dataset_version_linked_to_the_run(applied: Project, tmp_pat
     with applied.db.read() as connection:
         row = connection.execute(table.select().where(table.c.digest == job.digest)).mappings().one()
     assert row["features"] == ["stats:value"] and set(row["sources"]) == {"stats"}
+
+
+# -- inputs where the sort plan and the hash join once disagreed (or one of them failed) ------------
+@pytest.mark.parametrize("in_duckdb", [False, True])
+def test_a_null_entity_time_matches_nothing_and_leaves_the_other_rows_exact(in_duckdb: bool) -> None:
+    # a null made the entity times floats; keys x a 30-year span then packed past 2**53 and lost microseconds
+    keys, late = list(range(100)), 10**15
+    table = pa.table({"driver_id": pa.array(keys * 2, pa.int64()),
+                      "event_timestamp": pa.array([0] * 100 + [late] * 100, pa.int64()).cast(pa.timestamp("us")),
+                      "value": pa.array(range(200), pa.int64())})
+    entity = pa.table({"driver_id": pa.array([*keys, *keys, 0], pa.int64()),
+                       "event_timestamp": pa.array([late - 1] * 100 + [late] * 100 + [None]).cast(pa.timestamp("us"))})
+    with mock.patch.object(offline, "SORT_PLAN_MAX_ROWS", -1 if in_duckdb else offline.SORT_PLAN_MAX_ROWS):
+        got = _join([_view(table, created=False)], entity, ["stats:value"]).column("value").to_pylist()
+    assert got == [*keys, *(k + 100 for k in keys), None]
+
+
+@pytest.mark.parametrize("as_of", [False, True])
+def test_event_times_before_1970(as_of: bool) -> None:
+    # the hash join ordered rows by (event << 64) + created, which DuckDB refuses for a negative event time
+    epoch = datetime(1970, 1, 1)
+    table = _rows((1, epoch - timedelta(days=2), epoch - timedelta(days=2), 1),
+                  (1, epoch - timedelta(days=1), epoch - timedelta(days=3), 2),
+                  (1, epoch - timedelta(days=1), epoch - timedelta(days=4), 3))
+    entity = _entity((1, epoch - timedelta(days=3)), (1, epoch - timedelta(hours=36)), (1, epoch))
+    got = _join([_view(table)], entity, ["stats:value"], as_of=as_of).column("value").to_pylist()
+    assert got == [None, 1, 2]
+
+
+def test_parquet_columns_that_differ_only_by_case_resolve_as_duckdb_does(tmp_path: Path) -> None:
+    # DuckDB binds `value` to the first of VALUE / value (the second becomes value_1); Arrow would take `value`
+    table = pa.table({"driver_id": [1], "event_timestamp": pa.array([T0], pa.timestamp("us")),
+                      "VALUE": [4], "value": [40]})
+    pq.write_table(table, tmp_path / "s.parquet")
+    view = lf.FeatureView(name="stats", entities=[DRIVER], schema=[lf.Field(name="value", dtype=lf.Int64)],
+                          source=lf.FileSource(path=str(tmp_path / "s.parquet")))
+    for in_duckdb in (False, True):
+        with mock.patch.object(offline, "SORT_PLAN_MAX_ROWS", -1 if in_duckdb else offline.SORT_PLAN_MAX_ROWS):
+            assert _join([view], _entity((1, T0)), ["stats:value"]).column("value").to_pylist() == [4]
+
+
+def test_a_feature_may_be_the_join_key_itself() -> None:
+    table = _rows((1, T0, T0, 10), (2, T0, T0, 20))
+    view = _view(table, schema=[lf.Field(name="driver_id", dtype=lf.Int64), lf.Field(name="value", dtype=lf.Int64)])
+    got = _join([view], _entity((2, T0), (3, T0)), ["stats:driver_id", "stats:value"])
+    assert got.to_pydict() == {"driver_id": [2, None], "value": [20, None]}

@@ -183,7 +183,8 @@ class _ViewQuery:
                           for k, t in zip(self.keys, self.key_types, strict=True))
         within = f" AND f.__ets >= e.{TS} - {self.ttl}" if self.ttl is not None else ""
         known = f" AND f.__cts <= e.{TS}" if as_of_known_time else ""
-        order = "(CAST(f.__ets AS HUGEINT) << 64) + f.__cts"  # (event time, created time) as one number
+        # (event time, created time) as one number; a product, since << refuses negative (pre-1970) times
+        order = f"CAST(f.__ets AS HUGEINT) * {2**64} + f.__cts"
         latest = ", ".join(f"arg_max_null(f.{quote(f)}, {order}) AS {quote(f)}" for f in self.features)
         full = f"(SELECT {self.key_list}, {self.times}, {self.values} FROM {self.relation})"
         return (f"SELECT e.{ROW}, {latest} FROM {spine_name} e JOIN {full} f ON {on} "
@@ -193,6 +194,7 @@ class _ViewQuery:
 def _sort_merge(session: Session, query: _ViewQuery, spine_name: str, frame: Any, bounds: dict[str, Any]) -> list[Any]:
     """Feature columns in spine order, the source rows picked by a sort and a binary search."""
     import numpy as np
+    import pyarrow.compute as pc
 
     from loopstack.features.asof import dense_codes, latest_rows
 
@@ -201,14 +203,21 @@ def _sort_merge(session: Session, query: _ViewQuery, spine_name: str, frame: Any
     if parquet is not None:
         rows = parquet.rows()
         event_us, created_us, usable = parquet.times(rows)
-    else:
-        rows = session.arrow(f"SELECT {query.key_list}, {query.times}, {query.values} FROM {query.relation}")
+        keys = query.keys
+    else:  # keys under their own names: a feature may share a join key's name
+        keys = [f"__key{i}" for i in range(len(query.keys))]
+        renamed = ", ".join(f"{quote(k)} AS {a}" for k, a in zip(query.keys, keys, strict=True))
+        rows = session.arrow(f"SELECT {renamed}, {query.times}, {query.values} FROM {query.relation}")
         event_us, created_us, usable = rows.column("__ets").to_numpy(), rows.column("__cts").to_numpy(), None
     spine_keys = session.arrow(query.spine_keys(spine_name))
-    codes, spine_codes = dense_codes([rows.column(k) for k in query.keys], [spine_keys.column(k) for k in query.keys])
+    codes, spine_codes = dense_codes([rows.column(k) for k in keys], [spine_keys.column(k) for k in query.keys])
     if usable is not None:
         codes = np.where(usable, codes, -1)
-    seen = latest_rows(codes, event_us, created_us, spine_codes, frame.column(TS).to_numpy(), query.ttl)
+    query_us = frame.column(TS)
+    if query_us.null_count:  # to_numpy would give floats (NaN), too coarse for packed keys; a null matches nothing
+        spine_codes = np.where(pc.is_valid(query_us).to_numpy(), spine_codes, -1)
+        query_us = pc.fill_null(query_us, 0)
+    seen = latest_rows(codes, event_us, created_us, spine_codes, query_us.to_numpy(), query.ttl)
     picked = _take_rows(rows.select(query.features), seen)
     if parquet is not None:
         picked = parquet.cast(session, picked)
@@ -261,8 +270,9 @@ class _ParquetView:
         columns = list(dict.fromkeys([*query.keys, *times, *query.features]))
         parquet = pq.ParquetFile(path, memory_map=True)
         schema = parquet.schema_arrow
-        if not set(columns) <= set(schema.names):
-            return None  # DuckDB resolves names case-insensitively; Arrow does not
+        lowered = [n.lower() for n in schema.names]
+        if not set(columns) <= set(schema.names) or any(lowered.count(c.lower()) > 1 for c in columns):
+            return None  # DuckDB resolves names case-insensitively (`value` may be `VALUE`); Arrow does not
         if not all(_micros_per_unit(schema.field(t).type) for t in times):
             return None
         return cls(parquet, query, columns, _overlapping_groups(parquet, source.timestamp_field, bounds, query.ttl))
