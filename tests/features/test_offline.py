@@ -398,3 +398,14 @@ def test_a_feature_may_be_the_join_key_itself() -> None:
     view = _view(table, schema=[lf.Field(name="driver_id", dtype=lf.Int64), lf.Field(name="value", dtype=lf.Int64)])
     got = _join([view], _entity((2, T0), (3, T0)), ["stats:driver_id", "stats:value"])
     assert got.to_pydict() == {"driver_id": [2, None], "value": [20, None]}
+
+
+def test_nanosecond_entity_times_before_1970_never_see_a_later_row() -> None:
+    # the source's -1000 ns is -1 µs; an entity row at -1500 ns (-1.5 µs) must floor to -2 µs, not truncate to -1
+    ns = pa.array([-1000], pa.int64()).cast(pa.timestamp("ns"))
+    table = pa.table({"driver_id": [1], "event_timestamp": ns, "created": ns, "value": pa.array([1], pa.int64())})
+    entity = pa.table({"driver_id": [1, 1, 1],
+                       "event_timestamp": pa.array([-1500, -1000, -999], pa.int64()).cast(pa.timestamp("ns"))})
+    for as_of in (False, True):
+        got = _join([_view(table)], entity, ["stats:value"], as_of=as_of)
+        assert got.column("value").to_pylist() == [None, 1, 1]

@@ -46,6 +46,7 @@ def spine(entity: Any, timestamp_field: str, keys: list[str]) -> Any:
     """The slim entity frame DuckDB joins on: row number, UTC time in microseconds, join keys."""
     import numpy as np
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     if timestamp_field not in entity.column_names:
         raise ValidationError(
@@ -67,7 +68,10 @@ def spine(entity: Any, timestamp_field: str, keys: list[str]) -> Any:
             "(pandas: pd.to_datetime(df[col], utc=True))"
         )
     # An aware timestamp holds UTC instants; dropping the zone keeps them, naive ones are taken as UTC.
-    ts = ts.cast(pa.timestamp(ts.type.unit)).cast(pa.timestamp("us"), safe=False).cast(pa.int64())
+    ts = ts.cast(pa.timestamp(ts.type.unit))
+    if ts.type.unit == "ns" and (pc.min(ts).value or 0) < 0:  # floored like the source's times; a cast
+        ts = pc.floor_temporal(ts, unit="microsecond")  # truncates before 1970 (-1.5 µs to -1 µs)
+    ts = ts.cast(pa.timestamp("us"), safe=False).cast(pa.int64())
     columns = {ROW: pa.array(np.arange(entity.num_rows, dtype=np.int64)), TS: ts}
     columns.update({k: entity.column(k) for k in keys})
     return pa.table(columns)
