@@ -263,6 +263,17 @@ def test_parquet_columns_named_in_another_case_still_join(tmp_path: Path) -> Non
     assert _join([view], _entity((1, T0)), ["stats:value"]).column("value").to_pylist() == [4]
 
 
+@pytest.mark.parametrize("kind", [pa.timestamp("s"), pa.timestamp("ms", tz="UTC"), pa.timestamp("ns"), pa.date32()])
+def test_row_groups_are_pruned_in_the_unit_the_statistics_are_stored_in(tmp_path: Path, kind: pa.DataType) -> None:
+    # Arrow's seconds are stored as milliseconds: the statistics are in the Parquet column's own unit
+    days = pa.array([T0 + timedelta(days=d) for d in range(10)], pa.timestamp("us"))
+    pq.write_table(pa.table({"event_timestamp": days.cast(kind)}), tmp_path / "s.parquet", row_group_size=1)
+    start = int((T0 + timedelta(days=9) - datetime(1970, 1, 1)).total_seconds() * 1e6)
+    groups = _overlapping_groups(pq.ParquetFile(tmp_path / "s.parquet"), "event_timestamp",
+                                 {"min": start, "max": start + 3600 * 10**6}, 86_400 * 10**6)
+    assert groups == [8, 9]
+
+
 def test_row_groups_outside_every_window_are_not_needed(tmp_path: Path) -> None:
     # one row group per day; entity rows on day 9 with a 1-day ttl can only use days 8 and 9
     days = [T0 + timedelta(days=d) for d in range(10)]

@@ -345,19 +345,35 @@ def _overlapping_groups(parquet: Any, column: str, bounds: dict[str, Any], ttl: 
     against rounding in the unit conversion.
     """
     meta = parquet.metadata
-    per_unit = _micros_per_unit(parquet.schema_arrow.field(column).type)
     index = next((j for j in range(meta.num_columns) if meta.schema.column(j).path == column), None)
+    per_unit = _stored_micros_per_unit(meta.schema.column(index)) if index is not None else None
     high = bounds.get("max")
     if high is None:  # no entity rows
         return []
     low = None if ttl is None or bounds.get("min") is None else bounds["min"] - ttl
     kept = []
     for i in range(meta.num_row_groups):
-        stats = meta.row_group(i).column(index).statistics if index is not None else None
+        stats = meta.row_group(i).column(index).statistics if per_unit is not None else None
         if (stats is None or not stats.has_min_max or not isinstance(stats.min_raw, int)
                 or (stats.min_raw * per_unit <= high + 2 and (low is None or stats.max_raw * per_unit >= low - 2))):
             kept.append(i)
     return kept
+
+
+def _stored_micros_per_unit(column: Any) -> float | None:
+    """Microseconds per unit of a Parquet time column as stored, which its statistics are in.
+
+    Read from the Parquet logical type, not from the Arrow schema a writer may
+    have stored beside it (Arrow's seconds are stored as milliseconds, say).
+    """
+    import json
+
+    logical = json.loads(column.logical_type.to_json() or "{}")
+    if logical.get("Type") == "Timestamp":
+        return {"milliseconds": 1e3, "microseconds": 1.0, "nanoseconds": 1e-3}.get(logical.get("timeUnit"))
+    if logical.get("Type") == "Date":
+        return 86_400e6
+    return {"TIMESTAMP_MILLIS": 1e3, "TIMESTAMP_MICROS": 1.0, "DATE": 86_400e6}.get(column.converted_type)
 
 
 def _in_spine_order(matched: Any, features: list[str], rows: int) -> list[Any]:
