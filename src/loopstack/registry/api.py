@@ -41,13 +41,18 @@ def register_model(
     return _registry(project).register_model(run_id, artifact_path, name=name, alias=alias, description=description)
 
 
-def load_model(ref: str, version: int | str | None = None, *, project: Project | None = None) -> LoadedModel:
+def load_model(ref: str, version: int | str | None = None, *, project: Project | None = None,
+               compiled: bool = False) -> LoadedModel:
     """Load ``"name@alias"``, ``"name/3"``, ``"name"`` (newest) or ``"runs:/<run_id>/model"``.
 
     Every stored byte is checked against its sha256 before the model is
     deserialized; a tampered or truncated artifact raises `IntegrityError`.
+    With `compiled`, a model saved with a compiled form (a histogram
+    gradient-boosting ensemble) is loaded as that: the same answers, without
+    importing its library (what `loopstack serve` does); ``raw`` is then the
+    compiled object, not the estimator.
     """
-    return _registry(project).load_model(ref, version)
+    return _registry(project).load_model(ref, version, compiled)
 
 
 def set_alias(name: str, alias: str, version: int, *, project: Project | None = None) -> ModelVersion:

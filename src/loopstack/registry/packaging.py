@@ -90,11 +90,21 @@ def read_manifest(store: ArtifactStore, digest: str) -> dict[str, Any]:
     return manifest
 
 
-def load_package(store: ArtifactStore, digest: str) -> tuple[dict[str, Any], Predictor]:
-    """The manifest and a predictor, every byte verified before the flavor sees any."""
+def load_package(store: ArtifactStore, digest: str, compiled: bool = False) -> tuple[dict[str, Any], Predictor]:
+    """The manifest and a predictor, every byte verified before the flavor sees any.
+
+    With `compiled`, a flavor that saved a compiled form too (the sklearn
+    flavor's tree ensembles) loads that, reading only its file.
+    """
     manifest = read_manifest(store, digest)
+    flavor = get_flavor(manifest["flavor"])
+    options = manifest["options"]
+    compiled_file = getattr(flavor, "compiled_file", lambda _: None)(options) if compiled else None
+    if compiled_file is not None:
+        data = {compiled_file: store.get_bytes(manifest["files"][compiled_file])}
+        return manifest, flavor.load_compiled(data, options)  # type: ignore[attr-defined]
     files = {rel: store.get_bytes(file_digest) for rel, file_digest in manifest["files"].items()}
-    return manifest, get_flavor(manifest["flavor"]).load(files, manifest["options"])
+    return manifest, flavor.load(files, options)
 
 
 def model_digest(tracking: Any, run_id: str, artifact_path: str) -> str:

@@ -188,17 +188,17 @@ class Registry:
                 self._require_model(connection, name)
             return queries.search_versions(connection, self.db, name, run_id)
 
-    def load_model(self, ref: str, version: int | str | None = None) -> LoadedModel:
+    def load_model(self, ref: str, version: int | str | None = None, compiled: bool = False) -> LoadedModel:
         """Load a registered version, or ``runs:/<run_id>/<path>``, verifying every byte first."""
         from loopstack.registry.model import LoadedModel
 
         if ref.startswith("runs:/"):
             run_id, _, path = ref.removeprefix("runs:/").partition("/")
             digest = model_digest(self.project.tracking, run_id, path or "model")
-            manifest, predictor = load_package(self.project.artifacts, digest)
+            manifest, predictor = load_package(self.project.artifacts, digest, compiled)
             return LoadedModel(predictor, manifest, digest)
         found = self.get_model_version(ref, version)
-        manifest, predictor = load_package(self.project.artifacts, found.digest)
+        manifest, predictor = load_package(self.project.artifacts, found.digest, compiled)
         return LoadedModel(predictor, manifest, found.digest, found.name, found.version)
 
     # -- existence, with errors that list what does exist ----------------------------

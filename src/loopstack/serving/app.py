@@ -293,7 +293,7 @@ def create_app(
     settings : ServerSettings, optional
         Prediction log folder, thread budget, retry hint, alias refresh.
     loader : callable, optional
-        ``ref -> model``; defaults to `loopstack.registry.api.load_model`.
+        ``ref -> model``; defaults to `loopstack.registry.api.load_model` with ``compiled=True``.
     resolver : callable, optional
         ``"name@alias" -> version``; with ``settings.refresh_s`` it swaps a moved alias in.
     feature_store : FeatureStore, optional

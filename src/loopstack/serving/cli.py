@@ -36,10 +36,12 @@ def _project(ctx: click.Context):  # type: ignore[no-untyped-def]
               help="Feature service (or comma-separated view:feature refs) read for entity-key requests.")
 @click.option("--gpu", default=None, help="GPU type held (price table name, e.g. L4): cost per 1,000 predictions.")
 @click.option("--gpus", default=1, show_default=True, type=int, help="Cards held, with --gpu.")
+@click.option("--native", is_flag=True,
+              help="Serve the estimator itself where a compiled form was saved too (same answers, slower start).")
 @click.pass_context
 def serve(ctx: click.Context, models: tuple[str, ...], host: str, port: int, max_batch_size: int,
           max_wait_ms: float, max_queue: int, timeout_s: float, threads: int | None, log_dir: str | None,
-          refresh_s: float, features: str | None, gpu: str | None, gpus: int) -> None:
+          refresh_s: float, features: str | None, gpu: str | None, gpus: int, native: bool) -> None:
     """Serve registered MODELS (fraud@champion, fraud/3, or NAME=REF) over HTTP: native JSON and Open Inference v2."""
     from loopstack.serving.config import ModelSpec, ServerSettings
 
@@ -58,7 +60,7 @@ def serve(ctx: click.Context, models: tuple[str, ...], host: str, port: int, max
                              timeout_s=timeout_s, features=refs) for m in models]
     click.echo(f"serving {', '.join(s.name for s in specs)} on http://{host}:{port}", err=True)
     run(specs, host=host, port=port, settings=settings,
-        loader=lambda ref: load_model(ref, project=project),
+        loader=lambda ref: load_model(ref, project=project, compiled=not native),
         resolver=lambda ref: str(get_model_version(ref, project=project).version),
         feature_store=project.feature_store if features else None)
 

@@ -88,12 +88,12 @@ def load(spec: ModelSpec, loader: Loader | None = None) -> ModelAdapter:
 
 
 def registry_loader() -> Loader:
-    """`loopstack.registry.api.load_model`, or a clear error while the registry is absent."""
+    """`loopstack.registry.api.load_model` taking compiled forms where saved, or a clear error without a registry."""
     try:
         from loopstack.registry.api import load_model
     except ImportError as error:  # pragma: no cover - only before the registry lands
         raise ConfigError(f"the model registry is not available ({error}); pass model objects instead") from error
-    return load_model
+    return lambda ref: load_model(ref, compiled=True)
 
 
 def schema_of(model: Any) -> InputSchema:

@@ -155,7 +155,7 @@ class EndpointService:
         return batcher
 
     def _registry_loader(self, ref: str) -> Any:
-        return self.deployments.project.registry.load_model(ref)
+        return self.deployments.project.registry.load_model(ref, compiled=True)
 
     def _retire_unused(self) -> None:
         used = {id(b) for live in self.live.values() for b in live.batchers.values()}

@@ -2,7 +2,9 @@
 
 Pickle is what scikit-learn itself documents for persistence; its risk (a
 pickle runs code when loaded) is contained by the store: `load` only ever
-sees bytes whose sha256 matched the manifest.
+sees bytes whose sha256 matched the manifest. A histogram gradient-boosting
+model is also saved compiled to plain arrays (`flavors.trees`), which a
+server loads without scikit-learn; the estimator stays the reference.
 """
 
 from __future__ import annotations
@@ -28,10 +30,27 @@ class SklearnFlavor:
 
     def save(self, model: Any, directory: Path) -> dict[str, Any]:
         (directory / FILE).write_bytes(pickle.dumps(model, protocol=5))
-        return {"file": FILE}
+        options: dict[str, Any] = {"file": FILE}
+        if type(model).__module__.startswith("sklearn.ensemble._hist_gradient_boosting"):
+            from loopstack.registry.flavors import trees
+
+            arrays = trees.compile_trees(model)
+            if arrays is not None:
+                (directory / trees.FILE).write_bytes(trees.dump(arrays))
+                options["compiled"] = trees.FILE
+        return options
 
     def load(self, files: Mapping[str, bytes], options: Mapping[str, Any]) -> NativePredictor:
         return NativePredictor(pickle.loads(files[options.get("file", FILE)]))
+
+    def compiled_file(self, options: Mapping[str, Any]) -> str | None:
+        """The file of the compiled form, when the model was saved with one."""
+        return options.get("compiled")
+
+    def load_compiled(self, files: Mapping[str, bytes], options: Mapping[str, Any]) -> NativePredictor:
+        from loopstack.registry.flavors import trees
+
+        return NativePredictor(trees.load(files[options["compiled"]]))
 
 
 FLAVOR = SklearnFlavor()
