@@ -144,11 +144,15 @@ def test_service_with_unknown_feature_is_rejected(project: Project, driver_rows)
 def test_bad_names_and_ttl_are_rejected_at_definition() -> None:
     with pytest.raises(ValidationError, match="name 'bad name'"):
         lf.Entity(name="bad name")
+    driver = lf.Entity(name="driver", join_keys=["driver_id"])
     with pytest.raises(ValidationError, match="positive timedelta"):
-        lf.FeatureView(name="v", source=lf.SqlSource(query="select 1"), ttl=__import__("datetime").timedelta(0))
+        lf.FeatureView(name="v", entities=[driver], source=lf.SqlSource(query="select 1"),
+                       ttl=__import__("datetime").timedelta(0))
     with pytest.raises(ValidationError, match="declares field"):
-        lf.FeatureView(name="v", source=lf.SqlSource(query="select 1"),
+        lf.FeatureView(name="v", entities=[driver], source=lf.SqlSource(query="select 1"),
                        schema=[lf.Field(name="a", dtype=lf.Int64), lf.Field(name="a", dtype=lf.Int64)])
+    with pytest.raises(ValidationError, match="no entities; pass entities="):
+        lf.FeatureView(name="v", source=lf.SqlSource(query="select 1"))
 
 
 def test_on_demand_view_version_follows_its_code() -> None:

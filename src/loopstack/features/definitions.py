@@ -146,6 +146,11 @@ class FeatureView(Definition):
 
     def __post_init__(self) -> None:
         check_name("feature view", self.name)
+        if not self.entities:
+            raise ValidationError(
+                f"feature view {self.name!r} has no entities; pass entities=[Entity(name=..., join_keys=[...])] "
+                "naming the key columns its rows are looked up by"
+            )
         if self.ttl is not None and (not isinstance(self.ttl, timedelta) or self.ttl <= timedelta(0)):
             raise ValidationError(
                 f"feature view {self.name!r} has ttl={self.ttl!r}; use a positive timedelta, or None for no expiry"
