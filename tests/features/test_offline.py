@@ -216,15 +216,21 @@ def test_entity_frame_errors_name_the_missing_column() -> None:
         _join([_view(table)], pa.table({"driver_id": [1], "event_timestamp": ["2024"]}), ["stats:value"])
 
 
-@pytest.mark.parametrize("unit", ["s", "ms", "us", "ns", "date"])
+@pytest.mark.parametrize("unit", ["s", "ms", "us", "ns", "ns-utc", "date"])
 def test_parquet_read_by_arrow_equals_duckdb_reading_the_same_table(tmp_path: Path, unit: str) -> None:
     """Arrow's reading of a Parquet file (times in any unit) gives what DuckDB gives for the same rows.
 
-    Nanoseconds before 1970 are floored to microseconds, as DuckDB's epoch_us does.
+    Nanoseconds before 1970 are floored to microseconds, as DuckDB's epoch_us does. ``ns-utc`` is a
+    zoned nanosecond column (pandas 2's default for aware times), DuckDB's TIMESTAMPTZ_NS.
     """
     ns = [-1_500, 1_500, 3_600 * 10**9 - 1, 86_400 * 10**9, 2 * 86_400 * 10**9 + 999]
     event = pa.array(ns, pa.int64()).cast(pa.timestamp("ns"))
-    event = event.cast(pa.date32()) if unit == "date" else event.cast(pa.timestamp(unit), safe=False)
+    if unit == "date":
+        event = event.cast(pa.date32())
+    elif unit == "ns-utc":
+        event = event.cast(pa.timestamp("ns", tz="UTC"))
+    else:
+        event = event.cast(pa.timestamp(unit), safe=False)
     table = pa.table({"driver_id": pa.array([1, 1, 2, 2, 1], pa.int32()), "event_timestamp": event,
                       "created": event, "value": pa.array([1, 2, 3, None, 5], pa.int32())})
     pq.write_table(table, tmp_path / "s.parquet", row_group_size=2)
@@ -420,3 +426,23 @@ def test_nanosecond_entity_times_before_1970_never_see_a_later_row() -> None:
     for as_of in (False, True):
         got = _join([_view(table)], entity, ["stats:value"], as_of=as_of)
         assert got.column("value").to_pylist() == [None, 1, 1]
+
+
+def test_zoned_nanosecond_times_from_pandas_2_apply_join_and_materialize(tmp_path: Path) -> None:
+    # pandas 2 stores aware times as datetime64[ns, tz]: DuckDB reads them as TIMESTAMPTZ_NS
+    times = pd.to_datetime(["2024-01-01 00:00:00.000001500", "2024-01-02 00:00:00", "2024-01-01 00:00:00"],
+                           format="ISO8601").tz_localize("UTC")
+    frame = pd.DataFrame({"driver_id": [1, 1, 2], "event_timestamp": times.as_unit("ns"), "value": [10, 11, 20]})
+    frame.to_parquet(tmp_path / "s.parquet")
+    project = Project.init(tmp_path / "p", name="p")
+    store = project.feature_store
+    for source in (lf.FileSource(path=str(tmp_path / "s.parquet")), lf.TableSource(frame)):
+        store.apply([lf.FeatureView(name="v", entities=[DRIVER], source=source,
+                                    schema=[lf.Field(name="value", dtype=lf.Int64)])])
+        entity = pd.DataFrame({"driver_id": [1, 1, 2], "event_timestamp": pd.to_datetime(
+            ["2024-01-01 00:00:00", "2024-01-01 00:00:00.000001", "2024-01-03"], format="ISO8601")})
+        got = store.get_historical_features(entity, ["v:value"]).to_arrow().column("value").to_pylist()
+        assert got == [None, 10, 20]  # the row at 1.5 µs counts as 1 µs (floored, as naive nanoseconds are)
+        store.materialize(T0, T0 + timedelta(days=3), progress=False)
+        assert store.get_online_features(["v:value"], [{"driver_id": 1}]).to_dict()["value"] == [11]
+    project.close()

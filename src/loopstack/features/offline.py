@@ -399,6 +399,8 @@ def micros_sql(column: str, columns: dict[str, str]) -> str:
     kind = columns.get(column, "TIMESTAMP").upper()
     if kind == "DATE":
         return f"epoch_us(CAST({quote(column)} AS TIMESTAMP))"
+    if kind == "TIMESTAMPTZ_NS":  # no epoch_us of its own; as UTC nanoseconds (the session clock is UTC), floored
+        return f"epoch_us(CAST({quote(column)} AS TIMESTAMP_NS))"
     return f"epoch_us({quote(column)})"
 
 

@@ -85,7 +85,8 @@ Bool = DType("Bool", "BOOLEAN", frozenset({"BOOLEAN"}))
 Bytes = DType("Bytes", "BLOB", frozenset({"BLOB"}))
 UnixTimestamp = DType(
     "UnixTimestamp", "TIMESTAMP",
-    frozenset({"TIMESTAMP", "TIMESTAMP WITH TIME ZONE", "TIMESTAMP_NS", "TIMESTAMP_MS", "TIMESTAMP_S", "DATE"}),
+    frozenset({"TIMESTAMP", "TIMESTAMP WITH TIME ZONE", "TIMESTAMP_NS", "TIMESTAMPTZ_NS", "TIMESTAMP_MS",
+               "TIMESTAMP_S", "DATE"}),  # TIMESTAMPTZ_NS: a zoned nanosecond column (pandas 2's default)
 )
 
 ALL = (Int32, Int64, Float32, Float64, String, Bool, Bytes, UnixTimestamp)
