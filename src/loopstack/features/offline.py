@@ -215,7 +215,7 @@ def _sort_merge(session: Session, query: _ViewQuery, spine_name: str, frame: Any
         event_us, created_us, usable = rows.column("__ets").to_numpy(), rows.column("__cts").to_numpy(), None
     spine_keys = session.arrow(query.spine_keys(spine_name))
     codes, spine_codes = dense_codes([rows.column(k) for k in keys], [spine_keys.column(k) for k in query.keys])
-    if usable is not None:
+    if usable is not None and not usable.all():  # a row without an event time matches nothing
         codes = np.where(usable, codes, -1)
     query_us = frame.column(TS)
     if query_us.null_count:  # to_numpy would give floats (NaN), too coarse for packed keys; a null matches nothing
