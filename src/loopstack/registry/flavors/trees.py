@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 FILE = "trees.npz"
-_CHUNK_ROWS = 4096  # rows walked at once: bounds the (rows x trees) work arrays
+_CHUNK_CELLS = 1 << 20  # rows x trees walked at once: bounds the work arrays (8 MB each)
 _BINARY, _IDENTITY, _LOG = 0, 1, 2
 
 
@@ -104,8 +104,9 @@ class CompiledTrees:
         if rows.ndim != 2 or rows.shape[1] != self.n_features_in_:
             raise ValueError(f"expected rows of {self.n_features_in_} features, got an array of shape {rows.shape}")
         raw = np.empty(len(rows), dtype=np.float64)
-        for start in range(0, len(rows), _CHUNK_ROWS):
-            raw[start:start + _CHUNK_ROWS] = self._raw_chunk(rows[start:start + _CHUNK_ROWS])
+        step = max(1, _CHUNK_CELLS // len(self._roots))
+        for start in range(0, len(rows), step):
+            raw[start:start + step] = self._raw_chunk(rows[start:start + step])
         return raw
 
     def _raw_chunk(self, rows: np.ndarray) -> np.ndarray:
