@@ -139,3 +139,11 @@ def test_a_server_loads_the_compiled_form(sqlite_project: Project, monkeypatch: 
     assert isinstance(adapter.model.raw, trees.CompiledClassifier) and adapter.method == "predict_proba"
     native = ls.load_model("fraud@champion", project=sqlite_project)
     assert np.array_equal(adapter.run(unseen[:64]), native.predict_proba(unseen[:64]))
+
+
+def test_rows_walked_in_many_chunks_give_the_same_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    X, y = _data(8)
+    model = HistGradientBoostingClassifier(max_iter=25).fit(X, y > 0)
+    compiled = trees.load(trees.dump(trees.compile_trees(model)))
+    monkeypatch.setattr(trees, "_CHUNK_CELLS", 7 * 25)  # 7 rows per chunk
+    assert np.array_equal(compiled.predict_proba(_unseen(8)[:100]), model.predict_proba(_unseen(8)[:100]))
