@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from loopstack.core.project import Project
 from loopstack.features.cli import apply, features
-from loopstack.features.feature_log import FeatureLogger
+from loopstack.features.feature_log import FeatureLogger, log_meta
 
 T0 = datetime(2024, 1, 1)
 NOW = T0 + timedelta(days=3, hours=12)
@@ -78,6 +78,50 @@ def test_logger_writes_off_the_request_path(tmp_path: Path) -> None:
     log.close()
 
 
+def _segments(log: FeatureLogger, meta: dict[str, Any], count: int, start: int = 0) -> None:
+    """`count` one-request segments."""
+    for i in range(start, start + count):
+        log.log("svc", f"r{i}", 1_000_000 * i, {"id": [i]}, {"x": [float(i)]}, meta)
+        log.flush()
+
+
+def test_compaction_merges_runs_of_old_segments_and_keeps_every_row_in_order(tmp_path: Path) -> None:
+    log = FeatureLogger(tmp_path / "logs", flush_interval_s=60)
+    first = {"features": ["v:x"], "columns": ["x"], "join_keys": ["id"]}
+    second = {"features": ["v:x", "v:y"], "columns": ["x"], "join_keys": ["id"]}
+    _segments(log, first, 3)
+    _segments(log, second, 2, start=3)
+    before = log.read("svc")
+    assert len(log.segments("svc")) == 5
+    assert log.compact("svc", older_than_s=3600) == 0  # nothing is old enough
+    assert log.compact("svc", older_than_s=0) == 5
+    assert len(log.segments("svc")) == 2  # one file per run of segments with the same features
+    after = log.read("svc")
+    assert after.equals(before.replace_schema_metadata(after.schema.metadata))
+    assert log_meta(after)["features"] == ["v:x", "v:y"]  # still the latest segment's features
+    _segments(log, second, 1, start=5)
+    assert log.compact("svc", older_than_s=0) == 0  # a merged file is not merged again; one new segment stays
+    assert log.read("svc").column("request_id").to_pylist() == [f"r{i}" for i in range(6)]
+    log.close()
+
+
+def test_a_compaction_killed_before_deleting_its_sources_loses_and_doubles_nothing(tmp_path: Path,
+                                                                                    monkeypatch: Any) -> None:
+    log = FeatureLogger(tmp_path / "logs", flush_interval_s=60)
+    _segments(log, {"features": ["v:x"], "columns": ["x"], "join_keys": ["id"]}, 4)
+    before = log.read("svc")
+    with monkeypatch.context() as patched:
+        patched.setattr(Path, "unlink", lambda self, missing_ok=False: (_ for _ in ()).throw(KeyboardInterrupt))
+        with pytest.raises(KeyboardInterrupt):
+            log.compact("svc", older_than_s=0)
+    assert len(list((tmp_path / "logs" / "svc").glob("*.parquet"))) == 5  # the merged file and its 4 sources
+    assert log.read("svc").column("request_id").to_pylist() == before.column("request_id").to_pylist()
+    assert log.compact("svc", older_than_s=0) == 0  # deletes the leftovers, merges nothing new
+    assert len(list((tmp_path / "logs" / "svc").glob("*.parquet"))) == 1
+    assert log.read("svc").column("x").to_pylist() == before.column("x").to_pylist()
+    log.close()
+
+
 def test_served_rows_are_logged_and_skew_is_zero_when_paths_agree(project: Project) -> None:
     store = project.feature_store
     store.apply()
@@ -131,3 +175,8 @@ def test_cli_apply_list_materialize_skew(project: Project) -> None:
     _write(root, "late.parquet", [(1, T0 + timedelta(days=3, hours=1), 5.0, 5)])
     failed = CliRunner().invoke(features, ["skew", "ranker", "--fail-above", "0.1"], obj={"project_path": str(root)})
     assert failed.exit_code == 1 and "exceeds --fail-above" in failed.output
+    project.feature_store.get_online_features("ranker", [{"driver_id": 2}], now=NOW)
+    project.feature_store.feature_log.flush()
+    compacted = _invoke(features, ["compact", "ranker", "--older-than", "0"], root)
+    assert compacted.exit_code == 0 and "ranker: merged 2 segments" in compacted.output
+    assert project.feature_store.feature_log.read("ranker").num_rows == 2

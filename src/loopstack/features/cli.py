@@ -1,4 +1,4 @@
-"""Feature store commands: ``loopstack apply`` and ``loopstack features list|materialize|skew``.
+"""Feature store commands: ``loopstack apply`` and ``loopstack features list|materialize|skew|compact``.
 
 ``apply`` prints the plan before applying it (``--dry-run`` stops there), so
 removing a view from the definitions files is seen before it happens.
@@ -110,6 +110,17 @@ def skew(ctx: click.Context, log: str, since: str | None, until: str | None, fai
         console().print(table)
     if fail_above is not None and report.max_rate > fail_above:
         raise click.ClickException(f"skew {report.max_rate:.2%} exceeds --fail-above {fail_above:.2%}")
+
+
+@features.command()
+@click.argument("log")
+@click.option("--older-than", "older_than_s", type=float, default=60.0, show_default=True,
+              help="Only merge segments written at least this many seconds ago.")
+@click.pass_context
+def compact(ctx: click.Context, log: str, older_than_s: float) -> None:
+    """Merge the small Parquet segments of feature log LOG (safe while serving, and after a crash)."""
+    merged = open_project(ctx).feature_store.feature_log.compact(log, older_than_s)
+    console().print(f"{log}: merged {merged} segments", highlight=False)
 
 
 def _iso(micros: int | None) -> str | None:

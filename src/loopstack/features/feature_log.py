@@ -21,6 +21,7 @@ Examples
 from __future__ import annotations
 
 import atexit
+import fcntl
 import json
 import queue
 import threading
@@ -73,7 +74,57 @@ class FeatureLogger:
         return sorted(p.name for p in self.folder.iterdir() if p.is_dir()) if self.folder.exists() else []
 
     def segments(self, name: str) -> list[Path]:
-        return sorted((self.folder / name).glob("*.parquet"))
+        """The log's Parquet files in write order, less any segment a compacted file already holds."""
+        files = sorted((self.folder / name).glob("*.parquet"))
+        merged = _merged_away(files)
+        return [f for f in files if f.name not in merged]
+
+    def compact(self, name: str, older_than_s: float = 60.0) -> int:
+        """Merge runs of segments older than `older_than_s` into one file each; returns the segments merged.
+
+        A run is consecutive segments logged with the same features; a merged
+        file takes the place of its run in write order and names its sources.
+        It is in place before they are deleted, so a crash in between leaves
+        sources that readers skip and the next compaction deletes: no row is
+        lost or read twice.
+        """
+        folder = self.folder / name
+        if not folder.is_dir():
+            raise NotFoundError(f"no feature log {name!r} in {self.folder}; logs: {self.names()}")
+        with (folder / ".compact.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # two compactions of one log would merge the same run twice
+            return self._compact(folder, older_than_s)
+
+    def _compact(self, folder: Path, older_than_s: float) -> int:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        files = sorted(folder.glob("*.parquet"))
+        merged = _merged_away(files)
+        for leftover in (f for f in files if f.name in merged):
+            leftover.unlink(missing_ok=True)
+        cutoff = time.time() - older_than_s
+        runs: list[list[tuple[Path, Any]]] = [[]]
+        for path in (f for f in files if f.name not in merged):
+            meta = pq.read_schema(path).metadata or {}
+            compacted = path.name.endswith(_COMPACTED) or path.stat().st_mtime > cutoff
+            if compacted or (runs[-1] and meta.get(_FEATURES) != runs[-1][-1][1].get(_FEATURES)):
+                runs.append([])
+            if not compacted:
+                runs[-1].append((path, meta))
+        count = 0
+        for run in (r for r in runs if len(r) > 1):
+            sources = [path for path, _ in run]
+            table = pa.concat_tables([pq.read_table(p) for p in sources], promote_options="permissive")
+            metadata = {**run[-1][1], _SOURCES: json.dumps([p.name for p in sources]).encode()}
+            target = sources[-1].with_name(sources[-1].stem + _COMPACTED)
+            temporary = target.with_suffix(".tmp")
+            pq.write_table(table.replace_schema_metadata(metadata), temporary)
+            temporary.rename(target)
+            for source in sources:
+                source.unlink()
+            count += len(sources)
+        return count
 
     def read(self, name: str) -> Any:
         """Every logged row under `name` as one Arrow table (schema metadata of the latest segment)."""
@@ -147,6 +198,20 @@ class FeatureLogger:
         temporary = path.with_suffix(".tmp")
         pq.write_table(table, temporary)
         temporary.rename(path)
+
+
+_FEATURES, _SOURCES = b"loopstack.features", b"loopstack.compacted_from"
+_COMPACTED = "-compacted.parquet"  # sorts after the run's other segments, before the next one
+
+
+def _merged_away(files: list[Path]) -> set[str]:
+    """Names of the segments that compacted files among `files` already hold."""
+    import pyarrow.parquet as pq
+
+    names: set[str] = set()
+    for path in (f for f in files if f.name.endswith(_COMPACTED)):
+        names.update(json.loads((pq.read_schema(path).metadata or {}).get(_SOURCES, b"[]")))
+    return names
 
 
 def log_meta(table: Any) -> dict[str, Any]:
