@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,18 +29,12 @@ class Session:
         self.con = cursor
         self.root = root
 
-    @contextmanager
-    def fork(self) -> Iterator[Session]:
+    def fork(self) -> AbstractContextManager[Session]:
         """A session on a new cursor of the same database, for a query run on another thread.
 
         Registered tables are the cursor's own, so the fork starts without them.
         """
-        cursor = self.con.cursor()
-        try:
-            _prepare(cursor, self.root)
-            yield Session(cursor, self.root)
-        finally:
-            cursor.close()
+        return _session_on(self.con.cursor(), self.root)
 
     def register(self, data: Any) -> str:
         name = f"__ls_t{next(_names)}"
@@ -75,23 +69,24 @@ class Engine:
         self._con = duckdb.connect(":memory:", config=config)
         self._lock = threading.Lock()
 
-    @contextmanager
-    def session(self) -> Iterator[Session]:
+    def session(self) -> AbstractContextManager[Session]:
         with self._lock:
             cursor = self._con.cursor()
-        try:
-            _prepare(cursor, self.root)
-            yield Session(cursor, self.root)
-        finally:
-            cursor.close()
+        return _session_on(cursor, self.root)
 
     def close(self) -> None:
         self._con.close()
 
 
-def _prepare(cursor: Any, root: Path) -> None:
-    cursor.execute("SET TimeZone = 'UTC'")
-    cursor.execute("SET file_search_path = '" + str(root).replace("'", "''") + "'")
+@contextmanager
+def _session_on(cursor: Any, root: Path) -> Iterator[Session]:
+    """A session on `cursor` (UTC clock, paths relative to the project), closing the cursor after."""
+    try:
+        cursor.execute("SET TimeZone = 'UTC'")
+        cursor.execute("SET file_search_path = '" + str(root).replace("'", "''") + "'")
+        yield Session(cursor, root)
+    finally:
+        cursor.close()
 
 
 def quote(identifier: str) -> str:

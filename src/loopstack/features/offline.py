@@ -299,9 +299,7 @@ class _ParquetView:
         declared = [self.query.view.get_field(f).dtype for f in self.query.features]
         if all(picked.schema.field(f).type == d.arrow() for f, d in zip(self.query.features, declared, strict=True)):
             return picked
-        casts = ", ".join(f"CAST({quote(f)} AS {d.duckdb}) AS {quote(f)}"
-                          for f, d in zip(self.query.features, declared, strict=True))
-        return session.arrow(f"SELECT {casts} FROM {session.register(picked)}")
+        return session.arrow(f"SELECT {self.query.values} FROM {session.register(picked)}")
 
 
 def _micros_per_unit(kind: Any) -> float | None:
