@@ -93,13 +93,14 @@ def read_manifest(store: ArtifactStore, digest: str) -> dict[str, Any]:
 def load_package(store: ArtifactStore, digest: str, compiled: bool = False) -> tuple[dict[str, Any], Predictor]:
     """The manifest and a predictor, every byte verified before the flavor sees any.
 
-    With `compiled`, a flavor that saved a compiled form too (the sklearn
-    flavor's tree ensembles) loads that, reading only its file.
+    With `compiled`, a package whose flavor saved a compiled form too (its
+    options name the file under ``"compiled"``; the flavor then has
+    ``load_compiled``) loads that, reading only its file.
     """
     manifest = read_manifest(store, digest)
     flavor = get_flavor(manifest["flavor"])
     options = manifest["options"]
-    compiled_file = getattr(flavor, "compiled_file", lambda _: None)(options) if compiled else None
+    compiled_file = options.get("compiled") if compiled else None
     if compiled_file is not None:
         data = {compiled_file: store.get_bytes(manifest["files"][compiled_file])}
         return manifest, flavor.load_compiled(data, options)  # type: ignore[attr-defined]

@@ -31,21 +31,16 @@ class SklearnFlavor:
     def save(self, model: Any, directory: Path) -> dict[str, Any]:
         (directory / FILE).write_bytes(pickle.dumps(model, protocol=5))
         options: dict[str, Any] = {"file": FILE}
-        if type(model).__module__.startswith("sklearn.ensemble._hist_gradient_boosting"):
-            from loopstack.registry.flavors import trees
+        from loopstack.registry.flavors import trees
 
-            arrays = trees.compile_trees(model)
-            if arrays is not None:
-                (directory / trees.FILE).write_bytes(trees.dump(arrays))
-                options["compiled"] = trees.FILE
+        arrays = trees.compile_trees(model)  # None for anything it does not support
+        if arrays is not None:
+            (directory / trees.FILE).write_bytes(trees.dump(arrays))
+            options["compiled"] = trees.FILE
         return options
 
     def load(self, files: Mapping[str, bytes], options: Mapping[str, Any]) -> NativePredictor:
         return NativePredictor(pickle.loads(files[options.get("file", FILE)]))
-
-    def compiled_file(self, options: Mapping[str, Any]) -> str | None:
-        """The file of the compiled form, when the model was saved with one."""
-        return options.get("compiled")
 
     def load_compiled(self, files: Mapping[str, bytes], options: Mapping[str, Any]) -> NativePredictor:
         from loopstack.registry.flavors import trees
