@@ -96,7 +96,6 @@ class FeatureLogger:
             return self._compact(folder, older_than_s)
 
     def _compact(self, folder: Path, older_than_s: float) -> int:
-        import pyarrow as pa
         import pyarrow.parquet as pq
 
         files = sorted(folder.glob("*.parquet"))
@@ -106,17 +105,18 @@ class FeatureLogger:
         cutoff = time.time() - older_than_s
         runs: list[list[tuple[Path, Any]]] = [[]]
         for path in (f for f in files if f.name not in merged):
-            meta = pq.read_schema(path).metadata or {}
-            compacted = path.name.endswith(_COMPACTED) or path.stat().st_mtime > cutoff
-            if compacted or (runs[-1] and meta.get(_FEATURES) != runs[-1][-1][1].get(_FEATURES)):
+            if path.name.endswith(_COMPACTED) or path.stat().st_mtime > cutoff:  # stays as it is
                 runs.append([])
-            if not compacted:
-                runs[-1].append((path, meta))
+                continue
+            meta = pq.read_schema(path).metadata or {}
+            if runs[-1] and meta.get(_FEATURES) != runs[-1][-1][1].get(_FEATURES):
+                runs.append([])
+            runs[-1].append((path, meta))
         count = 0
         for run in (r for r in runs if len(r) > 1):
             sources = [path for path, _ in run]
-            table = pa.concat_tables([pq.read_table(p) for p in sources], promote_options="permissive")
-            metadata = {**run[-1][1], _SOURCES: json.dumps([p.name for p in sources]).encode()}
+            table = _concat(sources)
+            metadata = {**(table.schema.metadata or {}), _SOURCES: json.dumps([p.name for p in sources]).encode()}
             target = sources[-1].with_name(sources[-1].stem + _COMPACTED)
             temporary = target.with_suffix(".tmp")
             pq.write_table(table.replace_schema_metadata(metadata), temporary)
@@ -128,15 +128,10 @@ class FeatureLogger:
 
     def read(self, name: str) -> Any:
         """Every logged row under `name` as one Arrow table (schema metadata of the latest segment)."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
         files = self.segments(name)
         if not files:
             raise NotFoundError(f"no feature log {name!r} in {self.folder}; logs: {self.names()}")
-        tables = [pq.read_table(f) for f in files]
-        return pa.concat_tables(tables, promote_options="permissive").replace_schema_metadata(
-            tables[-1].schema.metadata)
+        return _concat(files)
 
     # -- the writer thread ---------------------------------------------------------------
     def _run(self) -> None:
@@ -202,6 +197,15 @@ class FeatureLogger:
 
 _FEATURES, _SOURCES = b"loopstack.features", b"loopstack.compacted_from"
 _COMPACTED = "-compacted.parquet"  # sorts after the run's other segments, before the next one
+
+
+def _concat(files: list[Path]) -> Any:
+    """The rows of `files` in order, with the schema metadata (features, join keys) of the last."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tables = [pq.read_table(f) for f in files]
+    return pa.concat_tables(tables, promote_options="permissive").replace_schema_metadata(tables[-1].schema.metadata)
 
 
 def _merged_away(files: list[Path]) -> set[str]:
