@@ -130,7 +130,7 @@ def test_driver_errors_leave_as_sqlalchemy_errors(tmp_path: Path) -> None:
         pass
 
 
-def test_first_call_on_a_fresh_project_does_not_import_sqlalchemy(tmp_path: Path) -> None:
+def test_first_call_on_a_fresh_project_imports_neither_sqlalchemy_nor_pydantic(tmp_path: Path) -> None:
     code = (
         "import sys, loopstack as ls\n"
         f"project = ls.Project.init({str(tmp_path / 'p')!r}, name='fresh')\n"
@@ -138,7 +138,8 @@ def test_first_call_on_a_fresh_project_does_not_import_sqlalchemy(tmp_path: Path
         "ls.log_metric('loss', 0.5, step=0)\n"
         "ls.end_run()\n"
         "assert 'sqlalchemy' not in sys.modules, 'imported sqlalchemy'\n"
-        "print(ls.Client(project).get_run(run.id).metrics['loss'])\n"
+        "assert 'pydantic' not in sys.modules, 'imported pydantic'\n"
+        "print(project.config.name, ls.Client(project).get_run(run.id).metrics['loss'])\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
-    assert out.stdout.strip() == "0.5"
+    assert out.stdout.split() == ["fresh", "0.5"]

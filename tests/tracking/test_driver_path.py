@@ -9,6 +9,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,9 @@ def _life_of_a_run(project: Project, tmp_path: Path) -> str:
     return run.id
 
 
+@contextmanager
 def _open(path: Path) -> Iterator[Project]:
+    """A fresh project; afterwards any run left active is ended and the project closed."""
     project = Project.init(path, name="p")
     try:
         yield project
@@ -50,7 +53,7 @@ def _open(path: Path) -> Iterator[Project]:
 
 
 def test_every_statement_written_out_is_what_sqlalchemy_compiles(tmp_path: Path) -> None:
-    for project in _open(tmp_path / "p"):
+    with _open(tmp_path / "p") as project:
         _life_of_a_run(project, tmp_path)
         db = project.db
         used = dict(db.precompiled)
@@ -110,7 +113,7 @@ def _events_without_ids(stored: dict[str, Any]) -> None:
 def test_a_run_stored_through_the_driver_reads_back_as_one_stored_through_sqlalchemy(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for project in _open(tmp_path / "driver"):
+    with _open(tmp_path / "driver") as project:
         assert project.db.raw is not None
         _life_of_a_run(project, tmp_path)
         driver = _stored(project)
@@ -123,7 +126,7 @@ def test_a_run_stored_through_the_driver_reads_back_as_one_stored_through_sqlalc
         self.raw = None
 
     monkeypatch.setattr(MetadataDB, "__init__", without_driver)
-    for project in _open(tmp_path / "engine"):
+    with _open(tmp_path / "engine") as project:
         assert project.db.raw is None
         _life_of_a_run(project, tmp_path)
         engine = _stored(project)

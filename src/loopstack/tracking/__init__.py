@@ -12,39 +12,18 @@ from __future__ import annotations
 from loopstack.core.lazy import lazy_exports
 
 _EXPORTS = {
-    "FAILED": "loopstack.tracking.entities",
-    "FINISHED": "loopstack.tracking.entities",
-    "KILLED": "loopstack.tracking.entities",
-    "RUNNING": "loopstack.tracking.entities",
     "ActiveRun": "loopstack.tracking.run",
-    "Client": "loopstack.tracking.client",
-    "Experiment": "loopstack.tracking.entities",
-    "Metric": "loopstack.tracking.entities",
-    "Run": "loopstack.tracking.entities",
-    "RunComparison": "loopstack.tracking.client",
-    "RunInfo": "loopstack.tracking.entities",
-    "RunPage": "loopstack.tracking.client",
-    "active_run": "loopstack.tracking.fluent",
-    "end_run": "loopstack.tracking.fluent",
-    "get_project": "loopstack.tracking.fluent",
-    "log_artifact": "loopstack.tracking.fluent",
-    "log_artifacts": "loopstack.tracking.fluent",
-    "log_dict": "loopstack.tracking.fluent",
-    "log_input": "loopstack.tracking.fluent",
-    "log_metric": "loopstack.tracking.fluent",
-    "log_metrics": "loopstack.tracking.fluent",
-    "log_model": "loopstack.tracking.fluent",
-    "log_param": "loopstack.tracking.fluent",
-    "log_params": "loopstack.tracking.fluent",
-    "read_dataset": "loopstack.tracking.fluent",
-    "seed_everything": "loopstack.tracking.fluent",
-    "set_experiment": "loopstack.tracking.fluent",
-    "set_project": "loopstack.tracking.fluent",
-    "set_tag": "loopstack.tracking.fluent",
-    "set_tags": "loopstack.tracking.fluent",
-    "start_run": "loopstack.tracking.fluent",
+    **dict.fromkeys([
+        "FAILED", "FINISHED", "KILLED", "RUNNING", "Experiment", "Metric", "Run", "RunInfo",
+    ], "loopstack.tracking.entities"),
+    **dict.fromkeys(["Client", "RunComparison", "RunPage"], "loopstack.tracking.client"),
+    **dict.fromkeys([
+        "active_run", "end_run", "get_project", "log_artifact", "log_artifacts", "log_dict", "log_input",
+        "log_metric", "log_metrics", "log_model", "log_param", "log_params", "read_dataset", "seed_everything",
+        "set_experiment", "set_project", "set_tag", "set_tags", "start_run",
+    ], "loopstack.tracking.fluent"),
 }
 
-__all__ = list(_EXPORTS)
+__all__ = sorted(_EXPORTS)
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)
