@@ -47,6 +47,8 @@ TARGETS = {
     "kserve": ("kserve", "/v1/models/fraud:predict", V1, lambda b: b["predictions"][0]),
     "kserve-v2": ("kserve", "/v2/models/fraud/infer", V2, lambda b: b["outputs"][0]["data"]),
     "fastapi": ("fastapi", "/predict", V1, lambda b: b["predictions"][0]),
+    # not a competitor: a bare ASGI app on uvicorn answering a constant, the most any server on uvicorn can do here
+    "asgi-floor": ("floor", "/v1/models/fraud:predict", V1, lambda b: b["predictions"][0]),
 }
 
 
@@ -63,8 +65,8 @@ def start(kind: str, port: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if PIN_ANCHORS and kind != "loopstack":
         env.update(dict.fromkeys(("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"), "1"))
-    if kind == "loopstack":
-        command = [sys.executable, str(Path(__file__)), "--serve-loopstack", str(port)]
+    if kind in ("loopstack", "floor"):
+        command = [sys.executable, str(Path(__file__)), f"--serve-{kind}", str(port)]
     elif kind == "bentoml":
         command = [str(ANCHORS / "bentoml" / "bin" / "bentoml"), "serve", "serving_anchors:Fraud", "--port", str(port),
                    "--host", "127.0.0.1"]
@@ -239,22 +241,49 @@ def serve_loopstack(port: int) -> None:
     serve([spec], port=port, settings=ServerSettings(log_dir=tempfile.mkdtemp(prefix="bench-serving-log-")))
 
 
+def serve_floor(port: int) -> None:
+    """uvicorn as `loopstack serve` runs it, with an ASGI app that reads the body and answers a constant.
+
+    Its requests per second bound every server built on uvicorn on this machine, whatever it does per request.
+    """
+    import uvicorn
+
+    model = make_model()
+    body = json.dumps({"predictions": model.predict_proba(np.asarray([ROW])).tolist()}).encode()
+    start = {"type": "http.response.start", "status": 200,
+             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]}
+    answer = {"type": "http.response.body", "body": body}
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await receive()
+        await send(start)
+        await send(answer)
+
+    uvicorn.run(app, host="127.0.0.1", port=port, loop="auto", http="auto", lifespan="off", log_level="warning",
+                access_log=False, proxy_headers=False, backlog=4096)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=15, help="seconds per concurrency level")
     parser.add_argument("--only", default=",".join(TARGETS), help="comma-separated targets")
     parser.add_argument("--pin-anchors", action="store_true", help="run the anchors with OMP_NUM_THREADS=1")
     parser.add_argument("--serve-loopstack", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-floor", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     global PIN_ANCHORS
     PIN_ANCHORS = args.pin_anchors
     if args.serve_loopstack:
         return serve_loopstack(args.serve_loopstack)
+    if args.serve_floor:
+        return serve_floor(args.serve_floor)
     model = make_model()
     want = model.predict_proba(np.asarray([ROW]))[0]
     results: dict[str, Any] = {}
     for target in args.only.split(","):
-        levels = [1, 64] if target.endswith("-v2") else [1, 16, 64]
+        levels = [1, 64] if target.endswith(("-v2", "-floor")) else [1, 16, 64]
         results[target] = measure(target, want, levels, args.duration)
     if "loopstack" in results:
         batch = results["loopstack"][64].get("mean_batch", 1.0)
@@ -285,8 +314,13 @@ def summarize(results: dict[str, Any]) -> None:
             if other:
                 ratio, p99 = ls64["rps"] / other["rps"], ls64["p99_ms"] / other["p99_ms"]
                 print(f"c=64 {anchor}: rps x{ratio:.1f}, p99 ratio {p99:.2f}")
-        print(f"ceiling at batch {results['ceiling_batch']:.1f}: {results['ceiling_rows_per_s']:.0f} rows/s; "
-              f"loopstack at c=64 reaches {ls64['rps'] / results['ceiling_rows_per_s']:.0%} of it")
+        top = results["ceiling_rows_per_s"]
+        print(f"ceiling at batch {results['ceiling_batch']:.1f}: {top:.0f} rows/s; "
+              f"loopstack at c=64 reaches {ls64['rps'] / top:.0%} of it (the goal, within 2x, is {top / 2:.0f} rps)")
+        floor64 = results.get("asgi-floor", {}).get(64)
+        if floor64:
+            print(f"uvicorn's own limit (asgi-floor) at c=64: {floor64['rps']:.0f} rps = {floor64['rps'] / top:.0%} "
+                  f"of the ceiling; loopstack reaches {ls64['rps'] / floor64['rps']:.0%} of it")
         wall, cpu = results["cold_start_s"]
         print(f"cold start: {wall:.2f} s wall, {cpu:.2f} s CPU")
 

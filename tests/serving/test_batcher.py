@@ -102,6 +102,31 @@ def test_timeout_drops_the_request_from_the_queue() -> None:
     assert sum(model.batches) < 3  # queued ones that timed out never reached the model
 
 
+def test_every_request_gets_its_whole_deadline() -> None:
+    """One deadline timer per batcher, re-armed for the oldest request: it neither fires early nor skips one."""
+    model = SlowModel(delay_s=0.6)
+    batcher = _batcher(model, timeout_s=1.0, max_batch_size=1)
+
+    async def timed(delay_s: float, name: str) -> tuple[object, float]:
+        await asyncio.sleep(delay_s)
+        started = time.perf_counter()
+        try:
+            result: object = await batcher.submit(np.ones((1, 3)), name)
+        except TimeoutError as error:
+            result = error
+        return result, time.perf_counter() - started
+
+    async def main() -> list[tuple[object, float]]:
+        # a runs over [0, 0.6], b over [0.6, 1.2] (deadline 1.5), c from 1.2 (deadline 1.55): only c is late
+        results = await asyncio.gather(timed(0.0, "a"), timed(0.5, "b"), timed(0.55, "c"))
+        await batcher.drain()
+        return results
+
+    (a, _), (b, _), (c, c_waited) = asyncio.run(main())
+    assert not isinstance(a, TimeoutError) and not isinstance(b, TimeoutError)
+    assert isinstance(c, TimeoutError) and 0.95 <= c_waited < 1.5
+
+
 def test_a_bad_request_fails_alone_not_its_batch() -> None:
     model = SlowModel(delay_s=0.02)
     batcher = _batcher(model, max_wait_ms=30.0)
