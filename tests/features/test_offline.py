@@ -446,3 +446,45 @@ def test_zoned_nanosecond_times_from_pandas_2_apply_join_and_materialize(tmp_pat
         store.materialize(T0, T0 + timedelta(days=3), progress=False)
         assert store.get_online_features(["v:value"], [{"driver_id": 1}]).to_dict()["value"] == [11]
     project.close()
+
+
+# -- which plan: the sort plan holds a view's rows in memory, so large sources stay in DuckDB ---------------
+def _csv_source(table: pa.Table) -> lf.FileSource:
+    folder = Path(tempfile.mkdtemp(prefix="loopstack-pit-csv-"))
+    table.to_pandas().to_csv(folder / "stats.csv", index=False)
+    return lf.FileSource(path=str(folder / "stats.csv"), created_timestamp_field="created")
+
+
+def test_stored_rows_of_csv_and_sql_sources(tmp_path: Path) -> None:
+    small = tmp_path / "small.csv"
+    small.write_text("a,b\n1,2\n3,4")  # no newline at the end
+    big = tmp_path / "big.csv"
+    big.write_text("a,b\n" + "".join(f"{i:06d},{i * 7 % 1000:03d}\n" for i in range(300_000)))
+    assert big.stat().st_size > 2 << 20  # past the 1 MiB sample: estimated
+    with Engine(tmp_path).session() as session:
+        assert offline._stored_rows(session, lf.FileSource(path=str(small))) == 2
+        estimate = offline._stored_rows(session, lf.FileSource(path=str(big)))
+        assert abs(estimate - 300_000) < 0.05 * 300_000
+        both = lf.SqlSource(query=f"SELECT * FROM read_csv('{big}') UNION ALL SELECT * FROM read_csv('{small}')")
+        assert offline._stored_rows(session, both) == 300_002
+
+
+@pytest.mark.parametrize("kind", ["csv", "sql"])
+def test_a_source_over_the_limit_is_joined_in_duckdb(kind: str) -> None:
+    rows = [(k, t, 0, k * 100 + t) for k in range(3) for t in range(0, 30, 3)]
+    table, entity, records = _tables(rows, [(k, t) for k in range(4) for t in (2, 11, 40)])
+    source = _csv_source(table)
+    if kind == "sql":
+        source = lf.SqlSource(query=f"SELECT * FROM read_csv('{source.path}')", created_timestamp_field="created")
+    view = lf.FeatureView(name="stats", entities=[DRIVER], source=source,
+                          schema=[lf.Field(name="value", dtype=lf.Int64)])
+    answers = {}
+    for limit in (len(rows), len(rows) - 1):  # at the limit: the sort plan; one row over: DuckDB
+        sort_merge = mock.Mock(wraps=offline._sort_merge)
+        with (mock.patch.object(offline, "SORT_PLAN_MAX_ROWS", limit),
+              mock.patch.object(offline, "_sort_merge", sort_merge)):
+            answers[limit] = _join([view], entity, ["stats:value"]).column("value").to_pylist()
+        assert sort_merge.called == (limit == len(rows))
+    expected = [(_reference(records, k, t * HOUR, None, False) or {}).get("value")
+                for k in range(4) for t in (2, 11, 40)]
+    assert answers[len(rows)] == answers[len(rows) - 1] == expected

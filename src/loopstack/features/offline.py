@@ -21,7 +21,9 @@ times compared as integer microseconds (UTC). Two plans, both exact:
   over (event time, created time). The extra condition means the latest row
   by event time may not be the answer, so the sort plan cannot serve it; its
   work grows with the rows inside the window (without a ttl, with all the
-  entity's rows), which is why it is opt-in.
+  entity's rows), which is why it is opt-in. It also serves views whose
+  source holds more than ``SORT_PLAN_MAX_ROWS`` rows, since DuckDB can spill to
+  disk where the sort plan holds the rows in memory.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from loopstack.core.errors import ValidationError
 from loopstack.features.catalog import Catalog, FeatureRequest
 from loopstack.features.definitions import FeatureView
 from loopstack.features.engine import Session, quote
-from loopstack.features.sources import FileSource, PushSource, Source, TableSource
+from loopstack.features.sources import FileSource, PushSource, Source, SqlSource, TableSource
 from loopstack.features.timeutil import sql_timestamp, ttl_us
 
 ROW, TS = "__row", "__ts"
@@ -124,16 +126,38 @@ SORT_PLAN_MAX_ROWS = 50_000_000  # beyond this a view's rows stay in DuckDB, whi
 
 
 def _stored_rows(session: Session, source: Source) -> int:
-    """How many rows the source holds, where that is cheap to know (Parquet footers, Arrow tables); else 0."""
+    """How many rows the source holds, at most: the sort plan keeps a view's rows in memory.
+
+    Parquet footers and Arrow tables say so exactly. A CSV file is estimated from its size and the
+    line density of its first MiB (counting would parse it twice). A SQL query is counted by
+    DuckDB, which reads only what the count needs, far less than the retrieval then materializes.
+    """
     if isinstance(source, PushSource):
         source = source.batch_source
     if isinstance(source, TableSource):
         return source.arrow().num_rows
-    if isinstance(source, FileSource) and source.format(session.root) == "parquet":
+    if isinstance(source, FileSource):
+        files = source.files(session.root)
+        if source.format(session.root) == "csv":
+            return sum(_csv_rows(file) for file in files)
         import pyarrow.parquet as pq
 
-        return sum(pq.read_metadata(file).num_rows for file in source.files(session.root))
+        return sum(pq.read_metadata(file).num_rows for file in files)
+    if isinstance(source, SqlSource):
+        return int(session.con.execute(f"SELECT count(*) FROM {session.sql(source)}").fetchall()[0][0])
     return 0
+
+
+def _csv_rows(path: Path, sample_bytes: int = 1 << 20) -> int:
+    """Data rows of a CSV file: exact when it fits in the sample, else estimated from the sample's lines."""
+    size = path.stat().st_size
+    with open(path, "rb") as file:
+        head = file.read(sample_bytes)
+    lines = head.count(b"\n")
+    if len(head) >= size:
+        unterminated = bool(head) and not head.endswith(b"\n")
+        return max(lines + unterminated - 1, 0)  # less the header
+    return round(size * lines / len(head))
 
 
 @dataclass
