@@ -130,6 +130,25 @@ def test_the_controller_resumes_after_a_restart(sqlite_project: Project, refs: l
         reopened.close()
 
 
+def test_a_tick_without_new_traffic_records_no_new_hold(sqlite_project: Project, refs: list[str],
+                                                          tmp_path: Path) -> None:
+    deployments = sqlite_project.deployments
+    deployments.create("api", refs[0])
+    deployments.canary("api", refs[1], steps=[10, 50, 100], min_requests_per_step=1500, salt="fixed")
+    rng = np.random.default_rng(5)
+    rates = {refs[0]: 0.01, refs[1]: 0.01}
+    controller = RolloutController(sqlite_project, "api", log_dir=tmp_path)
+    simulate(sqlite_project, tmp_path, 5000, rates, rng)
+    holds = [controller.evaluate().action for _ in range(3)]
+    simulate(sqlite_project, tmp_path, 500, rates, rng, start=5000)
+    holds.append(controller.evaluate().action)
+    assert holds == ["hold"] * 4
+    recorded = sqlite_project.events.list(kind="rollout.canary.hold", subject="api")
+    assert len(recorded) == 2  # the first look, and the look after new traffic
+    state = deployments.get("api").state
+    assert state["analysis"]["tests"]["error_rate"]["looks"] == 2
+
+
 def test_bandit_moves_traffic_to_the_better_arm(sqlite_project: Project, refs: list[str], tmp_path: Path) -> None:
     deployments = sqlite_project.deployments
     deployments.create("api", refs[0])

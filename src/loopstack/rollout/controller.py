@@ -8,7 +8,9 @@ canary started, feeds the cumulative per-variant numbers to `CanaryAnalysis`
 each by the always-valid sequential test) and applies the decision: advance
 to the next step, roll back, or promote after the last step. Each decision
 is recorded as an event (``rollout.canary.hold|advance|rollback|promote``)
-with its evidence, and the traffic change it causes points back at it.
+with its evidence, and the traffic change it causes points back at it. A
+tick that finds no new request or feedback since the last recorded hold
+records nothing: a quiet endpoint does not fill the event log with holds.
 
 The controller holds nothing worth losing: the analysis' progress (step,
 running confidence sequences) is stored with the deployment in the same
@@ -120,11 +122,15 @@ class RolloutController:
         stable = traffic[d.champion].stats(latency, primary)
         canary = traffic[d.challenger].stats(latency, primary)
         decision = analysis.evaluate(stable, canary)
+        seen = {name: [t.requests, len(t.rewards)] for name, t in traffic.items()}
+        if decision.action == "hold" and d.state.get("last_decision") == "hold" and d.state.get("seen") == seen:
+            return decision  # nothing arrived since the last recorded hold: a look at the same data, not a new one
         kind, payload = decision.to_event()
         payload["variants"] = [t.to_dict() for t in traffic.values()]
         event = self.project.events.emit(kind, self.endpoint, payload, cause=cause)
         self.last_event = event
-        state = {**d.state, "analysis": analysis.state, "last_decision": decision.action, "last_event": event}
+        state = {**d.state, "analysis": analysis.state, "last_decision": decision.action, "last_event": event,
+                 "seen": seen}
         self._apply(d, decision, event, state)
         return decision
 
