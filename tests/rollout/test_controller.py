@@ -194,3 +194,55 @@ def test_canary_end_to_end_through_the_server(sqlite_project: Project, refs: lis
         answer = client.post("/v1/endpoints/api:predict", json={"instances": [[1, 2, 3]], "unit_id": "x"})
         assert answer.status_code != 200 or answer.json()["variant"] == winner
     assert served <= 1500
+
+
+class Scorer:
+    """A served binary classifier: P(class 1) = 0.1 + 0.8 * x0, or its mirror image when `inverted`."""
+
+    n_features_in_ = 3
+    classes_ = np.array([0, 1])
+
+    def __init__(self, inverted: bool = False) -> None:
+        self.inverted = inverted
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        p = 0.1 + 0.8 * np.asarray(X, dtype=float)[:, 0]
+        p = 1 - p if self.inverted else p
+        return np.column_stack([1 - p, p])
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return (self.predict_proba(X)[:, 1] > 0.5).astype(int)
+
+
+@pytest.mark.parametrize(("inverted", "outcome"), [(True, "rollback"), (False, "promote")])
+def test_a_canary_judged_by_the_brier_score_of_its_predictions(sqlite_project: Project, refs: list[str],
+                                                               tmp_path: Path, inverted: bool, outcome: str) -> None:
+    """Labels arrive as feedback; each variant's logged probability is scored against them (no error differs)."""
+    deployments = sqlite_project.deployments
+    deployments.create("api", refs[0], primary_metric="brier")
+    deployments.canary("api", refs[1], steps=[50, 100], min_requests_per_step=300, planned_n=1000, salt="brier")
+    models = {refs[0]: Scorer(), refs[1]: Scorer(inverted=inverted)}
+    app = create_app([], ServerSettings(log_dir=str(tmp_path), log_flush_s=0.05), loader=models.__getitem__,
+                     deployments=deployments)
+    controller = RolloutController(sqlite_project, "api", log_dir=tmp_path)
+    rng = np.random.default_rng(11)
+    with TestClient(app) as client:
+        for tick in range(20):
+            feedback = []
+            for i in range(100):
+                x = float(rng.random())
+                answer = client.post("/v1/endpoints/api:predict",
+                                     json={"instances": [[x, 0.0, 0.0]], "unit_id": f"u{tick}-{i}"}).json()
+                feedback.append({"request_id": answer["request_id"], "label": int(rng.random() < 0.1 + 0.8 * x)})
+            assert client.post("/v1/feedback", json=feedback).status_code == 202
+            app.state.server.endpoints.log.flush()
+            app.state.server.log.flush()
+            decision = controller.evaluate()
+            if decision.action in ("promote", "rollback"):
+                break
+    assert decision.action == outcome
+    primary = next(e for e in decision.evidence if e["metric"] == "primary")
+    traffic = controller.traffic(deployments.get("api"))
+    assert min(len(t.rewards) for t in traffic.values()) > 100  # every labelled request was scored
+    if inverted:
+        assert primary["verdict"] == "worse" and decision.reason == "guardrail failed: primary"

@@ -26,6 +26,7 @@ def test_rollout_exports():
         "TrafficLog",
         "read_traffic_log",
         "RolloutController",
+        "SCORING_RULES",
         "compare_shadow",
     }
     assert all(hasattr(rollout, name) for name in rollout.__all__)

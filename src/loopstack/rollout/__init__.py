@@ -53,6 +53,7 @@ _EXPORTS = {
     "Deployments": "loopstack.rollout.deployments",
     "TrafficRouter": "loopstack.rollout.router",
     "RolloutController": "loopstack.rollout.controller",
+    "SCORING_RULES": "loopstack.rollout.rewards",
     "compare_shadow": "loopstack.rollout.shadow",
     "TrafficLog": "loopstack.rollout.trafficlog",
     "read_traffic_log": "loopstack.rollout.trafficlog",

@@ -30,13 +30,16 @@ def deploy() -> None:
 @deploy.command("create")
 @click.argument("endpoint")
 @click.argument("model")
-@click.option("--primary-metric", default=None, help="Business metric carried by feedback, e.g. conversion.")
-@click.option("--lower-is-better", is_flag=True, help="The primary metric improves downwards (e.g. cost).")
+@click.option("--primary-metric", default=None,
+              help="What judges a canary: a scoring rule of prediction and label (brier, log_loss, accuracy, "
+                   "squared_error, absolute_error) or a metric carried by feedback, e.g. conversion.")
+@click.option("--lower-is-better", is_flag=True,
+              help="A feedback metric improves downwards (e.g. cost); scoring rules know their direction.")
 @click.pass_context
 def create(ctx: click.Context, endpoint: str, model: str, primary_metric: str | None, lower_is_better: bool) -> None:
     """Create ENDPOINT serving MODEL (fraud/3 or fraud@champion) to all traffic."""
     _show(_project(ctx).deployments.create(endpoint, model, primary_metric=primary_metric,
-                                           higher_is_better=not lower_is_better))
+                                           higher_is_better=False if lower_is_better else None))
 
 
 @deploy.command("canary")

@@ -194,7 +194,7 @@ def variant_traffic(log_dir: str | os.PathLike[str], d: Deployment) -> dict[str,
 
     table = read_traffic_log(log_dir, d.endpoint, since=d.state.get("started_at"))
     table = table.filter(pc.invert(table["shadow"]))
-    rewards = _rewards(log_dir, table) if d.primary_metric or d.strategy == "bandit" else {}
+    rewards = _rewards(log_dir, d, table) if d.primary_metric or d.strategy == "bandit" else {}
     names = [d.champion, *(v for v in d.weights if v != d.champion)]
     variants = np.asarray(table["variant"].to_numpy(zero_copy_only=False), dtype=object)
     ok = table["ok"].to_numpy(zero_copy_only=False).astype(bool)
@@ -204,23 +204,66 @@ def variant_traffic(log_dir: str | os.PathLike[str], d: Deployment) -> dict[str,
     for name in names:
         mine = variants == name
         ids = request_ids[mine]
-        values = [rewards[r] for r in ids if r in rewards]
+        values = [rewards[(r, name)] for r in ids if (r, name) in rewards]
         out[name] = VariantTraffic(name, int(mine.sum()), int((mine & ~ok).sum()), latency[mine & ok],
                                    np.asarray(values, dtype=float))
     return out
 
 
-def _rewards(log_dir: str | os.PathLike[str], traffic: pa.Table) -> dict[str, float]:
-    """The latest numeric feedback per request id (of the requests in `traffic`)."""
+def _rewards(log_dir: str | os.PathLike[str], d: Deployment, traffic: pa.Table) -> dict[tuple[str, str], float]:
+    """Per (request id, variant) of `traffic`: its primary-metric value, for requests with numeric feedback.
+
+    The feedback's value itself, or, for a scoring rule (`loopstack.rollout.rewards`), the rule
+    applied to the output the variant logged for the request and the label.
+    """
+    from loopstack.rollout.rewards import SCORING_RULES
     from loopstack.serving import read_feedback
 
     feedback = read_feedback(log_dir)
     if feedback.num_rows == 0:
         return {}
-    ids = feedback["request_id"].to_pylist()
-    values = feedback["label_value"].to_pylist()
-    wanted = set(traffic["request_id"].to_pylist())
-    return {r: float(v) for r, v in zip(ids, values, strict=True) if v is not None and r in wanted}
+    served = dict(zip(traffic["request_id"].to_pylist(), traffic["variant"].to_pylist(), strict=True))
+    labels = {r: float(v) for r, v in zip(feedback["request_id"].to_pylist(), feedback["label_value"].to_pylist(),
+                                          strict=True) if v is not None and r in served}  # the latest one wins
+    if d.primary_metric not in SCORING_RULES or d.strategy == "bandit":
+        return {(r, served[r]): v for r, v in labels.items()}
+    return _scored(log_dir, d.endpoint, d.primary_metric, served, labels)
+
+
+def _scored(log_dir: str | os.PathLike[str], endpoint: str, rule: str, served: dict[str, str],
+            labels: dict[str, float]) -> dict[tuple[str, str], float]:
+    """`rule` of each labelled request's logged output (row 0 of the request, by the variant that answered it)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from loopstack.core.errors import ValidationError
+    from loopstack.rollout.rewards import score
+    from loopstack.serving import read_prediction_log
+
+    if not labels:
+        return {}
+    try:
+        log = read_prediction_log(log_dir, endpoint)
+    except ValidationError:  # nothing logged yet
+        return {}
+    log = log.filter(pc.and_(pc.equal(log["row"], 0), pc.is_in(log["request_id"], pa.array(list(labels)))))
+    ids, variants = log["request_id"].to_pylist(), log["variant"].to_pylist()
+    keep = [i for i, (r, v) in enumerate(zip(ids, variants, strict=True)) if served[r] == v]  # not the shadow's copy
+    if not keep:
+        return {}
+    output = log["outputs"].combine_chunks().field(0).take(pa.array(keep))
+    if pa.types.is_list(output.type) or pa.types.is_large_list(output.type):
+        widths = pc.unique(pc.list_value_length(output)).to_pylist()
+        if len(widths) != 1:
+            raise ValidationError(f"the variants of {endpoint!r} logged outputs of different widths {widths}; "
+                                  f"{rule} needs one output form, or judge the canary on a feedback metric")
+        outputs = np.asarray(output.flatten().to_numpy(zero_copy_only=False), dtype=float).reshape(len(output), -1)
+    else:
+        outputs = np.asarray(output.to_numpy(zero_copy_only=False), dtype=float)
+    kept = [ids[i] for i in keep]
+    values = score(rule, outputs, np.array([labels[r] for r in kept]))
+    return {(r, served[r]): float(v) for r, v in zip(kept, values, strict=True)}
 
 
 __all__ = ["RolloutController", "VariantTraffic", "canary_policy", "variant_traffic"]

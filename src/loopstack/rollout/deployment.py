@@ -50,7 +50,9 @@ class Deployment:
     step : int
         Index of the current canary step.
     primary_metric : str, optional
-        Name of the business metric carried by feedback (``label_value``), e.g. ``conversion``.
+        What judges a canary: a scoring rule of each request's prediction against its feedback label
+        (``brier``, ``log_loss``, ``accuracy``, ``squared_error``, ``absolute_error``), or the name of a
+        metric carried by the feedback's value (``label_value``), e.g. ``conversion``.
     higher_is_better : bool
         Direction of the primary metric.
     guardrails : tuple of str

@@ -103,9 +103,18 @@ class Deployments:
 
     # -- creating -----------------------------------------------------------------------------
     def create(self, endpoint: str, champion: str, *, name: str | None = None, primary_metric: str | None = None,
-               higher_is_better: bool = True, guardrails: Sequence[str] = DEFAULT_GUARDRAILS,
+               higher_is_better: bool | None = None, guardrails: Sequence[str] = DEFAULT_GUARDRAILS,
                reason: str = "manual", cause: int | None = None) -> Deployment:
-        """A new endpoint serving one model (`champion`, a registry reference) to all traffic."""
+        """A new endpoint serving one model (`champion`, a registry reference) to all traffic.
+
+        `primary_metric` judges a canary: a scoring rule of the prediction against the feedback
+        label (``brier``, ``log_loss``, ``accuracy``, ``squared_error``, ``absolute_error``;
+        `loopstack.rollout.rewards`), or any other name for the feedback's own value
+        (``conversion``). `higher_is_better` defaults to the rule's direction, else to True.
+        """
+        from loopstack.rollout.rewards import higher_is_better as direction
+
+        higher_is_better = direction(primary_metric, higher_is_better)
         ref = self._pin(champion)
         variant = name or ref
         now = time.time()
