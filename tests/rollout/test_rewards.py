@@ -29,7 +29,8 @@ def test_scoring_rules_average_to_scikit_learns_metrics(seed: int, n: int, k: in
                        if k > 2 else (probabilities[:, 1] - labels) ** 2)
     if k == 2:
         assert np.isclose(score("brier", probabilities, labels).mean(), brier_score_loss(labels, probabilities[:, 1]))
-        assert np.isclose(score("log_loss", probabilities[:, 1], labels).mean(), log_loss(labels, probabilities, labels=[0, 1]))
+        assert np.isclose(score("log_loss", probabilities[:, 1], labels).mean(),
+                          log_loss(labels, probabilities, labels=[0, 1]))
     predictions, targets = rng.normal(size=n), rng.normal(size=n)
     assert np.isclose(score("squared_error", predictions, targets).mean(), mean_squared_error(targets, predictions))
     assert np.isclose(score("absolute_error", predictions[:, None], targets).mean(),
