@@ -10,6 +10,7 @@ import os
 import socket
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -72,10 +73,16 @@ def sqlite_project(tmp_path: Path) -> Iterator[Project]:
 
 
 def _fresh_project(tmp_path: Path, settings: dict[str, str]) -> Iterator[Project]:
-    """Open a project; afterwards end any run a test left active and close it."""
+    with fresh_project(tmp_path / "proj", **settings) as opened:
+        yield opened
+
+
+@contextmanager
+def fresh_project(root: Path, **settings: str) -> Iterator[Project]:
+    """Open a project at `root`; afterwards end any run a test left active and close it."""
     from loopstack.tracking import fluent
 
-    opened = Project.init(tmp_path / "proj", name="test-project", **settings)
+    opened = Project.init(root, name="test-project", **settings)
     try:
         yield opened
     finally:

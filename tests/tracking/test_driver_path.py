@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import create_engine
+from tests.conftest import fresh_project
 
 import loopstack as ls
 from loopstack.core import events
@@ -40,20 +39,8 @@ def _life_of_a_run(project: Project, tmp_path: Path) -> str:
     return run.id
 
 
-@contextmanager
-def _open(path: Path) -> Iterator[Project]:
-    """A fresh project; afterwards any run left active is ended and the project closed."""
-    project = Project.init(path, name="p")
-    try:
-        yield project
-    finally:
-        while fluent.active_run() is not None:
-            fluent.end_run()
-        project.close()
-
-
 def test_every_statement_written_out_is_what_sqlalchemy_compiles(tmp_path: Path) -> None:
-    with _open(tmp_path / "p") as project:
+    with fresh_project(tmp_path / "p") as project:
         _life_of_a_run(project, tmp_path)
         db = project.db
         used = dict(db.precompiled)
@@ -113,7 +100,7 @@ def _events_without_ids(stored: dict[str, Any]) -> None:
 def test_a_run_stored_through_the_driver_reads_back_as_one_stored_through_sqlalchemy(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with _open(tmp_path / "driver") as project:
+    with fresh_project(tmp_path / "driver") as project:
         assert project.db.raw is not None
         _life_of_a_run(project, tmp_path)
         driver = _stored(project)
@@ -126,7 +113,7 @@ def test_a_run_stored_through_the_driver_reads_back_as_one_stored_through_sqlalc
         self.raw = None
 
     monkeypatch.setattr(MetadataDB, "__init__", without_driver)
-    with _open(tmp_path / "engine") as project:
+    with fresh_project(tmp_path / "engine") as project:
         assert project.db.raw is None
         _life_of_a_run(project, tmp_path)
         engine = _stored(project)
