@@ -32,10 +32,10 @@ EPS = 1e-15
 
 def _class_index(outputs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     index = labels.astype(np.int64)
-    if not np.array_equal(index, labels) or index.min(initial=0) < 0 or index.max(initial=0) >= outputs.shape[1]:
-        bad = float(labels[(index != labels) | (index < 0) | (index >= outputs.shape[1])][0])
+    bad = (index != labels) | (index < 0) | (index >= outputs.shape[1])
+    if bad.any():
         raise ValidationError(
-            f"label {bad!r} is not a class index of a {outputs.shape[1]}-class probability output; "
+            f"label {float(labels[bad][0])!r} is not a class index of a {outputs.shape[1]}-class probability output; "
             "send labels as 0..k-1 in the model's class order"
         )
     return index
