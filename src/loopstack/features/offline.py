@@ -130,7 +130,8 @@ def _stored_rows(session: Session, source: Source) -> int:
 
     Parquet footers and Arrow tables say so exactly. A CSV file is estimated from its size and the
     line density of its first MiB (counting would parse it twice). A SQL query is counted by
-    DuckDB, which reads only what the count needs, far less than the retrieval then materializes.
+    DuckDB, up to one row past the limit: that runs the query once more (free for a Parquet scan's
+    row count, a second parse for CSV), so a huge source costs no more than the limit to reject.
     """
     if isinstance(source, PushSource):
         source = source.batch_source
@@ -144,7 +145,8 @@ def _stored_rows(session: Session, source: Source) -> int:
 
         return sum(pq.read_metadata(file).num_rows for file in files)
     if isinstance(source, SqlSource):
-        return int(session.con.execute(f"SELECT count(*) FROM {session.sql(source)}").fetchall()[0][0])
+        bounded = f"SELECT 1 FROM {session.sql(source)} LIMIT {SORT_PLAN_MAX_ROWS + 1}"
+        return int(session.con.execute(f"SELECT count(*) FROM ({bounded})").fetchall()[0][0])
     return 0
 
 
