@@ -29,7 +29,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from loopstack.core.errors import ConflictError
+from loopstack.core.errors import ConflictError, ValidationError
 from loopstack.rollout.deployment import Deployment
 from loopstack.rollout.guardrails import CanaryAnalysis, CanaryPolicy, Decision, VariantStats
 
@@ -237,7 +237,6 @@ def _scored(log_dir: str | os.PathLike[str], endpoint: str, rule: str, served: d
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from loopstack.core.errors import ValidationError
     from loopstack.rollout.rewards import score
     from loopstack.serving import read_prediction_log
 

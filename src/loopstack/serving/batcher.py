@@ -138,9 +138,8 @@ class Batcher:
 
         Every request of a batcher has the same timeout_s and the queue is in arrival order,
         so the requests past their deadline are the front of the queue and of the running
-        batch. One timer per batcher, set for the oldest unanswered request, replaces a
-        timer per request: on uvloop arming and cancelling one cost a tenth of the event
-        loop's time per single-row request.
+        batch. One timer per batcher, set for the oldest unanswered request, replaces arming
+        and cancelling a uvloop timer for every request.
         """
         self._reaper = None
         now = time.perf_counter()
