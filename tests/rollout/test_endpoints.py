@@ -82,6 +82,35 @@ def test_canary_split_is_sticky_logged_and_follows_changes_without_restart(sqlit
     assert traffic.num_rows >= 320 and all(traffic.column("ok").to_pylist())
 
 
+def test_concurrent_syncs_load_a_new_variant_once(sqlite_project: Project, refs: list[str], tmp_path: Path) -> None:
+    """The poller and an explicit sync racing on one change must not load (and orphan) a second copy."""
+    deployments = sqlite_project.deployments
+    deployments.create("api", refs[0])
+    loads: list[str] = []
+    models = {refs[0]: Stub(offset=0, version=1), refs[1]: Stub(offset=100, version=2)}
+
+    def slow_loader(ref: str) -> Any:
+        loads.append(ref)
+        time.sleep(0.2)  # a model load: long enough for the other sync to arrive meanwhile
+        return models[ref]
+
+    settings = ServerSettings(log_dir=str(tmp_path), log_flush_s=0.05)
+    app = create_app([], settings, loader=slow_loader, deployments=deployments)
+    with TestClient(app) as client:
+        endpoints = app.state.server.endpoints
+        deployments.canary("api", refs[1], steps=[50, 100])
+
+        async def both() -> Any:
+            import asyncio
+
+            return await asyncio.gather(endpoints.sync(), endpoints.sync())
+
+        changed = client.portal.call(both)
+        assert sorted(changed) == [[], ["api"]]
+        assert loads.count(refs[1]) == 1
+        assert endpoints.live["api"].batchers[refs[1]] is endpoints._batchers[("api", refs[1], refs[1])]
+
+
 def test_blue_green_rollback_is_instant_because_the_old_side_stays_loaded(sqlite_project: Project, refs: list[str],
                                                                          tmp_path: Path) -> None:
     deployments = sqlite_project.deployments

@@ -83,6 +83,7 @@ class EndpointService:
         self._batchers: dict[Key, Batcher] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._poller: asyncio.Task[None] | None = None
+        self._syncing = asyncio.Lock()  # the poller and an explicit sync must not load one variant twice
 
     def routes(self) -> list[Route]:
         return [
@@ -121,6 +122,10 @@ class EndpointService:
 
     async def sync(self) -> list[str]:
         """Apply every deployment whose version moved; returns the endpoints that changed."""
+        async with self._syncing:
+            return await self._sync()
+
+    async def _sync(self) -> list[str]:
         from loopstack.rollout import TrafficRouter
 
         versions = await asyncio.to_thread(self.deployments.versions)
