@@ -93,7 +93,10 @@ def test_shadow_turns_into_canary_then_rolls_back(project: Project, refs: list[s
     assert d.shadow == () and d.canary_weight == 0.1
     d = deployments.rollback("api", reason="guardrail failed: error_rate")
     assert (d.strategy, d.variants, d.weights) == ("single", {refs[0]: refs[0]}, {refs[0]: 1.0})
-    assert project.events.list(kind="rollout.rolled_back", subject="api")[0].payload["reason"].startswith("guardrail")
+    event = project.events.list(kind="rollout.rolled_back", subject="api")[0]
+    assert event.payload["reason"].startswith("guardrail")
+    assert event.payload["retired"] == [refs[1]]  # the event names the challenger that left
+    assert deployments.last_event == event.id  # so a caller can chain its next event to it
 
 
 def test_ab_and_bandit(project: Project, refs: list[str]) -> None:

@@ -11,8 +11,10 @@ traffic behind the deployment's back.
 Event kinds (subject = endpoint): ``deployment.created``, ``deployment.changed``
 (blue-green, canary, A/B, shadow and bandit starts), ``rollout.canary.step``,
 ``rollout.promoted``, ``rollout.rolled_back``, ``deployment.deleted``. Each
-payload holds the new version, variants, weights and the ``reason``; the
-``cause`` column points at the event that triggered it, when there is one.
+payload holds the new version, variants, weights and the ``reason`` (and
+``retired``, the variants a change unloaded: a rolled-back challenger); the
+``cause`` column points at the event that triggered it, when there is one, and
+``Deployments.last_event`` at the latest change's event, so a caller can chain on.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ class Deployments:
         self.project = project
         self.db = project.db
         self.table = project.db.table("deployments")
+        self.last_event: int | None = None  # the event of this object's latest change, to chain the next one to
 
     # -- reading ------------------------------------------------------------------------------
     def get(self, endpoint: str) -> Deployment:
@@ -128,7 +131,8 @@ class Deployments:
             connection.execute(self.table.insert().values(
                 endpoint=endpoint, version=1, strategy=d.strategy, config=d.config(), state={},
                 created_at=now, updated_at=now))
-            self._emit(connection, "deployment.created", d, reason, cause)
+            event = self._emit(connection, "deployment.created", d, reason, cause)
+        self.last_event = event
         return d
 
     def delete(self, endpoint: str, *, reason: str = "manual", cause: int | None = None) -> None:
@@ -136,7 +140,8 @@ class Deployments:
         with self.db.write() as connection:
             d = self._load(connection, endpoint)
             connection.execute(self.table.delete().where(self.table.c.endpoint == endpoint))
-            self._emit(connection, "deployment.deleted", d, reason, cause)
+            event = self._emit(connection, "deployment.deleted", d, reason, cause)
+        self.last_event = event
 
     # -- strategies ---------------------------------------------------------------------------
     def blue_green(self, endpoint: str, new: str, *, name: str | None = None, reason: str = "manual",
@@ -312,7 +317,12 @@ class Deployments:
             connection.execute(self.table.update().where(self.table.c.endpoint == endpoint).values(
                 version=new.version, strategy=new.strategy, config=new.config(), state=new.state,
                 updated_at=new.updated_at))
-            self._emit(connection, kind, new, reason, cause, {"from_version": old.version, **(extra or {})})
+            details = {"from_version": old.version, **(extra or {})}
+            retired = sorted(set(old.variants) - set(new.variants))
+            if retired:
+                details["retired"] = retired
+            event = self._emit(connection, kind, new, reason, cause, details)
+        self.last_event = event
         return new
 
     def _emit(self, connection: Connection, kind: str, d: Deployment, reason: str, cause: int | None,
