@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 
 import loopstack as ls
-from loopstack.demo.config import Scenario
+from loopstack.demo.config import ENDPOINT, Scenario
+from loopstack.demo.rollout import DECISIONS
 from loopstack.demo.runner import run_demo
 from loopstack.demo.world import load_state
 
@@ -88,17 +89,18 @@ def test_demo_loop_survives_a_kill_mid_canary(tmp_path: Path, backend: str) -> N
 
 def _check_story(project: Any, outcome: dict[str, Any], killed: dict[str, Any]) -> None:
     events = project.events.list(limit=100_000, newest_first=False)
-    kinds = [e.kind for e in events]
     # one promotion (of the drift-triggered challenger) and one automatic rollback (of the corrupted one)
     promoted = [e for e in events if e.kind == "rollout.promoted"]
     rolled_back = [e for e in events if e.kind == "rollout.rolled_back"]
-    assert [e.payload["to"] for e in promoted] == ["fraud/2"]
-    assert [e.payload["version"] for e in rolled_back] == ["fraud/3"]
-    assert kinds.count("rollout.canary.started") == 2  # the resumed canary did not start over
+    assert [e.payload["champion"] for e in promoted] == ["fraud/2"]
+    assert [e.payload["retired"] for e in rolled_back] == [["fraud/3"]]
+    assert all(e.subject == ENDPOINT for e in promoted + rolled_back)
+    canaries = [e for e in events if e.kind == "deployment.changed" and e.payload["strategy"] == "canary"]
+    assert [e.payload["challenger"] for e in canaries] == ["fraud/2", "fraud/3"]  # the resumed one did not restart
     # the restart resumed the canary action where it was
     (resumed,) = [e for e in events if e.kind == "loop.resumed"]
     assert resumed.payload["action"] == "canary" and resumed.subject == "retrain-on-drift"
-    decisions = [e for e in events if e.kind.startswith("rollout.canary.") and e.kind != "rollout.canary.started"]
+    decisions = [e for e in events if e.kind in DECISIONS]
     before = [d for d in decisions if d.id < resumed.id]
     after = [d for d in decisions if d.id > resumed.id and d.id < promoted[0].id]
     if before:

@@ -12,7 +12,7 @@ from typing import Any
 FEATURES = ["amount", "hour", "merchant_risk", "distance_km", "avg_amount_7d", "tx_count_7d"]
 CARD_FEATURES = ["card_stats:avg_amount_7d", "card_stats:tx_count_7d"]
 MODEL = "fraud"
-CHALLENGER_SLOT = "fraud-challenger"
+ENDPOINT = "fraud-endpoint"  # the deployment the world's traffic goes to
 MONITOR = "transactions"
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from loopstack.demo.config import MODEL
+from loopstack.demo.rollout import DECISIONS
 from loopstack.demo.runner import explore_commands
 
 SKIP = ("step.", "drift.checked", "performance.checked")
@@ -59,8 +60,8 @@ def collect(project: Any, world: Any) -> dict[str, Any]:
                    for v in sorted(versions, key=lambda v: v.version)],
         "gates": [_event(e) for e in events if e.kind.startswith("gate.")],
         "shadows": [_event(e) for e in events if e.kind in ("rollout.shadow.passed", "rollout.shadow.failed")],
-        "decisions": [_event(e) for e in events
-                      if e.kind.startswith("rollout.canary.") and e.kind != "rollout.canary.started"],
+        "decisions": [{**_event(e), "day": world.state.get("decision_days", {}).get(str(e.id))}
+                      for e in events if e.kind in DECISIONS],
         "timeline": [_event(e) for e in events if not e.kind.startswith(SKIP)],
         "root": str(project.root),
         "commands": explore_commands(project),
@@ -194,7 +195,7 @@ def _decisions(decisions: list[dict[str, Any]]) -> str:
         evidence = "<br>".join(_evidence(x) for x in p["evidence"])
         good = p["action"] in ("advance", "promote")
         action = _verdict(good, p["action"]) if p["action"] != "hold" else "hold"
-        rows.append([str(e["id"]), str(p.get("day", "")), action, str(p["step"]), f"{p['weight']:.0%}",
+        rows.append([str(e["id"]), str(e.get("day") or ""), action, str(p["step"]), f"{p['weight']:.0%}",
                      html.escape(p["reason"]), str(p["canary_requests"]), evidence])
     return _table(["event", "day", "decision", "step", "weight after", "reason", "canary requests",
                    "guardrails (canary - stable, always-valid CI)"], rows)

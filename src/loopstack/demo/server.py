@@ -24,7 +24,6 @@ class Answer:
     """One request's outcome as the client saw it."""
 
     request_id: str
-    route: str
     variant: str
     status: int
     score: float | None
@@ -32,7 +31,7 @@ class Answer:
 
 
 class InProcessServer:
-    """Run `create_app(specs, settings)` on a background event loop.
+    """Run `create_app(specs, settings, deployments=...)` on a background event loop.
 
     Examples
     --------
@@ -40,14 +39,14 @@ class InProcessServer:
     >>> from loopstack.serving import ModelSpec, ServerSettings
     >>> model = DummyClassifier().fit([[0.0], [1.0]], [0, 1])
     >>> with InProcessServer([ModelSpec(name="m", model=model)], ServerSettings()) as server:
-    ...     [a.status for a in server.predict([("r1", "m", "stable", [0.5])])]
+    ...     [a.status for a in server.predict("/v1/models/m:predict", [("r1", [0.5])])]
     [200]
     """
 
-    def __init__(self, specs: Sequence[Any], settings: Any, concurrency: int = 32) -> None:
+    def __init__(self, specs: Sequence[Any], settings: Any, concurrency: int = 32, deployments: Any = None) -> None:
         from loopstack.serving import create_app
 
-        self.app = create_app(specs, settings)
+        self.app = create_app(specs, settings, deployments=deployments)
         self.concurrency = concurrency
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -88,22 +87,27 @@ class InProcessServer:
         """Run a coroutine on the server's loop and wait for its result."""
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
 
-    def predict(self, requests: Sequence[tuple[str, str, str, list[float]]]) -> list[Answer]:
-        """Send ``(request_id, route, variant, features)`` requests concurrently; answers in order."""
-        return self.call(self._predict_all(requests))
+    def predict(self, path: str, requests: Sequence[tuple[str, list[float]]]) -> list[Answer]:
+        """POST each ``(request_id, features)`` to `path` concurrently; answers in order.
 
-    async def _predict_all(self, requests: Sequence[tuple[str, str, str, list[float]]]) -> list[Answer]:
+        The request id is also the unit an endpoint (``/v1/endpoints/{name}:predict``) splits
+        traffic by, so a request's variant is stable and request counts are not clustered.
+        """
+        return self.call(self._predict_all(path, requests))
+
+    async def _predict_all(self, path: str, requests: Sequence[tuple[str, list[float]]]) -> list[Answer]:
         limit = asyncio.Semaphore(self.concurrency)
 
-        async def one(request_id: str, route: str, variant: str, row: list[float]) -> Answer:
+        async def one(request_id: str, row: list[float]) -> Answer:
             async with limit:
                 started = time.perf_counter()
-                body = json.dumps({"instances": [row], "id": request_id}).encode()
-                status, answer = await self._asgi("POST", f"/v1/models/{route}:predict", body,
-                                                  [(b"x-loopstack-variant", variant.encode())])
+                body = json.dumps({"instances": [row], "id": request_id, "unit_id": request_id}).encode()
+                status, answer = await self._asgi("POST", path, body)
                 latency = (time.perf_counter() - started) * 1e3
-                score = json.loads(answer)["predictions"][0][1] if status == 200 else None
-                return Answer(request_id, route, variant, status, score, latency)
+                if status != 200:
+                    return Answer(request_id, "", status, None, latency)
+                reply = json.loads(answer)
+                return Answer(request_id, reply.get("variant", ""), status, reply["predictions"][0][1], latency)
 
         return list(await asyncio.gather(*(one(*r) for r in requests)))
 
@@ -144,6 +148,19 @@ class InProcessServer:
         if status >= 400:
             raise BackendUnavailableError(f"POST {path} answered {status}: {body.decode(errors='replace')}")
         return json.loads(body)
+
+    def sync_deployments(self) -> None:
+        """Apply deployment changes now, rather than at the server's next poll."""
+        endpoints = self.app.state.server.endpoints
+        if endpoints is not None:
+            self.call(endpoints.sync())
+
+    def flush_logs(self) -> None:
+        """Write the buffered prediction and traffic logs, so readers see every answer so far."""
+        server = self.app.state.server
+        for log in (server.log, getattr(server.endpoints, "log", None)):
+            if log is not None:
+                log.flush()
 
     def get(self, path: str) -> Any:
         """GET a JSON resource of the app."""

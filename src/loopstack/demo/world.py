@@ -1,8 +1,11 @@
 """The world the platform serves: card traffic replayed day by day through the model server.
 
 `World` owns the generated data, the in-process server and a small JSON
-state file (the replay position, the traffic split, the champion), so a
-process killed at any point continues from the last finished chunk. One
+state file (the replay position, the champion), so a process killed at any
+point continues from the last finished chunk. Traffic goes to the deployment
+``fraud-endpoint`` (`loopstack.rollout.Deployments`): the server splits it
+between champion and challenger, mirrors a shadow and logs every request, as a
+production server would; the world only follows which variant answered. One
 `advance()` sends a quarter of a day of transactions; at the end of each day
 the delayed labels arrive (``POST /v1/feedback``, and the labelled rows land
 in the warehouse), the nightly card-stats job runs and is materialized, and
@@ -23,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from loopstack.demo import features as fs
-from loopstack.demo.config import CHALLENGER_SLOT, FEATURES, MODEL, MONITOR, Scenario
+from loopstack.demo.config import ENDPOINT, FEATURES, MODEL, MONITOR, Scenario
 from loopstack.demo.data import DAY_S, day_start
 from loopstack.demo.training import scores
 
@@ -64,26 +67,45 @@ class World:
 
     # -- server ----------------------------------------------------------------------------
     def start_server(self) -> None:
-        """Serve the champion as ``fraud`` and the challenger slot; a restart reloads what was deployed."""
+        """Serve the deployment (created on the first start, serving the champion); a restart reloads it."""
+        from loopstack.core.errors import NotFoundError
         from loopstack.demo.server import InProcessServer
-        from loopstack.serving import ModelSpec, ServerSettings
+        from loopstack.serving import ServerSettings
 
-        champion = self.state["champion"]
-        specs = [ModelSpec(name=MODEL, ref=champion, variant="stable", max_batch_size=64),
-                 ModelSpec(name=CHALLENGER_SLOT, ref=self.state.get("challenger") or champion, variant="challenger",
-                           max_batch_size=64)]
+        deployments = self.project.deployments
+        try:
+            deployments.get(ENDPOINT)
+        except NotFoundError:
+            deployments.create(ENDPOINT, self.state["champion"], primary_metric="brier",
+                               reason="the demo's first champion")
         settings = ServerSettings(log_dir=str(self.log_dir), log_flush_s=0.25, predict_threads=1)
-        self.server = InProcessServer(specs, settings)
+        self.server = InProcessServer([], settings, deployments=deployments)
         self.server.start()
+        self.follow()
 
-    def swap(self, route: str, ref: str) -> None:
-        """Hot-swap the model behind a route (``POST /v1/models/{route}:load``)."""
-        self.server.post(f"/v1/models/{route}:load", {"ref": ref})
+    def deployment(self) -> Any:
+        return self.project.deployments.get(ENDPOINT)
+
+    def follow(self) -> Any:
+        """Make the server apply the deployment's latest version now; note the split in the state file.
+
+        The state's ``routing`` (strategy, champion and challenger variants, the challenger's
+        weight) is what the world reports; its request counts restart with each new strategy
+        or challenger.
+        """
+        d = self.deployment()
+        self.server.sync_deployments()
+        routing = {"mode": d.strategy, "champion": d.champion, "challenger": d.challenger,
+                   "weight": d.weights.get(d.challenger, 0.0) if d.challenger else 0.0}
+        old = self.state.get("routing", {})
+        if (old.get("mode"), old.get("challenger")) != (routing["mode"], routing["challenger"]):
+            self.state["counts"] = {}
+        self.state["routing"] = routing
+        self.save()
+        return d
 
     def flush_log(self) -> None:
-        log = self.server.app.state.server.log
-        if log is not None:
-            log.flush()
+        self.server.flush_logs()
 
     def close(self) -> None:
         if self.server is not None:
@@ -123,38 +145,20 @@ class World:
         card = rows.card_id.to_numpy()
         online = fs.online_features(self.project.feature_store, card, _py(now))
         matrix = np.column_stack([online[c] if c in online else rows[c].to_numpy(float) for c in FEATURES])
-        requests = []
-        routing = self.state["routing"]
-        canary = self._assigner() if routing["mode"] == "canary" else None
-        for tx_id, values in zip(rows.tx_id.to_numpy(), matrix, strict=True):
-            row = [None if np.isnan(v) else float(v) for v in values]
-            rid = f"tx{tx_id}"
-            if canary is not None and canary.assign(rid) == "canary":
-                requests.append((rid, CHALLENGER_SLOT, "canary", row))
-            else:
-                requests.append((rid, MODEL, "stable", row))
-            if routing["mode"] == "shadow":
-                requests.append((f"{rid}-shadow", CHALLENGER_SLOT, "shadow", row))
-        return self.server.predict(requests)
-
-    def _assigner(self) -> Any:
-        from loopstack.rollout import VariantAssigner
-
-        w = float(self.state["routing"]["weight"])
-        return VariantAssigner(f"canary-{self.state['challenger']}", ["stable", "canary"], weights=[1 - w, w])
+        requests = [(f"tx{tx_id}", [None if np.isnan(v) else float(v) for v in values])
+                    for tx_id, values in zip(rows.tx_id.to_numpy(), matrix, strict=True)]
+        return self.server.predict(f"/v1/endpoints/{ENDPOINT}:predict", requests)
 
     def _count(self, answers: list[Any]) -> None:
+        """Requests and errors per role (``stable``: the champion, ``canary``: the challenger) as clients saw them."""
         counts = self.state.setdefault("counts", {})
+        challenger = self.state["routing"].get("challenger")
         for answer in answers:
-            entry = counts.setdefault(answer.variant, {"requests": 0, "errors": 0})
+            role = "canary" if challenger is not None and answer.variant == challenger else \
+                "stable" if answer.variant else "unanswered"
+            entry = counts.setdefault(role, {"requests": 0, "errors": 0})
             entry["requests"] += 1
             entry["errors"] += int(answer.status != 200)
-
-    def set_routing(self, mode: str, weight: float = 0.0) -> None:
-        """Change how requests are routed: ``stable``, ``shadow`` (mirror) or ``canary`` (hashed by transaction id)."""
-        self.state["routing"] = {"mode": mode, "weight": weight}
-        self.state["counts"] = {}
-        self.save()
 
     # -- nightly jobs ----------------------------------------------------------------------
     def _end_of_day(self, day: int) -> dict[str, Any]:
@@ -186,8 +190,9 @@ class World:
         """Drift of the day's logged champion inputs against the champion's training data; performance once labelled."""
         from loopstack.drift import Monitor
 
-        log = self.read_log("predictions", self.state.get("day_started", {}).get(str(day - 1), 0.0), MODEL)
-        log["tx_id"] = log.request_id.str.slice(2).str.removesuffix("-shadow").astype("int64")
+        since = self.state.get("day_started", {}).get(str(day - 1), 0.0)
+        log = self.answered(self.read_log("predictions", since, ENDPOINT), since)
+        log["tx_id"] = log.request_id.str.slice(2).astype("int64")
         today = log[log.tx_id.isin(self._by_day[day].tx_id)]
         current = {f: today[f"inputs.{f}"].to_numpy(float) for f in FEATURES}
         if self._monitor is None or self._monitor.name != MONITOR or self.state.get("_ref") != self.state["reference"]:
@@ -203,13 +208,27 @@ class World:
         return out
 
     def _performance(self, log: Any, day: int, labels: Any) -> dict[str, float]:
-        served = log[log.tx_id.isin(self._by_day[day].tx_id) & (log.variant != "shadow")]
+        served = log[log.tx_id.isin(self._by_day[day].tx_id)]
         joined = served.merge(labels[["request_id", "label_value"]].drop_duplicates("request_id"), on="request_id")
         score = np.array([p[1] for p in joined["outputs.predict_proba"]])
         metrics = scores(score, joined.label_value.to_numpy())
         payload = {"day": day, "rows": len(joined), "metrics": metrics, "version": self.state["champion"]}
         self.project.events.emit("performance.checked", MODEL, payload)
         return metrics
+
+    def answered(self, log: Any, since: float) -> Any:
+        """The logged predictions whose answer went back to a client: a shadow's mirrored copy is left out.
+
+        The copy has the request's id, so the traffic log (variant and shadow flag per request)
+        tells the two apart.
+        """
+        import pyarrow.compute as pc
+
+        from loopstack.rollout.trafficlog import read_traffic_log
+
+        traffic = read_traffic_log(self.log_dir, ENDPOINT, since=since)
+        live = traffic.filter(pc.invert(traffic["shadow"])).select(["request_id", "variant"]).to_pandas()
+        return log.merge(live.drop_duplicates(), on=["request_id", "variant"])
 
     def read_log(self, kind: str, since: float, model: str | None = None) -> Any:
         """Prediction-log or feedback segments written since `since` (epoch seconds), as one frame.
