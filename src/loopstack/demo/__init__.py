@@ -7,7 +7,9 @@ a pipeline, serves it in process and replays traffic day by day through the
 server, logging predictions and the delayed labels. A drift monitor emits
 ``drift.detected``; a loop policy turns it into: collect fresh labels ->
 retrain -> gate against the champion -> shadow -> canary with guardrails ->
-promote. On day 50 a scheduled retrain learns from corrupted labels, passes
+promote. The server serves the deployment ``fraud-endpoint``; the shadow and
+the canary are changes of that deployment, and `RolloutController` takes
+every canary decision from the server's traffic log. On day 50 a scheduled retrain learns from corrupted labels, passes
 the gate on equally corrupted evaluation data, and is rolled back by the
 canary's guardrail on the true labels. Every step is an event naming its
 cause; the run ends with one self-contained HTML report.
