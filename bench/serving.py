@@ -43,6 +43,8 @@ V2 = {"inputs": [{"name": "input", "shape": [1, 20], "datatype": "FP64", "data":
 TARGETS = {
     "loopstack": ("loopstack", "/v1/models/fraud:predict", V1, lambda b: b["predictions"][0]),
     "loopstack-v2": ("loopstack", "/v2/models/fraud/infer", V2, lambda b: b["outputs"][0]["data"]),
+    # the same model behind a deployment (`loopstack deploy serve`): routing and the traffic log on top
+    "loopstack-endpoint": ("endpoint", "/v1/endpoints/fraud-api:predict", V1, lambda b: b["predictions"][0]),
     "bentoml": ("bentoml", "/predict", V1, lambda b: b[0]),
     "kserve": ("kserve", "/v1/models/fraud:predict", V1, lambda b: b["predictions"][0]),
     "kserve-v2": ("kserve", "/v2/models/fraud/infer", V2, lambda b: b["outputs"][0]["data"]),
@@ -65,7 +67,7 @@ def start(kind: str, port: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if PIN_ANCHORS and kind != "loopstack":
         env.update(dict.fromkeys(("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"), "1"))
-    if kind in ("loopstack", "floor"):
+    if kind in ("loopstack", "floor", "endpoint"):
         command = [sys.executable, str(Path(__file__)), f"--serve-{kind}", str(port)]
     elif kind == "bentoml":
         command = [str(ANCHORS / "bentoml" / "bin" / "bentoml"), "serve", "serving_anchors:Fraud", "--port", str(port),
@@ -178,7 +180,7 @@ def measure(target: str, want: np.ndarray, levels: list[int], duration: int) -> 
         report: dict[str, Any] = {"idle_rss_mb": rss_mb(process.pid)}
         wrk(port, target, 16, 3)  # warm-up
         for connections in levels:
-            before = batch_stats(port) if kind == "loopstack" else None
+            before = batch_stats(port) if kind in ("loopstack", "endpoint") else None
             cpu_before = cpu_s(process.pid)
             report[connections] = wrk(port, target, connections, duration)
             served = report[connections]["rps"] * duration
@@ -241,6 +243,20 @@ def serve_loopstack(port: int) -> None:
     serve([spec], port=port, settings=ServerSettings(log_dir=tempfile.mkdtemp(prefix="bench-serving-log-")))
 
 
+def serve_endpoint(port: int) -> None:
+    """The bench model registered in a scratch project and served as the deployment ``fraud-api``."""
+    import loopstack as ls
+    from loopstack.serving import ServerSettings, serve
+
+    project = ls.Project.init(tempfile.mkdtemp(prefix="bench-serving-endpoint-"), name="bench")
+    with ls.start_run(project=project) as run:
+        run.log_model(make_model(), "model", example=np.asarray([ROW]))
+    ls.register_model(run.id, "model", name="fraud", project=project)
+    project.deployments.create("fraud-api", "fraud/1")
+    settings = ServerSettings(log_dir=str(project.root / ".loopstack" / "logs"))
+    serve([], port=port, settings=settings, deployments=project.deployments)  # as `loopstack deploy serve` does
+
+
 def serve_floor(port: int) -> None:
     """uvicorn as `loopstack serve` runs it, with an ASGI app that reads the body and answers a constant.
 
@@ -272,6 +288,7 @@ def main() -> None:
     parser.add_argument("--pin-anchors", action="store_true", help="run the anchors with OMP_NUM_THREADS=1")
     parser.add_argument("--serve-loopstack", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--serve-floor", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-endpoint", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     global PIN_ANCHORS
     PIN_ANCHORS = args.pin_anchors
@@ -279,11 +296,13 @@ def main() -> None:
         return serve_loopstack(args.serve_loopstack)
     if args.serve_floor:
         return serve_floor(args.serve_floor)
+    if args.serve_endpoint:
+        return serve_endpoint(args.serve_endpoint)
     model = make_model()
     want = model.predict_proba(np.asarray([ROW]))[0]
     results: dict[str, Any] = {}
     for target in args.only.split(","):
-        levels = [1, 64] if target.endswith(("-v2", "-floor")) else [1, 16, 64]
+        levels = [1, 64] if target.endswith(("-v2", "-floor", "-endpoint")) else [1, 16, 64]
         results[target] = measure(target, want, levels, args.duration)
     if "loopstack" in results:
         batch = results["loopstack"][64].get("mean_batch", 1.0)

@@ -168,3 +168,69 @@ def test_cli_serve_drains_in_flight_requests_on_sigterm(sqlite_project, tmp_path
     assert [r.status_code for r in responses] == [200] * 6
     assert [r.json()["predictions"] for r in responses] == [[6.0]] * 6
     assert read_prediction_log(sqlite_project.root / ".loopstack" / "logs").num_rows == 6  # flushed on exit
+
+
+
+async def _in_flight(address: str, model: str, count: int, version: str = "1", timeout: float = 20) -> None:
+    """Wait until /metrics shows `count` requests of `model` in flight."""
+    line = f'loopstack_in_flight_requests{{model="{model}",version="{version}"}} {float(count)}'
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(base_url=f"http://{address}") as client:
+        while time.monotonic() < deadline:
+            if line in (await client.get("/metrics")).text:
+                return
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"never saw {line}")
+
+
+def test_cli_deploy_serve_counts_endpoint_requests_and_drains_on_sigterm(sqlite_project, tmp_path: Path) -> None:
+    """`loopstack deploy serve` is the same server as `loopstack serve`: metrics per endpoint, a drained exit."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def slow_sum(x: np.ndarray) -> np.ndarray:
+        import time
+
+        time.sleep(0.4)
+        return x.sum(axis=1)
+
+    with ls.start_run(project=sqlite_project) as run:
+        run.log_model(slow_sum, "model", example=np.ones((2, 3)))
+    ls.register_model(run.id, "model", name="slow", project=sqlite_project)
+    sqlite_project.deployments.create("api", "slow/1")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    code = "import sys; from loopstack.cli import main; sys.argv = ['loopstack', *sys.argv[1:]]; main()"
+    args = ["-p", str(sqlite_project.root), "deploy", "serve", "--port", str(port)]
+    process = subprocess.Popen([sys.executable, "-c", code, *args], stderr=subprocess.DEVNULL)
+    address = f"127.0.0.1:{port}"
+    path = "/v1/endpoints/api:predict"
+
+    async def scenario() -> tuple[list[httpx.Response], list[httpx.Response], str, list[httpx.Response]]:
+        load = asyncio.ensure_future(_burst(address, 6, path))
+        await _in_flight(address, "api", 6)  # the endpoint's variant reports its requests
+        answered = await load
+        unknown = await _burst(address, 2, "/v1/endpoints/nope:predict")
+        async with httpx.AsyncClient(base_url=f"http://{address}") as client:
+            metrics = (await client.get("/metrics")).text
+        load = asyncio.ensure_future(_burst(address, 3, path))
+        await _in_flight(address, "api", 3)
+        process.send_signal(signal.SIGTERM)
+        return answered, unknown, metrics, await load
+
+    try:
+        _wait_ready(address, process)
+        answered, unknown, metrics, drained = asyncio.run(scenario())
+        assert process.wait(timeout=30) in (0, -signal.SIGTERM)  # uvicorn re-raises SIGTERM after draining
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert [r.json()["predictions"] for r in answered] == [[6.0]] * 6
+    assert [r.status_code for r in unknown] == [404, 404]
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(metrics) for s in family.samples}
+    assert samples[("loopstack_requests_total", (("code", "200"), ("model", "api"), ("version", "1")))] == 6
+    assert samples[("loopstack_requests_total", (("code", "404"), ("model", "nope"), ("version", "")))] == 2
+    assert [r.status_code for r in drained] == [200] * 3  # accepted before SIGTERM, answered before the exit
+    assert read_prediction_log(sqlite_project.root / ".loopstack" / "logs", "api").num_rows == 9  # flushed on exit

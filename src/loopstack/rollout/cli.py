@@ -195,12 +195,11 @@ def _num(x: Any, digits: int = 1) -> str:
 @click.pass_context
 def serve(ctx: click.Context, host: str, port: int, log_dir: str | None) -> None:
     """Serve every deployment at POST /v1/endpoints/{endpoint}:predict, following changes live."""
-    import uvicorn
-
-    from loopstack.serving import ServerSettings, create_app
+    from loopstack.serving import ServerSettings
+    from loopstack.serving import serve as serve_http
 
     project = _project(ctx)
     settings = ServerSettings(log_dir=log_dir or str(project.root / ".loopstack" / "logs"))
-    app = create_app([], settings, deployments=project.deployments)
     click.echo(f"serving deployments {project.deployments.names()} on http://{host}:{port}", err=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on")
+    # the same server as `loopstack serve`: math thread pools sized, SIGTERM drains, one uvicorn configuration
+    serve_http([], host=host, port=port, settings=settings, deployments=project.deployments)

@@ -63,7 +63,7 @@ class Server:
         self.log = PredictionLog(settings.log_dir, settings.log_flush_s, settings.log_segment_rows) \
             if settings.log_dir else None
         self.repo = ModelRepository(specs, self.executor, loader=loader, budget=self.budget)
-        self.metrics = ServingMetrics(self.repo.batchers, settings.gpu, settings.gpus)
+        self.metrics = ServingMetrics(self.batchers, settings.gpu, settings.gpus)
         self.repo.observers.append(self.metrics.observe_batch)
         if self.log is not None:
             self.repo.observers.append(self.log.observe)
@@ -74,6 +74,11 @@ class Server:
         self.loop: asyncio.AbstractEventLoop | None = None  # for callers on other threads (tests, admin tools)
         self.hot = HotRoutes(predict=Endpoint(self.predict), infer=Endpoint(self.infer))
         self.settle_heap = False  # serve() sets it: the process is ours, so heap.settle() after start-up
+
+    def batchers(self) -> list[Batcher]:
+        """Every batcher answering requests: the served models' and the deployment endpoints' variants."""
+        endpoints = self.endpoints.batchers() if self.endpoints is not None else []
+        return [*self.repo.batchers(), *endpoints]
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -322,6 +327,7 @@ def create_app(
         from loopstack.serving.routing import EndpointService
 
         server.endpoints = EndpointService(deployments, server)
+        server.hot.endpoint = Endpoint(server.endpoints.predict)
         routes.extend(server.endpoints.routes())
     app = ServingApp(server.hot, routes=routes, lifespan=server.lifespan)
     app.state.server = server

@@ -40,7 +40,8 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-WANTED = frozenset({b"x-request-id", b"x-loopstack-variant", b"inference-header-content-length", b"content-encoding"})
+WANTED = frozenset({b"x-request-id", b"x-loopstack-variant", b"x-unit-id", b"inference-header-content-length",
+                    b"content-encoding"})
 
 
 class Endpoint:
@@ -75,7 +76,8 @@ class Endpoint:
 
 
 class HotRoutes:
-    """Find ``POST /v1/models/{name}:predict`` and ``POST /v2/models/{name}[/versions/{version}]/infer``.
+    """Find ``POST /v1/models/{name}:predict``, ``POST /v2/models/{name}[/versions/{version}]/infer`` and,
+    when the server serves deployments, ``POST /v1/endpoints/{endpoint}:predict``.
 
     A path parameter matches what Starlette's ``{name}`` matches: one or more
     characters other than ``/``.
@@ -89,11 +91,15 @@ class HotRoutes:
     ('I', {'name': 'fraud', 'version': '3'})
     >>> routes.match({"method": "GET", "path": "/v1/models/fraud:predict"}) is None
     True
+    >>> routes.endpoint = "E"
+    >>> routes.match({"method": "POST", "path": "/v1/endpoints/fraud-api:predict"})
+    ('E', {'endpoint': 'fraud-api'})
     """
 
-    def __init__(self, predict: Any, infer: Any) -> None:
+    def __init__(self, predict: Any, infer: Any, endpoint: Any = None) -> None:
         self.predict = predict
         self.infer = infer
+        self.endpoint = endpoint
 
     def match(self, scope: Scope) -> tuple[Any, dict[str, str]] | None:
         """The endpoint and path parameters of a hot request, or None to let Starlette route it."""
@@ -103,6 +109,9 @@ class HotRoutes:
         if path.startswith("/v1/models/") and path.endswith(":predict"):
             name = path[len("/v1/models/") : -len(":predict")]
             return (self.predict, {"name": name}) if name and "/" not in name else None
+        if self.endpoint is not None and path.startswith("/v1/endpoints/") and path.endswith(":predict"):
+            name = path[len("/v1/endpoints/") : -len(":predict")]
+            return (self.endpoint, {"endpoint": name}) if name and "/" not in name else None
         if path.startswith("/v2/models/") and path.endswith("/infer"):
             parts = path.split("/")
             if len(parts) == 5 and parts[3]:

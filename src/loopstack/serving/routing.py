@@ -10,7 +10,10 @@ after the endpoint, so the prediction log keeps an endpoint's predictions
 together with a ``variant`` column). A `TrafficRouter` built per deployment
 version picks the variant; shadow variants get the same request from a
 background task after the answer is on its way, and whatever happens to them
-(errors, timeouts, a full queue) is logged and never reaches the caller.
+(errors, timeouts, a full queue) is logged and never reaches the caller. The
+predict route is a hot route (`loopstack.serving.fastpath`, matched before
+Starlette), and its requests count in ``/metrics`` under ``model=<endpoint>``
+with the answering variant's version, like a served model's.
 
 A poller compares the deployments' versions in the metadata DB every
 ``poll_s`` seconds. A changed deployment gets its new variants loaded first,
@@ -37,8 +40,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from loopstack.core.errors import NotFoundError, ValidationError
+from loopstack.serving import jsonio
 from loopstack.serving.batcher import Batcher
 from loopstack.serving.config import ModelSpec
+from loopstack.serving.fastpath import Call, Endpoint, Reply
 from loopstack.serving.models import load
 
 if TYPE_CHECKING:
@@ -87,7 +92,7 @@ class EndpointService:
 
     def routes(self) -> list[Route]:
         return [
-            Route("/v1/endpoints/{endpoint}:predict", self.predict, methods=["POST"]),
+            Route("/v1/endpoints/{endpoint}:predict", Endpoint(self.predict), methods=["POST"]),
             Route("/v1/endpoints", self.describe, methods=["GET"]),
         ]
 
@@ -106,6 +111,10 @@ class EndpointService:
         if self.log is not None:
             await asyncio.to_thread(self.log.close)
         self.executor.shutdown(wait=True)
+
+    def batchers(self) -> list[Batcher]:
+        """The variants' batchers (for metrics: queue depth and in-flight requests)."""
+        return list(self._batchers.values())
 
     async def settle(self) -> None:
         """Wait until the mirrored requests (and draining variants) in flight are done."""
@@ -175,33 +184,36 @@ class EndpointService:
         task.add_done_callback(self._tasks.discard)
 
     # -- requests -----------------------------------------------------------------------------
-    async def predict(self, request: Request) -> Response:
-        from loopstack.serving.app import error_response
+    async def predict(self, call: Call) -> Reply:
+        """Route one request to its variant, answer it, record it; mirror it to the shadows afterwards."""
+        from loopstack.serving.app import error_reply
 
         started = time.perf_counter()
-        endpoint = request.path_params["endpoint"]
-        variant = None
+        endpoint = call.path_params["endpoint"]
+        variant = version = None
         try:
             live = self._live(endpoint)
-            payload = _payload(await request.body())
-            unit = _unit(payload, request.headers.get("x-unit-id"))
-            request_id = _request_id(payload.get("id"), request.headers.get("x-request-id"))
+            payload = _payload(call.body)
+            unit = _unit(payload, call.headers.get("x-unit-id"))
+            request_id = _request_id(payload.get("id"), call.headers.get("x-request-id"))
             variant = live.router.choose(unit)
             batcher = live.batchers[variant]
+            version = batcher.adapter.version
             outputs = await batcher.submit(_rows(payload, batcher), request_id, variant)
         except Exception as error:
-            response = error_response(error, self.server.settings.retry_after_s)
+            reply = error_reply(error, self.server.settings.retry_after_s)
             if variant is not None:
-                self._record(endpoint, live, variant, request_id, unit, False, response.status_code, started, error)
-            return response
+                self._record(endpoint, live, variant, request_id, unit, False, reply.status, started, error)
+            self.server.metrics.request(endpoint, version or "", reply.status, time.perf_counter() - started)
+            return reply
         self._record(endpoint, live, variant, request_id, unit, True, 200, started)
+        self.server.metrics.request(endpoint, version, 200, time.perf_counter() - started)
         for shadow in live.router.shadows:
             self._spawn(self._mirror(endpoint, live, shadow, payload, request_id, unit))
-        body = {"predictions": outputs.tolist(), "endpoint": endpoint, "variant": variant, "model": batcher.spec.ref,
-                "version": batcher.adapter.version, "deployment_version": live.router.version,
-                "request_id": request_id}
-        return Response(json.dumps(body), 200, {"x-request-id": request_id, "x-loopstack-variant": variant},
-                        media_type="application/json")
+        body = jsonio.dumps({"predictions": outputs.tolist(), "endpoint": endpoint, "variant": variant,
+                             "model": batcher.spec.ref, "version": version,
+                             "deployment_version": live.router.version, "request_id": request_id}, outputs)
+        return Reply(200, body, headers={"x-request-id": request_id, "x-loopstack-variant": variant})
 
     async def _mirror(self, endpoint: str, live: Live, variant: str, payload: dict[str, Any], request_id: str,
                       unit: Any) -> None:
@@ -242,7 +254,7 @@ class EndpointService:
 
 def _payload(body: bytes) -> dict[str, Any]:
     try:
-        payload = json.loads(body)
+        payload = jsonio.loads(body)
     except (ValueError, UnicodeDecodeError) as error:
         raise ValidationError(f"the body is not valid JSON ({error})") from None
     if not isinstance(payload, dict):

@@ -30,8 +30,9 @@ def serve(
     log_level: str = "warning",
     drain_timeout_s: float = 30.0,
     feature_store: Any = None,
+    deployments: Any = None,
 ) -> None:
-    """Serve `models` over HTTP until SIGTERM/SIGINT, then drain in-flight requests and exit.
+    """Serve `models` (and the endpoints of `deployments`) over HTTP until SIGTERM/SIGINT, then drain and exit.
 
     Examples
     --------
@@ -44,7 +45,8 @@ def serve(
 
     settings = settings or ServerSettings()
     limit_process_threads(settings.threads())
-    app = create_app(models, settings, loader=loader, resolver=resolver, feature_store=feature_store)
+    app = create_app(models, settings, loader=loader, resolver=resolver, feature_store=feature_store,
+                     deployments=deployments)
     app.state.server.settle_heap = True
     config = uvicorn.Config(
         app,
