@@ -69,3 +69,24 @@ def test_every_mounted_command_loads_and_has_help(name: str) -> None:
     result = CliRunner().invoke(cli, [name, "--help"])
     assert result.exit_code == 0, result.output
     assert "Usage" in result.output
+
+
+def fails(*args: str) -> tuple[int, str]:
+    """Run the CLI as the `loopstack` command does; return its exit status and stderr, asserting no traceback."""
+    result = CliRunner().invoke(cli, list(args))
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        assert isinstance(result.exception, ls.LoopstackError), repr(result.exception)  # main() prints one line
+        return result.exit_code, str(result.exception)
+    assert result.exit_code != 0, result.output
+    return result.exit_code, result.output
+
+
+@pytest.mark.parametrize("prefix", ["", "%", "7a-1", "zz"])
+def test_runs_show_refuses_what_is_not_a_run_id(tmp_path: Path, prefix: str) -> None:
+    project = ls.Project.init(tmp_path / "p", name="ids")
+    with ls.start_run(project=project):
+        pass
+    code, message = fails("-p", str(tmp_path / "p"), "runs", "show", prefix)
+    assert code == 1 and f"{prefix!r} is not a run id" in message
+    project.close()
+

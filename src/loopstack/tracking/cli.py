@@ -111,7 +111,12 @@ def _expand(client: object, prefix: str) -> str:
 
     if len(prefix) == 32:
         return prefix
-    matches = [r.id for r in client.search_runs(f"run_id like '{_escape(prefix)}%'", max_results=2)]  # type: ignore[attr-defined]
+    if not prefix or not all(ch in _HEX for ch in prefix.lower()):
+        # a run id is 32 hex digits; anything else would be stripped to a different (or empty) prefix
+        raise ValidationError(f"{prefix!r} is not a run id: give the hex id, or its first characters, that "
+                              "`loopstack runs` lists")
+    found = client.search_runs(f"run_id like '{prefix.lower()}%'", max_results=2)  # type: ignore[attr-defined]
+    matches = [r.id for r in found]
     if not matches:
         raise NotFoundError(f"no run id starts with {prefix!r}; list runs with `loopstack runs`")
     if len(matches) > 1:
@@ -119,5 +124,4 @@ def _expand(client: object, prefix: str) -> str:
     return matches[0]
 
 
-def _escape(text: str) -> str:
-    return "".join(ch for ch in text if ch.isalnum())
+_HEX = frozenset("0123456789abcdef")
