@@ -90,3 +90,17 @@ def test_runs_show_refuses_what_is_not_a_run_id(tmp_path: Path, prefix: str) -> 
     assert code == 1 and f"{prefix!r} is not a run id" in message
     project.close()
 
+
+def test_events_chain_of_an_unknown_id_and_bad_limits(tmp_path: Path) -> None:
+    ls.Project.init(tmp_path, name="ev").close()
+    code, message = fails("-p", str(tmp_path), "events", "--chain", "9999")
+    assert code == 1 and "no event with id 9999" in message
+    for option in ("--chain", "--limit"):
+        code, message = fails("-p", str(tmp_path), "events", option, "0")
+        assert code == 2 and "0 is not in the range" in message
+
+
+def test_init_in_a_folder_that_cannot_be_made(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    code, message = fails("init", str(tmp_path / "file" / "p"))
+    assert code == 1 and "cannot create the project in" in message and "choose a folder you can write to" in message

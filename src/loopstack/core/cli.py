@@ -49,8 +49,8 @@ def init(path: str, name: str | None, metadata: str | None, artifacts: str | Non
 @click.command()
 @click.option("--kind", help="Event kind, or a family ending in '.', e.g. 'run.'.")
 @click.option("--subject", help="Only events about this subject (a run id, model/version...).")
-@click.option("--limit", default=50, show_default=True, help="How many events.")
-@click.option("--chain", "chain_id", type=int, help="Show the cause chain that led to this event id.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1), help="How many events.")
+@click.option("--chain", "chain_id", type=click.IntRange(1), help="Show the cause chain that led to this event id.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
 @click.pass_context
 def events(
@@ -59,8 +59,15 @@ def events(
     """Show the event log: what happened, and why."""
     from rich.table import Table
 
+    from loopstack.core.errors import NotFoundError
+
     project = open_project(ctx)
-    rows = project.events.chain(chain_id) if chain_id else project.events.list(kind=kind, subject=subject, limit=limit)
+    if chain_id is None:
+        rows = project.events.list(kind=kind, subject=subject, limit=limit)
+    else:
+        rows = project.events.chain(chain_id)
+        if not rows:
+            raise NotFoundError(f"no event with id {chain_id}; list event ids with `loopstack events`")
     if as_json:
         for event in rows:
             click.echo(json.dumps(event.__dict__))

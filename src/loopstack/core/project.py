@@ -91,10 +91,15 @@ class Project:
 
             config = parse_config(data, source="Project.init")
             text = dump_config(config)
-        root.mkdir(parents=True, exist_ok=True)
-        (root / ".loopstack").mkdir(exist_ok=True)
-        (root / ".loopstack" / ".gitignore").write_text("*\n")
-        config_path.write_text(text, encoding="utf-8")
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            (root / ".loopstack").mkdir(exist_ok=True)
+            (root / ".loopstack" / ".gitignore").write_text("*\n")
+            config_path.write_text(text, encoding="utf-8")
+        except OSError as error:
+            raise ConfigError(
+                f"cannot create the project in {root}: {error.strerror}; choose a folder you can write to"
+            ) from error
         return cls._open(root, lambda: config)  # just validated: no need to read the file back
 
     @classmethod
