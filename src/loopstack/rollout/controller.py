@@ -12,12 +12,15 @@ with its evidence, and the traffic change it causes points back at it. A
 tick that finds no new request or feedback since the last recorded hold
 records nothing: a quiet endpoint does not fill the event log with holds.
 
-The controller holds nothing worth losing: the analysis' progress (step,
-running confidence sequences) is stored with the deployment in the same
-transaction as the change it causes, so a controller started after a crash,
-in another process, carries on where the last one stopped. A decision
-taken on a deployment that changed meanwhile (someone rolled it back by
-hand) fails with `ConflictError` instead of overwriting the change.
+Each log segment is written once and never changed, so a controller keeps
+what it read (`loopstack.rollout.segments`) and a tick reads only the
+segments written since the last one. That is all it keeps, and nothing worth
+losing: the analysis' progress (step, running confidence sequences) is
+stored with the deployment in the same transaction as the change it causes,
+so a controller started after a crash, in another process, reads the logs
+once and carries on where the last one stopped. A decision taken on a
+deployment that changed meanwhile (someone rolled it back by hand) fails
+with `ConflictError` instead of overwriting the change.
 
 For a bandit, a tick turns the feedback into per-arm rewards and stores the
 new posterior; the servers pick it up with the next deployment version.
@@ -32,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from loopstack.core.errors import ConflictError, ValidationError
 from loopstack.rollout.deployment import Deployment
 from loopstack.rollout.guardrails import CanaryAnalysis, CanaryPolicy, Decision, VariantStats
+from loopstack.rollout.segments import ControllerLogs
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -95,6 +99,7 @@ class RolloutController:
         self.endpoint = endpoint
         self.log_dir = os.fspath(log_dir) if log_dir is not None else str(project.root / ".loopstack" / "logs")
         self.last_event: int | None = None
+        self.logs = ControllerLogs(self.log_dir)  # segments read by earlier ticks; a new controller reads all once
 
     @property
     def deployments(self) -> Any:
@@ -103,7 +108,7 @@ class RolloutController:
     def traffic(self, deployment: Deployment | None = None) -> dict[str, VariantTraffic]:
         """Per-variant live requests, errors, latencies and feedback rewards since the rollout started."""
         d = deployment or self.deployments.get(self.endpoint)
-        return variant_traffic(self.log_dir, d)
+        return variant_traffic(self.log_dir, d, self.logs)
 
     def evaluate(self, cause: int | None = None) -> Decision:
         """One tick: decide on the data so far, apply the decision, record it; returns the decision."""
@@ -185,16 +190,17 @@ def _quantile(name: str) -> float:
     return float(f"0.{digits}") if digits.isdigit() else 0.99
 
 
-def variant_traffic(log_dir: str | os.PathLike[str], d: Deployment) -> dict[str, VariantTraffic]:
-    """Per live variant: requests, errors, latencies of successes, and feedback rewards, since the rollout began."""
+def variant_traffic(log_dir: str | os.PathLike[str], d: Deployment,
+                    logs: ControllerLogs | None = None) -> dict[str, VariantTraffic]:
+    """Per live variant: requests, errors, latencies of successes, and feedback rewards, since the rollout began.
+
+    `logs` holds the segments earlier calls read (a controller's own); without it every segment is read.
+    """
     import numpy as np
-    import pyarrow.compute as pc
 
-    from loopstack.rollout.trafficlog import read_traffic_log
-
-    table = read_traffic_log(log_dir, d.endpoint, since=d.state.get("started_at"))
-    table = table.filter(pc.invert(table["shadow"]))
-    rewards = _rewards(log_dir, d, table) if d.primary_metric or d.strategy == "bandit" else {}
+    logs = logs if logs is not None else ControllerLogs(log_dir)
+    table = logs.requests(d.endpoint, d.state.get("started_at"))
+    rewards = _rewards(logs, d, table) if d.primary_metric or d.strategy == "bandit" else {}
     names = [d.champion, *(v for v in d.weights if v != d.champion)]
     variants = np.asarray(table["variant"].to_numpy(zero_copy_only=False), dtype=object)
     ok = table["ok"].to_numpy(zero_copy_only=False).astype(bool)
@@ -210,16 +216,15 @@ def variant_traffic(log_dir: str | os.PathLike[str], d: Deployment) -> dict[str,
     return out
 
 
-def _rewards(log_dir: str | os.PathLike[str], d: Deployment, traffic: pa.Table) -> dict[tuple[str, str], float]:
+def _rewards(logs: ControllerLogs, d: Deployment, traffic: pa.Table) -> dict[tuple[str, str], float]:
     """Per (request id, variant) of `traffic`: its primary-metric value, for requests with numeric feedback.
 
     The feedback's value itself, or, for a scoring rule (`loopstack.rollout.rewards`), the rule
     applied to the output the variant logged for the request and the label.
     """
     from loopstack.rollout.rewards import SCORING_RULES
-    from loopstack.serving import read_feedback
 
-    feedback = read_feedback(log_dir)
+    feedback = logs.labels()
     if feedback.num_rows == 0:
         return {}
     served = dict(zip(traffic["request_id"].to_pylist(), traffic["variant"].to_pylist(), strict=True))
@@ -227,10 +232,10 @@ def _rewards(log_dir: str | os.PathLike[str], d: Deployment, traffic: pa.Table) 
                                           strict=True) if v is not None and r in served}  # the latest one wins
     if d.primary_metric not in SCORING_RULES or d.strategy == "bandit":
         return {(r, served[r]): v for r, v in labels.items()}
-    return _scored(log_dir, d.endpoint, d.primary_metric, served, labels)
+    return _scored(logs, d.endpoint, d.primary_metric, served, labels)
 
 
-def _scored(log_dir: str | os.PathLike[str], endpoint: str, rule: str, served: dict[str, str],
+def _scored(logs: ControllerLogs, endpoint: str, rule: str, served: dict[str, str],
             labels: dict[str, float]) -> dict[tuple[str, str], float]:
     """`rule` of each labelled request's logged output (row 0 of the request, by the variant that answered it)."""
     import numpy as np
@@ -238,15 +243,11 @@ def _scored(log_dir: str | os.PathLike[str], endpoint: str, rule: str, served: d
     import pyarrow.compute as pc
 
     from loopstack.rollout.rewards import score
-    from loopstack.serving import read_prediction_log
 
-    if not labels:
+    log = logs.outputs(endpoint) if labels else None  # row 0 of each request
+    if log is None:  # no label, or nothing logged yet
         return {}
-    try:
-        log = read_prediction_log(log_dir, endpoint)
-    except ValidationError:  # nothing logged yet
-        return {}
-    log = log.filter(pc.and_(pc.equal(log["row"], 0), pc.is_in(log["request_id"], pa.array(list(labels)))))
+    log = log.filter(pc.is_in(log["request_id"], pa.array(list(labels))))
     ids, variants = log["request_id"].to_pylist(), log["variant"].to_pylist()
     keep = [i for i, (r, v) in enumerate(zip(ids, variants, strict=True)) if served[r] == v]  # not the shadow's copy
     if not keep:

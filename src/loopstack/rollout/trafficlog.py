@@ -117,19 +117,38 @@ class TrafficLog:
 
 def read_traffic_log(root: str | os.PathLike[str], endpoint: str, since: float | None = None) -> pa.Table:
     """The endpoint's request records (since a UNIX time, when given); empty before the first write."""
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    files = sorted((Path(root) / "endpoints" / endpoint).glob("*.parquet"))
-    schema = traffic_schema()
-    if not files:
-        return schema.empty_table()
     import pyarrow as pa
 
-    table = pa.concat_tables([pq.read_table(f, schema=schema) for f in files])
-    if since is not None:
-        table = table.filter(pc.greater_equal(table["time"].cast(pa.int64()), int(since * 1e6)))
-    return table
+    files = traffic_segments(root, endpoint)
+    if not files:
+        return traffic_schema().empty_table()
+    return rows_since(pa.concat_tables([read_traffic_segment(f) for f in files]), since)
+
+
+def traffic_segments(root: str | os.PathLike[str], endpoint: str) -> list[Path]:
+    """The endpoint's segment files in name (write-time) order.
+
+    `TrafficLog.flush` writes each one whole under a temporary name and renames it into place,
+    and nothing writes to it again: a reader may keep what it read of one.
+    """
+    return sorted((Path(root) / "endpoints" / endpoint).glob("*.parquet"))
+
+
+def read_traffic_segment(path: str | os.PathLike[str], columns: list[str] | None = None) -> pa.Table:
+    """One segment in the traffic schema (only `columns`, when given)."""
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path, schema=traffic_schema(), columns=columns)
+
+
+def rows_since(table: pa.Table, since: float | None) -> pa.Table:
+    """The records of `table` logged at or after the UNIX time `since` (all of them when it is None)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if since is None:
+        return table
+    return table.filter(pc.greater_equal(table["time"].cast(pa.int64()), int(since * 1e6)))
 
 
 __all__ = ["TrafficLog", "read_traffic_log", "traffic_schema"]

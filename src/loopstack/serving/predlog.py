@@ -165,12 +165,35 @@ def read_prediction_log(root: str | os.PathLike[str], model: str | None = None) 
     folder = Path(root) / "predictions"
     if model is not None:
         folder = folder / model
-    return _read(sorted(folder.glob("**/*.parquet")), what=f"predictions under {folder}")
+    return _read(prediction_segments(root, model), what=f"predictions under {folder}")
 
 
 def read_feedback(root: str | os.PathLike[str]) -> pa.Table:
     """All feedback rows as one Arrow table."""
-    return _read(sorted((Path(root) / "feedback").glob("*.parquet")), what="feedback", schema=_feedback_schema())
+    return _read(feedback_segments(root), what="feedback", schema=_feedback_schema())
+
+
+def prediction_segments(root: str | os.PathLike[str], model: str | None = None) -> list[Path]:
+    """The prediction log's segment files (of one model, when given), in path order.
+
+    A segment is written whole under a temporary name and renamed into place, and nothing writes
+    to it again: a reader may keep what it read of one. `read_prediction_log` unifies their
+    schemas permissively (as ``pa.concat_tables(..., promote_options="permissive")`` does).
+    """
+    folder = Path(root) / "predictions"
+    return sorted((folder if model is None else folder / model).glob("**/*.parquet"))
+
+
+def feedback_segments(root: str | os.PathLike[str]) -> list[Path]:
+    """The feedback log's segment files in name (write-time) order; written once, like prediction segments."""
+    return sorted((Path(root) / "feedback").glob("*.parquet"))
+
+
+def read_feedback_segment(path: str | os.PathLike[str], columns: list[str] | None = None) -> pa.Table:
+    """One feedback segment in the feedback schema, as `read_feedback` reads it (only `columns`, when given)."""
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path, schema=_feedback_schema(), columns=columns)
 
 
 def _read(files: list[Path], what: str, schema: pa.Schema | None = None) -> pa.Table:

@@ -1,0 +1,213 @@
+"""Incremental log reads: a ticking controller sees what a fresh one sees, and reads each segment once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+from starlette.testclient import TestClient
+
+from loopstack.core.project import Project
+from loopstack.rollout import RolloutController
+from loopstack.rollout.controller import VariantTraffic
+from loopstack.serving import ServerSettings, create_app, read_feedback, read_prediction_log
+
+from .conftest import register
+from .test_controller import Scorer, simulate
+
+
+@pytest.fixture
+def refs(sqlite_project: Project) -> list[str]:
+    return register(sqlite_project)
+
+
+class FlakyScorer(Scorer):
+    """A `Scorer` that fails on large first inputs, so the traffic log holds errors too."""
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        if (np.asarray(X, dtype=float)[:, 0] > 0.9).any():
+            raise RuntimeError("flaky")
+        return super().predict_proba(X)
+
+
+def assert_same(ticking: dict[str, VariantTraffic], fresh: dict[str, VariantTraffic]) -> None:
+    """Equal per variant, value for value and in the same order."""
+    assert list(ticking) == list(fresh)
+    for name, t in ticking.items():
+        f = fresh[name]
+        assert (t.variant, t.requests, t.errors) == (f.variant, f.requests, f.errors)
+        np.testing.assert_array_equal(t.latencies_ms, f.latencies_ms, strict=True)
+        np.testing.assert_array_equal(t.rewards, f.rewards, strict=True)
+
+
+def count_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record every Parquet file read from now on, by whichever pyarrow entry point."""
+    reads: list[str] = []
+
+    def counting(original: Callable[..., Any]) -> Callable[..., Any]:
+        def call(source: Any, *args: Any, **kwargs: Any) -> Any:
+            reads.extend([str(s) for s in source] if isinstance(source, list) else [str(source)])
+            return original(source, *args, **kwargs)
+
+        return call
+
+    for module, name in ((pq, "read_table"), (pq, "read_schema"), (pq, "ParquetFile"), (ds, "dataset")):
+        monkeypatch.setattr(module, name, counting(getattr(module, name)))
+    return reads
+
+
+def test_a_ticking_controller_sees_what_a_fresh_one_sees(sqlite_project: Project, refs: list[str],
+                                                         tmp_path: Path) -> None:
+    """Brier-scored canary after a shadow, with late and repeated feedback for old requests, then a new canary."""
+    deployments = sqlite_project.deployments
+    deployments.create("api", refs[0], primary_metric="brier")
+    deployments.shadow("api", refs[1])
+    models = {refs[0]: FlakyScorer(), refs[1]: FlakyScorer(inverted=True), refs[2]: Scorer()}
+    app = create_app([], ServerSettings(log_dir=str(tmp_path), log_flush_s=3600), loader=models.__getitem__,
+                     deployments=deployments)
+    controller = RolloutController(sqlite_project, "api", log_dir=tmp_path)
+    rng = np.random.default_rng(21)
+    answered: list[str] = []
+
+    def tick(n: int, late: int, look: bool = True) -> None:
+        """`n` requests, labels for most, `late` labels (new or changed) for earlier requests; then logs and a look."""
+        feedback = []
+        for _ in range(n):
+            x, rid = float(rng.random()), f"r{len(answered)}"
+            client.post("/v1/endpoints/api:predict", json={"id": rid, "instances": [[x, 0.0, 0.0]], "unit_id": rid})
+            answered.append(rid)
+            if rng.random() < 0.8:
+                feedback.append({"request_id": rid, "label": int(rng.random() < 0.1 + 0.8 * x)})
+        for rid in rng.choice(answered, size=min(late, len(answered)), replace=False):
+            feedback.append({"request_id": str(rid), "label": int(rng.integers(2))})
+            feedback.append({"request_id": str(rid), "label": "not a number"})  # never overrides a numeric label
+        assert client.post("/v1/feedback", json=feedback).status_code == 202
+        if not look:
+            return  # left queued: the next segments straddle the next rollout's start
+        client.portal.call(app.state.server.endpoints.settle)
+        app.state.server.endpoints.log.flush()
+        app.state.server.log.flush()
+        d = deployments.get("api")
+        if d.strategy == "canary":
+            assert controller.evaluate().action == "hold"
+        assert_same(controller.traffic(d), RolloutController(sqlite_project, "api", log_dir=tmp_path).traffic(d))
+
+    with TestClient(app) as client:
+        client.portal.call(app.state.server.endpoints.sync)
+        for _ in range(2):
+            tick(40, late=0)  # shadow: mirrored rows and the shadow's predictions are logged, never counted
+        tick(20, late=5, look=False)
+        deployments.canary("api", refs[1], steps=[50, 100], min_requests_per_step=10_000, salt="ticks")
+        client.portal.call(app.state.server.endpoints.sync)
+        for _ in range(4):
+            tick(60, late=15)
+        d = deployments.get("api")
+        assert all(len(t.rewards) > 20 and t.errors > 0 for t in controller.traffic(d).values())
+        tick(20, late=5, look=False)
+        deployments.rollback("api", reason="by hand")
+        deployments.canary("api", refs[2], steps=[50, 100], min_requests_per_step=10_000, salt="again")
+        client.portal.call(app.state.server.endpoints.sync)
+        for _ in range(2):
+            tick(40, late=10)
+    assert controller.logs.traffic.reads == len(list((tmp_path / "endpoints" / "api").glob("*.parquet")))
+
+
+def test_a_tick_without_new_segments_reads_no_file(sqlite_project: Project, refs: list[str], tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    deployments = sqlite_project.deployments
+    deployments.create("api", refs[0], primary_metric="conversion")
+    deployments.canary("api", refs[1], steps=[10, 50, 100], min_requests_per_step=50_000, salt="fixed")
+    rng = np.random.default_rng(8)
+    rates, reward = {refs[0]: 0.01, refs[1]: 0.01}, {refs[0]: 0.1, refs[1]: 0.1}
+    for k in range(3):
+        simulate(sqlite_project, tmp_path, 500, rates, rng, reward, start=k * 500)  # a traffic and a feedback segment
+    controller = RolloutController(sqlite_project, "api", log_dir=tmp_path)
+    first = controller.evaluate()
+    reads = count_reads(monkeypatch)
+    again = controller.evaluate()
+    assert reads == []  # old code path: every segment again, on every tick
+    assert (again.action, again.canary_requests) == (first.action, first.canary_requests)
+    simulate(sqlite_project, tmp_path, 500, rates, rng, reward, start=1500)
+    controller.evaluate()
+    assert sorted(Path(r).parent.name for r in reads) == ["api", "feedback"]  # only the two new segments
+    reads.clear()
+    RolloutController(sqlite_project, "api", log_dir=tmp_path).evaluate()
+    assert len(reads) == 8  # a new controller reads every segment once
+
+
+def test_the_kept_tables_are_the_whole_log_readers_rows(sqlite_project: Project, refs: list[str],
+                                                        tmp_path: Path) -> None:
+    """What the controller keeps is what read_traffic_log / read_feedback / read_prediction_log return, selected."""
+    from loopstack.rollout.segments import TRAFFIC_COLUMNS, ControllerLogs
+    from loopstack.rollout.trafficlog import read_traffic_log
+
+    deployments = sqlite_project.deployments
+    deployments.create("api", refs[0], primary_metric="brier")
+    deployments.shadow("api", refs[1])
+    models = {refs[0]: Scorer(), refs[1]: Scorer(inverted=True)}
+    app = create_app([], ServerSettings(log_dir=str(tmp_path), log_flush_s=3600), loader=models.__getitem__,
+                     deployments=deployments)
+    logs = ControllerLogs(tmp_path)
+    with TestClient(app) as client:
+        for k in range(3):
+            ids = [client.post("/v1/endpoints/api:predict", json={"instances": [[0.5, 0, 0], [0.2, 0, 0]],
+                                                                  "unit_id": f"u{k}-{i}"}).headers["x-request-id"]
+                   for i in range(10)]
+            labels = [{"request_id": r, "label": i % 2} for i, r in enumerate(ids)] + [{"request_id": ids[0],
+                                                                                        "label": "late"}]
+            client.post("/v1/feedback", json=labels)
+            client.portal.call(app.state.server.endpoints.settle)
+            app.state.server.endpoints.log.flush()
+            app.state.server.log.flush()
+            since = deployments.get("api").state["started_at"] if k < 2 else None
+            traffic = read_traffic_log(tmp_path, "api", since=since)
+            assert logs.requests("api", since).equals(traffic.filter(pc.invert(traffic["shadow"])).select(
+                TRAFFIC_COLUMNS))
+            feedback = read_feedback(tmp_path)
+            assert logs.labels().equals(feedback.filter(pc.is_valid(feedback["label_value"])).select(
+                ["request_id", "label_value"]))
+            predictions = read_prediction_log(tmp_path, "api")
+            outputs = logs.outputs("api")
+            assert outputs is not None and outputs.num_rows == 10 * (k + 1) * 2  # both variants' row 0
+            assert outputs.equals(predictions.filter(pc.equal(predictions["row"], 0)).select(
+                ["request_id", "variant", "outputs"]))
+
+
+def test_a_new_window_drops_the_segments_before_it_and_a_window_reaching_back_reads_them_again(
+        tmp_path: Path) -> None:
+    from loopstack.rollout import TrafficLog
+    from loopstack.rollout.segments import ControllerLogs
+
+    log = TrafficLog(tmp_path, flush_s=3600)
+    for t in (1, 2, 3):
+        log.record(request_id=f"r{t}", endpoint="api", variant="a", ref="m/1", deployment_version=1, unit_id="u",
+                   shadow=False, ok=True, status=200, latency_ms=1.0, time=t * 1_000_000)
+        log.flush()
+    log.close()
+    logs = ControllerLogs(tmp_path)
+    assert logs.requests("api", 1.0)["request_id"].to_pylist() == ["r1", "r2", "r3"]
+    assert logs.requests("api", 2.5)["request_id"].to_pylist() == ["r3"]
+    assert (logs.traffic.reads, len(logs.traffic.tables(sorted((tmp_path / "endpoints" / "api").iterdir())))) == (3, 1)
+    assert logs.requests("api", 0.5)["request_id"].to_pylist() == ["r1", "r2", "r3"]
+    assert logs.traffic.reads == 5  # the two dropped segments, read again
+    assert logs.requests("api", None).num_rows == 3 and logs.traffic.reads == 5
+
+
+def test_a_segment_replaced_in_place_is_read_again(tmp_path: Path) -> None:
+    from loopstack.rollout.segments import SegmentCache
+
+    path = tmp_path / "1.parquet"
+    pq.write_table(pa.table({"x": [1]}), path)
+    cache = SegmentCache(pq.read_table)
+    assert cache.tables([path])[0]["x"].to_pylist() == [1]
+    pq.write_table(pa.table({"x": [1, 2]}), path)
+    assert cache.tables([path])[0]["x"].to_pylist() == [1, 2] and cache.reads == 2
+    path.unlink()
+    assert cache.tables([]) == [] and cache.reads == 2
