@@ -81,14 +81,13 @@ def predict_file(
     >>> [round(p, 6) for p in pq.read_table(folder / "out.parquet").to_pydict()["prediction"]]
     [1.0, 3.0, 5.0]
     """
-    import pyarrow.dataset as ds
-
     if chunk_rows <= 0:
         raise ConfigError(f"chunk_rows={chunk_rows!r} must be positive")
-    adapter = adapt(model, ModelSpec(name="batch", model=model, method=method))
-    dataset = ds.dataset(os.fspath(input), format="parquet")
-    features = _feature_columns(adapter, dataset.schema.names, keep)
     output = Path(output)
+    _check_output(Path(input), output)
+    adapter = adapt(model, ModelSpec(name="batch", model=model, method=method))
+    dataset = _dataset(Path(input))
+    features = _feature_columns(adapter, dataset.schema.names, keep)
     parts = output.with_name(output.name + ".parts")
     manifest = _manifest(dataset, adapter, chunk_rows, features, keep)
     done = _finished_parts(parts, manifest) if resume else 0
@@ -108,6 +107,35 @@ def predict_file(
     _merge(parts, count, output)
     shutil.rmtree(parts)
     return BatchSummary(total, count, min(done, count), output)
+
+
+def _check_output(input: Path, output: Path) -> None:
+    """Refuse an output that would replace the input, land inside it (a rerun would read it) or is a folder."""
+    source, target = input.resolve(), output.resolve()
+    if target == source or source in target.parents:
+        raise ConfigError(f"output {str(output)!r} would overwrite the input {str(input)!r} or land inside it; "
+                          "write the predictions to another path")
+    if target.is_dir():
+        raise ConfigError(f"output {str(output)!r} is a folder; give a Parquet file to write, "
+                          f"e.g. {str(output / 'predictions.parquet')!r}")
+
+
+def _dataset(input: Path) -> Any:
+    """The input as a Parquet dataset, or an error naming the path when it is not Parquet."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    try:
+        dataset = ds.dataset(os.fspath(input), format="parquet")
+    except pa.ArrowInvalid as error:
+        raise ValidationError(
+            f"input {str(input)!r} is not a Parquet file (or it is damaged); pass a Parquet file or a folder of "
+            "them, e.g. convert a CSV with pandas.read_csv(path).to_parquet(new_path)"
+        ) from error
+    if not dataset.files:
+        raise ValidationError(f"input folder {str(input)!r} holds no Parquet files; pass a Parquet file or a folder "
+                              "of *.parquet files")
+    return dataset
 
 
 def _feature_columns(adapter: ModelAdapter, available: list[str], keep: Sequence[str]) -> list[str]:

@@ -22,7 +22,7 @@ def _project(ctx: click.Context):  # type: ignore[no-untyped-def]
 @click.command()
 @click.argument("models", nargs=-1, required=True)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
-@click.option("--port", default=8080, show_default=True, type=int)
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--max-batch-size", default=64, show_default=True, type=int, help="Most rows per predict.")
 @click.option("--max-wait-ms", default=2.0, show_default=True, type=float,
               help="Longest a request waits for its batch to fill (a lone request never waits).")
@@ -58,6 +58,11 @@ def serve(ctx: click.Context, models: tuple[str, ...], host: str, port: int, max
     refs = None if features is None else (tuple(features.split(",")) if ":" in features else features)
     specs = [ModelSpec.parse(m, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_queue=max_queue,
                              timeout_s=timeout_s, features=refs) for m in models]
+    # fail here, in one line, rather than in the server's start-up after the port is bound
+    for spec in specs:
+        get_model_version(spec.ref, project=project)
+    if refs is not None:
+        project.feature_store.catalog.resolve(refs)
     click.echo(f"serving {', '.join(s.name for s in specs)} on http://{host}:{port}", err=True)
     run(specs, host=host, port=port, settings=settings,
         loader=lambda ref: load_model(ref, project=project, compiled=not native),
@@ -73,7 +78,7 @@ def serve(ctx: click.Context, models: tuple[str, ...], host: str, port: int, max
 @click.option("--chunk-rows", default=65_536, show_default=True, type=int, help="Rows per predict and per checkpoint.")
 @click.option("--keep", multiple=True, help="Input column to copy to the output (repeatable), e.g. an id.")
 @click.option("--method", type=click.Choice(["auto", "predict", "predict_proba"]), default="auto", show_default=True)
-@click.option("--threads", type=int, default=None, help="Math-library threads (default: all cores).")
+@click.option("--threads", type=click.IntRange(1), default=None, help="Math-library threads (default: all cores).")
 @click.option("--no-resume", is_flag=True, help="Start over instead of resuming from the last finished chunk.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context

@@ -145,6 +145,7 @@ class ServerSettings:
     def __post_init__(self) -> None:
         _positive("log_flush_s", self.log_flush_s, "server")
         _positive("log_segment_rows", self.log_segment_rows, "server")
+        _positive("gpus", self.gpus, "server")
         if self.predict_threads is not None:
             _positive("predict_threads", self.predict_threads, "server")
         if self.refresh_s < 0:

@@ -1,0 +1,91 @@
+"""`loopstack serve` and `loopstack predict` refuse bad input in one line, before serving or writing anything."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+import loopstack as ls
+from loopstack.cli import cli
+
+
+@pytest.fixture
+def registered(sqlite_project: ls.Project, data) -> ls.Project:  # type: ignore[no-untyped-def]
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = data
+    frame = pd.DataFrame(X[:, :2], columns=["a", "b"])
+    with ls.start_run(project=sqlite_project) as run:
+        run.log_model(LogisticRegression().fit(frame, y), "model", example=frame.head())
+    ls.register_model(run.id, "model", name="fraud", alias="champion", project=sqlite_project)
+    frame.to_parquet(sqlite_project.root / "in.parquet")
+    return sqlite_project
+
+
+def _fails(project: ls.Project, *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, ["-p", str(project.root), *args])
+    assert result.exit_code != 0, result.output
+    if isinstance(result.exception, ls.LoopstackError):
+        return result.exit_code, str(result.exception)
+    assert isinstance(result.exception, SystemExit), repr(result.exception)  # a usage error, not a traceback
+    return result.exit_code, result.output
+
+
+@pytest.mark.parametrize(("ref", "message"), [
+    ("nosuch", "no model named 'nosuch'"),
+    ("fraud@nosuch", "has no alias 'nosuch'"),
+    ("fraud/9", "has no version 9"),
+    ("fraud@", "invalid alias ''"),
+    ("fraud/abc", "invalid model reference 'fraud/abc'"),
+])
+def test_serve_refuses_a_bad_model_ref_before_starting(registered: ls.Project, monkeypatch: pytest.MonkeyPatch,
+                                                       ref: str, message: str) -> None:
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the server was started")
+
+    monkeypatch.setattr("loopstack.serving.server.serve", never)
+    code, text = _fails(registered, "serve", ref)
+    assert code == 1 and message in text
+
+
+def test_serve_refuses_unknown_features_a_bad_port_and_no_gpus(registered: ls.Project,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("loopstack.serving.server.serve", lambda *a, **k: pytest.fail("the server was started"))
+    assert "no feature service 'nosuch'" in _fails(registered, "serve", "fraud", "--features", "nosuch")[1]
+    assert "gpus=0" in _fails(registered, "serve", "fraud", "--gpus", "0")[1]
+    code, text = _fails(registered, "serve", "fraud", "--port", "70000")
+    assert code == 2 and "70000 is not in the range" in text
+
+
+def test_predict_names_an_input_that_is_not_parquet(registered: ls.Project) -> None:
+    csv = registered.root / "in.csv"
+    pd.read_parquet(registered.root / "in.parquet").to_csv(csv, index=False)
+    code, text = _fails(registered, "predict", "--model", "fraud", "--input", str(csv), "--output",
+                        str(registered.root / "out.parquet"))
+    assert code == 1 and f"input {str(csv)!r} is not a Parquet file" in text
+    (registered.root / "empty").mkdir()
+    text = _fails(registered, "predict", "--model", "fraud", "--input", str(registered.root / "empty"), "--output",
+                  str(registered.root / "out.parquet"))[1]
+    assert "holds no Parquet files" in text
+
+
+def test_predict_never_writes_over_its_input_or_into_a_folder(registered: ls.Project) -> None:
+    source = registered.root / "in.parquet"
+    before = source.read_bytes()
+    text = _fails(registered, "predict", "--model", "fraud", "--input", str(source), "--output", str(source))[1]
+    assert "would overwrite the input" in text
+    assert source.read_bytes() == before
+    folder = registered.root / "out"
+    folder.mkdir()
+    text = _fails(registered, "predict", "--model", "fraud", "--input", str(source), "--output", str(folder))[1]
+    assert "is a folder; give a Parquet file" in text
+    assert list(registered.root.glob("*.parts")) == [] and list(registered.root.glob(".*.tmp")) == []
+
+
+def test_predict_threads_must_be_positive(registered: ls.Project, tmp_path: Path) -> None:
+    code, text = _fails(registered, "predict", "--model", "fraud", "--input", str(registered.root / "in.parquet"),
+                        "--output", str(tmp_path / "o.parquet"), "--threads", "0")
+    assert code == 2 and "0 is not in the range x>=1" in text
