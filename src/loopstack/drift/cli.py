@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 
@@ -29,6 +31,7 @@ def report(reference: str, current: str, output: str, json_path: str | None, col
     """Compare CURRENT with REFERENCE column by column and write an HTML (and JSON) report."""
     from loopstack.drift.compare import compare
 
+    _check_outputs((reference, current), (output, json_path))
     result = compare(reference, current, columns=list(columns) or None, num_test=test, cat_test=test,
                      threshold=threshold, drift_share=drift_share, correction=correction)
     result.report(output, json_path, title=f"Drift: {current} vs {reference}")
@@ -37,3 +40,19 @@ def report(reference: str, current: str, output: str, json_path: str | None, col
                f"({', '.join(result.drifted_columns) or 'none'}); report written to {output}")
     if fail_on_drift and result.dataset_drift:
         raise SystemExit(1)
+
+
+def _check_outputs(inputs: tuple[str, ...], outputs: tuple[str | None, ...]) -> None:
+    """Refuse report paths that would overwrite the data (or land inside a data folder), or each other."""
+    from loopstack.core.errors import ConfigError
+
+    written = [out for out in outputs if out is not None]
+    for out in written:
+        target = Path(out).resolve()
+        for data in inputs:
+            source = Path(data).resolve()
+            if target == source or source in target.parents:
+                raise ConfigError(f"report path {out!r} would overwrite the data {data!r} or land inside it; "
+                                  "write the report to another path")
+    if len(written) == 2 and Path(written[0]).resolve() == Path(written[1]).resolve():
+        raise ConfigError(f"--output and --json are both {written[0]!r}; give the JSON its own path")

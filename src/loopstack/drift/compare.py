@@ -55,6 +55,12 @@ class DriftOptions:
         for column, kind in self.kinds.items():
             if kind not in KINDS:
                 raise ConfigError(f"kinds[{column!r}]={kind!r}; use 'numerical' or 'categorical'")
+        named = {"threshold": self.threshold, **{f"thresholds[{c!r}]": t for c, t in self.thresholds.items()}}
+        for name, value in named.items():
+            # a p-value test never fires at a threshold <= 0 and a distance test always does
+            if value is not None and not 0 < value < float("inf"):
+                raise ConfigError(f"{name}={value} must be a positive number, e.g. 0.05 for a p-value test "
+                                  "or 0.1 for a distance")
 
 
 def compare(reference: Any, current: Any, options: DriftOptions | None = None, **settings: Any) -> DriftResult:

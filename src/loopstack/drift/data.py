@@ -55,11 +55,22 @@ def _read_path(path: Path) -> Any:
     if path.is_dir() or path.suffix in (".parquet", ".pq"):
         import pyarrow.dataset as ds
 
-        # Strings stay dictionary-encoded as stored: no string copies, and counting works on the codes.
-        strings = [f.name for f in ds.dataset(path).schema if f.type in (pa.string(), pa.large_string())]
-        return pq.read_table(path, read_dictionary=strings)
+        try:
+            dataset = ds.dataset(path)
+            if not dataset.files:
+                raise ValidationError(f"folder {path} holds no Parquet files; pass a folder of *.parquet files")
+            # Strings stay dictionary-encoded as stored: no string copies, and counting works on the codes.
+            strings = [f.name for f in dataset.schema if f.type in (pa.string(), pa.large_string())]
+            return pq.read_table(path, read_dictionary=strings)
+        except pa.ArrowInvalid as error:
+            raise ValidationError(f"{path} is not a Parquet file (or it is damaged); pass a Parquet or CSV file, "
+                                  "or a folder of Parquet files") from error
     if path.suffix == ".csv":
-        return pacsv.read_csv(path)
+        try:
+            return pacsv.read_csv(path)
+        except pa.ArrowInvalid as error:
+            raise ValidationError(f"cannot read {path} as CSV: {error}; fix the file or convert it to Parquet") \
+                from error
     raise ValidationError(f"cannot read {path}: use a .parquet or .csv file, or a folder of Parquet files")
 
 

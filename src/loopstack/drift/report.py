@@ -8,6 +8,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from loopstack.core.errors import ConfigError
 from loopstack.drift.result import ColumnDrift, DriftResult
 from loopstack.drift.svg import CURRENT_COLOR, REFERENCE_COLOR, bars
 
@@ -64,10 +65,18 @@ def write_report(result: DriftResult, path: str | None = None, json_path: str | 
     data = report_data(result, title)
     page = render_html(data)
     if path is not None:
-        Path(path).write_text(page, encoding="utf-8")
+        _write(path, page)
     if json_path is not None:
-        Path(json_path).write_text(json.dumps(data, indent=2), encoding="utf-8")
+        _write(json_path, json.dumps(data, indent=2))
     return page
+
+
+def _write(path: str, text: str) -> None:
+    try:
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"cannot write the report to {path!r}: {error.strerror}; pass a file path in a folder "
+                          "that exists and you can write to") from error
 
 
 def _row(column: dict[str, Any]) -> str:
