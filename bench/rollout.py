@@ -1,4 +1,4 @@
-"""Rollout simulations: sequential testing under peeking, power, canary guardrails, bandit, assignment.
+"""Rollout simulations: sequential testing under peeking, power, canary guardrails, bandit, assignment, ticks.
 
 Fixed seeds; every number in bench/RESULTS.md "Rollouts" comes from one run of::
 
@@ -6,6 +6,8 @@ Fixed seeds; every number in bench/RESULTS.md "Rollouts" comes from one run of::
     .venv/bin/python bench/rollout.py                 # everything (a few minutes)
     .venv/bin/python bench/rollout.py --quick         # smaller sizes, a smoke run
     .venv/bin/python bench/rollout.py --only aa power # some sections
+    git worktree add /tmp/old <commit>                # then, the ticks of that commit's controller:
+    PYTHONPATH=/tmp/old/src .venv/bin/python bench/rollout.py --only ticks
 
 Sections
 --------
@@ -23,6 +25,13 @@ assignment  allocation vs weights over 100,000 ids, independence across
             salts, stability across processes, throughput.
 anchor      the GrowthBook Python SDK assigns the same 100,000 ids
             identically; gbstats' sequential test gives the same intervals.
+ticks       RolloutController.evaluate() on a canary with 500,000 logged
+            requests in 200 traffic segments (30 % with feedback; for brier
+            also their predictions), one new segment of each log per tick:
+            a new controller per tick (every segment read) against one
+            controller ticking (new segments only). Same logs for both; the
+            per-variant numbers each tick records must be equal. Run it with
+            ``PYTHONPATH=<checkout>/src`` to time another commit.
 """
 
 from __future__ import annotations
@@ -31,6 +40,8 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -340,6 +351,143 @@ def section_anchor(quick: bool) -> dict[str, Any]:
     }
 
 
+TICK_ROWS = 2500  # requests per traffic segment (2.5 s of a 1,000 requests/s endpoint)
+
+
+def section_ticks(quick: bool) -> dict[str, Any]:
+    """Time per controller tick: a new controller reading every segment vs one reading the new segments only."""
+    import loopstack as ls
+
+    segments, ticks = (40, 5) if quick else (200, 9)
+    folder = HERE / ".work" / "rollout_ticks"
+    shutil.rmtree(folder, ignore_errors=True)
+    project = ls.Project.init(folder / "proj", name="bench-ticks")
+    refs = _two_versions(project)
+    out: dict[str, Any] = {"segments": segments, "requests": segments * TICK_ROWS, "ticks": ticks,
+                           "feedback_share": 0.3}
+    try:
+        for metric in ("conversion", "brier"):
+            runs = {mode: _tick_run(project, refs, folder, metric, mode, segments, ticks)
+                    for mode in ("fresh", "incremental")}
+            seen = {mode: run.pop("variants") for mode, run in runs.items()}
+            if seen["fresh"] != seen["incremental"]:
+                raise SystemExit(f"{metric}: the ticking controller saw other numbers than a fresh one")
+            fresh, incremental = runs["fresh"]["median_s"], runs["incremental"]["median_s"]
+            out[metric] = {**runs, "speedup_median": fresh / incremental}
+    finally:
+        project.close()
+    return out
+
+
+def _two_versions(project: Any) -> list[str]:
+    from sklearn.dummy import DummyClassifier
+
+    import loopstack as ls
+
+    refs = []
+    for k in range(2):
+        model = DummyClassifier(strategy="prior").fit(np.zeros((4, 3)), [0, 1, 1, k])
+        with ls.start_run(project=project) as run:
+            run.log_model(model, "model", example=np.zeros((2, 3)))
+        refs.append(f"m/{ls.register_model(run.id, 'model', name='m', project=project).version}")
+    return refs
+
+
+def _tick_run(project: Any, refs: list[str], folder: Path, metric: str, mode: str, segments: int,
+              ticks: int) -> dict[str, Any]:
+    """`segments` segments logged, then `ticks` times: one more segment of each log and a timed tick."""
+    from loopstack.rollout import RolloutController
+
+    endpoint, log_dir = f"{metric}-{mode}", folder / f"{metric}-{mode}"
+    project.deployments.create(endpoint, refs[0], primary_metric=metric)
+    started = project.deployments.canary(endpoint, refs[1], steps=[50, 100], min_requests_per_step=10**9,
+                                         salt="ticks").version
+    start_us = int(project.deployments.get(endpoint).state["started_at"] * 1e6) + 1
+    for segment in range(segments):
+        _log_segment(log_dir, endpoint, refs, segment, start_us, metric == "brier")
+    controller = RolloutController(project, endpoint, log_dir=log_dir)
+    first = _timed(controller.evaluate) if mode == "incremental" else None
+    times = []
+    for tick in range(ticks):
+        _log_segment(log_dir, endpoint, refs, segments + tick, start_us, metric == "brier")
+        if mode == "fresh":
+            controller = RolloutController(project, endpoint, log_dir=log_dir)
+        times.append(_timed(controller.evaluate))
+    events = project.events.list(kind="rollout.canary.hold", subject=endpoint, limit=ticks, newest_first=True)
+    assert project.deployments.get(endpoint).version == started, "the canary must hold throughout"
+    return {"first_tick_s": first, "median_s": statistics.median(times), "tick_s": [round(t, 4) for t in times],
+            "variants": [e.payload["variants"] for e in events]}
+
+
+def _timed(call: Any) -> float:
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
+def _log_segment(log_dir: Path, endpoint: str, refs: list[str], segment: int, start_us: int, brier: bool) -> None:
+    """One traffic segment of `TICK_ROWS` requests, its feedback segment and, for brier, its prediction segments."""
+    import pyarrow as pa
+
+    from loopstack.rollout.trafficlog import traffic_schema
+
+    rng = np.random.default_rng([17, segment])
+    n = TICK_ROWS
+    ids = np.array([f"{segment:08x}{k:024x}" for k in range(n)], dtype=object)
+    variant = np.where(rng.random(n) < 0.5, refs[0], refs[1])
+    times = start_us + segment * 2_500_000 + np.arange(n) * 1000
+    ok = rng.random(n) >= 0.01
+    name = f"{1_800_000_000_000_000_000 + segment:019d}-1-{segment:06d}.parquet"
+    traffic = {"request_id": ids, "time": times, "endpoint": [endpoint] * n, "variant": variant, "ref": variant,
+               "deployment_version": np.full(n, 2), "unit_id": ids, "shadow": np.zeros(n, bool), "ok": ok,
+               "status": np.where(ok, 200, 500).astype(np.int32), "latency_ms": rng.lognormal(2.0, 0.4, n),
+               "error": [None] * n}
+    _write(pa.table(traffic, schema=traffic_schema()), log_dir / "endpoints" / endpoint / name)
+    p1 = rng.random(n)
+    labels = (rng.random(n) < p1).astype(float)
+    sent = (rng.random(n) < 0.3) & ok
+    feedback = {"request_id": ids[sent], "time": times[sent] + 60_000_000, "model": [None] * int(sent.sum()),
+                "label": [str(int(v)) for v in labels[sent]], "label_value": labels[sent]}
+    _write(pa.table(feedback, schema=_feedback_schema()), log_dir / "feedback" / name)
+    if brier:
+        for ref in refs:
+            mine = (variant == ref) & ok
+            _write(_predictions(ids[mine], times[mine], ref, p1[mine]),
+                   log_dir / "predictions" / endpoint / ref.split("/")[1] / name)
+
+
+def _feedback_schema() -> Any:
+    import pyarrow as pa
+
+    return pa.schema([("request_id", pa.string()), ("time", pa.timestamp("us", tz="UTC")), ("model", pa.string()),
+                      ("label", pa.string()), ("label_value", pa.float64())])
+
+
+def _predictions(ids: np.ndarray, times: np.ndarray, ref: str, p1: np.ndarray) -> Any:
+    """Prediction-log rows as `PredictionLog` writes them: one row per request, predict_proba of two classes."""
+    import pyarrow as pa
+
+    n = len(ids)
+    proba = pa.ListArray.from_arrays(pa.array(np.arange(0, 2 * n + 1, 2), pa.int32()),
+                                     pa.array(np.column_stack([1 - p1, p1]).reshape(-1)))
+    zeros = pa.array(np.zeros(n))
+    inputs = pa.StructArray.from_arrays([pa.array(p1), zeros, zeros], ["x0", "x1", "x2"])
+    return pa.table({
+        "request_id": pa.array(ids, pa.string()), "row": pa.array(np.zeros(n, np.int32)),
+        "time": pa.array(times, pa.timestamp("us", tz="UTC")), "model": pa.array([ref.split("/")[0]] * n),
+        "version": pa.array([ref.split("/")[1]] * n), "variant": pa.array([ref] * n),
+        "latency_ms": pa.array(np.full(n, 3.0)), "inputs": inputs,
+        "outputs": pa.StructArray.from_arrays([proba], ["predict_proba"]),
+    })
+
+
+def _write(table: Any, path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path)
+
+
 SECTIONS = {
     "aa": section_aa,
     "power": section_power,
@@ -347,6 +495,7 @@ SECTIONS = {
     "bandit": section_bandit,
     "assignment": section_assignment,
     "anchor": section_anchor,
+    "ticks": section_ticks,
 }
 
 
