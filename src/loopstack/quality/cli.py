@@ -27,7 +27,8 @@ def quality() -> None:
 @click.argument("suite_file", type=click.Path(exists=True, dir_okay=False))
 @click.argument("data")
 @click.option("--record", is_flag=True, help="Store the result as a quality.suite event in the project.")
-@click.option("--sample-size", default=5, show_default=True, help="Offending rows kept per failed check.")
+@click.option("--sample-size", default=5, show_default=True, type=click.IntRange(0),
+              help="Offending rows kept per failed check.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
 def check(ctx: click.Context, suite_file: str, data: str, record: bool, sample_size: int, as_json: bool) -> None:
@@ -48,7 +49,8 @@ def check(ctx: click.Context, suite_file: str, data: str, record: bool, sample_s
 @click.argument("data")
 @click.option("--name", default="profile", show_default=True, help="Name of the proposed suite.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the YAML here instead of printing it.")
-@click.option("--max-categories", default=20, show_default=True, help="Value sets up to this size become in_set.")
+@click.option("--max-categories", default=20, show_default=True, type=click.IntRange(0),
+              help="Value sets up to this size become in_set.")
 @click.option("--distribution/--no-distribution", default=None, help="Add distribution checks (default: yes).")
 @click.option("--outliers", is_flag=True, help="Add z-score outlier checks for numeric columns.")
 def profile(
@@ -57,6 +59,8 @@ def profile(
     """Propose a suite from reference DATA and print it as YAML."""
     from loopstack.quality.profile import profile as propose
 
+    if output:
+        _check_output(data, output)
     suite = propose(data, name=name, max_categories=max_categories, distribution=distribution, outliers=outliers)
     text = suite.to_yaml(output)
     if output:
@@ -67,7 +71,7 @@ def profile(
 
 @quality.command()
 @click.argument("suite", required=False)
-@click.option("--limit", "-n", default=20, show_default=True)
+@click.option("--limit", "-n", default=20, show_default=True, type=click.IntRange(1))
 @click.pass_context
 def history(ctx: click.Context, suite: str | None, limit: int) -> None:
     """Past suite results recorded in the project, newest first."""
@@ -91,6 +95,18 @@ def history(ctx: click.Context, suite: str | None, limit: int) -> None:
             result.source,
         )
     console().print(table)
+
+
+def _check_output(data: str, output: str) -> None:
+    """Refuse to write the suite over the data it profiles, or into the data's folder (a later scan would read it)."""
+    from pathlib import Path
+
+    from loopstack.core.errors import ConfigError
+
+    source, target = Path(data).resolve(), Path(output).resolve()
+    if target == source or source in target.parents:
+        raise ConfigError(f"--output {output!r} would overwrite the data {data!r} or land inside it; "
+                          "write the suite to another path, e.g. suite.yaml")
 
 
 def _print(result: SuiteResult) -> None:

@@ -289,10 +289,18 @@ def describe(data: Any) -> str:
 def _register(connection: Any, name: str, data: Any) -> None:
     """Make `data` the view `name`, with NaN in float columns read as null."""
     raw = f"{name}_raw"
-    if isinstance(data, Query):
-        connection.execute(f"CREATE OR REPLACE TEMP VIEW {raw} AS {data.sql}")
-    elif isinstance(data, str | os.PathLike):
-        connection.execute(f"CREATE OR REPLACE TEMP VIEW {raw} AS SELECT * FROM {_scan(data)}")
+    if isinstance(data, Query | str | os.PathLike):
+        import duckdb
+
+        select = data.sql if isinstance(data, Query) else f"SELECT * FROM {_scan(data)}"
+        try:
+            connection.execute(f"CREATE OR REPLACE TEMP VIEW {raw} AS {select}")
+        except duckdb.Error as error:  # a damaged or missing file, an empty folder, a query that does not run
+            reason = str(error).splitlines()[0]
+            raise ValidationError(
+                f"cannot read {describe(data)!r}: {reason}; pass a Parquet/CSV file, a folder of Parquet files "
+                "or a DuckDB SELECT that runs"
+            ) from error
     else:
         connection.register(raw, _to_arrow(data))
     connection.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {nan_as_null(connection, raw)}")

@@ -159,7 +159,11 @@ class Suite:
         target = Path(path)
         if not target.is_file():
             raise ConfigError(f"suite file {str(target)!r} does not exist; write one with Suite.to_yaml(path)")
-        return cls.from_yaml(target.read_text(encoding="utf-8"))
+        try:
+            text = target.read_text(encoding="utf-8")
+        except UnicodeDecodeError as error:
+            raise ConfigError(f"suite file {str(target)!r} is not text; pass the suite's YAML file") from error
+        return cls.from_yaml(text)
 
 
 def _check_plain(value: Any, suite: str, where: str = "") -> None:

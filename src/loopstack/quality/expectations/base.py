@@ -92,6 +92,8 @@ class Expectation:
         params = dict(spec)
         kind = params.pop("kind", None)
         cls = KINDS.get(str(kind))
+        if cls is None and kind is None:
+            raise ConfigError(f"expectation {dict(spec)} has no 'kind'; add one of {sorted(KINDS)}")
         if cls is None:
             raise ConfigError(f"unknown expectation kind {kind!r}; known kinds: {sorted(KINDS)}")
         known = {f.name for f in dataclasses.fields(cls)}
