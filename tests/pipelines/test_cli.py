@@ -155,3 +155,22 @@ def test_a_killed_scheduler_resumes_its_action_on_restart(root: Path, tmp_path: 
     with Project.open(root) as project:
         assert len(project.events.list(kind="pipeline.started")) == 1
         assert len(project.events.list(kind="loop.resumed")) == 1
+
+
+def _usage_error(group: object, root: Path, *args: str) -> str:
+    result = CliRunner().invoke(group, list(args), obj={"project_path": str(root)})
+    assert result.exit_code == 2, result.output
+    return result.output
+
+
+def test_bad_parameters_and_counts_are_named(root: Path) -> None:
+    with pytest.raises(ConfigError, match=r"parameter 'n=\[1': '\[1' is not valid YAML"):
+        CliRunner().invoke(pipelines, ["run", "train", "-p", "n=[1"], obj={"project_path": str(root)},
+                           catch_exceptions=False)
+    assert "-1 is not in the range x>=1" in _usage_error(pipelines, root, "run", "train", "-e", "process",
+                                                         "--workers", "-1")
+    assert "add --executor process" in _usage_error(pipelines, root, "run", "train", "--workers", "2")
+    assert "0 is not in the range x>=1" in _usage_error(pipelines, root, "list", "--limit", "0")
+    assert "0.0 is not in the range x>0" in _usage_error(loop, root, "run", "--poll", "0")
+    assert "0 is not in the range x>=1" in _usage_error(loop, root, "run", "--max-ticks", "0")
+    assert "--once is one tick" in _usage_error(loop, root, "run", "--once", "--max-ticks", "3")

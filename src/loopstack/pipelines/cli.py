@@ -21,7 +21,7 @@ def pipelines() -> None:
 @click.argument("reference")
 @click.option("--param", "-p", "params", multiple=True, help="A pipeline parameter, key=value (value parsed as YAML).")
 @click.option("--executor", "-e", type=click.Choice(["local", "process", "ray"]), default="local", show_default=True)
-@click.option("--workers", type=int, default=None, help="Worker processes for --executor process.")
+@click.option("--workers", type=click.IntRange(1), default=None, help="Worker processes for --executor process.")
 @click.option("--quiet", "-q", is_flag=True, help="Do not echo step output.")
 @click.pass_context
 def run_pipeline(
@@ -31,6 +31,8 @@ def run_pipeline(
     from loopstack.pipelines.executors import get_executor
     from loopstack.pipelines.runner import PipelineFailedError
 
+    if workers is not None and executor != "process":
+        raise click.UsageError(f"--workers sizes the process pool; add --executor process (got --executor {executor})")
     project = open_project(ctx)
     target = _find_pipeline(project, reference)
     options = {"max_workers": workers} if executor == "process" and workers else {}
@@ -51,7 +53,7 @@ def run_pipeline(
 
 
 @pipelines.command("list")
-@click.option("--limit", default=10, show_default=True, help="How many recent runs.")
+@click.option("--limit", default=10, show_default=True, type=click.IntRange(1), help="How many recent runs.")
 @click.pass_context
 def list_pipelines(ctx: click.Context, limit: int) -> None:
     """The project's pipelines (from its definitions) and recent runs."""
@@ -116,8 +118,9 @@ def loop() -> None:
 
 @loop.command("run")
 @click.option("--once", is_flag=True, help="One tick (resume, check every trigger), then exit.")
-@click.option("--poll", "poll_s", type=float, default=None, help="Seconds between ticks (default: loop.poll_s).")
-@click.option("--max-ticks", type=int, default=None, help="Stop after this many ticks.")
+@click.option("--poll", "poll_s", type=click.FloatRange(0, min_open=True), default=None,
+              help="Seconds between ticks (default: loop.poll_s).")
+@click.option("--max-ticks", type=click.IntRange(1), default=None, help="Stop after this many ticks.")
 @click.pass_context
 def loop_run(ctx: click.Context, once: bool, poll_s: float | None, max_ticks: int | None) -> None:
     """Run the scheduler in the foreground; Ctrl-C or SIGTERM stops it after the current action."""
@@ -125,6 +128,8 @@ def loop_run(ctx: click.Context, once: bool, poll_s: float | None, max_ticks: in
     from loopstack.pipelines.engine import Loop
     from loopstack.pipelines.loader import discover
 
+    if once and max_ticks is not None:
+        raise click.UsageError("--once is one tick; drop it or --max-ticks")
     project = open_project(ctx)
     _, policies = discover(project)
     section = parse_section(project.config.loop)
@@ -205,7 +210,11 @@ def _parse_params(items: tuple[str, ...]) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"parameter {item!r} must look like key=value")
-        params[key] = yaml.safe_load(value)
+        try:
+            params[key] = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"parameter {item!r}: {value!r} is not valid YAML ({error.problem}); fix it, "
+                              f"or pass it as text in YAML quotes: -p '{key}=\"{value}\"'") from error
     return params
 
 
