@@ -47,3 +47,30 @@ def test_deploy_commands_and_status(sqlite_project: Project, tmp_path: Path) -> 
     assert "ab" in run("ab", "api", f"c={refs[0]}", f"t={refs[2]}", "--weights", "0.5,0.5", "--salt", "s")
     assert run("promote", "api", "--variant", "t").startswith("api v8 single")
     assert run("status").startswith("api v8 single")
+
+
+def test_bad_canary_settings_are_refused_before_anything_is_stored(sqlite_project: Project) -> None:
+    import loopstack as ls
+
+    refs = register(sqlite_project, count=2)
+    obj = {"project_path": str(sqlite_project.root)}
+    assert CliRunner().invoke(deploy, ["create", "api", refs[0]], obj=obj).exit_code == 0
+    for option, value, message in (("--alpha", "2", "alpha must be in (0, 1), got 2.0"),
+                                    ("--min-requests", "0", "min_requests_per_step must be at least 1, got 0")):
+        result = CliRunner().invoke(deploy, ["canary", "api", refs[1], option, value], obj=obj)
+        assert result.exit_code == 1 and isinstance(result.exception, ls.ValidationError)
+        assert message in str(result.exception)
+    assert sqlite_project.deployments.get("api").strategy == "single"
+
+
+def test_number_lists_and_intervals_are_usage_errors(sqlite_project: Project) -> None:
+    refs = register(sqlite_project, count=2)
+    obj = {"project_path": str(sqlite_project.root)}
+    for args, message in (
+        (["canary", "api", refs[1], "--steps", "5,x"], "Invalid value for --steps: '5,x' is not a comma-separated"),
+        (["ab", "api", *refs, "--weights", "0.5,abc"], "Invalid value for --weights: '0.5,abc'"),
+        (["evaluate", "api", "--watch", "-1"], "-1.0 is not in the range x>0"),
+        (["serve", "--port", "70000"], "70000 is not in the range 1<=x<=65535"),
+    ):
+        result = CliRunner().invoke(deploy, args, obj=obj)
+        assert result.exit_code == 2 and message in result.output, result.output

@@ -51,7 +51,7 @@ def create(ctx: click.Context, endpoint: str, model: str, primary_metric: str | 
 @click.pass_context
 def canary(ctx: click.Context, endpoint: str, model: str, steps: str, min_requests: int, alpha: float) -> None:
     """Start a canary of MODEL on ENDPOINT; `deploy evaluate --watch` drives it."""
-    parsed = [float(s) for s in steps.split(",") if s.strip()]
+    parsed = _numbers(steps, "--steps", "1,5,25,50,100")
     _show(_project(ctx).deployments.canary(endpoint, model, steps=parsed, min_requests_per_step=min_requests,
                                            alpha=alpha))
 
@@ -65,7 +65,7 @@ def canary(ctx: click.Context, endpoint: str, model: str, steps: str, min_reques
 def ab(ctx: click.Context, endpoint: str, variants: tuple[str, ...], weights: str | None, salt: str | None) -> None:
     """A/B test on ENDPOINT between VARIANTS (NAME=MODEL or MODEL, control first), sticky per unit id."""
     named = dict(v.split("=", 1) if "=" in v else (v, v) for v in variants)
-    shares = [float(w) for w in weights.split(",")] if weights else None
+    shares = _numbers(weights, "--weights", "0.5,0.5") if weights else None
     _show(_project(ctx).deployments.ab(endpoint, named, shares, salt=salt))
 
 
@@ -119,7 +119,8 @@ def rollback(ctx: click.Context, endpoint: str, reason: str) -> None:
 @deploy.command("evaluate")
 @click.argument("endpoint")
 @click.option("--log-dir", default=None, help="The server's log folder (default: .loopstack/logs).")
-@click.option("--watch", "interval", default=None, type=float, help="Repeat every N seconds until the end.")
+@click.option("--watch", "interval", default=None, type=click.FloatRange(0, min_open=True),
+              help="Repeat every N seconds until the end.")
 @click.pass_context
 def evaluate(ctx: click.Context, endpoint: str, log_dir: str | None, interval: float | None) -> None:
     """Run the rollout controller on ENDPOINT: hold, advance, roll back or promote."""
@@ -184,13 +185,22 @@ def _render(traffic: list[dict[str, Any]], evidence: list[dict[str, Any]], last:
     console.print(verdicts)
 
 
+def _numbers(text: str, option: str, example: str) -> list[float]:
+    """Comma-separated numbers, or a usage error that names the option and the value."""
+    try:
+        return [float(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of numbers, e.g. {example}",
+                                 param_hint=option) from None
+
+
 def _num(x: Any, digits: int = 1) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
 
 @deploy.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8080, show_default=True, type=int)
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--log-dir", default=None, help="Prediction and traffic log folder (default: .loopstack/logs).")
 @click.pass_context
 def serve(ctx: click.Context, host: str, port: int, log_dir: str | None) -> None:

@@ -39,7 +39,7 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 
 from loopstack.core.errors import ConflictError, ValidationError
-from loopstack.rollout.stats.sequential import SequentialTest
+from loopstack.rollout.stats.sequential import SequentialTest, tuned_rho
 from loopstack.rollout.stats.srm import SRM_THRESHOLD, srm_check
 from loopstack.rollout.stats.summary import Summary
 
@@ -122,6 +122,9 @@ class CanaryPolicy:
             raise ValidationError(f"canary steps must be increasing weights in (0, 1], got {self.steps}.")
         if not 0.5 <= self.latency_quantile < 1:
             raise ValidationError(f"latency_quantile must be in [0.5, 1), got {self.latency_quantile}.")
+        if not self.min_requests_per_step >= 1:  # 0 or less would advance every step on no traffic at all
+            raise ValidationError(f"min_requests_per_step must be at least 1, got {self.min_requests_per_step}.")
+        tuned_rho(self.alpha, self.planned_n)  # checks alpha and planned_n now, not at the first evaluation
         object.__setattr__(self, "steps", steps)
 
 
