@@ -48,3 +48,28 @@ def test_plan_breakeven_models_and_errors(tmp_path: Path) -> None:
     bad.write_text("gpus: []\n")
     result = CliRunner().invoke(gpu, ["plan", "gpt2", "--prices", str(bad)])
     assert result.exit_code == 1 and "'gpus:' section" in result.output
+
+
+def _fails(*args: str, code: int = 1) -> str:
+    result = CliRunner().invoke(gpu, list(args))
+    assert result.exit_code == code, result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)  # a message, not a traceback
+    return result.output
+
+
+def test_bad_price_tables_and_model_configs_are_named(tmp_path: Path) -> None:
+    (tmp_path / "broken.yaml").write_text("gpus: [\n")
+    (tmp_path / "binary.yaml").write_bytes(b"\xc0\xff\x00")
+    assert "broken.yaml is not valid YAML at line 2" in _fails("breakeven", "--prices", str(tmp_path / "broken.yaml"))
+    assert "binary.yaml is not text" in _fails("plan", "gpt2", "--prices", str(tmp_path / "binary.yaml"))
+    assert "model config missing.json does not exist" in _fails("estimate", "missing.json")
+    (tmp_path / "config.json").write_text("{")
+    assert "is not JSON" in _fails("estimate", str(tmp_path / "config.json"))
+
+
+def test_counts_and_shares_out_of_range_are_usage_errors() -> None:
+    assert "0 is not in the range x>=1" in _fails("estimate", "gpt2", "--rank", "0", code=2)
+    assert "0 is not in the range x>=1" in _fails("estimate", "gpt2", "--method", "inference", "--context", "0", code=2)
+    assert "0.0 is not in the range x>0" in _fails("plan", "gpt2", "--tokens", "0", code=2)
+    assert "5.0 is not in the range 0<x<=1" in _fails("plan", "gpt2", "--utilization", "5", code=2)
+    assert "0 is not in the range x>=1" in _fails("plan", "gpt2", "--max-gpus", "0", code=2)

@@ -14,7 +14,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from loopstack.core.errors import LoopstackError
+from loopstack.core.errors import ConfigError, LoopstackError
 from loopstack.economics import cost, inference, memory, models, prices, sizing
 
 _PRICINGS = click.Choice(list(prices.PRICINGS))
@@ -23,8 +23,15 @@ _PRICINGS = click.Choice(list(prices.PRICINGS))
 def _model(name: str) -> models.ModelConfig:
     """A preset name, or a path to a Hugging Face config.json."""
     path = Path(name)
-    if path.suffix == ".json" and path.is_file():
-        return models.from_hf_config(json.loads(path.read_text()), name=path.stem)
+    if path.suffix == ".json":
+        if not path.is_file():
+            raise ConfigError(f"model config {name} does not exist; pass a config.json path or a preset name "
+                              "(`loopstack gpu models` lists them)")
+        try:
+            config = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"model config {name} is not JSON ({exc}); pass a Hugging Face config.json") from None
+        return models.from_hf_config(config, name=path.stem)
     return models.get_model(name)
 
 
@@ -62,10 +69,10 @@ def list_models() -> None:
 @click.option("--optimizer", type=click.Choice(list(memory.OPTIMIZERS)), default="adam-mixed", show_default=True)
 @click.option("--recompute", type=click.Choice(["none", "selective", "full"]), default="none", show_default=True)
 @click.option("--flash-attention", is_flag=True, help="No s x s attention scores kept.")
-@click.option("--rank", "lora_rank", type=int, default=16, show_default=True, help="LoRA rank.")
+@click.option("--rank", "lora_rank", type=click.IntRange(1), default=16, show_default=True, help="LoRA rank.")
 @click.option("--targets", default="q,k,v,o,gate,up,down", show_default=True, help="LoRA target matrices.")
 @click.option("--dtype", default="bf16", show_default=True, help="Inference weight dtype: fp32, bf16, int8, int4, nf4.")
-@click.option("--context", type=int, help="Inference context length (default: the model's maximum).")
+@click.option("--context", type=click.IntRange(1), help="Inference context length (default: the model's maximum).")
 @click.option("--tp", "tensor_parallel", type=int, default=1, show_default=True, help="Tensor-parallel GPUs.")
 def estimate(model: str, method: str, fsdp: str | None, targets: str, **opts: Any) -> None:
     """Memory per GPU to train or serve MODEL (a preset name or a config.json path)."""
@@ -98,17 +105,20 @@ def estimate(model: str, method: str, fsdp: str | None, targets: str, **opts: An
 @gpu.command("plan")
 @click.argument("model")
 @click.option("--workload", type=click.Choice(["training", "inference"]), default="training", show_default=True)
-@click.option("--tokens", type=float, default=1e9, show_default=True, help="Training tokens.")
-@click.option("--hours", type=float, default=1.0, show_default=True, help="Inference: hours of serving to price.")
+@click.option("--tokens", type=click.FloatRange(0, min_open=True), default=1e9, show_default=True,
+              help="Training tokens.")
+@click.option("--hours", type=click.FloatRange(0, min_open=True), default=1.0, show_default=True,
+              help="Inference: hours of serving to price.")
 @click.option("--method", type=click.Choice(["full", "lora", "qlora"]), default="full", show_default=True)
 @click.option("--seq", type=int, default=2048, show_default=True)
 @click.option("--recompute", type=click.Choice(["none", "selective", "full"]), default="selective", show_default=True)
 @click.option("--dtype", default="bf16", show_default=True, help="Inference weight dtype.")
-@click.option("--context", type=int, help="Inference context length.")
+@click.option("--context", type=click.IntRange(1), help="Inference context length.")
 @click.option("--mfu", type=float, default=0.4, show_default=True, help="Model-FLOPs utilization for training time.")
 @click.option("--pricing", type=_PRICINGS, default="on_demand", show_default=True)
-@click.option("--utilization", type=float, default=0.7, show_default=True, help="Owned cards: busy share of a year.")
-@click.option("--max-gpus", type=int, default=64, show_default=True)
+@click.option("--utilization", type=click.FloatRange(0, 1, min_open=True), default=0.7, show_default=True,
+              help="Owned cards: busy share of a year.")
+@click.option("--max-gpus", type=click.IntRange(1), default=64, show_default=True)
 @click.option("--preemptions-per-hour", type=float, default=0.1, show_default=True, help="Spot: expected rate.")
 @click.option("--checkpoint-seconds", type=float, default=120.0, show_default=True, help="Spot: time to save.")
 @click.option("--prices", "prices_path", type=click.Path(exists=True, dir_okay=False), help="A YAML price table.")

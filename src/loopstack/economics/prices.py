@@ -133,12 +133,22 @@ class PriceTable(_Strict):
             source = "the packaged prices.yaml"
         else:
             try:
-                text = Path(path).read_text()
+                text = Path(path).read_text(encoding="utf-8")
             except OSError as exc:
                 message = f"cannot read price table {path}: {exc.strerror}; pass an existing YAML file"
                 raise ConfigError(message) from None
+            except UnicodeDecodeError:
+                raise ConfigError(f"price table {path} is not text; pass a YAML file like the packaged prices.yaml") \
+                    from None
             source = str(path)
-        return cls.parse(yaml.safe_load(text), source)
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"price table {source} is not valid YAML{where} ({getattr(exc, 'problem', exc)}); "
+                              "fix the syntax") from None
+        return cls.parse(data, source)
 
     @classmethod
     def parse(cls, data: Any, source: str = "price table") -> PriceTable:
