@@ -90,7 +90,8 @@ def materialize(ctx: click.Context, start: str | None, end: str | None, views: t
 @click.argument("log")
 @click.option("--since", help="Only requests at or after this time (ISO 8601).")
 @click.option("--until", help="Only requests at or before this time (ISO 8601).")
-@click.option("--fail-above", type=float, default=None, help="Exit 1 if any feature's mismatch rate exceeds this.")
+@click.option("--fail-above", type=click.FloatRange(0, 1), default=None,
+              help="Exit 1 if any feature's mismatch rate (0-1) exceeds this.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_context
 def skew(ctx: click.Context, log: str, since: str | None, until: str | None, fail_above: float | None,
@@ -114,7 +115,7 @@ def skew(ctx: click.Context, log: str, since: str | None, until: str | None, fai
 
 @features.command()
 @click.argument("log")
-@click.option("--older-than", "older_than_s", type=float, default=60.0, show_default=True,
+@click.option("--older-than", "older_than_s", type=click.FloatRange(0), default=60.0, show_default=True,
               help="Only merge segments written at least this many seconds ago.")
 @click.pass_context
 def compact(ctx: click.Context, log: str, older_than_s: float) -> None:

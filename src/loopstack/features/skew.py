@@ -65,6 +65,8 @@ def check_skew(store: FeatureStore, name: str, since: Any = None, until: Any = N
     """Compare the feature log `name` with an offline recomputation at each request time."""
     import pyarrow.compute as pc
 
+    if since is not None and until is not None and to_us(since) > to_us(until):
+        raise ValidationError(f"since={since!r} is after until={until!r}; no request can fall between them, swap them")
     store.feature_log.flush()
     table = store.feature_log.read(name)
     meta = log_meta(table)

@@ -44,7 +44,7 @@ from contextlib import nullcontext
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from loopstack.core.errors import ConflictError, ValidationError
+from loopstack.core.errors import ConfigError, ConflictError, ValidationError
 from loopstack.features.catalog import Catalog
 from loopstack.features.engine import Engine
 from loopstack.features.plan import Plan, applied, apply_plan, make_plan
@@ -212,8 +212,10 @@ class FeatureStore:
     def materialize(self, start: Any, end: Any, views: list[str] | None = None, *, chunk_size: int | None = None,
                     progress: bool | None = None) -> dict[str, int]:
         """Load the latest row per entity with event time in [start, end] into the online store."""
-        return self._materialize({v.name: (to_us(start), to_us(end)) for v in self._online_views(views)},
-                                 chunk_size, progress)
+        start_us, end_us = to_us(start), to_us(end)
+        if start_us > end_us:
+            raise ConfigError(f"materialize window starts at {start!r}, after its end {end!r}; swap them")
+        return self._materialize({v.name: (start_us, end_us) for v in self._online_views(views)}, chunk_size, progress)
 
     def materialize_incremental(self, end: Any, views: list[str] | None = None, *, chunk_size: int | None = None,
                                 progress: bool | None = None) -> dict[str, int]:
@@ -240,6 +242,8 @@ class FeatureStore:
                      progress: bool | None) -> dict[str, int]:
         from loopstack.features.materialize import DEFAULT_CHUNK, materialize_view
 
+        if chunk_size is not None and chunk_size <= 0:
+            raise ConfigError(f"chunk_size={chunk_size!r} must be a positive number of rows (default {DEFAULT_CHUNK})")
         bar = _progress(progress)
         done = {}
         with bar if bar is not None else nullcontext():
