@@ -104,3 +104,12 @@ def test_init_in_a_folder_that_cannot_be_made(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     code, message = fails("init", str(tmp_path / "file" / "p"))
     assert code == 1 and "cannot create the project in" in message and "choose a folder you can write to" in message
+
+
+def test_init_that_cannot_reach_its_database_leaves_no_config_behind(tmp_path: Path) -> None:
+    code, message = fails("init", str(tmp_path / "p"), "--metadata", "postgresql://postgres@127.0.0.1:1/none")
+    assert code == 1 and "cannot reach the metadata database" in message
+    assert not (tmp_path / "p" / "loopstack.yaml").exists()
+    result = CliRunner().invoke(cli, ["init", str(tmp_path / "p")])  # rerun with a setting that works
+    assert result.exit_code == 0, result.output
+    ls.Project.open(tmp_path / "p").close()

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from loopstack.core.artifacts import ArtifactStore
-from loopstack.core.errors import IntegrityError, NotFoundError, ValidationError
+from loopstack.core.errors import ConfigError, IntegrityError, NotFoundError, ValidationError
 
 
 @pytest.fixture
@@ -75,3 +75,10 @@ def test_fsspec_backend_round_trip() -> None:
     store = ArtifactStore("memory://loopstack-test")
     digest = store.put_bytes(b"remote bytes")
     assert store.get_bytes(digest) == b"remote bytes"
+
+
+def test_a_location_that_cannot_be_made_names_itself(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    store = ArtifactStore(str(tmp_path / "file" / "artifacts"))
+    with pytest.raises(ConfigError, match=r"cannot store artifacts in .*/file/artifacts/.*set `artifacts:`"):
+        store.put_bytes(b"model")

@@ -22,7 +22,7 @@ import uuid
 from pathlib import Path
 from typing import IO, Protocol
 
-from loopstack.core.errors import IntegrityError, NotFoundError, ValidationError
+from loopstack.core.errors import ConfigError, IntegrityError, NotFoundError, ValidationError
 
 CHUNK = 1 << 20
 _HEX = set("0123456789abcdef")
@@ -52,7 +52,11 @@ class LocalFilesystem:
 
     def write_atomic(self, path: str, source: IO[bytes]) -> None:
         directory = os.path.dirname(path)
-        os.makedirs(directory, exist_ok=True)
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as error:
+            raise ConfigError(f"cannot store artifacts in {directory}: {error.strerror}; set `artifacts:` in "
+                              "loopstack.yaml to a folder you can write to") from error
         fd, temporary = tempfile.mkstemp(dir=directory, prefix=".incoming-")
         try:
             with os.fdopen(fd, "wb") as handle:

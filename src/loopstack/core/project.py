@@ -16,7 +16,7 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from loopstack.core.defaults import CONFIG_FILE, default_config, dump_yaml
-from loopstack.core.errors import ConfigError, ConflictError, NotFoundError
+from loopstack.core.errors import ConfigError, ConflictError, LoopstackError, NotFoundError
 
 if TYPE_CHECKING:
     from sqlalchemy import MetaData
@@ -100,7 +100,11 @@ class Project:
             raise ConfigError(
                 f"cannot create the project in {root}: {error.strerror}; choose a folder you can write to"
             ) from error
-        return cls._open(root, lambda: config)  # just validated: no need to read the file back
+        try:
+            return cls._open(root, lambda: config)  # just validated: no need to read the file back
+        except LoopstackError:
+            config_path.unlink()  # ours, a moment old: with it gone, init can be rerun with a corrected setting
+            raise
 
     @classmethod
     def open(cls, path: str | os.PathLike[str] | None = None) -> Project:
