@@ -89,3 +89,11 @@ def test_predict_threads_must_be_positive(registered: ls.Project, tmp_path: Path
     code, text = _fails(registered, "predict", "--model", "fraud", "--input", str(registered.root / "in.parquet"),
                         "--output", str(tmp_path / "o.parquet"), "--threads", "0")
     assert code == 2 and "0 is not in the range x>=1" in text
+
+
+def test_serve_names_a_host_that_does_not_resolve(registered: ls.Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn.Server, "run", lambda *a, **k: pytest.fail("uvicorn was started"))
+    code, text = _fails(registered, "serve", "fraud", "--host", "999.1.1.1")
+    assert code == 1 and "cannot listen on host '999.1.1.1'" in text

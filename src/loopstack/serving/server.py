@@ -10,9 +10,11 @@ collector (`loopstack.serving.heap`).
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterable
 from typing import Any
 
+from loopstack.core.errors import ConfigError
 from loopstack.serving.config import ModelSpec, ServerSettings
 from loopstack.serving.models import Loader
 from loopstack.serving.repository import Resolver
@@ -43,6 +45,7 @@ def serve(
 
     from loopstack.serving.app import create_app
 
+    _check_address(host, port)
     settings = settings or ServerSettings()
     limit_process_threads(settings.threads())
     app = create_app(models, settings, loader=loader, resolver=resolver, feature_store=feature_store,
@@ -63,3 +66,12 @@ def serve(
         timeout_keep_alive=30,
     )
     uvicorn.Server(config).run()
+
+
+def _check_address(host: str, port: int) -> None:
+    """Fail in one line naming the host when it does not resolve (uvicorn's message names neither)."""
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as error:
+        raise ConfigError(f"cannot listen on host {host!r}: {error.strerror}; pass an address of this machine, "
+                          "e.g. 127.0.0.1 or 0.0.0.0") from None
