@@ -74,3 +74,16 @@ def test_number_lists_and_intervals_are_usage_errors(sqlite_project: Project) ->
     ):
         result = CliRunner().invoke(deploy, args, obj=obj)
         assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_promote_with_nothing_to_promote_is_an_error_and_records_nothing(sqlite_project: Project) -> None:
+    import loopstack as ls
+
+    refs = register(sqlite_project, count=1)
+    obj = {"project_path": str(sqlite_project.root)}
+    assert CliRunner().invoke(deploy, ["create", "api", refs[0]], obj=obj).exit_code == 0
+    result = CliRunner().invoke(deploy, ["promote", "api"], obj=obj)
+    assert result.exit_code == 1 and isinstance(result.exception, ls.ConflictError)
+    assert "already serves only 'm/1': nothing to promote" in str(result.exception)
+    assert sqlite_project.deployments.get("api").version == 1
+    assert sqlite_project.events.list(kind="rollout.promoted") == []

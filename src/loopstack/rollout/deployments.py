@@ -250,6 +250,9 @@ class Deployments:
             if chosen not in d.variants:
                 raise NotFoundError(f"deployment {endpoint!r} has no variant {chosen!r}; "
                                     f"variants: {sorted(d.variants)}")
+            if d.strategy == "single" and chosen == d.champion:  # would record a promotion that changed nothing
+                raise ConflictError(f"deployment {endpoint!r} already serves only {chosen!r}: nothing to promote; "
+                                    "start a canary, shadow or A/B test first")
             old = d.champion if d.champion != chosen else d.previous
             kept = {n: d.variants[n] for n in (old, chosen) if n}
             return replace(d, strategy="single", variants=kept, champion=chosen, previous=old, challenger=None,
