@@ -200,59 +200,121 @@ def variant_traffic(log_dir: str | os.PathLike[str], d: Deployment,
 
     logs = logs if logs is not None else ControllerLogs(log_dir)
     table = logs.requests(d.endpoint, d.state.get("started_at"))
-    rewards = _rewards(logs, d, table) if d.primary_metric or d.strategy == "bandit" else {}
     names = [d.champion, *(v for v in d.weights if v != d.champion)]
-    variants = np.asarray(table["variant"].to_numpy(zero_copy_only=False), dtype=object)
+    requests = _Requests(table)
     ok = table["ok"].to_numpy(zero_copy_only=False).astype(bool)
     latency = table["latency_ms"].to_numpy(zero_copy_only=False)
-    request_ids = table["request_id"].to_numpy(zero_copy_only=False)
+    if d.primary_metric or d.strategy == "bandit":
+        reward, rewarded = _rewards(logs, d, requests)
+    else:
+        reward, rewarded = np.zeros(table.num_rows), np.zeros(table.num_rows, dtype=bool)
     out = {}
     for name in names:
-        mine = variants == name
-        ids = request_ids[mine]
-        values = [rewards[(r, name)] for r in ids if (r, name) in rewards]
+        mine = requests.is_variant(name)
         out[name] = VariantTraffic(name, int(mine.sum()), int((mine & ~ok).sum()), latency[mine & ok],
-                                   np.asarray(values, dtype=float))
+                                   reward[mine & rewarded])
     return out
 
 
-def _rewards(logs: ControllerLogs, d: Deployment, traffic: pa.Table) -> dict[tuple[str, str], float]:
-    """Per (request id, variant) of `traffic`: its primary-metric value, for requests with numeric feedback.
+class _Requests:
+    """The requests of a rollout as integer codes, so joining them with labels and outputs is array work.
 
-    The feedback's value itself, or, for a scoring rule (`loopstack.rollout.rewards`), the rule
-    applied to the output the variant logged for the request and the label.
+    ``request`` is each row's code into the distinct request ids, ``variant`` its code into the
+    distinct variants; ``answered_by`` is, per distinct request id, the variant of its latest row
+    (the one a label for that id is credited to, as a client retrying with the same id would see).
     """
+
+    def __init__(self, table: pa.Table) -> None:
+        import numpy as np
+        import pyarrow as pa
+
+        ids = table["request_id"].combine_chunks().dictionary_encode() if table.num_rows else None
+        variants = table["variant"].combine_chunks().dictionary_encode() if table.num_rows else None
+        self.ids = ids.dictionary if ids is not None else pa.array([], pa.string())
+        self.variants = variants.dictionary if variants is not None else pa.array([], pa.string())
+        self.request = ids.indices.to_numpy() if ids is not None else np.zeros(0, dtype=np.int32)
+        self.variant = variants.indices.to_numpy() if variants is not None else np.zeros(0, dtype=np.int32)
+        self.answered_by = self.variant[_last_positions(self.request, len(self.ids))] if len(self.ids) else self.variant
+
+    def is_variant(self, name: str) -> Any:
+        import numpy as np
+
+        found = self.variants.index(name).as_py() if len(self.variants) else -1
+        return self.variant == found if found >= 0 else np.zeros(len(self.variant), dtype=bool)
+
+    def codes(self, ids: Any) -> Any:
+        """Codes of `ids` among these requests; -1 for an id no request has."""
+        import pyarrow.compute as pc
+
+        return pc.fill_null(pc.index_in(ids, value_set=self.ids), -1).to_numpy(zero_copy_only=False)
+
+    def variant_codes(self, names: Any) -> Any:
+        import pyarrow.compute as pc
+
+        return pc.fill_null(pc.index_in(names, value_set=self.variants), -1).to_numpy(zero_copy_only=False)
+
+
+def _last_positions(codes: Any, size: int, where: Any = None) -> Any:
+    """Per code in ``range(size)``: the position of its last occurrence in `codes` (among `where`), else -1."""
+    import numpy as np
+
+    positions = np.arange(len(codes))
+    if where is not None:
+        codes, positions = codes[where], positions[where]
+    last = np.full(size, -1, dtype=np.int64)
+    np.maximum.at(last, codes, positions)
+    return last
+
+
+def _rewards(logs: ControllerLogs, d: Deployment, requests: _Requests) -> tuple[Any, Any]:
+    """Each request row's primary-metric value (in traffic order) and whether it has one.
+
+    A request id's label (its latest numeric feedback) counts for the variant of its latest
+    answer. The value is the label itself, or, for a scoring rule (`loopstack.rollout.rewards`),
+    the rule applied to the output that variant logged for the request (its latest row 0, never a
+    shadow's copy) and the label.
+    """
+    import numpy as np
+
     from loopstack.rollout.rewards import SCORING_RULES
 
+    n, size = len(requests.request), len(requests.ids)
+    none = np.zeros(n), np.zeros(n, dtype=bool)
     feedback = logs.labels()
-    if feedback.num_rows == 0:
-        return {}
-    served = dict(zip(traffic["request_id"].to_pylist(), traffic["variant"].to_pylist(), strict=True))
-    labels = {r: float(v) for r, v in zip(feedback["request_id"].to_pylist(), feedback["label_value"].to_pylist(),
-                                          strict=True) if v is not None and r in served}  # the latest one wins
-    if d.primary_metric not in SCORING_RULES or d.strategy == "bandit":
-        return {(r, served[r]): v for r, v in labels.items()}
-    return _scored(logs, d.endpoint, d.primary_metric, served, labels)
+    if feedback.num_rows == 0 or n == 0:
+        return none
+    label_codes = requests.codes(feedback["request_id"])
+    latest = _last_positions(label_codes, size, label_codes >= 0)  # the latest label of each request wins
+    values = feedback["label_value"].to_numpy(zero_copy_only=False)
+    label = np.where(latest >= 0, values[np.maximum(latest, 0)], np.nan)
+    has = latest >= 0
+    if d.primary_metric in SCORING_RULES and d.strategy != "bandit":
+        label, has = _scored(logs, d.endpoint, d.primary_metric, requests, label, has)
+    credited = has[requests.request] & (requests.variant == requests.answered_by[requests.request])
+    return label[requests.request], credited
 
 
-def _scored(logs: ControllerLogs, endpoint: str, rule: str, served: dict[str, str],
-            labels: dict[str, float]) -> dict[tuple[str, str], float]:
-    """`rule` of each labelled request's logged output (row 0 of the request, by the variant that answered it)."""
+def _scored(logs: ControllerLogs, endpoint: str, rule: str, requests: _Requests, label: Any,
+            has: Any) -> tuple[Any, Any]:
+    """Per distinct request: `rule` of the output its answering variant logged and its label, and whether scored."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
     from loopstack.rollout.rewards import score
 
-    log = logs.outputs(endpoint) if labels else None  # row 0 of each request
+    size = len(requests.ids)
+    log = logs.outputs(endpoint) if has.any() else None  # row 0 of each request
     if log is None:  # no label, or nothing logged yet
-        return {}
-    log = log.filter(pc.is_in(log["request_id"], pa.array(list(labels))))
-    ids, variants = log["request_id"].to_pylist(), log["variant"].to_pylist()
-    keep = [i for i, (r, v) in enumerate(zip(ids, variants, strict=True)) if served[r] == v]  # not the shadow's copy
-    if not keep:
-        return {}
-    output = log["outputs"].combine_chunks().field(0).take(pa.array(keep))
+        return np.full(size, np.nan), np.zeros(size, dtype=bool)
+    codes = requests.codes(log["request_id"])
+    variant = requests.variant_codes(log["variant"])
+    matched = (codes >= 0) & has[np.maximum(codes, 0)] & (variant == requests.answered_by[np.maximum(codes, 0)])
+    latest = _last_positions(codes, size, matched)  # a request logged twice by its variant: the last output
+    scored = latest >= 0
+    if not scored.any():
+        return np.full(size, np.nan), scored
+    output = log["outputs"].combine_chunks().field(0).take(pa.array(latest[scored]))
     if pa.types.is_list(output.type) or pa.types.is_large_list(output.type):
         widths = pc.unique(pc.list_value_length(output)).to_pylist()
         if len(widths) != 1:
@@ -261,9 +323,9 @@ def _scored(logs: ControllerLogs, endpoint: str, rule: str, served: dict[str, st
         outputs = np.asarray(output.flatten().to_numpy(zero_copy_only=False), dtype=float).reshape(len(output), -1)
     else:
         outputs = np.asarray(output.to_numpy(zero_copy_only=False), dtype=float)
-    kept = [ids[i] for i in keep]
-    values = score(rule, outputs, np.array([labels[r] for r in kept]))
-    return {(r, served[r]): float(v) for r, v in zip(kept, values, strict=True)}
+    values = np.full(size, np.nan)
+    values[scored] = score(rule, outputs, label[scored])
+    return values, scored
 
 
 __all__ = ["RolloutController", "VariantTraffic", "canary_policy", "variant_traffic"]
