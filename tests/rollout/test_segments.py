@@ -211,3 +211,50 @@ def test_a_segment_replaced_in_place_is_read_again(tmp_path: Path) -> None:
     assert cache.tables([path])[0]["x"].to_pylist() == [1, 2] and cache.reads == 2
     path.unlink()
     assert cache.tables([]) == [] and cache.reads == 2
+
+
+class _Logs:
+    """Hand-written log tables in place of `ControllerLogs`, to pin down how requests, labels and outputs join."""
+
+    def __init__(self, requests: list[tuple[str, str, bool]], labels: list[tuple[str, float]],
+                 outputs: list[tuple[str, str, float]]) -> None:
+        self._requests = pa.table({"request_id": [r for r, _, _ in requests], "time": [0] * len(requests),
+                                   "variant": [v for _, v, _ in requests], "ok": [ok for _, _, ok in requests],
+                                   "latency_ms": [1.0] * len(requests)})
+        self._labels = pa.table({"request_id": pa.array([r for r, _ in labels], pa.string()),
+                                 "label_value": pa.array([y for _, y in labels], pa.float64())})
+        self._outputs = pa.table({"request_id": [r for r, _, _ in outputs], "variant": [v for _, v, _ in outputs],
+                                  "outputs": pa.array([{"p": [1 - p, p]} for _, _, p in outputs])})
+
+    def requests(self, endpoint: str, since: float | None) -> pa.Table:
+        return self._requests
+
+    def labels(self) -> pa.Table:
+        return self._labels
+
+    def outputs(self, endpoint: str) -> pa.Table:
+        return self._outputs
+
+
+@pytest.mark.parametrize("metric", ["conversion", "brier"])
+def test_each_label_counts_once_for_the_variant_that_answered_last(metric: str) -> None:
+    """The latest numeric label of a request id counts for the variant of its latest answer, in traffic order;
+    with a scoring rule, against that variant's latest logged output (never a shadow's or an older variant's)."""
+    from loopstack.rollout.controller import variant_traffic
+    from loopstack.rollout.deployment import Deployment
+
+    d = Deployment("api", "canary", {"a": "m/1", "b": "m/2"}, "a", {"a": 0.5, "b": 0.5}, challenger="b",
+                   steps=(0.5, 1.0), salt="s", primary_metric=metric, higher_is_better=metric == "conversion")
+    requests = [("r1", "a", True), ("r2", "b", True), ("r3", "a", False), ("r4", "b", True),
+                ("r2", "a", True),  # r2 retried: answered by "a" last, so its label is "a"'s (on both rows)
+                ("r5", "a", True)]  # r5 has no label; "r9" (a label only) was never served
+    labels = [("r1", 0.0), ("r2", 1.0), ("r1", 1.0), ("r3", 0.0), ("r4", 1.0), ("r9", 1.0)]
+    outputs = [("r1", "a", 0.2), ("r1", "b", 0.9),  # "b" only mirrored r1: its output never counts
+               ("r2", "b", 0.3), ("r2", "a", 0.6), ("r3", "a", 0.5), ("r4", "b", 0.1), ("r4", "b", 0.7)]
+    traffic = variant_traffic("unused", d, logs=_Logs(requests, labels, outputs))  # type: ignore[arg-type]
+    assert (traffic["a"].requests, traffic["a"].errors, traffic["b"].requests) == (4, 1, 2)
+    if metric == "conversion":  # r1's latest label is 1.0; r2's counts on its "a" row only; r3, errors included
+        assert traffic["a"].rewards.tolist() == [1.0, 0.0, 1.0] and traffic["b"].rewards.tolist() == [1.0]
+    else:  # Brier of the answering variant's latest output against the label
+        np.testing.assert_allclose(traffic["a"].rewards, [(0.2 - 1) ** 2, (0.5 - 0) ** 2, (0.6 - 1) ** 2])
+        np.testing.assert_allclose(traffic["b"].rewards, [(0.7 - 1) ** 2])
