@@ -258,3 +258,28 @@ def test_each_label_counts_once_for_the_variant_that_answered_last(metric: str) 
     else:  # Brier of the answering variant's latest output against the label
         np.testing.assert_allclose(traffic["a"].rewards, [(0.2 - 1) ** 2, (0.5 - 0) ** 2, (0.6 - 1) ** 2])
         np.testing.assert_allclose(traffic["b"].rewards, [(0.7 - 1) ** 2])
+
+
+def test_read_traffic_log_since_skips_segments_written_before(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from loopstack.rollout import TrafficLog, read_traffic_log
+
+    log = TrafficLog(tmp_path, flush_s=3600)
+
+    def record(rid: str) -> None:
+        log.record(request_id=rid, endpoint="api", variant="m/1", ref="m/1", deployment_version=1, unit_id=None,
+                   shadow=False, ok=True, status=200, latency_ms=1.0)
+
+    record("old")
+    log.flush()
+    time.sleep(0.01)
+    since = time.time()
+    record("new")
+    log.close()
+    everything = read_traffic_log(tmp_path, "api")
+    reads = count_reads(monkeypatch)
+    recent = read_traffic_log(tmp_path, "api", since=since)
+    assert recent["request_id"].to_pylist() == ["new"] and len(reads) == 1  # the older segment is not opened
+    assert everything["request_id"].to_pylist() == ["old", "new"]

@@ -116,10 +116,16 @@ class TrafficLog:
 
 
 def read_traffic_log(root: str | os.PathLike[str], endpoint: str, since: float | None = None) -> pa.Table:
-    """The endpoint's request records (since a UNIX time, when given); empty before the first write."""
+    """The endpoint's request records (since a UNIX time, when given); empty before the first write.
+
+    A segment is named after the time it was written, after every record in it was made, so
+    segments named before `since` are not read at all.
+    """
     import pyarrow as pa
 
     files = traffic_segments(root, endpoint)
+    if since is not None:
+        files = [f for f in files if _written_ns(f) >= since * 1e9]
     if not files:
         return traffic_schema().empty_table()
     return rows_since(pa.concat_tables([read_traffic_segment(f) for f in files]), since)
@@ -132,6 +138,12 @@ def traffic_segments(root: str | os.PathLike[str], endpoint: str) -> list[Path]:
     and nothing writes to it again: a reader may keep what it read of one.
     """
     return sorted((Path(root) / "endpoints" / endpoint).glob("*.parquet"))
+
+
+def _written_ns(path: Path) -> int:
+    """The write time in a segment's name (``<time_ns>-<pid>-<seq>.parquet``); 0 for a name of another form."""
+    head = path.name.split("-", 1)[0]
+    return int(head) if head.isdigit() else 0
 
 
 def read_traffic_segment(path: str | os.PathLike[str], columns: list[str] | None = None) -> pa.Table:
