@@ -87,3 +87,13 @@ def test_promote_with_nothing_to_promote_is_an_error_and_records_nothing(sqlite_
     assert "already serves only 'm/1': nothing to promote" in str(result.exception)
     assert sqlite_project.deployments.get("api").version == 1
     assert sqlite_project.events.list(kind="rollout.promoted") == []
+
+
+def test_a_log_dir_that_does_not_exist_is_named(sqlite_project: Project, tmp_path: Path) -> None:
+    refs = register(sqlite_project, count=2)
+    obj = {"project_path": str(sqlite_project.root)}
+    assert CliRunner().invoke(deploy, ["create", "api", refs[0]], obj=obj).exit_code == 0
+    assert CliRunner().invoke(deploy, ["canary", "api", refs[1]], obj=obj).exit_code == 0
+    for command in ("status", "evaluate"):  # read as no traffic at all, a canary would hold forever
+        result = CliRunner().invoke(deploy, [command, "api", "--log-dir", str(tmp_path / "typo")], obj=obj)
+        assert result.exit_code == 2 and "Directory" in result.output and "typo' does not exist" in result.output

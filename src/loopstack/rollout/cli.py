@@ -118,7 +118,8 @@ def rollback(ctx: click.Context, endpoint: str, reason: str) -> None:
 
 @deploy.command("evaluate")
 @click.argument("endpoint")
-@click.option("--log-dir", default=None, help="The server's log folder (default: .loopstack/logs).")
+@click.option("--log-dir", default=None, type=click.Path(exists=True, file_okay=False),
+              help="The server's log folder (default: .loopstack/logs).")
 @click.option("--watch", "interval", default=None, type=click.FloatRange(0, min_open=True),
               help="Repeat every N seconds until the end.")
 @click.pass_context
@@ -138,7 +139,8 @@ def evaluate(ctx: click.Context, endpoint: str, log_dir: str | None, interval: f
 
 @deploy.command("status")
 @click.argument("endpoint", required=False)
-@click.option("--log-dir", default=None, help="The server's log folder (default: .loopstack/logs).")
+@click.option("--log-dir", default=None, type=click.Path(exists=True, file_okay=False),
+              help="The server's log folder (default: .loopstack/logs).")
 @click.option("--json", "as_json", is_flag=True, help="Print the deployment, traffic and verdicts as JSON.")
 @click.pass_context
 def status(ctx: click.Context, endpoint: str | None, log_dir: str | None, as_json: bool) -> None:
