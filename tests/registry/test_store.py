@@ -148,3 +148,18 @@ def test_fluent_api_uses_the_current_project(project, run_id):
     np.testing.assert_array_equal(model.predict(np.ones((1, 3))), [[2.0, 2.0, 2.0]])
     with pytest.raises(ls.SignatureError, match="expected size 3, got 2"):
         model.predict(np.ones((1, 2)))
+
+
+def test_a_model_keeps_the_features_it_was_logged_with(project):
+    with ls.start_run(project=project) as run:
+        run.log_model(double, "plain", example=np.ones((2, 3)))
+        run.log_model(double, "refs", example=np.ones((2, 3)), features=["driver_stats:trips", "driver_stats:rate"])
+        run.log_model(double, "service", example=np.ones((2, 3)), features="eta_features")
+        for bad in ([], ["trips"], ["a:b:c"], [":trips"], "  ", [3]):
+            with pytest.raises(ls.ValidationError, match="view:feature" if bad != "  " else "feature service"):
+                run.log_model(double, "bad", example=np.ones((2, 3)), features=bad)
+    for path, expected in (("plain", None), ("refs", ("driver_stats:trips", "driver_stats:rate")),
+                           ("service", "eta_features")):
+        ls.register_model(run.id, path, name=path, project=project)
+        assert ls.load_model(f"{path}/1", project=project).features == expected
+    assert [a["path"] for a in ls.Client(project).list_artifacts(run.id) if a["path"] == "bad"] == []  # not stored

@@ -7,6 +7,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx2 as httpx
 import numpy as np
@@ -14,6 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from tests.serving.conftest import running
 
+import loopstack as ls
 from loopstack.serving import ModelSpec, ServerSettings, create_app, read_feedback, read_prediction_log
 
 
@@ -151,7 +153,9 @@ def test_prediction_log_is_written_off_the_request_path(clf, data, tmp_path: Pat
         assert read_prediction_log(tmp_path).num_rows == 4  # while the server still runs
 
 
-def test_entity_keys_are_resolved_through_the_online_store(sqlite_project, tmp_path: Path) -> None:
+def _driver_features(project: Any) -> Any:
+    """The feature view ``driver_stats`` (conv_rate, trips of drivers 1 and 2) applied and materialized;
+    returns a model trained on those two features, answering ``2 * conv_rate + trips``."""
     from datetime import datetime, timedelta
 
     import pandas as pd
@@ -166,13 +170,20 @@ def test_entity_keys_are_resolved_through_the_online_store(sqlite_project, tmp_p
     view = FeatureView(name="driver_stats", entities=[Entity(name="driver", join_keys=["driver_id"])],
                        schema=[Field(name="conv_rate", dtype=Float64), Field(name="trips", dtype=Float64)],
                        source=TableSource(rows), ttl=timedelta(days=1))
-    store = sqlite_project.feature_store
+    store = project.feature_store
     store.apply([view])
     store.materialize(start=now - timedelta(days=1), end=now)
     train = pd.DataFrame({"conv_rate": [0.0, 1.0, 0.5], "trips": [0.0, 10.0, 20.0]})
-    model = LinearRegression().fit(train, train.conv_rate * 2 + train.trips)
-    spec = ModelSpec(name="eta", model=model, features=["driver_stats:conv_rate", "driver_stats:trips"])
-    app = create_app([spec], ServerSettings(log_dir=str(tmp_path)), feature_store=store)
+    return LinearRegression().fit(train, train.conv_rate * 2 + train.trips)
+
+
+DRIVER_FEATURES = ["driver_stats:conv_rate", "driver_stats:trips"]
+
+
+def test_entity_keys_are_resolved_through_the_online_store(sqlite_project, tmp_path: Path) -> None:
+    model = _driver_features(sqlite_project)
+    spec = ModelSpec(name="eta", model=model, features=DRIVER_FEATURES)
+    app = create_app([spec], ServerSettings(log_dir=str(tmp_path)), feature_store=sqlite_project.feature_store)
     with running(app) as address, httpx.Client(base_url=f"http://{address}") as client:
         known = client.post("/v1/models/eta:predict", json={"entities": [{"driver_id": 1}, {"driver_id": 2}]})
         unknown = client.post("/v1/models/eta:predict", json={"entities": [{"driver_id": 9}]})
@@ -183,3 +194,33 @@ def test_entity_keys_are_resolved_through_the_online_store(sqlite_project, tmp_p
     assert malformed.status_code == 400 and "join keys" in malformed.json()["error"]
     logged = read_prediction_log(tmp_path, model="eta").flatten().to_pandas()
     assert sorted(logged["inputs.trips"]) == [10.0, 30.0]  # the feature vector read from the store
+
+
+def test_a_model_logged_with_its_features_takes_entity_keys_on_its_route_and_its_endpoint(sqlite_project,
+                                                                                          tmp_path: Path) -> None:
+    """No ModelSpec(features=...): the registry model says what it reads, for `serve` and for deployments alike."""
+    import pandas as pd
+
+    model = _driver_features(sqlite_project)
+    example = pd.DataFrame({"conv_rate": [0.5], "trips": [1.0]})
+    with ls.start_run(project=sqlite_project) as run:
+        run.log_model(model, "model", example=example, features=DRIVER_FEATURES)
+    ls.register_model(run.id, "model", name="eta", project=sqlite_project)
+    assert ls.load_model("eta/1", project=sqlite_project).features == tuple(DRIVER_FEATURES)
+    sqlite_project.deployments.create("eta-api", "eta/1")
+    app = create_app([ModelSpec.parse("eta/1")], ServerSettings(log_dir=str(tmp_path)),
+                     loader=lambda ref: ls.load_model(ref, project=sqlite_project),
+                     feature_store=sqlite_project.feature_store, deployments=sqlite_project.deployments)
+    entities = {"entities": [{"driver_id": 1}, {"driver_id": 2}]}
+    with running(app) as address, httpx.Client(base_url=f"http://{address}") as client:
+        by_model = client.post("/v1/models/eta:predict", json=entities)
+        by_endpoint = client.post("/v1/endpoints/eta-api:predict", json={**entities, "unit_id": "u1"})
+    for answer in (by_model, by_endpoint):
+        assert answer.status_code == 200, answer.text
+        np.testing.assert_allclose(answer.json()["predictions"], [10.5, 31.5])
+    without_store = create_app([ModelSpec.parse("eta/1")], ServerSettings(),
+                               loader=lambda ref: ls.load_model(ref, project=sqlite_project))
+    with running(without_store) as address:
+        refused = httpx.post(f"http://{address}/v1/models/eta:predict", json=entities)
+    error = refused.json()["error"]
+    assert refused.status_code == 400 and "no feature store" in error and "feature_store=project.feature_store" in error

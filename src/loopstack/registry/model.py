@@ -50,6 +50,12 @@ class LoadedModel:
         self.signature: Signature | None = Signature.from_dict(manifest.get("signature"))
 
     @property
+    def features(self) -> str | tuple[str, ...] | None:
+        """What the model reads from the feature store (a service name or refs), as logged; None if nothing."""
+        features = self.manifest.get("features")
+        return tuple(features) if isinstance(features, list) else features
+
+    @property
     def raw(self) -> Any:
         """The underlying library object (estimator, booster, session, function)."""
         return self._predictor.raw

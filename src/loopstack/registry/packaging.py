@@ -19,6 +19,7 @@ import platform
 import re
 import tempfile
 import time
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,18 +41,22 @@ _ARTIFACT_PATH = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-./]{0,249}$")
 
 
 def log_model(
-    run: ActiveRun, model: Any, name: str = "model", example: Any = None, flavor: str | None = None
+    run: ActiveRun, model: Any, name: str = "model", example: Any = None, flavor: str | None = None,
+    features: str | Sequence[str] | None = None,
 ) -> LoggedModel:
     """Save `model` with its signature as the artifact `name` of `run`.
 
     The saved package is loaded back once and, given an `example`, predicts
     on it: that both records the output schema and proves the package loads
-    before anyone depends on it.
+    before anyone depends on it. `features` names what the model reads from
+    the feature store (a feature service, or ``"view:feature"`` references):
+    a server then answers requests that send entity keys instead of inputs.
     """
     if not isinstance(name, str) or not _ARTIFACT_PATH.match(name) or ".." in name.split("/"):
         raise ValidationError(
             f"invalid model artifact path {name!r}: use letters, digits, '_', '-', '.', '/', e.g. 'model'"
         )
+    features = check_features(features)
     chosen = get_flavor(flavor) if flavor is not None else detect_flavor(model)
     store = run.store.project.artifacts
     with tempfile.TemporaryDirectory(prefix="loopstack-model-") as folder:
@@ -72,11 +77,37 @@ def log_model(
         "versions": _versions(chosen),
         "run_id": run.id,
         "created_at": time.time(),
+        **({"features": features} if features is not None else {}),
     }
     payload = json.dumps(manifest, sort_keys=True, indent=1).encode()
     digest = store.put_bytes(payload)
     run.store.record_artifact(run.id, name, digest, len(payload), MODEL_KIND)
     return LoggedModel(run.id, name, digest, chosen.name, manifest["model_class"], signature, files)
+
+
+def check_features(features: Any) -> str | list[str] | None:
+    """A feature service name, or a list of ``"view:feature"`` references; anything else is a ValidationError.
+
+    Examples
+    --------
+    >>> check_features(("driver_stats:trips", "driver_stats:conv_rate"))
+    ['driver_stats:trips', 'driver_stats:conv_rate']
+    >>> check_features("eta_service")
+    'eta_service'
+    """
+    if features is None:
+        return None
+    if isinstance(features, str):
+        if not features.strip():
+            raise ValidationError("features='' names no feature service; pass a service name or 'view:feature' refs")
+        return features
+    refs = list(features) if isinstance(features, Sequence) else None
+    bad = [r for r in refs or [] if not isinstance(r, str) or r.count(":") != 1 or not all(r.split(":"))]
+    if not refs or bad:
+        found = f" (not of that form: {bad})" if bad else ""
+        raise ValidationError(f"features={features!r}: pass a feature service name or a non-empty list of "
+                              f"'view:feature' references, e.g. ['driver_stats:trips']{found}")
+    return refs
 
 
 def read_manifest(store: ArtifactStore, digest: str) -> dict[str, Any]:

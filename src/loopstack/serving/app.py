@@ -143,7 +143,7 @@ class Server:
         elif "inputs" in payload:
             rows = schema.from_columns(payload["inputs"])
         elif "entities" in payload:
-            rows = await self._from_entities(payload["entities"], batcher)
+            rows = await self.entity_rows(payload["entities"], batcher)
         else:
             raise ValidationError("the body needs 'instances' (a list of rows) or 'inputs' (an object of columns)")
         request_id = _request_id(payload.get("id"), call.headers)
@@ -152,13 +152,25 @@ class Server:
                              "version": batcher.adapter.version, "request_id": request_id}, outputs)
         return Reply(200, body, headers={"x-request-id": request_id})
 
-    async def _from_entities(self, entities: Any, batcher: Batcher) -> Any:
-        """Feature rows for entity keys, read from the online store (with on-demand transforms applied)."""
-        features = batcher.spec.features
-        if self.feature_store is None or features is None:
+    async def entity_rows(self, entities: Any, batcher: Batcher) -> Any:
+        """Feature rows for entity keys, read from the online store (with on-demand transforms applied).
+
+        The features are the model's: ``ModelSpec.features``, else what it was logged with
+        (``log_model(..., features=...)``). Other fields of an entity row (request data) are
+        inputs too, when the model takes them.
+        """
+        features = batcher.adapter.features
+        if features is None:
             raise ConfigError(
-                f"model {batcher.spec.name!r} takes no entity keys: serve it with ModelSpec(features=...) and a "
-                "feature store (create_app(..., feature_store=project.feature_store)), or send 'instances'"
+                f"model {batcher.spec.name!r} takes no entity keys: it was logged without features "
+                "(log_model(..., features=['view:feature', ...])) and served without ModelSpec(features=...); "
+                "send 'instances' instead"
+            )
+        if self.feature_store is None:
+            raise ConfigError(
+                f"model {batcher.spec.name!r} reads features {features!r}, but this server has no feature store: "
+                "start it with create_app(..., feature_store=project.feature_store) (`loopstack serve` and "
+                "`loopstack deploy serve` pass the project's)"
             )
         if not isinstance(entities, list) or not entities or not all(isinstance(e, dict) for e in entities):
             raise ValidationError("'entities' must be a non-empty list of objects of join keys, e.g. [{'user_id': 7}]")

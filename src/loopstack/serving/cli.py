@@ -33,7 +33,8 @@ def _project(ctx: click.Context):  # type: ignore[no-untyped-def]
 @click.option("--refresh", "refresh_s", default=5.0, show_default=True, type=float,
               help="Seconds between alias checks; a moved alias swaps the new version in (0: never).")
 @click.option("--features", default=None,
-              help="Feature service (or comma-separated view:feature refs) read for entity-key requests.")
+              help="Feature service (or comma-separated view:feature refs) read for entity-key requests "
+                   "(default: the features each model was logged with, if any).")
 @click.option("--gpu", default=None, help="GPU type held (price table name, e.g. L4): cost per 1,000 predictions.")
 @click.option("--gpus", default=1, show_default=True, type=int, help="Cards held, with --gpu.")
 @click.option("--native", is_flag=True,
@@ -67,7 +68,7 @@ def serve(ctx: click.Context, models: tuple[str, ...], host: str, port: int, max
     run(specs, host=host, port=port, settings=settings,
         loader=lambda ref: load_model(ref, project=project, compiled=not native),
         resolver=lambda ref: str(get_model_version(ref, project=project).version),
-        feature_store=project.feature_store if features else None)
+        feature_store=project.feature_store)  # for --features, and for models logged with their features
 
 
 @click.command()

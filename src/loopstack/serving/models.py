@@ -45,6 +45,7 @@ class ModelAdapter:
     method: str
     model: Any
     variant: str | None = None
+    features: str | tuple[str, ...] | None = None  # what entity-key requests read from the feature store
 
     def run(self, rows: Rows) -> np.ndarray:
         """One vectorized call of the model on a batch of rows."""
@@ -76,7 +77,15 @@ def adapt(model: Any, spec: ModelSpec) -> ModelAdapter:
         raise ConfigError(f"model {spec.name!r} ({type(model).__name__}) has no {method}(); choose method='predict'")
     version = getattr(model, "version", None)
     variant = spec.variant or _alias(spec.ref)
-    return ModelAdapter(spec.name, str(version if version is not None else 1), schema_of(model), method, model, variant)
+    return ModelAdapter(spec.name, str(version if version is not None else 1), schema_of(model), method, model, variant,
+                        spec.features if spec.features is not None else _logged_features(model))
+
+
+def _logged_features(model: Any) -> str | tuple[str, ...] | None:
+    """The features a registry model was logged with (``log_model(..., features=...)``)."""
+    from loopstack.registry.model import LoadedModel
+
+    return model.features if isinstance(model, LoadedModel) else None
 
 
 def load(spec: ModelSpec, loader: Loader | None = None) -> ModelAdapter:

@@ -199,7 +199,7 @@ class EndpointService:
             variant = live.router.choose(unit)
             batcher = live.batchers[variant]
             version = batcher.adapter.version
-            outputs = await batcher.submit(_rows(payload, batcher), request_id, variant)
+            outputs = await batcher.submit(await self._rows(payload, batcher), request_id, variant)
         except Exception as error:
             reply = error_reply(error, self.server.settings.retry_after_s)
             if variant is not None:
@@ -221,7 +221,7 @@ class EndpointService:
         started = time.perf_counter()
         try:
             batcher = live.batchers[variant]
-            await batcher.submit(_rows(payload, batcher), request_id, variant)
+            await batcher.submit(await self._rows(payload, batcher), request_id, variant)
         except Exception as error:
             self._record(endpoint, live, variant, request_id, unit, False, _status(error), started, error, True)
             return
@@ -233,6 +233,19 @@ class EndpointService:
                       "variants": {v: b.spec.ref for v, b in live.batchers.items()}}
                      for e, live in sorted(self.live.items())]
         return Response(json.dumps({"endpoints": endpoints}), media_type="application/json")
+
+    async def _rows(self, payload: dict[str, Any], batcher: Batcher) -> Any:
+        """The variant's input rows: as sent, or read from the feature store for entity keys (per variant: a
+        challenger may read other features than the champion)."""
+        schema = batcher.adapter.schema
+        if "instances" in payload:
+            return schema.from_instances(payload["instances"])
+        if "inputs" in payload:
+            return schema.from_columns(payload["inputs"])
+        if "entities" in payload:
+            return await self.server.entity_rows(payload["entities"], batcher)
+        raise ValidationError("the body needs 'instances' (a list of rows), 'inputs' (an object of columns) or "
+                              "'entities' (a list of objects of join keys)")
 
     def _live(self, endpoint: str) -> Live:
         live = self.live.get(endpoint)
@@ -262,13 +275,6 @@ def _payload(body: bytes) -> dict[str, Any]:
     return payload
 
 
-def _rows(payload: dict[str, Any], batcher: Batcher) -> Any:
-    schema = batcher.adapter.schema
-    if "instances" in payload:
-        return schema.from_instances(payload["instances"])
-    if "inputs" in payload:
-        return schema.from_columns(payload["inputs"])
-    raise ValidationError("the body needs 'instances' (a list of rows) or 'inputs' (an object of columns)")
 
 
 def _unit(payload: dict[str, Any], header: str | None) -> Any:

@@ -170,9 +170,13 @@ def log_input(data: Any, name: str | None = None, context: str = "training", tar
     return _current().log_input(data, name, context, targets)
 
 
-def log_model(model: Any, name: str = "model", example: Any = None, flavor: str | None = None) -> LoggedModel:
-    """Save a model with its signature (inferred from `example`) under the active run."""
-    return _current().log_model(model, name, example=example, flavor=flavor)
+def log_model(model: Any, name: str = "model", example: Any = None, flavor: str | None = None,
+              features: Any = None) -> LoggedModel:
+    """Save a model with its signature (inferred from `example`) under the active run.
+
+    `features`: what the model reads from the feature store (see `ActiveRun.log_model`).
+    """
+    return _current().log_model(model, name, example=example, flavor=flavor, features=features)
 
 
 def read_dataset(path: str | os.PathLike[str], name: str | None = None, context: str = "training") -> Any:

@@ -167,11 +167,16 @@ class ActiveRun:
         self.store.record_input(self.id, record, context)
         return str(record["digest"])
 
-    def log_model(self, model: Any, name: str = "model", example: Any = None, flavor: str | None = None) -> LoggedModel:
-        """Save a model with its signature as an artifact of this run."""
+    def log_model(self, model: Any, name: str = "model", example: Any = None, flavor: str | None = None,
+                  features: Any = None) -> LoggedModel:
+        """Save a model with its signature as an artifact of this run.
+
+        `features` (a feature service name or ``"view:feature"`` references) is what the model
+        reads from the feature store; servers then resolve entity-key requests through it.
+        """
         from loopstack.registry.flavors import log_model
 
-        return log_model(self, model, name, example=example, flavor=flavor)
+        return log_model(self, model, name, example=example, flavor=flavor, features=features)
 
     # -- ending ------------------------------------------------------------------------
     def end(self, status: str = FINISHED) -> None:

@@ -72,12 +72,13 @@ def detect_flavor(model: Any) -> Flavor:
 
 
 def log_model(
-    run: ActiveRun, model: Any, name: str = "model", example: Any = None, flavor: str | None = None
+    run: ActiveRun, model: Any, name: str = "model", example: Any = None, flavor: str | None = None,
+    features: Any = None,
 ) -> LoggedModel:
     """Save `model` under `run` at artifact path `name`; see `loopstack.registry.packaging`."""
     from loopstack.registry.packaging import log_model as _log_model
 
-    return _log_model(run, model, name, example=example, flavor=flavor)
+    return _log_model(run, model, name, example=example, flavor=flavor, features=features)
 
 
 __all__ = ["FLAVOR_NAMES", "Flavor", "LoggedModel", "Predictor", "detect_flavor", "get_flavor", "log_model"]
