@@ -113,3 +113,10 @@ def test_init_that_cannot_reach_its_database_leaves_no_config_behind(tmp_path: P
     result = CliRunner().invoke(cli, ["init", str(tmp_path / "p")])  # rerun with a setting that works
     assert result.exit_code == 0, result.output
     ls.Project.open(tmp_path / "p").close()
+
+
+@pytest.mark.parametrize("rows", ["0", "-5", "2999"])
+def test_demo_refuses_too_few_rows_before_creating_anything(tmp_path: Path, rows: str) -> None:
+    result = CliRunner().invoke(cli, ["demo", "--path", str(tmp_path / "d"), "--rows", rows])
+    assert result.exit_code == 2 and "3000" in result.output and "--rows" in result.output
+    assert not (tmp_path / "d").exists()

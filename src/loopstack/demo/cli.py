@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+MIN_ROWS = 3_000
+
 
 @click.command()
 @click.option(
@@ -20,7 +22,9 @@ import click
     show_default=True,
     help="embedded: SQLite and local files; services: the local PostgreSQL (metadata) and Redis (online store).",
 )
-@click.option("--rows", default=36_000, show_default=True, help="Transactions over the 60 simulated days.")
+@click.option("--rows", default=36_000, show_default=True, type=click.IntRange(min=MIN_ROWS),
+              help=f"Transactions over the 60 simulated days (at least {MIN_ROWS:,}: fewer leave a retraining "
+                   "window too few labelled rows to pass its checks).")
 def demo(path: Path, fresh: bool, backend: str, rows: int) -> None:
     """Run the closed loop on generated card transactions: drift, retrain, shadow, canary, promote, roll back."""
     from rich.console import Console
