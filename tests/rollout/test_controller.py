@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
-from loopstack.core.errors import ConflictError
+from loopstack.core.errors import ConflictError, ValidationError
 from loopstack.core.project import Project
 from loopstack.rollout import RolloutController, TrafficLog, TrafficRouter
 from loopstack.serving import PredictionLog, ServerSettings, create_app
@@ -246,3 +246,17 @@ def test_a_canary_judged_by_the_brier_score_of_its_predictions(sqlite_project: P
     assert min(len(t.rewards) for t in traffic.values()) > 100  # every labelled request was scored
     if inverted:
         assert primary["verdict"] == "worse" and decision.reason == "guardrail failed: primary"
+
+
+def test_a_canary_stored_with_a_bad_setting_says_how_to_get_out(sqlite_project: Project) -> None:
+    """Canaries started before their settings were checked at start fail each tick with the way out."""
+    from dataclasses import replace
+
+    refs = register(sqlite_project)
+    deployments = sqlite_project.deployments
+    deployments.create("api", refs[0])
+    deployments.canary("api", refs[1], steps=[50, 100])
+    deployments._change("api", "deployment.changed", lambda d: replace(d, policy={**d.policy, "alpha": 2.0}),
+                        "a canary stored by an older version", None)
+    with pytest.raises(ValidationError, match=r"alpha.*roll it back \(`loopstack deploy rollback api`\)"):
+        RolloutController(sqlite_project, "api").evaluate()

@@ -118,7 +118,11 @@ class RolloutController:
         if d.strategy != "canary" or d.challenger is None:
             raise ConflictError(f"deployment {self.endpoint!r} runs no canary or bandit (strategy {d.strategy!r}); "
                                 f"start one with deployments.canary({self.endpoint!r}, 'model/2')")
-        policy = canary_policy(d)
+        try:
+            policy = canary_policy(d)
+        except ValidationError as error:  # stored before its settings were checked at start
+            raise ValidationError(f"{error}; the canary of {self.endpoint!r} was started with this setting: roll it "
+                                  f"back (`loopstack deploy rollback {self.endpoint}`) and start it again") from None
         saved = d.state.get("analysis")
         analysis = CanaryAnalysis.from_state(saved, policy) if saved else CanaryAnalysis(policy)
         traffic = self.traffic(d)
