@@ -52,3 +52,7 @@ def test_a_scoring_rule_knows_its_direction(sqlite_project: Project) -> None:
     assert sqlite_project.deployments.create("api", refs[0], primary_metric="brier").higher_is_better is False
     with pytest.raises(ValidationError, match="better when lower"):
         sqlite_project.deployments.create("other", refs[0], primary_metric="brier", higher_is_better=True)
+    for blank in ("", "  "):
+        with pytest.raises(ValidationError, match="names no metric"):
+            sqlite_project.deployments.create("blank", refs[0], primary_metric=blank)
+    assert "blank" not in sqlite_project.deployments.names()

@@ -102,6 +102,9 @@ def higher_is_better(primary_metric: str | None, given: bool | None) -> bool:
     >>> higher_is_better("brier", None), higher_is_better("conversion", None), higher_is_better("cost", False)
     (False, True, False)
     """
+    if primary_metric is not None and (not isinstance(primary_metric, str) or not primary_metric.strip()):
+        raise ValidationError(f"primary_metric={primary_metric!r} names no metric: give a scoring rule "
+                              f"({', '.join(SCORING_RULES)}) or a feedback metric such as 'conversion', or none")
     if primary_metric in SCORING_RULES:
         own = SCORING_RULES[primary_metric][1]
         if given is not None and given != own:
