@@ -99,6 +99,8 @@ def test_a_worse_primary_metric_rolls_back(sqlite_project: Project, refs: list[s
                     reward={refs[0]: 0.20, refs[1]: 0.12}, seed=2)
     assert actions[-1] == "rollback"
     assert sqlite_project.events.list(kind="rollout.rolled_back")[0].payload["reason"] == "guardrail failed: primary"
+    with pytest.raises(ConflictError, match=r"its last canary was rolled back\); start one with `loopstack deploy"):
+        RolloutController(sqlite_project, "api", log_dir=tmp_path).evaluate()  # a tick after the end says so
 
 
 def test_the_controller_resumes_after_a_restart(sqlite_project: Project, refs: list[str], tmp_path: Path) -> None:

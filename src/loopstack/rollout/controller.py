@@ -116,8 +116,11 @@ class RolloutController:
         if d.strategy == "bandit":
             return self._bandit(d, cause)
         if d.strategy != "canary" or d.challenger is None:
-            raise ConflictError(f"deployment {self.endpoint!r} runs no canary or bandit (strategy {d.strategy!r}); "
-                                f"start one with deployments.canary({self.endpoint!r}, 'model/2')")
+            ended = {"rollback": "was rolled back", "promote": "was promoted"}.get(d.state.get("last_decision", ""))
+            last = f"; its last canary {ended}" if ended else ""
+            raise ConflictError(f"deployment {self.endpoint!r} runs no canary or bandit (strategy {d.strategy!r}"
+                                f"{last}); start one with `loopstack deploy canary {self.endpoint} MODEL` "
+                                f"(deployments.canary({self.endpoint!r}, 'model/2') in Python)")
         try:
             policy = canary_policy(d)
         except ValidationError as error:  # stored before its settings were checked at start
