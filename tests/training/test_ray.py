@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -53,3 +55,46 @@ def test_ray_train_gives_the_weights_of_the_torch_distributed_launch() -> None:
 def test_unknown_launcher_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="launcher='slurm'"):
         launch(_job, nproc=2, args=(1,), launcher="slurm")  # type: ignore[arg-type]
+
+
+RAY_SCRIPT = """
+import json, os, sys
+import torch
+import torch.distributed as dist
+from loopstack.training import init_distributed
+
+rank, size = init_distributed()
+total = torch.tensor([float(rank + 1)])
+dist.all_reduce(total)
+with open(os.path.join(sys.argv[1], f"rank{rank}.json"), "w") as f:
+    json.dump({"rank": rank, "size": size, "sum": total.item(), "args": sys.argv[2:]}, f)
+if "--fail" in sys.argv:
+    sys.exit(4)
+"""
+
+
+@pytest.mark.slow
+def test_train_command_runs_a_script_on_ray_workers(tmp_path: Path) -> None:
+    import json
+
+    import ray
+    from click.testing import CliRunner
+
+    from loopstack.training.cli import train
+
+    script = tmp_path / "job.py"
+    script.write_text(RAY_SCRIPT)
+    (tmp_path / "first").mkdir()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # one local cluster for both runs
+    try:
+        result = CliRunner().invoke(train, ["--launcher", "ray", "--nproc", "2", str(script),
+                                            str(tmp_path / "first"), "--lr", "1"])
+        failed = CliRunner().invoke(train, ["--launcher", "ray", "--nproc", "2", str(script), str(script.parent),
+                                            "--fail"])
+    finally:
+        ray.shutdown()
+    assert result.exit_code == 0, result.output
+    ranks = [json.loads((tmp_path / "first" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [(r["rank"], r["size"], r["sum"], r["args"]) for r in ranks] == [(0, 2, 3.0, ["--lr", "1"]),
+                                                                            (1, 2, 3.0, ["--lr", "1"])]
+    assert failed.exit_code == 1 and "exited with status 4" in failed.output, failed.output

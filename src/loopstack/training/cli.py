@@ -6,6 +6,12 @@ set; the script calls ``loopstack.training.init_distributed()``. SIGTERM and
 SIGINT are forwarded to every process, so a preempted machine checkpoints on
 all ranks; when one process fails the others are stopped. The exit status is
 the first non-zero one (143 after a preemption checkpoint), else 0.
+
+``--launcher ray`` runs the script on N Ray Train workers instead (the ``ray``
+extra; on the running Ray cluster, or a local one started for the run): Ray
+sets up the process group, which ``init_distributed()`` then joins as it is,
+and the script sees the same ``rank()`` and ``world_size()``. A failing rank
+fails the run (exit 1, naming the error); its exit status is not forwarded.
 """
 
 from __future__ import annotations
@@ -58,15 +64,46 @@ def run_processes(script: str, args: tuple[str, ...], nproc: int) -> int:
             signal.signal(sig, handler)
 
 
+def run_script(script: str, args: tuple[str, ...]) -> None:
+    """Run `script` as ``__main__`` with `args` in this process (what each Ray worker does)."""
+    import runpy
+
+    sys.argv = [script, *args]
+    try:
+        runpy.run_path(script, run_name="__main__")
+    except SystemExit as done:
+        if done.code not in (None, 0):
+            raise RuntimeError(f"{script} exited with status {done.code}") from None
+
+
 @click.command("train", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.option("--nproc", type=click.IntRange(1), default=1, show_default=True, help="Processes (one per GPU).")
+@click.option("--launcher", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: processes on this machine; ray: Ray Train workers (the `ray` extra).")
 @click.argument("script", type=click.Path(exists=True, dir_okay=False))
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def train(nproc: int, script: str, args: tuple[str, ...]) -> None:
+def train(nproc: int, launcher: str, script: str, args: tuple[str, ...]) -> None:
     """Run SCRIPT with ARGS as NPROC data-parallel processes (torchrun-compatible environment)."""
+    if launcher == "ray":
+        _run_on_ray(script, args, nproc)
+        return
     status = run_processes(script, args, nproc)
     if status != 0:
         raise SystemExit(status if status > 0 else 128 - status)
 
 
-__all__ = ["run_processes", "train"]
+def _run_on_ray(script: str, args: tuple[str, ...], nproc: int) -> None:
+    try:
+        from loopstack.training.ray import launch_ray
+    except ImportError as error:
+        raise click.ClickException(f"--launcher ray needs the ray extra ({error}); "
+                                   "pip install 'loopstack[ray]'") from None
+    path = os.path.abspath(script)
+    try:
+        launch_ray(run_script, nproc, args=(path, args), roots=[os.path.dirname(path)])
+    except Exception as error:  # Ray wraps a rank's failure in its own error types
+        raise click.ClickException(f"the Ray run of {script} failed: {str(error).strip().splitlines()[-1]}") \
+            from None
+
+
+__all__ = ["run_processes", "run_script", "train"]
