@@ -308,6 +308,11 @@ def main() -> None:
         batch = results["loopstack"][64].get("mean_batch", 1.0)
         results["ceiling_rows_per_s"] = ceiling(model, round(batch))
         results["ceiling_batch"] = batch
+        # the same ratio at every concurrency: the ceiling at the batch size formed there
+        formed = {c: r["mean_batch"] for c, r in results["loopstack"].items()
+                  if isinstance(r, dict) and "mean_batch" in r}
+        results["ceiling_by_level"] = {c: {"batch": b, "rows_per_s": ceiling(model, round(b))}
+                                       for c, b in formed.items()}
         results["cold_start_s"] = cold_start(want)
     print(json.dumps(results, indent=1, default=str))
     summarize(results)
@@ -318,7 +323,7 @@ def summarize(results: dict[str, Any]) -> None:
           "| c=64 CPU ms/req | errors | idle RSS MB |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
-        if not isinstance(r, dict):
+        if name not in TARGETS:
             continue
         row = [r.get(1, {}), r.get(16, {}), r.get(64, {})]
         errors = sum(x.get("errors", 0) + x.get("timeouts", 0) for x in row)
@@ -336,6 +341,10 @@ def summarize(results: dict[str, Any]) -> None:
         top = results["ceiling_rows_per_s"]
         print(f"ceiling at batch {results['ceiling_batch']:.1f}: {top:.0f} rows/s; "
               f"loopstack at c=64 reaches {ls64['rps'] / top:.0%} of it (the goal, within 2x, is {top / 2:.0f} rps)")
+        for level, c in results.get("ceiling_by_level", {}).items():
+            served = results["loopstack"][level]["rps"]
+            print(f"  c={level}: ceiling {c['rows_per_s']:.0f} rows/s at batch {c['batch']:.1f}; loopstack "
+                  f"{served:.0f} rps = {served / c['rows_per_s']:.0%} of it")
         floor64 = results.get("asgi-floor", {}).get(64)
         if floor64:
             print(f"uvicorn's own limit (asgi-floor) at c=64: {floor64['rps']:.0f} rps = {floor64['rps'] / top:.0%} "
