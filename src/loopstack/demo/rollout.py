@@ -50,26 +50,44 @@ def gate(world: Any, ctx: ActionContext) -> dict[str, Any]:
 
 
 def shadow(world: Any, ctx: ActionContext) -> dict[str, Any]:
-    """Mirror traffic to the challenger until it answered `shadow_requests`; fail on errors."""
+    """Mirror traffic to the challenger until it answered `shadow_requests`; fail on errors.
+
+    Its checkpoint says whether the shadow started and how it ended, so a rerun after a kill
+    neither shadows a challenger that already failed again nor judges a shadow someone ended.
+    """
     deployments = ctx.project.deployments
     challenger = world.state["challenger"]
+    if "report" in ctx.state:  # judged before the kill: finish what that verdict started
+        return _shadow_verdict(world, ctx, ctx.state["report"])
     d = world.deployment()
-    if d.strategy != "shadow" or d.challenger != challenger:
+    live = d.strategy == "shadow" and d.challenger == challenger
+    if not live and "started" in ctx.state:
+        raise StopLoop(f"the shadow of {challenger} was ended from outside (deployment {d.strategy!r})")
+    if not live:
         deployments.shadow(ENDPOINT, challenger, reason="the challenger passed the gate", cause=ctx.cause)
         ctx.cause = deployments.last_event
     started = world.follow().state["started_at"]
+    ctx.checkpoint(started=started)
     while world.state["counts"].get("stable", {}).get("requests", 0) < world.scenario.shadow_requests:
         world.advance()
     world.flush_log()
     report = shadow_report(world, started)
     kind = "rollout.shadow.passed" if report["errors"] == 0 else "rollout.shadow.failed"
     ctx.emit(kind, report, subject=ENDPOINT)
-    if report["errors"]:
-        deployments.rollback(ENDPOINT, reason=f"the challenger failed {report['errors']} shadow requests",
-                             cause=ctx.cause)
-        world.follow()
-        raise StopLoop(f"the challenger failed {report['errors']} shadow requests")
-    return report
+    ctx.checkpoint(report=report)
+    return _shadow_verdict(world, ctx, report)
+
+
+def _shadow_verdict(world: Any, ctx: ActionContext, report: dict[str, Any]) -> dict[str, Any]:
+    """A failed shadow rolls the deployment back (once) and stops the run; a passed one hands on to the canary."""
+    if not report["errors"]:
+        return report
+    d = world.deployment()
+    if d.strategy == "shadow" and d.challenger == world.state["challenger"]:
+        ctx.project.deployments.rollback(ENDPOINT, reason=f"the challenger failed {report['errors']} shadow "
+                                                          "requests", cause=ctx.cause)
+    world.follow()
+    raise StopLoop(f"the challenger failed {report['errors']} shadow requests")
 
 
 def shadow_report(world: Any, since: float) -> dict[str, Any]:

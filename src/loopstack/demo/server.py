@@ -156,8 +156,14 @@ class InProcessServer:
             self.call(endpoints.sync())
 
     def flush_logs(self) -> None:
-        """Write the buffered prediction and traffic logs, so readers see every answer so far."""
+        """Write the buffered prediction and traffic logs, so readers see every answer so far.
+
+        Mirrored (shadow) requests run after their answers went out: they are waited for first,
+        or a shadow's failures could miss the report that judges it.
+        """
         server = self.app.state.server
+        if server.endpoints is not None:
+            self.call(server.endpoints.settle())
         for log in (server.log, getattr(server.endpoints, "log", None)):
             if log is not None:
                 log.flush()
