@@ -66,7 +66,7 @@ from loopstack.training import init_distributed
 rank, size = init_distributed()
 total = torch.tensor([float(rank + 1)])
 dist.all_reduce(total)
-with open(os.path.join(sys.argv[1], f"rank{rank}.json"), "w") as f:
+with open(os.path.join(sys.argv[1], f"rank{rank}.json"), "w") as f:  # relative: the caller's folder
     json.dump({"rank": rank, "size": size, "sum": total.item(), "args": sys.argv[2:]}, f)
 if "--fail" in sys.argv:
     sys.exit(4)
@@ -74,7 +74,7 @@ if "--fail" in sys.argv:
 
 
 @pytest.mark.slow
-def test_train_command_runs_a_script_on_ray_workers(tmp_path: Path) -> None:
+def test_train_command_runs_a_script_on_ray_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import json
 
     import ray
@@ -87,8 +87,8 @@ def test_train_command_runs_a_script_on_ray_workers(tmp_path: Path) -> None:
     (tmp_path / "first").mkdir()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # one local cluster for both runs
     try:
-        result = CliRunner().invoke(train, ["--launcher", "ray", "--nproc", "2", str(script),
-                                            str(tmp_path / "first"), "--lr", "1"])
+        monkeypatch.chdir(tmp_path)
+        result = CliRunner().invoke(train, ["--launcher", "ray", "--nproc", "2", "job.py", "first", "--lr", "1"])
         failed = CliRunner().invoke(train, ["--launcher", "ray", "--nproc", "2", str(script), str(script.parent),
                                             "--fail"])
     finally:

@@ -64,10 +64,16 @@ def run_processes(script: str, args: tuple[str, ...], nproc: int) -> int:
             signal.signal(sig, handler)
 
 
-def run_script(script: str, args: tuple[str, ...]) -> None:
-    """Run `script` as ``__main__`` with `args` in this process (what each Ray worker does)."""
+def run_script(script: str, args: tuple[str, ...], cwd: str | None = None) -> None:
+    """Run `script` as ``__main__`` with `args` in this process (what each Ray worker does).
+
+    `cwd` is the caller's working folder: Ray starts workers in a session folder of its own, where
+    the script's relative paths (its arguments, a checkpoint folder) would point elsewhere.
+    """
     import runpy
 
+    if cwd is not None:
+        os.chdir(cwd)
     sys.argv = [script, *args]
     try:
         runpy.run_path(script, run_name="__main__")
@@ -98,12 +104,12 @@ def _run_on_ray(script: str, args: tuple[str, ...], nproc: int) -> None:
     except ImportError as error:
         raise click.ClickException(f"--launcher ray needs the ray extra ({error}); "
                                    "pip install 'loopstack[ray]'") from None
-    path = os.path.abspath(script)
+    path = os.path.abspath(script)  # the same path must exist on every node: nothing ships the file
     try:
-        launch_ray(run_script, nproc, args=(path, args), roots=[os.path.dirname(path)])
+        launch_ray(run_script, nproc, args=(path, args, os.getcwd()), roots=[os.path.dirname(path)])
     except Exception as error:  # Ray wraps a rank's failure in its own error types
-        raise click.ClickException(f"the Ray run of {script} failed: {str(error).strip().splitlines()[-1]}") \
-            from None
+        last = (str(error).strip().splitlines() or [type(error).__name__])[-1]
+        raise click.ClickException(f"the Ray run of {script} failed: {last}") from None
 
 
 __all__ = ["run_processes", "run_script", "train"]
