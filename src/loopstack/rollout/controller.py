@@ -235,8 +235,8 @@ class _Requests:
         import numpy as np
         import pyarrow as pa
 
-        ids = table["request_id"].combine_chunks().dictionary_encode() if table.num_rows else None
-        variants = table["variant"].combine_chunks().dictionary_encode() if table.num_rows else None
+        ids = _encoded(table["request_id"]) if table.num_rows else None
+        variants = _encoded(table["variant"]) if table.num_rows else None
         self.ids = ids.dictionary if ids is not None else pa.array([], pa.string())
         self.variants = variants.dictionary if variants is not None else pa.array([], pa.string())
         self.request = ids.indices.to_numpy() if ids is not None else np.zeros(0, dtype=np.int32)
@@ -251,14 +251,26 @@ class _Requests:
 
     def codes(self, ids: Any) -> Any:
         """Codes of `ids` among these requests; -1 for an id no request has."""
-        import pyarrow.compute as pc
-
-        return pc.fill_null(pc.index_in(ids, value_set=self.ids), -1).to_numpy(zero_copy_only=False)
+        return _codes(ids, self.ids)
 
     def variant_codes(self, names: Any) -> Any:
-        import pyarrow.compute as pc
+        return _codes(names, self.variants)
 
-        return pc.fill_null(pc.index_in(names, value_set=self.variants), -1).to_numpy(zero_copy_only=False)
+
+def _codes(values: Any, among: pa.Array) -> Any:
+    """The position of each of `values` in `among` (large strings), -1 where it is not there."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    found = pc.index_in(values.cast(pa.large_string()), value_set=among.cast(pa.large_string()))
+    return pc.fill_null(found, -1).to_numpy(zero_copy_only=False)
+
+
+def _encoded(column: pa.ChunkedArray) -> pa.DictionaryArray:
+    """One dictionary over all chunks; as large strings, since a long rollout's ids pass 2 GiB of text."""
+    import pyarrow as pa
+
+    return column.cast(pa.large_string()).combine_chunks().dictionary_encode()
 
 
 def _last_positions(codes: Any, size: int, where: Any = None) -> Any:
@@ -321,7 +333,7 @@ def _scored(logs: ControllerLogs, endpoint: str, rule: str, requests: _Requests,
     scored = latest >= 0
     if not scored.any():
         return np.full(size, np.nan), scored
-    output = log["outputs"].combine_chunks().field(0).take(pa.array(latest[scored]))
+    output = log["outputs"].take(pa.array(latest[scored])).combine_chunks().field(0)  # only the scored rows
     if pa.types.is_list(output.type) or pa.types.is_large_list(output.type):
         widths = pc.unique(pc.list_value_length(output)).to_pylist()
         if len(widths) != 1:
