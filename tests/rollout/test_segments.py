@@ -260,26 +260,31 @@ def test_each_label_counts_once_for_the_variant_that_answered_last(metric: str) 
         np.testing.assert_allclose(traffic["b"].rewards, [(0.7 - 1) ** 2])
 
 
-def test_read_traffic_log_since_skips_segments_written_before(tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_read_traffic_log_since_skips_segments_written_well_before(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Segments named over a minute before `since` are not opened; a name without a time always is."""
     import time
 
     from loopstack.rollout import TrafficLog, read_traffic_log
 
     log = TrafficLog(tmp_path, flush_s=3600)
+    now = time.time()
 
-    def record(rid: str) -> None:
+    def segment(rid: str, at: float | None = None, name: str | None = None) -> None:
         log.record(request_id=rid, endpoint="api", variant="m/1", ref="m/1", deployment_version=1, unit_id=None,
-                   shadow=False, ok=True, status=200, latency_ms=1.0)
+                   shadow=False, ok=True, status=200, latency_ms=1.0, **({"time": int(at * 1e6)} if at else {}))
+        log.flush()
+        written = max((tmp_path / "endpoints" / "api").glob("*.parquet"), key=lambda f: f.stat().st_mtime_ns)
+        if name is not None:
+            written.rename(written.with_name(name))
 
-    record("old")
-    log.flush()
-    time.sleep(0.01)
-    since = time.time()
-    record("new")
+    segment("hours-old", at=now - 7200, name=f"{int((now - 7200) * 1e9)}-1-000001.parquet")
+    segment("restored", at=now + 5, name="restored.parquet")  # no time in its name: it must be read
+    segment("explicit", at=now + 10)  # recorded with a time after its segment's name: the slack keeps it
+    segment("new")
     log.close()
-    everything = read_traffic_log(tmp_path, "api")
     reads = count_reads(monkeypatch)
-    recent = read_traffic_log(tmp_path, "api", since=since)
-    assert recent["request_id"].to_pylist() == ["new"] and len(reads) == 1  # the older segment is not opened
-    assert everything["request_id"].to_pylist() == ["old", "new"]
+    recent = read_traffic_log(tmp_path, "api", since=now + 5)  # after "explicit"'s segment was named
+    assert sorted(recent["request_id"].to_pylist()) == ["explicit", "restored"]
+    assert len(reads) == 3  # only the hours-old segment was not opened
+    assert len(read_traffic_log(tmp_path, "api")) == 4

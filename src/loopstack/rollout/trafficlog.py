@@ -115,17 +115,21 @@ class TrafficLog:
         self.flush()
 
 
+SINCE_SLACK_S = 60.0
+
+
 def read_traffic_log(root: str | os.PathLike[str], endpoint: str, since: float | None = None) -> pa.Table:
     """The endpoint's request records (since a UNIX time, when given); empty before the first write.
 
     A segment is named after the time it was written, after every record in it was made, so
-    segments named before `since` are not read at all.
+    segments named more than `SINCE_SLACK_S` before `since` are not read at all (the slack covers
+    a wall clock stepped back and records given an explicit time; a name without a time is read).
     """
     import pyarrow as pa
 
     files = traffic_segments(root, endpoint)
     if since is not None:
-        files = [f for f in files if _written_ns(f) >= since * 1e9]
+        files = [f for f in files if _written_ns(f) >= (since - SINCE_SLACK_S) * 1e9]
     if not files:
         return traffic_schema().empty_table()
     return rows_since(pa.concat_tables([read_traffic_segment(f) for f in files]), since)
@@ -140,10 +144,10 @@ def traffic_segments(root: str | os.PathLike[str], endpoint: str) -> list[Path]:
     return sorted((Path(root) / "endpoints" / endpoint).glob("*.parquet"))
 
 
-def _written_ns(path: Path) -> int:
-    """The write time in a segment's name (``<time_ns>-<pid>-<seq>.parquet``); 0 for a name of another form."""
+def _written_ns(path: Path) -> float:
+    """The write time in a segment's name (``<time_ns>-<pid>-<seq>.parquet``); infinity (read it) otherwise."""
     head = path.name.split("-", 1)[0]
-    return int(head) if head.isdigit() else 0
+    return int(head) if head.isdigit() else float("inf")
 
 
 def read_traffic_segment(path: str | os.PathLike[str], columns: list[str] | None = None) -> pa.Table:
