@@ -288,3 +288,17 @@ def test_read_traffic_log_since_skips_segments_written_well_before(tmp_path: Pat
     assert sorted(recent["request_id"].to_pylist()) == ["explicit", "restored"]
     assert len(reads) == 3  # only the hours-old segment was not opened
     assert len(read_traffic_log(tmp_path, "api")) == 4
+
+
+def test_a_label_the_rule_cannot_score_is_left_out_instead_of_stalling_the_canary() -> None:
+    from loopstack.rollout.controller import variant_traffic
+    from loopstack.rollout.deployment import Deployment
+
+    d = Deployment("api", "canary", {"a": "m/1", "b": "m/2"}, "a", {"a": 0.5, "b": 0.5}, challenger="b",
+                   steps=(0.5, 1.0), salt="s", primary_metric="brier", higher_is_better=False)
+    requests = [("r1", "a", True), ("r2", "a", True), ("r3", "b", True)]
+    labels = [("r1", 1.0), ("r2", 2.0), ("r3", 0.5)]  # 2.0 and 0.5 are no class index of a 2-class output
+    outputs = [("r1", "a", 0.8), ("r2", "a", 0.3), ("r3", "b", 0.4)]
+    traffic = variant_traffic("unused", d, logs=_Logs(requests, labels, outputs))  # type: ignore[arg-type]
+    np.testing.assert_allclose(traffic["a"].rewards, [(0.8 - 1) ** 2])
+    assert traffic["b"].rewards.size == 0

@@ -97,8 +97,12 @@ def test_feedback_is_checked(clf, tmp_path: Path) -> None:
     with running(app) as address, httpx.Client(base_url=f"http://{address}") as client:
         no_id = client.post("/v1/feedback", json={"label": 1})
         no_label = client.post("/v1/feedback", json={"request_id": "r"})
+        not_finite = client.post("/v1/feedback", content=b'[{"request_id": "ok", "label": 1}, '
+                                                            b'{"request_id": "r", "label": NaN}]')
     assert no_id.status_code == 400 and "request_id" in no_id.json()["error"]
     assert no_label.status_code == 400 and "'label'" in no_label.json()["error"]
+    assert not_finite.status_code == 400 and "feedback[1] label nan" in not_finite.json()["error"]
+    assert read_feedback(tmp_path).num_rows == 0  # nothing of a refused batch is kept
 
 
 def test_metrics_count_requests_batches_and_parse(clf, data) -> None:

@@ -28,6 +28,7 @@ new posterior; the servers pick it up with the next deployment version.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from loopstack.core.project import Project
+
+logger = logging.getLogger("loopstack.rollout")
 
 
 @dataclass(frozen=True)
@@ -320,7 +323,7 @@ def _scored(logs: ControllerLogs, endpoint: str, rule: str, requests: _Requests,
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from loopstack.rollout.rewards import score
+    from loopstack.rollout.rewards import scorable, score
 
     size = len(requests.ids)
     log = logs.outputs(endpoint) if has.any() else None  # row 0 of each request
@@ -342,6 +345,12 @@ def _scored(logs: ControllerLogs, endpoint: str, rule: str, requests: _Requests,
         outputs = np.asarray(output.flatten().to_numpy(zero_copy_only=False), dtype=float).reshape(len(output), -1)
     else:
         outputs = np.asarray(output.to_numpy(zero_copy_only=False), dtype=float)
+    usable = scorable(outputs, label[scored])
+    if not usable.all():  # one bad label must not stall the rollout: it is left out, and said so
+        logger.warning("%s: %d labels cannot be scored by %s (not finite, or not a class index of the output); "
+                       "they are left out", endpoint, int((~usable).sum()), rule)
+        outputs = outputs[usable]
+        scored[np.flatnonzero(scored)[~usable]] = False
     values = np.full(size, np.nan)
     values[scored] = score(rule, outputs, label[scored])
     return values, scored

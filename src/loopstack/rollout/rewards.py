@@ -86,6 +86,17 @@ SCORING_RULES: dict[str, tuple[Callable[[np.ndarray, np.ndarray], np.ndarray], b
 }
 
 
+def scorable(outputs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Which labels a scoring rule can score against `outputs`: finite, and class indices 0..k-1 of a
+    k-class probability output. The controller leaves the others out rather than stall on them."""
+    outputs = np.asarray(outputs, dtype=float)
+    labels = np.asarray(labels, dtype=float)
+    ok = np.isfinite(labels)
+    if outputs.ndim == 2 and outputs.shape[1] > 1:
+        ok &= (labels == np.round(labels)) & (labels >= 0) & (labels < outputs.shape[1])
+    return ok
+
+
 def score(rule: str, outputs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """`rule` applied to each request's output (a row of `outputs`) and label."""
     outputs = np.asarray(outputs, dtype=float)
@@ -115,4 +126,4 @@ def higher_is_better(primary_metric: str | None, given: bool | None) -> bool:
     return True if given is None else given
 
 
-__all__ = ["SCORING_RULES", "higher_is_better", "score"]
+__all__ = ["SCORING_RULES", "higher_is_better", "scorable", "score"]

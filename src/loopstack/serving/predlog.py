@@ -22,6 +22,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -230,6 +231,9 @@ def _feedback_row(record: Any, index: int, now: float) -> dict[str, Any]:
     number = float(label) if isinstance(label, int | float) and not isinstance(label, bool) else None
     if isinstance(label, bool):
         number = float(label)
+    if number is not None and not math.isfinite(number):
+        raise ValidationError(f"feedback[{index}] label {label!r} for request {record['request_id']!r} is not a "
+                              "finite number; send a number, or a string for a label that is not one")
     return {
         "request_id": record["request_id"],
         "time": int(now * 1e6),
