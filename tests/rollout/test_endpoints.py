@@ -164,3 +164,31 @@ def test_a_slow_shadow_does_not_slow_the_answer(sqlite_project: Project, refs: l
     assert elapsed < 1.0  # five answers did not wait for five 0.3 s shadow predicts
     report = compare_shadow(tmp_path, "api", refs[0], refs[1])
     assert report.agreement == 1.0 and report.latency_p50_delta_ms > 100
+
+
+def test_metrics_tell_variants_apart_and_errors_name_their_variant(sqlite_project: Project, tmp_path: Path) -> None:
+    """Two variants whose versions share a number (m/1, other/1) are two series; typos add none."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    refs = [*register(sqlite_project, "m", 1), *register(sqlite_project, "other", 1)]
+    deployments = sqlite_project.deployments
+    deployments.create("api", refs[0])
+    deployments.canary("api", refs[1], steps=[50, 100])
+    models = {refs[0]: Stub(offset=0, version=1), refs[1]: Stub(offset=100, version=1)}
+    with serving(sqlite_project, tmp_path, models) as (client, endpoints):
+        client.portal.call(endpoints.sync)
+        answers = [ask(client, f"u{i}") for i in range(40)]
+        bad = client.post("/v1/endpoints/api:predict", json={"instances": [[1.0]], "unit_id": "u1"})
+        for name in ("typo-1", "typo-2"):
+            ask(client, "u1", endpoint=name)
+        text = client.get("/metrics").text
+    assert {a.json()["variant"] for a in answers} == set(refs)
+    assert bad.status_code == 400 and bad.headers["x-loopstack-variant"] == answers[1].json()["variant"]
+    samples = [(s.name, tuple(sorted(s.labels.items()))) for f in text_string_to_metric_families(text)
+               for s in f.samples]
+    assert len(samples) == len(set(samples))  # no duplicate series
+    counted = {dict(labels)["version"] for name, labels in samples if name == "loopstack_batch_size_count"}
+    assert counted == set(refs)
+    requests = {labels: name for name, labels in samples if name == "loopstack_requests_total"}
+    assert (("code", "404"), ("model", ""), ("version", "")) in requests  # both typos, one series
+    assert not any(dict(labels)["model"].startswith("typo") for labels in requests)

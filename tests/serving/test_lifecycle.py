@@ -208,13 +208,13 @@ def test_cli_deploy_serve_counts_endpoint_requests_and_drains_on_sigterm(sqlite_
 
     async def scenario() -> tuple[list[httpx.Response], list[httpx.Response], str, list[httpx.Response]]:
         load = asyncio.ensure_future(_burst(address, 6, path))
-        await _in_flight(address, "api", 6)  # the endpoint's variant reports its requests
+        await _in_flight(address, "api", 6, version="slow/1")  # the endpoint's variant reports its requests
         answered = await load
         unknown = await _burst(address, 2, "/v1/endpoints/nope:predict")
         async with httpx.AsyncClient(base_url=f"http://{address}") as client:
             metrics = (await client.get("/metrics")).text
         load = asyncio.ensure_future(_burst(address, 3, path))
-        await _in_flight(address, "api", 3)
+        await _in_flight(address, "api", 3, version="slow/1")
         process.send_signal(signal.SIGTERM)
         return answered, unknown, metrics, await load
 
@@ -230,7 +230,7 @@ def test_cli_deploy_serve_counts_endpoint_requests_and_drains_on_sigterm(sqlite_
     assert [r.status_code for r in unknown] == [404, 404]
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
                for family in text_string_to_metric_families(metrics) for s in family.samples}
-    assert samples[("loopstack_requests_total", (("code", "200"), ("model", "api"), ("version", "1")))] == 6
-    assert samples[("loopstack_requests_total", (("code", "404"), ("model", "nope"), ("version", "")))] == 2
+    assert samples[("loopstack_requests_total", (("code", "200"), ("model", "api"), ("version", "slow/1")))] == 6
+    assert samples[("loopstack_requests_total", (("code", "404"), ("model", ""), ("version", "")))] == 2
     assert [r.status_code for r in drained] == [200] * 3  # accepted before SIGTERM, answered before the exit
     assert read_prediction_log(sqlite_project.root / ".loopstack" / "logs", "api").num_rows == 9  # flushed on exit

@@ -132,6 +132,7 @@ class Server:
             reply = await handler(call, batcher)
         except Exception as error:
             reply = error_reply(error, self.settings.retry_after_s)
+            name = name if name in self.repo.names() else ""  # typos must not grow the series without bound
         self.metrics.request(name, version, reply.status, time.perf_counter() - started)
         return reply
 
@@ -152,12 +153,13 @@ class Server:
                              "version": batcher.adapter.version, "request_id": request_id}, outputs)
         return Reply(200, body, headers={"x-request-id": request_id})
 
-    async def entity_rows(self, entities: Any, batcher: Batcher) -> Any:
+    async def entity_rows(self, entities: Any, batcher: Batcher, log: bool | None = None) -> Any:
         """Feature rows for entity keys, read from the online store (with on-demand transforms applied).
 
         The features are the model's: ``ModelSpec.features``, else what it was logged with
         (``log_model(..., features=...)``). Other fields of an entity row (request data) are
-        inputs too, when the model takes them.
+        inputs too, when the model takes them. `log` goes to the feature store's read (False for a
+        shadow's mirrored copy, which would otherwise be logged as a second served read).
         """
         features = batcher.adapter.features
         if features is None:
@@ -175,7 +177,7 @@ class Server:
         if not isinstance(entities, list) or not entities or not all(isinstance(e, dict) for e in entities):
             raise ValidationError("'entities' must be a non-empty list of objects of join keys, e.g. [{'user_id': 7}]")
         refs = features if isinstance(features, str) else list(features)
-        response = await asyncio.to_thread(self.feature_store.get_online_features, refs, entities)
+        response = await asyncio.to_thread(self.feature_store.get_online_features, refs, entities, log=log)
         found = {**response.entities, **response.values}
         schema = batcher.adapter.schema
         return schema.from_columns({name: found[name] for name in schema.names if name in found})

@@ -58,6 +58,7 @@ class Batch:
     items: list[Item]
     rows: Rows
     outputs: np.ndarray
+    labels: tuple[str, str] = ("", "")  # the batcher's metric labels (model, version)
     finished: float = field(default_factory=time.perf_counter)
     wall_time: float = field(default_factory=time.time)
 
@@ -95,6 +96,8 @@ class Batcher:
         self.spec = spec
         self.executor = executor
         self.observers = observers or []
+        # (model, version) in /metrics; a deployment endpoint's variants use (endpoint, variant)
+        self.labels = (spec.name, adapter.version)
         self.queued_rows = 0
         self.in_flight = 0  # requests submitted and not yet answered
         self._queue: deque[Item] = deque()
@@ -225,7 +228,7 @@ class Batcher:
             if not item.future.done():
                 item.future.set_result(outputs[offset : offset + item.n])
             offset += item.n
-        batch = Batch(self.adapter, items, rows, outputs)
+        batch = Batch(self.adapter, items, rows, outputs, self.labels)
         for observe in self.observers:
             observe(batch)
 

@@ -61,10 +61,10 @@ class ServingMetrics:
 
     def observe_batch(self, batch: Batch) -> None:
         """Record one batch's size (a batcher observer)."""
-        key = ("batch", batch.adapter.name, batch.adapter.version)
+        key = ("batch", *batch.labels)
         child = self._children.get(key)
         if child is None:
-            child = self._children[key] = self.batch_size.labels(batch.adapter.name, batch.adapter.version)
+            child = self._children[key] = self.batch_size.labels(*batch.labels)
         child.observe(batch.outputs.shape[0])
         self.usage.add_predictions(batch.outputs.shape[0])
 
@@ -151,7 +151,7 @@ class _LiveCollector(Collector):
             "loopstack_in_flight_requests", "Requests received and not yet answered.", labels=["model", "version"]
         )
         for batcher in self.batchers():
-            labels = [batcher.spec.name, batcher.adapter.version]
+            labels = list(batcher.labels)
             depth.add_metric(labels, batcher.queued_rows)
             inflight.add_metric(labels, batcher.in_flight)
         yield depth

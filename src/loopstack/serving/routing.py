@@ -166,6 +166,7 @@ class EndpointService:
                 self.server.budget.bump()
             batcher = self._batchers[key] = Batcher(adapter, spec, self.executor, self.server.repo.observers,
                                                     self.server.budget)
+            batcher.labels = (endpoint, variant)  # two variants may be versions of one number of two models
         return batcher
 
     def _registry_loader(self, ref: str) -> Any:
@@ -185,12 +186,17 @@ class EndpointService:
 
     # -- requests -----------------------------------------------------------------------------
     async def predict(self, call: Call) -> Reply:
-        """Route one request to its variant, answer it, record it; mirror it to the shadows afterwards."""
+        """Route one request to its variant, answer it, record it; mirror it to the shadows afterwards.
+
+        In ``/metrics`` it counts under ``model=<endpoint>, version=<variant>`` (an unknown endpoint
+        under ``model=""``: a client's typos must not grow the series without bound).
+        """
         from loopstack.serving.app import error_reply
 
         started = time.perf_counter()
         endpoint = call.path_params["endpoint"]
-        variant = version = None
+        live: Live | None = None
+        variant = request_id = unit = None
         try:
             live = self._live(endpoint)
             payload = _payload(call.body)
@@ -198,21 +204,22 @@ class EndpointService:
             request_id = _request_id(payload.get("id"), call.headers.get("x-request-id"))
             variant = live.router.choose(unit)
             batcher = live.batchers[variant]
-            version = batcher.adapter.version
             outputs = await batcher.submit(await self._rows(payload, batcher), request_id, variant)
+            body = jsonio.dumps({"predictions": outputs.tolist(), "endpoint": endpoint, "variant": variant,
+                                 "model": batcher.spec.ref, "version": batcher.adapter.version,
+                                 "deployment_version": live.router.version, "request_id": request_id}, outputs)
         except Exception as error:
             reply = error_reply(error, self.server.settings.retry_after_s)
-            if variant is not None:
+            if variant is not None:  # the variant was chosen: the request counts against it, and says which
                 self._record(endpoint, live, variant, request_id, unit, False, reply.status, started, error)
-            self.server.metrics.request(endpoint, version or "", reply.status, time.perf_counter() - started)
+                reply.headers.update({"x-request-id": request_id, "x-loopstack-variant": variant})
+            self.server.metrics.request(endpoint if endpoint in self.live else "", variant or "", reply.status,
+                                        time.perf_counter() - started)
             return reply
         self._record(endpoint, live, variant, request_id, unit, True, 200, started)
-        self.server.metrics.request(endpoint, version, 200, time.perf_counter() - started)
+        self.server.metrics.request(endpoint, variant, 200, time.perf_counter() - started)
         for shadow in live.router.shadows:
             self._spawn(self._mirror(endpoint, live, shadow, payload, request_id, unit))
-        body = jsonio.dumps({"predictions": outputs.tolist(), "endpoint": endpoint, "variant": variant,
-                             "model": batcher.spec.ref, "version": version,
-                             "deployment_version": live.router.version, "request_id": request_id}, outputs)
         return Reply(200, body, headers={"x-request-id": request_id, "x-loopstack-variant": variant})
 
     async def _mirror(self, endpoint: str, live: Live, variant: str, payload: dict[str, Any], request_id: str,
@@ -221,7 +228,7 @@ class EndpointService:
         started = time.perf_counter()
         try:
             batcher = live.batchers[variant]
-            await batcher.submit(await self._rows(payload, batcher), request_id, variant)
+            await batcher.submit(await self._rows(payload, batcher, mirrored=True), request_id, variant)
         except Exception as error:
             self._record(endpoint, live, variant, request_id, unit, False, _status(error), started, error, True)
             return
@@ -234,7 +241,7 @@ class EndpointService:
                      for e, live in sorted(self.live.items())]
         return Response(json.dumps({"endpoints": endpoints}), media_type="application/json")
 
-    async def _rows(self, payload: dict[str, Any], batcher: Batcher) -> Any:
+    async def _rows(self, payload: dict[str, Any], batcher: Batcher, mirrored: bool = False) -> Any:
         """The variant's input rows: as sent, or read from the feature store for entity keys (per variant: a
         challenger may read other features than the champion)."""
         schema = batcher.adapter.schema
@@ -243,7 +250,7 @@ class EndpointService:
         if "inputs" in payload:
             return schema.from_columns(payload["inputs"])
         if "entities" in payload:
-            return await self.server.entity_rows(payload["entities"], batcher)
+            return await self.server.entity_rows(payload["entities"], batcher, log=False if mirrored else None)
         raise ValidationError("the body needs 'instances' (a list of rows), 'inputs' (an object of columns) or "
                               "'entities' (a list of objects of join keys)")
 
