@@ -13,7 +13,7 @@ background task after the answer is on its way, and whatever happens to them
 (errors, timeouts, a full queue) is logged and never reaches the caller. The
 predict route is a hot route (`loopstack.serving.fastpath`, matched before
 Starlette), and its requests count in ``/metrics`` under ``model=<endpoint>``
-with the answering variant's version, like a served model's.
+and ``version=<variant>`` (variants of two models may share a version number).
 
 A poller compares the deployments' versions in the metadata DB every
 ``poll_s`` seconds. A changed deployment gets its new variants loaded first,
