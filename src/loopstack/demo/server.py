@@ -102,17 +102,17 @@ class InProcessServer:
             async with limit:
                 started = time.perf_counter()
                 body = json.dumps({"instances": [row], "id": request_id, "unit_id": request_id}).encode()
-                status, answer = await self._asgi("POST", path, body)
+                status, answer, headers = await self._asgi("POST", path, body)
                 latency = (time.perf_counter() - started) * 1e3
-                if status != 200:
-                    return Answer(request_id, "", status, None, latency)
+                if status != 200:  # an endpoint names the variant that failed, once it had chosen one
+                    return Answer(request_id, headers.get("x-loopstack-variant", ""), status, None, latency)
                 reply = json.loads(answer)
                 return Answer(request_id, reply.get("variant", ""), status, reply["predictions"][0][1], latency)
 
         return list(await asyncio.gather(*(one(*r) for r in requests)))
 
     async def _asgi(self, method: str, path: str, body: bytes = b"",
-                    headers: Sequence[tuple[bytes, bytes]] = ()) -> tuple[int, bytes]:
+                    headers: Sequence[tuple[bytes, bytes]] = ()) -> tuple[int, bytes, dict[str, str]]:
         """One HTTP request straight into the ASGI app: what a socket server would hand it, minus the socket."""
         scope = {
             "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
@@ -124,6 +124,7 @@ class InProcessServer:
         sent = False
         status = 500
         chunks: list[bytes] = []
+        answered: dict[str, str] = {}
 
         async def receive() -> dict[str, Any]:
             nonlocal sent
@@ -136,15 +137,16 @@ class InProcessServer:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                answered.update((k.decode("latin-1"), v.decode("latin-1")) for k, v in message.get("headers", []))
             elif message["type"] == "http.response.body":
                 chunks.append(message.get("body", b""))
 
         await self.app(scope, receive, send)
-        return status, b"".join(chunks)
+        return status, b"".join(chunks), answered
 
     def post(self, path: str, payload: Any) -> Any:
         """POST JSON to the app (feedback, hot swaps); returns the decoded answer."""
-        status, body = self.call(self._asgi("POST", path, json.dumps(payload).encode()))
+        status, body, _ = self.call(self._asgi("POST", path, json.dumps(payload).encode()))
         if status >= 400:
             raise BackendUnavailableError(f"POST {path} answered {status}: {body.decode(errors='replace')}")
         return json.loads(body)

@@ -106,6 +106,7 @@ class EndpointService:
         """Stop following, finish mirrored requests, drain every variant, write the traffic log."""
         if self._poller is not None:
             self._poller.cancel()
+        await self._syncing.acquire()  # a sync in flight finishes first; none starts after (never released)
         await self.settle()
         await asyncio.gather(*(b.drain() for b in self._batchers.values()))
         if self.log is not None:
