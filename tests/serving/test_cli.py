@@ -60,6 +60,20 @@ def test_serve_refuses_unknown_features_a_bad_port_and_no_gpus(registered: ls.Pr
     assert code == 2 and "70000 is not in the range" in text
 
 
+def test_serve_refuses_a_model_logged_with_features_the_store_lacks(registered: ls.Project, data,  # type: ignore[no-untyped-def]
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = data
+    frame = pd.DataFrame(X[:, :2], columns=["a", "b"])
+    with ls.start_run(project=registered) as run:
+        run.log_model(LogisticRegression().fit(frame, y), "model", example=frame.head(), features=["gone:a", "gone:b"])
+    ls.register_model(run.id, "model", name="stale", project=registered)
+    monkeypatch.setattr("loopstack.serving.server.serve", lambda *a, **k: pytest.fail("the server was started"))
+    code, text = _fails(registered, "serve", "stale/1")
+    assert code == 1 and "stale/1 was logged with features=['gone:a', 'gone:b'], but" in text and "'gone'" in text
+
+
 def test_predict_names_an_input_that_is_not_parquet(registered: ls.Project) -> None:
     csv = registered.root / "in.csv"
     pd.read_parquet(registered.root / "in.parquet").to_csv(csv, index=False)

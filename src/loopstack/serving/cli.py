@@ -7,6 +7,7 @@ Mount both at the top level: ``serve`` -> ``loopstack.serving.cli:serve``,
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -61,14 +62,27 @@ def serve(ctx: click.Context, models: tuple[str, ...], host: str, port: int, max
                              timeout_s=timeout_s, features=refs) for m in models]
     # fail here, in one line, rather than in the server's start-up after the port is bound
     for spec in specs:
-        get_model_version(spec.ref, project=project)
-    if refs is not None:
-        project.feature_store.catalog.resolve(refs)
+        _check_features(project, get_model_version(spec.ref, project=project), refs)
     click.echo(f"serving {', '.join(s.name for s in specs)} on http://{host}:{port}", err=True)
     run(specs, host=host, port=port, settings=settings,
         loader=lambda ref: load_model(ref, project=project, compiled=not native),
         resolver=lambda ref: str(get_model_version(ref, project=project).version),
         feature_store=project.feature_store)  # for --features, and for models logged with their features
+
+
+def _check_features(project: Any, version: Any, given: Any) -> None:
+    """The features a model will read (--features, else what it was logged with) exist in the feature store."""
+    from loopstack.core.errors import NotFoundError
+    from loopstack.registry.packaging import read_manifest
+
+    features = given if given is not None else read_manifest(project.artifacts, version.digest).get("features")
+    if features is None:
+        return
+    try:
+        project.feature_store.catalog.resolve(features)
+    except NotFoundError as error:
+        source = "--features" if given is not None else f"{version.ref} was logged with features={features!r}, but"
+        raise NotFoundError(f"{source}: {error}") from None
 
 
 @click.command()
