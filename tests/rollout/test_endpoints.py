@@ -106,7 +106,7 @@ def test_concurrent_syncs_load_a_new_variant_once(sqlite_project: Project, refs:
             return await asyncio.gather(endpoints.sync(), endpoints.sync())
 
         changed = client.portal.call(both)
-        assert sorted(changed) == [[], ["api"]]
+        assert sum(c.count("api") for c in changed) <= 1  # the poller may have applied it first: then neither
         assert loads.count(refs[1]) == 1
         assert endpoints.live["api"].batchers[refs[1]] is endpoints._batchers[("api", refs[1], refs[1])]
 

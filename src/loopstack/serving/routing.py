@@ -89,6 +89,7 @@ class EndpointService:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._poller: asyncio.Task[None] | None = None
         self._syncing = asyncio.Lock()  # the poller and an explicit sync must not load one variant twice
+        self._stopped = False
 
     def routes(self) -> list[Route]:
         return [
@@ -106,12 +107,15 @@ class EndpointService:
         """Stop following, finish mirrored requests, drain every variant, write the traffic log."""
         if self._poller is not None:
             self._poller.cancel()
-        await self._syncing.acquire()  # a sync in flight finishes first; none starts after (never released)
-        await self.settle()
-        await asyncio.gather(*(b.drain() for b in self._batchers.values()))
-        if self.log is not None:
-            await asyncio.to_thread(self.log.close)
-        self.executor.shutdown(wait=True)
+        async with self._syncing:  # a sync in flight finishes first; any later one finds the service stopped
+            if self._stopped:
+                return
+            self._stopped = True
+            await self.settle()
+            await asyncio.gather(*(b.drain() for b in self._batchers.values()))
+            if self.log is not None:
+                await asyncio.to_thread(self.log.close)
+            self.executor.shutdown(wait=True)
 
     def batchers(self) -> list[Batcher]:
         """The variants' batchers (for metrics: queue depth and in-flight requests)."""
@@ -133,7 +137,7 @@ class EndpointService:
     async def sync(self) -> list[str]:
         """Apply every deployment whose version moved; returns the endpoints that changed."""
         async with self._syncing:
-            return await self._sync()
+            return [] if self._stopped else await self._sync()
 
     async def _sync(self) -> list[str]:
         from loopstack.rollout import TrafficRouter
