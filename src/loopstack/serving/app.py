@@ -137,21 +137,26 @@ class Server:
         return reply
 
     async def _predict(self, call: Call, batcher: Batcher) -> Reply:
-        payload = _json(call.body, parse=jsonio.loads)
-        schema = batcher.adapter.schema
-        if "instances" in payload:
-            rows = schema.from_instances(payload["instances"])
-        elif "inputs" in payload:
-            rows = schema.from_columns(payload["inputs"])
-        elif "entities" in payload:
-            rows = await self.entity_rows(payload["entities"], batcher)
-        else:
-            raise ValidationError("the body needs 'instances' (a list of rows) or 'inputs' (an object of columns)")
-        request_id = _request_id(payload.get("id"), call.headers)
+        payload = json_object(call.body, parse=jsonio.loads)
+        rows = await self.rows(payload, batcher)
+        request_id = pick_request_id(payload.get("id"), call.headers)
         outputs = await batcher.submit(rows, request_id, call.headers.get("x-loopstack-variant"))
         body = jsonio.dumps({"predictions": outputs.tolist(), "model": batcher.spec.name,
                              "version": batcher.adapter.version, "request_id": request_id}, outputs)
         return Reply(200, body, headers={"x-request-id": request_id})
+
+    async def rows(self, payload: dict[str, Any], batcher: Batcher, log: bool | None = None) -> Any:
+        """A native body's input rows for `batcher`'s model: as sent (``instances`` or ``inputs``), or read
+        from the feature store for ``entities`` (`entity_rows`; `log` goes to that read)."""
+        schema = batcher.adapter.schema
+        if "instances" in payload:
+            return schema.from_instances(payload["instances"])
+        if "inputs" in payload:
+            return schema.from_columns(payload["inputs"])
+        if "entities" in payload:
+            return await self.entity_rows(payload["entities"], batcher, log)
+        raise ValidationError("the body needs 'instances' (a list of rows), 'inputs' (an object of columns) or "
+                              "'entities' (a list of objects of join keys)")
 
     async def entity_rows(self, entities: Any, batcher: Batcher, log: bool | None = None) -> Any:
         """Feature rows for entity keys, read from the online store (with on-demand transforms applied).
@@ -189,7 +194,7 @@ class Server:
         n = n_rows(rows)
         if n == 0:
             raise SignatureError("the input tensors hold no rows; send at least one")
-        request_id = _request_id(payload.get("id"), headers)
+        request_id = pick_request_id(payload.get("id"), headers)
         outputs = await batcher.submit(rows, request_id, headers.get("x-loopstack-variant"), n)
         body, header_length = v2.encode_response(payload, batcher.adapter, outputs, request_id)
         if header_length is None:
@@ -200,7 +205,7 @@ class Server:
         try:
             if self.log is None:
                 raise ConflictError("feedback needs the prediction log; start the server with a log_dir")
-            payload = _json(await request.body(), allow_list=True)
+            payload = json_object(await request.body(), allow_list=True)
             records = payload if isinstance(payload, list) else payload.get("feedback", [payload])
             if not isinstance(records, list) or not records:
                 raise ValidationError("feedback must be an object {request_id, label} or a non-empty list of them")
@@ -212,7 +217,7 @@ class Server:
     async def load(self, request: Request) -> Response:
         try:
             name = request.path_params["name"]
-            payload = _json(await request.body() or b"{}")
+            payload = json_object(await request.body() or b"{}")
             ref = payload.get("ref")
             if ref is not None and not isinstance(ref, str):
                 raise ValidationError(f"'ref' must be a registry reference like 'fraud/4', got {ref!r}")
@@ -369,7 +374,8 @@ def error_reply(error: BaseException, retry_after_s: int = 1) -> Reply:
     return Reply(status, json.dumps({"error": message}).encode(), headers=headers)
 
 
-def _json(body: bytes, allow_list: bool = False, parse: Any = json.loads) -> Any:
+def json_object(body: bytes, allow_list: bool = False, parse: Any = json.loads) -> Any:
+    """The request body as a JSON object (or list, with `allow_list`); a ValidationError otherwise."""
     try:
         payload = parse(body)
     except (ValueError, UnicodeDecodeError) as error:
@@ -379,7 +385,8 @@ def _json(body: bytes, allow_list: bool = False, parse: Any = json.loads) -> Any
     return payload
 
 
-def _request_id(given: Any, headers: dict[str, str]) -> str:
+def pick_request_id(given: Any, headers: dict[str, str]) -> str:
+    """The body's ``id``, else the X-Request-Id header, else a new random id."""
     if isinstance(given, str) and given:
         return given
     return headers.get("x-request-id") or new_request_id()

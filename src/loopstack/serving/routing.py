@@ -30,7 +30,6 @@ import asyncio
 import json
 import logging
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -39,8 +38,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from loopstack.core.errors import NotFoundError, ValidationError
+from loopstack.core.errors import NotFoundError
 from loopstack.serving import jsonio
+from loopstack.serving.app import error_reply, json_object, pick_request_id
 from loopstack.serving.batcher import Batcher
 from loopstack.serving.config import ModelSpec
 from loopstack.serving.fastpath import Call, Endpoint, Reply
@@ -196,20 +196,18 @@ class EndpointService:
         In ``/metrics`` it counts under ``model=<endpoint>, version=<variant>`` (an unknown endpoint
         under ``model=""``: a client's typos must not grow the series without bound).
         """
-        from loopstack.serving.app import error_reply
-
         started = time.perf_counter()
         endpoint = call.path_params["endpoint"]
         live: Live | None = None
         variant = request_id = unit = None
         try:
             live = self._live(endpoint)
-            payload = _payload(call.body)
+            payload = json_object(call.body, parse=jsonio.loads)
             unit = _unit(payload, call.headers.get("x-unit-id"))
-            request_id = _request_id(payload.get("id"), call.headers.get("x-request-id"))
+            request_id = pick_request_id(payload.get("id"), call.headers)
             variant = live.router.choose(unit)
             batcher = live.batchers[variant]
-            outputs = await batcher.submit(await self._rows(payload, batcher), request_id, variant)
+            outputs = await batcher.submit(await self.server.rows(payload, batcher), request_id, variant)
             body = jsonio.dumps({"predictions": outputs.tolist(), "endpoint": endpoint, "variant": variant,
                                  "model": batcher.spec.ref, "version": batcher.adapter.version,
                                  "deployment_version": live.router.version, "request_id": request_id}, outputs)
@@ -233,7 +231,7 @@ class EndpointService:
         started = time.perf_counter()
         try:
             batcher = live.batchers[variant]
-            await batcher.submit(await self._rows(payload, batcher, mirrored=True), request_id, variant)
+            await batcher.submit(await self.server.rows(payload, batcher, log=False), request_id, variant)
         except Exception as error:
             self._record(endpoint, live, variant, request_id, unit, False, _status(error), started, error, True)
             return
@@ -245,19 +243,6 @@ class EndpointService:
                       "variants": {v: b.spec.ref for v, b in live.batchers.items()}}
                      for e, live in sorted(self.live.items())]
         return Response(json.dumps({"endpoints": endpoints}), media_type="application/json")
-
-    async def _rows(self, payload: dict[str, Any], batcher: Batcher, mirrored: bool = False) -> Any:
-        """The variant's input rows: as sent, or read from the feature store for entity keys (per variant: a
-        challenger may read other features than the champion)."""
-        schema = batcher.adapter.schema
-        if "instances" in payload:
-            return schema.from_instances(payload["instances"])
-        if "inputs" in payload:
-            return schema.from_columns(payload["inputs"])
-        if "entities" in payload:
-            return await self.server.entity_rows(payload["entities"], batcher, log=False if mirrored else None)
-        raise ValidationError("the body needs 'instances' (a list of rows), 'inputs' (an object of columns) or "
-                              "'entities' (a list of objects of join keys)")
 
     def _live(self, endpoint: str) -> Live:
         live = self.live.get(endpoint)
@@ -277,18 +262,6 @@ class EndpointService:
                         error=None if error is None else f"{type(error).__name__}: {error}"[:500])
 
 
-def _payload(body: bytes) -> dict[str, Any]:
-    try:
-        payload = jsonio.loads(body)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise ValidationError(f"the body is not valid JSON ({error})") from None
-    if not isinstance(payload, dict):
-        raise ValidationError(f"the body must be a JSON object, got {type(payload).__name__}")
-    return payload
-
-
-
-
 def _unit(payload: dict[str, Any], header: str | None) -> Any:
     for key in ("unit_id", "user_id"):
         if payload.get(key) not in (None, ""):
@@ -296,15 +269,7 @@ def _unit(payload: dict[str, Any], header: str | None) -> Any:
     return header or None
 
 
-def _request_id(given: Any, header: str | None) -> str:
-    if isinstance(given, str) and given:
-        return given
-    return header or uuid.uuid4().hex
-
-
 def _status(error: BaseException) -> int:
-    from loopstack.serving.app import error_reply
-
     return error_reply(error).status
 
 
