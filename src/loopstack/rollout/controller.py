@@ -235,22 +235,13 @@ class _Requests:
     """
 
     def __init__(self, table: pa.Table) -> None:
-        import numpy as np
-        import pyarrow as pa
-
-        ids = _encoded(table["request_id"]) if table.num_rows else None
-        variants = _encoded(table["variant"]) if table.num_rows else None
-        self.ids = ids.dictionary if ids is not None else pa.array([], pa.string())
-        self.variants = variants.dictionary if variants is not None else pa.array([], pa.string())
-        self.request = ids.indices.to_numpy() if ids is not None else np.zeros(0, dtype=np.int32)
-        self.variant = variants.indices.to_numpy() if variants is not None else np.zeros(0, dtype=np.int32)
-        self.answered_by = self.variant[_last_positions(self.request, len(self.ids))] if len(self.ids) else self.variant
+        ids, variants = _encoded(table["request_id"]), _encoded(table["variant"])
+        self.ids, self.variants = ids.dictionary, variants.dictionary
+        self.request, self.variant = ids.indices.to_numpy(), variants.indices.to_numpy()
+        self.answered_by = self.variant[_last_positions(self.request, len(self.ids))]
 
     def is_variant(self, name: str) -> Any:
-        import numpy as np
-
-        found = self.variants.index(name).as_py() if len(self.variants) else -1
-        return self.variant == found if found >= 0 else np.zeros(len(self.variant), dtype=bool)
+        return self.variant == self.variants.index(name).as_py()  # -1 when absent: matches no row
 
     def codes(self, ids: Any) -> Any:
         """Codes of `ids` among these requests; -1 for an id no request has."""
