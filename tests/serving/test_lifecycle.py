@@ -128,47 +128,24 @@ def test_serves_registry_models_and_follows_a_moved_alias(registered, data) -> N
     assert bad.status_code == 400 and "20 values" in bad.json()["error"]
 
 
-def test_cli_serve_drains_in_flight_requests_on_sigterm(sqlite_project, tmp_path: Path) -> None:
-    def slow_sum(x: np.ndarray) -> np.ndarray:
-        import time
+def _slow_sum(x: np.ndarray) -> np.ndarray:
+    """A registered model that takes 0.4 s per batch: long enough to catch requests in flight."""
+    import time
 
-        time.sleep(0.4)
-        return x.sum(axis=1)
+    time.sleep(0.4)
+    return x.sum(axis=1)
 
-    with ls.start_run(project=sqlite_project) as run:
-        run.log_model(slow_sum, "model", example=np.ones((2, 3)))
-    ls.register_model(run.id, "model", name="slow", alias="champion", project=sqlite_project)
+
+def _register_slow(project: ls.Project, alias: str | None = None) -> None:
+    with ls.start_run(project=project) as run:
+        run.log_model(_slow_sum, "model", example=np.ones((2, 3)))
+    ls.register_model(run.id, "model", name="slow", alias=alias, project=project)
+
+
+def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    code = "from loopstack.serving.cli import serve; serve()"
-    args = ["slow@champion", "--port", str(port), "--refresh", "0", "--max-batch-size", "2"]
-    env = {**os.environ, "LOOPSTACK_PROJECT": str(sqlite_project.root)}
-    process = subprocess.Popen([sys.executable, "-c", code, *args], env=env, stderr=subprocess.DEVNULL)
-    try:
-        _wait_ready(f"127.0.0.1:{port}", process)
-
-        async def scenario() -> list[httpx.Response]:
-            load = asyncio.ensure_future(_burst(f"127.0.0.1:{port}", 6))
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:  # until every request is queued or running
-                await asyncio.sleep(0.05)
-                text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
-                if 'loopstack_in_flight_requests{model="slow",version="1"} 6.0' in text:
-                    break
-            process.send_signal(signal.SIGTERM)
-            return await load
-
-        responses = asyncio.run(scenario())
-        assert process.wait(timeout=30) in (0, -signal.SIGTERM)  # uvicorn re-raises SIGTERM after draining
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    assert [r.status_code for r in responses] == [200] * 6
-    assert [r.json()["predictions"] for r in responses] == [[6.0]] * 6
-    assert read_prediction_log(sqlite_project.root / ".loopstack" / "logs").num_rows == 6  # flushed on exit
-
+        return sock.getsockname()[1]
 
 
 async def _in_flight(address: str, model: str, count: int, version: str = "1", timeout: float = 20) -> None:
@@ -183,23 +160,40 @@ async def _in_flight(address: str, model: str, count: int, version: str = "1", t
     raise AssertionError(f"never saw {line}")
 
 
+def test_cli_serve_drains_in_flight_requests_on_sigterm(sqlite_project, tmp_path: Path) -> None:
+    _register_slow(sqlite_project, alias="champion")
+    port = _free_port()
+    code = "from loopstack.serving.cli import serve; serve()"
+    args = ["slow@champion", "--port", str(port), "--refresh", "0", "--max-batch-size", "2"]
+    env = {**os.environ, "LOOPSTACK_PROJECT": str(sqlite_project.root)}
+    process = subprocess.Popen([sys.executable, "-c", code, *args], env=env, stderr=subprocess.DEVNULL)
+    try:
+        _wait_ready(f"127.0.0.1:{port}", process)
+
+        async def scenario() -> list[httpx.Response]:
+            load = asyncio.ensure_future(_burst(f"127.0.0.1:{port}", 6))
+            await _in_flight(f"127.0.0.1:{port}", "slow", 6)  # every request is queued or running
+            process.send_signal(signal.SIGTERM)
+            return await load
+
+        responses = asyncio.run(scenario())
+        assert process.wait(timeout=30) in (0, -signal.SIGTERM)  # uvicorn re-raises SIGTERM after draining
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert [r.status_code for r in responses] == [200] * 6
+    assert [r.json()["predictions"] for r in responses] == [[6.0]] * 6
+    assert read_prediction_log(sqlite_project.root / ".loopstack" / "logs").num_rows == 6  # flushed on exit
+
+
 def test_cli_deploy_serve_counts_endpoint_requests_and_drains_on_sigterm(sqlite_project, tmp_path: Path) -> None:
     """`loopstack deploy serve` is the same server as `loopstack serve`: metrics per endpoint, a drained exit."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    def slow_sum(x: np.ndarray) -> np.ndarray:
-        import time
-
-        time.sleep(0.4)
-        return x.sum(axis=1)
-
-    with ls.start_run(project=sqlite_project) as run:
-        run.log_model(slow_sum, "model", example=np.ones((2, 3)))
-    ls.register_model(run.id, "model", name="slow", project=sqlite_project)
+    _register_slow(sqlite_project)
     sqlite_project.deployments.create("api", "slow/1")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = _free_port()
     code = "import sys; from loopstack.cli import main; sys.argv = ['loopstack', *sys.argv[1:]]; main()"
     args = ["-p", str(sqlite_project.root), "deploy", "serve", "--port", str(port)]
     process = subprocess.Popen([sys.executable, "-c", code, *args], stderr=subprocess.DEVNULL)
