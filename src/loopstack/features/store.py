@@ -46,12 +46,12 @@ from typing import TYPE_CHECKING, Any
 
 from loopstack.core.errors import ConfigError, ConflictError, ValidationError
 from loopstack.features.catalog import Catalog
-from loopstack.features.engine import Engine
 from loopstack.features.plan import Plan, applied, apply_plan, make_plan
 from loopstack.features.timeutil import to_us, ttl_us
 
 if TYPE_CHECKING:
     from loopstack.core.project import Project
+    from loopstack.features.engine import Engine
     from loopstack.features.feature_log import FeatureLogger
     from loopstack.features.online.base import OnlineStore
     from loopstack.features.retrieval import RetrievalJob
@@ -66,8 +66,15 @@ class FeatureStore:
         self.project = project
         self.root = project.root
         self.db = project.db
-        self.engine = Engine(project.root)
         self._catalog: Catalog | None = None
+
+    @cached_property
+    def engine(self) -> Engine:
+        """The DuckDB database of offline work, opened on first use: a server that only reads the online
+        store never imports DuckDB."""
+        from loopstack.features.engine import Engine
+
+        return Engine(self.root)
 
     # -- definitions ------------------------------------------------------------------
     @property
@@ -307,7 +314,8 @@ class FeatureStore:
             self.feature_log.close()
         if "online" in self.__dict__:
             self.online.close()
-        self.engine.close()
+        if "engine" in self.__dict__:
+            self.engine.close()
 
 
 def _progress(enabled: bool | None) -> Any:
