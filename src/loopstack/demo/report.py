@@ -180,12 +180,12 @@ def _gates(gates: list[dict[str, Any]]) -> str:
 
 
 def _shadows(shadows: list[dict[str, Any]]) -> str:
-    rows = [[str(e["id"]), _verdict(e["kind"].endswith("passed"), e["kind"]), str(p["requests"]), str(p["errors"]),
-             _f(p["agreement_at_0.5"]), _f(p["mean_score_champion"], 4), _f(p["mean_score_challenger"], 4),
-             _f(p["ks_p_value"], 4), _f(p["p99_ms_champion"], 1), _f(p["p99_ms_challenger"], 1)]
+    rows = [[str(e["id"]), _verdict(e["kind"].endswith("passed"), e["kind"]), str(p["pairs"]), str(p["errors"]),
+             _f(p["agreement"]), _f(p["ks_statistic"], 3), _f(p["ks_p_value"], 4), _f(p["mean_abs_diff"], 4),
+             _f(p["latency_p99_delta_ms"], 1)]
             for e in shadows for p in [e["payload"]]]
-    return _table(["event", "verdict", "mirrored", "errors", "agreement", "mean score champion",
-                   "mean score challenger", "KS p-value", "p99 ms champion", "p99 ms challenger"], rows)
+    return _table(["event", "verdict", "paired requests", "errors", "agreement", "KS statistic", "KS p-value",
+                   "mean |score difference|", "p99 ms, challenger - champion"], rows)
 
 
 def _decisions(decisions: list[dict[str, Any]]) -> str:

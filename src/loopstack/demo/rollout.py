@@ -9,16 +9,14 @@ Brier score, lower is better. In-process latencies mostly measure the load
 of the machine, so the tail-latency guardrail gets a wide margin (25 points
 of share above the stable p99).
 
-Nothing here needs a checkpoint of its own to survive a restart: the
-deployment holds the canary's step and the controller's running analysis,
-so a loop restarted mid-canary finds the canary where it was and ticks on.
+The deployment holds the canary's step and the controller's running
+analysis, so a loop restarted mid-canary finds the canary where it was and
+ticks on; the shadow checkpoints only whether it started and its verdict.
 """
 
 from __future__ import annotations
 
 from typing import Any
-
-import numpy as np
 
 from loopstack.demo.config import ENDPOINT, MODEL
 from loopstack.pipelines import ActionContext, StopLoop
@@ -66,12 +64,11 @@ def shadow(world: Any, ctx: ActionContext) -> dict[str, Any]:
     if not live:
         deployments.shadow(ENDPOINT, challenger, reason="the challenger passed the gate", cause=ctx.cause)
         ctx.cause = deployments.last_event
-    started = world.follow().state["started_at"]
-    ctx.checkpoint(started=started)
+    ctx.checkpoint(started=world.follow().state["started_at"])
     while world.state["counts"].get("stable", {}).get("requests", 0) < world.scenario.shadow_requests:
         world.advance()
     world.flush_log()
-    report = shadow_report(world, started)
+    report = shadow_report(world)
     kind = "rollout.shadow.passed" if report["errors"] == 0 else "rollout.shadow.failed"
     ctx.emit(kind, report, subject=ENDPOINT)
     ctx.checkpoint(report=report)
@@ -90,34 +87,14 @@ def _shadow_verdict(world: Any, ctx: ActionContext, report: dict[str, Any]) -> d
     raise StopLoop(f"the challenger failed {report['errors']} shadow requests")
 
 
-def shadow_report(world: Any, since: float) -> dict[str, Any]:
-    """Champion vs challenger on the same mirrored requests: agreement, score shift, latency, errors."""
-    import pyarrow.compute as pc
+def shadow_report(world: Any) -> dict[str, Any]:
+    """Champion vs challenger on the same mirrored requests (`loopstack.rollout.compare_shadow`)."""
+    from loopstack.rollout import compare_shadow
 
-    from loopstack.drift import ks
-    from loopstack.rollout.trafficlog import read_traffic_log
-
-    champion, challenger = world.state["routing"]["champion"], world.state["challenger"]
-    traffic = read_traffic_log(world.log_dir, ENDPOINT, since=since)
-    mirrored = traffic.filter(traffic["shadow"])
-    log = world.read_log("predictions", since - 1.0, ENDPOINT)
-    pairs = log[log.variant == champion].merge(log[log.variant == challenger], on="request_id",
-                                                suffixes=("_champion", "_challenger"))
-    a = np.array([p[1] for p in pairs["outputs.predict_proba_champion"]])
-    b = np.array([p[1] for p in pairs["outputs.predict_proba_challenger"]])
-    latency = {v: traffic.filter(pc.and_(pc.equal(traffic["variant"], v), traffic["ok"]))["latency_ms"].to_numpy()
-               for v in (champion, challenger)}
-    return {
-        "requests": mirrored.num_rows,
-        "errors": mirrored.num_rows - int(pc.sum(mirrored["ok"].cast("int64")).as_py() or 0),
-        "paired": len(pairs),
-        "agreement_at_0.5": float(np.mean((a > 0.5) == (b > 0.5))) if len(pairs) else None,
-        "mean_score_champion": float(a.mean()) if len(a) else None,
-        "mean_score_challenger": float(b.mean()) if len(b) else None,
-        "ks_p_value": float(ks(a, b)) if len(a) > 1 else None,
-        "p99_ms_champion": _p99(latency[champion]),
-        "p99_ms_challenger": _p99(latency[challenger]),
-    }
+    report = compare_shadow(world.log_dir, ENDPOINT, world.state["routing"]["champion"],
+                            world.state["challenger"]).to_dict()
+    report["errors"] = report.pop("shadow_errors")
+    return report
 
 
 def canary(world: Any, ctx: ActionContext) -> dict[str, Any]:
@@ -173,6 +150,3 @@ def finish(world: Any, ctx: ActionContext, evaluations: int) -> dict[str, Any]:
     return {"outcome": "promote" if promoted else "rollback", "challenger": challenger,
             "champion": world.state["champion"], "evaluations": evaluations}
 
-
-def _p99(values: Any) -> float | None:
-    return float(np.percentile(values, 99)) if len(values) else None
