@@ -45,14 +45,10 @@ def report(reference: str, current: str, output: str, json_path: str | None, col
 def _check_outputs(inputs: tuple[str, ...], outputs: tuple[str | None, ...]) -> None:
     """Refuse report paths that would overwrite the data (or land inside a data folder), or each other."""
     from loopstack.core.errors import ConfigError
+    from loopstack.core.paths import refuse_overwrite
 
     written = [out for out in outputs if out is not None]
     for out in written:
-        target = Path(out).resolve()
-        for data in inputs:
-            source = Path(data).resolve()
-            if target == source or source in target.parents:
-                raise ConfigError(f"report path {out!r} would overwrite the data {data!r} or land inside it; "
-                                  "write the report to another path")
+        refuse_overwrite(out, inputs, label="report path", fix="write the report to another path")
     if len(written) == 2 and Path(written[0]).resolve() == Path(written[1]).resolve():
         raise ConfigError(f"--output and --json are both {written[0]!r}; give the JSON its own path")

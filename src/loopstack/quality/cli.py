@@ -99,14 +99,9 @@ def history(ctx: click.Context, suite: str | None, limit: int) -> None:
 
 def _check_output(data: str, output: str) -> None:
     """Refuse to write the suite over the data it profiles, or into the data's folder (a later scan would read it)."""
-    from pathlib import Path
+    from loopstack.core.paths import refuse_overwrite
 
-    from loopstack.core.errors import ConfigError
-
-    source, target = Path(data).resolve(), Path(output).resolve()
-    if target == source or source in target.parents:
-        raise ConfigError(f"--output {output!r} would overwrite the data {data!r} or land inside it; "
-                          "write the suite to another path, e.g. suite.yaml")
+    refuse_overwrite(output, [data], label="--output", fix="write the suite to another path, e.g. suite.yaml")
 
 
 def _print(result: SuiteResult) -> None:

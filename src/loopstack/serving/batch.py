@@ -111,11 +111,10 @@ def predict_file(
 
 def _check_output(input: Path, output: Path) -> None:
     """Refuse an output that would replace the input, land inside it (a rerun would read it) or is a folder."""
-    source, target = input.resolve(), output.resolve()
-    if target == source or source in target.parents:
-        raise ConfigError(f"output {str(output)!r} would overwrite the input {str(input)!r} or land inside it; "
-                          "write the predictions to another path")
-    if target.is_dir():
+    from loopstack.core.paths import refuse_overwrite
+
+    refuse_overwrite(output, [input], label="output", read="input", fix="write the predictions to another path")
+    if output.is_dir():
         raise ConfigError(f"output {str(output)!r} is a folder; give a Parquet file to write, "
                           f"e.g. {str(output / 'predictions.parquet')!r}")
 
