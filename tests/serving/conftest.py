@@ -15,14 +15,17 @@ import pytest
 
 @contextmanager
 def running(app: Any) -> Iterator[str]:
-    """Serve `app` with uvicorn on 127.0.0.1 and a free port; always shut down. Yields "host:port"."""
+    """Serve `app` with uvicorn, configured as `loopstack serve` does, on 127.0.0.1 and a free port; always shut
+    down. Yields "host:port"."""
     import uvicorn
+
+    from loopstack.serving.server import uvicorn_config
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="error", lifespan="on", access_log=False))
+    server = uvicorn.Server(uvicorn_config(app, log_level="error"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:

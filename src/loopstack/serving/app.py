@@ -27,7 +27,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -36,11 +36,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from loopstack.core.errors import ConfigError, ConflictError, LoopstackError, SignatureError, ValidationError
+from loopstack.core.errors import (
+    BackendUnavailableError,
+    ConfigError,
+    ConflictError,
+    LoopstackError,
+    SignatureError,
+    ValidationError,
+)
 from loopstack.serving import heap, jsonio, v2
 from loopstack.serving.batcher import Batcher, QueueFullError
 from loopstack.serving.config import ModelSpec, ServerSettings
-from loopstack.serving.fastpath import Call, Endpoint, HotRoutes, Reply
+from loopstack.serving.fastpath import HEADER_CONTROL, Call, Endpoint, HotRoutes, Reply
 from loopstack.serving.inputs import n_rows
 from loopstack.serving.metrics import CONTENT_TYPE, ServingMetrics
 from loopstack.serving.models import Loader
@@ -72,7 +79,9 @@ class Server:
         self._refresh: asyncio.Task[None] | None = None
         self.endpoints: Any = None  # deployment endpoints (loopstack.serving.routing), when served
         self.loop: asyncio.AbstractEventLoop | None = None  # for callers on other threads (tests, admin tools)
-        self.hot = HotRoutes(predict=Endpoint(self.predict), infer=Endpoint(self.infer))
+        self.hot = HotRoutes(predict=Endpoint(self.predict, self.predict_soon),
+                             infer=Endpoint(self.infer, self.infer_soon))
+        self._tasks: set[asyncio.Task[None]] = set()
         self.settle_heap = False  # serve() sets it: the process is ours, so heap.settle() after start-up
 
     def batchers(self) -> list[Batcher]:
@@ -116,47 +125,87 @@ class Server:
                 logger.exception("alias refresh failed")
 
     # -- handlers ---------------------------------------------------------------------------
+    # Each hot route answers through a callback (`predict_soon`, `infer_soon`): the HTTP protocol calls
+    # them without a task per request (`loopstack.serving.protocol`); the ASGI routes await `predict`/`infer`.
     async def predict(self, call: Call) -> Reply:
-        return await self._answer(call, self._predict)
+        return await _awaited(self.predict_soon, call)
 
     async def infer(self, call: Call) -> Reply:
-        return await self._answer(call, self._infer)
+        return await _awaited(self.infer_soon, call)
 
-    async def _answer(self, call: Call, handler: Any) -> Reply:
-        started = time.perf_counter()
-        name = call.path_params["name"]
-        version = ""
+    def predict_soon(self, call: Call, respond: Callable[[Reply], None]) -> None:
+        """Answer a native predict through `respond`, once, on the event loop."""
+        answer = _Answer(self, call.path_params["name"], respond)
         try:
-            batcher = self.repo.get(name, call.path_params.get("version"))
-            version = batcher.adapter.version
-            reply = await handler(call, batcher)
-        except Exception as error:
-            reply = error_reply(error, self.settings.retry_after_s)
-            name = name if name in self.repo.names() else ""  # typos must not grow the series without bound
-        self.metrics.request(name, version, reply.status, time.perf_counter() - started)
-        return reply
+            batcher = self.repo.get(answer.name, call.path_params.get("version"))
+            answer.version = batcher.adapter.version
+            payload = json_object(call.body, parse=jsonio.loads)
+            request_id = pick_request_id(payload.get("id"), call.headers)
 
-    async def _predict(self, call: Call, batcher: Batcher) -> Reply:
-        payload = json_object(call.body, parse=jsonio.loads)
-        rows = await self.rows(payload, batcher)
-        request_id = pick_request_id(payload.get("id"), call.headers)
-        outputs = await batcher.submit(rows, request_id, call.headers.get("x-loopstack-variant"))
-        body = jsonio.dumps({"predictions": outputs.tolist(), "model": batcher.spec.name,
-                             "version": batcher.adapter.version, "request_id": request_id}, outputs)
-        return Reply(200, body, headers={"x-request-id": request_id})
+            def build(outputs: Any) -> Reply:
+                body = jsonio.dumps({"predictions": outputs.tolist(), "model": batcher.spec.name,
+                                     "version": batcher.adapter.version, "request_id": request_id}, outputs)
+                return Reply(200, body, headers={"x-request-id": request_id})
+
+            settle = answer.settler(build)
+            variant = call.headers.get("x-loopstack-variant")
+            rows = given_rows(payload, batcher.adapter.schema)
+            if rows is None:  # entity keys: the feature-store read runs off the loop, then the rows queue
+                self._spawn(self._enqueue_entities(payload["entities"], batcher, request_id, variant, settle),
+                            answer)
+            else:
+                batcher.enqueue(rows, request_id, variant, None, settle)
+        except Exception as error:
+            answer.fail(error)
+
+    async def _enqueue_entities(self, entities: Any, batcher: Batcher, request_id: str, variant: str | None,
+                                settle: Any) -> None:
+        batcher.enqueue(await self.entity_rows(entities, batcher), request_id, variant, None, settle)
+
+    def infer_soon(self, call: Call, respond: Callable[[Reply], None]) -> None:
+        """Answer an Open Inference Protocol infer through `respond`, once, on the event loop."""
+        answer = _Answer(self, call.path_params["name"], respond)
+        try:
+            batcher = self.repo.get(answer.name, call.path_params.get("version"))
+            answer.version = batcher.adapter.version
+            headers = call.headers
+            payload, binary = v2.parse_body(call.body, headers.get(v2.HEADER), headers.get("content-encoding"))
+            rows = v2.decode_inputs(payload, binary, batcher.adapter)
+            n = n_rows(rows)
+            if n == 0:
+                raise SignatureError("the input tensors hold no rows; send at least one")
+            request_id = pick_request_id(payload.get("id"), headers)
+
+            def build(outputs: Any) -> Reply:
+                body, header_length = v2.encode_response(payload, batcher.adapter, outputs, request_id)
+                if header_length is None:
+                    return Reply(200, body)
+                return Reply(200, body, "application/octet-stream",
+                             {"inference-header-content-length": str(header_length)})
+
+            batcher.enqueue(rows, request_id, headers.get("x-loopstack-variant"), n, answer.settler(build))
+        except Exception as error:
+            answer.fail(error)
+
+    def _spawn(self, coroutine: Any, answer: _Answer) -> None:
+        """Run `coroutine` as a task; its error is `answer`'s (the task is kept until it finishes)."""
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+
+        def finished(task: asyncio.Task[None]) -> None:
+            self._tasks.discard(task)
+            if task.cancelled():
+                answer.fail(BackendUnavailableError("the server stopped before the request was queued; retry"))
+            elif task.exception() is not None:
+                answer.fail(task.exception())  # type: ignore[arg-type]
+
+        task.add_done_callback(finished)
 
     async def rows(self, payload: dict[str, Any], batcher: Batcher, log: bool | None = None) -> Any:
         """A native body's input rows for `batcher`'s model: as sent (``instances`` or ``inputs``), or read
         from the feature store for ``entities`` (`entity_rows`; `log` goes to that read)."""
-        schema = batcher.adapter.schema
-        if "instances" in payload:
-            return schema.from_instances(payload["instances"])
-        if "inputs" in payload:
-            return schema.from_columns(payload["inputs"])
-        if "entities" in payload:
-            return await self.entity_rows(payload["entities"], batcher, log)
-        raise ValidationError("the body needs 'instances' (a list of rows), 'inputs' (an object of columns) or "
-                              "'entities' (a list of objects of join keys)")
+        rows = given_rows(payload, batcher.adapter.schema)
+        return rows if rows is not None else await self.entity_rows(payload["entities"], batcher, log)
 
     async def entity_rows(self, entities: Any, batcher: Batcher, log: bool | None = None) -> Any:
         """Feature rows for entity keys, read from the online store (with on-demand transforms applied).
@@ -186,20 +235,6 @@ class Server:
         found = {**response.entities, **response.values}
         schema = batcher.adapter.schema
         return schema.from_columns({name: found[name] for name in schema.names if name in found})
-
-    async def _infer(self, call: Call, batcher: Batcher) -> Reply:
-        headers = call.headers
-        payload, binary = v2.parse_body(call.body, headers.get(v2.HEADER), headers.get("content-encoding"))
-        rows = v2.decode_inputs(payload, binary, batcher.adapter)
-        n = n_rows(rows)
-        if n == 0:
-            raise SignatureError("the input tensors hold no rows; send at least one")
-        request_id = pick_request_id(payload.get("id"), headers)
-        outputs = await batcher.submit(rows, request_id, headers.get("x-loopstack-variant"), n)
-        body, header_length = v2.encode_response(payload, batcher.adapter, outputs, request_id)
-        if header_length is None:
-            return Reply(200, body)
-        return Reply(200, body, "application/octet-stream", {"inference-header-content-length": str(header_length)})
 
     async def feedback(self, request: Request) -> Response:
         try:
@@ -353,6 +388,64 @@ def create_app(
     return app
 
 
+class _Answer:
+    """One hot request's answer: counted in /metrics (status, latency), then handed to `respond`."""
+
+    __slots__ = ("name", "respond", "server", "started", "version")
+
+    def __init__(self, server: Server, name: str, respond: Callable[[Reply], None]) -> None:
+        self.server, self.name, self.version, self.respond = server, name, "", respond
+        self.started = time.perf_counter()
+
+    def settler(self, build: Callable[[Any], Reply]) -> Callable[[Any, BaseException | None], None]:
+        """The batcher's callback: the reply `build` makes of the outputs, or the error's."""
+
+        def settle(outputs: Any, error: BaseException | None) -> None:
+            if error is None:
+                try:
+                    reply = build(outputs)
+                except Exception as failure:
+                    error = failure
+                else:
+                    return self.send(reply)
+            self.fail(error)
+
+        return settle
+
+    def send(self, reply: Reply) -> None:
+        self.server.metrics.request(self.name, self.version, reply.status, time.perf_counter() - self.started)
+        self.respond(reply)
+
+    def fail(self, error: BaseException) -> None:
+        if self.name not in self.server.repo.names():
+            self.name = ""  # typos must not grow the series without bound
+        self.send(error_reply(error, self.server.settings.retry_after_s))
+
+
+async def _awaited(start: Callable[[Call, Callable[[Reply], None]], None], call: Call) -> Reply:
+    """The reply of a callback-style handler, awaited."""
+    future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+
+    def respond(reply: Reply) -> None:
+        if not future.done():
+            future.set_result(reply)
+
+    start(call, respond)
+    return await future
+
+
+def given_rows(payload: dict[str, Any], schema: Any) -> Any:
+    """The input rows a native body sends (``instances`` or ``inputs``); None when it sends ``entities``."""
+    if "instances" in payload:
+        return schema.from_instances(payload["instances"])
+    if "inputs" in payload:
+        return schema.from_columns(payload["inputs"])
+    if "entities" in payload:
+        return None
+    raise ValidationError("the body needs 'instances' (a list of rows), 'inputs' (an object of columns) or "
+                          "'entities' (a list of objects of join keys)")
+
+
 def error_response(error: BaseException, retry_after_s: int = 1) -> Response:
     """The JSON error response for any exception."""
     reply = error_reply(error, retry_after_s)
@@ -386,10 +479,26 @@ def json_object(body: bytes, allow_list: bool = False, parse: Any = json.loads) 
 
 
 def pick_request_id(given: Any, headers: dict[str, str]) -> str:
-    """The body's ``id``, else the X-Request-Id header, else a new random id."""
+    """The body's ``id``, else the X-Request-Id header, else a new random id.
+
+    The id goes back in the X-Request-Id header, so one a header cannot carry is refused.
+    """
     if isinstance(given, str) and given:
+        if not _header_safe(given):
+            raise ValidationError(f"the request id {given!r} cannot go in an HTTP header: send printable "
+                                  "Latin-1 text (it comes back as X-Request-Id)")
         return given
     return headers.get("x-request-id") or new_request_id()
+
+
+def _header_safe(text: str) -> bool:
+    if not text.isprintable() and HEADER_CONTROL.search(text):
+        return False
+    try:
+        text.isascii() or text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def new_request_id() -> str:

@@ -8,6 +8,10 @@ request's arrival) for the batch to fill. The predict runs in a worker
 thread, so the event loop keeps parsing and answering requests meanwhile, and
 its results are sliced back to the requests that formed the batch.
 
+Each request names a callback (`Batcher.enqueue`) called once, on the event
+loop, with its outputs or its error: the HTTP protocol's hot path answers from
+there without a task per request. `Batcher.submit` is the awaitable form.
+
 The queue is bounded in rows: a full queue raises `QueueFullError` (the server
 answers 503 with Retry-After) instead of growing memory.
 """
@@ -15,11 +19,13 @@ answers 503 with Retry-After) instead of growing memory.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
@@ -28,6 +34,9 @@ from loopstack.serving.config import ModelSpec
 from loopstack.serving.inputs import Rows, concat, n_rows
 from loopstack.serving.models import ModelAdapter
 from loopstack.serving.threads import ThreadBudget
+
+logger = logging.getLogger("loopstack.serving")
+Settle = Callable[[np.ndarray | None, BaseException | None], None]  # (outputs, None) or (None, error)
 
 
 class QueueFullError(BackendUnavailableError):
@@ -44,10 +53,11 @@ class Item:
 
     rows: Rows
     n: int
-    future: asyncio.Future[np.ndarray]
+    settle: Settle
     arrival: float
     request_id: str
     variant: str | None
+    settled: bool = False
 
 
 @dataclass
@@ -111,6 +121,16 @@ class Batcher:
     # -- request side ------------------------------------------------------------------
     async def submit(self, rows: Rows, request_id: str, variant: str | None = None, n: int | None = None) -> np.ndarray:
         """Queue `rows`, wait for their batch, and return this request's slice of the outputs."""
+        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        self.enqueue(rows, request_id, variant, n, partial(_settle_future, future))
+        return await future
+
+    def enqueue(self, rows: Rows, request_id: str, variant: str | None, n: int | None, settle: Settle) -> None:
+        """Queue `rows`; `settle(outputs, None)` or `settle(None, error)` follows once, on the event loop.
+
+        Raises at once (nothing queued) when the batcher is draining, the request is larger than
+        the queue, or the queue is full.
+        """
         n = n if n is not None else n_rows(rows)
         if self._closed:
             raise DrainingError(f"model {self.spec.name!r} version {self.adapter.version} is draining; retry")
@@ -121,20 +141,24 @@ class Batcher:
         if self.queued_rows + n > self.spec.max_queue:
             raise QueueFullError(f"model {self.spec.name!r} queue is full ({self.queued_rows} rows); retry later")
         self._start()
-        loop = asyncio.get_running_loop()
-        item = Item(rows, n, loop.create_future(), time.perf_counter(), request_id, variant)
-        self._queue.append(item)
+        self._queue.append(Item(rows, n, settle, time.perf_counter(), request_id, variant))
         self.queued_rows += n
         self.in_flight += 1
         assert self._wake is not None
         if not self._busy or self.queued_rows >= self.spec.max_batch_size:
             self._wake.set()
         if self._reaper is None:
-            self._reaper = loop.call_later(self.spec.timeout_s, self._reap)
+            self._reaper = asyncio.get_running_loop().call_later(self.spec.timeout_s, self._reap)
+
+    def _settle(self, item: Item, outputs: np.ndarray | None, error: BaseException | None) -> None:
+        if item.settled:
+            return
+        item.settled = True
+        self.in_flight -= 1
         try:
-            return await item.future
-        finally:
-            self.in_flight -= 1
+            item.settle(outputs, error)
+        except Exception:  # one request's answer must not stop the batch's others
+            logger.exception("answering request %s failed", item.request_id)
 
     def _reap(self) -> None:
         """Fail every request past its deadline with TimeoutError (the server's 504), then re-arm.
@@ -154,7 +178,7 @@ class Batcher:
             item = self._queue.popleft()
             self.queued_rows -= item.n
             self._time_out(item)
-        oldest = [item.arrival for item in self._running if not item.future.done()]
+        oldest = [item.arrival for item in self._running if not item.settled]
         if self._queue:
             oldest.append(self._queue[0].arrival)
         if oldest:
@@ -162,9 +186,8 @@ class Batcher:
             self._reaper = asyncio.get_running_loop().call_later(max(delay, 0.0), self._reap)
 
     def _time_out(self, item: Item) -> None:
-        if not item.future.done():
-            item.future.set_exception(
-                TimeoutError(f"request {item.request_id} passed timeout_s={self.spec.timeout_s}"))
+        if not item.settled:
+            self._settle(item, None, TimeoutError(f"request {item.request_id} passed timeout_s={self.spec.timeout_s}"))
 
     # -- batching loop -----------------------------------------------------------------
     def _start(self) -> None:
@@ -221,12 +244,14 @@ class Batcher:
                 for item in items:
                     await self._run([item])
                 return
-            _fail(items[0], error)
+            item = items[0]
+            if not isinstance(error, ValidationError):
+                error = ModelError(f"model failed on request {item.request_id}: {type(error).__name__}: {error}")
+            self._settle(item, None, error)
             return
         offset = 0
         for item in items:
-            if not item.future.done():
-                item.future.set_result(outputs[offset : offset + item.n])
+            self._settle(item, outputs[offset : offset + item.n], None)
             offset += item.n
         batch = Batch(self.adapter, items, rows, outputs, self.labels)
         for observe in self.observers:
@@ -268,12 +293,14 @@ class Batcher:
         return drained
 
 
-def _fail(item: Item, error: Exception) -> None:
-    if item.future.done():
+def _settle_future(future: asyncio.Future[np.ndarray], outputs: np.ndarray | None,
+                   error: BaseException | None) -> None:
+    if future.done():  # the waiting caller was cancelled
         return
-    if not isinstance(error, ValidationError):
-        error = ModelError(f"model failed on request {item.request_id}: {type(error).__name__}: {error}")
-    item.future.set_exception(error)
+    if error is None:
+        future.set_result(outputs)  # type: ignore[arg-type]
+    else:
+        future.set_exception(error)
 
 
 class ModelError(LoopstackError):

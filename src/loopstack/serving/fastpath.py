@@ -12,6 +12,7 @@ endpoints also stay registered as Starlette routes, so both ways reach them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,12 +41,17 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+HEADER_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # what an HTTP header value cannot carry (as uvicorn checks)
 WANTED = frozenset({b"x-request-id", b"x-loopstack-variant", b"x-unit-id", b"inference-header-content-length",
                     b"content-encoding"})
 
 
 class Endpoint:
     """A raw ASGI app calling ``handler(call) -> Reply``.
+
+    `soon`, when given, is the same handler in callback form, ``soon(call, respond)``: it calls
+    ``respond(reply)`` once, on the event loop, and spares the HTTP protocol a task per request
+    (`loopstack.serving.protocol`).
 
     Examples
     --------
@@ -59,8 +65,10 @@ class Endpoint:
     b'hi'
     """
 
-    def __init__(self, handler: Callable[[Call], Awaitable[Reply]]) -> None:
+    def __init__(self, handler: Callable[[Call], Awaitable[Reply]],
+                 soon: Callable[[Call, Callable[[Reply], None]], None] | None = None) -> None:
         self.handler = handler
+        self.soon = soon
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.respond(scope.get("path_params", {}), scope, receive, send)
@@ -105,7 +113,10 @@ class HotRoutes:
         """The endpoint and path parameters of a hot request, or None to let Starlette route it."""
         if scope.get("method") != "POST" or scope.get("root_path"):
             return None
-        path: str = scope["path"]
+        return self.match_path(scope["path"])
+
+    def match_path(self, path: str) -> tuple[Any, dict[str, str]] | None:
+        """`match` for a POST to `path` (`loopstack.serving.protocol` calls it before any scope exists)."""
         if path.startswith("/v1/models/") and path.endswith(":predict"):
             name = path[len("/v1/models/") : -len(":predict")]
             return (self.predict, {"name": name}) if name and "/" not in name else None

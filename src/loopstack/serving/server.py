@@ -1,5 +1,8 @@
 """Running the app under uvicorn (uvloop and httptools when installed), with a graceful stop.
 
+The hot routes are answered by uvicorn's HTTP protocol itself (`loopstack.serving.protocol`);
+everything else goes through the ASGI app.
+
 On SIGTERM or SIGINT uvicorn stops accepting connections and waits for the
 requests already received; the app's lifespan then drains every batcher and
 flushes the prediction log before the process exits. Access logging is off:
@@ -51,21 +54,30 @@ def serve(
     app = create_app(models, settings, loader=loader, resolver=resolver, feature_store=feature_store,
                      deployments=deployments)
     app.state.server.settle_heap = True
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        loop="auto",
-        http="auto",
-        lifespan="on",
-        log_level=log_level,
-        access_log=False,
-        proxy_headers=False,  # the app reads neither the client address nor the scheme: skip the per-request rewrite
-        backlog=4096,
-        timeout_graceful_shutdown=int(drain_timeout_s),
-        timeout_keep_alive=30,
-    )
+    config = uvicorn_config(app, host=host, port=port, log_level=log_level,
+                            timeout_graceful_shutdown=int(drain_timeout_s))
     uvicorn.Server(config).run()
+
+
+def uvicorn_config(app: Any, **overrides: Any) -> Any:
+    """uvicorn's configuration for `app`, as `serve` runs it: the hot routes answered by the HTTP protocol
+    itself (`loopstack.serving.protocol`), no access log, no proxy-header rewrite, a deep backlog."""
+    import uvicorn
+
+    from loopstack.serving.protocol import hot_protocol
+
+    settings: dict[str, Any] = {
+        "loop": "auto",
+        "http": hot_protocol(app),
+        "lifespan": "on",
+        "log_level": "warning",
+        "access_log": False,
+        "proxy_headers": False,  # the app reads neither the client address nor the scheme: skip the per-request rewrite
+        "backlog": 4096,
+        "timeout_keep_alive": 30,
+    }
+    settings.update(overrides)
+    return uvicorn.Config(app, **settings)
 
 
 def _check_address(host: str, port: int) -> None:

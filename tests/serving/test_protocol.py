@@ -1,0 +1,186 @@
+"""The hot routes answered by uvicorn's HTTP protocol itself: the HTTP/1.1 that clients rely on still holds
+(keep-alive, pipelining, Connection: close, HTTP/1.0, chunked bodies, Expect: 100-continue), over real sockets."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import pytest
+from tests.serving.conftest import SlowModel, running
+
+from loopstack.serving import ModelSpec, create_app
+from loopstack.serving.fastpath import Reply
+from loopstack.serving.protocol import Encoder, HotCycle, hot_protocol
+
+ROW = json.dumps({"instances": [[1.0, 2.0, 3.0]]}).encode()
+
+
+@pytest.fixture(scope="module")
+def address() -> Iterator[str]:
+    with running(create_app([ModelSpec(name="m", model=SlowModel(delay_s=0.0))])) as address:
+        yield address
+
+
+def _post(path: str, body: bytes, headers: str = "", version: str = "1.1") -> bytes:
+    return (f"POST {path} HTTP/{version}\r\nHost: t\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n{headers}\r\n").encode() + body
+
+
+@contextmanager
+def _connect(address: str) -> Iterator[socket.socket]:
+    host, port = address.split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        yield sock
+
+
+def _read_answers(sock: socket.socket, count: int) -> list[tuple[int, dict[str, str], bytes]]:
+    """`count` whole HTTP answers read off `sock` (each with a content-length)."""
+    buffer, answers = b"", []
+    while len(answers) < count:
+        while b"\r\n\r\n" not in buffer:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise ConnectionError(f"closed after {len(answers)} answers; left {buffer!r}")
+            buffer += chunk
+        head, buffer = buffer.split(b"\r\n\r\n", 1)
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines)}
+        size = int(headers["content-length"])
+        while len(buffer) < size:
+            buffer += sock.recv(65536)
+        answers.append((int(status_line.split()[1]), headers, buffer[:size]))
+        buffer = buffer[size:]
+    return answers
+
+
+def _closed(sock: socket.socket) -> bool:
+    sock.settimeout(5)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_keep_alive_serves_many_requests_on_one_connection(address: str) -> None:
+    with _connect(address) as sock:
+        for i in range(20):
+            sock.sendall(_post("/v1/models/m:predict", json.dumps({"instances": [[i, 1.0, 1.0]]}).encode()))
+            status, headers, body = _read_answers(sock, 1)[0]
+            assert status == 200
+            assert json.loads(body)["predictions"] == [i + 2.0]
+            assert headers["server"] == "uvicorn" and "date" in headers  # uvicorn's default headers, as before
+            assert "connection" not in headers
+
+
+def test_pipelined_requests_are_answered_in_order_hot_and_not(address: str) -> None:
+    """A hot request, a Starlette route and another hot request in one write: three answers, in order."""
+    with _connect(address) as sock:
+        sock.sendall(_post("/v1/models/m:predict", json.dumps({"instances": [[1.0, 0, 0]]}).encode())
+                     + b"GET /v2/health/live HTTP/1.1\r\nHost: t\r\n\r\n"
+                     + _post("/v1/models/m:predict", json.dumps({"instances": [[5.0, 0, 0]]}).encode()))
+        answers = _read_answers(sock, 3)
+    assert [a[0] for a in answers] == [200, 200, 200]
+    assert json.loads(answers[0][2])["predictions"] == [1.0]
+    assert json.loads(answers[1][2]) == {"live": True}
+    assert json.loads(answers[2][2])["predictions"] == [5.0]
+
+
+def test_connection_close_and_http_1_0_close_after_the_answer(address: str) -> None:
+    for request in (_post("/v1/models/m:predict", ROW, "Connection: close\r\n"),
+                    _post("/v1/models/m:predict", ROW, version="1.0")):
+        with _connect(address) as sock:
+            sock.sendall(request)
+            status, headers, body = _read_answers(sock, 1)[0]
+            assert status == 200 and json.loads(body)["predictions"] == [6.0]
+            assert headers["connection"] == "close"
+            assert _closed(sock)
+
+
+def test_chunked_and_large_bodies_reach_the_handler_whole(address: str) -> None:
+    rows = np.random.default_rng(0).normal(size=(1500, 3))
+    body = json.dumps({"instances": rows.tolist()}).encode()
+    assert len(body) > 65536  # past uvicorn's flow-control high-water mark
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 7000]), body[i:i + 7000]) for i in range(0, len(body), 7000))
+    with _connect(address) as sock:
+        sock.sendall(b"POST /v1/models/m:predict HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     + chunks + b"0\r\n\r\n")
+        sock.sendall(_post("/v1/models/m:predict", body))
+        answers = _read_answers(sock, 2)
+    for status, _, answer in answers:
+        assert status == 200
+        np.testing.assert_allclose(json.loads(answer)["predictions"], rows.sum(axis=1))
+
+
+def test_expect_100_continue_gets_its_interim_answer(address: str) -> None:
+    with _connect(address) as sock:
+        sock.sendall(_post("/v1/models/m:predict", b"", "Expect: 100-continue\r\n").replace(
+            b"Content-Length: 0", f"Content-Length: {len(ROW)}".encode()))
+        assert sock.recv(64).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        sock.sendall(ROW)
+        status, _, body = _read_answers(sock, 1)[0]
+    assert status == 200 and json.loads(body)["predictions"] == [6.0]
+
+
+def test_errors_keep_their_status_headers_and_the_connection(address: str) -> None:
+    with _connect(address) as sock:
+        sock.sendall(_post("/v1/models/nope:predict", ROW) + _post("/v1/models/m:predict", b"{not json")
+                     + _post("/v1/models/m:predict", json.dumps({"id": "a\nb", "instances": [[1, 2, 3]]}).encode())
+                     + _post("/v1/models/m:predict", ROW, "X-Request-Id: mine\r\n"))
+        answers = _read_answers(sock, 4)
+    assert [a[0] for a in answers] == [404, 400, 400, 200]
+    assert "request id 'a\\nb'" in json.loads(answers[2][2])["error"]
+    assert answers[3][1]["x-request-id"] == "mine"
+
+
+def test_a_client_that_leaves_before_its_answer_does_not_disturb_the_others() -> None:
+    app = create_app([ModelSpec(name="slow", model=SlowModel(delay_s=0.3))])
+    with running(app) as address:
+        with _connect(address) as leaving:
+            leaving.sendall(_post("/v1/models/slow:predict", ROW))
+            time.sleep(0.05)
+        with _connect(address) as sock:
+            sock.sendall(_post("/v1/models/slow:predict", ROW))
+            status, _, body = _read_answers(sock, 1)[0]
+        assert status == 200 and json.loads(body)["predictions"] == [6.0]
+        assert app.state.server.repo.get("slow").in_flight == 0
+
+
+def test_the_protocol_answers_hot_routes_without_the_asgi_app(address: str, monkeypatch) -> None:
+    """The point of the protocol: no RequestResponseCycle for a hot route; one for anything else."""
+    from uvicorn.protocols.http import httptools_impl
+
+    cycles: list[Any] = []
+    original = httptools_impl.RequestResponseCycle
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        cycles.append(kwargs["scope"]["path"])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(httptools_impl, "RequestResponseCycle", counting)
+    v2 = json.dumps({"inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP64", "data": [1, 2, 3]}]})
+    with _connect(address) as sock:
+        for request in (_post("/v1/models/m:predict", ROW), _post("/v2/models/m/infer", v2.encode()),
+                        _post("/v1/models/m:predict?debug=1", ROW), b"GET /v2/health/ready HTTP/1.1\r\nHost: t\r\n\r\n"):
+            sock.sendall(request)
+            assert _read_answers(sock, 1)[0][0] == 200
+    assert cycles == ["/v1/models/m:predict", "/v2/health/ready"]  # a query string takes uvicorn's own path
+
+
+def test_encoder_refuses_a_header_that_would_split_the_answer() -> None:
+    encoder = Encoder()
+    data = encoder.encode(Reply(404, b"{}", headers={"x-request-id": "r1"}), False, [(b"server", b"uvicorn")])
+    assert data == (b"HTTP/1.1 404 Not Found\r\nserver: uvicorn\r\ncontent-type: application/json\r\n"
+                    b"content-length: 2\r\nx-request-id: r1\r\nconnection: close\r\n\r\n{}")
+    with pytest.raises(ValueError, match="control character"):
+        encoder.encode(Reply(200, b"{}", headers={"x-request-id": "a\r\nset-cookie: x"}), True, [])
+
+
+def test_an_app_without_hot_routes_gets_uvicorns_own_protocol() -> None:
+    assert hot_protocol(object()) == "auto"
+    assert HotCycle.message_event.set() is None  # uvicorn sets it on a disconnect
