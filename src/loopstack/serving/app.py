@@ -128,10 +128,10 @@ class Server:
     # Each hot route answers through a callback (`predict_soon`, `infer_soon`): the HTTP protocol calls
     # them without a task per request (`loopstack.serving.protocol`); the ASGI routes await `predict`/`infer`.
     async def predict(self, call: Call) -> Reply:
-        return await _awaited(self.predict_soon, call)
+        return await awaited(self.predict_soon, call)
 
     async def infer(self, call: Call) -> Reply:
-        return await _awaited(self.infer_soon, call)
+        return await awaited(self.infer_soon, call)
 
     def predict_soon(self, call: Call, respond: Callable[[Reply], None]) -> None:
         """Answer a native predict through `respond`, once, on the event loop."""
@@ -151,8 +151,8 @@ class Server:
             variant = call.headers.get("x-loopstack-variant")
             rows = given_rows(payload, batcher.adapter.schema)
             if rows is None:  # entity keys: the feature-store read runs off the loop, then the rows queue
-                self._spawn(self._enqueue_entities(payload["entities"], batcher, request_id, variant, settle),
-                            answer)
+                self.spawn(self._enqueue_entities(payload["entities"], batcher, request_id, variant, settle),
+                           answer.fail)
             else:
                 batcher.enqueue(rows, request_id, variant, None, settle)
         except Exception as error:
@@ -187,17 +187,17 @@ class Server:
         except Exception as error:
             answer.fail(error)
 
-    def _spawn(self, coroutine: Any, answer: _Answer) -> None:
-        """Run `coroutine` as a task; its error is `answer`'s (the task is kept until it finishes)."""
+    def spawn(self, coroutine: Any, fail: Callable[[BaseException], None]) -> None:
+        """Run `coroutine` as a task, kept until it finishes; its error (or its cancellation) goes to `fail`."""
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
 
         def finished(task: asyncio.Task[None]) -> None:
             self._tasks.discard(task)
             if task.cancelled():
-                answer.fail(BackendUnavailableError("the server stopped before the request was queued; retry"))
+                fail(BackendUnavailableError("the server stopped before the request was queued; retry"))
             elif task.exception() is not None:
-                answer.fail(task.exception())  # type: ignore[arg-type]
+                fail(task.exception())  # type: ignore[arg-type]
 
         task.add_done_callback(finished)
 
@@ -381,7 +381,7 @@ def create_app(
         from loopstack.serving.routing import EndpointService
 
         server.endpoints = EndpointService(deployments, server)
-        server.hot.endpoint = Endpoint(server.endpoints.predict)
+        server.hot.endpoint = Endpoint(server.endpoints.predict, server.endpoints.predict_soon)
         routes.extend(server.endpoints.routes())
     app = ServingApp(server.hot, routes=routes, lifespan=server.lifespan)
     app.state.server = server
@@ -422,7 +422,7 @@ class _Answer:
         self.send(error_reply(error, self.server.settings.retry_after_s))
 
 
-async def _awaited(start: Callable[[Call, Callable[[Reply], None]], None], call: Call) -> Reply:
+async def awaited(start: Callable[[Call, Callable[[Reply], None]], None], call: Call) -> Reply:
     """The reply of a callback-style handler, awaited."""
     future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
 

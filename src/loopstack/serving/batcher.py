@@ -155,8 +155,9 @@ class Batcher:
             return
         item.settled = True
         self.in_flight -= 1
+        settle, item.settle = item.settle, _settled  # the prediction log keeps the item; not its request's objects
         try:
-            item.settle(outputs, error)
+            settle(outputs, error)
         except Exception:  # one request's answer must not stop the batch's others
             logger.exception("answering request %s failed", item.request_id)
 
@@ -291,6 +292,10 @@ class Batcher:
                 pass
             self._task = None
         return drained
+
+
+def _settled(outputs: np.ndarray | None, error: BaseException | None) -> None:
+    """What a settled item holds instead of its callback."""
 
 
 def _settle_future(future: asyncio.Future[np.ndarray], outputs: np.ndarray | None,

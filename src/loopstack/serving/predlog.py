@@ -133,26 +133,38 @@ class PredictionLog:
 
 
 def predictions_table(batches: list[Batch]) -> pa.Table:
-    """One Arrow table from batches of the same model version."""
+    """One Arrow table from batches of the same model version.
+
+    Built column-wise in Arrow and NumPy: the writer thread holds the GIL while it runs Python, and
+    each stretch of that is a pause for the event loop answering requests.
+    """
     import pyarrow as pa
 
     adapter = batches[0].adapter
     items = [item for b in batches for item in b.items]
-    counts = np.array([item.n for item in items])
-    latency = np.concatenate([(b.finished - np.array([i.arrival for i in b.items])) * 1e3 for b in batches])
-    times = np.concatenate([np.full(len(b.items), b.wall_time) for b in batches])
+    counts = np.fromiter((item.n for item in items), np.int64, len(items))
+    arrival = np.fromiter((item.arrival for item in items), np.float64, len(items))
+    per_batch = np.fromiter((len(b.items) for b in batches), np.int64, len(batches))
+    finished = np.repeat(np.fromiter((b.finished for b in batches), np.float64, len(batches)), per_batch)
+    times = np.repeat(np.fromiter((b.wall_time for b in batches), np.float64, len(batches)), per_batch)
     rows = concat([b.rows for b in batches])
     outputs = np.concatenate([b.outputs for b in batches])
     inputs = columns_of(rows, adapter.schema)
     n = int(counts.sum())
+    to_rows = None if n == len(items) else pa.array(np.repeat(np.arange(len(items)), counts))
+
+    def per_row(values: Any, type: pa.DataType) -> pa.Array:
+        array = pa.array(values, type)
+        return array if to_rows is None else array.take(to_rows)
+
     return pa.table({
-        "request_id": pa.array(np.repeat([i.request_id for i in items], counts), pa.string()),
+        "request_id": per_row([i.request_id for i in items], pa.string()),
         "row": pa.array(np.arange(n) - np.repeat(np.cumsum(counts) - counts, counts), pa.int32()),
-        "time": pa.array(np.repeat((times * 1e6).astype("int64"), counts), pa.timestamp("us", tz="UTC")),
-        "model": pa.array([adapter.name] * n, pa.string()),
-        "version": pa.array([adapter.version] * n, pa.string()),
-        "variant": pa.array(np.repeat([i.variant or adapter.variant for i in items], counts), pa.string()),
-        "latency_ms": pa.array(np.repeat(latency, counts), pa.float64()),
+        "time": per_row((times * 1e6).astype("int64"), pa.timestamp("us", tz="UTC")),
+        "model": pa.repeat(pa.scalar(adapter.name, pa.string()), n),
+        "version": pa.repeat(pa.scalar(adapter.version, pa.string()), n),
+        "variant": per_row([i.variant or adapter.variant for i in items], pa.string()),
+        "latency_ms": per_row((finished - arrival) * 1e3, pa.float64()),
         "inputs": pa.StructArray.from_arrays([pa.array(v) for v in inputs.values()], list(inputs)),
         "outputs": pa.StructArray.from_arrays([_output_array(outputs)], [adapter.method]),
     })

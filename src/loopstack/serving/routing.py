@@ -30,8 +30,10 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -40,7 +42,7 @@ from starlette.routing import Route
 
 from loopstack.core.errors import NotFoundError
 from loopstack.serving import jsonio
-from loopstack.serving.app import error_reply, json_object, pick_request_id
+from loopstack.serving.app import awaited, error_reply, given_rows, json_object, pick_request_id
 from loopstack.serving.batcher import Batcher
 from loopstack.serving.config import ModelSpec
 from loopstack.serving.fastpath import Call, Endpoint, Reply
@@ -93,7 +95,7 @@ class EndpointService:
 
     def routes(self) -> list[Route]:
         return [
-            Route("/v1/endpoints/{endpoint}:predict", Endpoint(self.predict), methods=["POST"]),
+            Route("/v1/endpoints/{endpoint}:predict", Endpoint(self.predict, self.predict_soon), methods=["POST"]),
             Route("/v1/endpoints", self.describe, methods=["GET"]),
         ]
 
@@ -191,39 +193,35 @@ class EndpointService:
 
     # -- requests -----------------------------------------------------------------------------
     async def predict(self, call: Call) -> Reply:
-        """Route one request to its variant, answer it, record it; mirror it to the shadows afterwards.
+        return await awaited(self.predict_soon, call)
+
+    def predict_soon(self, call: Call, respond: Callable[[Reply], None]) -> None:
+        """Route one request to its variant, answer it through `respond`, record it; then mirror it to the shadows.
 
         In ``/metrics`` it counts under ``model=<endpoint>, version=<variant>`` (an unknown endpoint
         under ``model=""``: a client's typos must not grow the series without bound).
         """
-        started = time.perf_counter()
-        endpoint = call.path_params["endpoint"]
-        live: Live | None = None
-        variant = request_id = unit = None
+        answer = _EndpointAnswer(self, call.path_params["endpoint"], respond)
         try:
-            live = self._live(endpoint)
+            answer.live = live = self._live(answer.endpoint)
             payload = json_object(call.body, parse=jsonio.loads)
-            unit = _unit(payload, call.headers.get("x-unit-id"))
-            request_id = pick_request_id(payload.get("id"), call.headers)
-            variant = live.router.choose(unit)
+            answer.unit = _unit(payload, call.headers.get("x-unit-id"))
+            answer.request_id = pick_request_id(payload.get("id"), call.headers)
+            answer.variant = variant = live.router.choose(answer.unit)
             batcher = live.batchers[variant]
-            outputs = await batcher.submit(await self.server.rows(payload, batcher), request_id, variant)
-            body = jsonio.dumps({"predictions": outputs.tolist(), "endpoint": endpoint, "variant": variant,
-                                 "model": batcher.spec.ref, "version": batcher.adapter.version,
-                                 "deployment_version": live.router.version, "request_id": request_id}, outputs)
+            settle = partial(answer.settle, payload, batcher)
+            rows = given_rows(payload, batcher.adapter.schema)
+            if rows is None:  # entity keys: the feature-store read runs off the loop, then the rows queue
+                self.server.spawn(self._enqueue_entities(payload, batcher, answer.request_id, variant, settle),
+                                  answer.fail)
+            else:
+                batcher.enqueue(rows, answer.request_id, variant, None, settle)
         except Exception as error:
-            reply = error_reply(error, self.server.settings.retry_after_s)
-            if variant is not None:  # the variant was chosen: the request counts against it, and says which
-                self._record(endpoint, live, variant, request_id, unit, False, reply.status, started, error)
-                reply.headers.update({"x-request-id": request_id, "x-loopstack-variant": variant})
-            self.server.metrics.request(endpoint if endpoint in self.live else "", variant or "", reply.status,
-                                        time.perf_counter() - started)
-            return reply
-        self._record(endpoint, live, variant, request_id, unit, True, 200, started)
-        self.server.metrics.request(endpoint, variant, 200, time.perf_counter() - started)
-        for shadow in live.router.shadows:
-            self._spawn(self._mirror(endpoint, live, shadow, payload, request_id, unit))
-        return Reply(200, body, headers={"x-request-id": request_id, "x-loopstack-variant": variant})
+            answer.fail(error)
+
+    async def _enqueue_entities(self, payload: dict[str, Any], batcher: Batcher, request_id: str, variant: str,
+                                settle: Any) -> None:
+        batcher.enqueue(await self.server.rows(payload, batcher), request_id, variant, None, settle)
 
     async def _mirror(self, endpoint: str, live: Live, variant: str, payload: dict[str, Any], request_id: str,
                       unit: Any) -> None:
@@ -260,6 +258,51 @@ class EndpointService:
                         unit_id=None if unit is None else str(unit), shadow=shadow, ok=ok, status=status,
                         latency_ms=(time.perf_counter() - started) * 1e3,
                         error=None if error is None else f"{type(error).__name__}: {error}"[:500])
+
+
+class _EndpointAnswer:
+    """One endpoint request's answer: recorded in the traffic log and /metrics, then handed to `respond`."""
+
+    __slots__ = ("endpoint", "live", "request_id", "respond", "service", "started", "unit", "variant")
+
+    def __init__(self, service: EndpointService, endpoint: str, respond: Callable[[Reply], None]) -> None:
+        self.service, self.endpoint, self.respond = service, endpoint, respond
+        self.started = time.perf_counter()
+        self.live: Live | None = None
+        self.variant: str | None = None
+        self.request_id: str | None = None
+        self.unit: Any = None
+
+    def settle(self, payload: dict[str, Any], batcher: Batcher, outputs: Any, error: BaseException | None) -> None:
+        """The batcher's callback: answer with the outputs (and mirror to the shadows), or with the error."""
+        if error is not None:
+            return self.fail(error)
+        live, variant, request_id = self.live, self.variant, self.request_id
+        assert live is not None and variant is not None and request_id is not None
+        try:
+            body = jsonio.dumps({"predictions": outputs.tolist(), "endpoint": self.endpoint, "variant": variant,
+                                 "model": batcher.spec.ref, "version": batcher.adapter.version,
+                                 "deployment_version": live.router.version, "request_id": request_id}, outputs)
+        except Exception as failure:
+            return self.fail(failure)
+        service = self.service
+        service._record(self.endpoint, live, variant, request_id, self.unit, True, 200, self.started)
+        service.server.metrics.request(self.endpoint, variant, 200, time.perf_counter() - self.started)
+        for shadow in live.router.shadows:
+            service._spawn(service._mirror(self.endpoint, live, shadow, payload, request_id, self.unit))
+        self.respond(Reply(200, body, headers={"x-request-id": request_id, "x-loopstack-variant": variant}))
+
+    def fail(self, error: BaseException) -> None:
+        service = self.service
+        reply = error_reply(error, service.server.settings.retry_after_s)
+        if self.variant is not None:  # the variant was chosen: the request counts against it, and says which
+            assert self.live is not None and self.request_id is not None
+            service._record(self.endpoint, self.live, self.variant, self.request_id, self.unit, False, reply.status,
+                            self.started, error)
+            reply.headers.update({"x-request-id": self.request_id, "x-loopstack-variant": self.variant})
+        service.server.metrics.request(self.endpoint if self.endpoint in service.live else "", self.variant or "",
+                                       reply.status, time.perf_counter() - self.started)
+        self.respond(reply)
 
 
 def _unit(payload: dict[str, Any], header: str | None) -> Any:
