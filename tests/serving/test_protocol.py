@@ -165,8 +165,9 @@ def test_the_protocol_answers_hot_routes_without_the_asgi_app(address: str, monk
     monkeypatch.setattr(httptools_impl, "RequestResponseCycle", counting)
     v2 = json.dumps({"inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP64", "data": [1, 2, 3]}]})
     with _connect(address) as sock:
+        health = b"GET /v2/health/ready HTTP/1.1\r\nHost: t\r\n\r\n"
         for request in (_post("/v1/models/m:predict", ROW), _post("/v2/models/m/infer", v2.encode()),
-                        _post("/v1/models/m:predict?debug=1", ROW), b"GET /v2/health/ready HTTP/1.1\r\nHost: t\r\n\r\n"):
+                        _post("/v1/models/m:predict?debug=1", ROW), health):
             sock.sendall(request)
             assert _read_answers(sock, 1)[0][0] == 200
     assert cycles == ["/v1/models/m:predict", "/v2/health/ready"]  # a query string takes uvicorn's own path

@@ -91,7 +91,6 @@ class TrafficLog:
 
     def flush(self) -> None:
         """Write everything queued so far, one segment per endpoint."""
-        import pyarrow as pa
         import pyarrow.parquet as pq
 
         with self._lock:
@@ -104,7 +103,7 @@ class TrafficLog:
                 folder.mkdir(parents=True, exist_ok=True)
                 name = f"{time.time_ns()}-{os.getpid()}-{next(_seq):06d}.parquet"
                 tmp = folder / f".{name}.tmp"
-                pq.write_table(pa.Table.from_pylist(rows, schema=traffic_schema()), tmp)
+                pq.write_table(_table(rows), tmp)
                 tmp.replace(folder / name)  # readers never see half a file
 
     def close(self) -> None:
@@ -116,6 +115,23 @@ class TrafficLog:
 
 
 SINCE_SLACK_S = 60.0
+CHUNK_ROWS = 1024  # rows converted per hold of the GIL (about a millisecond)
+
+
+def _table(rows: list[dict[str, Any]]) -> pa.Table:
+    """The records as a table, converted a chunk at a time.
+
+    Arrow converts Python objects holding the GIL throughout: a second of traffic in one call
+    would pause the event loop that answers requests for ~10 ms. Between chunks the writer yields.
+    """
+    import pyarrow as pa
+
+    schema = traffic_schema()
+    batches = []
+    for start in range(0, len(rows), CHUNK_ROWS):
+        batches.append(pa.RecordBatch.from_pylist(rows[start : start + CHUNK_ROWS], schema=schema))
+        time.sleep(0)  # lets a thread waiting for the GIL (the event loop) take it
+    return pa.Table.from_batches(batches, schema)
 
 
 def read_traffic_log(root: str | os.PathLike[str], endpoint: str, since: float | None = None) -> pa.Table:
