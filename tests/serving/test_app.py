@@ -228,3 +228,22 @@ def test_a_model_logged_with_its_features_takes_entity_keys_on_its_route_and_its
         refused = httpx.post(f"http://{address}/v1/models/eta:predict", json=entities)
     error = refused.json()["error"]
     assert refused.status_code == 400 and "no feature store" in error and "feature_store=project.feature_store" in error
+
+
+def test_prediction_segments_come_in_write_order_across_version_folders(tmp_path: Path) -> None:
+    """Version 10 of a model written after version 9: its segments come after 9's (in path order "10" < "9")."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from loopstack.serving.predlog import prediction_segments
+
+    written = []
+    for version, time_ns in (("9", 1_700_000_000_000_000_000), ("10", 1_700_000_000_500_000_000),
+                             ("9", 1_700_000_001_000_000_000)):
+        folder = tmp_path / "predictions" / "m" / version
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{time_ns}-1-{len(written):06d}.parquet"
+        pq.write_table(pa.table({"request_id": [f"r{len(written)}"], "version": [version]}), path)
+        written.append(path)
+    assert prediction_segments(tmp_path, "m") == written
+    assert read_prediction_log(tmp_path, "m").column("request_id").to_pylist() == ["r0", "r1", "r2"]

@@ -187,14 +187,17 @@ def read_feedback(root: str | os.PathLike[str]) -> pa.Table:
 
 
 def prediction_segments(root: str | os.PathLike[str], model: str | None = None) -> list[Path]:
-    """The prediction log's segment files (of one model, when given), in path order.
+    """The prediction log's segment files (of one model, when given), in write-time order.
+
+    A segment's name starts with the nanosecond time it was written, so later segments come later
+    whatever their version folder is called (in path order, version "10" would sort before "9").
 
     A segment is written whole under a temporary name and renamed into place, and nothing writes
     to it again: a reader may keep what it read of one. `read_prediction_log` unifies their
     schemas permissively (as ``pa.concat_tables(..., promote_options="permissive")`` does).
     """
     folder = Path(root) / "predictions"
-    return sorted((folder if model is None else folder / model).glob("**/*.parquet"))
+    return sorted((folder if model is None else folder / model).glob("**/*.parquet"), key=lambda p: (p.name, p))
 
 
 def feedback_segments(root: str | os.PathLike[str]) -> list[Path]:
