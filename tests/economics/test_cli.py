@@ -63,6 +63,7 @@ def test_bad_price_tables_and_model_configs_are_named(tmp_path: Path) -> None:
     assert "broken.yaml is not valid YAML at line 2" in _fails("breakeven", "--prices", str(tmp_path / "broken.yaml"))
     assert "binary.yaml is not text" in _fails("plan", "gpt2", "--prices", str(tmp_path / "binary.yaml"))
     assert "model config missing.json does not exist" in _fails("estimate", "missing.json")
+    assert "use one of [1, 2, 4, 8, 16, 32]" in _fails("estimate", "llama-3-8b", "--tp", "3")
     (tmp_path / "config.json").write_text("{")
     assert "is not JSON" in _fails("estimate", str(tmp_path / "config.json"))
 

@@ -15,6 +15,7 @@ from loopstack.economics import (
     inference_memory,
     kv_cache_bytes,
     max_batch,
+    training_memory,
     weight_bytes,
 )
 
@@ -70,6 +71,18 @@ def test_inference_estimate_adds_overhead_and_splits_over_tensor_parallel() -> N
     assert one.activations == pytest.approx(0.2 * one.weights)
     assert four.total == pytest.approx(one.total / 4)
     assert inference_memory("llama-2-70b", dtype="int4").weights == one.weights / 4
+
+
+def test_tensor_parallel_must_split_the_heads_and_keeps_a_whole_kv_head_per_gpu() -> None:
+    with pytest.raises(ConfigError, match=r"tensor_parallel=3 does not divide llama-3-8b's 32 attention heads"):
+        inference_memory("llama-3-8b", tensor_parallel=3)
+    with pytest.raises(ConfigError, match="does not divide"):
+        training_memory("llama-3-8b", seq=512, tensor_parallel=6)
+    # 8 KV heads over 16 GPUs: each holds one, replicated (as vLLM does), so 1/8 of the cache, not 1/16
+    one = inference_memory("llama-3-8b", context=8192, overhead=0)
+    sixteen = inference_memory("llama-3-8b", context=8192, overhead=0, tensor_parallel=16)
+    assert sixteen.kv_cache == one.kv_cache / 8
+    assert sixteen.weights == one.weights / 16
 
 
 def test_max_batch_fills_the_free_memory() -> None:

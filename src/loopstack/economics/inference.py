@@ -91,7 +91,8 @@ def inference_memory(
     """Per-GPU memory to serve `model`: weights, KV cache and a runtime overhead.
 
     Tensor parallelism over `tensor_parallel` GPUs splits weights and KV heads
-    evenly (Shoeybi et al. 2019, Megatron-LM). `context` defaults to the
+    evenly (Shoeybi et al. 2019, Megatron-LM); it must divide the attention
+    heads, and a GPU holds at least one KV head (`ModelConfig.kv_share`). `context` defaults to the
     model's maximum; the overhead (activations, CUDA context, allocator
     fragmentation) is reported in `activations` as a share of the weights.
 
@@ -102,10 +103,8 @@ def inference_memory(
     (16.06, 4.0)
     """
     m = get_model(model)
-    if tensor_parallel < 1:
-        raise ConfigError(f"tensor_parallel={tensor_parallel} must be at least 1")
     weights = weight_bytes(m, dtype) / tensor_parallel
-    kv = kv_cache_bytes(m, context=context or m.max_context, batch=batch, dtype=kv_dtype) / tensor_parallel
+    kv = kv_cache_bytes(m, context=context or m.max_context, batch=batch, dtype=kv_dtype) * m.kv_share(tensor_parallel)
     return MemoryEstimate(
         weights=weights,
         activations=weights * overhead,

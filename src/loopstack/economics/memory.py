@@ -163,8 +163,9 @@ def activation_bytes_per_layer(
     """
     m = get_model(model)
     s, b, h, a, t = seq, batch, m.hidden, m.heads, tensor_parallel
-    if t < 1 or s < 1 or b < 1:
-        raise ConfigError(f"seq={s}, batch={b} and tensor_parallel={t} must be positive")
+    if s < 1 or b < 1:
+        raise ConfigError(f"seq={s} and batch={b} must be positive")
+    m.check_tensor_parallel(t)
     if recompute == "full":
         return 2 * s * b * h / (t if sequence_parallel else 1)
     if recompute not in ("none", "selective"):

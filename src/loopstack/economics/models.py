@@ -178,6 +178,31 @@ class ModelConfig:
         """
         return 2 * self.layers * self.kv * self.dim * bytes_per_value
 
+    def kv_share(self, tensor_parallel: int) -> float:
+        """The share of the KV cache each of `tensor_parallel` GPUs holds.
+
+        The KV heads split evenly; when there are fewer KV heads than GPUs (grouped-query
+        attention), each GPU keeps a whole head, replicated, as vLLM does.
+
+        Examples
+        --------
+        >>> from loopstack.economics import get_model
+        >>> llama3 = get_model("llama-3-8b")   # 8 KV heads
+        >>> llama3.kv_share(2), llama3.kv_share(16)
+        (0.5, 0.125)
+        """
+        self.check_tensor_parallel(tensor_parallel)
+        return -(-self.kv // tensor_parallel) / self.kv
+
+    def check_tensor_parallel(self, tensor_parallel: int) -> None:
+        """Refuse a tensor-parallel size that does not split the attention heads evenly (Megatron-LM's rule)."""
+        if tensor_parallel < 1:
+            raise ConfigError(f"tensor_parallel={tensor_parallel} must be at least 1")
+        if self.heads % tensor_parallel:
+            divisors = [d for d in range(1, self.heads + 1) if self.heads % d == 0]
+            raise ConfigError(f"tensor_parallel={tensor_parallel} does not divide {self.name}'s {self.heads} attention "
+                              f"heads; use one of {divisors}")
+
     def with_(self, **changes: object) -> ModelConfig:
         """A copy with some fields changed, e.g. a longer context."""
         return replace(self, **changes)  # type: ignore[arg-type]
