@@ -68,3 +68,9 @@ def test_skew_and_compact_refuse_meaningless_bounds(project: Project) -> None:
     assert "since='2030-01-01' is after until='2020-01-01'" in text
     assert "-1.0 is not in the range 0<=x<=1" in _fails(project, "skew", "ranker", "--fail-above", "-1", code=2)
     assert "-5.0 is not in the range x>=0" in _fails(project, "compact", "ranker", "--older-than", "-5", code=2)
+
+
+def test_a_binary_definitions_file_is_named_as_such(project: Project) -> None:
+    (project.root / "features.py").write_bytes(b"x = 1\n\x00\x01\x02")
+    with pytest.raises(ls.ConfigError, match=r"features.py \(listed in loopstack.yaml `definitions`\) holds binary"):
+        project.feature_store.apply()

@@ -32,6 +32,9 @@ def load_catalog(root: Path, files: list[str]) -> Catalog:
                 f"definitions file {path} (listed in loopstack.yaml `definitions`) does not exist; "
                 "create it or remove it from the list"
             )
+        if b"\0" in path.read_bytes():
+            raise ConfigError(f"definitions file {path} (listed in loopstack.yaml `definitions`) holds binary data, "
+                              "not Python source; list the .py files that define entities, views and services")
         for obj in _collect(path):
             if id(obj) not in origins:
                 objects.append(obj)
