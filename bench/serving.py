@@ -7,7 +7,10 @@ after a warm-up. Every server's answer is checked against the model's own
 predict_proba before it is measured. Also measured: the ceiling (the model's
 own predict_proba throughput at the batch size loopstack's batcher formed),
 loopstack's cold start (process start to first correct answer, model loaded
-from the registry) and each server's idle RSS.
+from the registry) and each server's idle RSS. Two references that are not
+competitors bound what a server can do here: ``asgi-floor`` (uvicorn and a
+bare ASGI app answering a constant) and ``minimal`` (a bare asyncio protocol
+that parses, batches, predicts in a thread and answers, and does nothing else).
 
     bash bench/anchors.sh bentoml kserve fastapi
     .venv/bin/python bench/serving.py                 # 15 s per point
@@ -51,6 +54,9 @@ TARGETS = {
     "fastapi": ("fastapi", "/predict", V1, lambda b: b["predictions"][0]),
     # not a competitor: a bare ASGI app on uvicorn answering a constant, the most any server on uvicorn can do here
     "asgi-floor": ("floor", "/v1/models/fraud:predict", V1, lambda b: b["predictions"][0]),
+    # not a competitor either: the least a Python server must do per request (parse, batch, predict in a
+    # thread, answer), with nothing else (no validation, metrics, log, request ids, timeouts or HTTP checks)
+    "minimal": ("minimal", "/v1/models/fraud:predict", V1, lambda b: b["predictions"][0]),
 }
 
 
@@ -67,7 +73,7 @@ def start(kind: str, port: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if PIN_ANCHORS and kind != "loopstack":
         env.update(dict.fromkeys(("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"), "1"))
-    if kind in ("loopstack", "floor", "endpoint"):
+    if kind in ("loopstack", "floor", "endpoint", "minimal"):
         command = [sys.executable, str(Path(__file__)), f"--serve-{kind}", str(port)]
     elif kind == "bentoml":
         command = [str(ANCHORS / "bentoml" / "bin" / "bentoml"), "serve", "serving_anchors:Fraud", "--port", str(port),
@@ -281,6 +287,66 @@ def serve_floor(port: int) -> None:
                 access_log=False, proxy_headers=False, backlog=4096)
 
 
+def serve_minimal(port: int) -> None:
+    """A bare asyncio protocol on uvloop and httptools: orjson in, one predict_proba per batch of up to 64
+    waiting requests in a worker thread, orjson out. A lower bound on any Python server's cost per request."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httptools
+    import orjson
+    import uvloop
+    from threadpoolctl import threadpool_limits
+
+    model = make_model()
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n"
+    pool = ThreadPoolExecutor(1, initializer=lambda: threadpool_limits(1))
+    queue: list[tuple[list[float], Any]] = []
+    busy = False
+
+    def run(loop: asyncio.AbstractEventLoop) -> None:
+        nonlocal busy
+        batch, queue[:] = queue[:64], queue[64:]
+        busy = True
+        future = pool.submit(model.predict_proba, np.array([row for row, _ in batch]))
+        future.add_done_callback(lambda f: loop.call_soon_threadsafe(done, loop, batch, f))
+
+    def done(loop: asyncio.AbstractEventLoop, batch: list[tuple[list[float], Any]], future: Any) -> None:
+        nonlocal busy
+        for (_, answer), probabilities in zip(batch, future.result().tolist(), strict=True):
+            answer(probabilities)
+        busy = False
+        if queue:
+            run(loop)
+
+    class Protocol(asyncio.Protocol):
+        def connection_made(self, transport: Any) -> None:
+            self.transport, self.parser, self.body = transport, httptools.HttpRequestParser(self), b""
+
+        def data_received(self, data: bytes) -> None:
+            self.parser.feed_data(data)
+
+        def on_body(self, body: bytes) -> None:
+            self.body += body
+
+        def on_message_complete(self) -> None:
+            row, self.body = orjson.loads(self.body)["instances"][0], b""
+            queue.append((row, self.answer))
+            if not busy:
+                run(asyncio.get_running_loop())
+
+        def answer(self, probabilities: list[float]) -> None:
+            body = orjson.dumps({"predictions": [probabilities], "model": "fraud", "version": "1"})
+            if not self.transport.is_closing():
+                self.transport.write(head % len(body) + body)
+
+    async def main() -> None:
+        server = await asyncio.get_running_loop().create_server(Protocol, "127.0.0.1", port, backlog=4096)
+        await server.serve_forever()
+
+    uvloop.run(main())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=15, help="seconds per concurrency level")
@@ -289,6 +355,7 @@ def main() -> None:
     parser.add_argument("--serve-loopstack", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--serve-floor", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--serve-endpoint", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-minimal", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     global PIN_ANCHORS
     PIN_ANCHORS = args.pin_anchors
@@ -298,11 +365,13 @@ def main() -> None:
         return serve_floor(args.serve_floor)
     if args.serve_endpoint:
         return serve_endpoint(args.serve_endpoint)
+    if args.serve_minimal:
+        return serve_minimal(args.serve_minimal)
     model = make_model()
     want = model.predict_proba(np.asarray([ROW]))[0]
     results: dict[str, Any] = {}
     for target in args.only.split(","):
-        levels = [1, 64] if target.endswith(("-v2", "-floor", "-endpoint")) else [1, 16, 64]
+        levels = [1, 64] if target.endswith(("-v2", "-floor", "-endpoint", "minimal")) else [1, 16, 64]
         results[target] = measure(target, want, levels, args.duration)
     if "loopstack" in results:
         batch = results["loopstack"][64].get("mean_batch", 1.0)
@@ -349,6 +418,10 @@ def summarize(results: dict[str, Any]) -> None:
         if floor64:
             print(f"uvicorn's own limit (asgi-floor) at c=64: {floor64['rps']:.0f} rps = {floor64['rps'] / top:.0%} "
                   f"of the ceiling; loopstack reaches {ls64['rps'] / floor64['rps']:.0%} of it")
+        minimal64 = results.get("minimal", {}).get(64)
+        if minimal64:
+            print(f"the minimal Python server at c=64: {minimal64['rps']:.0f} rps = {minimal64['rps'] / top:.0%} "
+                  f"of the ceiling; loopstack reaches {ls64['rps'] / minimal64['rps']:.0%} of it")
         wall, cpu = results["cold_start_s"]
         print(f"cold start: {wall:.2f} s wall, {cpu:.2f} s CPU")
 
