@@ -8,6 +8,9 @@ write the answer with the bare ASGI messages, and `HotRoutes` finds them by
 splitting the path, in front of the Starlette app; every other route (and a
 hot route under a ``root_path``) goes through Starlette as usual. The
 endpoints also stay registered as Starlette routes, so both ways reach them.
+Under `loopstack serve`, uvicorn's protocol answers these routes before any
+ASGI app is called (`loopstack.serving.protocol`); this module is the path
+every other ASGI server (and Starlette's TestClient) takes.
 """
 
 from __future__ import annotations

@@ -11,9 +11,10 @@ together with a ``variant`` column). A `TrafficRouter` built per deployment
 version picks the variant; shadow variants get the same request from a
 background task after the answer is on its way, and whatever happens to them
 (errors, timeouts, a full queue) is logged and never reaches the caller. The
-predict route is a hot route (`loopstack.serving.fastpath`, matched before
-Starlette), and its requests count in ``/metrics`` under ``model=<endpoint>``
-and ``version=<variant>`` (variants of two models may share a version number).
+predict route is a hot route (answered by the HTTP protocol under `serve`,
+`loopstack.serving.protocol`; before Starlette otherwise), and its requests
+count in ``/metrics`` under ``model=<endpoint>`` and ``version=<variant>``
+(variants of two models may share a version number).
 
 A poller compares the deployments' versions in the metadata DB every
 ``poll_s`` seconds. A changed deployment gets its new variants loaded first,
