@@ -14,9 +14,16 @@ import pytest
 
 
 @contextmanager
-def running(app: Any) -> Iterator[str]:
-    """Serve `app` with uvicorn, configured as `loopstack serve` does, on 127.0.0.1 and a free port; always shut
-    down. Yields "host:port"."""
+def running(app: Any, **config: Any) -> Iterator[str]:
+    """Serve `app` with uvicorn, configured as `loopstack serve` does (and `config`), on 127.0.0.1 and a free
+    port; always shut down. Yields "host:port"."""
+    with serving(app, **config) as (address, _):
+        yield address
+
+
+@contextmanager
+def serving(app: Any, **config: Any) -> Iterator[tuple[str, Any]]:
+    """`running`, yielding the uvicorn server too (set ``should_exit`` on it to start a graceful shutdown)."""
     import uvicorn
 
     from loopstack.serving.server import uvicorn_config
@@ -25,7 +32,7 @@ def running(app: Any) -> Iterator[str]:
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn_config(app, log_level="error"))
+    server = uvicorn.Server(uvicorn_config(app, **{"log_level": "error", **config}))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
@@ -34,7 +41,7 @@ def running(app: Any) -> Iterator[str]:
             if not thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("the test server did not start")
             time.sleep(0.01)
-        yield f"127.0.0.1:{port}"
+        yield f"127.0.0.1:{port}", server
     finally:
         server.should_exit = True
         thread.join(timeout=30)

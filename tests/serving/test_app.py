@@ -247,3 +247,17 @@ def test_prediction_segments_come_in_write_order_across_version_folders(tmp_path
         written.append(path)
     assert prediction_segments(tmp_path, "m") == written
     assert read_prediction_log(tmp_path, "m").column("request_id").to_pylist() == ["r0", "r1", "r2"]
+
+
+def test_prediction_log_rows_keep_their_request_when_a_batch_holds_an_empty_request(clf) -> None:
+    """An empty request and a two-row one in one batch: both rows are the two-row request's."""
+    from loopstack.serving.batcher import Batch, Item
+    from loopstack.serving.models import adapt
+    from loopstack.serving.predlog import predictions_table
+
+    adapter = adapt(clf, ModelSpec(name="m", model=clf))
+    rows = np.zeros((2, 20))
+    items = [Item(rows[:0], 0, None, 0.0, "empty", "a"), Item(rows, 2, None, 0.0, "two", "b")]  # type: ignore[arg-type]
+    table = predictions_table([Batch(adapter, items, rows, clf.predict_proba(rows))])
+    assert table.select(["request_id", "row", "variant"]).to_pylist() == [
+        {"request_id": "two", "row": 0, "variant": "b"}, {"request_id": "two", "row": 1, "variant": "b"}]

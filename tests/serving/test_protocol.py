@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from tests.serving.conftest import SlowModel, running
+from tests.serving.conftest import SlowModel, running, serving
 
 from loopstack.serving import ModelSpec, create_app
 from loopstack.serving.fastpath import Reply
@@ -151,6 +152,50 @@ def test_a_client_that_leaves_before_its_answer_does_not_disturb_the_others() ->
         assert app.state.server.repo.get("slow").in_flight == 0
 
 
+def test_an_answer_given_at_once_does_not_leave_the_keep_alive_timer_on_the_next_request() -> None:
+    """A 404 written inside the parser's callback arms the keep-alive timer; a slower request pipelined in the
+    same packet must still get its answer (it was cut off when the timer fired)."""
+    app = create_app([ModelSpec(name="slow", model=SlowModel(delay_s=1.5))])
+    with running(app, timeout_keep_alive=1) as address, _connect(address) as sock:
+        sock.sendall(_post("/v1/models/nope:predict", ROW) + _post("/v1/models/slow:predict", ROW))
+        answers = _read_answers(sock, 2)
+    assert [a[0] for a in answers] == [404, 200]
+
+
+def test_an_answer_waiting_for_a_slow_reader_says_close_when_a_shutdown_began_meanwhile() -> None:
+    """Big answers to a client that does not read pause the writes; SIGTERM meanwhile: the last answer, written
+    once the client reads, must carry "connection: close" since the connection closes after it."""
+    app = create_app([ModelSpec(name="m", model=SlowModel(delay_s=0.0), max_batch_size=50_000, max_queue=1_000_000)])
+    rows = np.arange(30_000 * 3, dtype=float).reshape(30_000, 3) + 0.123456789
+    with serving(app, timeout_graceful_shutdown=20) as (address, server):
+        protocol = server.config.http_protocol_class
+        deferred, original = threading.Event(), protocol._write_drained
+
+        async def noting(self: Any, *args: Any) -> None:
+            deferred.set()
+            await original(self, *args)
+
+        protocol._write_drained = noting
+        host, port = address.split(":")
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect((host, int(port)))
+            for i in range(60):
+                if deferred.is_set():
+                    break
+                sock.sendall(_post("/v1/models/m:predict", json.dumps({"instances": (rows + i).tolist()}).encode()))
+                time.sleep(0.1)
+            assert deferred.wait(30), "the writes never paused"
+            server.should_exit = True
+            time.sleep(0.5)
+            sock.settimeout(10)
+            data = b""
+            while chunk := sock.recv(1 << 20):
+                data += chunk
+    last_head = data.split(b"HTTP/1.1 ")[-1].split(b"\r\n\r\n")[0]
+    assert last_head.startswith(b"200 OK") and b"connection: close" in last_head
+
+
 def test_the_protocol_answers_hot_routes_without_the_asgi_app(address: str, monkeypatch) -> None:
     """The point of the protocol: no RequestResponseCycle for a hot route; one for anything else."""
     from uvicorn.protocols.http import httptools_impl
@@ -185,3 +230,16 @@ def test_encoder_refuses_a_header_that_would_split_the_answer() -> None:
 def test_an_app_without_hot_routes_gets_uvicorns_own_protocol() -> None:
     assert hot_protocol(object()) == "auto"
     assert HotCycle.message_event.set() is None  # uvicorn sets it on a disconnect
+
+
+def test_a_failing_metrics_update_still_answers_the_request(monkeypatch) -> None:
+    app = create_app([ModelSpec(name="m", model=SlowModel(delay_s=0.0))])
+
+    def broken(*args: Any) -> None:
+        raise RuntimeError("metrics backend gone")
+
+    monkeypatch.setattr(app.state.server.metrics, "request", broken)
+    with running(app) as address, _connect(address) as sock:
+        sock.sendall(_post("/v1/models/m:predict", ROW) + _post("/v1/models/nope:predict", ROW))
+        answers = _read_answers(sock, 2)
+    assert [a[0] for a in answers] == [200, 404]

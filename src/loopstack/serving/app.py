@@ -413,7 +413,10 @@ class _Answer:
         return settle
 
     def send(self, reply: Reply) -> None:
-        self.server.metrics.request(self.name, self.version, reply.status, time.perf_counter() - self.started)
+        try:
+            self.server.metrics.request(self.name, self.version, reply.status, time.perf_counter() - self.started)
+        except Exception:  # counting must never cost the client its answer
+            logger.exception("counting a request failed")
         self.respond(reply)
 
     def fail(self, error: BaseException) -> None:

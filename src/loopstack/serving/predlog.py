@@ -151,7 +151,7 @@ def predictions_table(batches: list[Batch]) -> pa.Table:
     outputs = np.concatenate([b.outputs for b in batches])
     inputs = columns_of(rows, adapter.schema)
     n = int(counts.sum())
-    to_rows = None if n == len(items) else pa.array(np.repeat(np.arange(len(items)), counts))
+    to_rows = None if (counts == 1).all() else pa.array(np.repeat(np.arange(len(items)), counts))
 
     def per_row(values: Any, type: pa.DataType) -> pa.Array:
         array = pa.array(values, type)

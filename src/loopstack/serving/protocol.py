@@ -111,7 +111,10 @@ def hot_protocol(app: Any) -> type | str:
         """uvicorn's httptools protocol, answering `routes` itself (see the module docstring)."""
 
         def on_message_begin(self) -> None:
-            # uvicorn's builds the ASGI scope here; a hot request needs none, so it waits for on_headers_complete
+            # uvicorn's builds the ASGI scope here; a hot request needs none, so it waits for on_headers_complete.
+            # A request answered at once (a 404, a full queue) arms the keep-alive timer inside feed_data; one
+            # pipelined behind it in the same packet must not run under that timer.
+            self._unset_keepalive_if_required()
             self.url = b""
             self.expect_100_continue = False
             self.headers = []
@@ -167,6 +170,21 @@ def hot_protocol(app: Any) -> type | str:
             self._respond(cycle, await cycle.endpoint.handler(call))
 
         def _respond(self, cycle: HotCycle, reply: Reply) -> None:
+            if cycle.disconnected:
+                return
+            if self.flow.write_paused:  # the client is not reading: write once it does, as uvicorn's send waits
+                task = self.loop.create_task(self._write_drained(cycle, reply))
+                task.add_done_callback(self.tasks.discard)
+                self.tasks.add(task)
+                return
+            self._write(cycle, reply)
+
+        async def _write_drained(self, cycle: HotCycle, reply: Reply) -> None:
+            await self.flow.drain()
+            if not cycle.disconnected:
+                self._write(cycle, reply)  # encoded now: a shutdown meanwhile adds "connection: close"
+
+        def _write(self, cycle: HotCycle, reply: Reply) -> None:
             try:
                 data = encoder.encode(reply, cycle.keep_alive, self.server_state.default_headers)
             except Exception:  # as uvicorn answers an app's exception
@@ -174,21 +192,8 @@ def hot_protocol(app: Any) -> type | str:
                 cycle.keep_alive = False
                 data = encoder.encode(Reply(500, b"Internal Server Error", "text/plain; charset=utf-8"), False,
                                       self.server_state.default_headers)
-            if cycle.disconnected:
+            if self.transport.is_closing():
                 return
-            if self.flow.write_paused:  # the client is not reading: write once it does, as uvicorn's send waits
-                task = self.loop.create_task(self._write_drained(cycle, data))
-                task.add_done_callback(self.tasks.discard)
-                self.tasks.add(task)
-                return
-            self._write(cycle, data)
-
-        async def _write_drained(self, cycle: HotCycle, data: bytes) -> None:
-            await self.flow.drain()
-            if not cycle.disconnected:
-                self._write(cycle, data)
-
-        def _write(self, cycle: HotCycle, data: bytes) -> None:
             self.transport.write(data)
             cycle.response_complete = True
             if not cycle.keep_alive:

@@ -287,10 +287,13 @@ class _EndpointAnswer:
         except Exception as failure:
             return self.fail(failure)
         service = self.service
-        service._record(self.endpoint, live, variant, request_id, self.unit, True, 200, self.started)
-        service.server.metrics.request(self.endpoint, variant, 200, time.perf_counter() - self.started)
-        for shadow in live.router.shadows:
-            service._spawn(service._mirror(self.endpoint, live, shadow, payload, request_id, self.unit))
+        try:
+            service._record(self.endpoint, live, variant, request_id, self.unit, True, 200, self.started)
+            service.server.metrics.request(self.endpoint, variant, 200, time.perf_counter() - self.started)
+            for shadow in live.router.shadows:
+                service._spawn(service._mirror(self.endpoint, live, shadow, payload, request_id, self.unit))
+        except Exception:  # bookkeeping must never cost the client its answer
+            logger.exception("recording request %s failed", request_id)
         self.respond(Reply(200, body, headers={"x-request-id": request_id, "x-loopstack-variant": variant}))
 
     def fail(self, error: BaseException) -> None:
@@ -298,11 +301,15 @@ class _EndpointAnswer:
         reply = error_reply(error, service.server.settings.retry_after_s)
         if self.variant is not None:  # the variant was chosen: the request counts against it, and says which
             assert self.live is not None and self.request_id is not None
-            service._record(self.endpoint, self.live, self.variant, self.request_id, self.unit, False, reply.status,
-                            self.started, error)
             reply.headers.update({"x-request-id": self.request_id, "x-loopstack-variant": self.variant})
-        service.server.metrics.request(self.endpoint if self.endpoint in service.live else "", self.variant or "",
-                                       reply.status, time.perf_counter() - self.started)
+        try:
+            if self.variant is not None:
+                service._record(self.endpoint, self.live, self.variant, self.request_id, self.unit, False,
+                                reply.status, self.started, error)
+            service.server.metrics.request(self.endpoint if self.endpoint in service.live else "",
+                                           self.variant or "", reply.status, time.perf_counter() - self.started)
+        except Exception:  # bookkeeping must never cost the client its answer
+            logger.exception("recording request %s failed", self.request_id)
         self.respond(reply)
 
 
