@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import socket
 import threading
@@ -13,6 +14,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tests.serving.conftest import SlowModel, running, serving
 
 from loopstack.serving import ModelSpec, create_app
@@ -243,3 +246,40 @@ def test_a_failing_metrics_update_still_answers_the_request(monkeypatch) -> None
         sock.sendall(_post("/v1/models/m:predict", ROW) + _post("/v1/models/nope:predict", ROW))
         answers = _read_answers(sock, 2)
     assert [a[0] for a in answers] == [200, 404]
+
+
+def _request(kind: str, i: int) -> tuple[bytes, int, float | None]:
+    """A request of `kind` for row ``[i, 1, 1]``: its bytes, the status it must get and the prediction."""
+    body = json.dumps({"instances": [[i, 1.0, 1.0]]}).encode()
+    if kind == "hot":
+        return _post("/v1/models/m:predict", body), 200, i + 2.0
+    if kind == "chunked":
+        return (b"POST /v1/models/m:predict HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)), 200, i + 2.0
+    if kind == "query":  # uvicorn's own path
+        return _post("/v1/models/m:predict?x=1", body), 200, i + 2.0
+    if kind == "unknown":  # answered inside the parser's callback
+        return _post("/v1/models/nope:predict", body), 404, None
+    if kind == "bad-json":
+        return _post("/v1/models/m:predict", b"{x"), 400, None
+    return b"GET /v2/health/live HTTP/1.1\r\nHost: t\r\n\r\n", 200, None
+
+
+@settings(max_examples=25, deadline=None)
+@given(kinds=st.lists(st.sampled_from(["hot", "chunked", "query", "unknown", "bad-json", "health"]), min_size=1,
+                      max_size=8),
+       cuts=st.lists(st.floats(0, 1), max_size=4))
+def test_every_pipelined_request_gets_one_answer_in_order_however_the_bytes_arrive(address: str, kinds: list[str],
+                                                                                   cuts: list[float]) -> None:
+    requests = [_request(kind, i) for i, kind in enumerate(kinds)]
+    blob = b"".join(raw for raw, _, _ in requests)
+    offsets = sorted({0, len(blob), *(int(c * len(blob)) for c in cuts)})
+    with _connect(address) as sock:
+        for start, end in itertools.pairwise(offsets):
+            sock.sendall(blob[start:end])
+            time.sleep(0.001)
+        answers = _read_answers(sock, len(requests))
+    assert [status for status, _, _ in answers] == [status for _, status, _ in requests]
+    for (_, _, body), (_, _, prediction) in zip(answers, requests, strict=True):
+        if prediction is not None:
+            assert json.loads(body)["predictions"] == [prediction]
