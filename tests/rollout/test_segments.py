@@ -200,6 +200,34 @@ def test_a_new_window_drops_the_segments_before_it_and_a_window_reaching_back_re
     assert logs.requests("api", None).num_rows == 3 and logs.traffic.reads == 5
 
 
+def test_labels_and_outputs_written_well_before_the_rollout_are_neither_read_nor_kept(tmp_path: Path) -> None:
+    """Segments named more than a minute before the window's start belong to earlier rollouts: a controller
+    living through many rollouts must not keep every label ever given. Within the minute they still count."""
+    from loopstack.rollout.segments import ControllerLogs
+    from loopstack.serving.predlog import _feedback_schema
+
+    start = 1_800_000_000.0
+    for name, age_s in (("hour-old", 3600), ("in-slack", 30), ("after", -5)):
+        written = f"{int((start - age_s) * 1e9)}-1-000001.parquet"
+        feedback = pa.table({"request_id": [name], "time": [0], "model": [None], "label": ["1"], "label_value": [1.0]},
+                            schema=_feedback_schema())
+        (tmp_path / "feedback").mkdir(exist_ok=True)
+        pq.write_table(feedback, tmp_path / "feedback" / written)
+        folder = tmp_path / "predictions" / "api" / "1"
+        folder.mkdir(parents=True, exist_ok=True)
+        outputs = pa.StructArray.from_arrays([pa.array([0.5])], ["predict"])
+        pq.write_table(pa.table({"request_id": [name], "row": [0], "variant": ["a"], "outputs": outputs}),
+                       folder / written)
+    logs = ControllerLogs(tmp_path)
+    logs.requests("api", start)
+    assert logs.labels()["request_id"].to_pylist() == ["in-slack", "after"]
+    assert logs.outputs("api")["request_id"].to_pylist() == ["in-slack", "after"]  # type: ignore[index]
+    assert logs.feedback.reads == logs.predictions.reads == 2
+    logs.requests("api", start - 7200)  # a window reaching back reads them
+    assert logs.labels()["request_id"].to_pylist() == ["hour-old", "in-slack", "after"]
+    assert logs.outputs("api").num_rows == 3  # type: ignore[union-attr]
+
+
 def test_a_segment_replaced_in_place_is_read_again(tmp_path: Path) -> None:
     from loopstack.rollout.segments import SegmentCache
 

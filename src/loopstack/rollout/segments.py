@@ -102,11 +102,13 @@ class ControllerLogs:
     selecting the same rows and columns.
 
     When a new rollout starts (a later ``since``), the traffic segments with
-    no request at or after its start are dropped. Feedback and prediction
-    segments are kept whatever their age, in two or three columns: a label or
-    an output written before the start may still belong to a request logged
-    after it (one in flight when the rollout began), and dropping it would
-    change a decision.
+    no request at or after its start are dropped, and the feedback and
+    prediction segments written (by their names' time) more than
+    `SINCE_SLACK_S` before it are neither read nor kept, so a controller that
+    lives through many rollouts does not hold every label ever given. A label
+    or an output written before the start can still belong to a request
+    logged after it (one in flight when the rollout began), which is what the
+    slack covers: a request answered up to a minute after it arrived.
     """
 
     def __init__(self, log_dir: str | os.PathLike[str]) -> None:
@@ -139,7 +141,7 @@ class ControllerLogs:
 
         from loopstack.serving.predlog import feedback_segments
 
-        tables = self.feedback.tables(feedback_segments(self.log_dir))
+        tables = self.feedback.tables(self._recent(feedback_segments(self.log_dir)))
         return pa.concat_tables(tables) if tables else pa.table({"request_id": pa.array([], pa.string()),
                                                                  "label_value": pa.array([], pa.float64())})
 
@@ -149,8 +151,17 @@ class ControllerLogs:
 
         from loopstack.serving.predlog import prediction_segments
 
-        tables = self.predictions.tables(prediction_segments(self.log_dir, endpoint))
+        tables = self.predictions.tables(self._recent(prediction_segments(self.log_dir, endpoint)))
         return pa.concat_tables(tables, promote_options="permissive") if tables else None
+
+    def _recent(self, files: list[Path]) -> list[Path]:
+        """The segments written no earlier than `SINCE_SLACK_S` before the current window's start."""
+        from loopstack.rollout.trafficlog import SINCE_SLACK_S, written_ns
+
+        if self._since is None:
+            return files
+        cutoff = (self._since - SINCE_SLACK_S) * 1e9
+        return [f for f in files if written_ns(f) >= cutoff]
 
     def _window(self, since: float | None) -> None:
         """Skip the traffic segments with nothing at or after a new `since`: an earlier rollout's requests."""

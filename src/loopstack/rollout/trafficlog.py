@@ -145,7 +145,7 @@ def read_traffic_log(root: str | os.PathLike[str], endpoint: str, since: float |
 
     files = traffic_segments(root, endpoint)
     if since is not None:
-        files = [f for f in files if _written_ns(f) >= (since - SINCE_SLACK_S) * 1e9]
+        files = [f for f in files if written_ns(f) >= (since - SINCE_SLACK_S) * 1e9]
     if not files:
         return traffic_schema().empty_table()
     return rows_since(pa.concat_tables([read_traffic_segment(f) for f in files]), since)
@@ -160,7 +160,7 @@ def traffic_segments(root: str | os.PathLike[str], endpoint: str) -> list[Path]:
     return sorted((Path(root) / "endpoints" / endpoint).glob("*.parquet"))
 
 
-def _written_ns(path: Path) -> float:
+def written_ns(path: Path) -> float:
     """The write time in a segment's name (``<time_ns>-<pid>-<seq>.parquet``); infinity (read it) otherwise."""
     head = path.name.split("-", 1)[0]
     return int(head) if head.isdigit() else float("inf")
