@@ -141,3 +141,20 @@ def test_a_bad_request_fails_alone_not_its_batch() -> None:
     results = asyncio.run(main())
     assert isinstance(results[2], ModelError) and "NaN input" in str(results[2])
     assert [list(r) for i, r in enumerate(results) if i != 2] == [[3.0], [3.0], [3.0, 3.0]]
+
+
+def test_a_drain_past_its_timeout_answers_what_is_left_with_a_retryable_error() -> None:
+    from loopstack.serving.batcher import DrainingError
+
+    batcher = _batcher(SlowModel(delay_s=1.0), max_batch_size=1)
+
+    async def main() -> tuple[bool, list[object]]:
+        waiting = [asyncio.ensure_future(batcher.submit(np.ones((1, 3)), str(i))) for i in range(3)]
+        await asyncio.sleep(0.1)  # the first is predicting, two are queued
+        drained = await batcher.drain(timeout_s=0.2)
+        return drained, await asyncio.wait_for(asyncio.gather(*waiting, return_exceptions=True), 5)
+
+    drained, results = asyncio.run(main())
+    assert not drained
+    assert all(isinstance(r, DrainingError) and "stopped before this request finished" in str(r) for r in results)
+    assert batcher.in_flight == 0 and batcher.queued_rows == 0 and batcher.idle

@@ -275,12 +275,22 @@ class Batcher:
         return not self._queue and not self._busy and self.in_flight == 0
 
     async def drain(self, timeout_s: float = 30.0) -> bool:
-        """Refuse new requests, finish the queued ones, stop the loop; True when all were answered."""
+        """Refuse new requests, finish the queued ones, stop the loop; True when all were answered in time.
+
+        Requests not finished within `timeout_s` are answered with `DrainingError` (503, retry).
+        """
         self._closed = True
         deadline = time.perf_counter() + timeout_s
         while not self.idle and time.perf_counter() < deadline:
             await asyncio.sleep(0.005)
         drained = self.idle
+        if not drained:  # what is still waiting gets an answer (503, retry) rather than a closed connection
+            error = DrainingError(f"model {self.spec.name!r} version {self.adapter.version} stopped before this "
+                                  "request finished; retry")
+            for item in [*self._running, *self._queue]:
+                self._settle(item, None, error)
+            self._queue.clear()
+            self.queued_rows = 0
         if self._reaper is not None:
             self._reaper.cancel()
             self._reaper = None
