@@ -158,3 +158,34 @@ def test_a_drain_past_its_timeout_answers_what_is_left_with_a_retryable_error() 
     assert not drained
     assert all(isinstance(r, DrainingError) and "stopped before this request finished" in str(r) for r in results)
     assert batcher.in_flight == 0 and batcher.queued_rows == 0 and batcher.idle
+
+
+def test_a_failing_observer_neither_stops_the_batching_loop_nor_the_drain() -> None:
+    model = SlowModel(delay_s=0.0)
+    batcher = _batcher(model, timeout_s=2.0)
+
+    def broken(batch: object) -> None:
+        raise RuntimeError("metrics backend gone")
+
+    batcher.observers.append(broken)
+
+    async def main() -> list[float]:
+        answers = [float((await batcher.submit(np.full((1, 3), float(i)), str(i)))[0]) for i in range(3)]
+        assert await batcher.drain()
+        return answers
+
+    assert asyncio.run(main()) == [0.0, 3.0, 6.0]
+
+
+def test_a_second_drain_after_one_gave_up_does_not_report_success() -> None:
+    batcher = _batcher(SlowModel(delay_s=1.0))
+
+    async def main() -> tuple[bool, bool]:
+        waiting = asyncio.ensure_future(batcher.submit(np.ones((1, 3)), "r"))
+        await asyncio.sleep(0.1)
+        first = await batcher.drain(timeout_s=0.1)
+        second = await batcher.drain(timeout_s=0.1)
+        await asyncio.gather(waiting, return_exceptions=True)
+        return first, second
+
+    assert asyncio.run(main()) == (False, False)

@@ -97,9 +97,9 @@ class ControllerLogs:
     """What `RolloutController` reads of a log folder: requests, numeric feedback, logged outputs.
 
     Each segment is read once per instance; the tables returned are the same,
-    row for row and in the same order, as reading every segment afresh
-    (`read_traffic_log`, `read_feedback`, `read_prediction_log`) and then
-    selecting the same rows and columns.
+    row for row and in the same order, as reading afresh every segment the
+    window below keeps (`read_traffic_log`, `read_feedback`,
+    `read_prediction_log`) and then selecting the same rows and columns.
 
     When a new rollout starts (a later ``since``), the traffic segments with
     no request at or after its start are dropped, and the feedback and

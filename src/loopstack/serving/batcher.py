@@ -115,6 +115,7 @@ class Batcher:
         self._reaper: asyncio.TimerHandle | None = None
         self._busy = False
         self._closed = False
+        self._abandoned = False  # a drain answered some requests with DrainingError
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -256,7 +257,10 @@ class Batcher:
             offset += item.n
         batch = Batch(self.adapter, items, rows, outputs, self.labels)
         for observe in self.observers:
-            observe(batch)
+            try:
+                observe(batch)
+            except Exception:  # metrics or the log failing must not stop the batching loop
+                logger.exception("observing a batch of model %r failed", self.spec.name)
 
     def _predict(self, rows: Rows, n: int) -> np.ndarray:
         if self.budget is not None:
@@ -274,17 +278,21 @@ class Batcher:
     def idle(self) -> bool:
         return not self._queue and not self._busy and self.in_flight == 0
 
-    async def drain(self, timeout_s: float = 30.0) -> bool:
+    async def drain(self, timeout_s: float | None = None) -> bool:
         """Refuse new requests, finish the queued ones, stop the loop; True when all were answered in time.
 
-        Requests not finished within `timeout_s` are answered with `DrainingError` (503, retry).
+        Requests not finished within `timeout_s` (default: 30 s, or the model's ``timeout_s`` and a
+        second when that is longer) are answered with `DrainingError` (503, retry).
         """
         self._closed = True
+        if timeout_s is None:
+            timeout_s = max(30.0, self.spec.timeout_s + 1.0)
         deadline = time.perf_counter() + timeout_s
         while not self.idle and time.perf_counter() < deadline:
             await asyncio.sleep(0.005)
-        drained = self.idle
-        if not drained:  # what is still waiting gets an answer (503, retry) rather than a closed connection
+        drained = self.idle and not self._abandoned
+        if not self.idle:  # what is still waiting gets an answer (503, retry) rather than a closed connection
+            self._abandoned = True
             error = DrainingError(f"model {self.spec.name!r} version {self.adapter.version} stopped before this "
                                   "request finished; retry")
             for item in [*self._running, *self._queue]:
@@ -300,6 +308,8 @@ class Batcher:
                 await self._task
             except asyncio.CancelledError:
                 pass
+            except Exception:  # the loop died of a bug: still stop cleanly, so the log gets flushed
+                logger.exception("the batching loop of model %r had failed", self.spec.name)
             self._task = None
         return drained
 

@@ -133,7 +133,7 @@ class ModelRepository:
                 swapped.append(name)
         return swapped
 
-    async def drain(self, timeout_s: float = 30.0) -> bool:
+    async def drain(self, timeout_s: float | None = None) -> bool:
         """Stop taking requests and answer every accepted one; True when all finished in time."""
         self.ready = False
         results = await asyncio.gather(*(b.drain(timeout_s) for b in self.batchers()))

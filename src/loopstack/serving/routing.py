@@ -287,13 +287,10 @@ class _EndpointAnswer:
         except Exception as failure:
             return self.fail(failure)
         service = self.service
-        try:
-            service._record(self.endpoint, live, variant, request_id, self.unit, True, 200, self.started)
-            service.server.metrics.request(self.endpoint, variant, 200, time.perf_counter() - self.started)
-            for shadow in live.router.shadows:
-                service._spawn(service._mirror(self.endpoint, live, shadow, payload, request_id, self.unit))
-        except Exception:  # bookkeeping must never cost the client its answer
-            logger.exception("recording request %s failed", request_id)
+        _quietly(service._record, self.endpoint, live, variant, request_id, self.unit, True, 200, self.started)
+        _quietly(service.server.metrics.request, self.endpoint, variant, 200, time.perf_counter() - self.started)
+        for shadow in live.router.shadows:
+            _quietly(service._spawn, service._mirror(self.endpoint, live, shadow, payload, request_id, self.unit))
         self.respond(Reply(200, body, headers={"x-request-id": request_id, "x-loopstack-variant": variant}))
 
     def fail(self, error: BaseException) -> None:
@@ -302,15 +299,20 @@ class _EndpointAnswer:
         if self.variant is not None:  # the variant was chosen: the request counts against it, and says which
             assert self.live is not None and self.request_id is not None
             reply.headers.update({"x-request-id": self.request_id, "x-loopstack-variant": self.variant})
-        try:
-            if self.variant is not None:
-                service._record(self.endpoint, self.live, self.variant, self.request_id, self.unit, False,
-                                reply.status, self.started, error)
-            service.server.metrics.request(self.endpoint if self.endpoint in service.live else "",
-                                           self.variant or "", reply.status, time.perf_counter() - self.started)
-        except Exception:  # bookkeeping must never cost the client its answer
-            logger.exception("recording request %s failed", self.request_id)
+        if self.variant is not None:
+            _quietly(service._record, self.endpoint, self.live, self.variant, self.request_id, self.unit, False,
+                     reply.status, self.started, error)
+        _quietly(service.server.metrics.request, self.endpoint if self.endpoint in service.live else "",
+                 self.variant or "", reply.status, time.perf_counter() - self.started)
         self.respond(reply)
+
+
+def _quietly(bookkeeping: Callable[..., Any], *args: Any) -> None:
+    """Run one piece of a request's bookkeeping; its failure is logged, never the client's (nor the rest's)."""
+    try:
+        bookkeeping(*args)
+    except Exception:
+        logger.exception("bookkeeping of an endpoint request failed")
 
 
 def _unit(payload: dict[str, Any], header: str | None) -> Any:
