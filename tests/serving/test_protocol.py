@@ -283,3 +283,18 @@ def test_every_pipelined_request_gets_one_answer_in_order_however_the_bytes_arri
     for (_, _, body), (_, _, prediction) in zip(answers, requests, strict=True):
         if prediction is not None:
             assert json.loads(body)["predictions"] == [prediction]
+
+
+def test_a_coroutine_handler_that_raises_gets_uvicorns_500_and_a_closed_connection() -> None:
+    from loopstack.serving.fastpath import Call, Endpoint
+
+    async def broken(call: Call) -> Reply:
+        raise RuntimeError("a bug")
+
+    app = create_app([ModelSpec(name="m", model=SlowModel(delay_s=0.0))])
+    app.state.server.hot.infer = Endpoint(broken)  # no callback form: the protocol runs it in a task
+    with running(app) as address, _connect(address) as sock:
+        sock.sendall(_post("/v2/models/m/infer", b"{}"))
+        status, headers, body = _read_answers(sock, 1)[0]
+        assert (status, body, headers["connection"]) == (500, b"Internal Server Error", "close")
+        assert _closed(sock)

@@ -10,13 +10,15 @@ bare ASGI app answering a constant on uvicorn served 42k requests/s on the
 
 `hot_protocol` subclasses uvicorn's httptools protocol with one change: when
 a request's line and headers name a hot route, the protocol keeps the body
-itself, runs the route's handler in a task, and writes the whole answer to
-the transport in one call. A route with a callback form (`Endpoint.soon`)
-needs no task either: the batcher's callback writes the answer. Every other request, and every case the fast path
-leaves out (``Expect: 100-continue``, a request pipelined behind an
-unfinished one, ``limit_concurrency``, a ``root_path``, a percent-encoded
-path, middleware added to the app), takes uvicorn's own path unchanged; keep-alive,
-pipelining, flow control and the graceful drain on SIGTERM stay uvicorn's.
+itself and hands it to the route's callback form (`Endpoint.soon`); the
+batcher's callback then writes the whole answer to the transport in one call,
+with no task per request (a route with only a coroutine handler runs it in a
+task). Every other request, and every case the fast path leaves out
+(``Expect: 100-continue``, a request pipelined behind an unfinished one,
+``limit_concurrency``, a ``root_path``, a query string or a percent-encoded
+path, middleware added to the app), takes uvicorn's own path unchanged;
+keep-alive, pipelining, flow control and the graceful drain on SIGTERM stay
+uvicorn's.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from loopstack.serving.fastpath import HEADER_CONTROL, WANTED, Call, HotRoutes, 
 
 logger = logging.getLogger("loopstack.serving")
 CLOSE = b"connection: close\r\n"
+INTERNAL_ERROR = Reply(500, b"Internal Server Error", "text/plain; charset=utf-8")  # uvicorn's answer to a bug
 
 
 class _NoEvent:
@@ -167,7 +170,13 @@ def hot_protocol(app: Any) -> type | str:
             self.tasks.add(task)
 
         async def _answer(self, cycle: HotCycle, call: Call) -> None:
-            self._respond(cycle, await cycle.endpoint.handler(call))
+            try:
+                reply = await cycle.endpoint.handler(call)
+            except Exception:  # as uvicorn answers an app's exception
+                logger.exception("a hot route's handler failed")
+                cycle.keep_alive = False
+                reply = INTERNAL_ERROR
+            self._respond(cycle, reply)
 
         def _respond(self, cycle: HotCycle, reply: Reply) -> None:
             if cycle.disconnected:
@@ -190,8 +199,7 @@ def hot_protocol(app: Any) -> type | str:
             except Exception:  # as uvicorn answers an app's exception
                 logger.exception("answering a hot route failed")
                 cycle.keep_alive = False
-                data = encoder.encode(Reply(500, b"Internal Server Error", "text/plain; charset=utf-8"), False,
-                                      self.server_state.default_headers)
+                data = encoder.encode(INTERNAL_ERROR, False, self.server_state.default_headers)
             if self.transport.is_closing():
                 return
             self.transport.write(data)
