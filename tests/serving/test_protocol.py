@@ -20,7 +20,7 @@ from tests.serving.conftest import SlowModel, running, serving
 
 from loopstack.serving import ModelSpec, create_app
 from loopstack.serving.fastpath import Reply
-from loopstack.serving.protocol import Encoder, HotCycle, hot_protocol
+from loopstack.serving.protocol import Encoder, hot_protocol
 
 ROW = json.dumps({"instances": [[1.0, 2.0, 3.0]]}).encode()
 
@@ -232,7 +232,6 @@ def test_encoder_refuses_a_header_that_would_split_the_answer() -> None:
 
 def test_an_app_without_hot_routes_gets_uvicorns_own_protocol() -> None:
     assert hot_protocol(object()) == "auto"
-    assert HotCycle.message_event.set() is None  # uvicorn sets it on a disconnect
 
 
 def test_a_failing_metrics_update_still_answers_the_request(monkeypatch) -> None:

@@ -147,16 +147,20 @@ class Server:
                                      "version": batcher.adapter.version, "request_id": request_id}, outputs)
                 return Reply(200, body, headers={"x-request-id": request_id})
 
-            settle = answer.settler(build)
-            variant = call.headers.get("x-loopstack-variant")
-            rows = given_rows(payload, batcher.adapter.schema)
-            if rows is None:  # entity keys: the feature-store read runs off the loop, then the rows queue
-                self.spawn(self._enqueue_entities(payload["entities"], batcher, request_id, variant, settle),
-                           answer.fail)
-            else:
-                batcher.enqueue(rows, request_id, variant, None, settle)
+            self.enqueue(payload, batcher, request_id, call.headers.get("x-loopstack-variant"),
+                         answer.settler(build), answer.fail)
         except Exception as error:
             answer.fail(error)
+
+    def enqueue(self, payload: dict[str, Any], batcher: Batcher, request_id: str, variant: str | None,
+                settle: Any, fail: Callable[[BaseException], None]) -> None:
+        """Queue a native body's rows on `batcher`; entity keys are read from the feature store first, off the
+        loop (a failed read goes to `fail`)."""
+        rows = given_rows(payload, batcher.adapter.schema)
+        if rows is not None:
+            batcher.enqueue(rows, request_id, variant, None, settle)
+        else:
+            self.spawn(self._enqueue_entities(payload["entities"], batcher, request_id, variant, settle), fail)
 
     async def _enqueue_entities(self, entities: Any, batcher: Batcher, request_id: str, variant: str | None,
                                 settle: Any) -> None:
@@ -495,13 +499,8 @@ def pick_request_id(given: Any, headers: dict[str, str]) -> str:
 
 
 def _header_safe(text: str) -> bool:
-    if not text.isprintable() and HEADER_CONTROL.search(text):
-        return False
-    try:
-        text.isascii() or text.encode("latin-1")
-    except UnicodeEncodeError:
-        return False
-    return True
+    """Whether `text` can be an HTTP header value: Latin-1, without control characters."""
+    return (text.isascii() and text.isprintable()) or (max(text) <= "\xff" and not HEADER_CONTROL.search(text))
 
 
 def new_request_id() -> str:

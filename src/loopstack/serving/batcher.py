@@ -57,7 +57,11 @@ class Item:
     arrival: float
     request_id: str
     variant: str | None
-    settled: bool = False
+
+    @property
+    def settled(self) -> bool:
+        """Answered (its callback called); the item holds `_settled` in its place."""
+        return self.settle is _settled
 
 
 @dataclass
@@ -154,7 +158,6 @@ class Batcher:
     def _settle(self, item: Item, outputs: np.ndarray | None, error: BaseException | None) -> None:
         if item.settled:
             return
-        item.settled = True
         self.in_flight -= 1
         settle, item.settle = item.settle, _settled  # the prediction log keeps the item; not its request's objects
         try:
@@ -188,8 +191,7 @@ class Batcher:
             self._reaper = asyncio.get_running_loop().call_later(max(delay, 0.0), self._reap)
 
     def _time_out(self, item: Item) -> None:
-        if not item.settled:
-            self._settle(item, None, TimeoutError(f"request {item.request_id} passed timeout_s={self.spec.timeout_s}"))
+        self._settle(item, None, TimeoutError(f"request {item.request_id} passed timeout_s={self.spec.timeout_s}"))
 
     # -- batching loop -----------------------------------------------------------------
     def _start(self) -> None:

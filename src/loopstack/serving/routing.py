@@ -43,7 +43,7 @@ from starlette.routing import Route
 
 from loopstack.core.errors import NotFoundError
 from loopstack.serving import jsonio
-from loopstack.serving.app import awaited, error_reply, given_rows, json_object, pick_request_id
+from loopstack.serving.app import awaited, error_reply, json_object, pick_request_id
 from loopstack.serving.batcher import Batcher
 from loopstack.serving.config import ModelSpec
 from loopstack.serving.fastpath import Call, Endpoint, Reply
@@ -210,19 +210,10 @@ class EndpointService:
             answer.request_id = pick_request_id(payload.get("id"), call.headers)
             answer.variant = variant = live.router.choose(answer.unit)
             batcher = live.batchers[variant]
-            settle = partial(answer.settle, payload, batcher)
-            rows = given_rows(payload, batcher.adapter.schema)
-            if rows is None:  # entity keys: the feature-store read runs off the loop, then the rows queue
-                self.server.spawn(self._enqueue_entities(payload, batcher, answer.request_id, variant, settle),
-                                  answer.fail)
-            else:
-                batcher.enqueue(rows, answer.request_id, variant, None, settle)
+            self.server.enqueue(payload, batcher, answer.request_id, variant, partial(answer.settle, payload, batcher),
+                                answer.fail)
         except Exception as error:
             answer.fail(error)
-
-    async def _enqueue_entities(self, payload: dict[str, Any], batcher: Batcher, request_id: str, variant: str,
-                                settle: Any) -> None:
-        batcher.enqueue(await self.server.rows(payload, batcher), request_id, variant, None, settle)
 
     async def _mirror(self, endpoint: str, live: Live, variant: str, payload: dict[str, Any], request_id: str,
                       unit: Any) -> None:
@@ -299,7 +290,6 @@ class _EndpointAnswer:
         if self.variant is not None:  # the variant was chosen: the request counts against it, and says which
             assert self.live is not None and self.request_id is not None
             reply.headers.update({"x-request-id": self.request_id, "x-loopstack-variant": self.variant})
-        if self.variant is not None:
             _quietly(service._record, self.endpoint, self.live, self.variant, self.request_id, self.unit, False,
                      reply.status, self.started, error)
         _quietly(service.server.metrics.request, self.endpoint if self.endpoint in service.live else "",
