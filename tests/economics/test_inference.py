@@ -83,6 +83,16 @@ def test_tensor_parallel_must_split_the_heads_and_keeps_a_whole_kv_head_per_gpu(
     sixteen = inference_memory("llama-3-8b", context=8192, overhead=0, tensor_parallel=16)
     assert sixteen.kv_cache == one.kv_cache / 8
     assert sixteen.weights == one.weights / 16
+    with pytest.raises(ConfigError, match="tensor_parallel=0 must be at least 1"):
+        inference_memory("llama-3-8b", tensor_parallel=0)
+
+
+def test_inference_plans_only_try_tensor_parallel_sizes_that_split_the_heads() -> None:
+    """opt-13b has 40 heads: 16 GPUs cannot serve it with tensor parallelism, so plans skip 16 and 32."""
+    from loopstack.economics import plan_options
+
+    plans = plan_options("opt-13b", workload="inference", context=200_000)
+    assert plans and all(40 % plan.gpus == 0 for plan in plans)
 
 
 def test_max_batch_fills_the_free_memory() -> None:

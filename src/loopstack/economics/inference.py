@@ -103,6 +103,7 @@ def inference_memory(
     (16.06, 4.0)
     """
     m = get_model(model)
+    m.check_tensor_parallel(tensor_parallel)
     weights = weight_bytes(m, dtype) / tensor_parallel
     kv = kv_cache_bytes(m, context=context or m.max_context, batch=batch, dtype=kv_dtype) * m.kv_share(tensor_parallel)
     return MemoryEstimate(

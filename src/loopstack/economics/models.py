@@ -182,7 +182,8 @@ class ModelConfig:
         """The share of the KV cache each of `tensor_parallel` GPUs holds.
 
         The KV heads split evenly; when there are fewer KV heads than GPUs (grouped-query
-        attention), each GPU keeps a whole head, replicated, as vLLM does.
+        attention), each GPU keeps a whole head, replicated, as vLLM does. `tensor_parallel` is one
+        `check_tensor_parallel` accepts.
 
         Examples
         --------
@@ -191,7 +192,6 @@ class ModelConfig:
         >>> llama3.kv_share(2), llama3.kv_share(16)
         (0.5, 0.125)
         """
-        self.check_tensor_parallel(tensor_parallel)
         return -(-self.kv // tensor_parallel) / self.kv
 
     def check_tensor_parallel(self, tensor_parallel: int) -> None:

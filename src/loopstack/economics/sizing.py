@@ -112,6 +112,8 @@ def _plans_for(
 ) -> list[Plan]:
     plans = []
     for n in _counts(max_gpus):
+        if workload == "inference" and m.heads % n:
+            continue  # tensor parallelism must split the attention heads evenly
         need = _memory(m, workload, n, dict(options)).total / GB
         seconds = tokens / tokens_per_second(m, gpu, n, mfu) if workload == "training" else hours * 3600
         if spot is not None:
