@@ -32,9 +32,6 @@ def load_catalog(root: Path, files: list[str]) -> Catalog:
                 f"definitions file {path} (listed in loopstack.yaml `definitions`) does not exist; "
                 "create it or remove it from the list"
             )
-        if b"\0" in path.read_bytes():
-            raise ConfigError(f"definitions file {path} (listed in loopstack.yaml `definitions`) holds binary data, "
-                              "not Python source; list the .py files that define entities, views and services")
         for obj in _collect(path):
             if id(obj) not in origins:
                 objects.append(obj)
@@ -52,6 +49,10 @@ def _collect(path: Path) -> list[Any]:
     except ValidationError as exc:
         raise ValidationError(f"{path.name}: {exc}") from None
     except Exception as exc:
+        if isinstance(exc, SyntaxError) and "null bytes" in str(exc):
+            raise ConfigError(f"definitions file {path} (listed in loopstack.yaml `definitions`) holds binary "
+                              "data, not Python source; list the .py files that define entities, views and services"
+                              ) from None
         raise ConfigError(f"{path.name} failed to run: {exc.__class__.__name__}: {exc}; fix the file") from exc
     finally:
         if added:
