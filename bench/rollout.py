@@ -448,19 +448,14 @@ def _log_segment(log_dir: Path, endpoint: str, refs: list[str], segment: int, st
     sent = (rng.random(n) < 0.3) & ok
     feedback = {"request_id": ids[sent], "time": times[sent] + 60_000_000, "model": [None] * int(sent.sum()),
                 "label": [str(int(v)) for v in labels[sent]], "label_value": labels[sent]}
+    from loopstack.serving.predlog import _feedback_schema  # the schema PredictionLog writes
+
     _write(pa.table(feedback, schema=_feedback_schema()), log_dir / "feedback" / name)
     if brier:
         for ref in refs:
             mine = (variant == ref) & ok
             _write(_predictions(ids[mine], times[mine], ref, p1[mine]),
                    log_dir / "predictions" / endpoint / ref.split("/")[1] / name)
-
-
-def _feedback_schema() -> Any:
-    import pyarrow as pa
-
-    return pa.schema([("request_id", pa.string()), ("time", pa.timestamp("us", tz="UTC")), ("model", pa.string()),
-                      ("label", pa.string()), ("label_value", pa.float64())])
 
 
 def _predictions(ids: np.ndarray, times: np.ndarray, ref: str, p1: np.ndarray) -> Any:

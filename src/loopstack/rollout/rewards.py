@@ -31,14 +31,13 @@ EPS = 1e-15
 
 
 def _class_index(outputs: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    index = labels.astype(np.int64)
-    bad = (index != labels) | (index < 0) | (index >= outputs.shape[1])
+    bad = ~scorable(outputs, labels)
     if bad.any():
         raise ValidationError(
             f"label {float(labels[bad][0])!r} is not a class index of a {outputs.shape[1]}-class probability output; "
             "send labels as 0..k-1 in the model's class order"
         )
-    return index
+    return labels.astype(np.int64)
 
 
 def _brier(outputs: np.ndarray, labels: np.ndarray) -> np.ndarray:

@@ -101,11 +101,12 @@ class ControllerLogs:
     window below keeps (`read_traffic_log`, `read_feedback`,
     `read_prediction_log`) and then selecting the same rows and columns.
 
-    When a new rollout starts (a later ``since``), the traffic segments with
-    no request at or after its start are dropped, and the feedback and
-    prediction segments written (by their names' time) more than
-    `SINCE_SLACK_S` before it are neither read nor kept, so a controller that
-    lives through many rollouts does not hold every label ever given. A label
+    Segments of any of the three logs written (by their names' time) more than
+    `SINCE_SLACK_S` before the rollout's start are neither read nor kept
+    (`segments_since`, as `read_traffic_log` skips them), so neither a new
+    controller nor one living through many rollouts reads every record ever
+    written; when a new rollout starts (a later ``since``), the traffic
+    segments already kept with no request at or after it are dropped too. A label
     or an output written before the start can still belong to a request
     logged after it (one in flight when the rollout began), which is what the
     slack covers: a request answered up to a minute after it arrived.
@@ -127,10 +128,10 @@ class ControllerLogs:
         """Live (not mirrored) requests to `endpoint` logged at or after `since`, with `TRAFFIC_COLUMNS`."""
         import pyarrow as pa
 
-        from loopstack.rollout.trafficlog import rows_since, traffic_schema, traffic_segments
+        from loopstack.rollout.trafficlog import rows_since, segments_since, traffic_schema, traffic_segments
 
         self._window(since)
-        tables = self.traffic.tables(traffic_segments(self.log_dir, endpoint))
+        tables = self.traffic.tables(segments_since(traffic_segments(self.log_dir, endpoint), since))
         if not tables:
             return traffic_schema().empty_table().select(TRAFFIC_COLUMNS)
         return rows_since(pa.concat_tables(tables), since)
@@ -139,9 +140,10 @@ class ControllerLogs:
         """Feedback rows with a numeric value (request_id, label_value), oldest first."""
         import pyarrow as pa
 
+        from loopstack.rollout.trafficlog import segments_since
         from loopstack.serving.predlog import feedback_segments
 
-        tables = self.feedback.tables(self._recent(feedback_segments(self.log_dir)))
+        tables = self.feedback.tables(segments_since(feedback_segments(self.log_dir), self._since))
         return pa.concat_tables(tables) if tables else pa.table({"request_id": pa.array([], pa.string()),
                                                                  "label_value": pa.array([], pa.float64())})
 
@@ -149,19 +151,11 @@ class ControllerLogs:
         """Row 0 of each logged prediction of `endpoint` (request_id, variant, outputs); None before the first."""
         import pyarrow as pa
 
+        from loopstack.rollout.trafficlog import segments_since
         from loopstack.serving.predlog import prediction_segments
 
-        tables = self.predictions.tables(self._recent(prediction_segments(self.log_dir, endpoint)))
+        tables = self.predictions.tables(segments_since(prediction_segments(self.log_dir, endpoint), self._since))
         return pa.concat_tables(tables, promote_options="permissive") if tables else None
-
-    def _recent(self, files: list[Path]) -> list[Path]:
-        """The segments written no earlier than `SINCE_SLACK_S` before the current window's start."""
-        from loopstack.rollout.trafficlog import SINCE_SLACK_S, written_ns
-
-        if self._since is None:
-            return files
-        cutoff = (self._since - SINCE_SLACK_S) * 1e9
-        return [f for f in files if written_ns(f) >= cutoff]
 
     def _window(self, since: float | None) -> None:
         """Skip the traffic segments with nothing at or after a new `since`: an earlier rollout's requests."""

@@ -143,9 +143,7 @@ def read_traffic_log(root: str | os.PathLike[str], endpoint: str, since: float |
     """
     import pyarrow as pa
 
-    files = traffic_segments(root, endpoint)
-    if since is not None:
-        files = [f for f in files if written_ns(f) >= (since - SINCE_SLACK_S) * 1e9]
+    files = segments_since(traffic_segments(root, endpoint), since)
     if not files:
         return traffic_schema().empty_table()
     return rows_since(pa.concat_tables([read_traffic_segment(f) for f in files]), since)
@@ -158,6 +156,14 @@ def traffic_segments(root: str | os.PathLike[str], endpoint: str) -> list[Path]:
     and nothing writes to it again: a reader may keep what it read of one.
     """
     return sorted((Path(root) / "endpoints" / endpoint).glob("*.parquet"))
+
+
+def segments_since(files: list[Path], since: float | None) -> list[Path]:
+    """The log segments (of any log) named no earlier than `SINCE_SLACK_S` before `since`; all when it is None."""
+    if since is None:
+        return files
+    cutoff = (since - SINCE_SLACK_S) * 1e9
+    return [f for f in files if written_ns(f) >= cutoff]
 
 
 def written_ns(path: Path) -> float:
