@@ -115,16 +115,15 @@ def canary(world: Any, ctx: ActionContext) -> dict[str, Any]:
     while world.follow().strategy == "canary":
         if world.finished:
             raise StopLoop("the replay ended before the canary finished")
-        world.advance()
+        day = world.advance()["day"]  # the day of the traffic the controller is about to judge
         world.flush_log()
-        decision = controller.evaluate(cause=ctx.cause)
+        controller.evaluate(cause=ctx.cause)
         evaluations += 1
         if controller.last_event is not None and controller.last_event != ctx.cause:
             ctx.cause = controller.last_event  # the next decision (or the promotion) follows from this one
-            world.state.setdefault("decision_days", {})[str(ctx.cause)] = world.day - 1 if world.state["chunk"] == 0 \
-                else world.day
+            world.state.setdefault("decision_days", {})[str(ctx.cause)] = day
             world.save()
-        ctx.checkpoint(evaluations=evaluations, last=decision.action)
+        ctx.checkpoint(evaluations=evaluations)
     return finish(world, ctx, evaluations)
 
 
