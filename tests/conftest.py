@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,6 +20,21 @@ from loopstack.core.project import Project
 
 POSTGRES_HOST, POSTGRES_PORT = "127.0.0.1", 5432
 POSTGRES_ADMIN_URL = f"postgresql+psycopg://postgres@{POSTGRES_HOST}:{POSTGRES_PORT}/test"
+
+
+def cli_fails(command: Any, *args: Any, code: int = 1, obj: dict[str, Any] | None = None) -> str:
+    """Run a click command expected to fail with exit `code`: for 1, the LoopstackError's one-line message
+    (the `loopstack` entry point prints it, never a traceback); otherwise click's output."""
+    from click.testing import CliRunner
+
+    from loopstack.core.errors import LoopstackError
+
+    result = CliRunner().invoke(command, [str(a) for a in args], obj=obj)
+    assert result.exit_code == code, result.output
+    if code == 1:
+        assert isinstance(result.exception, LoopstackError), repr(result.exception)
+        return str(result.exception)
+    return result.output
 
 
 def service_up(host: str, port: int) -> bool:

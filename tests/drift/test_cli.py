@@ -7,9 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from click.testing import CliRunner
+from tests.conftest import cli_fails
 
-import loopstack as ls
 from loopstack.drift.cli import drift
 
 
@@ -22,10 +21,7 @@ def data(tmp_path: Path) -> Path:
 
 
 def _fails(*args: str | Path) -> str:
-    result = CliRunner().invoke(drift, ["report", *map(str, args)])
-    assert result.exit_code == 1, result.output
-    assert isinstance(result.exception, ls.LoopstackError), repr(result.exception)  # one line, not a traceback
-    return str(result.exception)
+    return cli_fails(drift, "report", *args)
 
 
 def test_unreadable_or_empty_data_is_named(data: Path) -> None:

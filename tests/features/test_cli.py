@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from click.testing import CliRunner
+from tests.conftest import cli_fails
 
 import loopstack as ls
 from loopstack.core.project import Project
@@ -47,12 +47,7 @@ def project(tmp_path: Path) -> Iterator[Project]:
 
 
 def _fails(project: Project, *args: str, code: int = 1) -> str:
-    result = CliRunner().invoke(features, list(args), obj={"project_path": str(project.root)})
-    assert result.exit_code == code, result.output
-    if code == 1:
-        assert isinstance(result.exception, ls.LoopstackError), repr(result.exception)
-        return str(result.exception)
-    return result.output
+    return cli_fails(features, *args, code=code, obj={"project_path": str(project.root)})
 
 
 def test_materialize_refuses_a_reversed_window_and_a_bad_chunk_size(project: Project) -> None:

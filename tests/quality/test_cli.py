@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from click.testing import CliRunner
+from tests.conftest import cli_fails
 
-import loopstack as ls
 from loopstack.quality.cli import quality
 
 
@@ -20,12 +19,7 @@ def folder(tmp_path: Path) -> Path:
 
 
 def _fails(*args: str | Path, code: int = 1) -> str:
-    result = CliRunner().invoke(quality, list(map(str, args)))
-    assert result.exit_code == code, result.output
-    if code == 1:
-        assert isinstance(result.exception, ls.LoopstackError), repr(result.exception)  # one line, not a traceback
-        return str(result.exception)
-    return result.output
+    return cli_fails(quality, *args, code=code)
 
 
 def test_unreadable_data_is_named(folder: Path) -> None:
