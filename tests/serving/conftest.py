@@ -17,13 +17,6 @@ import pytest
 def running(app: Any, **config: Any) -> Iterator[str]:
     """Serve `app` with uvicorn, configured as `loopstack serve` does (and `config`), on 127.0.0.1 and a free
     port; always shut down. Yields "host:port"."""
-    with serving(app, **config) as (address, _):
-        yield address
-
-
-@contextmanager
-def serving(app: Any, **config: Any) -> Iterator[tuple[str, Any]]:
-    """`running`, yielding the uvicorn server too (set ``should_exit`` on it to start a graceful shutdown)."""
     import uvicorn
 
     from loopstack.serving.server import uvicorn_config
@@ -41,7 +34,7 @@ def serving(app: Any, **config: Any) -> Iterator[tuple[str, Any]]:
             if not thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("the test server did not start")
             time.sleep(0.01)
-        yield f"127.0.0.1:{port}", server
+        yield f"127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=30)

@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests.serving.conftest import SlowModel, running, serving
+from tests.serving.conftest import SlowModel, running
 
 from loopstack.serving import ModelSpec, create_app
 from loopstack.serving.fastpath import Reply
@@ -165,38 +165,61 @@ def test_an_answer_given_at_once_does_not_leave_the_keep_alive_timer_on_the_next
     assert [a[0] for a in answers] == [404, 200]
 
 
+class _Transport(asyncio.Transport):
+    """A transport that keeps what is written (the protocol reads no socket from it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written, self.closed = b"", False
+
+    def write(self, data: bytes) -> None:  # type: ignore[override]
+        self.written += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
 def test_an_answer_waiting_for_a_slow_reader_says_close_when_a_shutdown_began_meanwhile() -> None:
-    """Big answers to a client that does not read pause the writes; SIGTERM meanwhile: the last answer, written
-    once the client reads, must carry "connection: close" since the connection closes after it."""
-    app = create_app([ModelSpec(name="m", model=SlowModel(delay_s=0.0), max_batch_size=50_000, max_queue=1_000_000)])
-    rows = np.arange(30_000 * 3, dtype=float).reshape(30_000, 3) + 0.123456789
-    with serving(app, timeout_graceful_shutdown=20) as (address, server):
-        protocol = server.config.http_protocol_class
-        deferred, original = threading.Event(), protocol._write_drained
+    """A client not reading pauses the writes; a shutdown begins while an answer waits: written once the client
+    reads, the answer must carry "connection: close", since the connection closes after it."""
+    from uvicorn.server import ServerState
 
-        async def noting(self: Any, *args: Any) -> None:
-            deferred.set()
-            await original(self, *args)
+    from loopstack.serving.fastpath import Endpoint
+    from loopstack.serving.protocol import HotCycle
+    from loopstack.serving.server import uvicorn_config
 
-        protocol._write_drained = noting
-        host, port = address.split(":")
-        with socket.socket() as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            sock.connect((host, int(port)))
-            for i in range(60):
-                if deferred.is_set():
-                    break
-                sock.sendall(_post("/v1/models/m:predict", json.dumps({"instances": (rows + i).tolist()}).encode()))
-                time.sleep(0.1)
-            assert deferred.wait(30), "the writes never paused"
-            server.should_exit = True
-            time.sleep(0.5)
-            sock.settimeout(10)
-            data = b""
-            while chunk := sock.recv(1 << 20):
-                data += chunk
-    last_head = data.split(b"HTTP/1.1 ")[-1].split(b"\r\n\r\n")[0]
-    assert last_head.startswith(b"200 OK") and b"connection: close" in last_head
+    config = uvicorn_config(create_app([ModelSpec(name="m", model=SlowModel(delay_s=0.0))]))
+    config.load()
+
+    async def main() -> _Transport:
+        protocol = config.http_protocol_class(config=config, server_state=ServerState(), app_state={})
+        transport = _Transport()
+        protocol.connection_made(transport)
+        protocol.cycle = cycle = HotCycle(Endpoint(None), {}, {}, keep_alive=True)  # type: ignore[arg-type]
+        protocol.pause_writing()  # the client stopped reading
+        protocol._respond(cycle, Reply(200, b"{}"))
+        await asyncio.sleep(0.01)
+        assert transport.written == b""  # held back until the client reads
+        protocol.shutdown()  # SIGTERM: uvicorn asks every connection to close after its answer
+        protocol.resume_writing()
+        await asyncio.sleep(0.01)
+        return transport
+
+    transport = asyncio.run(main())
+    head = transport.written.split(b"\r\n\r\n")[0]
+    assert head.startswith(b"HTTP/1.1 200 OK") and b"connection: close" in head and transport.closed
 
 
 def test_the_protocol_answers_hot_routes_without_the_asgi_app(address: str, monkeypatch) -> None:
