@@ -57,6 +57,8 @@ TARGETS = {
     # not a competitor either: the least a Python server must do per request (parse, batch, predict in a
     # thread, answer), with nothing else (no validation, metrics, log, request ids, timeouts or HTTP checks)
     "minimal": ("minimal", "/v1/models/fraud:predict", V1, lambda b: b["predictions"][0]),
+    # nor this: `minimal` answering a constant without predicting, the cheapest Python HTTP server we know
+    "protocol-floor": ("protocol-floor", "/v1/models/fraud:predict", V1, lambda b: b["predictions"][0]),
 }
 
 
@@ -73,7 +75,7 @@ def start(kind: str, port: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if PIN_ANCHORS and kind != "loopstack":
         env.update(dict.fromkeys(("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"), "1"))
-    if kind in ("loopstack", "floor", "endpoint", "minimal"):
+    if kind in ("loopstack", "floor", "endpoint", "minimal", "protocol-floor"):
         command = [sys.executable, str(Path(__file__)), f"--serve-{kind}", str(port)]
     elif kind == "bentoml":
         command = [str(ANCHORS / "bentoml" / "bin" / "bentoml"), "serve", "serving_anchors:Fraud", "--port", str(port),
@@ -122,9 +124,12 @@ def wrk(port: int, target: str, connections: int, duration: int) -> dict[str, fl
     script.write_text(f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
                       f"wrk.body = {json.dumps(json.dumps(body))}\n")
     threads = 1 if connections < 16 else 2
+    used_before = children_cpu_s()
     out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--timeout", "10s", "--latency",
                           "-s", str(script), f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True).stdout
     result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}  # type: ignore[union-attr]
+    # the load generator shares the cores with the server: its CPU per request is part of every request's cost
+    result["wrk_cpu_ms_per_req"] = (children_cpu_s() - used_before) * 1e3 / max(1.0, result["rps"] * duration)
     for label, key in (("50%", "p50_ms"), ("99%", "p99_ms")):
         value, unit = re.search(rf"{label}\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
         result[key] = float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
@@ -133,6 +138,14 @@ def wrk(port: int, target: str, connections: int, duration: int) -> dict[str, fl
     result["errors"] = float(errors.group(1)) if errors else 0.0
     result["timeouts"] = float(timeouts.group(1)) if timeouts else 0.0
     return result
+
+
+def children_cpu_s() -> float:
+    """CPU seconds used by this process's finished children (here: the wrk runs)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def rss_mb(pid: int) -> float:
@@ -287,9 +300,12 @@ def serve_floor(port: int) -> None:
                 access_log=False, proxy_headers=False, backlog=4096)
 
 
-def serve_minimal(port: int) -> None:
+def serve_minimal(port: int, predict: bool = True) -> None:
     """A bare asyncio protocol on uvloop and httptools: orjson in, one predict_proba per batch of up to 64
-    waiting requests in a worker thread, orjson out. A lower bound on any Python server's cost per request."""
+    waiting requests in a worker thread, orjson out. A lower bound on any Python server's cost per request.
+
+    With `predict` false it answers every request at once with the row's probabilities computed at start:
+    what the HTTP exchange alone costs a Python server here."""
     import asyncio
     from concurrent.futures import ThreadPoolExecutor
 
@@ -299,6 +315,7 @@ def serve_minimal(port: int) -> None:
     from threadpoolctl import threadpool_limits
 
     model = make_model()
+    constant = model.predict_proba(np.asarray([ROW]))[0].tolist()
     head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n"
     pool = ThreadPoolExecutor(1, initializer=lambda: threadpool_limits(1))
     queue: list[tuple[list[float], Any]] = []
@@ -331,6 +348,9 @@ def serve_minimal(port: int) -> None:
 
         def on_message_complete(self) -> None:
             row, self.body = orjson.loads(self.body)["instances"][0], b""
+            if not predict:
+                self.answer(constant)
+                return
             queue.append((row, self.answer))
             if not busy:
                 run(asyncio.get_running_loop())
@@ -356,6 +376,7 @@ def main() -> None:
     parser.add_argument("--serve-floor", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--serve-endpoint", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--serve-minimal", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-protocol-floor", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     global PIN_ANCHORS
     PIN_ANCHORS = args.pin_anchors
@@ -367,6 +388,8 @@ def main() -> None:
         return serve_endpoint(args.serve_endpoint)
     if args.serve_minimal:
         return serve_minimal(args.serve_minimal)
+    if args.serve_protocol_floor:
+        return serve_minimal(args.serve_protocol_floor, predict=False)
     model = make_model()
     want = model.predict_proba(np.asarray([ROW]))[0]
     results: dict[str, Any] = {}
@@ -389,8 +412,8 @@ def main() -> None:
 
 def summarize(results: dict[str, Any]) -> None:
     print("\n| server | c=1 rps | c=1 p50 ms | c=16 rps | c=64 rps | c=64 p50 ms | c=64 p99 ms "
-          "| c=64 CPU ms/req | errors | idle RSS MB |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| c=64 CPU ms/req | c=64 wrk CPU ms/req | errors | idle RSS MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
         if name not in TARGETS:
             continue
@@ -398,7 +421,7 @@ def summarize(results: dict[str, Any]) -> None:
         errors = sum(x.get("errors", 0) + x.get("timeouts", 0) for x in row)
         cells = [f"{row[0].get('rps', 0):.0f}", f"{row[0].get('p50_ms', 0):.2f}", f"{row[1].get('rps', 0):.0f}",
                  f"{row[2].get('rps', 0):.0f}", f"{row[2].get('p50_ms', 0):.1f}", f"{row[2].get('p99_ms', 0):.1f}",
-                 f"{row[2].get('cpu_ms_per_req', 0):.2f}"]
+                 f"{row[2].get('cpu_ms_per_req', 0):.3f}", f"{row[2].get('wrk_cpu_ms_per_req', 0):.3f}"]
         print(f"| {name} | " + " | ".join(cells) + f" | {errors:.0f} | {r['idle_rss_mb']:.0f} |")
     ls64 = results.get("loopstack", {}).get(64)
     if ls64:
@@ -422,8 +445,26 @@ def summarize(results: dict[str, Any]) -> None:
         if minimal64:
             print(f"the minimal Python server at c=64: {minimal64['rps']:.0f} rps = {minimal64['rps'] / top:.0%} "
                   f"of the ceiling; loopstack reaches {ls64['rps'] / minimal64['rps']:.0%} of it")
+        cpu_budget(results, top)
         wall, cpu = results["cold_start_s"]
         print(f"cold start: {wall:.2f} s wall, {cpu:.2f} s CPU")
+
+
+def cpu_budget(results: dict[str, Any], ceiling_rows_per_s: float) -> None:
+    """What the cores allow: each request costs the server's CPU and wrk's, and both share this machine's cores.
+
+    At c=64 every core is busy, so rps <= cores / (server + wrk CPU per request). The goal, half the ceiling,
+    is in reach of a server only when that bound is above it."""
+    cores, goal = os.cpu_count() or 1, ceiling_rows_per_s / 2
+    print(f"CPU budget at c=64 on {cores} cores (the goal, half the ceiling, is {goal:.0f} rps):")
+    for name in ("asgi-floor", "protocol-floor", "minimal", "loopstack"):
+        point = results.get(name, {}).get(64)
+        if point:
+            per_request = point["cpu_ms_per_req"] + point["wrk_cpu_ms_per_req"]
+            bound = cores / per_request * 1e3
+            print(f"  {name}: server {point['cpu_ms_per_req'] * 1e3:.0f} us + wrk "
+                  f"{point['wrk_cpu_ms_per_req'] * 1e3:.0f} us per request; the cores allow {bound:.0f} rps "
+                  f"({bound / goal:.0%} of the goal), measured {point['rps']:.0f}")
 
 
 if __name__ == "__main__":
