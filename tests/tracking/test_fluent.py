@@ -73,6 +73,39 @@ def test_non_numeric_metric_is_rejected(project: Project) -> None:
         ls.log_metric("acc", "high")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("step", "timestamp", "value", "message"),
+    [
+        (2**70, None, 1.0, "step"),
+        (float("nan"), None, 1.0, "step"),
+        (1.5, None, 1.0, "step"),
+        ("three", None, 1.0, "step"),
+        (0, float("nan"), 1.0, "timestamp"),
+        (0, float("inf"), 1.0, "timestamp"),
+        (0, None, 10**400, "pass a number"),
+    ],
+)
+def test_a_point_the_database_cannot_hold_is_refused_and_the_run_keeps_its_other_points(
+    project: Project, step: object, timestamp: object, value: object, message: str
+) -> None:
+    """One bad point used to be buffered, fail every flush after it, and lose the whole run."""
+    with ls.start_run() as run:
+        run.log_metric("loss", 0.5, step=1)
+        with pytest.raises(ValidationError, match=message):
+            run.log_metric("bad", value, step=step, timestamp=timestamp)  # type: ignore[arg-type]
+        run.log_metric("loss", 0.25, step=2)
+    stored = ls.Client(project).get_run(run.id)
+    assert stored.status == "FINISHED"
+    assert stored.metrics["loss"] == 0.25 and "bad" not in stored.metrics
+
+
+def test_integral_steps_of_any_numeric_type_are_kept(project: Project) -> None:
+    with ls.start_run() as run:
+        run.log_metric("loss", 0.5, step=np.int64(3))  # type: ignore[arg-type]
+        run.log_metric("loss", 0.25, step=4.0)  # type: ignore[arg-type]
+    assert [m.step for m in ls.Client(project).get_metric_history(run.id, "loss")] == [3, 4]
+
+
 def test_nested_runs_record_their_parent(project: Project) -> None:
     with ls.start_run(run_name="sweep") as parent:
         with pytest.raises(ValidationError, match="nested=True"):

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from loopstack.tracking.store import TrackingStore
 
 MAX_PARAM_LENGTH = 6000
+MAX_STEP = 2**63 - 1  # the step column is a 64-bit integer on every backend
 ENVIRONMENT_FILE = "loopstack/environment.json"
 _process_capture: dict[str, Any] = {}
 _process_capture_lock = threading.Lock()
@@ -80,14 +81,17 @@ class ActiveRun:
             self._known_keys.add(key)
         try:
             value = float(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ValidationError(f"metric {key!r} got {value!r}; pass a number") from None
-        now = time.time() if timestamp is None else float(timestamp)
+        now = time.time() if timestamp is None else _checked_timestamp(key, timestamp)
         if step is None:
             step = 0
-        elif step not in self._step_first_seen:
-            self._step_first_seen[int(step)] = now
-        self._metrics.append((self.id, key, value, int(step), now))
+        else:
+            if type(step) is not int or not -MAX_STEP <= step <= MAX_STEP:
+                step = _checked_step(key, step)
+            if step not in self._step_first_seen:
+                self._step_first_seen[step] = now
+        self._metrics.append((self.id, key, value, step, now))
         if len(self._metrics) > self._max_buffered:
             self._writer.nudge()
 
@@ -230,6 +234,30 @@ class ActiveRun:
             if not artifacts.exists(digest):  # a stat per run; the hash was taken once
                 artifacts.put_bytes(payload)
             self._writer.artifacts.append((self.id, ENVIRONMENT_FILE, digest, len(payload), "file"))
+
+
+def _checked_step(key: str, step: Any) -> int:
+    """An integral step the database can store, or a ValidationError now: a point the writer cannot
+    write would fail every later flush of the run, not just its own."""
+    try:
+        whole = int(step)
+        integral = whole == step
+    except (TypeError, ValueError, OverflowError):
+        integral = False
+    if not integral or not -MAX_STEP <= whole <= MAX_STEP:
+        raise ValidationError(f"metric {key!r} got step {step!r}; pass a whole number between -2**63 and 2**63 - 1")
+    return whole
+
+
+def _checked_timestamp(key: str, timestamp: Any) -> float:
+    """Epoch seconds as a finite float (the column cannot hold NaN, and infinity orders nothing)."""
+    try:
+        seconds = float(timestamp)
+    except (TypeError, ValueError, OverflowError):
+        seconds = math.nan
+    if not math.isfinite(seconds):
+        raise ValidationError(f"metric {key!r} got timestamp {timestamp!r}; pass epoch seconds as a finite number")
+    return seconds
 
 
 def _as_text(value: Any) -> str:
