@@ -152,3 +152,14 @@ def test_parse_tree_shape() -> None:
     assert isinstance(tree, BoolOp) and tree.op == "and"
     assert isinstance(tree.items[0], Comparison) and tree.items[0].value == 1
     assert isinstance(tree.items[1], BoolOp) and tree.items[1].op == "or"
+
+
+def test_backquoted_names_work_in_filters_and_order_by_as_documented(project: Project) -> None:
+    """docs/tracking.md: names with other characters go in backticks, ``metrics.`val loss` < 0.2``."""
+    for name, loss in (("low", 0.1), ("high", 0.5)):
+        with ls.start_run(run_name=name) as run:
+            run.log_metric("val loss", loss)
+    client = ls.Client(project)
+    assert names(client.search_runs("metrics.`val loss` < 0.2")) == ["low"]
+    assert names(client.search_runs(order_by=["metrics.`val loss` desc"])) == ["high", "low"]
+    assert names(client.search_runs(order_by="metrics.`val loss`")) == ["low", "high"]

@@ -168,7 +168,7 @@ class _Parser:
         if token.kind != "word":
             self.fail(f"expected a field such as metrics.acc, got {token.text!r}", token)
         prefix, _, rest = token.text.partition(".")
-        if not rest and self.peek_is("quoted"):
+        if not rest and not token.text.endswith(".") and self.peek_is("quoted"):
             self.fail(f"write {token.text}.`name` with a dot before the quoted name", token)
         if prefix.lower() in PREFIXES and (rest or token.text.endswith(".")):
             kind = PREFIXES[prefix.lower()]
