@@ -260,3 +260,13 @@ def test_samples_hold_whole_rows_in_memory_and_the_checked_columns_from_files(tm
     assert suite.run(path).results[0].sample == [{"x": -1}, {"x": -2}]
     assert suite.run(path, sample_columns=["id"]).results[0].sample == [{"id": 2, "x": -1}, {"id": 3, "x": -2}]
     assert suite.run(path, sample_columns="*", sample_size=1).results[0].sample == [{"id": 2, "x": -1, "note": "b"}]
+
+
+def test_numpy_float_bounds_compile_to_numbers():
+    """Bounds taken from a frame (``df.x.min()``) are NumPy floats; they once compiled to 'np.float64(0.5)'."""
+    import numpy as np
+
+    check = Between("x", min=np.float64(0.5), max=np.float64(2.0))
+    result = Suite("s", [check, InSet("x", [np.float64(1.0)])]).run({"x": [1.0, 3.0, 0.25]})
+    assert [r.error for r in result.results] == [None, None]
+    assert [r.unexpected_count for r in result.results] == [2, 2]

@@ -170,3 +170,13 @@ def test_configure_sets_duckdb_limits_for_later_checks():
     finally:
         configure()
     assert dict(shared_database().execute(query).fetchall()) == defaults
+
+
+def test_numpy_scalar_parameters_write_plain_yaml():
+    """A bound from ``df.x.min()`` is a NumPy float (a float subclass); YAML could not represent it."""
+    import numpy as np
+
+    suite = Suite("s", [Between("x", min=np.float64(0.5), max=np.int64(3)), InSet("c", [np.str_("a")])])
+    reloaded = Suite.from_yaml(suite.to_yaml())
+    assert reloaded.to_dict() == suite.to_dict()
+    assert type(reloaded.to_dict()["expectations"][0]["min"]) is float

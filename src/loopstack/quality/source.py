@@ -62,8 +62,8 @@ def literal(value: Any) -> str:
         return "NULL"
     if isinstance(value, bool):
         return "TRUE" if value else "FALSE"
-    if isinstance(value, int | float):
-        return repr(value) if isinstance(value, int) else f"'{value!r}'::DOUBLE"  # quoted: inf, nan
+    if isinstance(value, int | float):  # int()/float(): a NumPy float64 is a float but repr()s as np.float64(..)
+        return repr(int(value)) if isinstance(value, int) else f"'{float(value)!r}'::DOUBLE"  # quoted: inf, nan
     if hasattr(value, "isoformat"):
         return f"'{value.isoformat()}'"
     if hasattr(value, "item"):  # a NumPy scalar

@@ -160,10 +160,10 @@ def _plain(value: Any, describe_data: bool = False) -> Any:
         return [_plain(v, describe_data) for v in value]
     if isinstance(value, Query) and value.connection is None:
         return value.sql  # SQL text reads back as the same query
+    if hasattr(value, "item") and getattr(value, "size", 1) == 1 and not hasattr(value, "columns"):
+        return value.item()  # a NumPy scalar, even one that subclasses float or str (YAML cannot write those)
     if isinstance(value, str | int | float | bool) or value is None:
         return value
-    if hasattr(value, "item") and getattr(value, "size", 1) == 1 and not hasattr(value, "columns"):
-        return value.item()  # a NumPy scalar
     if isinstance(value, dict) and not _holds_arrays(value):
         return {k: _plain(v, describe_data) for k, v in value.items()}
     return describe(value) if describe_data else value
