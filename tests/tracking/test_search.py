@@ -163,3 +163,20 @@ def test_backquoted_names_work_in_filters_and_order_by_as_documented(project: Pr
     assert names(client.search_runs("metrics.`val loss` < 0.2")) == ["low"]
     assert names(client.search_runs(order_by=["metrics.`val loss` desc"])) == ["high", "low"]
     assert names(client.search_runs(order_by="metrics.`val loss`")) == ["low", "high"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("metrics.acc < 99999999999999999999", {"r0", "r1", "r2", "r3", "r4"}),
+        ("metrics.acc > -99999999999999999999 and metrics.acc < 0.9", {"r1", "r3"}),
+        ("start_time < 99999999999999999999 and name = 'r0'", {"r0"}),
+        ("experiment_id = 3000000000", set()),
+        ("experiment_id in (1, 99999999999999999999) and name = 'r0'", {"r0"}),
+    ],
+)
+def test_numbers_beyond_the_columns_integer_range_compare_instead_of_crashing(
+    project: Project, runs: dict[str, str], text: str, expected: set[str]
+) -> None:
+    """A big literal used to reach the driver as an int: OverflowError on SQLite, 'integer out of range' on PG."""
+    assert set(names(ls.Client(project).search_runs(text))) == expected

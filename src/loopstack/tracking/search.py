@@ -221,7 +221,7 @@ class _Parser:
     def checked(self, comparison: Comparison) -> Comparison:
         field, values = comparison.field, comparison.value
         values = values if isinstance(values, tuple) else (values,)
-        numeric = field.kind == "metrics" or (field.kind == "attributes" and field.name in NUMERIC_ATTRIBUTES)
+        numeric = _is_numeric(field)
         if comparison.op in ("like", "ilike") and numeric:
             self.fail(f"{field} is numeric; 'like' only applies to params, tags and text attributes")
         for value in values:
@@ -278,6 +278,16 @@ class _Parser:
         raise FilterError(f"bad filter {self.text!r}{where}: {message}")
 
 
+def _is_numeric(field: Field) -> bool:
+    return field.kind == "metrics" or (field.kind == "attributes" and field.name in NUMERIC_ATTRIBUTES)
+
+
+def _as_floats(value: Any) -> Any:
+    """Numbers bound as floats: an int literal reaches the driver as a 64-bit (PostgreSQL: the column's 32-bit)
+    integer, and one beyond that range fails the whole search instead of comparing."""
+    return tuple(float(item) for item in value) if isinstance(value, tuple) else float(value)
+
+
 def parse_filter(text: str | None) -> Any:
     """Parse a filter string into a tree of Comparison and BoolOp (None if empty)."""
     return _Parser(text or "").parse()
@@ -327,6 +337,8 @@ def _compile_comparison(comparison: Comparison, tables: dict[str, Any]) -> Any:
 
     runs = tables["runs"]
     field = comparison.field
+    if _is_numeric(field) and comparison.value is not None:
+        comparison = Comparison(field, comparison.op, _as_floats(comparison.value))
     if field.kind == "attributes":
         return _apply(runs.c[field.name], comparison)
     table = tables["latest_metrics" if field.kind == "metrics" else field.kind]
