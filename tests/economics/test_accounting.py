@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 import loopstack as ls
+from loopstack.core.errors import ConfigError
 from loopstack.core.project import Project
 from loopstack.economics import UsageMeter, accounting, meter, prometheus_text
 
@@ -77,3 +78,16 @@ def test_log_to_run_writes_metrics_to_the_active_run(sqlite_project: Project) ->
     assert "gpu.cost_per_1k_predictions" not in logged  # NaN is not logged
     stored = ls.Client(sqlite_project).get_run(run.id).metrics
     assert stored["gpu.seconds"] == 3600 and stored["gpu.cost"] == pytest.approx(3.5)
+
+
+def test_meter_refuses_values_that_would_poison_its_totals() -> None:
+    m = UsageMeter("poison", gpu="L4")
+    m.add_seconds(10)
+    for bad in (math.nan, math.inf, -1.0):
+        with pytest.raises(ConfigError, match="seconds="):
+            m.add_seconds(bad)
+    with pytest.raises(ConfigError, match="count=-5"):
+        m.add_predictions(-5)
+    with pytest.raises(ConfigError, match="price_per_gpu_hour=nan"):
+        UsageMeter("poison", price_per_gpu_hour=math.nan)
+    assert (m.wall_seconds, m.predictions) == (10.0, 0)  # the refused values left the totals as they were

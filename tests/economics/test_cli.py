@@ -74,3 +74,14 @@ def test_counts_and_shares_out_of_range_are_usage_errors() -> None:
     assert "0.0 is not in the range x>0" in _fails("plan", "gpt2", "--tokens", "0", code=2)
     assert "5.0 is not in the range 0<x<=1" in _fails("plan", "gpt2", "--utilization", "5", code=2)
     assert "0 is not in the range x>=1" in _fails("plan", "gpt2", "--max-gpus", "0", code=2)
+
+
+def test_plan_with_odd_tables_and_spot_rates_explains_instead_of_printing_nothing(tmp_path: Path) -> None:
+    (tmp_path / "flat.yaml").write_text("gpus:\n  H100: 3.5\n")
+    assert "gpus.H100 must be a mapping" in _fails("plan", "gpt2", "--prices", str(tmp_path / "flat.yaml"))
+    (tmp_path / "rent.yaml").write_text("gpus:\n  T4: {memory_gb: 16, bf16_tflops: 65, cloud: {on_demand: 0.4}}\n")
+    out = _fails("plan", "gpt2", "--pricing", "owned", "--prices", str(tmp_path / "rent.yaml"))
+    assert "no GPU in the price table has a 'owned' price" in out  # was an empty table and exit 0
+    assert "preemptions_per_hour=nan" in _fails("plan", "gpt2", "--pricing", "spot", "--preemptions-per-hour", "nan")
+    one_byte = _run("estimate", "gpt2", "--method", "inference", "--dtype", "1", "--context", "8")  # a byte count
+    assert f"{ec.weight_bytes('gpt2', 'int8') / ec.GiB:,.2f}" in one_byte

@@ -179,3 +179,37 @@ def test_spot_plans_pay_for_preemptions() -> None:
     assert on_demand.gpu == spot.gpu == "X"
     assert spot.hours > on_demand.hours
     assert spot.cost == pytest.approx(spot.hours * spot.gpus * 1.0)
+
+
+def test_a_gpu_entry_that_is_not_a_mapping_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "prices.yaml"
+    path.write_text("gpus:\n  H100: 3.5\n")  # a price where the GPU's fields belong: was a raw TypeError
+    with pytest.raises(ConfigError, match=r"gpus\.H100 must be a mapping .*got 3\.5"):
+        PriceTable.load(path)
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("preemptions_per_hour", math.nan), ("checkpoint_seconds", math.inf), ("restart_seconds", -1.0),
+     ("checkpoint_interval_s", -600.0), ("checkpoint_interval_s", math.nan)],
+)
+def test_spot_plan_refuses_values_that_would_give_nan_or_a_shorter_job(option: str, value: float) -> None:
+    options = {"preemptions_per_hour": 0.2, "checkpoint_seconds": 60.0, option: value}
+    with pytest.raises(ConfigError, match=option):
+        spot_plan(3600, **options)  # type: ignore[arg-type]
+
+
+def test_spot_plan_of_no_work_is_no_time() -> None:
+    plan = spot_plan(0, preemptions_per_hour=0.2, checkpoint_seconds=60)
+    assert (plan.expected_wall_hours, plan.overhead) == (0.0, 0.0)
+
+
+def test_plans_refuse_a_pricing_no_gpu_offers_and_bad_headroom() -> None:
+    table = PriceTable.parse(TABLE)
+    rented = PriceTable.parse({"gpus": {"Small": TABLE["gpus"]["Small"]}})  # type: ignore[index]  # no owned card
+    with pytest.raises(ConfigError, match="no GPU in the price table has a 'owned' price"):
+        plan_options("gpt2", prices=rented, pricing="owned")
+    with pytest.raises(ConfigError, match="'ondemand'"):
+        plan_options("gpt2", prices=table, pricing="ondemand")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"headroom=1\.5"):
+        plan_options("gpt2", prices=table, headroom=1.5)

@@ -112,3 +112,20 @@ def test_unknown_dtype_is_refused() -> None:
 def test_kv_cache_is_linear_in_context_and_batch(context: int, batch: int) -> None:
     one = kv_cache_bytes("mistral-7b", context=1)
     assert kv_cache_bytes("mistral-7b", context=context, batch=batch) == one * context * batch
+
+
+def test_context_zero_is_refused_not_read_as_the_model_maximum() -> None:
+    # 0 used to fall through `context or max_context` and price a full 4096-token cache.
+    with pytest.raises(ConfigError, match="context=0"):
+        inference_memory("llama-2-7b", context=0)
+    assert inference_memory("llama-2-7b").kv_cache == kv_cache_bytes("llama-2-7b", context=4096)
+
+
+def test_byte_counts_must_be_positive_and_may_come_as_text() -> None:
+    for bad in (0, -1, float("nan"), float("inf"), "-2"):
+        with pytest.raises(ConfigError, match="positive finite"):
+            bytes_per_value(bad)
+    assert bytes_per_value("1.5") == 1.5  # the CLI's --dtype is text; the error promised "or a byte count"
+    assert weight_bytes("gpt2", "1") == weight_bytes("gpt2", "int8")
+    with pytest.raises(ConfigError, match=r"overhead=-0\.5"):
+        inference_memory("gpt2", overhead=-0.5)

@@ -197,3 +197,12 @@ def test_recomputation_never_increases_activation_memory(seq: int, batch: int, n
     none, selective, full = (activation_bytes(name, recompute=r, **kw) for r in ("none", "selective", "full"))
     assert none >= selective >= full
     assert activation_bytes(name, flash_attention=True, **kw) == selective
+
+
+def test_lora_targets_count_each_matrix_once_and_take_a_single_name() -> None:
+    q_and_v = lora_parameters("llama-2-7b", 8, ["q", "v"])
+    # "q" and "q_proj" are the same matrix: PEFT adapts it once (4,194,304 trainable, not 6,291,456).
+    assert lora_parameters("llama-2-7b", 8, ["q", "q_proj", "v_proj", " v"]) == q_and_v
+    # A bare string is one target, not a list of its letters.
+    assert lora_parameters("llama-2-7b", 8, "gate") == lora_parameters("llama-2-7b", 8, ["gate"])
+    assert lora_parameters("llama-2-7b", 8, "q_proj") == q_and_v // 2

@@ -9,6 +9,7 @@ adds numbers under a lock, so it is cheap on a hot path.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -64,6 +65,8 @@ class UsageMeter:
         self.gpus = gpus if gpu is not None else 0
         if price_per_gpu_hour is None:
             price_per_gpu_hour = (prices or default_prices()).gpu(gpu).hourly(pricing) if gpu is not None else 0.0
+        if not 0 <= price_per_gpu_hour < math.inf:
+            raise ConfigError(f"price_per_gpu_hour={price_per_gpu_hour!r} must be a non-negative finite number")
         self.price_per_gpu_hour = float(price_per_gpu_hour)
         self._lock = threading.Lock()
         self._wall_seconds = 0.0
@@ -71,13 +74,15 @@ class UsageMeter:
 
     def add_seconds(self, seconds: float) -> None:
         """Account `seconds` of wall time during which the GPUs were held."""
-        if seconds < 0:
-            raise ConfigError(f"seconds={seconds} must be non-negative")
+        if not 0 <= seconds < math.inf:  # one NaN would make every later total NaN
+            raise ConfigError(f"seconds={seconds} must be a non-negative finite number")
         with self._lock:
             self._wall_seconds += seconds
 
     def add_predictions(self, count: int) -> None:
         """Count `count` predictions served."""
+        if count < 0:
+            raise ConfigError(f"count={count} must be non-negative: a counter only goes up")
         with self._lock:
             self._predictions += int(count)
 

@@ -166,12 +166,18 @@ def spot_plan(
     (11.04, 2.21)
     """
     rate = preemptions_per_hour / 3600
-    if rate < 0 or checkpoint_seconds < 0 or restart_seconds < 0:
-        raise ConfigError("preemption rate, checkpoint and restart times must be non-negative")
+    numbers = {"work_seconds": work_seconds, "preemptions_per_hour": preemptions_per_hour,
+               "checkpoint_seconds": checkpoint_seconds, "restart_seconds": restart_seconds}
+    for key, value in numbers.items():
+        if not 0 <= value < math.inf:  # NaN fails too: it would turn every expectation into NaN
+            raise ConfigError(f"{key}={value!r} must be a non-negative finite number")
+    if checkpoint_interval_s is not None and not 0 < checkpoint_interval_s < math.inf:
+        raise ConfigError(f"checkpoint_interval_s={checkpoint_interval_s!r} must be a positive number of seconds, "
+                          "or None for Young's interval")
     if rate == 0:
         tau = checkpoint_interval_s or math.inf
         wall = work_seconds * (1 + (checkpoint_seconds / tau if math.isfinite(tau) else 0))
-        return SpotPlan(work_seconds / 3600, tau, wall / 3600, 0.0, wall / work_seconds - 1)
+        return SpotPlan(work_seconds / 3600, tau, wall / 3600, 0.0, _overhead(wall, work_seconds))
     tau = checkpoint_interval_s or young_interval(checkpoint_seconds, preemptions_per_hour)
     lost_share = rate * (tau / 2 + restart_seconds)
     if lost_share >= 1:
@@ -180,7 +186,12 @@ def spot_plan(
             "checkpoint more often or use on-demand capacity"
         )
     wall = work_seconds * (1 + checkpoint_seconds / tau) / (1 - lost_share)
-    return SpotPlan(work_seconds / 3600, tau, wall / 3600, rate * wall, wall / work_seconds - 1)
+    return SpotPlan(work_seconds / 3600, tau, wall / 3600, rate * wall, _overhead(wall, work_seconds))
+
+
+def _overhead(wall: float, work: float) -> float:
+    """Extra wall time as a share of the work (0 for no work, where the share is undefined)."""
+    return wall / work - 1 if work else 0.0
 
 
 def break_even_utilization(gpu: GpuType | str, pricing: Pricing = "on_demand") -> float:

@@ -15,6 +15,8 @@
 
 from __future__ import annotations
 
+import math
+
 from loopstack.core.errors import ConfigError
 from loopstack.economics.memory import MemoryEstimate, nf4_bits_per_param
 from loopstack.economics.models import ModelConfig, get_model
@@ -41,13 +43,16 @@ def bytes_per_value(dtype: str | float) -> float:
     >>> bytes_per_value("bf16"), bytes_per_value("int4")
     (2, 0.5)
     """
-    if isinstance(dtype, int | float):
-        return float(dtype)
-    try:
+    if isinstance(dtype, str) and dtype.lower() in BYTES_PER_VALUE:
         return BYTES_PER_VALUE[dtype.lower()]
-    except KeyError:
+    try:
+        count = float(dtype)  # a byte count, also as text (the CLI's --dtype 1.5)
+    except (TypeError, ValueError):
         known = ", ".join(BYTES_PER_VALUE)
         raise ConfigError(f"dtype {dtype!r} is unknown; use one of {known} or a byte count") from None
+    if not 0 < count < math.inf:
+        raise ConfigError(f"dtype {dtype!r}: a byte count per value must be a positive finite number")
+    return count
 
 
 def weight_bytes(model: ModelConfig | str, dtype: str | float = "bf16") -> float:
@@ -104,13 +109,16 @@ def inference_memory(
     """
     m = get_model(model)
     m.check_tensor_parallel(tensor_parallel)
+    if not 0 <= overhead < math.inf:
+        raise ConfigError(f"overhead={overhead!r} must be a non-negative share of the weights, e.g. 0.2")
+    tokens = m.max_context if context is None else context  # 0 is an error, not "the maximum"
     weights = weight_bytes(m, dtype) / tensor_parallel
-    kv = kv_cache_bytes(m, context=context or m.max_context, batch=batch, dtype=kv_dtype) * m.kv_share(tensor_parallel)
+    kv = kv_cache_bytes(m, context=tokens, batch=batch, dtype=kv_dtype) * m.kv_share(tensor_parallel)
     return MemoryEstimate(
         weights=weights,
         activations=weights * overhead,
         kv_cache=kv,
-        notes=(f"{m.name} at {dtype}, KV cache {context or m.max_context} tokens x {batch} at {kv_dtype}",),
+        notes=(f"{m.name} at {dtype}, KV cache {tokens} tokens x {batch} at {kv_dtype}",),
     )
 
 

@@ -233,12 +233,17 @@ def lora_parameters(model: ModelConfig | str, rank: int, targets: Iterable[str] 
     if rank < 1:
         raise ConfigError(f"LoRA rank={rank!r} must be a positive integer")
     shapes = m.linear_shapes()
-    names = list(shapes) if targets == "all-linear" or list(targets) == ["all-linear"] else list(targets)
-    total = 0
+    names = [targets] if isinstance(targets, str) else list(targets)  # "q_proj" is one target, not 6 letters
+    names = list(shapes) if names == ["all-linear"] else names
+    chosen: list[str] = []
     for raw in names:
-        name = raw.removesuffix("_proj")
+        name = raw.strip().removesuffix("_proj")
         if name not in shapes:
             raise ConfigError(f"LoRA target {raw!r} is not a linear layer of {m.name}; use some of {', '.join(shapes)}")
+        if name not in chosen:  # "q" and "q_proj" name one matrix: PEFT adapts it once
+            chosen.append(name)
+    total = 0
+    for name in chosen:
         d_in, d_out = shapes[name]
         total += rank * (d_in + d_out) * (m.experts if name not in "qkvo" else 1)
     return m.layers * total

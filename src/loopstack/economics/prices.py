@@ -155,6 +155,10 @@ class PriceTable(_Strict):
         """Validate a mapping shaped like ``prices.yaml``."""
         if not isinstance(data, dict) or not isinstance(data.get("gpus"), dict):
             raise ConfigError(f"{source} must be a mapping with a 'gpus:' section; see the packaged prices.yaml")
+        for name, spec in data["gpus"].items():
+            if spec is not None and not isinstance(spec, dict):
+                raise ConfigError(f"{source}: gpus.{name} must be a mapping with memory_gb, bf16_tflops and prices "
+                                  f"(got {spec!r}); see the packaged prices.yaml")
         gpus = {name: {**(spec or {}), "name": name} for name, spec in data["gpus"].items()}
         try:
             return cls.model_validate({**data, "gpus": gpus})

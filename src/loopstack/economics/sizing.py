@@ -18,7 +18,7 @@ from loopstack.economics.cost import job_cost, spot_plan, tokens_per_second
 from loopstack.economics.inference import inference_memory
 from loopstack.economics.memory import GB, MemoryEstimate, training_memory
 from loopstack.economics.models import ModelConfig, get_model
-from loopstack.economics.prices import GpuType, PriceTable, Pricing, default_prices
+from loopstack.economics.prices import PRICINGS, GpuType, PriceTable, Pricing, default_prices
 
 
 @dataclass(frozen=True)
@@ -90,10 +90,14 @@ def plan_options(
     """
     m = get_model(model)
     table = prices or default_prices()
+    if not 0 <= headroom < 1:
+        raise ConfigError(f"headroom={headroom!r} must be a share of GPU memory kept free, in [0, 1)")
+    offered = [gpu for gpu in table.gpus.values() if gpu.offers(pricing)]
+    if not offered:  # an empty table would print an empty plan and say nothing about why
+        raise ConfigError(f"no GPU in the price table has a {pricing!r} price; use one of {', '.join(PRICINGS)} "
+                          "and add that price to the table")
     plans: list[Plan] = []
-    for gpu in table.gpus.values():
-        if not gpu.offers(pricing):
-            continue
+    for gpu in offered:
         spot = (preemptions_per_hour, checkpoint_seconds) if pricing == "spot" and workload == "training" else None
         plans.extend(_plans_for(m, gpu, workload, tokens, hours, mfu, pricing, utilization, max_gpus, headroom,
                                 spot, memory_options))
