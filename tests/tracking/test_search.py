@@ -180,3 +180,15 @@ def test_numbers_beyond_the_columns_integer_range_compare_instead_of_crashing(
 ) -> None:
     """A big literal used to reach the driver as an int: OverflowError on SQLite, 'integer out of range' on PG."""
     assert set(names(ls.Client(project).search_runs(text))) == expected
+
+
+def test_every_run_is_either_null_or_not_null_for_a_metric_even_when_it_logged_nan(project: Project) -> None:
+    """NaN is stored as NULL; a run that logged NaN has the metric, so 'is not null' finds it."""
+    for name, value in (("nan", float("nan")), ("one", 1.0)):
+        with ls.start_run(run_name=name) as run:
+            run.log_metric("loss", value)
+    with ls.start_run(run_name="none"):
+        pass
+    client = ls.Client(project)
+    assert set(names(client.search_runs("metrics.loss is not null"))) == {"nan", "one"}
+    assert names(client.search_runs("metrics.loss is null")) == ["none"]

@@ -342,8 +342,9 @@ def _compile_comparison(comparison: Comparison, tables: dict[str, Any]) -> Any:
     if field.kind == "attributes":
         return _apply(runs.c[field.name], comparison)
     table = tables["latest_metrics" if field.kind == "metrics" else field.kind]
-    if comparison.op == "is null":
-        return ~exists(select(table.c.run_id).where(table.c.run_id == runs.c.id, table.c.key == field.name))
+    logged = exists(select(table.c.run_id).where(table.c.run_id == runs.c.id, table.c.key == field.name))
+    if comparison.op in ("is null", "is not null"):  # whether the run logged the key: a NaN metric's NULL counts
+        return ~logged if comparison.op == "is null" else logged
     condition = _apply(table.c.value, comparison)
     return exists(select(table.c.run_id).where(table.c.run_id == runs.c.id, table.c.key == field.name, condition))
 
