@@ -47,3 +47,18 @@ def test_cli_report(tmp_path) -> None:
     assert strict.exit_code == 1
     bad = CliRunner().invoke(drift, [*args, "--test", "nope"])
     assert bad.exit_code != 0 and "unknown drift test" in str(bad.exception)
+
+
+def test_cli_test_runs_where_it_can_and_the_other_columns_keep_their_default(tmp_path) -> None:
+    """``--test ks`` on data with a text column failed the whole report: ks cannot test categories."""
+    ref, cur = _frames(1.0)
+    ref.to_parquet(tmp_path / "ref.parquet")
+    cur.to_parquet(tmp_path / "cur.parquet")
+    js = tmp_path / "out.json"
+    args = ["report", "--reference", str(tmp_path / "ref.parquet"), "--current", str(tmp_path / "cur.parquet"),
+            "--output", str(tmp_path / "out.html"), "--json", str(js)]
+    for test, expected in (("ks", {"x": "ks", "c": "jensenshannon"}), ("psi", {"x": "psi", "c": "psi"})):
+        done = CliRunner().invoke(drift, [*args, "--test", test])
+        assert done.exit_code == 0, done.output
+        columns = json.loads(js.read_text())["columns"]
+        assert {name: column["test"] for name, column in columns.items()} == expected

@@ -18,7 +18,9 @@ def drift() -> None:
 @click.option("--output", default="drift_report.html", show_default=True, type=click.Path(), help="HTML report.")
 @click.option("--json", "json_path", default=None, type=click.Path(), help="Also write the report as JSON.")
 @click.option("--column", "columns", multiple=True, help="Test only these columns (repeatable).")
-@click.option("--test", "test", default=None, help="Run this test on every column (ks, psi, wasserstein, ...).")
+@click.option("--test", "test", default=None,
+              help="Run this test on every column it applies to (ks, psi, wasserstein, ...); the others keep "
+                   "their default test.")
 @click.option("--threshold", type=float, default=None, help="Threshold for every column's test.")
 @click.option("--drift-share", type=float, default=0.5, show_default=True,
               help="Share of drifted columns for data set drift.")
@@ -32,7 +34,8 @@ def report(reference: str, current: str, output: str, json_path: str | None, col
     from loopstack.drift.compare import compare
 
     _check_outputs((reference, current), (output, json_path))
-    result = compare(reference, current, columns=list(columns) or None, num_test=test, cat_test=test,
+    num_test, cat_test = _tests_per_kind(test)
+    result = compare(reference, current, columns=list(columns) or None, num_test=num_test, cat_test=cat_test,
                      threshold=threshold, drift_share=drift_share, correction=correction)
     result.report(output, json_path, title=f"Drift: {current} vs {reference}")
     verdict = "DRIFT" if result.dataset_drift else "no drift"
@@ -40,6 +43,23 @@ def report(reference: str, current: str, output: str, json_path: str | None, col
                f"({', '.join(result.drifted_columns) or 'none'}); report written to {output}")
     if fail_on_drift and result.dataset_drift:
         raise SystemExit(1)
+
+
+def _tests_per_kind(test: str | None) -> tuple[str | None, str | None]:
+    """`test` for the kinds of column it can run on, None (the default test) for the others.
+
+    ``--test ks`` on data with a text column would otherwise fail the whole
+    report, since a KS test cannot run on categories.
+    """
+    from loopstack.drift.data import CATEGORICAL, NUMERICAL
+    from loopstack.drift.select import TESTS, get_test
+
+    if test is None:
+        return None, None
+    if test not in TESTS:
+        get_test(test, NUMERICAL)  # raises the unknown-test error, listing the known tests
+    kinds = TESTS[test].kinds
+    return (test if NUMERICAL in kinds else None), (test if CATEGORICAL in kinds else None)
 
 
 def _check_outputs(inputs: tuple[str, ...], outputs: tuple[str | None, ...]) -> None:
