@@ -398,6 +398,17 @@ def test_event_times_before_1970(as_of: bool) -> None:
     assert got == [None, 1, 2]
 
 
+@pytest.mark.parametrize("in_duckdb", [False, True])
+def test_a_key_that_does_not_convert_exactly_matches_no_entity(in_duckdb: bool) -> None:
+    # TRY_CAST rounded 2.5 to driver 2 and read true as driver 1, joining another entity's features
+    table = _rows((1, T0, T0, 10), (2, T0, T0, 20))
+    floats = pa.table({"driver_id": [2.5, 2.0, 0.5, None], "event_timestamp": pa.array([T0] * 4, pa.timestamp("us"))})
+    flags = pa.table({"driver_id": [True], "event_timestamp": pa.array([T0], pa.timestamp("us"))})
+    with mock.patch.object(offline, "SORT_PLAN_MAX_ROWS", -1 if in_duckdb else offline.SORT_PLAN_MAX_ROWS):
+        assert _join([_view(table)], floats, ["stats:value"]).column("value").to_pylist() == [None, 20, None, None]
+        assert _join([_view(table)], flags, ["stats:value"]).column("value").to_pylist() == [None]
+
+
 def test_parquet_columns_that_differ_only_by_case_resolve_as_duckdb_does(tmp_path: Path) -> None:
     # DuckDB binds `value` to the first of VALUE / value (the second becomes value_1); Arrow would take `value`
     table = pa.table({"driver_id": [1], "event_timestamp": pa.array([T0], pa.timestamp("us")),

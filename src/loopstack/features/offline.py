@@ -40,6 +40,9 @@ from loopstack.features.definitions import FeatureView
 from loopstack.features.engine import Session, quote
 from loopstack.features.sources import FileSource, PushSource, Source, SqlSource, TableSource
 from loopstack.features.timeutil import sql_timestamp, ttl_us
+from loopstack.features.types import KEY_TYPES
+
+INTEGER_KEY_TYPES = KEY_TYPES - {"VARCHAR"}
 
 ROW, TS = "__row", "__ts"
 
@@ -118,7 +121,8 @@ def _view_columns(session: Session, catalog: Catalog, view: FeatureView, feature
     name = session.register(frame)
     query = _ViewQuery.of(session, catalog, view, features, bounds)
     if as_of_known_time or _stored_rows(session, view.source) > SORT_PLAN_MAX_ROWS:
-        return _in_spine_order(session.arrow(query.windowed(name, as_of_known_time)), features, frame.num_rows)
+        windowed = query.windowed(name, frame.schema, as_of_known_time)
+        return _in_spine_order(session.arrow(windowed), features, frame.num_rows)
     return _sort_merge(session, query, name, frame, bounds)
 
 
@@ -198,18 +202,18 @@ class _ViewQuery:
         """The join keys, named exactly as declared (DuckDB would keep the source's spelling)."""
         return ", ".join(f"{quote(k)} AS {quote(k)}" for k in self.keys)
 
-    def spine_keys(self, spine_name: str) -> str:
+    def spine_keys(self, spine_name: str, spine_schema: Any) -> str:
         """The entity frame's join keys as the source types; a value that does not convert matches nothing."""
-        casts = ", ".join(f"TRY_CAST({quote(k)} AS {t}) AS {quote(k)}" for k, t in zip(self.keys, self.key_types,
-                                                                                         strict=True))
+        casts = ", ".join(f"{_key_cast(quote(k), spine_schema.field(k).type, t)} AS {quote(k)}"
+                          for k, t in zip(self.keys, self.key_types, strict=True))
         return f"SELECT {casts} FROM {spine_name}"
 
-    def windowed(self, spine_name: str, as_of_known_time: bool) -> str:
+    def windowed(self, spine_name: str, spine_schema: Any, as_of_known_time: bool) -> str:
         """Hash join on the keys filtered to the window (and to created <= t); per entity row the latest row.
 
         (Splitting the join by ttl-wide time buckets was measured: no faster in DuckDB, so not done.)
         """
-        on = " AND ".join(f"f.{quote(k)} = TRY_CAST(e.{quote(k)} AS {t})"
+        on = " AND ".join(f"f.{quote(k)} = {_key_cast('e.' + quote(k), spine_schema.field(k).type, t)}"
                           for k, t in zip(self.keys, self.key_types, strict=True))
         within = f" AND f.__ets >= e.{TS} - {self.ttl}" if self.ttl is not None else ""
         known = f" AND f.__cts <= e.{TS}" if as_of_known_time else ""
@@ -219,6 +223,25 @@ class _ViewQuery:
         full = f"(SELECT {self.key_list}, {self.times}, {self.values} FROM {self.relation})"
         return (f"SELECT e.{ROW}, {latest} FROM {spine_name} e JOIN {full} f ON {on} "
                 f"AND f.__ets <= e.{TS}{within}{known} GROUP BY e.{ROW}")
+
+
+def _key_cast(column: str, spine_type: Any, key_type: str) -> str:
+    """An entity-frame key as the source's key type, NULL (matching nothing) unless it converts exactly.
+
+    A bare TRY_CAST rounds 2.5 to 2 and turns true into 1, which would join
+    another entity's features; 2.0 (an int column pandas made float) still
+    matches 2.
+    """
+    import pyarrow as pa
+
+    cast = f"TRY_CAST({column} AS {key_type})"
+    if key_type.upper().split("(")[0] not in INTEGER_KEY_TYPES:
+        return cast
+    if pa.types.is_boolean(spine_type):
+        return f"CAST(NULL AS {key_type})"
+    if pa.types.is_floating(spine_type) or pa.types.is_decimal(spine_type):
+        return f"CASE WHEN {column} = trunc({column}) THEN {cast} END"
+    return cast
 
 
 def _sort_merge(session: Session, query: _ViewQuery, spine_name: str, frame: Any, bounds: dict[str, Any]) -> list[Any]:
@@ -239,7 +262,7 @@ def _sort_merge(session: Session, query: _ViewQuery, spine_name: str, frame: Any
         renamed = ", ".join(f"{quote(k)} AS {a}" for k, a in zip(query.keys, keys, strict=True))
         rows = session.arrow(f"SELECT {renamed}, {query.times}, {query.values} FROM {query.relation}")
         event_us, created_us, usable = rows.column("__ets").to_numpy(), rows.column("__cts").to_numpy(), None
-    spine_keys = session.arrow(query.spine_keys(spine_name))
+    spine_keys = session.arrow(query.spine_keys(spine_name, frame.schema))
     codes, spine_codes = dense_codes([rows.column(k) for k in keys], [spine_keys.column(k) for k in query.keys])
     if usable is not None and not usable.all():  # a row without an event time matches nothing
         codes = np.where(usable, codes, -1)
