@@ -303,3 +303,47 @@ def test_online_errors_name_the_fix(store: lf.FeatureStore) -> None:
         store.get_online_features(["stats:trips"], [{"id": 1}])
     with pytest.raises(NotFoundError, match="no feature view 'nope'"):
         store.get_online_features(["nope:trips"], [{"driver_id": 1}])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_missing_key_matches_nothing_and_an_integral_float_key_matches_its_int(
+        backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    # a null key was looked up as the text "None" (another entity's id); 2.0 (pandas' int column with a gap)
+    # was looked up as "2.0" and missed the entity the offline join found
+    project = Project.init(tmp_path / "n", name="n", online_store=_url(backend, request))
+    names = pa.table({"user": ["None", "nan", "a"], "event_timestamp": pa.array([T0] * 3, pa.timestamp("us")),
+                      "score": pa.array([1, 2, 3], pa.int64())})
+    user = lf.FeatureView(name="u", entities=[lf.Entity(name="user", join_keys=["user"])],
+                          source=lf.TableSource(names), schema=[lf.Field(name="score", dtype=lf.Int64)])
+    pairs = pa.table({"city": ["None"], "driver_id": pa.array([2], pa.int64()),
+                      "event_timestamp": pa.array([T0], pa.timestamp("us")), "trips": pa.array([7], pa.int64())})
+    pair = lf.FeatureView(name="p", entities=[lf.Entity(name="pair", join_keys=["city", "driver_id"])],
+                          source=lf.TableSource(pairs), schema=[lf.Field(name="trips", dtype=lf.Int64)])
+    store = project.feature_store
+    store.apply([user, pair])
+    store.materialize(T0, T0, progress=False)
+    got = store.get_online_features(["u:score"], {"user": [None, float("nan"), pd.NA, "a"]}, now=T0)
+    assert got.values["score"] == [None, None, None, 3]
+    assert got.status["score"] == [lf.NOT_FOUND] * 3 + [lf.PRESENT]
+    got = store.get_online_features(["p:trips"], {"city": [None, "None"], "driver_id": [2.0, 2.0]}, now=T0)
+    assert got.values["trips"] == [None, 7]
+    project.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_materialize_and_push_rows_from_before_1970(backend: str, tmp_path: Path,
+                                                    request: pytest.FixtureRequest) -> None:
+    # the latest row was picked by (event << 64) + created, which DuckDB refuses for a negative event time
+    project = Project.init(tmp_path / "old", name="old", online_store=_url(backend, request))
+    epoch = datetime(1970, 1, 1)
+    folder = project.root / "data" / "stats"
+    _write(folder, "part-0.parquet", [(1, epoch - timedelta(days=3), 0.1, 1), (1, epoch - timedelta(days=2), 0.2, 2),
+                                      (2, epoch - timedelta(days=3), 0.3, 3)])
+    store = project.feature_store
+    store.apply(_definitions(folder))
+    assert store.materialize(epoch - timedelta(days=10), epoch, progress=False) == {"stats": 2}
+    store.push("stats_push", [{"driver_id": 2, "event_timestamp": epoch - timedelta(days=1), "conv_rate": 0.4,
+                               "trips": 4}])
+    got = store.get_online_features(["stats:conv_rate"], {"driver_id": [1, 2]}, now=epoch)
+    assert got.values["conv_rate"] == [0.2, 0.4]
+    project.close()

@@ -55,7 +55,8 @@ def encoded_rows(store: FeatureStore, view: FeatureView, start_us: int | None, e
         # source row's key to VARCHAR before grouping was wasted work).
         key = (f"CAST({quote(keys[0])} AS VARCHAR)" if len(keys) == 1 else
                "concat_ws(chr(31), " + ", ".join(f"CAST({quote(k)} AS VARCHAR)" for k in keys) + ")")
-        order = f"(CAST({ets} AS HUGEINT) << 64) + {cts}"  # (event time, created time) as one number
+        # (event time, created time) as one number; a product, since << refuses negative (pre-1970) times
+        order = f"CAST({ets} AS HUGEINT) * {2**64} + {cts}"
         latest = f"arg_max({{'t': {ets}, 'c': {cts}, 'v': struct_pack({values})}}, {order})"
         query = (
             f"SELECT {key} AS key, __latest.t AS event_ts, __latest.c AS created_ts, to_json(__latest.v) AS value "

@@ -148,7 +148,7 @@ class OnlineReader:
         entities, count = _columns(entity_rows)
         now = now_us if now_us is not None else time.time_ns() // 1000
         requests = [(vp.name, _keys(vp.keys, entities, count)) for vp in plan.views]
-        records = self.online.read(requests) if requests else []
+        records = _read_known(self.online, requests) if requests else []
         slots: dict[str, list[Any]] = {}
         status: dict[str, list[str]] = {}
         ages: dict[str, list[float | None]] = {}
@@ -190,16 +190,50 @@ def _columns(entity_rows: Any) -> tuple[dict[str, list[Any]], int]:
     raise ValidationError(f"entity_rows must be a list of dicts or a dict of lists, not {type(entity_rows).__name__}")
 
 
-def _keys(join_keys: list[str], entities: dict[str, list[Any]], count: int) -> list[str]:
+def _keys(join_keys: list[str], entities: dict[str, list[Any]], count: int) -> list[str | None]:
+    """The stored key of each entity row, None where a join key is missing (null or NaN)."""
     try:
         if len(join_keys) == 1:
-            return [str(v) for v in entities[join_keys[0]]]
+            return [v if type(v) is str else _key_text(v) for v in entities[join_keys[0]]]
         columns = [entities[k] for k in join_keys]
     except KeyError as exc:
         raise ValidationError(
             f"entity rows lack join key {exc.args[0]!r} (they have {sorted(entities)}); add it to each row"
         ) from None
-    return [KEY_SEPARATOR.join(str(c[i]) for c in columns) for i in range(count)]
+    keys: list[str | None] = []
+    for i in range(count):
+        parts = [_key_text(c[i]) for c in columns]
+        keys.append(None if None in parts else KEY_SEPARATOR.join(parts))  # type: ignore[arg-type]
+    return keys
+
+
+def _key_text(value: Any) -> str | None:
+    """A key value as materialization stored it (DuckDB's VARCHAR cast); None for a missing one.
+
+    A null must match nothing, as offline, rather than the text "None"; an
+    integral float (pandas turns an int column with a gap into floats) is the
+    integer it holds, as the offline join casts it.
+    """
+    if value is None or type(value).__name__ in ("NAType", "NaTType"):
+        return None
+    if isinstance(value, float):
+        if value != value:
+            return None
+        if value.is_integer():
+            return str(int(value))
+    return str(value)
+
+
+def _read_known(online: OnlineStore, requests: list[tuple[str, list[str | None]]]) -> list[list[Any]]:
+    """The backend's records per request; an entity row without a key gets no record and costs no lookup."""
+    if not any(None in keys for _, keys in requests):
+        return online.read(requests)  # type: ignore[arg-type]
+    answers = online.read([(view, [k for k in keys if k is not None]) for view, keys in requests])
+    aligned = []
+    for (_, keys), found in zip(requests, answers, strict=True):
+        records = iter(found)
+        aligned.append([None if key is None else next(records) for key in keys])
+    return aligned
 
 
 def _decode(found: list[Any], ttl: int | None, now: int,
