@@ -31,7 +31,7 @@ def test_latest_is_reserved(alias):
         validate_alias(alias)
 
 
-@pytest.mark.parametrize("version", [0, -1, 1.5, "x", True, None])
+@pytest.mark.parametrize("version", [0, -1, 1.5, "x", True, None, "\u00b2", "1\u00b2"])
 def test_invalid_versions(version):
     with pytest.raises(ValidationError, match="invalid model version"):
         validate_version(version)
@@ -39,7 +39,13 @@ def test_invalid_versions(version):
 
 @pytest.mark.parametrize(
     ("ref", "message"),
-    [("fraud/x", "version number"), ("fraud/", "version number"), ("@champion", "model name"), ("", "reference")],
+    [
+        ("fraud/x", "version number"),
+        ("fraud/", "version number"),
+        ("fraud/\u00b2", "version number"),
+        ("@champion", "model name"),
+        ("", "reference"),
+    ],
 )
 def test_invalid_references(ref, message):
     with pytest.raises(ValidationError, match=message):
@@ -59,3 +65,10 @@ def test_reference_forms():
 def test_property_references_round_trip(name, version, alias):
     for ref in (ModelRef(name), ModelRef(name, version=version), ModelRef(name, alias=alias)):
         assert parse_ref(str(ref)) == ref
+
+
+def test_numpy_integer_versions_are_versions():
+    """Version numbers read back from a DataFrame are NumPy integers."""
+    np = pytest.importorskip("numpy")
+    assert validate_version(np.int64(3)) == 3 and type(validate_version(np.int64(3))) is int
+    assert parse_ref("fraud", np.int32(2)) == ModelRef("fraud", version=2)

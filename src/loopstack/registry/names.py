@@ -9,6 +9,7 @@ contain ``/`` or ``@``, and why an alias may not look like a number or be
 
 from __future__ import annotations
 
+import numbers
 import re
 from dataclasses import dataclass
 
@@ -68,12 +69,17 @@ def validate_alias(alias: str) -> str:
 
 
 def validate_version(version: object) -> int:
-    """Versions are positive integers; accept digit strings too (they come from the CLI)."""
-    if isinstance(version, str) and version.isdigit():
+    """Versions are positive integers; accept digit strings (they come from the CLI) and NumPy integers."""
+    if isinstance(version, str) and _is_number(version):
         version = int(version)
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+    if isinstance(version, bool) or not isinstance(version, numbers.Integral) or version < 1:
         raise ValidationError(f"invalid model version {version!r}: versions are integers from 1")
-    return version
+    return int(version)
+
+
+def _is_number(text: str) -> bool:
+    """ASCII digits only: str.isdigit() is also true of '²', which int() refuses."""
+    return text.isascii() and text.isdigit()
 
 
 def parse_ref(ref: str, version: int | str | None = None) -> ModelRef:
@@ -90,7 +96,7 @@ def parse_ref(ref: str, version: int | str | None = None) -> ModelRef:
     if "/" in ref:
         name, _, number = ref.partition("/")
         _no_version(ref, version)
-        if not number.isdigit():
+        if not _is_number(number):
             raise ValidationError(f"invalid model reference {ref!r}: after '/' comes a version number, e.g. 'fraud/3'")
         return ModelRef(validate_model_name(name), version=validate_version(int(number)))
     validate_model_name(ref)
