@@ -52,6 +52,45 @@ def test_concurrent_requests_form_batches_capped_at_max_batch_size() -> None:
     assert model.batches == [8, 8, 8, 8, 8]  # one predict per 8 requests, never more rows than the cap
 
 
+def test_clients_coming_back_after_their_answers_keep_their_batch_whole() -> None:
+    """Eight clients that each send again a moment after their answer: the batch waits for all of them.
+
+    Before, the first client back found the model idle and ran alone, and the other seven queued
+    behind it: batches of 1 and 7 in turn, a predict call each.
+    """
+    model = SlowModel(delay_s=0.01)
+    batcher = _batcher(model, max_batch_size=8, max_wait_ms=200.0)
+
+    async def client(i: int) -> None:
+        for _ in range(6):
+            await batcher.submit(np.ones((1, 3)), str(i))
+            await asyncio.sleep(0.001 * i)  # the network and the client's own turn-around, different for each
+
+    async def main() -> None:
+        await asyncio.gather(*(client(i) for i in range(8)))
+        await batcher.drain()
+
+    asyncio.run(main())
+    assert sum(model.batches) == 48
+    assert model.batches[-5:] == [8] * 5  # after the start, every batch holds every client
+
+
+def test_a_lone_request_after_a_quiet_spell_runs_at_once_even_after_a_full_batch() -> None:
+    model = SlowModel(delay_s=0.0)
+    batcher = _batcher(model, max_batch_size=8, max_wait_ms=300.0)
+
+    async def main() -> float:
+        await asyncio.gather(*(batcher.submit(np.ones((1, 3)), str(i)) for i in range(8)))
+        await asyncio.sleep(0.35)  # longer than max_wait_ms: those eight clients are gone
+        started = time.perf_counter()
+        await batcher.submit(np.ones((1, 3)), "lone")
+        elapsed = time.perf_counter() - started
+        await batcher.drain()
+        return elapsed
+
+    assert asyncio.run(main()) < 0.15
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sizes=st.lists(st.integers(1, 5), min_size=1, max_size=12), cap=st.integers(1, 9))
 def test_every_request_gets_exactly_its_own_rows(sizes: list[int], cap: int) -> None:

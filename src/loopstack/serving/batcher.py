@@ -4,7 +4,8 @@ Requests queue per model version. A request that finds the model idle runs at
 once, so a lone client never pays a batching delay. While a batch runs, new
 requests queue up; when it finishes, the next batch takes up to
 ``max_batch_size`` rows, waiting at most ``max_wait_ms`` (from the oldest
-request's arrival) for the batch to fill. The predict runs in a worker
+request's arrival) for the batch to fill, or for as many requests as the
+batch just answered (`Batcher._filled`). The predict runs in a worker
 thread, so the event loop keeps parsing and answering requests meanwhile, and
 its results are sliced back to the requests that formed the batch.
 
@@ -118,6 +119,8 @@ class Batcher:
         self._running: list[Item] = []  # the batch being predicted
         self._reaper: asyncio.TimerHandle | None = None
         self._busy = False
+        self._last_requests = 1  # requests in the last batch run, and when it finished: see _filled
+        self._last_finished = 0.0
         self._closed = False
         self._abandoned = False  # a drain answered some requests with DrainingError
         self._wake: asyncio.Event | None = None
@@ -150,7 +153,7 @@ class Batcher:
         self.queued_rows += n
         self.in_flight += 1
         assert self._wake is not None
-        if not self._busy or self.queued_rows >= self.spec.max_batch_size:
+        if len(self._queue) == 1 or (self.queued_rows >= self.spec.max_batch_size if self._busy else self._filled()):
             self._wake.set()
         if self._reaper is None:
             self._reaper = asyncio.get_running_loop().call_later(self.spec.timeout_s, self._reap)
@@ -202,14 +205,12 @@ class Batcher:
     async def _loop(self) -> None:
         assert self._wake is not None
         wait_s = self.spec.max_wait_ms / 1000.0
-        waited = False  # requests that arrived while the model was idle run at once
         while True:
             if not self._queue:
-                waited = False
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            if waited and self.queued_rows < self.spec.max_batch_size:
+            if not self._filled():
                 remaining = self._queue[0].arrival + wait_s - time.perf_counter()
                 if remaining > 0:
                     self._wake.clear()
@@ -224,8 +225,25 @@ class Batcher:
                 await self._run(self._running)
             finally:
                 self._busy = False
+                self._last_requests = len(self._running)
+                self._last_finished = time.perf_counter()
                 self._running = []
-            waited = True
+
+    def _filled(self) -> bool:
+        """Whether an idle model should run what is queued now rather than wait (at most ``max_wait_ms``).
+
+        A batch runs when it is full, or when it holds as many requests as the batch just answered,
+        if that finished less than ``max_wait_ms`` ago: under load those clients are coming back, and
+        a batch started on the first of them would spend a whole predict call on a few rows while the
+        rest queue behind it (with 64 clients, batches of 1 and 63 in turn instead of 64). A lone
+        client's last batch was its own one request, and after a quiet spell the target is one request
+        again: either way a lone request runs at once.
+        """
+        if self.queued_rows >= self.spec.max_batch_size:
+            return True
+        if time.perf_counter() - self._last_finished > self.spec.max_wait_ms / 1000.0:
+            return True
+        return len(self._queue) >= self._last_requests
 
     def _take(self) -> list[Item]:
         items: list[Item] = []
