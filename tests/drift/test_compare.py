@@ -134,3 +134,29 @@ def test_errors_name_the_problem() -> None:
         compare({"a": [1.0]}, {"a": [1.0]}, columns=["zz"])
     with pytest.raises(ConfigError, match="drift_share"):
         compare({"a": [1.0]}, {"a": [1.0]}, drift_share=0)
+
+
+def test_categories_of_different_types_are_counted_on_a_common_type() -> None:
+    """A current value the reference type cannot hold (2.5 in an int column, -3 in uint8) is drift, not a crash."""
+    ints = pa.table({"k": pa.array([0, 1, 2] * 20, pa.int64())})
+    result = compare(ints, pa.table({"k": pa.array([0.0, 1.0, 2.5] * 20)}), kinds={"k": "categorical"})
+    assert result.columns["k"].drifted and result.columns["k"].n_current == 60
+    small = pa.table({"k": pa.array([0, 1, 2, 3] * 20, pa.uint8())})
+    result = compare(small, pa.table({"k": pa.array([-3, 1, 2, 3] * 20, pa.int64())}))
+    assert result.columns["k"].test == "chisquare" and result.columns["k"].score == 0.0
+    same = compare(small, pa.table({"k": pa.array([0, 1, 2, 3] * 20, pa.int64())}))
+    assert same.columns["k"].score == pytest.approx(1.0)
+    mixed = compare({"k": ["a", "b"] * 20}, {"k": np.array([1, 2] * 20)})
+    assert mixed.columns["k"].drifted
+
+
+def test_columns_that_cannot_be_tested_are_named() -> None:
+    with pytest.raises(ValidationError, match=r"column 's'.*numbers.*categorical"):
+        compare({"s": ["a", "b"]}, {"s": ["a", "c"]}, kinds={"s": "numerical"})
+    twice = pa.table([pa.array([1.0]), pa.array([2.0])], names=["x", "x"])
+    with pytest.raises(ValidationError, match=r"\['x'\].*more than once"):
+        compare(twice, {"x": [1.0]})
+    with pytest.raises(ValidationError, match=r"\['x'\].*more than once"):
+        compare({"x": [1.0]}, twice)
+    with pytest.raises(ValidationError, match="same number of values"):
+        compare({"x": [1.0, 2.0], "y": [1.0]}, {"x": [1.0]})

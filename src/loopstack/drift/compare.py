@@ -9,6 +9,7 @@ GIL, and the numerical columns dominate the time.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -108,12 +109,15 @@ def column_drift(name: str, reference: Any, current: Any, options: DriftOptions 
     options = options or DriftOptions()
     kind = options.kinds.get(name) or _kind(reference)
     pair: NumericPair | CategoricalPair
-    if kind == NUMERICAL:
-        pair = NumericPair.from_arrays(reference, current)
-        sizes = pair.reference.size, pair.current.size
-    else:
-        pair = CategoricalPair.from_arrays(reference, current)
-        sizes = pair.n_reference, pair.n_current
+    try:
+        if kind == NUMERICAL:
+            pair = NumericPair.from_arrays(reference, current)
+            sizes = pair.reference.size, pair.current.size
+        else:
+            pair = CategoricalPair.from_arrays(reference, current)
+            sizes = pair.n_reference, pair.n_current
+    except ValidationError as error:
+        raise ValidationError(f"column {name!r}: {error}") from error
     if not sizes[0] or not sizes[1]:
         side = "reference" if not sizes[0] else "current"
         test, threshold = select.resolve(name, kind, sizes[0], 0, options)
@@ -136,6 +140,10 @@ def _kind(column: Any) -> str:
 
 
 def _columns(reference: Any, current: Any, wanted: Sequence[str] | None) -> list[str]:
+    for side, table in (("reference", reference), ("current", current)):
+        repeated = sorted(name for name, count in Counter(table.column_names).items() if count > 1)
+        if repeated:
+            raise ValidationError(f"the {side} data has columns {repeated} more than once; rename or drop the copies")
     shared = [name for name in reference.column_names if name in set(current.column_names)]
     if wanted is None:
         if not shared:

@@ -41,7 +41,11 @@ def as_table(data: Any) -> Any:
     if isinstance(data, (str, os.PathLike)):
         return _read_path(Path(data))
     if isinstance(data, dict):
-        return pa.table({k: np.asarray(v) if isinstance(v, (list, tuple)) else v for k, v in data.items()})
+        try:
+            return pa.table({k: np.asarray(v) if isinstance(v, (list, tuple)) else v for k, v in data.items()})
+        except pa.ArrowInvalid as error:  # columns of different lengths
+            raise ValidationError(f"cannot read the dict of columns as a table: {error}; give every column "
+                                  "the same number of values") from error
     return to_arrow(data, "read drift data from", hint=", or the path of a Parquet/CSV file or folder")
 
 
@@ -110,8 +114,13 @@ def infer_kind(column: Any) -> str:
 
 def numeric_values(column: Any) -> np.ndarray:
     """The finite values of an Arrow column as float64 (nulls, NaN and +-inf dropped)."""
+    import pyarrow as pa
     import pyarrow.compute as pc
 
+    kind = column.type
+    if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind)
+            or pa.types.is_boolean(kind) or pa.types.is_null(kind)):
+        raise ValidationError(f"cannot read a {kind} column as numbers; test it with kind 'categorical'")
     if column.null_count:
         column = pc.drop_null(column)
     values = column.to_numpy().astype(np.float64, copy=False)
@@ -198,7 +207,7 @@ class CategoricalPair:
         if pa.types.is_dictionary(cur.type):
             cur = cur.cast(cur.type.value_type)
         if ref.type != cur.type:
-            cur = cur.cast(ref.type)
+            ref, cur = _common_type(ref, cur)
         ref, cur = pc.drop_null(ref), pc.drop_null(cur)
         if pa.types.is_floating(ref.type):
             ref, cur = ref.filter(pc.is_finite(ref)), cur.filter(pc.is_finite(cur))
@@ -250,6 +259,29 @@ class CategoricalPair:
         return len(self.keys)
 
 
+def _common_type(reference: Any, current: Any) -> tuple[Any, Any]:
+    """Both columns cast to one type, so that equal values are one category.
+
+    The wider type when Arrow has one (int and float give float, uint8 and
+    int64 give int64), else text: casting the current side to the
+    reference's type failed on exactly the values that are new (2.5 in an
+    int column, -3 in a uint8 one), which are the drift to report.
+    """
+    import pyarrow as pa
+
+    try:
+        common = pa.unify_schemas([pa.schema([("v", reference.type)]), pa.schema([("v", current.type)])],
+                                  promote_options="permissive").field("v").type
+        return reference.cast(common), current.cast(common)
+    except pa.ArrowException:
+        pass
+    try:
+        return reference.cast(pa.string()), current.cast(pa.string())
+    except pa.ArrowException as error:
+        raise ValidationError(f"cannot compare a {reference.type} reference column with a {current.type} current "
+                              "column; convert one side to the other's type") from error
+
+
 def _sorted(values: np.ndarray) -> np.ndarray:
     if values.flags.owndata and values.flags.writeable:
         values.sort()
@@ -280,7 +312,11 @@ def _finite(values: Any) -> np.ndarray:
 
     if isinstance(values, (pa.Array, pa.ChunkedArray)):
         return numeric_values(values)
-    array = np.array(values, dtype=np.float64).ravel()  # a copy: the caller's array is sorted in place later
+    try:
+        array = np.array(values, dtype=np.float64).ravel()  # a copy: the caller's array is sorted in place later
+    except (TypeError, ValueError) as error:
+        raise ValidationError(f"cannot read the values as numbers ({error}); test them with kind 'categorical'") \
+            from error
     finite = np.isfinite(array)
     return array if finite.all() else array[finite]
 
