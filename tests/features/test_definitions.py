@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -155,6 +156,17 @@ def test_bad_names_and_ttl_are_rejected_at_definition() -> None:
         lf.FeatureView(name="v", source=lf.SqlSource(query="select 1"))
 
 
+def test_an_on_demand_view_named_like_a_feature_view_is_rejected(project: Project, driver_rows: Any) -> None:
+    # it was applied, and every 'v:feature' reference then resolved to the on-demand view
+    view = lf.FeatureView(name="v", entities=[lf.Entity(name="driver_id")], source=lf.TableSource(driver_rows()),
+                          schema=[lf.Field(name="conv_rate", dtype=lf.Float64)])
+    clash = lf.on_demand_feature_view(inputs=["v:conv_rate"], schema=[lf.Field(name="y", dtype=lf.Float64)],
+                                      name="v")(lambda df: {"y": df["conv_rate"]})
+    with pytest.raises(ValidationError, match=r"on-demand feature view 'v' has the name of feature view 'v'"):
+        project.feature_store.apply([view, clash])
+    assert project.feature_store.plan([view]).render().count("+") == 2  # nothing was stored
+
+
 def test_on_demand_view_version_follows_its_code() -> None:
     def make(factor: float) -> lf.OnDemandFeatureView:
         if factor == 1.0:
@@ -167,6 +179,24 @@ def test_on_demand_view_version_follows_its_code() -> None:
 
     assert make(1.0).digest() != make(2.0).digest()
     assert make(1.0).digest() == make(1.0).digest()
+
+
+def test_an_on_demand_frame_returned_in_another_row_order_is_read_by_its_index() -> None:
+    # the rows were read by position, so sorting inside the function gave each entity another's value
+    import pandas as pd
+    import pyarrow as pa
+
+    @lf.on_demand_feature_view(inputs=["v:x"], schema=[lf.Field(name="y", dtype=lf.Float64)])
+    def ranked(df: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame({"y": df["x"] * 10}).sort_values("y", ascending=False)
+
+    @lf.on_demand_feature_view(inputs=["v:x"], schema=[lf.Field(name="y", dtype=lf.Float64)])
+    def relabelled(df: pd.DataFrame) -> pd.DataFrame:  # labels that are not the input's: read by position
+        return pd.DataFrame({"y": (df["x"] * 10).to_numpy()}, index=[7, 8, 9])
+
+    batch = pa.table({"x": [1.0, 3.0, 2.0]})
+    assert ranked.transform(batch).column("y").to_pylist() == [10.0, 30.0, 20.0]
+    assert relabelled.transform(batch).column("y").to_pylist() == [10.0, 30.0, 20.0]
 
 
 def test_exported_names_are_what_we_mean_to_export() -> None:

@@ -109,6 +109,8 @@ class OnDemandFeatureView(Definition):
         columns = {}
         for out in self.schema:
             column = _column(result, out.name, self.name)
+            if self.mode == "pandas":
+                column = _in_input_order(column, argument.index)
             try:
                 array = column if isinstance(column, pa.Array) else pa.array(column, from_pandas=True)
                 columns[out.name] = array.cast(out.dtype.arrow())
@@ -148,6 +150,19 @@ def _column(result: Any, name: str, view: str) -> Any:
             f"on-demand feature view {view!r} did not return column {name!r}; return a frame or dict holding it"
         ) from None
     return column.combine_chunks() if hasattr(column, "combine_chunks") else column
+
+
+def _in_input_order(column: Any, index: Any) -> Any:
+    """A returned pandas column put back in the input's row order when the function reordered the rows.
+
+    pandas aligns on the index (``df.sort_values(...)`` keeps each row's
+    label), so a column whose labels are the input's in another order means
+    those rows; reading it by position would give each entity another's value.
+    """
+    own = getattr(column, "index", None)
+    if own is None or own.equals(index) or len(own) != len(index) or not own.is_unique:
+        return column
+    return column.reindex(index) if own.isin(index).all() else column
 
 
 def _code_digest(udf: Callable[[Any], Any]) -> str:

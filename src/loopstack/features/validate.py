@@ -21,6 +21,12 @@ def validate(catalog: Catalog, engine: Engine) -> None:
         for view in catalog.views.values():
             problems.extend(_check_view(catalog, view, session))
     for odfv in catalog.on_demand.values():
+        if odfv.name in catalog.views:  # "name:feature" would reach only the on-demand one
+            view = catalog.views[odfv.name]
+            problems.append(
+                f"{catalog.origin(odfv)}: on-demand feature view {odfv.name!r} has the name of feature view "
+                f"{view.name!r} in {catalog.origin(view)}; references 'name:feature' must say which, so rename one"
+            )
         for ref in odfv.inputs:
             problems.extend(_check_ref(catalog, ref, f"{catalog.origin(odfv)}: on-demand feature view {odfv.name!r}"))
     for service in catalog.services.values():
