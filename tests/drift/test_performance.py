@@ -78,3 +78,13 @@ def test_cbpe_calibrates_and_alerts_on_a_harder_chunk() -> None:
     unsure = np.full(2000, 0.5)  # every prediction a coin flip: accuracy must drop out of the band
     chunks = estimator.estimate_chunks(np.r_[raw[:2000], unsure], 2000)
     assert chunks[0]["alerts"] == [] and "accuracy" in chunks[1]["alerts"]
+
+
+def test_a_label_sent_twice_counts_once_and_the_last_one_wins() -> None:
+    """A retried or corrected feedback row duplicated its prediction in the join: 5 predictions out of 4."""
+    log = {"id": [1, 2, 3, 4], "prediction": [1, 0, 1, 1]}
+    feedback = {"id": [1, 2, 4, 4, 2], "label": [1, 0, 0, 1, 0]}
+    [whole] = performance(log, feedback)
+    assert (whole["n"], whole["n_labelled"], whole["coverage"], whole["accuracy"]) == (4, 3, 0.75, 1.0)
+    windows = performance(log, feedback, window=CountWindow(2))
+    assert [(w["n"], w["n_labelled"]) for w in windows] == [(2, 2), (2, 1)]

@@ -78,7 +78,11 @@ def mae(y_true: Any, y_pred: Any) -> float:
 
 
 def join_labels(predictions: Any, labels: Any, key: str = "id", label: str = "label") -> Any:
-    """Predictions left-joined with the labels that have arrived so far (null where none yet)."""
+    """Predictions left-joined with the labels that have arrived so far (null where none yet).
+
+    A key labelled more than once (a retried post, a correction) keeps its
+    last label, so each prediction stays one row.
+    """
     predictions, labels = as_table(predictions), as_table(labels)
     for name, table in (("predictions", predictions), ("labels", labels)):
         if key not in table.column_names:
@@ -87,7 +91,17 @@ def join_labels(predictions: Any, labels: Any, key: str = "id", label: str = "la
         raise ValidationError(f"label column {label!r} is not in the labels; columns: {labels.column_names}")
     if label in predictions.column_names:
         predictions = predictions.drop_columns([label])
-    return predictions.join(labels.select([key, label]), key, join_type="left outer", use_threads=False)
+    return predictions.join(_last_per_key(labels.select([key, label]), key), key, join_type="left outer",
+                            use_threads=False)
+
+
+def _last_per_key(labels: Any, key: str) -> Any:
+    """The last row of each key, in the order the labels came."""
+    import pyarrow.compute as pc
+
+    newest_first = labels.take(np.arange(labels.num_rows - 1, -1, -1))
+    keys = newest_first.column(key).combine_chunks()
+    return newest_first.take(pc.index_in(pc.unique(keys), value_set=keys))  # index_in finds the first match
 
 
 def performance(
