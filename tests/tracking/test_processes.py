@@ -128,3 +128,40 @@ def test_dead_run_on_postgres_is_reaped_by_the_next_open(tmp_path: Path, postgre
     reopened = Project.open(tmp_path / "pg")
     assert ls.Client(reopened).get_run(run_id).status == "KILLED"
     reopened.close()
+
+
+FORKER = textwrap.dedent(
+    """
+    import os, sys
+    import loopstack as ls
+    project = ls.Project.open(sys.argv[1])
+    with ls.start_run(run_name="parent") as run:
+        print(run.id, flush=True)
+        run.log_metric("before_fork", 1.0)  # still buffered when the child is forked
+        child = os.fork()
+        if child == 0:
+            ls.log_metric("from_child", 2.0)
+            sys.exit(0)  # a normal exit, from inside the with block: __exit__ and atexit run in the child
+        os.waitpid(child, 0)
+        client = ls.Client(project)
+        print(client.get_run(run.id).status, flush=True)
+        run.log_metric("after_fork", 3.0)
+    """
+)
+
+
+def test_a_forked_child_neither_ends_its_parents_run_nor_writes_its_points_twice(sqlite_project: Project) -> None:
+    worker = subprocess.Popen(
+        [sys.executable, "-c", FORKER, str(sqlite_project.root)], stdout=subprocess.PIPE, text=True
+    )
+    run_id = worker.stdout.readline().strip()  # type: ignore[union-attr]
+    status_seen_by_parent = worker.stdout.readline().strip()  # type: ignore[union-attr]
+    assert finish(worker) == 0
+    assert status_seen_by_parent == "RUNNING"
+    client = ls.Client(sqlite_project)
+    run = client.get_run(run_id)
+    assert run.status == "FINISHED"
+    assert [m.value for m in client.get_metric_history(run_id, "before_fork")] == [1.0]
+    assert run.metrics["from_child"] == 2.0 and run.metrics["after_fork"] == 3.0
+    ended = [e.kind for e in sqlite_project.events.list(subject=run_id) if e.kind != "run.started"]
+    assert ended == ["run.finished"]

@@ -55,6 +55,7 @@ class ActiveRun:
         self._step_first_seen: dict[int, float] = {}
         self._started = time.perf_counter()
         self._ended = False
+        self._owner_pid = os.getpid()
         settings = store.settings
         self._sampler = capture.ResourceSampler(settings.sample_resources_s)
         self._capture_thread: threading.Thread | None = None
@@ -187,6 +188,9 @@ class ActiveRun:
         if self._ended:
             return
         self._ended = True
+        if os.getpid() != self._owner_pid:  # a forked child leaving the block or exiting: the run is its parent's
+            self._writer.flush_pending()  # the points the child logged
+            return
         if status != KILLED and self._capture_thread is not None:
             self._capture_thread.join(timeout=30)
         summary = self._sampler.stop()

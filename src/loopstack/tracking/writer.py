@@ -11,8 +11,10 @@ keeps its rows for the next attempt instead of dropping them.
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from functools import cached_property
@@ -82,6 +84,7 @@ class BufferedWriter:
         self._retry: Batch | None = None
         self._thread: threading.Thread | None = None
         self.last_error: BaseException | None = None
+        _writers.add(self)
 
     @cached_property
     def _metrics_insert(self) -> DirectStatement:
@@ -131,6 +134,16 @@ class BufferedWriter:
             self._thread = None
         self.flush()
 
+    def _forget_parent(self) -> None:
+        """In a forked child: the buffered rows are the parent's to write (writing them here too would
+        store every point twice), and its thread and a lock that thread may have held did not come along."""
+        for rows in (self.metrics, self.params, self.tags, self.artifacts):
+            rows.clear()
+        self._retry = None
+        self._flush_lock = threading.Lock()
+        self._wake, self._closed = threading.Event(), threading.Event()
+        self._thread = None
+
     def _loop(self) -> None:
         while not self._closed.is_set():
             self._wake.wait(self.flush_interval_s)
@@ -175,6 +188,18 @@ class BufferedWriter:
         except BaseException:
             self._retry = batch
             raise
+
+
+_writers: weakref.WeakSet[BufferedWriter] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for writer in list(_writers):
+        writer._forget_parent()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _write_params(db: MetadataDB, connection: Connection, rows: list[TagRow]) -> None:
