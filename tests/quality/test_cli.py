@@ -52,3 +52,20 @@ def test_counts_must_not_be_negative(folder: Path) -> None:
                                                    "--sample-size", "-1", code=2)
     assert "-1 is not in the range x>=0" in _fails("profile", folder / "data.parquet", "--max-categories", "-1",
                                                    code=2)
+
+
+def test_brackets_in_names_and_values_print_as_text(folder: Path, sqlite_project) -> None:
+    """Rich read '[/]' in a value, column or suite name as markup: MarkupError, a traceback, no table."""
+    from click.testing import CliRunner
+
+    pd.DataFrame({"[/]col": [1, 2], "s": ["a", "[/]"]}).to_parquet(folder / "odd.parquet")
+    (folder / "odd.yaml").write_text("name: '[bold]s[/]'\nexpectations:\n  - {kind: in_set, column: s, values: [a]}\n"
+                                     "  - {kind: between, column: '[/]col', max: 1}\n")
+    obj = {"project_path": str(sqlite_project.root)}
+    done = CliRunner().invoke(quality, ["check", "--record", str(folder / "odd.yaml"), str(folder / "odd.parquet")],
+                              obj=obj)
+    assert done.exit_code == 1 and isinstance(done.exception, SystemExit), repr(done.exception)
+    assert "'[bold]s[/]'" in done.output and "between([/]col)" in done.output and "'s': '[/]'" in done.output
+    shown = CliRunner().invoke(quality, ["history"], obj=obj, env={"COLUMNS": "400"})  # wide: no folded cells
+    assert shown.exit_code == 0, shown.output
+    assert "[bold]s[/]" in shown.output and "between([/]col)" in shown.output

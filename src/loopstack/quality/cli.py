@@ -75,6 +75,7 @@ def profile(
 @click.pass_context
 def history(ctx: click.Context, suite: str | None, limit: int) -> None:
     """Past suite results recorded in the project, newest first."""
+    from rich.markup import escape
     from rich.table import Table
 
     from loopstack.quality.store import history as past
@@ -88,11 +89,11 @@ def history(ctx: click.Context, suite: str | None, limit: int) -> None:
         table.add_row(
             str(result.event_id),
             when(result.started_at),
-            result.suite,
+            escape(result.suite),
             status,
-            failed,
+            escape(failed),
             str(result.row_count),
-            result.source,
+            escape(result.source),
         )
     console().print(table)
 
@@ -105,16 +106,20 @@ def _check_output(data: str, output: str) -> None:
 
 
 def _print(result: SuiteResult) -> None:
+    """The result as a table; names and values are escaped, as rich would read '[/]' in them as markup."""
+    from rich.markup import escape
     from rich.table import Table
 
     status = "[green]passed[/]" if result.passed else "[red]FAILED[/]"
     table = Table(
-        title=f"suite {result.suite!r} {status} on {result.source} ({result.row_count} rows, {result.duration_s:.2f}s)"
+        title=f"suite {escape(repr(result.suite))} {status} on {escape(result.source)} ({result.row_count} rows, "
+        f"{result.duration_s:.2f}s)"
     )
     for column in ("check", "status", "unexpected", "of", "detail"):
         table.add_column(column, overflow="fold")
     for item in result.results:
         mark = "[green]ok[/]" if item.passed else ("[red]FAIL[/]" if item.severity == "error" else "[yellow]warn[/]")
         detail = item.error or (str(item.sample[:2]) if item.sample else item.describe().split(": ", 1)[-1])
-        table.add_row(item.label, mark, str(item.unexpected_count), str(item.element_count), detail[:200])
+        table.add_row(escape(item.label), mark, str(item.unexpected_count), str(item.element_count),
+                      escape(detail[:200]))
     console().print(table)
