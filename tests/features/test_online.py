@@ -347,3 +347,21 @@ def test_materialize_and_push_rows_from_before_1970(backend: str, tmp_path: Path
     got = store.get_online_features(["stats:conv_rate"], {"driver_id": [1, 2]}, now=epoch)
     assert got.values["conv_rate"] == [0.2, 0.4]
     project.close()
+
+
+def test_an_empty_list_of_entity_rows_gives_empty_columns(store: lf.FeatureStore) -> None:
+    # [] names no columns, and was refused as rows lacking the join key
+    got = store.get_online_features("ranker", [], now=T0).to_dict(include_status=True)
+    assert got == {"conv_rate": [], "trips": [], "weighted": [], "conv_rate__status": [], "conv_rate__age_s": [],
+                   "trips__status": [], "trips__age_s": [], "weighted__status": [], "weighted__age_s": []}
+
+
+def test_a_view_removed_and_applied_again_is_materialized_again(store: lf.FeatureStore) -> None:
+    # the watermark outlived the rows apply deleted, so materialize_incremental loaded nothing and served nothing
+    definitions = _definitions(store.root / "data" / "stats")
+    end = T0 + timedelta(days=4)
+    assert store.materialize_incremental(end, progress=False) == {"stats": 20}
+    store.apply([DRIVER], prune=True)
+    store.apply(definitions)
+    assert store.materialize_incremental(end, progress=False) == {"stats": 20}
+    assert _online(store, [1, 2], end).values["conv_rate"] == [1.3, 2.3]

@@ -99,6 +99,23 @@ def watermark(store: FeatureStore, view: FeatureView) -> int | None:
     return int(row.watermark_us)
 
 
+def forget(store: FeatureStore, view_name: str) -> None:
+    """Drop the watermark and job progress of `view_name` in this online store, whose rows were just deleted.
+
+    Otherwise a view removed and later applied again (the same digest) would
+    count as materialized: ``materialize_incremental`` would start after the
+    old watermark, and a resumed job after its landed chunks, leaving the
+    online store without the rows before them.
+    """
+    from sqlalchemy import and_, delete
+
+    with store.db.write() as connection:
+        for name in ("feature_watermarks", "feature_materializations"):
+            table = store.db.table(name)
+            connection.execute(delete(table).where(and_(table.c.store == store.online_id,
+                                                        table.c.view == view_name)))
+
+
 def _job_id(store: FeatureStore, view: FeatureView, start_us: int, end_us: int, chunk_size: int) -> str:
     text = f"{store.online_id}|{view.name}|{view.digest()}|{start_us}|{end_us}|{chunk_size}"
     return hashlib.sha256(text.encode()).hexdigest()
@@ -142,4 +159,4 @@ def _finish(store: FeatureStore, view: FeatureView, end_us: int, start_us: int, 
                                   connection=connection)
 
 
-__all__ = ["encoded_rows", "materialize_view", "watermark"]
+__all__ = ["encoded_rows", "forget", "materialize_view", "watermark"]

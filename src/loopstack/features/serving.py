@@ -192,6 +192,8 @@ def _columns(entity_rows: Any) -> tuple[dict[str, list[Any]], int]:
 
 def _keys(join_keys: list[str], entities: dict[str, list[Any]], count: int) -> list[str | None]:
     """The stored key of each entity row, None where a join key is missing (null or NaN)."""
+    if not count:  # an empty list of rows names no columns at all
+        return []
     try:
         if len(join_keys) == 1:
             return [v if type(v) is str else _key_text(v) for v in entities[join_keys[0]]]
@@ -277,11 +279,11 @@ def _run_on_demand(plan: _Plan, entities: dict[str, list[Any]], count: int, slot
     for odfv in plan.request.on_demand:
         inputs = {ref.split(":")[1]: pa.array(slots[ref], plan.input_types[ref]) for ref in odfv.inputs}
         for item in odfv.request_schema:
-            if item.name not in entities:
+            if item.name not in entities and count:
                 raise ValidationError(
                     f"on-demand feature view {odfv.name!r} needs request value {item.name!r} in each entity row"
                 )
-            inputs[item.name] = pa.array(entities[item.name], item.dtype.arrow())
+            inputs[item.name] = pa.array(entities.get(item.name, []), item.dtype.arrow())
         result = odfv.transform(pa.table(inputs) if inputs else pa.table({"__n": [0] * count}))
         input_status = [status[ref] for ref in odfv.inputs]
         input_ages = [ages[ref] for ref in odfv.inputs]

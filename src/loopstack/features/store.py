@@ -113,11 +113,14 @@ class FeatureStore:
         added to (or replace same-named) definitions; ``prune=True`` removes
         the rest.
         """
+        from loopstack.features.materialize import forget
+
         catalog, plan = self._prepare(objects, prune)
         apply_plan(self.db, self.project.events, catalog, plan)
         for change in plan.removed:
             if change.kind == "feature_view":
                 self.online.delete_view(change.name)
+                forget(self, change.name)
         self._catalog = catalog
         self.__dict__.pop("_reader", None)
         return plan
