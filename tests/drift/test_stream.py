@@ -80,3 +80,28 @@ def test_adwin_window_shrinks_after_a_change() -> None:
     for x in _abrupt(0):
         detector.update(x)
     assert detector.width < 2000 and detector.estimation == pytest.approx(1.5, abs=0.3)
+
+
+@pytest.mark.parametrize("make", [ADWIN, PageHinkley, DDM])
+def test_a_value_that_would_poison_the_state_is_refused_and_the_state_kept(make: type) -> None:
+    """One NaN made ADWIN's and Page-Hinkley's means NaN for good: no change was ever found again."""
+    from loopstack.core.errors import ValidationError
+
+    detector = make()
+    for _ in range(200):
+        detector.update(0.0)
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValidationError, match=r"(nan|inf)"):
+            detector.update(bad)
+    found = [detector.update(1.0).drift_detected for _ in range(300)]
+    assert any(found)
+
+
+def test_ddm_refuses_values_other_than_0_and_1() -> None:
+    from loopstack.core.errors import ValidationError
+
+    detector = DDM()
+    with pytest.raises(ValidationError, match=r"2\.0.*0 \(right\) or 1 \(wrong\)"):
+        detector.update(2)
+    assert detector.n == 0
+    assert detector.update(True).n == 1

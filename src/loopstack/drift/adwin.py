@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import math
 
+from loopstack.drift.base import finite
+
 
 class ADWIN:
     """Adaptive-window change detector for a stream of numbers.
@@ -65,9 +67,10 @@ class ADWIN:
 
     def update(self, x: float) -> ADWIN:
         """Add one value; shrink the window and flag a change if its two ends differ."""
+        value = finite(x, "ADWIN")
         if self.drift_detected:
             self._reset()
-        self._insert(float(x))
+        self._insert(value)
         self._tick += 1
         if self._tick % self.clock == 0 and self.width > self.grace_period:
             self.drift_detected = self._shrink()

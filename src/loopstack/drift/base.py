@@ -9,8 +9,11 @@ the next update, as River's detectors do.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Protocol, runtime_checkable
+
+from loopstack.core.errors import ValidationError
 
 
 @runtime_checkable
@@ -38,3 +41,12 @@ def detect(detector: ChangeDetector, stream: Iterable[float]) -> list[int]:
         if detector.update(float(value)).drift_detected:
             found.append(position)
     return found
+
+
+def finite(x: float, detector: str) -> float:
+    """`x` as a float, refused when NaN or infinite: one such value would make a running mean NaN for good."""
+    value = float(x)
+    if not math.isfinite(value):
+        raise ValidationError(f"{detector}.update({value}): stream values must be finite numbers; drop or fill "
+                              "missing values before the detector")
+    return value

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 
+from loopstack.core.errors import ValidationError
+
 
 class DDM:
     """Drift Detection Method for a stream of 0/1 errors.
@@ -42,10 +44,14 @@ class DDM:
 
     def update(self, x: float) -> DDM:
         """Take one error indicator (1 wrong, 0 right)."""
+        value = float(x)
+        if value not in (0.0, 1.0):  # another number would give an error rate outside [0, 1], or a NaN
+            raise ValidationError(f"DDM.update({value}): DDM takes 0 (right) or 1 (wrong) per prediction; "
+                                  "use ADWIN or PageHinkley for a stream of other numbers")
         if self.drift_detected:
             self._reset()
         self.n += 1
-        self.error_rate += (float(x) - self.error_rate) / self.n
+        self.error_rate += (value - self.error_rate) / self.n
         p = self.error_rate
         s = math.sqrt(p * (1 - p) / self.n)
         if self.n > self.warm_start:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 from loopstack.core.errors import ConfigError
+from loopstack.drift.base import finite
 
 MODES = ("up", "down", "both")
 
@@ -53,6 +54,7 @@ class PageHinkley:
 
     def update(self, x: float) -> PageHinkley:
         """Take one value and test for a change in its mean."""
+        x = finite(x, "PageHinkley")
         if self.drift_detected:
             self._reset()
         self.n += 1
