@@ -365,3 +365,16 @@ def test_a_view_removed_and_applied_again_is_materialized_again(store: lf.Featur
     store.apply(definitions)
     assert store.materialize_incremental(end, progress=False) == {"stats": 20}
     assert _online(store, [1, 2], end).values["conv_rate"] == [1.3, 2.3]
+
+
+def test_push_names_bad_times_and_values_and_takes_an_empty_batch(store: lf.FeatureStore) -> None:
+    # an ISO string time and a string for a Float64 field reached DuckDB and came back as raw Binder/Conversion
+    # errors; an empty list was refused as lacking every column
+    assert store.push("stats_push", []) == 0
+    with pytest.raises(ValidationError, match=r"'event_timestamp' of type string, not a timestamp"):
+        store.push("stats_push", [{"driver_id": 1, "event_timestamp": "2024-01-02T00:00:00", "conv_rate": 1.0,
+                                   "trips": 1}])
+    with pytest.raises(ValidationError, match=r"do not fit feature view 'stats': .*'abc'"):
+        store.push("stats_push", [{"driver_id": 1, "event_timestamp": T0, "conv_rate": "abc", "trips": 1}],
+                   to="online_and_offline")
+    assert list((store.root / "data" / "stats").glob("push-*")) == []  # nothing half-written offline

@@ -29,6 +29,8 @@ def push(store: FeatureStore, source_name: str, rows: Any, to: str = "online") -
     table = _arrow(rows)
     views = store.catalog.views_of_push_source(source_name)
     source = store.catalog.push_sources[source_name]
+    if not table.num_rows and not table.num_columns:  # an empty list: a stream's idle tick
+        return 0
     for view in views:
         needed = [source.timestamp_field, *store.catalog.join_keys(view), *(f.name for f in view.schema)]
         missing = [c for c in needed if c not in table.column_names]
@@ -36,13 +38,40 @@ def push(store: FeatureStore, source_name: str, rows: Any, to: str = "online") -
             raise ValidationError(
                 f"rows pushed to {source_name!r} lack column(s) {missing} that feature view {view.name!r} needs"
             )
+    _check_times(source, table)
     if to in ("online", "online_and_offline"):
         for view in views:
             if view.online:
-                store.online.write_batch(view.name, encoded_rows(store, view, None, None, data=table))
+                store.online.write_batch(view.name, _encoded(store, view, source_name, table))
     if to in ("offline", "online_and_offline"):
         _append_offline(store, source, table)
     return table.num_rows
+
+
+def _check_times(source: PushSource, table: Any) -> None:
+    """Refuse event times that are not timestamps (ISO strings from a JSON stream, say) before DuckDB does."""
+    import pyarrow as pa
+
+    kind = table.schema.field(source.timestamp_field).type
+    if not (pa.types.is_timestamp(kind) or pa.types.is_date(kind)):
+        raise ValidationError(
+            f"rows pushed to {source.name!r} have {source.timestamp_field!r} of type {kind}, not a timestamp; "
+            "send datetimes (pandas: pd.to_datetime(df[col], utc=True))"
+        )
+
+
+def _encoded(store: FeatureStore, view: Any, source_name: str, table: Any) -> Any:
+    """The rows encoded for `view`; a value its declared type cannot hold is named, not a DuckDB traceback."""
+    import duckdb
+
+    try:
+        return encoded_rows(store, view, None, None, data=table)
+    except duckdb.ConversionException as exc:
+        first = str(exc).splitlines()[0]
+        raise ValidationError(
+            f"rows pushed to {source_name!r} do not fit feature view {view.name!r}: {first}; "
+            "send values of the declared types"
+        ) from None
 
 
 def _arrow(rows: Any) -> Any:
