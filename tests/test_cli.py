@@ -120,3 +120,11 @@ def test_demo_refuses_too_few_rows_before_creating_anything(tmp_path: Path, rows
     result = CliRunner().invoke(cli, ["demo", "--path", str(tmp_path / "d"), "--rows", rows])
     assert result.exit_code == 2 and "3000" in result.output and "--rows" in result.output
     assert not (tmp_path / "d").exists()
+
+
+def test_printed_text_is_never_broken_across_lines_when_piped(capsys: pytest.CaptureFixture[str]) -> None:
+    from loopstack.core.cli import console
+
+    command = "loopstack -p /a/long/project/path/that/goes/on events --chain 122      # the story of the promotion"
+    console().print(command)
+    assert capsys.readouterr().out == command + "\n"  # rich wraps at 80 columns off a terminal, unless told not to

@@ -16,9 +16,10 @@ def open_project(ctx: click.Context):  # type: ignore[no-untyped-def]
 
 
 def console():  # type: ignore[no-untyped-def]
+    """Rich output that never breaks a line of text: piped into a log, a command stays copyable whole."""
     from rich.console import Console
 
-    return Console()
+    return Console(soft_wrap=True)
 
 
 def when(timestamp: float | None) -> str:

@@ -33,7 +33,7 @@ def demo(path: Path, fresh: bool, backend: str, rows: int) -> None:
     from loopstack.core.errors import LoopstackError
     from loopstack.demo.runner import run_demo
 
-    console = Console()
+    console = Console(soft_wrap=True)  # the commands printed at the end stay whole in a piped log
     progress = Progress(TextColumn("[bold]day[/]"), MofNCompleteColumn(), BarColumn(), TextColumn("{task.description}"),
                         TimeElapsedColumn(), console=console, transient=True)
     task = progress.add_task("starting", total=60)
