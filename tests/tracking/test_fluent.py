@@ -99,6 +99,24 @@ def test_a_point_the_database_cannot_hold_is_refused_and_the_run_keeps_its_other
     assert stored.metrics["loss"] == 0.25 and "bad" not in stored.metrics
 
 
+@pytest.mark.parametrize("value", ["a\x00b", "data/\udcff.csv"], ids=["nul", "lone-surrogate"])
+@pytest.mark.parametrize("kind", ["param", "tag"])
+def test_a_text_the_database_cannot_store_is_refused_and_the_run_keeps_its_other_values(
+    project: Project, kind: str, value: str
+) -> None:
+    """PostgreSQL text cannot hold NUL and no backend can encode a lone surrogate (os.fsdecode makes them
+    from undecodable file names); such a value used to fail every later flush, and the run was lost."""
+    with ls.start_run() as run:
+        run.log_metric("loss", 0.5)
+        log = run.log_param if kind == "param" else run.set_tag
+        with pytest.raises(ValidationError, match=f"{kind} 'source'.*cannot store"):
+            log("source", value)
+        log("kept", "yes")
+    stored = ls.Client(project).get_run(run.id)
+    assert stored.status == "FINISHED" and stored.metrics["loss"] == 0.5
+    assert (stored.params if kind == "param" else stored.tags)["kept"] == "yes"
+
+
 def test_integral_steps_of_any_numeric_type_are_kept(project: Project) -> None:
     with ls.start_run() as run:
         run.log_metric("loss", 0.5, step=np.int64(3))  # type: ignore[arg-type]

@@ -106,7 +106,7 @@ class ActiveRun:
     def log_param(self, key: str, value: Any) -> None:
         """Record a hyperparameter; a param once logged cannot change within a run."""
         validate_key(key, "param key")
-        text = _as_text(value)
+        text = _as_text(value, f"param {key!r}")
         if len(text) > MAX_PARAM_LENGTH:
             raise ValidationError(
                 f"param {key!r} is {len(text)} characters; the limit is {MAX_PARAM_LENGTH}; log it as an artifact"
@@ -126,7 +126,7 @@ class ActiveRun:
 
     def set_tag(self, key: str, value: Any) -> None:
         validate_key(key, "tag key")
-        self._writer.tags.append((self.id, key, _as_text(value)))
+        self._writer.tags.append((self.id, key, _as_text(value, f"tag {key!r}")))
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         for key, value in tags.items():
@@ -264,10 +264,20 @@ def _checked_timestamp(key: str, timestamp: Any) -> float:
     return seconds
 
 
-def _as_text(value: Any) -> str:
+def _as_text(value: Any, what: str) -> str:
+    """The value as text every backend stores: refused now, since a row the writer cannot write would fail
+    every later flush of the run (PostgreSQL text holds no NUL; no backend encodes a lone surrogate)."""
     if isinstance(value, float) and math.isnan(value):
         return "nan"
-    return value if isinstance(value, str) else str(value)
+    text = value if isinstance(value, str) else str(value)
+    if not text.isascii() or "\x00" in text:
+        bad = next((i for i, ch in enumerate(text) if ch == "\x00" or "\ud800" <= ch <= "\udfff"), None)
+        if bad is not None:
+            raise ValidationError(
+                f"{what} has {text[bad]!r} at position {bad}, which the metadata database cannot store; "
+                "remove it, or for a file name decode its bytes with errors='replace'"
+            )
+    return text
 
 
 def _join(folder: str | None, name: str) -> str:
