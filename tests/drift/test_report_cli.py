@@ -62,3 +62,17 @@ def test_cli_test_runs_where_it_can_and_the_other_columns_keep_their_default(tmp
         assert done.exit_code == 0, done.output
         columns = json.loads(js.read_text())["columns"]
         assert {name: column["test"] for name, column in columns.items()} == expected
+
+
+def test_hostile_names_stay_text_in_the_page_and_the_embedded_json() -> None:
+    """'<!--<script>' inside the JSON script block put the browser in its double-escaped state (the page swallowed)."""
+    import html
+
+    name = "<!--<script>x</script><img src=x onerror=alert(1)>&amp;"
+    result = compare({name: np.arange(50.0), "c": ["<b>"] * 50}, {name: np.arange(50.0) + 9, "c": ["<i>"] * 50})
+    page = result.report(title="<title>t</title>")
+    embedded = re.search(r"id='drift-data'>(.*?)</script>", page, re.S).group(1)
+    assert "<" not in embedded and json.loads(embedded)["columns"][name]["column"] == name
+    outside = page.replace(embedded, "")
+    assert "<img" not in outside and "<!--" not in outside and "<i>" not in outside and "<title>t" not in outside
+    assert html.escape(name) in outside

@@ -45,7 +45,8 @@ def render_html(data: dict[str, Any]) -> str:
     ]
     rows = "".join(_row(c) for c in data["columns"].values())
     plots = "".join(_plot(c) for c in data["columns"].values())
-    payload = json.dumps(data).replace("</", "<\\/")
+    # No '<' at all in the script block: '</script' would end it and '<!--<script' would swallow the page.
+    payload = json.dumps(data).replace("<", "\\u003c")
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(data['title'])}</title>"
         f"<style>{STYLE}</style></head><body><h1>{escape(data['title'])}</h1>"
