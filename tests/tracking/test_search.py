@@ -192,3 +192,18 @@ def test_every_run_is_either_null_or_not_null_for_a_metric_even_when_it_logged_n
     client = ls.Client(project)
     assert set(names(client.search_runs("metrics.loss is not null"))) == {"nan", "one"}
     assert names(client.search_runs("metrics.loss is null")) == ["none"]
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        (r"params.p = 'C:\\data\\'", "C:\\data\\"),  # an escaped backslash may end the value
+        (r"params.p = 'C:\data'", "C:\\data"),  # a lone backslash before a letter stays as written
+        (r"params.p = 'it\'s'", "it's"),
+        ("params.p = 'it''s'", "it's"),
+        (r'params.p = "say \"hi\" \\"', 'say "hi" \\'),
+    ],
+)
+def test_quoted_values_unescape_backslashes_and_quotes(text: str, value: str) -> None:
+    comparison = parse_filter(text)
+    assert isinstance(comparison, Comparison) and comparison.value == value

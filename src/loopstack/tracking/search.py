@@ -61,6 +61,8 @@ _TOKEN = re.compile(
     re.VERBOSE,
 )
 
+_ESCAPE = re.compile(r"\\([\\'\"])")
+
 
 @dataclass(frozen=True)
 class Field:
@@ -204,9 +206,11 @@ class _Parser:
                 else number
             )
         if token.kind == "string":
-            quote = token.text[0]
             body = token.text[1:-1]
-            return body.replace("''", "'").replace(f"\\{quote}", quote) if quote == "'" else body.replace('\\"', '"')
+            if token.text[0] == "'":
+                body = body.replace("''", "'")
+            # one pass, so that an escaped backslash can end a value ('C:\\data\\'); other backslashes stay
+            return _ESCAPE.sub(r"\1", body)
         self.fail(f"expected a number or a quoted string, got {token.text!r}", token)
         raise AssertionError
 
