@@ -124,3 +124,55 @@ def test_checkpoints_are_artifacts_of_the_active_run(sqlite_project: Project, tm
     assert stored["loader"]["position"] == 4 and stored["step"] == 4
     history = client.get_metric_history(run.id, "train.loss")
     assert [m.step for m in history] == [1, 2, 3, 4]
+
+
+def test_restore_names_a_step_or_file_and_refuses_an_unknown_one(tmp_path: Path) -> None:
+    model = torch.nn.Linear(2, 1)
+    manager = CheckpointManager(tmp_path, keep_last=3, track=False)
+    for step in (1, 2, 3):
+        with torch.no_grad():
+            model.weight.fill_(step)
+        manager.save(step, model, metric=float(step))
+    assert manager.restore(model, which=2)["step"] == 2 and model.weight[0, 0].item() == 2.0
+    assert manager.load("step-000000001.pt")["step"] == 1
+    assert manager.load("latest")["step"] == 3
+    # A typo used to restore the latest checkpoint without a word.
+    with pytest.raises(NotFoundError, match=r"no checkpoint 'step-2\.pt'.*1 \(step-000000001\.pt\)"):
+        manager.restore(model, which="step-2.pt")
+    with pytest.raises(NotFoundError, match="no checkpoint 7"):
+        manager.load(7)
+
+
+KILLED_MID_SAVE = """
+import os, signal, sys, torch
+from loopstack.training import CheckpointManager
+
+manager = CheckpointManager(sys.argv[1], track=False)
+model = torch.nn.Linear(64, 64)
+manager.save(1, model)
+
+def dying_save(obj, handle):
+    handle.write(b"half a checkpoint")
+    handle.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+torch.save = dying_save
+manager.save(2, model)
+"""
+
+
+def test_kill_9_mid_save_keeps_the_last_checkpoint_and_the_next_save_clears_the_debris(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = tmp_path / "job.py"
+    script.write_text(KILLED_MID_SAVE)
+    directory = tmp_path / "ckpt"
+    done = subprocess.run([sys.executable, str(script), str(directory)], capture_output=True, timeout=120)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    assert len(list(directory.glob(".step-000000002.pt.*.tmp"))) == 1  # what kill -9 leaves behind
+    manager = CheckpointManager(directory, track=False)
+    assert [c.step for c in manager.checkpoints()] == [1] and manager.load()["step"] == 1  # intact, resumable
+    manager.save(2, torch.nn.Linear(64, 64))
+    assert sorted(p.name for p in directory.iterdir()) == ["checkpoints.json", "step-000000001.pt",
+                                                           "step-000000002.pt"]

@@ -165,3 +165,24 @@ def test_fsdp_full_shard_trains_like_ddp() -> None:
     ddp = launch(_sharded_job, nproc=2, args=("ddp",))
     assert torch.equal(fsdp[0], fsdp[1])
     torch.testing.assert_close(fsdp[0], ddp[0], rtol=1e-5, atol=1e-6)
+
+
+STUBBORN = """
+import os, signal, sys, time
+if os.environ["RANK"] == "1":
+    sys.exit("rank 1 failed")  # exit status 1
+signal.signal(signal.SIGTERM, signal.SIG_IGN)  # like a rank that catches SIGTERM to checkpoint, then blocks
+time.sleep(120)
+"""
+
+
+def test_a_rank_that_ignores_sigterm_after_another_failed_is_killed_after_the_grace_period(tmp_path: Path) -> None:
+    import time
+
+    from loopstack.training.cli import run_processes
+
+    script = tmp_path / "stubborn.py"
+    script.write_text(textwrap.dedent(STUBBORN))
+    started = time.perf_counter()
+    assert run_processes(str(script), (), 2, grace_seconds=1.0) == 1  # the failing rank's status, not -9
+    assert time.perf_counter() - started < 30  # was: waited for rank 0 forever

@@ -219,9 +219,20 @@ class CheckpointManager:
         for row in rows:
             if row not in kept:
                 (self.directory / row.path).unlink(missing_ok=True)
+        self._remove_stale_temporaries()
         if self.track:
             self._log_artifact(info)
         return info
+
+    def _remove_stale_temporaries(self) -> None:
+        """Delete the half-written files of writers killed mid-save (kill -9 skips `atomic_write`'s cleanup).
+
+        Each is as large as a checkpoint, and a spot job killed at every preemption would fill the disk.
+        Only this rank writes here and its own temporaries are renamed by now, so any left are dead.
+        """
+        for pattern in (".step-*.pt.*.tmp", f".{INDEX}.*.tmp"):
+            for stale in self.directory.glob(pattern):
+                stale.unlink(missing_ok=True)
 
     def _retain(self, rows: list[CheckpointInfo]) -> list[CheckpointInfo]:
         rows = sorted(rows, key=lambda r: r.step)
@@ -240,9 +251,25 @@ class CheckpointManager:
             run.log_metric("checkpoint.step", info.step, step=info.step)
 
     # -- restore ---------------------------------------------------------------------------
-    def load(self, which: CheckpointInfo | str | None = None) -> dict[str, Any]:
-        """The raw state dict of a checkpoint: the latest by default, ``"best"``, or a given one."""
-        info = self.best() if which == "best" else (which if isinstance(which, CheckpointInfo) else self.latest())
+    def _pick(self, which: CheckpointInfo | str | int | None) -> CheckpointInfo | None:
+        """``None``/``"latest"``, ``"best"``, a `CheckpointInfo`, a step number or a file name of the index."""
+        if isinstance(which, CheckpointInfo):
+            return which
+        if which is None or which == "latest":
+            return self.latest()
+        if which == "best":
+            return self.best()
+        rows = self.checkpoints()
+        match = [r for r in rows if r.step == which or r.path == which]
+        if not match:  # a typo must not quietly restore the latest checkpoint instead
+            kept = ", ".join(f"{r.step} ({r.path})" for r in rows) or "none"
+            raise NotFoundError(f"no checkpoint {which!r} in {self.directory}; use 'latest', 'best', or a kept "
+                                f"step or file: {kept}")
+        return match[0]
+
+    def load(self, which: CheckpointInfo | str | int | None = None) -> dict[str, Any]:
+        """The raw state dict of a checkpoint: the latest by default, ``"best"``, a step, a file name or a given one."""
+        info = self._pick(which)
         if info is None:
             raise NotFoundError(f"no checkpoint in {self.directory}; train with a CheckpointManager first")
         return torch.load(self.directory / info.path, map_location="cpu", weights_only=False)
@@ -255,7 +282,7 @@ class CheckpointManager:
         *,
         loader: Any = None,
         scaler: Any = None,
-        which: CheckpointInfo | str | None = None,
+        which: CheckpointInfo | str | int | None = None,
         restore_rng: bool = True,
     ) -> dict[str, Any]:
         """Load a checkpoint into the given objects (and the RNGs); returns the whole state."""

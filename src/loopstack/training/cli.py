@@ -16,6 +16,7 @@ fails the run (exit 1, naming the error); its exit status is not forwarded.
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -38,8 +39,16 @@ def _environment(rank: int, nproc: int, port: int) -> dict[str, str]:
     return env
 
 
-def run_processes(script: str, args: tuple[str, ...], nproc: int) -> int:
-    """Start `nproc` copies of ``python script args``, forward signals, and return the exit status."""
+#: Seconds the other ranks get to exit after SIGTERM once one rank failed, before SIGKILL (torchrun waits 30).
+STOP_GRACE_SECONDS = 30.0
+
+
+def run_processes(script: str, args: tuple[str, ...], nproc: int, grace_seconds: float = STOP_GRACE_SECONDS) -> int:
+    """Start `nproc` copies of ``python script args``, forward signals, and return the exit status.
+
+    When one rank fails the others get SIGTERM, and SIGKILL after `grace_seconds`: a rank that
+    catches SIGTERM to checkpoint may wait forever in a collective for the dead rank.
+    """
     port = free_port()
     procs = [subprocess.Popen([sys.executable, script, *args], env=_environment(r, nproc, port)) for r in range(nproc)]
 
@@ -50,12 +59,14 @@ def run_processes(script: str, args: tuple[str, ...], nproc: int) -> int:
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        status = 0
+        status, deadline = 0, math.inf
         while [p.poll() for p in procs].count(None):  # poll every process: it sets returncode
             failed = [p.returncode for p in procs if p.returncode not in (None, 0)]
             if failed and status == 0:
-                status = failed[0]
+                status, deadline = failed[0], time.monotonic() + grace_seconds
                 forward(signal.SIGTERM, None)  # one rank died: the others would wait for it forever
+            if time.monotonic() > deadline:
+                forward(signal.SIGKILL, None)
             time.sleep(0.05)
         codes = [p.returncode for p in procs]
         return status or next((c for c in codes if c != 0), 0)

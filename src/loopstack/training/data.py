@@ -58,6 +58,10 @@ class ResumableLoader:
     ) -> None:
         self.data = data
         self.tensors = isinstance(data, tuple | list) and all(isinstance(t, torch.Tensor) for t in data)
+        if self.tensors:
+            sizes = [len(t) for t in data]
+            if len(set(sizes)) != 1:  # a shorter tensor fails mid-run on an index, a longer one is silently cut
+                raise ConfigError(f"the data tensors have {sizes} rows; pass tensors of one length (or one tensor)")
         self.size = len(data[0]) if self.tensors else len(data)
         if batch_size < 1 or not 0 <= rank < world_size:
             raise ConfigError(f"batch_size={batch_size} must be positive and rank={rank} in [0, {world_size})")

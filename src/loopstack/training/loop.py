@@ -11,6 +11,7 @@ position, the resumed run ends with the same weights as one never stopped.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -64,6 +65,9 @@ class TrainConfig:
                 f"steps={self.steps} and grad_accumulation={self.grad_accumulation} must be positive, "
                 f"checkpoint_every={self.checkpoint_every} non-negative"
             )
+        if self.max_grad_norm is not None and not 0 < self.max_grad_norm < math.inf:
+            # clip_grad_norm_ scales by max_norm / norm: 0 zeroes every update, a negative one reverses it
+            raise ConfigError(f"max_grad_norm={self.max_grad_norm} must be a positive number, or None for no clipping")
 
 
 @dataclass
@@ -83,6 +87,32 @@ def _to(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, dict):
         return {k: _to(v, device) for k, v in batch.items()}
     return batch
+
+
+def _cycle(loader: Any) -> Callable[[], Any]:
+    """``next_batch`` over an iterable: a new pass (epoch) each time one ends, like a DataLoader's epochs.
+
+    A bare StopIteration out of `fit` told the user nothing; an iterable that cannot be read again
+    (a generator) or holds no batch is refused by name instead.
+    """
+    state = {"iterator": iter(loader), "read": 0}
+
+    def next_batch() -> Any:
+        try:
+            batch = next(state["iterator"])
+        except StopIteration:
+            state["iterator"] = iter(loader)
+            try:
+                batch = next(state["iterator"])
+            except StopIteration:
+                raise ConfigError(
+                    f"the loader ran out after {state['read']} batches and gives none on a new pass; pass a "
+                    "re-iterable loader (a DataLoader, a list) or a ResumableLoader, or train fewer steps"
+                ) from None
+        state["read"] += 1
+        return batch
+
+    return next_batch
 
 
 def _step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, next_batch: Callable[[], Any], loss_fn: LossFn,
@@ -155,7 +185,7 @@ def fit(
     if config.grad_checkpointing:
         enable_gradient_checkpointing(getattr(model, "module", model))
     scaler = grad_scaler(config.precision, device)
-    next_batch = loader.next_batch if hasattr(loader, "next_batch") else iter(loader).__next__
+    next_batch = loader.next_batch if hasattr(loader, "next_batch") else _cycle(loader)
     result = TrainResult(step=0)
     if checkpoints is not None and checkpoints.latest() is not None:
         state = checkpoints.restore(model, optimizer, scheduler, loader=loader, scaler=scaler)
