@@ -270,3 +270,13 @@ def test_numpy_float_bounds_compile_to_numbers():
     result = Suite("s", [check, InSet("x", [np.float64(1.0)])]).run({"x": [1.0, 3.0, 0.25]})
     assert [r.error for r in result.results] == [None, None]
     assert [r.unexpected_count for r in result.results] == [2, 2]
+
+
+def test_a_date_bound_is_recorded_as_its_date():
+    """Results and events recorded a date bound as the text 'datetime.date', losing the value."""
+    import datetime as dt
+
+    check = Between("d", min=dt.date(2020, 6, 1))
+    result = Suite("s", [check]).run({"d": [dt.date(2020, 1, 1), dt.date(2021, 1, 1)]})
+    assert result.results[0].expectation["min"] == "2020-06-01" and result.results[0].unexpected_count == 1
+    assert check.to_dict()["min"] == dt.date(2020, 6, 1)  # the YAML form keeps the date itself

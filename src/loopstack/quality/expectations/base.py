@@ -166,6 +166,8 @@ def _plain(value: Any, describe_data: bool = False) -> Any:
         return value
     if isinstance(value, dict) and not _holds_arrays(value):
         return {k: _plain(v, describe_data) for k, v in value.items()}
+    if describe_data and hasattr(value, "isoformat"):
+        return value.isoformat()  # a date bound; YAML writes the date itself
     return describe(value) if describe_data else value
 
 
