@@ -120,6 +120,12 @@ def test_invalid_names_are_refused_before_anything_is_written(project, run_id):
     assert reg.list_models()[0].aliases == {}
 
 
+@pytest.mark.parametrize("ref", [None, 3, b"fraud"])
+def test_a_reference_that_is_not_text_is_a_validation_error(sqlite_project, ref):
+    with pytest.raises(ls.ValidationError, match="invalid model reference"):
+        ls.load_model(ref, project=sqlite_project)
+
+
 def test_registering_a_plain_file_artifact_is_refused(project):
     with ls.start_run(project=project) as run:
         run.log_dict({"a": 1}, "config.json")

@@ -192,7 +192,7 @@ class Registry:
         """Load a registered version, or ``runs:/<run_id>/<path>``, verifying every byte first."""
         from loopstack.registry.model import LoadedModel
 
-        if ref.startswith("runs:/"):
+        if isinstance(ref, str) and ref.startswith("runs:/"):  # anything else goes to parse_ref, which says why
             run_id, _, path = ref.removeprefix("runs:/").partition("/")
             digest = model_digest(self.project.tracking, run_id, path or "model")
             manifest, predictor = load_package(self.project.artifacts, digest, compiled)
