@@ -117,6 +117,16 @@ def test_a_text_the_database_cannot_store_is_refused_and_the_run_keeps_its_other
     assert (stored.params if kind == "param" else stored.tags)["kept"] == "yes"
 
 
+def test_ending_with_a_bad_status_leaves_the_run_open_to_end_properly(project: Project) -> None:
+    """The run used to count as ended (so a second end did nothing) while its row stayed RUNNING."""
+    run = ls.start_run()
+    with pytest.raises(ValidationError, match="invalid run status 'DONE'"):
+        run.end("DONE")
+    ls.end_run("FINISHED")
+    assert ls.active_run() is None
+    assert ls.Client(project).get_run(run.id).status == "FINISHED"
+
+
 def test_integral_steps_of_any_numeric_type_are_kept(project: Project) -> None:
     with ls.start_run() as run:
         run.log_metric("loss", 0.5, step=np.int64(3))  # type: ignore[arg-type]

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from loopstack.core.errors import ConflictError, ValidationError
 from loopstack.tracking import capture
-from loopstack.tracking.entities import FAILED, FINISHED, KILLED, RunInfo, validate_key
+from loopstack.tracking.entities import FAILED, FINISHED, KILLED, RunInfo, validate_key, validate_status
 
 if TYPE_CHECKING:
     from loopstack.registry.flavors import LoggedModel
@@ -185,6 +185,7 @@ class ActiveRun:
 
     # -- ending ------------------------------------------------------------------------
     def end(self, status: str = FINISHED) -> None:
+        validate_status(status)  # before anything changes, so that a typo leaves the run open to end properly
         if self._ended:
             return
         self._ended = True
