@@ -98,3 +98,22 @@ def test_parameter_count_matches_a_layer_by_layer_sum(
     expected = 2 * vocab * hidden + layers * (attention + mlp + 2 * hidden) + hidden
     assert m.parameters() == expected
     assert m.kv_cache_bytes_per_token(2) == 2 * layers * kv * width * 2
+
+
+def test_odd_config_json_values_are_named_not_raised_raw_or_truncated() -> None:
+    base = {"model_type": "llama", "num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4,
+            "vocab_size": 100, "intermediate_size": 128}
+    with pytest.raises(ConfigError, match=r"JSON object .* not list"):  # was AttributeError: 'list' ... 'get'
+        from_hf_config([base])  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="hidden_size='big' must be a whole number"):  # was a raw ValueError
+        from_hf_config({**base, "hidden_size": "big"})
+    with pytest.raises(ConfigError, match=r"num_hidden_layers=2\.5"):  # int() used to make it 2 layers
+        from_hf_config({**base, "num_hidden_layers": 2.5})
+    # Counts written as text are still counts (was a TypeError deep in the head check).
+    assert from_hf_config({**base, "num_key_value_heads": "2"}).kv == 2
+
+
+def test_negative_kv_heads_or_head_dim_are_refused_not_priced_negative() -> None:
+    for key in ("kv_heads", "head_dim"):
+        with pytest.raises(ConfigError, match=f"{key}=-2"):
+            ModelConfig("x", layers=2, hidden=64, heads=4, vocab=10, intermediate=8, **{key: -2})

@@ -11,6 +11,7 @@ checked, not assumed.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -85,6 +86,10 @@ class ModelConfig:
             value = getattr(self, key)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"model {self.name!r}: {key}={value!r} must be a positive integer")
+        for key in ("kv_heads", "head_dim"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ConfigError(f"model {self.name!r}: {key}={value!r} must be a positive integer or None")
         if self.head_dim is None and self.hidden % self.heads:
             raise ConfigError(
                 f"model {self.name!r}: hidden={self.hidden} is not divisible by heads={self.heads}; pass head_dim"
@@ -223,27 +228,33 @@ def from_hf_config(config: dict[str, object], name: str | None = None) -> ModelC
     True
     """
 
-    def pick(*keys: str, default: object = None) -> object:
+    if not isinstance(config, dict):
+        raise ConfigError(f"a model config must be a JSON object of config.json keys, not {type(config).__name__}")
+
+    def pick(*keys: str, default: int | None = None) -> int:
         for key in keys:
             if config.get(key) is not None:
-                return config[key]
+                return _whole(config[key], key)
         if default is None:
             raise ConfigError(f"model config has none of {keys}; is it a transformer config.json?")
         return default
 
+    def optional(key: str) -> int | None:
+        return None if config.get(key) is None else _whole(config[key], key)
+
     kind = str(config.get("model_type", ""))
-    hidden = int(pick("hidden_size", "n_embd", "d_model"))  # type: ignore[call-overload]
+    hidden = pick("hidden_size", "n_embd", "d_model")
     learned_positions = kind in {"gpt2", "bert", "roberta", "opt", "gpt_neo"}
-    context = int(pick("max_position_embeddings", "n_positions", "n_ctx", default=2048))  # type: ignore[call-overload]
+    context = pick("max_position_embeddings", "n_positions", "n_ctx", default=2048)
     return ModelConfig(
         name=name or str(config.get("_name_or_path") or kind or "custom"),
-        layers=int(pick("num_hidden_layers", "n_layer", "num_layers")),  # type: ignore[call-overload]
+        layers=pick("num_hidden_layers", "n_layer", "num_layers"),
         hidden=hidden,
-        heads=int(pick("num_attention_heads", "n_head")),  # type: ignore[call-overload]
-        kv_heads=config.get("num_key_value_heads"),  # type: ignore[arg-type]
-        head_dim=config.get("head_dim"),  # type: ignore[arg-type]
-        vocab=int(pick("vocab_size")),  # type: ignore[call-overload]
-        intermediate=int(pick("intermediate_size", "n_inner", "ffn_dim", default=4 * hidden)),  # type: ignore[call-overload]
+        heads=pick("num_attention_heads", "n_head"),
+        kv_heads=optional("num_key_value_heads"),
+        head_dim=optional("head_dim"),
+        vocab=pick("vocab_size"),
+        intermediate=pick("intermediate_size", "n_inner", "ffn_dim", default=4 * hidden),
         max_context=context,
         gated_mlp=kind in _GATED_TYPES,
         tied_embeddings=bool(config.get("tie_word_embeddings", kind not in _GATED_TYPES)),
@@ -251,10 +262,21 @@ def from_hf_config(config: dict[str, object], name: str | None = None) -> ModelC
         norm="rmsnorm" if kind in _GATED_TYPES else "layernorm",
         linear_bias=kind not in _GATED_TYPES,
         qkv_bias=kind.startswith("qwen2"),
-        experts=int(config.get("num_local_experts") or 1),  # type: ignore[call-overload]
-        experts_per_token=int(config.get("num_experts_per_tok") or 1),  # type: ignore[call-overload]
+        experts=optional("num_local_experts") or 1,
+        experts_per_token=optional("num_experts_per_tok") or 1,
         source="config.json",
     )
+
+
+def _whole(value: object, key: str) -> int:
+    """A config.json count as an int: 32 or "32" or 32.0, but not "big" or 2.5 (int() would cut it to 2)."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not number.is_integer():
+        raise ConfigError(f"model config {key}={value!r} must be a whole number")
+    return int(number)
 
 
 def _hf(url: str) -> str:
