@@ -213,3 +213,14 @@ def test_plans_refuse_a_pricing_no_gpu_offers_and_bad_headroom() -> None:
         plan_options("gpt2", prices=table, pricing="ondemand")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=r"headroom=1\.5"):
         plan_options("gpt2", prices=table, headroom=1.5)
+
+
+def test_a_gpu_given_twice_in_the_yaml_is_refused_not_silently_replaced(tmp_path: Path) -> None:
+    block = "    memory_gb: 80\n    bf16_tflops: 989\n    cloud: {{on_demand: {}}}\n"
+    path = tmp_path / "prices.yaml"
+    path.write_text("gpus:\n  H100:\n" + block.format(3.5) + "  H100:\n" + block.format(1.0))  # a copy not renamed
+    with pytest.raises(ConfigError, match=r"line 6 .*duplicate key 'H100'"):
+        PriceTable.load(path)
+    path.write_text("gpus:\n  H100:\n" + block.format(3.5) + "  [a, b]: 1\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):  # an unhashable key is still YAML's own error
+        PriceTable.load(path)

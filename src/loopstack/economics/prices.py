@@ -142,7 +142,7 @@ class PriceTable(_Strict):
                     from None
             source = str(path)
         try:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -173,6 +173,26 @@ class PriceTable(_Strict):
             if key.lower() == name.lower():
                 return gpu
         raise NotFoundError(f"GPU {name!r} is not in the price table; known: {', '.join(self.gpus)}")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice in one mapping.
+
+    A copied GPU block whose name was not changed would otherwise replace the first one without a word.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if not isinstance(key, str | int | float | bool | None):
+                continue  # SafeLoader itself names an unhashable key
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}; each GPU and field may appear once", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 _default: list[PriceTable] = []
