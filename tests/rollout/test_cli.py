@@ -6,8 +6,10 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
+from loopstack.core.errors import ValidationError
 from loopstack.core.project import Project
 from loopstack.rollout import TrafficLog
 from loopstack.rollout.cli import deploy
@@ -61,6 +63,47 @@ def test_bad_canary_settings_are_refused_before_anything_is_stored(sqlite_projec
         assert result.exit_code == 1 and isinstance(result.exception, ls.ValidationError)
         assert message in str(result.exception)
     assert sqlite_project.deployments.get("api").strategy == "single"
+
+
+@pytest.mark.parametrize(("steps", "weights", "fractions"), [
+    ("1", "99%, 1%", (0.01,)),  # was read as a fraction: all of the traffic to the challenger
+    ("0.5,1", "99.5%, 0.5%", (0.005, 0.01)),  # was read as 50 % then promotion
+    ("1,5,25,50,100", "99%, 1%", (0.01, 0.05, 0.25, 0.5)),
+])
+def test_canary_steps_are_percentages_whatever_their_size(sqlite_project: Project, steps: str, weights: str,
+                                                          fractions: tuple[float, ...]) -> None:
+    refs = register(sqlite_project, count=2)
+    obj = {"project_path": str(sqlite_project.root)}
+    assert CliRunner().invoke(deploy, ["create", "api", refs[0]], obj=obj).exit_code == 0
+    result = CliRunner().invoke(deploy, ["canary", "api", refs[1], "--steps", steps], obj=obj)
+    assert result.exit_code == 0 and f"{refs[0]}={weights.split(', ')[0]}, {refs[1]}={weights.split(', ')[1]}" \
+        in result.output, result.output
+    assert sqlite_project.deployments.get("api").steps == pytest.approx(fractions)
+
+
+@pytest.mark.parametrize(("steps", "message"), [
+    ("1,5,101", "steps are percentages in (0, 100]; [101.0] are not"),  # 101 was dropped as the final 100 %
+    ("0,50", "steps are percentages in (0, 100]; [0.0] are not"),
+    ("5,5,100", "must be strictly increasing"),  # a repeated step was taken
+])
+def test_canary_steps_outside_0_to_100_or_repeated_are_refused(sqlite_project: Project, steps: str,
+                                                               message: str) -> None:
+    refs = register(sqlite_project, count=2)
+    obj = {"project_path": str(sqlite_project.root)}
+    assert CliRunner().invoke(deploy, ["create", "api", refs[0]], obj=obj).exit_code == 0
+    result = CliRunner().invoke(deploy, ["canary", "api", refs[1], "--steps", steps], obj=obj)
+    assert result.exit_code != 0 and message in (result.output + str(result.exception)), result.output
+    assert sqlite_project.deployments.get("api").strategy == "single"
+
+
+def test_the_api_refuses_a_lone_step_of_1_it_cannot_read() -> None:
+    from loopstack.rollout.deployment import normalize_steps
+
+    with pytest.raises(ValidationError, match="ambiguous"):
+        normalize_steps([1])
+    assert normalize_steps([0.01]) == (0.01,) and normalize_steps([1, 100]) == (0.01,)
+    with pytest.raises(ValidationError, match="strictly increasing"):
+        normalize_steps([1, 5, 101])
 
 
 def test_number_lists_and_intervals_are_usage_errors(sqlite_project: Project) -> None:

@@ -16,7 +16,7 @@ def _project(ctx: click.Context) -> Any:
 
 
 def _show(d: Any) -> None:
-    weights = ", ".join(f"{v}={w:.0%}" for v, w in d.weights.items())
+    weights = ", ".join(f"{v}={round(w * 100, 2):g}%" for v, w in d.weights.items())  # a 0.5 % step shows
     extra = f"; shadow: {', '.join(d.shadow)}" if d.shadow else ""
     step = f"; step {d.step + 1}/{len(d.steps)}" if d.strategy == "canary" else ""
     click.echo(f"{d.endpoint} v{d.version} {d.strategy}: {weights}{extra}{step}")
@@ -51,7 +51,7 @@ def create(ctx: click.Context, endpoint: str, model: str, primary_metric: str | 
 @click.pass_context
 def canary(ctx: click.Context, endpoint: str, model: str, steps: str, min_requests: int, alpha: float) -> None:
     """Start a canary of MODEL on ENDPOINT; `deploy evaluate --watch` drives it."""
-    parsed = _numbers(steps, "--steps", "1,5,25,50,100")
+    parsed = _percentages(steps)
     _show(_project(ctx).deployments.canary(endpoint, model, steps=parsed, min_requests_per_step=min_requests,
                                            alpha=alpha))
 
@@ -194,6 +194,17 @@ def _numbers(text: str, option: str, example: str) -> list[float]:
     except ValueError:
         raise click.BadParameter(f"{text!r} is not a comma-separated list of numbers, e.g. {example}",
                                  param_hint=option) from None
+
+
+def _percentages(text: str) -> list[float]:
+    """--steps as `normalize_steps` reads them: "1" is 1 % here, never all of the traffic."""
+    values = _numbers(text, "--steps", "1,5,25,50,100")
+    outside = [v for v in values if not 0 < v <= 100]
+    if outside:
+        raise click.BadParameter(f"{text!r}: steps are percentages in (0, 100]; {outside} are not",
+                                 param_hint="--steps")
+    # a list with no value above 1 would be read as fractions: hand those over instead
+    return values if any(v > 1 for v in values) else [v / 100 for v in values]
 
 
 def _num(x: Any, digits: int = 1) -> str:

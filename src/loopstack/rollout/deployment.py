@@ -8,6 +8,7 @@ into the split a server applies.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -146,7 +147,8 @@ def check(d: Deployment) -> None:
 def normalize_steps(steps: Any) -> tuple[float, ...]:
     """Canary steps as fractions; percentages (any step > 1) are divided by 100 and a final 100 % dropped.
 
-    The last step is followed by promotion, which is the 100 % step.
+    The last step is followed by promotion, which is the 100 % step. A lone step of 1 is refused: it
+    could be 1 % or all the traffic, and guessing wrong sends a challenger 100 times the traffic meant.
 
     Examples
     --------
@@ -156,12 +158,17 @@ def normalize_steps(steps: Any) -> tuple[float, ...]:
     (0.1, 0.5)
     """
     values = [float(s) for s in steps]
+    if values == [1.0]:
+        raise ValidationError("canary step 1 is ambiguous: write 0.01 (or 1 among percentages, e.g. [1, 100]) "
+                              "for 1 % of the traffic, or 100 for all of it")
     if any(s > 1 for s in values):
         values = [s / 100 for s in values]
-    if len(values) > 1 and values[-1] >= 1.0:
+    increasing = all(a < b for a, b in itertools.pairwise(values))
+    if not values or any(not 0 < s <= 1 for s in values) or not increasing:
+        raise ValidationError(f"canary steps {list(steps)} must be strictly increasing percentages in (0, 100] "
+                              "(or fractions in (0, 1]), e.g. [1, 5, 25, 50, 100]")
+    if len(values) > 1 and values[-1] == 1.0:
         values = values[:-1]
-    if not values or any(not 0 < s <= 1 for s in values) or values != sorted(values):
-        raise ValidationError(f"canary steps {list(steps)} must be increasing percentages in (0, 100]")
     return tuple(values)
 
 
