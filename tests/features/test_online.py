@@ -378,3 +378,20 @@ def test_push_names_bad_times_and_values_and_takes_an_empty_batch(store: lf.Feat
         store.push("stats_push", [{"driver_id": 1, "event_timestamp": T0, "conv_rate": "abc", "trips": 1}],
                    to="online_and_offline")
     assert list((store.root / "data" / "stats").glob("push-*")) == []  # nothing half-written offline
+
+
+def test_push_to_offline_refuses_a_value_its_type_cannot_hold_and_keeps_declared_types(
+        store: lf.FeatureStore) -> None:
+    # to="offline" skipped the type check: "abc" landed in the Parquet history and broke every offline read
+    folder = store.root / "data" / "stats"
+    with pytest.raises(ValidationError, match=r"feature view 'stats': column 'conv_rate' holds 'abc'"):
+        store.push("stats_push", [{"driver_id": 1, "event_timestamp": T0 + timedelta(days=5), "conv_rate": "abc",
+                                   "trips": 1}], to="offline")
+    assert list(folder.glob("push-*")) == []
+    # text that casts is stored as the declared type, so the source keeps the types apply checks
+    store.push("stats_push", [{"driver_id": 1, "event_timestamp": T0 + timedelta(days=5), "conv_rate": "1.5",
+                               "trips": None}], to="offline")
+    store.apply(_definitions(folder))
+    entity = pa.table({"driver_id": [1], "event_timestamp": pa.array([T0 + timedelta(days=6)], pa.timestamp("us"))})
+    offline = store.get_historical_features(entity, ["stats:conv_rate", "stats:trips"]).to_arrow().to_pydict()
+    assert (offline["conv_rate"], offline["trips"]) == ([1.5], [None])

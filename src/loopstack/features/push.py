@@ -3,7 +3,9 @@
 Pushed rows go through the same DuckDB encoding as materialization (latest
 row per entity, typed casts, JSON values), so a pushed value and a
 materialized one are byte-identical; the online store's newer-wins rule
-means a late, older event never replaces a fresher value.
+means a late, older event never replaces a fresher value. Every value is
+checked against its field's type before anything is written, online or
+offline, and rows appended to the offline history carry the declared types.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from loopstack.core.errors import ValidationError
+from loopstack.features.engine import quote
 from loopstack.features.materialize import encoded_rows
 from loopstack.features.sources import FileSource, PushSource
 
 if TYPE_CHECKING:
+    from loopstack.features.definitions import FeatureView, Field
     from loopstack.features.store import FeatureStore
 
 TARGETS = ("online", "offline", "online_and_offline")
@@ -39,12 +43,13 @@ def push(store: FeatureStore, source_name: str, rows: Any, to: str = "online") -
                 f"rows pushed to {source_name!r} lack column(s) {missing} that feature view {view.name!r} needs"
             )
     _check_times(source, table)
-    if to in ("online", "online_and_offline"):
-        for view in views:
-            if view.online:
-                store.online.write_batch(view.name, _encoded(store, view, source_name, table))
+    _check_values(store, source_name, views, table)  # on every path, before anything is written
+    online = [(view.name, _encoded(store, view, source_name, table)) for view in views
+              if view.online and to in ("online", "online_and_offline")]
     if to in ("offline", "online_and_offline"):
-        _append_offline(store, source, table)
+        _append_offline(store, source, _declared(store, views, table))
+    for name, encoded in online:
+        store.online.write_batch(name, encoded)
     return table.num_rows
 
 
@@ -58,6 +63,52 @@ def _check_times(source: PushSource, table: Any) -> None:
             f"rows pushed to {source.name!r} have {source.timestamp_field!r} of type {kind}, not a timestamp; "
             "send datetimes (pandas: pd.to_datetime(df[col], utc=True))"
         )
+
+
+def _check_values(store: FeatureStore, source_name: str, views: list[FeatureView], table: Any) -> None:
+    """Refuse a value its field's declared type cannot hold, naming the view, the column and the value.
+
+    The offline history is the views' own source: one ``"abc"`` in a Float64
+    column appended there would break every later read of it.
+    """
+    with store.engine.session() as session:
+        relation = session.register(table)
+        for view in views:
+            firsts = ", ".join(_first_misfit_sql(f) for f in view.schema)
+            misfits = session.con.execute(f"SELECT {firsts} FROM {relation}").fetchone() if firsts else ()
+            for field, value in zip(view.schema, misfits, strict=True):
+                if value is not None:
+                    raise ValidationError(
+                        f"rows pushed to {source_name!r} do not fit feature view {view.name!r}: column "
+                        f"{field.name!r} holds {value!r}, which is not a {field.dtype.name}; send values of "
+                        "the declared types"
+                    )
+
+
+def _first_misfit_sql(field: Field) -> str:
+    """The first value of `field`'s column, as text, that its declared type cannot hold (NULL: none)."""
+    column = quote(field.name)
+    return (f"first(CAST({column} AS VARCHAR)) FILTER "
+            f"(WHERE {column} IS NOT NULL AND TRY_CAST({column} AS {field.dtype.duckdb}) IS NULL)")
+
+
+def _declared(store: FeatureStore, views: list[FeatureView], table: Any) -> Any:
+    """`table` with each feature column cast to its declared type, as the offline history must keep it.
+
+    A column of another type (``"1.5"`` as text, a list of all-None) would
+    change the type DuckDB reads for the whole source and fail the type check
+    of the next ``apply``. A column shared by several views takes the first
+    one's type.
+    """
+    declared = {f.name: f.dtype for view in reversed(views) for f in view.schema}
+    if not declared:
+        return table
+    casts = ", ".join(f"CAST({quote(name)} AS {dtype.duckdb}) AS {quote(name)}" for name, dtype in declared.items())
+    with store.engine.session() as session:
+        typed = session.arrow(f"SELECT {casts} FROM {session.register(table)}")
+    for name in declared:
+        table = table.set_column(table.column_names.index(name), name, typed.column(name))
+    return table
 
 
 def _encoded(store: FeatureStore, view: Any, source_name: str, table: Any) -> Any:
