@@ -207,3 +207,19 @@ def test_exported_names_are_what_we_mean_to_export() -> None:
         "OnlineResponse", "PRESENT", "EXPIRED", "NOT_FOUND",
     }
     assert all(hasattr(lf, name) for name in lf.__all__)
+
+
+def test_two_inline_entities_of_one_name_with_other_join_keys_are_refused(project: Project, driver_rows: Any) -> None:
+    # the second was silently dropped, and its view then "lacked" the join key the first one declared
+    rows = driver_rows().append_column("id", driver_rows().column("driver_id"))
+    by_driver_id = lf.FeatureView(name="a", entities=[lf.Entity(name="driver", join_keys=["driver_id"])],
+                                  source=lf.TableSource(rows), schema=[lf.Field(name="conv_rate", dtype=lf.Float64)])
+    by_id = lf.FeatureView(name="b", entities=[lf.Entity(name="driver", join_keys=["id"])],
+                           source=lf.TableSource(rows), schema=[lf.Field(name="trips", dtype=lf.Int64)])
+    with pytest.raises(ValidationError, match=r"entity 'driver' is defined twice with different join keys: "
+                                              r"\['driver_id'\] in feature view 'a' .* and \['id'\] in feature view 'b'"):
+        project.feature_store.apply([by_driver_id, by_id])
+    same_keys = lf.FeatureView(name="b", entities=[lf.Entity(name="driver", join_keys=["driver_id"])],
+                               source=lf.TableSource(rows), schema=[lf.Field(name="trips", dtype=lf.Int64)])
+    project.feature_store.apply([by_driver_id, same_keys])  # two objects that agree are one entity
+    assert project.feature_store.catalog.join_keys(same_keys) == ["driver_id"]

@@ -74,8 +74,8 @@ class Catalog:
             self._add(obj)
         for view in list(self.views.values()):
             for entity in view.entities:
-                if isinstance(entity, Entity) and entity.name not in self.entities:
-                    self._add(entity, self.origin(view))
+                if isinstance(entity, Entity):
+                    self._add_inline_entity(entity, view)
 
     def origin(self, obj: Any) -> str:
         return self.origins.get(id(obj), "<python>")
@@ -169,6 +169,28 @@ class Catalog:
         if (isinstance(obj, FeatureView) and isinstance(obj.source, PushSource)
                 and obj.source.name not in self.push_sources):
             self._add(obj.source, self.origin(obj))
+
+    def _add_inline_entity(self, entity: Entity, view: FeatureView) -> None:
+        """Register an entity written inside a view; one of the same name must have the same join keys.
+
+        Rows are looked up by the registered entity's keys, so a second
+        definition with other keys would be ignored and the view then reported
+        as missing a join key it never declared.
+        """
+        known = self.entities.get(entity.name)
+        if known is None:
+            self._add(entity, self.origin(view))
+        elif known.join_keys != entity.join_keys:
+            raise ValidationError(
+                f"entity {entity.name!r} is defined twice with different join keys: {known.join_keys} in "
+                f"{self._where(known)} and {entity.join_keys} in feature view {view.name!r} ({self.origin(view)}); "
+                "use one Entity object, or give the two different names"
+            )
+
+    def _where(self, entity: Entity) -> str:
+        """Where `entity` was defined: its file, and the view it was written inside, if any."""
+        inside = next((v.name for v in self.views.values() if any(e is entity for e in v.entities)), None)
+        return self.origin(entity) if inside is None else f"feature view {inside!r} ({self.origin(entity)})"
 
     def _put(self, table: dict[str, Any], obj: Any, kind: str) -> None:
         existing = table.get(obj.name)
