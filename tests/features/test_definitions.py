@@ -216,8 +216,9 @@ def test_two_inline_entities_of_one_name_with_other_join_keys_are_refused(projec
                                   source=lf.TableSource(rows), schema=[lf.Field(name="conv_rate", dtype=lf.Float64)])
     by_id = lf.FeatureView(name="b", entities=[lf.Entity(name="driver", join_keys=["id"])],
                            source=lf.TableSource(rows), schema=[lf.Field(name="trips", dtype=lf.Int64)])
-    with pytest.raises(ValidationError, match=r"entity 'driver' is defined twice with different join keys: "
-                                              r"\['driver_id'\] in feature view 'a' .* and \['id'\] in feature view 'b'"):
+    expected = (r"entity 'driver' is defined twice with different join keys: "
+                r"\['driver_id'\] in feature view 'a' .* and \['id'\] in feature view 'b'")
+    with pytest.raises(ValidationError, match=expected):
         project.feature_store.apply([by_driver_id, by_id])
     same_keys = lf.FeatureView(name="b", entities=[lf.Entity(name="driver", join_keys=["driver_id"])],
                                source=lf.TableSource(rows), schema=[lf.Field(name="trips", dtype=lf.Int64)])
