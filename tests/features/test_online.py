@@ -168,6 +168,28 @@ def test_interrupted_materialization_resumes_to_the_same_store(store: lf.Feature
     fresh.project.close()
 
 
+
+def test_a_resumed_materialization_rewrites_landed_chunks_when_the_source_changed(
+        store: lf.FeatureStore, tmp_path: Path) -> None:
+    # the resume checked only the row count: a source rewritten with as many rows kept the stale landed chunks
+    real = store.online
+    store.__dict__["online"] = _Failing(real, allowed=2)
+    with pytest.raises(KeyboardInterrupt):
+        store.materialize(T0, T0 + timedelta(days=10), chunk_size=3, progress=False)
+    folder = store.root / "data" / "stats"
+    _write(folder, "part-0.parquet", [(d, T0 + timedelta(days=day), 100 + d + day / 10, d * 100 + day)
+                                      for d in range(1, 21) for day in range(4)])
+    store.__dict__["online"] = resumed = _Failing(real, allowed=100)
+    store.materialize(T0, T0 + timedelta(days=10), chunk_size=3, progress=False)
+    assert resumed.writes == 7  # every chunk again
+    store.__dict__["online"] = real
+    fresh = Project.init(tmp_path / "fresh", name="fresh").feature_store
+    fresh.apply(_definitions(folder))
+    fresh.materialize(T0, T0 + timedelta(days=10), progress=False)
+    assert _dump(store) == _dump(fresh)
+    assert _online(store, [1, 10], T0 + timedelta(days=4)).values["conv_rate"] == [101.3, 110.3]
+    fresh.project.close()
+
 def test_push_serves_newest_and_appends_history(store: lf.FeatureStore) -> None:
     store.materialize(T0, T0 + timedelta(days=10), progress=False)
     late = [{"driver_id": 1, "event_timestamp": T0 + timedelta(days=1), "conv_rate": 0.0, "trips": 0}]

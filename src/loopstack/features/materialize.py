@@ -5,9 +5,12 @@ window, keys and values encoded as strings), then the rows are written in
 chunks. Each chunk that lands is recorded in ``feature_materializations``,
 so a job interrupted after chunk k resumes at chunk k+1; because the online
 store never replaces a newer record with an older one, replaying a chunk is
-harmless too. The view's watermark moves to the window end only when every
-chunk has landed, so ``materialize_incremental`` after a crash repeats the
-unfinished window rather than skipping it.
+harmless too. A job's id includes a fingerprint of the rows it writes, so a
+source changed since the interruption (even to the same number of rows)
+starts a new job from chunk 0 instead of skipping chunks now stale. The
+view's watermark moves to the window end only when every chunk has landed,
+so ``materialize_incremental`` after a crash repeats the unfinished window
+rather than skipping it.
 """
 
 from __future__ import annotations
@@ -71,7 +74,7 @@ def materialize_view(store: FeatureStore, view: FeatureView, start_us: int, end_
     """Write the window to the online store in chunks, resuming a job interrupted earlier."""
     rows = encoded_rows(store, view, start_us, end_us)
     chunks = max(1, -(-rows.num_rows // chunk_size))
-    job = _job_id(store, view, start_us, end_us, chunk_size)
+    job = _job_id(store, view, start_us, end_us, chunk_size, _rows_fingerprint(store, rows))
     done = _start_job(store, job, view.name, start_us, end_us, chunks, rows.num_rows)
     task = progress.add_task(view.name, total=rows.num_rows, completed=min(done * chunk_size, rows.num_rows)) \
         if progress is not None else None
@@ -116,9 +119,24 @@ def forget(store: FeatureStore, view_name: str) -> None:
                                                         table.c.view == view_name)))
 
 
-def _job_id(store: FeatureStore, view: FeatureView, start_us: int, end_us: int, chunk_size: int) -> str:
-    text = f"{store.online_id}|{view.name}|{view.digest()}|{start_us}|{end_us}|{chunk_size}"
+def _job_id(store: FeatureStore, view: FeatureView, start_us: int, end_us: int, chunk_size: int,
+            rows_fingerprint: str) -> str:
+    text = f"{store.online_id}|{view.name}|{view.digest()}|{start_us}|{end_us}|{chunk_size}|{rows_fingerprint}"
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _rows_fingerprint(store: FeatureStore, rows: Any) -> str:
+    """A hash of the encoded rows a job writes, so a resumed job knows its landed chunks are still current.
+
+    One parallel DuckDB pass over rows already in memory (one per entity),
+    not a read of the source; keys are unique, so an XOR of row hashes
+    changes whenever any key, time or value does.
+    """
+    with store.engine.session() as session:
+        relation = session.register(rows)
+        digest = session.con.execute(
+            f"SELECT count(*), bit_xor(hash(key, event_ts, created_ts, value)) FROM {relation}").fetchone()
+    return f"{digest[0]}:{digest[1]}"
 
 
 def _start_job(store: FeatureStore, job: str, view: str, start_us: int, end_us: int, chunks: int, rows: int) -> int:
