@@ -40,6 +40,25 @@ def test_scheduled_runs_pull_current_from_a_callable(sqlite_project: ls.Project)
         Monitor(sqlite_project, "empty", reference=_data(0)).run()
 
 
+def test_a_scheduled_run_that_fails_is_recorded_and_the_schedule_goes_on(sqlite_project: ls.Project) -> None:
+    """Before, one error (a log or database briefly unreachable) ended the monitor's thread without a word."""
+    pulls = iter([OSError("the log's disk is gone for a moment"), _data(4), _data(5)])
+
+    def current() -> pd.DataFrame:
+        item = next(pulls)
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    monitor = Monitor(sqlite_project, "m", reference=_data(0), current=current)
+    assert monitor.run_every(0.01, max_runs=3) == 3
+    [failed] = sqlite_project.events.list(kind="drift.failed")
+    assert failed.subject == "m" and failed.payload["error"] == "OSError: the log's disk is gone for a moment"
+    assert len(sqlite_project.events.list(kind="drift.checked")) == 2
+    with pytest.raises(ConfigError, match="no current data"):  # set up wrong: every run would fail alike
+        Monitor(sqlite_project, "empty", reference=_data(0)).run_every(0.01, max_runs=3)
+
+
 def test_start_and_stop_a_background_monitor(sqlite_project: ls.Project) -> None:
     monitor = Monitor(sqlite_project, "bg", reference=_data(0), current=_data(1))
     monitor.start(0.05)

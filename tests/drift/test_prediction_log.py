@@ -60,6 +60,19 @@ def _traffic(client: TestClient, frame: pd.DataFrame, prefix: str, label_every: 
         assert client.post("/v1/feedback", json=labels).status_code == 202
 
 
+def _flushed(source: PredictionLogSource, rows: int, timeout_s: float = 10.0) -> None:
+    """Wait for the server's prediction log (flushed every 50 ms here) to hold `rows` predictions."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        try:
+            if source.read().rows >= rows:
+                return
+        except ValidationError:  # nothing written yet
+            pass
+        time.sleep(0.02)
+    raise AssertionError(f"the prediction log did not reach {rows} rows in {timeout_s} s")
+
+
 def _events(project: ls.Project, kind: str) -> list[Any]:
     return project.events.list(kind=kind)[::-1]  # oldest first
 
@@ -123,6 +136,31 @@ def test_without_labels_performance_is_the_cbpe_estimate(sqlite_project: ls.Proj
     [same] = _events(sqlite_project, "drift.predictions")
     assert same.payload["against"] == "previous" and not same.payload["dataset_drift"]
     assert not _events(sqlite_project, "drift.labels")  # no target given, no labels arrived
+
+
+def test_a_window_whose_check_failed_is_not_the_next_ones_previous(
+    sqlite_project: ls.Project, served: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from loopstack.drift import logcheck
+
+    source = PredictionLogSource(sqlite_project, "fraud")
+    monitor = Monitor(sqlite_project, "fraud", reference=served["train"], current=source,
+                      reference_outputs="previous")
+    with TestClient(served["app"]) as client:
+        _traffic(client, _frame(5, 6), "first", label_every=None)
+        _flushed(source, rows=6)
+        monitor.run()
+        _traffic(client, _frame(6, 4), "second", label_every=None)
+        _flushed(source, rows=10)
+
+    def broken(window: Any) -> dict[str, Any]:
+        raise RuntimeError("the check broke after comparing outputs")
+
+    monkeypatch.setattr(logcheck, "performance_payload", broken)
+    with pytest.raises(RuntimeError):
+        monitor.run()
+    against, previous = monitor.reference_outputs_for(source.read())
+    assert against == "previous" and previous.num_rows == 6  # the last window checked whole, not the failed one
 
 
 def test_window_filters_and_empty_window_error(sqlite_project: ls.Project, served: dict[str, Any]) -> None:

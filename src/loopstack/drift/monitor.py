@@ -15,6 +15,7 @@ performance per window (events ``drift.predictions``, ``drift.labels``,
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +30,8 @@ from loopstack.drift.sources import EmptyWindowError, LogWindow
 
 CHECKED = "drift.checked"
 DETECTED = "drift.detected"
+FAILED = "drift.failed"
+logger = logging.getLogger("loopstack.drift")
 
 
 class Monitor:
@@ -114,8 +117,7 @@ class Monitor:
         """What a log window's outputs are compared with: ("reference" or "previous", table or None)."""
         source = self.reference_outputs
         if isinstance(source, str) and source == "previous":
-            previous, self._previous = self._previous, window.table.select(window.outputs)
-            return "previous", previous
+            return "previous", self._previous  # replaced once this window's check has finished (`run`)
         if source is not None and self._outputs is None:
             self._outputs = as_table(source(self.reference, window) if callable(source) else source)
         return "reference", self._outputs
@@ -130,7 +132,10 @@ class Monitor:
         if isinstance(data, LogWindow):
             from loopstack.drift.logcheck import check_window
 
-            return check_window(self, data)
+            checked_window = check_window(self, data)
+            # the next window's "previous" is this one only now: a check that raised compared nothing
+            self._previous = data.table.select(data.outputs)
+            return checked_window
         result = compare(self.reference, data, self.options)
         payload = result.to_dict()
         checked = self.project.events.emit(CHECKED, self.name, payload)
@@ -141,7 +146,13 @@ class Monitor:
 
     def run_every(self, seconds: float, max_runs: int | None = None,
                   on_result: Callable[[DriftResult], None] | None = None) -> int:
-        """Run every `seconds` until `stop()` or `max_runs`; returns the number of runs."""
+        """Run every `seconds` until `stop()` or `max_runs`; returns the number of runs.
+
+        A run that fails (the database or the log briefly unreachable, a bad window) is logged and
+        recorded as a ``drift.failed`` event, and the schedule goes on: a monitor thread that died
+        of one error would stop watching without a word. A `ConfigError` (the monitor itself is
+        set up wrong, and every later run would fail the same way) is raised.
+        """
         if seconds <= 0:
             raise ConfigError(f"interval {seconds} must be positive")
         runs = 0
@@ -152,6 +163,11 @@ class Monitor:
             except EmptyWindowError as quiet:  # an hour without traffic must not stop the schedule
                 self.project.events.emit("drift.skipped", self.name, {"reason": str(quiet)})
                 result = None
+            except ConfigError:
+                raise
+            except Exception as error:
+                self._record_failure(error)
+                result = None
             runs += 1
             if on_result is not None and result is not None:
                 on_result(result)
@@ -159,6 +175,13 @@ class Monitor:
                 break
             self._stop.wait(max(0.0, seconds - (time.monotonic() - started)))
         return runs
+
+    def _record_failure(self, error: Exception) -> None:
+        logger.exception("monitor %r: a scheduled run failed; the next runs as planned", self.name)
+        try:
+            self.project.events.emit(FAILED, self.name, {"error": f"{type(error).__name__}: {error}"})
+        except Exception:  # the event store may be what failed: the log above has it
+            logger.exception("monitor %r: recording the failure failed too", self.name)
 
     def start(self, seconds: float) -> threading.Thread:
         """Run every `seconds` on a daemon thread until `stop()`."""
