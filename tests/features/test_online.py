@@ -352,6 +352,28 @@ def test_a_missing_key_matches_nothing_and_an_integral_float_key_matches_its_int
     project.close()
 
 
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_float_and_bool_keys_of_a_string_keyed_view_match_the_same_rows_online_and_offline(
+        backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    # online looked 2.0 up as "2" and True as "True"; the offline join cast them to '2.0' and 'true'
+    project = Project.init(tmp_path / "k", name="k", online_store=_url(backend, request))
+    keys = ["2", "2.0", "2.5", "True", "true"]
+    rows = pa.table({"code": keys, "event_timestamp": pa.array([T0] * 5, pa.timestamp("us")),
+                     "score": pa.array(range(5), pa.int64())})
+    view = lf.FeatureView(name="c", entities=[lf.Entity(name="code", join_keys=["code"])],
+                          source=lf.TableSource(rows), schema=[lf.Field(name="score", dtype=lf.Int64)])
+    store = project.feature_store
+    store.apply([view])
+    store.materialize(T0, T0, progress=False)
+    online = store.get_online_features(["c:score"], {"code": [2.0, 2.5, True]}, now=T0).values["score"]
+    floats = pa.table({"code": [2.0, 2.5], "event_timestamp": pa.array([T0] * 2, pa.timestamp("us"))})
+    bools = pa.table({"code": [True], "event_timestamp": pa.array([T0], pa.timestamp("us"))})
+    offline = [v for entity in (floats, bools)
+               for v in store.get_historical_features(entity, ["c:score"]).to_arrow().column("score").to_pylist()]
+    assert online == offline == [0, 2, None]  # 2.0 is the integer 2; a bool is no key
+    project.close()
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_materialize_and_push_rows_from_before_1970(backend: str, tmp_path: Path,
                                                     request: pytest.FixtureRequest) -> None:

@@ -228,19 +228,24 @@ class _ViewQuery:
 def _key_cast(column: str, spine_type: Any, key_type: str) -> str:
     """An entity-frame key as the source's key type, NULL (matching nothing) unless it converts exactly.
 
-    A bare TRY_CAST rounds 2.5 to 2 and turns true into 1, which would join
-    another entity's features; 2.0 (an int column pandas made float) still
-    matches 2.
+    The rule online lookups follow too (``serving._key_text``): a bool is no
+    key and matches nothing; an integral float (pandas makes an int column
+    with a gap float) is the integer it holds, so 2.0 matches 2 and '2', not
+    '2.0'; any other value matches its exact conversion. A bare TRY_CAST
+    rounds 2.5 to 2 and turns true into 1 or 'true', which would join
+    another entity's features.
     """
     import pyarrow as pa
 
-    cast = f"TRY_CAST({column} AS {key_type})"
-    if key_type.upper().split("(")[0] not in INTEGER_KEY_TYPES:
-        return cast
     if pa.types.is_boolean(spine_type):
         return f"CAST(NULL AS {key_type})"
-    if pa.types.is_floating(spine_type) or pa.types.is_decimal(spine_type):
+    cast = f"TRY_CAST({column} AS {key_type})"
+    integer_key = key_type.upper().split("(")[0] in INTEGER_KEY_TYPES
+    if integer_key and (pa.types.is_floating(spine_type) or pa.types.is_decimal(spine_type)):
         return f"CASE WHEN {column} = trunc({column}) THEN {cast} END"
+    if not integer_key and pa.types.is_floating(spine_type):
+        return (f"CASE WHEN isfinite({column}) AND {column} = trunc({column}) "
+                f"THEN CAST(TRY_CAST({column} AS HUGEINT) AS VARCHAR) ELSE {cast} END")
     return cast
 
 

@@ -212,11 +212,13 @@ def _keys(join_keys: list[str], entities: dict[str, list[Any]], count: int) -> l
 def _key_text(value: Any) -> str | None:
     """A key value as materialization stored it (DuckDB's VARCHAR cast); None for a missing one.
 
-    A null must match nothing, as offline, rather than the text "None"; an
-    integral float (pandas turns an int column with a gap into floats) is the
-    integer it holds, as the offline join casts it.
+    A null must match nothing, as offline, rather than the text "None". The
+    rule the offline join follows too (``offline._key_cast``): a bool is no
+    key and matches nothing (it read "True", offline 'true'); an integral
+    float (pandas turns an int column with a gap into floats) is the integer
+    it holds, for string keys as well.
     """
-    if value is None or type(value).__name__ in ("NAType", "NaTType"):
+    if value is None or type(value).__name__ in ("NAType", "NaTType", "bool", "bool_"):
         return None
     if isinstance(value, float):
         if value != value:
