@@ -206,3 +206,47 @@ def test_cache_can_be_switched_off_per_step(sqlite_project: Project) -> None:
     p.run(sqlite_project)
     p.run(sqlite_project)
     assert CALLS == ["always", "always"]
+
+
+def test_steps_pinned_to_the_same_version_do_not_share_a_cache_entry(sqlite_project: Project) -> None:
+    @step(version="1")
+    def fetch_users(day: str) -> list:
+        return [f"user@{day}"]
+
+    @step(version="1")
+    def fetch_orders(day: str) -> list:
+        return [f"order@{day}"]
+
+    @pipeline
+    def daily(day: str = "2024-01-01"):
+        return {"users": fetch_users(day), "orders": fetch_orders(day)}
+
+    run = daily.run(sqlite_project)
+    assert run.cached == [] and run.output("orders") == ["order@2024-01-01"]
+
+
+def test_code_digest_sees_what_a_step_reads_through_a_module_and_a_class(tmp_path, monkeypatch) -> None:
+    import importlib
+    import sys
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def digest(helpers: str, steps: str) -> str:
+        for name in ("cache_helpers", "cache_steps"):
+            sys.modules.pop(name, None)
+        (tmp_path / "cache_helpers.py").write_text(helpers)
+        (tmp_path / "cache_steps.py").write_text(steps)
+        importlib.invalidate_caches()
+        return code_digest(importlib.import_module("cache_steps").f)
+
+    via_module = "import cache_helpers as h\ndef f(x):\n    return h.g(x) * h.K\n"
+    base = "K = 2\ndef g(x):\n    return x + 1\n"
+    assert digest(base, via_module) != digest(base.replace("K = 2", "K = 3"), via_module)
+    assert digest(base, via_module) != digest(base.replace("x + 1", "x + 2"), via_module)
+    via_class = "from cache_helpers import M\ndef f(x):\n    return M().run(x)\n"
+    klass = "SCALE = 2\nclass M:\n    def run(self, x):\n        return x * SCALE\n"
+    assert digest(klass, via_class) != digest(klass.replace("SCALE = 2", "SCALE = 3"), via_class)
+    nested = "CONFIG = {'model': {'depth': 3}}\ndef f(x):\n    return CONFIG['model']['depth'] * x\n"
+    assert digest("", nested) != digest("", nested.replace("3}}", "4}}"))
+    sys.modules.pop("cache_helpers", None)
+    sys.modules.pop("cache_steps", None)

@@ -174,3 +174,12 @@ def test_bad_parameters_and_counts_are_named(root: Path) -> None:
     assert "0.0 is not in the range x>0" in _usage_error(loop, root, "run", "--poll", "0")
     assert "0 is not in the range x>=1" in _usage_error(loop, root, "run", "--max-ticks", "0")
     assert "--once is one tick" in _usage_error(loop, root, "run", "--once", "--max-ticks", "3")
+
+
+def test_parsing_a_loop_section_twice_gives_the_same_triggers(root: Path) -> None:
+    section = {"policies": [{"name": "x", "then": [{"hook": "flows.py:announce"}], "when": [
+        {"performance": {"metric": "auc", "below": 0.8}},
+        {"event": {"kind": "custom.signal", "where": {"score": [">", 3]}}}]}]}
+    first, second = (policies_from_config(section, root)[0] for _ in range(2))
+    assert [t.key for t in first.when] == [t.key for t in second.when]
+    assert dict(second.when[1].where) == {"score": (">", 3)}

@@ -91,3 +91,25 @@ def test_agrees_with_croniter(minute: str, hour: str, day: str, month: str, week
     ours = Cron.parse(expression).next_after(start.replace(tzinfo=UTC))
     theirs = croniter(expression, start.replace(tzinfo=UTC)).get_next(dt.datetime)
     assert ours == theirs, expression
+
+
+def test_from_the_repeated_hour_the_next_fire_is_later_in_time() -> None:
+    new_york = ZoneInfo("America/New_York")
+    # 01:10 EST on 2024-11-03 is the second 01:10 (fold=1); 01:30 EDT already passed an hour ago
+    when = dt.datetime(2024, 11, 3, 1, 10, fold=1, tzinfo=new_york)
+    for expression in ("30 1 * * *", "*/15 * * * *"):
+        fire = Cron.parse(expression).next_after(when)
+        assert fire.timestamp() > when.timestamp(), expression
+
+
+def test_a_schedule_started_in_the_repeated_hour_does_not_fire_for_the_past() -> None:
+    from loopstack.pipelines.triggers import Schedule
+
+    started = dt.datetime(2024, 11, 3, 6, 10, tzinfo=UTC).timestamp()  # 01:10 EST, after 01:30 EDT
+    assert Schedule("30 1 * * *", "America/New_York").due(started, started + 600) is None
+
+
+def test_non_ascii_digits_are_config_errors() -> None:
+    for expression in ("² * * * *", "٣ * * * *"):
+        with pytest.raises(ConfigError):
+            Cron.parse(expression)

@@ -264,3 +264,130 @@ def test_a_pipeline_called_inside_a_pipeline_inlines_its_steps(sqlite_project: P
 
     assert outer.run(sqlite_project).output() == 16
     assert [n.id for n in outer.build().nodes] == ["base", "square", "square-2"]
+
+
+def test_outputs_from_another_build_or_nested_deeper_are_refused(sqlite_project: Project) -> None:
+    @step
+    def part(k: int) -> list:
+        return [k] * 3
+
+    @step
+    def count(groups: list) -> int:
+        return sum(len(g) for g in groups)
+
+    @pipeline
+    def nested():
+        return count([[part(1)], [part(2)]])
+
+    with pytest.raises(ValidationError, match="mixes step outputs"):
+        nested.build()
+
+    kept: dict = {}
+
+    @pipeline
+    def leaky(n: int = 3):
+        kept.setdefault("part", part(n))
+        return count([kept["part"]])
+
+    leaky.build()
+    with pytest.raises(ValidationError, match="another build"):
+        leaky.build(n=4)
+
+
+def test_sys_exit_in_a_step_fails_the_step_not_the_caller(sqlite_project: Project) -> None:
+    @step
+    def parse(argv: list) -> dict:
+        import argparse
+
+        parser = argparse.ArgumentParser(prog="parse")
+        parser.add_argument("--days", type=int, required=True)
+        return vars(parser.parse_args(argv))
+
+    @pipeline
+    def p():
+        return parse(["--dayz", "3"])
+
+    with pytest.raises(PipelineFailedError) as caught:
+        p.run(sqlite_project)
+    assert caught.value.run.steps["parse"].error == "SystemExit: 2"
+    assert ls.pipelines.get_run(sqlite_project, caught.value.run.id).status == "failed"
+
+
+def test_a_step_that_cannot_be_submitted_fails_and_the_run_is_recorded(sqlite_project: Project) -> None:
+    import threading
+    from concurrent.futures import Future
+
+    class Refusing:
+        name, inline = "refusing", False
+
+        def submit(self, task: object) -> Future:
+            raise TypeError("cannot pickle '_thread.lock' object")
+
+        def close(self) -> None:
+            pass
+
+    @step
+    def use(lock: object) -> int:
+        return 1
+
+    @pipeline
+    def p():
+        return use(threading.Lock())
+
+    with pytest.raises(PipelineFailedError, match="could not start: TypeError"):
+        p.run(sqlite_project, executor=Refusing())
+    (record,) = ls.pipelines.list_runs(sqlite_project)
+    assert record.status == "failed"
+    assert [s.status for s in ls.pipelines.get_run(sqlite_project, record.id).steps] == ["failed"]
+
+
+def test_a_frame_parquet_cannot_hold_is_pickled_instead(sqlite_project: Project) -> None:
+    import pandas as pd
+
+    @step
+    def make() -> pd.DataFrame:
+        return pd.DataFrame({"id": [1, "a", 2.5]})
+
+    @step
+    def size(frame: pd.DataFrame) -> int:
+        return len(frame)
+
+    @pipeline
+    def p():
+        return size(make())
+
+    run = p.run(sqlite_project)
+    assert run.output() == 3 and run.steps["make"].outputs[0]["format"] == "pickle"
+
+
+def test_steps_in_two_threads_keep_their_own_logs_and_stdout_is_restored(sqlite_project: Project) -> None:
+    import sys
+    import threading
+    import time
+
+    from loopstack.pipelines.task import Task, execute
+
+    @step
+    def talk(tag: str) -> str:
+        for i in range(5):
+            print(f"{tag}-{i}")
+            logging.getLogger("talk").warning("%s-log", tag)
+            time.sleep(0.01)
+        return tag
+
+    before = sys.stdout
+    results = {}
+
+    def go(tag: str) -> None:
+        task = Task(tag, tag, talk, {"tag": tag}, {}, str(sqlite_project.artifacts.root), "run")
+        results[tag] = execute(task)
+
+    threads = [threading.Thread(target=go, args=(tag,)) for tag in "AB"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sys.stdout is before
+    for tag, other in (("A", "B"), ("B", "A")):
+        logs = sqlite_project.artifacts.get_bytes(results[tag].logs_digest).decode()
+        assert f"{tag}-4" in logs and f"{tag}-log" in logs and f"{other}-" not in logs

@@ -95,7 +95,8 @@ _TRIGGERS = ("schedule", "drift", "performance", "quality_failed", "new_data", "
 
 def _trigger(item: dict[str, Any], where: str) -> triggers.Trigger:
     kind, value = _single(item, f"{where}.when", _TRIGGERS)
-    options = value if isinstance(value, dict) else {}
+    # a copy: the pops below must not edit the project's config, which a second parse reads again
+    options = dict(value) if isinstance(value, dict) else {}
     try:
         if kind == "schedule":
             return triggers.Schedule(**options) if options else triggers.Schedule(str(value))

@@ -99,7 +99,9 @@ class Cron:
             if zone is None:
                 return candidate
             placed = _place(candidate, zone)
-            if placed is not None and placed > when:
+            # compare instants: two datetimes with the same tzinfo compare by wall time and ignore
+            # `fold`, so from the repeated hour (fold=1) an earlier first-occurrence time looked later
+            if placed is not None and placed.timestamp() > when.timestamp():
                 return placed
             candidate += dt.timedelta(minutes=1)
 
@@ -168,7 +170,7 @@ def _number(text: str, names: dict[str, int], where: str) -> int:
     lowered = text.strip().lower()
     if lowered in names:
         return names[lowered]
-    if not lowered.isdigit():
+    if not (lowered.isascii() and lowered.isdigit()):
         raise ConfigError(f"{where}: {text!r} is not a number{' or a name' if names else ''}")
     return int(lowered)
 

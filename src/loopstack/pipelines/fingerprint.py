@@ -76,10 +76,27 @@ def _walk(obj: Any, digest: Any, seen: set[int]) -> None:
         except ValueError:  # an empty cell: a name assigned later in the enclosing scope
             digest.update(b"<empty cell>")
     namespace = function.__globals__
-    for name in sorted(_global_names(code)):
+    names = _global_names(code)
+    for name in sorted(names):
         if name in namespace:
             digest.update(f"\x00global {name}=".encode())
             _mix(namespace[name], digest, seen)
+            _mix_attributes(namespace[name], names, digest, seen)
+
+
+def _mix_attributes(value: Any, names: set[str], digest: Any, seen: set[int], depth: int = 0) -> None:
+    """What the code reads from a user module it imported whole (``import helpers; helpers.K``).
+
+    The module itself counts by name only, so its attributes that the code names are mixed in
+    (names are over-approximated, as for globals), down through ``pkg.sub.K`` chains.
+    """
+    if not isinstance(value, types.ModuleType) or not is_user_module(value) or depth > 4:
+        return
+    members = vars(value)
+    for attribute in sorted(names & members.keys()):
+        digest.update(f"\x00attribute {value.__name__}.{attribute}=".encode())
+        _mix(members[attribute], digest, seen)
+        _mix_attributes(members[attribute], names, digest, seen, depth + 1)
 
 
 def _syntax(function: Any, code: types.CodeType) -> str:
@@ -138,27 +155,42 @@ def _mix_class(cls: type, digest: Any, seen: set[int]) -> None:
     try:
         digest.update(ast.dump(ast.parse(textwrap.dedent(inspect.getsource(cls))), include_attributes=False).encode())
     except (OSError, TypeError, SyntaxError):
-        for name, member in sorted(vars(cls).items()):
-            if callable(member):
-                digest.update(name.encode())
-                _walk(member, digest, seen)
+        pass
+    # the methods' own globals and helpers: the class source alone misses a constant or a
+    # helper function that a method reads from its module
+    for name, member in sorted(vars(cls).items()):
+        function = getattr(member, "__func__", None) or getattr(member, "fget", None) or member
+        if getattr(function, "__code__", None) is not None:
+            digest.update(f"\x00member {name}".encode())
+            _walk(function, digest, seen)
+    for base in cls.__bases__:
+        _mix(base, digest, seen)
 
 
-def _is_plain_container(value: Any) -> bool:
-    """A builtin tuple, list, set or dict of simple values (exact types: a subclass may carry state)."""
+def _is_plain_container(value: Any, budget: list[int] | None = None) -> bool:
+    """Builtin tuples, lists, sets and dicts of simple values, nested too (exact types: a subclass
+    may carry state), up to 1000 items in all."""
+    budget = [1000] if budget is None else budget
     if type(value) in (tuple, list, frozenset, set):
-        return len(value) <= 1000 and all(isinstance(v, _SIMPLE) for v in value)
-    if type(value) is dict:
-        return len(value) <= 1000 and all(isinstance(v, _SIMPLE) for v in (*value.keys(), *value.values()))
-    return False
+        items = list(value)
+    elif type(value) is dict:
+        items = [*value.keys(), *value.values()]
+    else:
+        return False
+    budget[0] -= len(items)
+    return budget[0] >= 0 and all(isinstance(v, _SIMPLE) or _is_plain_container(v, budget) for v in items)
 
 
 def _stable_repr(value: Any) -> str:
-    """repr with sets and dicts sorted: string hashing (so set order) differs between processes."""
+    """repr with sets and dicts sorted, at every depth: string hashing (so set order) differs
+    between processes."""
     if type(value) in (set, frozenset):
-        return f"{type(value).__name__}({sorted(map(repr, value))})"
+        return f"{type(value).__name__}({sorted(map(_stable_repr, value))})"
     if type(value) is dict:
-        return f"dict({sorted((repr(k), repr(v)) for k, v in value.items())})"
+        return f"dict({sorted((_stable_repr(k), _stable_repr(v)) for k, v in value.items())})"
+    if type(value) in (tuple, list) and not all(isinstance(v, _SIMPLE) for v in value):
+        inner = ", ".join(map(_stable_repr, value))
+        return f"[{inner}]" if type(value) is list else f"({inner},)"
     return repr(value)
 
 

@@ -89,6 +89,11 @@ class Graph:
             if _is_outputs(value):
                 many = isinstance(value, list | tuple)
                 for output in value if many else [value]:
+                    if not any(output.node is known for known in self.nodes):
+                        raise ValidationError(
+                            f"step {node.id!r} parameter {name!r} got {output!r}, an output of another build of "
+                            f"a pipeline (kept from an earlier call?); call its step in this pipeline and pass that"
+                        )
                     _check_edge(output, node, name, hints.get(name), many)
                 node.inputs[name] = list(value) if isinstance(value, list | tuple) else value
             else:
@@ -149,7 +154,7 @@ def _is_outputs(value: Any) -> bool:
         return True
     if isinstance(value, list | tuple) and value and all(isinstance(v, Output) for v in value):
         return True
-    if isinstance(value, list | tuple | dict) and any(isinstance(v, Output) for v in _values(value)):
+    if _contains_output(value):
         raise ValidationError(
             "a step argument mixes step outputs with other values (or nests them in a dict); "
             "pass outputs directly or as a flat list of outputs"
@@ -157,8 +162,14 @@ def _is_outputs(value: Any) -> bool:
     return False
 
 
-def _values(value: Any) -> list[Any]:
-    return list(value.values()) if isinstance(value, dict) else list(value)
+def _contains_output(value: Any, depth: int = 0) -> bool:
+    """Whether an output hides in nested lists, tuples, sets or dicts (keys included)."""
+    if isinstance(value, Output):
+        return True
+    if depth > 20 or not isinstance(value, list | tuple | set | frozenset | dict):
+        return False
+    items = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+    return any(_contains_output(v, depth + 1) for v in items)
 
 
 def _hints(function: Any) -> dict[str, Any]:

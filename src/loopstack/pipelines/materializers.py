@@ -132,7 +132,12 @@ def dump(value: Any) -> tuple[str, bytes]:
     """
     for materializer in MATERIALIZERS:
         if materializer.handles(value):
-            return materializer.format, materializer.dump(value)
+            try:
+                return materializer.format, materializer.dump(value)
+            except Exception:  # e.g. a pandas object column of mixed types has no Parquet type
+                if materializer.format == "pickle":
+                    raise
+                return "pickle", _pickle_dump(value)
     raise AssertionError("the pickle materializer takes everything")  # pragma: no cover
 
 

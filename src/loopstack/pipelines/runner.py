@@ -131,7 +131,11 @@ class _Driver:
             self.result.tracking_run_id = parent.id
             parent.log_params({k: _param_text(v) for k, v in self.graph.params.items()})
             self._start_run()
-            self._loop()
+            try:
+                self._loop()
+            except BaseException as exc:  # Ctrl-C, a lost database: the run must not stay "running"
+                self._abort(exc)
+                raise
             self._end_run()
             if self.failed:
                 self.parent.set_tag("loopstack.failed_step", self.failed[0])
@@ -193,6 +197,26 @@ class _Driver:
 
             tracking.end_run("FAILED")  # the parent, before its `with` ends it as finished
 
+    def _abort(self, exc: BaseException) -> None:
+        """Record the run, and steps still running, as failed by an error outside any step."""
+        error = f"interrupted: {type(exc).__name__}: {exc}"
+        unfinished = [s for s in self.result.steps.values() if s.status == "running"]
+        payload = {"run_id": self.result.id, "status": "failed", "error": error, "executed": self.result.executed,
+                   "cached": self.result.cached, "unfinished": [s.step for s in unfinished]}
+        try:
+            with self.project.db.write() as connection:
+                for record in unfinished:
+                    records.update_step(connection, self.project, record.id, status="failed", error=error,
+                                        ended_at=time.time())
+                    record.status, record.error = "failed", error
+                event = self.project.events.emit("pipeline.failed", self.graph.pipeline, payload,
+                                                 self.result.started_event, connection)
+                records.update_run(connection, self.project, self.result.id, status="failed", ended_at=time.time(),
+                                   error=error)
+            self.result.status, self.result.event_id = "failed", event
+        except Exception:  # the database itself may be what failed: the original error matters more
+            pass
+
     # -- steps ----------------------------------------------------------------------
     def _start(self, node: Node) -> None:
         code = node.step.code_digest()
@@ -214,7 +238,13 @@ class _Driver:
         self.result.steps[node.id] = records.StepRecord(**row)
         task = Task(step_run_id, node.id, node.step, dict(node.params), self._refs(node),
                     self.project.artifacts.root, self.result.id, child.id, self.echo)
-        future = self.executor.submit(task)
+        try:
+            future = self.executor.submit(task)
+        except Exception as exc:  # unpicklable parameters, a broken pool: the step fails, the run ends
+            future = Future()
+            future.set_result(TaskResult(step_run_id, ok=False, error=f"could not start: {type(exc).__name__}: {exc}",
+                                         error_type=f"{type(exc).__module__}.{type(exc).__qualname__}",
+                                         started_at=row["started_at"], ended_at=time.time()))
         self.running[future] = (node, step_run_id, child, key)
         if self.executor.inline:
             self._finish(future)

@@ -104,7 +104,11 @@ class Step:
         Computed afresh on each call (the runner calls it once per run), so a
         module constant changed in a long-lived process is seen.
         """
-        return code_digest(self.function) if self.version is None else f"version:{self.version}"
+        if self.version is None:
+            return code_digest(self.function)
+        # the version stands for the code, not for the step: without the name, two steps pinned
+        # to the same string with equal parameters and inputs would share one cache entry
+        return f"version:{self.name}:{self.version}"
 
     def backoff(self, retry: int) -> float:
         """Seconds to wait before retry number `retry` (1-based)."""

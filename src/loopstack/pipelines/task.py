@@ -114,7 +114,9 @@ def execute(task: Task) -> TaskResult:
             result.outputs = _store_outputs(task, store, value)
             result.ok = True
         except BaseException as exc:  # reported, not raised: the driver decides what fails
-            if isinstance(exc, KeyboardInterrupt | SystemExit):
+            # a step's sys.exit() (argparse on a bad argument does it) is the step failing, as it is
+            # in a pool worker; raised here it would end the driver, and a loop scheduler with it
+            if isinstance(exc, KeyboardInterrupt):
                 raise
             result.error = f"{type(exc).__name__}: {exc}"
             result.error_type = f"{type(exc).__module__}.{type(exc).__qualname__}"
@@ -230,25 +232,73 @@ def _check_type(task: Task, name: str, value: Any) -> None:
         )
 
 
+_routing_lock = threading.Lock()
+_routing: dict[str, Any] = {"depth": 0, "stdout": None, "stderr": None, "level": logging.NOTSET}
+_streams = threading.local()  # the capturing step's tees, per thread
+
+
+class _Router(io.TextIOBase):
+    """sys.stdout/sys.stderr while any step runs: a write goes to the tee of the step running in the
+    writing thread, or to the original stream. One process-wide redirect per step (what
+    `contextlib.redirect_stdout` does) mixes the output of steps running in two threads at once, and
+    the second to finish restores the first one's tee as sys.stdout for good."""
+
+    def __init__(self, which: str, original: Any) -> None:
+        self.which = which
+        self.original = original
+
+    def _target(self) -> Any:
+        tee = getattr(_streams, self.which, None)
+        return self.original if tee is None else tee
+
+    def write(self, text: str) -> int:
+        return int(self._target().write(text) or 0)
+
+    def flush(self) -> None:
+        self._target().flush()
+
+    def __getattr__(self, name: str) -> Any:  # encoding, fileno, isatty... of the original
+        return getattr(self.original, name)
+
+
+class _ThreadFilter(logging.Filter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.thread = threading.get_ident()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.thread == self.thread
+
+
 @contextlib.contextmanager
 def _captured(buffer: io.StringIO, echo: bool) -> Any:
     """Send print output and log records of the step to `buffer` (and on to the console if `echo`)."""
-    out = _Tee(buffer, sys.stdout if echo else None)
-    err = _Tee(buffer, sys.stderr if echo else None)
+    root = logging.getLogger()
+    with _routing_lock:
+        if _routing["depth"] == 0:
+            _routing.update(stdout=sys.stdout, stderr=sys.stderr, level=root.level)
+            sys.stdout, sys.stderr = _Router("out", sys.stdout), _Router("err", sys.stderr)
+            if root.level > logging.INFO or root.level == logging.NOTSET:
+                root.setLevel(logging.INFO)
+        _routing["depth"] += 1
+        out = _Tee(buffer, _routing["stdout"] if echo else None)
+        err = _Tee(buffer, _routing["stderr"] if echo else None)
     handler = logging.StreamHandler(out)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.setLevel(logging.INFO)
-    root = logging.getLogger()
-    level = root.level
+    handler.addFilter(_ThreadFilter())
     root.addHandler(handler)
-    if root.level > logging.INFO or root.level == logging.NOTSET:
-        root.setLevel(logging.INFO)
+    _streams.out, _streams.err = out, err
     try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):  # type: ignore[type-var]
-            yield
+        yield
     finally:
+        _streams.out = _streams.err = None
         root.removeHandler(handler)
-        root.setLevel(level)
+        with _routing_lock:
+            _routing["depth"] -= 1
+            if _routing["depth"] == 0:
+                sys.stdout, sys.stderr = _routing["stdout"], _routing["stderr"]
+                root.setLevel(_routing["level"])
 
 
 class _Tee(io.TextIOBase):
