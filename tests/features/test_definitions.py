@@ -199,6 +199,30 @@ def test_an_on_demand_frame_returned_in_another_row_order_is_read_by_its_index()
     assert relabelled.transform(batch).column("y").to_pylist() == [10.0, 30.0, 20.0]
 
 
+
+def test_an_on_demand_function_that_raises_is_named_in_the_error(project: Project, driver_rows: Any) -> None:
+    # the function's own exception reached the caller with no word of which on-demand view raised it
+    from datetime import datetime
+
+    from loopstack.core.errors import LoopstackError
+
+    view = lf.FeatureView(name="v", entities=[lf.Entity(name="driver_id")], source=lf.TableSource(driver_rows()),
+                          schema=[lf.Field(name="conv_rate", dtype=lf.Float64)])
+
+    @lf.on_demand_feature_view(inputs=["v:conv_rate"], schema=[lf.Field(name="y", dtype=lf.Float64)])
+    def broken(df: Any) -> Any:
+        return {"y": df["conv_rate"] / df["conv_rat"]}  # a typo: pandas raises KeyError
+
+    store = project.feature_store
+    store.apply([view, broken])
+    store.materialize(datetime(2024, 1, 1), datetime(2024, 1, 10), progress=False)
+    entity = {"driver_id": [1], "event_timestamp": [datetime(2024, 1, 9)]}
+    for read in (lambda: store.get_online_features(["broken:y"], [{"driver_id": 1}]),
+                 lambda: store.get_historical_features(entity, ["broken:y"]).to_arrow()):
+        with pytest.raises(LoopstackError, match=r"on-demand feature view 'broken' failed: KeyError") as info:
+            read()
+        assert isinstance(info.value.__cause__, KeyError)
+
 def test_exported_names_are_what_we_mean_to_export() -> None:
     assert set(lf.__all__) == {
         "Entity", "FeatureView", "Field", "FeatureService", "OnDemandFeatureView", "on_demand_feature_view",

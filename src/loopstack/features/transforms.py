@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from loopstack.core.errors import ValidationError
+from loopstack.core.errors import LoopstackError, ValidationError
 from loopstack.features.definitions import Definition, Field, check_name, parse_ref
 
 MODES = ("pandas", "arrow")
@@ -105,7 +105,7 @@ class OnDemandFeatureView(Definition):
         import pyarrow as pa
 
         argument = batch.to_pandas() if self.mode == "pandas" else batch
-        result = self.udf(argument)
+        result = self._call(argument)
         columns = {}
         for out in self.schema:
             column = _column(result, out.name, self.name)
@@ -124,6 +124,19 @@ class OnDemandFeatureView(Definition):
                     f"for {batch.num_rows} input rows; return one row per input row"
                 )
         return pa.table(columns)
+
+
+    def _call(self, argument: Any) -> Any:
+        """The function's result; an error it raises names this view, since the caller asked for features.
+
+        The original stays the ``__cause__``; a loopstack error keeps its
+        class (a ValidationError the function raises is still a 400).
+        """
+        try:
+            return self.udf(argument)
+        except Exception as exc:
+            kind = type(exc) if isinstance(exc, LoopstackError) else LoopstackError
+            raise kind(f"on-demand feature view {self.name!r} failed: {type(exc).__name__}: {exc}") from exc
 
 
 def on_demand_feature_view(
