@@ -112,6 +112,27 @@ def test_device_names_map_to_price_table_entries_and_cpu_records_nothing() -> No
     assert torch.cuda.is_available() or (not usage.present and usage.summary() == {})
 
 
+@pytest.mark.parametrize(("device", "priced"), [
+    ("NVIDIA H100 80GB HBM3", "H100-80GB"),
+    ("NVIDIA H100 PCIe", "H100-80GB"),  # nvidia-smi omits the 80 GB; form factor is not priced apart
+    ("NVIDIA H100 NVL", None),  # 94 GB: no entry, rather than the 80 GB card
+    ("NVIDIA H200", "H200"),
+    ("NVIDIA GH200 480GB", None),  # a Grace Hopper superchip, not an H200
+    ("NVIDIA A100-SXM4-80GB", "A100-80GB"),
+    ("NVIDIA A100-SXM4-40GB", "A100-40GB"),
+    ("NVIDIA A100 80GB PCIe", "A100-80GB"),
+    ("NVIDIA L4", "L4"),
+    ("NVIDIA L40S", "L40S"),
+    ("NVIDIA L40", None),  # not an L4
+    ("Tesla T4", "T4"),
+    ("NVIDIA A10G", "A10G"),
+    ("NVIDIA A10", None),
+    ("NVIDIA GeForce RTX 4090", "RTX-4090"),
+])
+def test_nvidia_smi_names_price_as_their_own_card_or_not_at_all(device: str, priced: str | None) -> None:
+    assert price_table_name(device) == priced
+
+
 def test_exported_names() -> None:
     assert len(training.__all__) == len(set(training.__all__))
     assert all(hasattr(training, name) for name in training.__all__)

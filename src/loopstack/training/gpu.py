@@ -47,14 +47,28 @@ class CudaProbe:
         return int(torch.cuda.max_memory_allocated())
 
 
+# nvidia-smi leaves the memory out of some names; the size each of these cards has, so it can be priced.
+_IMPLIED_MEMORY = {("h100", "pcie"): "80gb", ("h100", "nvl"): "94gb"}
+
+
+def _tokens(name: str) -> set[str]:
+    """Lower-case alphanumeric words of a name: 'NVIDIA A100-SXM4-80GB' -> {'nvidia', 'a100', 'sxm4', '80gb'}."""
+    return set(re.findall(r"[a-z0-9]+", name.lower()))
+
+
 def price_table_name(device_name: str) -> str | None:
-    """The price-table GPU matching a CUDA device name, e.g. 'NVIDIA H100 80GB HBM3' -> 'H100-80GB'."""
-    compact = re.sub(r"[^a-z0-9]", "", device_name.lower())
-    candidates = []
-    for name in default_prices().gpus:
-        parts = [re.sub(r"[^a-z0-9]", "", p) for p in name.lower().split("-")]
-        if all(p in compact for p in parts):
-            candidates.append((len("".join(parts)), name))
+    """The price-table GPU matching a CUDA device name, e.g. 'NVIDIA H100 80GB HBM3' -> 'H100-80GB'; None if unknown.
+
+    An entry matches when each of its words ('H100-80GB' -> h100, 80gb) is a whole word of the device name, so
+    'GH200' is not an 'H200' and 'L40S' is not an 'L4'. Form factors (PCIe, SXM, NVL) are not told apart by the
+    table, but memory is: a name without its memory gets the card's known size first, so 'NVIDIA H100 PCIe' is
+    priced as H100-80GB while 'NVIDIA H100 NVL' (94 GB) has no entry. Several matches: the most specific wins.
+    """
+    words = _tokens(device_name)
+    for card, memory in _IMPLIED_MEMORY.items():
+        if set(card) <= words and not any(w.endswith("gb") for w in words):
+            words.add(memory)
+    candidates = [(len(_tokens(name)), name) for name in default_prices().gpus if _tokens(name) <= words]
     return max(candidates)[1] if candidates else None
 
 
