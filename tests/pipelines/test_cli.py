@@ -183,3 +183,16 @@ def test_parsing_a_loop_section_twice_gives_the_same_triggers(root: Path) -> Non
     first, second = (policies_from_config(section, root)[0] for _ in range(2))
     assert [t.key for t in first.when] == [t.key for t in second.when]
     assert dict(second.when[1].where) == {"score": (">", 3)}
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("1e-3", 0.001),  # YAML 1.1 read it as the text '1e-3'
+    ("010", 10),  # as octal 8
+    ("12:30", "12:30"),  # as 750 (base 60)
+    ("-2", -2), ("0.5", 0.5), ("3.", 3.0), ("[1, 2]", [1, 2]), ("true", True), ("abc", "abc"), ("'7'", "7"),
+])
+def test_parameter_values_read_as_a_user_means_them(text: str, value: object) -> None:
+    from loopstack.pipelines.cli import _parse_params
+
+    parsed = _parse_params((f"x={text}",))["x"]
+    assert parsed == value and type(parsed) is type(value)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import signal
 from typing import Any
 
@@ -19,7 +20,8 @@ def pipelines() -> None:
 
 @pipelines.command("run")
 @click.argument("reference")
-@click.option("--param", "-p", "params", multiple=True, help="A pipeline parameter, key=value (value parsed as YAML).")
+@click.option("--param", "-p", "params", multiple=True,
+              help="A pipeline parameter, key=value: a number as Python reads it (1e-3, 010 is 10), else YAML.")
 @click.option("--executor", "-e", type=click.Choice(["local", "process", "ray"]), default="local", show_default=True)
 @click.option("--workers", type=click.IntRange(1), default=None, help="Worker processes for --executor process.")
 @click.option("--quiet", "-q", is_flag=True, help="Do not echo step output.")
@@ -211,11 +213,30 @@ def _parse_params(items: tuple[str, ...]) -> dict[str, Any]:
         if not sep or not key:
             raise ConfigError(f"parameter {item!r} must look like key=value")
         try:
-            params[key] = yaml.safe_load(value)
+            params[key] = _param_value(value)
         except yaml.YAMLError as error:
             raise ConfigError(f"parameter {item!r}: {value!r} is not valid YAML ({error.problem}); fix it, "
                               f"or pass it as text in YAML quotes: -p '{key}=\"{value}\"'") from error
     return params
+
+
+_DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def _param_value(text: str) -> Any:
+    """A number as Python reads it, else YAML (lists, mappings, booleans, quoted text).
+
+    YAML 1.1, which PyYAML speaks, reads 1e-3 as text, 010 as 8 and 12:30 as 750.
+    """
+    import yaml
+
+    stripped = text.strip()
+    if _DECIMAL.fullmatch(stripped):
+        return int(stripped) if stripped.lstrip("+-").isdigit() else float(stripped)
+    value = yaml.safe_load(text)
+    if type(value) in (int, float) and ":" in stripped:  # YAML 1.1's base 60: a time or a ratio, as text
+        return stripped
+    return value
 
 
 def _print_steps(steps: Any, title: str) -> None:
