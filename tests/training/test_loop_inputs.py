@@ -57,3 +57,31 @@ def test_tensors_of_different_lengths_are_refused_up_front() -> None:
     x, y = _data()
     with pytest.raises(ConfigError, match=r"\[16, 12\] rows"):  # used to fail mid-epoch on an index, or cut x
         ResumableLoader((x, y[:12]), 4)
+
+
+def _advanced(steps: int, batch_size: int, rank: int = 0, world_size: int = 1) -> ResumableLoader:
+    loader = ResumableLoader((torch.arange(24),), batch_size, seed=3, rank=rank, world_size=world_size)
+    for _ in range(steps):
+        loader.next_batch()
+    return loader
+
+
+def test_resuming_with_another_samples_per_step_is_refused_with_both_values_and_the_fix() -> None:
+    state = _advanced(3, batch_size=4).state_dict()  # the position counts steps of 4 samples
+    bigger = ResumableLoader((torch.arange(24),), 8, seed=3)
+    both = r"world_size=1, batch_size=4 \(4 samples a step\).*world_size=1, batch_size=8 \(8 a step\)"
+    with pytest.raises(ConfigError, match=both):
+        bigger.load_state_dict(state)  # used to jump to sample 24 of 24: a silent new epoch
+    assert bigger.position == 0
+    two_ranks = ResumableLoader((torch.arange(24),), 4, seed=3, rank=0, world_size=2)
+    with pytest.raises(ConfigError, match="resume with batch_size=2 on these 2 ranks"):
+        two_ranks.load_state_dict(state)
+
+
+def test_the_same_samples_per_step_split_another_way_resumes_exactly() -> None:
+    ranks = [_advanced(7, batch_size=2, rank=r, world_size=2) for r in range(2)]  # 6 steps an epoch: crosses one
+    single = ResumableLoader((torch.arange(24),), 4, seed=3)
+    single.load_state_dict(ranks[0].state_dict())
+    for _ in range(6):
+        together = torch.cat([loader.next_batch()[0] for loader in ranks])
+        assert sorted(single.next_batch()[0].tolist()) == sorted(together.tolist())

@@ -103,8 +103,33 @@ class ResumableLoader:
             yield self.next_batch()
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "position": self.position, "seed": self.seed}
+        return {"epoch": self.epoch, "position": self.position, "seed": self.seed,
+                "world_size": self.world_size, "batch_size": self.batch_size}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
+        """Resume at a saved position; refused if a step now reads a different number of samples.
+
+        The position counts steps, and step k reads samples ``[k * G, (k + 1) * G)`` of the epoch's permutation,
+        G being ``world_size * batch_size``. With the same G the position means the same samples whatever the
+        split across ranks (4 ranks x 2 resume 2 x 4 exactly); with another G it does not, and the epoch's
+        dropped tail moves too, so no position converts exactly. States saved before G was recorded load as is.
+        """
+        self._check_same_step_size(state)
         self.epoch, self.position, self._order = int(state["epoch"]), int(state["position"]), None
         self.seed = int(state.get("seed", self.seed))
+
+    def _check_same_step_size(self, state: dict[str, int]) -> None:
+        if "world_size" not in state or "batch_size" not in state:
+            return
+        saved_ws, saved_bs = int(state["world_size"]), int(state["batch_size"])
+        saved, now = saved_ws * saved_bs, self.world_size * self.batch_size
+        if saved == now:
+            return
+        splits = saved % self.world_size == 0
+        fix = f"batch_size={saved // self.world_size} on these {self.world_size} ranks or " if splits else ""
+        raise ConfigError(
+            f"the loader state was saved with world_size={saved_ws}, batch_size={saved_bs} ({saved} samples a step) "
+            f"but this loader has world_size={self.world_size}, batch_size={self.batch_size} ({now} a step), so its "
+            f"position would point at other samples; resume with {fix}world_size={saved_ws}, batch_size={saved_bs}, "
+            "or start a fresh run"
+        )
