@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -124,6 +126,28 @@ def test_job_time_from_tokens_steps_and_flops() -> None:
     assert training_flops("mixtral-8x7b", 1) == 6 * get_model("mixtral-8x7b").active_parameters()
     gpu = default_prices().gpu("A100-80GB")
     assert tokens_per_second(1e9, gpu, gpus=2, mfu=0.5) == pytest.approx(2 * 312e12 * 0.5 / 6e9)
+
+
+def test_numpy_counts_are_numbers() -> None:
+    # A parameter count read from an array is a NumPy integer: it used to be looked up as a model name (AttributeError).
+    assert training_flops(np.int64(7_000_000_000), np.float64(1e9)) == 6 * 7e9 * 1e9
+    assert job_seconds(tokens=np.int64(3_000_000_000), tokens_per_second=np.float32(1e5)) == pytest.approx(30000)
+    assert job_cost("H100-80GB", np.int64(8), seconds=np.float64(5400)).cost == 12 * 3.5
+
+
+@pytest.mark.parametrize(("call", "named"), [
+    (lambda: job_seconds(tokens=1e9, tokens_per_second=-5e4), r"tokens_per_second=-50000.0"),  # was -20000 s
+    (lambda: job_seconds(tokens=1e9, tokens_per_second=0), r"tokens_per_second=0 "),
+    (lambda: job_seconds(tokens=-1e9, tokens_per_second=5e4), r"tokens=-1000000000.0"),
+    (lambda: job_seconds(steps=100, seconds_per_step=math.nan), r"seconds_per_step=nan"),
+    (lambda: job_cost("H100-80GB", 8, seconds=math.nan), r"seconds=nan"),  # was a NaN cost
+    (lambda: job_cost("H100-80GB", 8, seconds=math.inf), r"seconds=inf"),
+    (lambda: training_flops(-7e9, 1e9), r"model=-7000000000.0"),
+    (lambda: training_flops(np.int64(7), math.nan), r"tokens=nan"),
+])
+def test_negative_or_nan_times_and_counts_are_refused_by_name(call: Callable[[], object], named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        call()
 
 
 def test_young_interval_and_spot_expectation() -> None:

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 from loopstack.core.errors import ConfigError
@@ -36,8 +37,19 @@ def training_flops(model: ModelConfig | str | int, tokens: float, recompute: boo
     >>> f"{training_flops(70e9, 1.4e12):.3g}"
     '5.88e+23'
     """
-    params = model if isinstance(model, int | float) else get_model(model).active_parameters()
-    return (8 if recompute else 6) * params * tokens
+    if isinstance(model, numbers.Real):  # a parameter count: int, float or a NumPy scalar
+        params = _amount("model", model, positive=True)
+    else:
+        params = get_model(model).active_parameters()
+    return (8 if recompute else 6) * params * _amount("tokens", tokens)
+
+
+def _amount(key: str, value: object, *, positive: bool = False) -> float:
+    """`value` as a float, or a ConfigError naming it: a NaN or negative count or time would flow silently into
+    every cost computed from it."""
+    if isinstance(value, numbers.Real) and math.isfinite(value) and (value > 0 if positive else value >= 0):
+        return float(value)
+    raise ConfigError(f"{key}={value!r} must be a {'positive' if positive else 'non-negative'} finite number")
 
 
 def tokens_per_second(model: ModelConfig | str | int, gpu: GpuType, gpus: int = 1, mfu: float = 0.4) -> float:
@@ -70,10 +82,10 @@ def job_seconds(
     >>> job_seconds(steps=1000, seconds_per_step=1.5)
     1500.0
     """
-    if tokens is not None and tokens_per_second:
-        return float(tokens) / tokens_per_second
+    if tokens is not None and tokens_per_second is not None:
+        return _amount("tokens", tokens) / _amount("tokens_per_second", tokens_per_second, positive=True)
     if steps is not None and seconds_per_step is not None:
-        return float(steps) * seconds_per_step
+        return _amount("steps", steps) * _amount("seconds_per_step", seconds_per_step)
     raise ConfigError("give tokens and tokens_per_second, or steps and seconds_per_step")
 
 
@@ -109,10 +121,10 @@ def job_cost(
     160.0
     """
     gpu_type = default_prices().gpu(gpu) if isinstance(gpu, str) else gpu
-    if gpus < 1 or seconds < 0:
-        raise ConfigError(f"gpus={gpus} must be positive and seconds={seconds} non-negative")
+    if gpus < 1:
+        raise ConfigError(f"gpus={gpus} must be positive")
+    hours = _amount("seconds", seconds) / 3600
     rate = gpu_type.hourly(pricing, utilization)
-    hours = seconds / 3600
     return JobCost(gpu_type.name, gpus, pricing, hours, hours * gpus, rate, hours * gpus * rate)
 
 
