@@ -250,3 +250,35 @@ def test_code_digest_sees_what_a_step_reads_through_a_module_and_a_class(tmp_pat
     assert digest("", nested) != digest("", nested.replace("3}}", "4}}"))
     sys.modules.pop("cache_helpers", None)
     sys.modules.pop("cache_steps", None)
+
+
+def _load(path: object, name: str) -> object:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def test_code_edited_on_disk_after_import_is_not_digested_as_the_new_code(tmp_path: object) -> None:
+    """A long-lived process (the loop scheduler) runs the code it imported; the digest must say so.
+
+    Before, the digest read the edited file: the old code's result was cached under the new
+    code's digest, and a fresh process running the new code was served it.
+    """
+    import os
+    from pathlib import Path
+
+    path = Path(str(tmp_path)) / "flows_edited.py"
+    path.write_text("import math\n\n\ndef scale(n):\n    return math.floor(n) * 2\n")
+    running = _load(path, "flows_edited_old")
+    before = code_digest(running.scale)
+    path.write_text("import math\n\n\ndef scale(n):\n    # a comment\n    return math.floor(n) * 2\n")
+    os.utime(path, (os.path.getmtime(path) + 5,) * 2)
+    assert code_digest(running.scale) == before  # a comment changes nothing: still the syntax tree's digest
+    path.write_text("import math\n\n\ndef scale(n):\n    return math.floor(n) * 3\n")
+    os.utime(path, (os.path.getmtime(path) + 10,) * 2)
+    fresh = _load(path, "flows_edited_new")
+    assert fresh.scale(2) == 6 and running.scale(2) == 4
+    assert code_digest(running.scale) != code_digest(fresh.scale)

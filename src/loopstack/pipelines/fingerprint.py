@@ -11,11 +11,15 @@ a library upgrade is pinned by the environment, not the pipeline.
 """
 
 from __future__ import annotations
+import __future__
 
 import ast
+import functools
 import hashlib
 import inspect
 import json
+import linecache
+import operator
 import pickle
 import sys
 import sysconfig
@@ -100,11 +104,18 @@ def _mix_attributes(value: Any, names: set[str], digest: Any, seen: set[int], de
 
 
 def _syntax(function: Any, code: types.CodeType) -> str:
-    """The function's AST without docstring and decorators; bytecode when there is no source."""
+    """The function's AST without docstring and decorators; bytecode when there is no source.
+
+    Bytecode too when the source file no longer holds the code that runs (edited since the
+    process imported it): a long-lived scheduler would otherwise store what the old code computed
+    under the new code's digest, and a fresh process would be served it.
+    """
     try:
         source = textwrap.dedent(inspect.getsource(function))
         tree = ast.parse(source)
     except (OSError, TypeError, SyntaxError):
+        return _bytecode(code)
+    if not _compiles_to(code):
         return _bytecode(code)
     node = tree.body[0] if tree.body else None
     if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
@@ -115,6 +126,38 @@ def _syntax(function: Any, code: types.CodeType) -> str:
         # the name is not behaviour: renaming a step must not invalidate its cache
         node.name = "_"
     return ast.dump(tree, include_attributes=False)
+
+
+_FUTURE_FLAGS = functools.reduce(operator.or_, (getattr(__future__, name).compiler_flag
+                                                 for name in __future__.all_feature_names), 0)
+
+
+def _compiles_to(code: types.CodeType) -> bool:
+    """Whether the source file, as `inspect.getsource` just read it, still compiles to `code`.
+
+    The whole file is compiled, not the function alone: a function's bytecode depends on its
+    module (Python 3.11 reads an imported module's attributes with LOAD_ATTR, not LOAD_METHOD)
+    and on its enclosing scopes (a closure's free variables).
+    """
+    source = "".join(linecache.getlines(code.co_filename))
+    module = _compiled(source, code.co_filename, code.co_flags & _FUTURE_FLAGS) if source else None
+    if module is None:
+        return False
+    wanted = _bytecode(code)
+    return any(_bytecode(c) == wanted for c in _nested_code(module) if c.co_name == code.co_name)
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled(source: str, filename: str, flags: int) -> types.CodeType | None:
+    try:
+        return compile(source, filename, "exec", flags=flags, dont_inherit=True)
+    except (SyntaxError, ValueError):
+        return None
+
+
+def _nested_code(code: types.CodeType) -> list[types.CodeType]:
+    found = [c for c in code.co_consts if isinstance(c, types.CodeType)]
+    return found + [inner for c in found for inner in _nested_code(c)]
 
 
 def _bytecode(code: types.CodeType) -> str:
