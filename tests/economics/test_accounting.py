@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 import loopstack as ls
-from loopstack.core.errors import ConfigError
+from loopstack.core.errors import ConfigError, ConflictError
 from loopstack.core.project import Project
 from loopstack.economics import UsageMeter, accounting, meter, prometheus_text
 
@@ -62,7 +62,7 @@ def test_track_measures_the_block_and_concurrent_adds_are_not_lost() -> None:
 def test_prometheus_exposition_groups_families_across_meters() -> None:
     meter("a", gpu="L4").add_seconds(10)
     meter("b\"x", gpu="T4", gpus=2).add_seconds(5)
-    assert meter("a") is meter("a", gpu="ignored-after-creation")
+    assert meter("a") is meter("a", gpu="L4", gpus=1)
     text = prometheus_text()
     assert text.count("# TYPE loopstack_gpu_seconds_total counter") == 1
     assert 'loopstack_gpu_seconds_total{name="a",gpu="L4"} 10.0' in text
@@ -91,3 +91,16 @@ def test_meter_refuses_values_that_would_poison_its_totals() -> None:
     with pytest.raises(ConfigError, match="price_per_gpu_hour=nan"):
         UsageMeter("poison", price_per_gpu_hour=math.nan)
     assert (m.wall_seconds, m.predictions) == (10.0, 0)  # the refused values left the totals as they were
+
+
+def test_a_meter_asked_for_with_another_gpu_is_refused_not_returned_priced_as_the_first() -> None:
+    first = meter("job", gpu="L4", gpus=2)
+    first.add_seconds(3600)
+    with pytest.raises(ConflictError, match=r"meter 'job' already counts gpu='L4', gpus=2.*not gpu='H100-80GB'"):
+        meter("job", gpu="H100-80GB", gpus=2)  # used to return the L4 meter: H100 hours priced at L4 rates
+    with pytest.raises(ConflictError, match="gpus=8"):
+        meter("job", gpus=8)
+    with pytest.raises(ConflictError, match=r"price_per_gpu_hour=0\.35"):
+        meter("job", pricing="spot")
+    assert meter("job") is first and meter("job", gpu="L4") is first
+    assert first.cost == pytest.approx(2 * 0.8)  # the refused requests left it as it was

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from loopstack.core.errors import ConfigError
+from loopstack.core.errors import ConfigError, ConflictError
 from loopstack.economics.prices import PriceTable, Pricing, default_prices
 
 _meters: dict[str, UsageMeter] = {}
@@ -152,12 +152,36 @@ class UsageMeter:
         return "\n".join(lines) + "\n"
 
 
-def meter(name: str, gpu: str | None = None, gpus: int = 1, **options: Any) -> UsageMeter:
-    """The process-wide meter called `name`, created on first use (serving and training share this registry)."""
+def meter(name: str, gpu: str | None = None, gpus: int | None = None, **options: Any) -> UsageMeter:
+    """The process-wide meter called `name`, created on first use (serving and training share this registry).
+
+    Asked again with the name alone, it returns that meter. Asked with a GPU, count or rate other than the one it
+    was created with, it raises ConflictError rather than return the old meter: its time would be priced as the
+    first caller's card. A new job on other cards needs its own name.
+    """
     with _meters_lock:
-        if name not in _meters:
-            _meters[name] = UsageMeter(name, gpu, gpus, **options)
-        return _meters[name]
+        existing = _meters.get(name)
+        if existing is None:
+            _meters[name] = UsageMeter(name, gpu, 1 if gpus is None else gpus, **options)
+            return _meters[name]
+    if gpu is not None or gpus is not None or options:
+        _check_same_meter(existing, gpu, gpus, options)
+    return existing
+
+
+def _check_same_meter(existing: UsageMeter, gpu: str | None, gpus: int | None, options: dict[str, Any]) -> None:
+    asked = UsageMeter(existing.name, existing.gpu if gpu is None else gpu,
+                       existing.gpus if gpus is None else gpus, **options)
+    held, wanted = _terms(existing), _terms(asked)
+    if held != wanted:
+        raise ConflictError(
+            f"meter {existing.name!r} already counts {held}, not {wanted}; pass only the name to use it, "
+            "or give the other job its own name"
+        )
+
+
+def _terms(m: UsageMeter) -> str:
+    return f"gpu={m.gpu!r}, gpus={m.gpus}, price_per_gpu_hour={m.price_per_gpu_hour}"
 
 
 def prometheus_text() -> str:
