@@ -186,3 +186,34 @@ def test_a_rank_that_ignores_sigterm_after_another_failed_is_killed_after_the_gr
     started = time.perf_counter()
     assert run_processes(str(script), (), 2, grace_seconds=1.0) == 1  # the failing rank's status, not -9
     assert time.perf_counter() - started < 30  # was: waited for rank 0 forever
+
+
+HUNG = """
+import os, signal, time
+if os.environ["RANK"] == "0":
+    raise SystemExit(0)  # rank 0 finished; rank 1 waits on it in a collective forever, failing nothing
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+time.sleep(120)
+"""
+
+
+def test_a_deadlocked_rank_is_stopped_at_the_timeout_and_the_job_fails(tmp_path: Path) -> None:
+    import time
+
+    from loopstack.training.cli import TIMEOUT_STATUS, run_processes
+
+    script = tmp_path / "hung.py"
+    script.write_text(textwrap.dedent(HUNG))
+    started = time.perf_counter()
+    assert run_processes(str(script), (), 2, grace_seconds=0.5, timeout_seconds=1.0) == TIMEOUT_STATUS
+    assert time.perf_counter() - started < 30  # was: waited for rank 1 forever (SIGTERM ignored: SIGKILL)
+
+
+def test_train_timeout_stops_every_rank_and_says_why(tmp_path: Path) -> None:
+    script = tmp_path / "slow.py"
+    script.write_text("import time\ntime.sleep(120)\n")
+    result = CliRunner().invoke(train, ["--nproc", "2", "--timeout", "1", str(script)])
+    assert result.exit_code == 124, result.output
+    assert "still running after --timeout 1 s" in result.output and "stopping every rank" in result.output
+    refused = CliRunner().invoke(train, ["--launcher", "ray", "--timeout", "1", str(script)])
+    assert refused.exit_code == 2 and "--launcher local only" in refused.output

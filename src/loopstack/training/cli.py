@@ -5,7 +5,9 @@ LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT) and OMP_NUM_THREADS=1 unless
 set; the script calls ``loopstack.training.init_distributed()``. SIGTERM and
 SIGINT are forwarded to every process, so a preempted machine checkpoints on
 all ranks; when one process fails the others are stopped. The exit status is
-the first non-zero one (143 after a preemption checkpoint), else 0.
+the first non-zero one (143 after a preemption checkpoint), else 0. With
+``--timeout S`` a job still running after S seconds (a deadlocked rank fails
+nothing) is stopped the same way and exits with 124.
 
 ``--launcher ray`` runs the script on N Ray Train workers instead (the ``ray``
 extra; on the running Ray cluster, or a local one started for the run): Ray
@@ -42,12 +44,20 @@ def _environment(rank: int, nproc: int, port: int) -> dict[str, str]:
 #: Seconds the other ranks get to exit after SIGTERM once one rank failed, before SIGKILL (torchrun waits 30).
 STOP_GRACE_SECONDS = 30.0
 
+#: Exit status of a job stopped by ``--timeout``, as coreutils ``timeout`` reports one.
+TIMEOUT_STATUS = 124
 
-def run_processes(script: str, args: tuple[str, ...], nproc: int, grace_seconds: float = STOP_GRACE_SECONDS) -> int:
+
+def run_processes(
+    script: str, args: tuple[str, ...], nproc: int, grace_seconds: float = STOP_GRACE_SECONDS,
+    timeout_seconds: float | None = None,
+) -> int:
     """Start `nproc` copies of ``python script args``, forward signals, and return the exit status.
 
     When one rank fails the others get SIGTERM, and SIGKILL after `grace_seconds`: a rank that
-    catches SIGTERM to checkpoint may wait forever in a collective for the dead rank.
+    catches SIGTERM to checkpoint may wait forever in a collective for the dead rank. A deadlock
+    fails no rank, so only a wall-clock limit ends it: after `timeout_seconds` (None: no limit)
+    every rank is stopped the same way and the status is `TIMEOUT_STATUS`.
     """
     port = free_port()
     procs = [subprocess.Popen([sys.executable, script, *args], env=_environment(r, nproc, port)) for r in range(nproc)]
@@ -60,11 +70,13 @@ def run_processes(script: str, args: tuple[str, ...], nproc: int, grace_seconds:
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         status, deadline = 0, math.inf
+        give_up = math.inf if timeout_seconds is None else time.monotonic() + timeout_seconds
         while [p.poll() for p in procs].count(None):  # poll every process: it sets returncode
             failed = [p.returncode for p in procs if p.returncode not in (None, 0)]
-            if failed and status == 0:
-                status, deadline = failed[0], time.monotonic() + grace_seconds
-                forward(signal.SIGTERM, None)  # one rank died: the others would wait for it forever
+            if status == 0 and (failed or time.monotonic() > give_up):
+                status = failed[0] if failed else _timed_out(script, timeout_seconds, grace_seconds)
+                deadline = time.monotonic() + grace_seconds
+                forward(signal.SIGTERM, None)  # one rank died or hangs: the others would wait for it forever
             if time.monotonic() > deadline:
                 forward(signal.SIGKILL, None)
             time.sleep(0.05)
@@ -73,6 +85,12 @@ def run_processes(script: str, args: tuple[str, ...], nproc: int, grace_seconds:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _timed_out(script: str, timeout_seconds: float | None, grace_seconds: float) -> int:
+    click.echo(f"{script} still running after --timeout {timeout_seconds:g} s (a hung or deadlocked rank?); "
+               f"stopping every rank: SIGTERM, then SIGKILL after {grace_seconds:g} s", err=True)
+    return TIMEOUT_STATUS
 
 
 def run_script(script: str, args: tuple[str, ...], cwd: str | None = None) -> None:
@@ -97,14 +115,19 @@ def run_script(script: str, args: tuple[str, ...], cwd: str | None = None) -> No
 @click.option("--nproc", type=click.IntRange(1), default=1, show_default=True, help="Processes (one per GPU).")
 @click.option("--launcher", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="local: processes on this machine; ray: Ray Train workers (the `ray` extra).")
+@click.option("--timeout", type=click.FloatRange(0, min_open=True), default=None,
+              help="Whole-job wall-clock limit in seconds (local launcher); then every rank is stopped and the "
+                   f"exit status is {TIMEOUT_STATUS}. Default: no limit.")
 @click.argument("script", type=click.Path(exists=True, dir_okay=False))
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def train(nproc: int, launcher: str, script: str, args: tuple[str, ...]) -> None:
+def train(nproc: int, launcher: str, timeout: float | None, script: str, args: tuple[str, ...]) -> None:
     """Run SCRIPT with ARGS as NPROC data-parallel processes (torchrun-compatible environment)."""
     if launcher == "ray":
+        if timeout is not None:  # Ray runs the workers; stopping them is its job, not this loop's
+            raise click.UsageError("--timeout works with --launcher local only")
         _run_on_ray(script, args, nproc)
         return
-    status = run_processes(script, args, nproc)
+    status = run_processes(script, args, nproc, timeout_seconds=timeout)
     if status != 0:
         raise SystemExit(status if status > 0 else 128 - status)
 
