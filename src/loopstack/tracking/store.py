@@ -73,6 +73,7 @@ class TrackingStore:
         self.settings = project._setting("tracking")  # its attributes, without building the config model
         self.writer = BufferedWriter(self.db, self.settings.flush_interval_s, self.settings.max_buffered_points)
         self.writer.before_write.append(self._beat)
+        self.writer.on_drop = self._record_dropped
         self._live_runs: set[str] = set()
         self._last_beat = 0.0
         self._experiment_ids: dict[str, int] = {}
@@ -408,6 +409,13 @@ class TrackingStore:
             runs = self.t("runs")
             connection.execute(runs.update().where(runs.c.id.in_(list(self._live_runs))).values(heartbeat=now))
         self._last_beat = now
+
+    def _record_dropped(self, table: str, row: tuple[Any, ...], error: BaseException) -> None:
+        """An event on the run for a row the database refused for good, so that the loss shows in its history."""
+        # ascii(): the row may hold what the database refused (NUL, a lone surrogate); their escapes it stores
+        key, value, reason = (ascii(text)[:1000] for text in (row[1], row[2], str(error)))
+        payload = {"table": table, "key": key, "value": value, "error": reason}
+        self.project.events.emit("run.value_dropped", row[0], payload)
 
     def flush(self) -> None:
         self.writer.flush()

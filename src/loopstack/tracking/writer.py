@@ -5,11 +5,16 @@ returns in about a microsecond. A daemon thread drains the deques every
 ``flush_interval_s`` and writes everything in one transaction, so a kill -9
 loses at most one interval of points and never leaves a half-written batch.
 A write that fails (database locked beyond the busy timeout, server away)
-keeps its rows for the next attempt instead of dropping them.
+keeps its rows for the next attempt instead of dropping them. A write that
+fails because of a row (a constraint or a value the database refuses) would
+fail every attempt and block every later point of every run: the batch is
+then written in halves until each bad row stands alone, and only those are
+dropped, each with a logged error (and the writer's `on_drop` hook).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import threading
@@ -23,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 from loopstack.core.direct import Compiled
 
 if TYPE_CHECKING:
+    import logging
+
     from sqlalchemy import Connection
 
     from loopstack.core.db import MetadataDB
@@ -35,6 +42,9 @@ ArtifactRow = tuple[str, str, str, int, str]  # run_id, path, digest, size, kind
 Batch = tuple[list[MetricRow], list[TagRow], list[TagRow], list[ArtifactRow]]
 TAG_COLUMNS = ("run_id", "key", "value")
 ARTIFACT_COLUMNS = ("run_id", "path", "digest", "size", "kind")
+TABLES = ("metrics", "params", "tags", "artifacts")  # the order of a Batch's lists
+Tagged = tuple[int, tuple[Any, ...]]  # a row with the index of its list in a Batch
+DropHook = Callable[[str, tuple[Any, ...], BaseException], None]  # table, row, the error that refused it
 
 # A batch's statements as SQLAlchemy compiles them for SQLite, so that the writer runs on the
 # driver alone there (see core.sqlite); a test compares each with the statement it stands for.
@@ -78,6 +88,7 @@ class BufferedWriter:
         self.tags: deque[TagRow] = deque()
         self.artifacts: deque[ArtifactRow] = deque()  # rows for blobs already in the artifact store
         self.before_write: list[Callable[[Connection], None]] = []
+        self.on_drop: DropHook | None = None  # told of each row the database refused for good
         self._flush_lock = threading.Lock()
         self._wake = threading.Event()
         self._closed = threading.Event()
@@ -153,11 +164,7 @@ class BufferedWriter:
                 self.last_error = None
             except Exception as exc:  # keep the thread alive; rows are kept for retry
                 if self.last_error is None:
-                    import logging  # here: a process that never fails a write does not import it
-
-                    logging.getLogger("loopstack.tracking").warning(
-                        "loopstack could not write tracking data, will retry: %s", exc
-                    )
+                    _logger().warning("loopstack could not write tracking data, will retry: %s", exc)
                 self.last_error = exc
                 time.sleep(min(self.flush_interval_s, 1.0))
 
@@ -174,20 +181,62 @@ class BufferedWriter:
         batch: Batch,
         then: Callable[[Connection], None] | None = None,
     ) -> None:
-        metrics, params, tags, artifacts = batch
         try:
-            with self.db.direct_write() as connection:
-                for hook in self.before_write:
-                    hook(connection)
-                _write_params(self.db, connection, params)
-                _write_tags(self.db, connection, tags)
-                _write_metrics(self.db, connection, metrics, self._metrics_insert)
-                _write_artifacts(self.db, connection, artifacts)
-                if then is not None:
-                    then(connection)
-        except BaseException:
-            self._retry = batch
-            raise
+            self._write_once(batch, then, hooks=self.before_write)
+        except BaseException as error:
+            if _is_transient(error):
+                self._retry = batch
+                raise
+            self._write_around_bad_rows(batch)
+            if then is not None:
+                self._write_once(([], [], [], []), then)
+
+    def _write_once(
+        self, batch: Batch, then: Callable[[Connection], None] | None = None, hooks: list[Any] | None = None
+    ) -> None:
+        """The batch in one transaction: all of it or, on any error, none of it."""
+        metrics, params, tags, artifacts = batch
+        with self.db.direct_write() as connection:
+            for hook in hooks or ():
+                hook(connection)
+            _write_params(self.db, connection, params)
+            _write_tags(self.db, connection, tags)
+            _write_metrics(self.db, connection, metrics, self._metrics_insert)
+            _write_artifacts(self.db, connection, artifacts)
+            if then is not None:
+                then(connection)
+
+    def _write_around_bad_rows(self, batch: Batch) -> None:
+        """Write the rows of a batch that failed for good, in halves until each bad row fails alone; drop
+        those and keep the others in their order. The rows go first without the hooks and `then` (either may
+        have been the cause; the hooks run again with the next batch). A transient failure on the way keeps
+        the rows not yet written for the next attempt."""
+        pending = [_tagged(batch)]  # a stack: the last part is written next
+        while pending:
+            rows = pending.pop()
+            try:
+                self._write_once(_untagged(rows))
+                continue
+            except BaseException as error:
+                if _is_transient(error):
+                    self._retry = _untagged([*rows, *itertools.chain.from_iterable(reversed(pending))])
+                    raise
+                failure = error
+            if len(rows) == 1:
+                self._drop(rows[0], failure)
+            else:
+                middle = len(rows) // 2
+                pending += [rows[middle:], rows[:middle]]
+
+    def _drop(self, tagged: Tagged, error: BaseException) -> None:
+        """Give up on a row that the database refuses for good, saying which and why."""
+        table, row = TABLES[tagged[0]], tagged[1]
+        _logger().error("loopstack dropped %s, which the metadata database refused: %s", _describe(table, row), error)
+        if self.on_drop is not None:
+            try:
+                self.on_drop(table, row, error)
+            except Exception as exc:  # the row is gone either way; the log line above says so
+                _logger().error("loopstack could not record the dropped row: %s", exc)
 
 
 _writers: weakref.WeakSet[BufferedWriter] = weakref.WeakSet()
@@ -200,6 +249,47 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _logger() -> logging.Logger:
+    import logging  # here: a process that never fails a write does not import it
+
+    return logging.getLogger("loopstack.tracking")
+
+
+def _is_transient(error: BaseException) -> bool:
+    """Whether `error` is the database's (unreachable, locked, busy, interrupted) rather than the rows'.
+
+    A constraint violation, a value the database or its driver refuses, is the
+    rows' and fails every attempt; anything else is retried with every row kept.
+    """
+    if isinstance(error, (ValueError, TypeError, OverflowError)):  # the driver could not bind a value
+        return False
+    if "sqlalchemy" not in type(error).__module__:
+        return True
+    from sqlalchemy.exc import DataError, IntegrityError
+
+    return not isinstance(error, (DataError, IntegrityError))
+
+
+def _tagged(batch: Batch) -> list[Tagged]:
+    return [(index, row) for index, rows in enumerate(batch) for row in rows]
+
+
+def _untagged(rows: list[Tagged]) -> Batch:
+    batch: Batch = ([], [], [], [])
+    for index, row in rows:
+        batch[index].append(row)  # type: ignore[arg-type]
+    return batch
+
+
+def _describe(table: str, row: tuple[Any, ...]) -> str:
+    """The row as a person looks for it: its run, its key (an artifact's path) and its value."""
+    if table == "metrics":
+        return f"metric {row[1]!r} = {row[2]!r} at step {row[3]} of run {row[0]}"
+    if table == "artifacts":
+        return f"artifact {row[1]!r} (digest {row[2]!r}) of run {row[0]}"
+    return f"{table[:-1]} {row[1]!r} = {row[2]!r} of run {row[0]}"
 
 
 def _write_params(db: MetadataDB, connection: Connection, rows: list[TagRow]) -> None:
