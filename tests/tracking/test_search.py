@@ -207,3 +207,11 @@ def test_every_run_is_either_null_or_not_null_for_a_metric_even_when_it_logged_n
 def test_quoted_values_unescape_backslashes_and_quotes(text: str, value: str) -> None:
     comparison = parse_filter(text)
     assert isinstance(comparison, Comparison) and comparison.value == value
+
+
+def test_an_empty_list_of_experiments_finds_no_runs(project: Project, runs: dict[str, str]) -> None:
+    """An empty list used to mean every experiment, like None."""
+    client = ls.Client(project)
+    assert names(client.search_runs(experiment_names=[])) == []
+    assert sorted(names(client.search_runs(experiment_names=["exp-b"]))) == ["r4"]
+    assert len(client.search_runs()) == 6

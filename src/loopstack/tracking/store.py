@@ -280,7 +280,7 @@ class TrackingStore:
         condition = compile_filter(parse_filter(filter_string), tables)
         if condition is not None:
             query = query.where(condition)
-        if experiment_ids:
+        if experiment_ids is not None:  # None is every experiment; an empty list is none of them
             query = query.where(runs.c.experiment_id.in_(experiment_ids))
         query = _order(query, parse_order_by(order_by), tables)
         offset = _decode_token(page_token)
