@@ -196,3 +196,56 @@ def test_parameter_values_read_as_a_user_means_them(text: str, value: object) ->
 
     parsed = _parse_params((f"x={text}",))["x"]
     assert parsed == value and type(parsed) is type(value)
+
+
+HANGS = '''
+import os
+import time
+from pathlib import Path
+
+from loopstack.pipelines import pipeline, step
+
+
+@step
+def hangs(n: int) -> int:
+    Path(os.environ["LOOPSTACK_TEST_MARKER"]).write_text("started")
+    time.sleep(120)  # killed here
+    return n
+
+
+@pipeline
+def stuck(n: int = 1):
+    return hangs(n)
+'''
+
+
+@pytest.mark.slow
+def test_a_pipeline_run_whose_process_was_killed_is_shown_failed(root: Path, tmp_path: Path) -> None:
+    """Before, a run killed with kill -9 stayed "running" in `pipelines list` and `show` for good."""
+    from loopstack.pipelines import get_run, list_runs
+
+    (root / "hangs.py").write_text(HANGS)
+    marker = tmp_path / "marker"
+    env = {**os.environ, "LOOPSTACK_TEST_MARKER": str(marker)}
+    code = (f"from loopstack.pipelines.cli import pipelines; "
+            f"pipelines.main(['run', 'hangs.py:stuck'], obj={{'project_path': {str(root)!r}}})")
+    with subprocess.Popen([sys.executable, "-c", code], env=env, cwd=root, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, start_new_session=True) as child:
+        try:
+            deadline = time.monotonic() + 60
+            while not marker.exists():
+                assert child.poll() is None, child.stderr.read().decode() if child.stderr else ""
+                assert time.monotonic() < deadline, "the pipeline never reached its step"
+                time.sleep(0.1)
+        finally:
+            os.kill(child.pid, signal.SIGKILL)
+            child.wait()
+    with Project.open(root) as project:  # opening reaps the dead process's tracking run
+        (run,) = list_runs(project, "stuck")
+        assert run.status == "failed" and "process died" in (run.error or "")
+        (step,) = get_run(project, run.id).steps
+        assert step.status == "failed"
+        (failed,) = project.events.list(kind="pipeline.failed")
+        assert failed.payload["run_id"] == run.id and failed.cause == run.event_id
+        assert list_runs(project, "stuck")[0].status == "failed"  # reaped once: no second event
+        assert len(project.events.list(kind="pipeline.failed")) == 1

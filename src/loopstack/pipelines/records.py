@@ -128,9 +128,45 @@ def record_artifacts(connection: Connection, project: Project, step_run_id: str,
     project.db.upsert(connection, _t(project, "pipeline_artifacts"), rows, keys=("digest", "step_run_id"), update=())
 
 
+def reap_dead_runs(project: Project) -> list[str]:
+    """Mark pipeline runs whose process died as failed, with their unfinished steps; returns their ids.
+
+    A killed driver leaves its run "running" for good. Its tracking run tells: tracking marks a run
+    KILLED once its process is gone (`TrackingStore.reap_dead_runs`, on every project open).
+    """
+    import time
+
+    from sqlalchemy import select
+
+    from loopstack.tracking.entities import KILLED
+
+    runs, steps, tracked = _t(project, "pipeline_runs"), _t(project, "pipeline_step_runs"), _t(project, "runs")
+    query = (select(runs.c.id, runs.c.pipeline, runs.c.event_id, runs.c.tracking_run_id)
+             .join(tracked, tracked.c.id == runs.c.tracking_run_id)
+             .where(runs.c.status == "running", tracked.c.status == KILLED))
+    with project.db.read() as connection:
+        dead = connection.execute(query).all()
+    reaped = []
+    for row in dead:
+        error = f"its process died mid-run (tracking run {row.tracking_run_id} was killed)"
+        with project.db.write() as connection:
+            done = connection.execute(runs.update().where(runs.c.id == row.id, runs.c.status == "running")
+                                      .values(status="failed", ended_at=time.time(), error=error))
+            if not done.rowcount:  # another process reaped it first
+                continue
+            connection.execute(steps.update().where(steps.c.run_id == row.id, steps.c.status == "running")
+                               .values(status="failed", ended_at=time.time(), error=error))
+            project.events.emit("pipeline.failed", row.pipeline, {"run_id": row.id, "status": "failed",
+                                                                  "error": error}, row.event_id, connection)
+        reaped.append(row.id)
+    return reaped
+
+
 def get_run(project: Project, run_id: str) -> RunRecord:
     """A stored pipeline run with its steps; a unique prefix of the id is enough."""
     from sqlalchemy import select
+
+    reap_dead_runs(project)
 
     runs, steps = _t(project, "pipeline_runs"), _t(project, "pipeline_step_runs")
     with project.db.read() as connection:
@@ -149,6 +185,8 @@ def get_run(project: Project, run_id: str) -> RunRecord:
 def list_runs(project: Project, pipeline: str | None = None, limit: int = 20) -> list[RunRecord]:
     """Recent pipeline runs, newest first (without their steps)."""
     from sqlalchemy import select
+
+    reap_dead_runs(project)
 
     runs = _t(project, "pipeline_runs")
     query = select(runs).order_by(runs.c.started_at.desc()).limit(limit)
