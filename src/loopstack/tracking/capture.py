@@ -22,22 +22,34 @@ HOSTNAME = socket.gethostname()
 
 
 def git_state(directory: str) -> dict[str, str]:
-    """Commit, branch, dirty flag and a hash of the uncommitted diff, or {} outside git."""
+    """Commit, branch, dirty flag and a hash of the uncommitted diff, or {} outside git or when git fails.
+
+    Git prints branch names and paths as the bytes they are, which need not be
+    UTF-8: its output is decoded with replacement, since capture must never
+    make a run fail (and a lone surrogate, as surrogateescape would make, is a
+    tag value no database can store).
+    """
     import hashlib  # this module's slow parts import what they need on the capture thread
     import subprocess
 
     def git(*args: str) -> str:
         return subprocess.run(
-            ["git", *args], cwd=directory, capture_output=True, text=True, timeout=GIT_TIMEOUT_S, check=True
+            ["git", *args],
+            cwd=directory,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=GIT_TIMEOUT_S,
+            check=True,
         ).stdout
 
     try:
         commit = git("rev-parse", "HEAD").strip()
+        branch = git("rev-parse", "--abbrev-ref", "HEAD").strip()
+        status = git("status", "--porcelain", "--untracked-files=no")
+        diff = git("diff", "HEAD") if status else ""
     except (OSError, subprocess.SubprocessError):
         return {}
-    branch = git("rev-parse", "--abbrev-ref", "HEAD").strip()
-    status = git("status", "--porcelain", "--untracked-files=no")
-    diff = git("diff", "HEAD") if status else ""
     return {
         "loopstack.git.commit": commit,
         "loopstack.git.branch": branch,
@@ -96,6 +108,7 @@ def gpu_models() -> list[str]:
             ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
             capture_output=True,
             text=True,
+            errors="replace",  # a name that is not UTF-8 must not fail the capture
             timeout=5,
             check=True,
         ).stdout
