@@ -136,6 +136,24 @@ def test_errors_name_the_problem() -> None:
         compare({"a": [1.0]}, {"a": [1.0]}, drift_share=0)
 
 
+@pytest.mark.parametrize("settings", [{"threshold": "0.1"}, {"drift_share": "0.5"}, {"thresholds": {"a": "x"}},
+                                      {"threshold": float("nan")}, {"drift_share": True}])
+def test_settings_that_are_not_numbers_are_named(settings: dict) -> None:
+    """Text raised a raw TypeError from a comparison; NaN passed as a threshold no test can cross."""
+    name = next(iter(settings))
+    with pytest.raises(ConfigError, match=f"{name}.* must be"):
+        compare({"a": [1.0]}, {"a": [1.0]}, **settings)
+
+
+def test_a_time_column_is_named_with_the_kind_that_can_test_it() -> None:
+    times = pa.array([0, 1, 2] * 10, pa.timestamp("s"))
+    with pytest.raises(ValidationError, match="'categorical'") as error:
+        compare(pa.table({"t": times}), pa.table({"t": times}))
+    assert "'numerical'" not in str(error.value)  # numerical tests cannot read times: it would fail next
+    result = compare(pa.table({"t": times}), pa.table({"t": times}), kinds={"t": "categorical"})
+    assert not result.columns["t"].drifted
+
+
 def test_categories_of_different_types_are_counted_on_a_common_type() -> None:
     """A current value the reference type cannot hold (2.5 in an int column, -3 in uint8) is drift, not a crash."""
     ints = pa.table({"k": pa.array([0, 1, 2] * 20, pa.int64())})

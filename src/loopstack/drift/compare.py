@@ -9,6 +9,7 @@ GIL, and the numerical columns dominate the time.
 
 from __future__ import annotations
 
+import numbers
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -51,17 +52,24 @@ class DriftOptions:
     def __post_init__(self) -> None:
         if self.correction not in CORRECTIONS:
             raise ConfigError(f"correction={self.correction!r} is not known; use one of {CORRECTIONS}")
-        if not 0 < self.drift_share <= 1:
-            raise ConfigError(f"drift_share={self.drift_share} must be in (0, 1]")
+        if not _number_in(self.drift_share, 0, 1, upper_included=True):
+            raise ConfigError(f"drift_share={self.drift_share!r} must be a number in (0, 1]")
         for column, kind in self.kinds.items():
             if kind not in KINDS:
                 raise ConfigError(f"kinds[{column!r}]={kind!r}; use 'numerical' or 'categorical'")
         named = {"threshold": self.threshold, **{f"thresholds[{c!r}]": t for c, t in self.thresholds.items()}}
         for name, value in named.items():
             # a p-value test never fires at a threshold <= 0 and a distance test always does
-            if value is not None and not 0 < value < float("inf"):
-                raise ConfigError(f"{name}={value} must be a positive number, e.g. 0.05 for a p-value test "
+            if value is not None and not _number_in(value, 0, float("inf")):
+                raise ConfigError(f"{name}={value!r} must be a positive number, e.g. 0.05 for a p-value test "
                                   "or 0.1 for a distance")
+
+
+def _number_in(value: Any, low: float, high: float, upper_included: bool = False) -> bool:
+    """`low < value < high` (or `<= high`) for a real number; False for text, None and NaN, not a TypeError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    return low < value <= high if upper_included else low < value < high
 
 
 def compare(reference: Any, current: Any, options: DriftOptions | None = None, **settings: Any) -> DriftResult:

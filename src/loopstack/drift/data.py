@@ -106,6 +106,11 @@ def infer_kind(column: Any) -> str:
         return NUMERICAL
     if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind):
         return CATEGORICAL
+    if pa.types.is_temporal(kind):  # no numerical test reads times: 'numerical' would fail in its turn
+        raise ValidationError(
+            f"cannot test a column of type {kind} for drift as numbers; pass kinds={{name: 'categorical'}} to "
+            "compare its values, or leave it out with columns=[...]"
+        )
     raise ValidationError(
         f"cannot test a column of type {kind} for drift; pass kinds={{name: 'numerical'|'categorical'}} "
         "or leave it out with columns=[...]"
