@@ -127,6 +127,22 @@ def test_ending_with_a_bad_status_leaves_the_run_open_to_end_properly(project: P
     assert ls.Client(project).get_run(run.id).status == "FINISHED"
 
 
+def test_a_run_ended_by_its_own_end_is_no_longer_the_active_run(project: Project) -> None:
+    """ActiveRun.end left the run on the fluent stack, so the next start_run said it 'is already active'."""
+    parent = ls.start_run()
+    child = ls.start_run(nested=True)
+    child.end()
+    assert ls.active_run() is parent
+    grandchild = ls.start_run(nested=True)
+    parent.end("FAILED")  # the runs nested in it end with it, as with end_run
+    assert ls.active_run() is None
+    with ls.start_run() as later:
+        later.log_metric("loss", 0.5)
+    client = ls.Client(project)
+    statuses = [client.get_run(r.id).status for r in (parent, child, grandchild, later)]
+    assert statuses == ["FAILED", "FINISHED", "FAILED", "FINISHED"]
+
+
 def test_integral_steps_of_any_numeric_type_are_kept(project: Project) -> None:
     with ls.start_run() as run:
         run.log_metric("loss", 0.5, step=np.int64(3))  # type: ignore[arg-type]

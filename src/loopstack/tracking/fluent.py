@@ -115,9 +115,9 @@ def _end(run: ActiveRun, status: str) -> None:
         if run in _stack:
             # children still open end with their parent
             while _stack and _stack[-1] is not run:
-                _stack.pop().end(status)
+                _stack.pop()._finish(status)
             _stack.pop()
-    run.end(status)
+    run._finish(status)
 
 
 def _current() -> ActiveRun:

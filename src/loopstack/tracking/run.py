@@ -185,7 +185,19 @@ class ActiveRun:
 
     # -- ending ------------------------------------------------------------------------
     def end(self, status: str = FINISHED) -> None:
+        """End the run with `status` (FINISHED, FAILED or KILLED).
+
+        As `end_run` does, this takes the run off the fluent run stack, ending
+        the runs nested in it that are still open: a run ended here used to
+        stay active there, so the next `start_run` refused to start.
+        """
+        from loopstack.tracking import fluent
+
         validate_status(status)  # before anything changes, so that a typo leaves the run open to end properly
+        fluent._end(self, status)
+
+    def _finish(self, status: str) -> None:
+        """Write what is buffered and mark the run ended, once; the caller has taken it off the fluent stack."""
         if self._ended:
             return
         self._ended = True
