@@ -424,6 +424,16 @@ def test_push_names_bad_times_and_values_and_takes_an_empty_batch(store: lf.Feat
     assert list((store.root / "data" / "stats").glob("push-*")) == []  # nothing half-written offline
 
 
+@pytest.mark.parametrize("trips", [2.5, -0.5, 1e30])
+def test_push_refuses_a_number_an_integer_field_would_round(store: lf.FeatureStore, trips: float) -> None:
+    # 2.5 for the Int64 'trips' was stored as 3, online and offline, without a word
+    with pytest.raises(ValidationError, match=r"column 'trips' holds .*, which is not a Int64"):
+        store.push("stats_push", [{"driver_id": 1, "event_timestamp": T0, "conv_rate": 0.5, "trips": trips}],
+                   to="online_and_offline")
+    assert list((store.root / "data" / "stats").glob("push-*")) == []
+    store.push("stats_push", [{"driver_id": 1, "event_timestamp": T0, "conv_rate": 0.5, "trips": 3.0}])  # whole
+
+
 def test_push_to_offline_refuses_a_value_its_type_cannot_hold_and_keeps_declared_types(
         store: lf.FeatureStore) -> None:
     # to="offline" skipped the type check: "abc" landed in the Parquet history and broke every offline read

@@ -86,10 +86,16 @@ def _check_values(store: FeatureStore, source_name: str, views: list[FeatureView
 
 
 def _first_misfit_sql(field: Field) -> str:
-    """The first value of `field`'s column, as text, that its declared type cannot hold (NULL: none)."""
-    column = quote(field.name)
-    return (f"first(CAST({column} AS VARCHAR)) FILTER "
-            f"(WHERE {column} IS NOT NULL AND TRY_CAST({column} AS {field.dtype.duckdb}) IS NULL)")
+    """The first value of `field`'s column, as text, that its declared type cannot hold (NULL: none).
+
+    For an integer field a number that would be rounded (2.5 becomes 3) does not fit either.
+    """
+    column, dtype = quote(field.name), field.dtype.duckdb
+    misfit = f"TRY_CAST({column} AS {dtype}) IS NULL"
+    if field.dtype.name in ("Int32", "Int64"):
+        number = f"TRY_CAST({column} AS DOUBLE)"
+        misfit += f" OR {number} <> CAST(TRY_CAST({column} AS {dtype}) AS DOUBLE)"
+    return f"first(CAST({column} AS VARCHAR)) FILTER (WHERE {column} IS NOT NULL AND ({misfit}))"
 
 
 def _declared(store: FeatureStore, views: list[FeatureView], table: Any) -> Any:
