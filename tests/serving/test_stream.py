@@ -216,3 +216,25 @@ def test_nats_consumer_killed_mid_stream_loses_no_event(nats_names, tmp_path: Pa
     results = asyncio.run(_results(nats_names))
     assert sorted(results) == list(range(1, 151))  # every input sequence has a result
     assert all(results[seq] == float(seq - 1) for seq in results)
+
+
+def test_redis_consumer_answers_poison_events_instead_of_dying(redis_names) -> None:
+    """An event json cannot decode without a RecursionError, or one without the payload field, used to stop
+    the consumer with the event pending, so every restart died on it again and the stream never moved."""
+    from loopstack.serving import RedisStreamConsumer
+
+    client, names = redis_names
+    good = client.xadd(names["stream"], {"data": json.dumps([1, 2, 3])}).decode()
+    deep = client.xadd(names["stream"], {"data": "[" * 100_000}).decode()
+    fieldless = client.xadd(names["stream"], {"payload": json.dumps([1, 2, 3])}).decode()
+    after = client.xadd(names["stream"], {"data": json.dumps([4, 5, 6])}).decode()
+    consumer = RedisStreamConsumer(SlowModel(0.0), url=REDIS_URL, batch_size=16, block_ms=50, **names)
+    try:
+        assert consumer.run(idle_exit_s=0.3) == 4
+    finally:
+        consumer.close()
+    outputs = _outputs(client, names["output"])
+    assert json.loads(outputs[good]["prediction"]) == 6.0 and json.loads(outputs[after]["prediction"]) == 15.0
+    assert "RecursionError" in outputs[deep]["error"]
+    assert "no 'data' field" in outputs[fieldless]["error"]
+    assert client.xpending(names["stream"], names["group"])["pending"] == 0

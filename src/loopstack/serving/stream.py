@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from loopstack.core.errors import BackendUnavailableError, LoopstackError
+from loopstack.core.errors import BackendUnavailableError, LoopstackError, SignatureError
 from loopstack.serving.config import ModelSpec
 from loopstack.serving.inputs import concat
 from loopstack.serving.models import ModelAdapter, adapt
@@ -40,18 +40,20 @@ from loopstack.serving.models import ModelAdapter, adapt
 class _MicroBatch:
     """Shared by both consumers: decode events, predict once, encode one result per event."""
 
-    def __init__(self, model: Any, method: str) -> None:
+    def __init__(self, model: Any, method: str, field: str = "data") -> None:
         self.adapter: ModelAdapter = adapt(model, ModelSpec(name="stream", model=model, method=method))
+        self.field = field
 
-    def results(self, payloads: list[bytes | str]) -> list[dict[str, str]]:
+    def results(self, payloads: list[bytes | str | None]) -> list[dict[str, str]]:
+        """One result per payload; ``None`` is an event without the payload field."""
         rows, good, results = [], [], [{} for _ in payloads]
         for i, payload in enumerate(payloads):
             try:
-                value = json.loads(payload)
-                rows.append(self.adapter.schema.from_instances([value]))
+                rows.append(self._decode(payload))
                 good.append(i)
-            except (ValueError, LoopstackError) as error:
-                results[i] = {"error": str(error)}
+            except Exception as error:  # any undecodable event (even one nested too deep for json) is answered
+                results[i] = {"error": str(error) if isinstance(error, LoopstackError | ValueError)
+                              else f"{type(error).__name__}: {error}"}
         if rows:
             for i, output in zip(good, self._predict(rows), strict=True):
                 results[i] = output
@@ -59,6 +61,11 @@ class _MicroBatch:
             result.update(model=str(getattr(self.adapter.model, "name", None) or ""), version=self.adapter.version)
         return results
 
+    def _decode(self, payload: bytes | str | None) -> Any:
+        """One event's row; an event must not stop the consumer, so every failure here becomes its error result."""
+        if payload is None:
+            raise SignatureError(f"the event has no {self.field!r} field; put the JSON features in {self.field!r}")
+        return self.adapter.schema.from_instances([json.loads(payload)])
 
     def _predict(self, rows: list[Any]) -> list[dict[str, str]]:
         try:
@@ -86,7 +93,7 @@ class RedisStreamConsumer:
                  consumer: str | None = None, batch_size: int = 256, block_ms: int = 500,
                  claim_idle_ms: int = 30_000, field: str = "data", method: str = "auto",
                  output_maxlen: int | None = None) -> None:
-        self.batch = _MicroBatch(model, method)
+        self.batch = _MicroBatch(model, method, field)
         self.url, self.stream, self.group, self.output, self.field = url, stream, group, output, field
         self.consumer = consumer or f"{group}-{socket.gethostname()}-{threading.get_native_id()}-{time.time_ns()}"
         self.batch_size, self.block_ms, self.claim_idle_ms = batch_size, block_ms, claim_idle_ms
@@ -116,7 +123,7 @@ class RedisStreamConsumer:
         if not entries:
             return 0
         ids = [entry_id for entry_id, _ in entries]
-        results = self.batch.results([fields.get(self.field.encode(), b"null") for _, fields in entries])
+        results = self.batch.results([fields.get(self.field.encode()) for _, fields in entries])
         with self.client.pipeline(transaction=True) as pipe:
             for entry_id, result in zip(ids, results, strict=True):
                 pipe.xadd(self.output, {"source_id": entry_id, **result}, maxlen=self.output_maxlen,
