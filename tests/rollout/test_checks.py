@@ -112,3 +112,16 @@ def test_cuped_is_unbiased_across_repetitions():
 def test_cuped_rejects_misaligned_covariates():
     with pytest.raises(ValidationError, match="one covariate value per unit"):
         cuped([1.0, 2.0, 3.0], [1.0, 2.0], [1.0, 2.0], [1.0, 2.0])
+
+
+@pytest.mark.parametrize(("counts", "weights"), [([float("nan"), 10], [0.5, 0.5]), ([10, 10], [float("nan"), 0.5]),
+                                                 ([10, 10], [float("inf"), 0.5]), ([float("inf"), 10], [0.5, 0.5])])
+def test_srm_rejects_counts_or_weights_that_are_not_finite(counts, weights):
+    # a NaN weight gave p=1 (no mismatch) and a NaN count a raw ValueError
+    with pytest.raises(ValidationError, match="finite"):
+        srm_check(counts, weights)
+
+
+def test_cuped_names_infinite_values_as_such():
+    with pytest.raises(ValidationError, match="CUPED got values that are not finite"):
+        cuped([1.0, 2.0, 3.0], [1.0, float("inf"), 2.0], [1.0, 2.0], [1.0, 2.0])

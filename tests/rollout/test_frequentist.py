@@ -114,3 +114,13 @@ def test_summary_from_sums_matches_values():
 def test_bad_input_names_the_value(call, match):
     with pytest.raises(ValidationError, match=match):
         call()
+
+
+def test_welch_on_constant_arms_that_differ_rejects_no_difference():
+    # every unit of each arm has the same value: the difference is known exactly, as scipy says (t=inf, p=0);
+    # p=1 contradicted the interval [1, 1] that excludes 0 and hid a guardrail that always fails
+    r = welch_ttest([1.0, 1.0, 1.0], [2.0, 2.0, 2.0])
+    assert r.p_value == 0.0 and r.statistic == float("inf")
+    assert r.significant and r.diff_ci == (1.0, 1.0)
+    assert welch_ttest([2.0, 2.0], [1.0, 1.0, 1.0], alternative="larger").p_value == 1.0
+    assert welch_ttest([5.0, 5.0], [5.0, 5.0]).p_value == 1.0  # identical constants: no evidence of a difference

@@ -127,3 +127,14 @@ def test_analyze_rejects_unknown_method():
 
 def test_srm_result_is_json_ready():
     assert json.loads(json.dumps(srm_check([10, 12], [0.5, 0.5]).to_dict()))["flagged"] is False
+
+
+def test_subgroups_keep_the_variance_of_a_metric_with_a_large_mean():
+    # e.g. timestamps or amounts in micro-units: sum of squares minus n * mean**2 cancelled to 0 at 1e8
+    rng = np.random.default_rng(4)
+    segment, variant = np.array(["a"] * 2000), np.array(["c", "t"] * 1000)
+    value = 1e8 + rng.normal(0, 1, 2000) + np.where(variant == "t", 0.1, 0.0)
+    (result,) = subgroup_breakdown(segment, variant, value, control="c", treatment="t")
+    direct = welch_ttest(value[variant == "c"], value[variant == "t"])
+    assert result.comparison.treatment.var == pytest.approx(direct.treatment.var, rel=1e-6)
+    assert result.comparison.p_value == pytest.approx(direct.p_value, rel=1e-6)

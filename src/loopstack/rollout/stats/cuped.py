@@ -100,8 +100,9 @@ def _pair(y: Any, x: Any) -> tuple[np.ndarray, np.ndarray]:
         )
     if y_arr.size < 2:
         raise ValidationError(f"CUPED needs at least 2 units per arm, got {y_arr.size}.")
-    if np.isnan(y_arr).any() or np.isnan(x_arr).any():
-        raise ValidationError("CUPED got NaN values; units without a pre-period value can use x = mean(x).")
+    if not (np.isfinite(y_arr).all() and np.isfinite(x_arr).all()):
+        raise ValidationError("CUPED got values that are not finite (NaN or inf); drop those units, or give a unit "
+                              "without a pre-period value x = mean(x).")
     return y_arr, x_arr
 
 

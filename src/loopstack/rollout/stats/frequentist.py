@@ -129,7 +129,7 @@ def welch_ttest(
     var_c, var_t = c.var / c.n, t.var / t.n
     se = math.sqrt(var_c + var_t)
     diff = t.mean - c.mean
-    stat = diff / se if se > 0 else 0.0
+    stat = diff / se if se > 0 else _exact_statistic(diff)
     df = _welch_df(var_c, var_t, c.n, t.n)
     from scipy import stats
 
@@ -202,6 +202,11 @@ def _comparison(
         alternative=alternative,
         extra=extra,
     )
+
+
+def _exact_statistic(diff: float) -> float:
+    """The statistic when both arms are constant: the difference is known exactly (scipy's +-inf), or is 0."""
+    return math.copysign(math.inf, diff) if diff else 0.0
 
 
 def _welch_df(var_c: float, var_t: float, n_c: int, n_t: int) -> float:

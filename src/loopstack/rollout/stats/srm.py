@@ -99,6 +99,9 @@ def _validate(obs: np.ndarray, w: np.ndarray) -> None:
             f"srm_check needs one count and one weight per variant (at least 2), got {obs.size} counts "
             f"and {w.size} weights."
         )
+    if not (np.isfinite(obs).all() and np.isfinite(w).all()):  # NaN slips past every comparison below
+        raise ValidationError(f"counts and weights must be finite numbers, got counts={obs.tolist()}, "
+                              f"weights={w.tolist()}.")
     if (obs < 0).any() or (w < 0).any() or w.sum() <= 0:
         raise ValidationError(f"counts and weights must be >= 0 with positive total weight, got weights={w.tolist()}.")
 

@@ -4,7 +4,7 @@ A treatment can help on mobile and hurt on desktop. Breaking results down by
 segment shows that, but each extra segment is another chance of a false
 positive, so the p-values are corrected across segments (Holm by default;
 Benjamini-Hochberg for long exploratory lists). Grouping is vectorised: one
-pass of ``np.unique`` and ``np.bincount`` computes every segment's
+``np.unique`` and a few ``np.bincount`` passes compute every segment's
 sufficient statistics.
 """
 
@@ -96,22 +96,31 @@ def subgroup_breakdown(
 
 
 def _group_sums(inverse: np.ndarray, val: np.ndarray, mask: np.ndarray, k: int) -> tuple[np.ndarray, ...]:
-    n = np.bincount(inverse[mask], minlength=k)
-    s = np.bincount(inverse[mask], weights=val[mask], minlength=k)
-    sq = np.bincount(inverse[mask], weights=val[mask] ** 2, minlength=k)
-    return n, s, sq
+    """Per segment: units, mean, and sum of squared deviations from the mean.
+
+    Two passes (the mean, then deviations from it, which also correct the mean) rather than
+    ``sum(x**2) - n * mean**2``, which cancels to nothing for a metric whose mean dwarfs its
+    spread (a timestamp, an amount in micro-units).
+    """
+    groups, x = inverse[mask], val[mask]
+    n = np.bincount(groups, minlength=k)
+    safe_n = np.maximum(n, 1)
+    mean = np.bincount(groups, weights=x, minlength=k) / safe_n
+    mean += np.bincount(groups, weights=x - mean[groups], minlength=k) / safe_n
+    m2 = np.bincount(groups, weights=(x - mean[groups]) ** 2, minlength=k)
+    return n, mean, m2
 
 
 def _compare(
     i: int, stats: dict[str, tuple[np.ndarray, ...]], kind: str, alpha: float, min_units: int
 ) -> Comparison | None:
-    (nc, sc, qc), (nt, st, qt) = stats["c"], stats["t"]
+    (nc, mc, qc), (nt, mt, qt) = stats["c"], stats["t"]
     if min(nc[i], nt[i]) < max(min_units, 2):
         return None
     if kind == "proportion":
-        return ztest_proportions(round(sc[i]), int(nc[i]), round(st[i]), int(nt[i]), alpha=alpha)
-    control = Summary.from_sums(int(nc[i]), float(sc[i]), float(qc[i]))
-    treatment = Summary.from_sums(int(nt[i]), float(st[i]), float(qt[i]))
+        return ztest_proportions(round(mc[i] * nc[i]), int(nc[i]), round(mt[i] * nt[i]), int(nt[i]), alpha=alpha)
+    control = Summary(int(nc[i]), float(mc[i]), float(qc[i] / (nc[i] - 1)))
+    treatment = Summary(int(nt[i]), float(mt[i]), float(qt[i] / (nt[i] - 1)))
     return welch_ttest(control, treatment, alpha=alpha)
 
 
