@@ -105,6 +105,21 @@ def test_feedback_is_checked(clf, tmp_path: Path) -> None:
     assert read_feedback(tmp_path).num_rows == 0  # nothing of a refused batch is kept
 
 
+def test_feedback_refuses_what_the_log_cannot_store(clf, tmp_path: Path) -> None:
+    """A non-string 'model' was accepted (202) and then failed the writer, losing every feedback row queued with it;
+    a whole-number label too large for a float was a 500."""
+    app = create_app([ModelSpec(name="m", model=clf)], ServerSettings(log_dir=str(tmp_path), log_flush_s=0.1))
+    with running(app) as address, httpx.Client(base_url=f"http://{address}") as client:
+        kept = client.post("/v1/feedback", json={"request_id": "kept", "label": 1, "model": "m"})
+        bad_model = client.post("/v1/feedback", json=[{"request_id": "ok", "label": 1},
+                                                      {"request_id": "r", "label": 0, "model": 3}])
+        huge = client.post("/v1/feedback", content=b'{"request_id": "h", "label": 1' + b"0" * 400 + b"}")
+    assert kept.status_code == 202
+    assert bad_model.status_code == 400 and "feedback[1] 'model'" in bad_model.json()["error"]
+    assert huge.status_code == 400 and "feedback[0] label" in huge.json()["error"]
+    assert read_feedback(tmp_path).to_pydict()["request_id"] == ["kept"]
+
+
 def test_metrics_count_requests_batches_and_parse(clf, data) -> None:
     X, _ = data
     app = create_app([ModelSpec(name="m", model=clf)])

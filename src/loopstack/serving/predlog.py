@@ -242,20 +242,31 @@ def _feedback_row(record: Any, index: int, now: float) -> dict[str, Any]:
     key = next((k for k in ("label", "outcome", "value") if k in record), None)
     if key is None:
         raise ValidationError(f"feedback[{index}] needs a 'label' (or 'outcome') for request {record['request_id']!r}")
+    model = record.get("model")
+    if model is not None and not isinstance(model, str):  # checked here: the writer would drop the whole batch
+        raise ValidationError(f"feedback[{index}] 'model' must be the model's name as a string, got {model!r:.80}")
     label = record[key]
-    number = float(label) if isinstance(label, int | float) and not isinstance(label, bool) else None
-    if isinstance(label, bool):
-        number = float(label)
+    number = _label_number(label)
     if number is not None and not math.isfinite(number):
-        raise ValidationError(f"feedback[{index}] label {label!r} for request {record['request_id']!r} is not a "
+        raise ValidationError(f"feedback[{index}] label {label!r:.80} for request {record['request_id']!r} is not a "
                               "finite number; send a number, or a string for a label that is not one")
     return {
         "request_id": record["request_id"],
         "time": int(now * 1e6),
-        "model": record.get("model"),
+        "model": model,
         "label": json.dumps(label),
         "label_value": number,
     }
+
+
+def _label_number(label: Any) -> float | None:
+    """The label as a float when it is a number (booleans count as 0/1); inf when too large for one."""
+    if not isinstance(label, int | float):
+        return None
+    try:
+        return float(label)
+    except OverflowError:  # a whole number of hundreds of digits, as JSON allows
+        return math.inf
 
 
 def _feedback_schema() -> pa.Schema:
