@@ -82,3 +82,62 @@ def test_a_location_that_cannot_be_made_names_itself(tmp_path: Path) -> None:
     store = ArtifactStore(str(tmp_path / "file" / "artifacts"))
     with pytest.raises(ConfigError, match=r"cannot store artifacts in .*/file/artifacts/.*set `artifacts:`"):
         store.put_bytes(b"model")
+
+
+@pytest.mark.parametrize("damage", ["tamper", "truncate"])
+def test_storing_the_bytes_again_repairs_a_damaged_object(store: ArtifactStore, tmp_path: Path, damage: str) -> None:
+    data = b"x" * 1000
+    digest = store.put_bytes(data)
+    Path(store.path_of(digest)).write_bytes(b"y" * 1000 if damage == "tamper" else b"x" * 10)
+    assert store.put_bytes(data) == digest  # what the IntegrityError message tells the user to do
+    assert store.get_bytes(digest) == data
+    Path(store.path_of(digest)).write_bytes(b"x" * 10)
+    source = tmp_path / "source"
+    source.write_bytes(data)
+    assert store.put_file(source) == digest
+    assert store.get_bytes(digest) == data
+
+
+def test_a_file_that_changes_while_it_is_stored_is_refused(store: ArtifactStore, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import loopstack.core.artifacts as artifacts
+
+    path = tmp_path / "checkpoint"
+    path.write_bytes(b"a" * 5000)
+    original = artifacts.sha256_file
+
+    def hash_then_grow(file: str | os.PathLike[str]) -> str:
+        digest = original(file)
+        with open(file, "ab") as handle:  # a training loop still appending to it
+            handle.write(b"b" * 100)
+        return digest
+
+    monkeypatch.setattr(artifacts, "sha256_file", hash_then_grow)
+    with pytest.raises(ValidationError, match="changed while it was stored"):
+        store.put_file(path)
+    stored = [p for p in Path(store.root).rglob("*") if p.is_file()]
+    assert stored == []  # nothing under a digest its bytes do not have, no temporary left
+
+
+def test_get_file_streams_verifies_and_leaves_no_partial_destination(store: ArtifactStore, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    data = os.urandom(3 * (1 << 20) + 17)
+    digest = store.put_bytes(data)
+    monkeypatch.setattr(store.fs, "read", lambda path: pytest.fail("get_file read the whole artifact into memory"))
+    target = store.get_file(digest, tmp_path / "out" / "model.bin")
+    assert target.read_bytes() == data
+    Path(store.path_of(digest)).write_bytes(data[:100])
+    with pytest.raises(IntegrityError, match=digest):
+        store.get_file(digest, tmp_path / "out" / "other.bin")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["model.bin"]
+    with pytest.raises(NotFoundError, match="missing"):
+        store.get_file("0" * 64, tmp_path / "out" / "none.bin")
+
+
+def test_stored_objects_are_readable_as_the_umask_allows(store: ArtifactStore) -> None:
+    previous = os.umask(0o022)
+    try:
+        digest = store.put_bytes(b"shared with the team")
+    finally:
+        os.umask(previous)
+    assert Path(store.path_of(digest)).stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600

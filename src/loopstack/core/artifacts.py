@@ -7,7 +7,10 @@ raises `IntegrityError` before the caller sees a single byte, so a tampered
 or truncated pickle is never unpickled.
 
 Writes are atomic: bytes go to a temporary object first and are renamed into
-place, so a crash mid-write leaves no half object under a valid digest.
+place, so a crash mid-write leaves no half object under a valid digest. A
+file is hashed again as it is copied, and refused if its bytes changed in
+between, so an object always holds the bytes of its digest. Storing bytes
+whose object was damaged writes it again: logging it again repairs it.
 Local paths use the OS directly (fast, no fsspec import); any other URL
 (``s3://``, ``gs://``, ``memory://``...) goes through fsspec.
 """
@@ -60,6 +63,7 @@ class LocalFilesystem:
         fd, temporary = tempfile.mkstemp(dir=directory, prefix=".incoming-")
         try:
             with os.fdopen(fd, "wb") as handle:
+                os.chmod(temporary, 0o666 & ~_umask())  # mkstemp's 0600 would hide it from others sharing the store
                 shutil.copyfileobj(source, handle, CHUNK)
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -89,8 +93,13 @@ class FsspecFilesystem:
 
     def write_atomic(self, path: str, source: IO[bytes]) -> None:
         temporary = f"{path.rsplit('/', 1)[0]}/.incoming-{uuid.uuid4().hex}"
-        with self.fs.open(temporary, "wb") as handle:
-            shutil.copyfileobj(source, handle, CHUNK)
+        try:
+            with self.fs.open(temporary, "wb") as handle:
+                shutil.copyfileobj(source, handle, CHUNK)
+        except BaseException:
+            if self.fs.exists(temporary):
+                self.fs.rm(temporary)
+            raise
         self.fs.mv(temporary, path)
 
 
@@ -121,58 +130,129 @@ class ArtifactStore:
         return self.fs.exists(self.path_of(digest))
 
     def put_bytes(self, data: bytes) -> str:
-        """Store bytes, returning their digest; storing the same bytes again is free."""
+        """Store bytes, returning their digest; storing the same bytes again writes nothing."""
         import io
 
         digest = hashlib.sha256(data).hexdigest()
-        if not self.exists(digest):
+        if not self._intact(digest):
             self.fs.write_atomic(self.path_of(digest), io.BytesIO(data))
         return digest
 
     def put_file(self, path: str | os.PathLike[str]) -> str:
-        """Store a file's bytes, streaming; returns the digest."""
+        """Store a file's bytes, streaming; returns the digest.
+
+        The copy is hashed as it is read and refused (nothing stored) when the
+        file changed after it was hashed, e.g. a checkpoint still being written.
+        """
         digest = sha256_file(path)
-        if not self.exists(digest):
+        if not self._intact(digest):
             with open(path, "rb") as source:
-                self.fs.write_atomic(self.path_of(digest), source)
+                self.fs.write_atomic(self.path_of(digest), _Checked(source, digest, os.fspath(path)))
         return digest
 
     def get_bytes(self, digest: str) -> bytes:
         """The bytes stored under `digest`, verified before they are returned."""
         data = self._read(digest)
-        actual = hashlib.sha256(data).hexdigest()
-        if actual != digest:
-            raise IntegrityError(
-                f"artifact {digest} is corrupt: its bytes hash to {actual} "
-                f"({len(data)} bytes at {self.path_of(digest)}); it was modified or "
-                "truncated after it was stored. Restore it from a backup or log it again"
-            )
+        self._verify(digest, hashlib.sha256(data).hexdigest(), len(data))
         return data
 
     def get_file(self, digest: str, destination: str | os.PathLike[str]) -> Path:
-        """Write the verified bytes of `digest` to `destination` and return its path."""
+        """Write the verified bytes of `digest` to `destination` and return its path.
+
+        Streams in chunks (an artifact may be larger than memory) into a
+        temporary file beside `destination`, renamed into place only once the
+        hash matches: a damaged artifact leaves no file behind.
+        """
         target = Path(destination)
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(self.get_bytes(digest))
+        fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.incoming-")
+        try:
+            with os.fdopen(fd, "wb") as out, self._open(digest) as source:
+                os.chmod(temporary, 0o666 & ~_umask())
+                hasher, size = hashlib.sha256(), 0
+                while chunk := source.read(CHUNK):
+                    hasher.update(chunk)
+                    out.write(chunk)
+                    size += len(chunk)
+            self._verify(digest, hasher.hexdigest(), size)
+            os.replace(temporary, target)
+        except BaseException:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
+            raise
         return target
 
-    def _read(self, digest: str) -> bytes:
-        path = self.path_of(digest)
+    def _intact(self, digest: str) -> bool:
+        """Whether an object is stored under `digest` whose bytes still hash to it."""
         try:
-            return self.fs.read(path)
+            with self.fs.open_read(self.path_of(digest)) as handle:
+                return _sha256_stream(handle) == digest
+        except (FileNotFoundError, NotADirectoryError):  # not stored, or the location is not a folder (yet)
+            return False
+
+    def _verify(self, digest: str, actual: str, size: int) -> None:
+        if actual != digest:
+            raise IntegrityError(
+                f"artifact {digest} is corrupt: its bytes hash to {actual} "
+                f"({size} bytes at {self.path_of(digest)}); it was modified or "
+                "truncated after it was stored. Restore it from a backup or log it again"
+            )
+
+    def _read(self, digest: str) -> bytes:
+        try:
+            return self.fs.read(self.path_of(digest))
         except FileNotFoundError:
-            raise NotFoundError(
-                f"artifact {digest} is missing from the store at {self.root}; "
-                "it was deleted, or the project points at another artifacts location"
-            ) from None
+            raise self._missing(digest) from None
+
+    def _open(self, digest: str) -> IO[bytes]:
+        try:
+            return self.fs.open_read(self.path_of(digest))
+        except FileNotFoundError:
+            raise self._missing(digest) from None
+
+    def _missing(self, digest: str) -> NotFoundError:
+        return NotFoundError(
+            f"artifact {digest} is missing from the store at {self.root}; "
+            "it was deleted, or the project points at another artifacts location"
+        )
+
+
+class _Checked:
+    """A file being copied into the store, hashed as it is read: at its end, it raises
+    (so the copy is not renamed into place) when the bytes are not those of `digest`."""
+
+    def __init__(self, source: IO[bytes], digest: str, path: str) -> None:
+        self.source, self.digest, self.path = source, digest, path
+        self.hasher = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self.source.read(size)
+        self.hasher.update(chunk)
+        if not chunk and self.hasher.hexdigest() != self.digest:
+            raise ValidationError(
+                f"{self.path} changed while it was stored (it hashed to {self.digest}, then read as "
+                f"{self.hasher.hexdigest()}); nothing was stored. Log it once whatever writes it has finished"
+            )
+        return chunk
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
+        return _sha256_stream(handle)
+
+
+def _sha256_stream(handle: IO[bytes]) -> str:
+    digest = hashlib.sha256()
+    while chunk := handle.read(CHUNK):
+        digest.update(chunk)
     return digest.hexdigest()
+
+
+def _umask() -> int:
+    """The process umask: setting it is the portable way to read it, so it is put straight back."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _check_digest(digest: str) -> None:
