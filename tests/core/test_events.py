@@ -1,3 +1,5 @@
+import pytest
+
 from loopstack.core.project import Project
 
 
@@ -44,3 +46,30 @@ def test_payloads_store_as_their_json_round_trip(project: Project) -> None:
     plain = {"name": "a", "n": 3}
     project.events.emit("thing.done", "y", plain)
     assert plain == {"name": "a", "n": 3}
+
+
+def test_a_cause_that_does_not_exist_is_named(project: Project) -> None:
+    from loopstack.core.errors import NotFoundError
+
+    with pytest.raises(NotFoundError, match=r"cause 987654 .*loopstack events"):
+        project.events.emit("model.registered", "m/1", cause=987654)
+    assert project.events.list(kind="model.registered") == []
+
+
+def test_an_event_rolled_back_with_its_transaction_is_not_stored(project: Project) -> None:
+    def change_that_fails() -> None:
+        with project.db.write() as connection:
+            project.events.emit("model.registered", "m/1", connection=connection)
+            raise RuntimeError("the change it describes failed")
+
+    with pytest.raises(RuntimeError):
+        change_that_fails()
+    assert project.events.list(kind="model.registered") == []
+
+
+def test_a_cause_chain_with_a_cycle_lists_each_event_once(project: Project) -> None:
+    first = project.events.emit("a.one", "x")
+    second = project.events.emit("a.two", "x", cause=first)
+    with project.db.write() as connection:  # a hand edit, or a row copied from another project
+        connection.execute(project.events.table.update().where(project.events.table.c.id == first).values(cause=second))
+    assert [e.id for e in project.events.chain(second)] == [first, second]

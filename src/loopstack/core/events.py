@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from loopstack.core.direct import Compiled
+from loopstack.core.errors import NotFoundError
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Table
@@ -71,6 +72,7 @@ class EventLog:
 
         Pass `connection` to record the event in the same transaction as the
         change it describes, so that one is never stored without the other.
+        A `cause` that is no event id raises NotFoundError and stores nothing.
         """
         row = {
             "time": time.time(),
@@ -79,10 +81,18 @@ class EventLog:
             "payload": _jsonable(payload or {}),
             "cause": cause,
         }
-        if connection is not None:
-            return self._insert(connection, row)
-        with self.db.direct_write() as own:
-            return self._insert(own, row)
+        try:
+            if connection is not None:
+                return self._insert(connection, row)
+            with self.db.direct_write() as own:
+                return self._insert(own, row)
+        except Exception as exc:
+            if cause is not None and "foreign key" in str(exc).lower():  # the database's words for a missing cause
+                raise NotFoundError(
+                    f"cause {cause!r} of the {kind!r} event is no event of this project; pass the id that "
+                    "emit() returned for the event that led to it (list event ids with `loopstack events`)"
+                ) from None
+            raise
 
     def list(
         self,
@@ -111,13 +121,19 @@ class EventLog:
             return [Event(**row._asdict()) for row in connection.execute(query)]
 
     def chain(self, event_id: int) -> list[Event]:
-        """The event and its causes, oldest cause first."""
+        """The event and its causes, oldest cause first.
+
+        Each event appears once: a chain whose causes loop back (an edited or
+        copied row) ends where it would repeat, instead of repeating to the cap.
+        """
         from sqlalchemy import select
 
         chain: list[Event] = []
+        seen: set[int] = set()
         next_id: int | None = event_id
         with self.db.read() as connection:
-            while next_id is not None and len(chain) < 1000:
+            while next_id is not None and next_id not in seen and len(chain) < 1000:
+                seen.add(next_id)
                 row = connection.execute(select(self.table).where(self.table.c.id == next_id)).first()
                 if row is None:
                     break
