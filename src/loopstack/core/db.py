@@ -12,6 +12,9 @@ Alembic migrations in ``loopstack/migrations``. Both paths run under a lock
 (the SQLite write lock, a PostgreSQL advisory lock) so that processes opening
 a project at the same time migrate it once.
 
+A forked child never uses its parent's pooled connections: two processes on
+one socket mix their messages (see `_after_fork_in_child`).
+
 On a SQLite file, the statements of a run's life (see `direct_write`) run on
 plain driver connections (`loopstack.core.sqlite`) from SQL compiled in
 advance, and a fresh database is made from a DDL script: a short tracked
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from functools import cached_property
@@ -96,6 +100,7 @@ class MetadataDB:
         # built and compiled once per shape (table, keys, columns): constructing an upsert
         # costs more than executing it, and the tracking writer issues four per flush
         self._upserts: dict[tuple[Any, ...], Any] = {}
+        _databases.add(self)
 
     @cached_property
     def metadata(self) -> MetaData:
@@ -260,6 +265,24 @@ class MetadataDB:
             self.raw.close()
         if "engine" in self.__dict__:
             self.engine.dispose()
+
+
+_databases: weakref.WeakSet[MetadataDB] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """Give each engine of a forked child a fresh pool (SQLAlchemy's recipe for fork). The parent's
+    connections are dropped without closing them: closing one would end the parent's session on the
+    server, and psycopg does not close a connection that another process opened when it is collected.
+    The driver-only SQLite connections are guarded on checkout (see core.sqlite)."""
+    for db in list(_databases):
+        engine = db.__dict__.get("engine")  # an engine never built has no pool to drop
+        if engine is not None:
+            engine.dispose(close=False)
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _create_engine(url: str) -> Engine:
