@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,9 @@ def test_config_is_immutable() -> None:
     config = parse_config({"name": "fraud"})
     with pytest.raises(Exception, match="frozen"):
         config.name = "other"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("url", ["sqlite", "sqlite://meta.db", "sqlite:meta.db", "sqlite://", "sqlite:///", "sqlite:///:memory:"])
+def test_a_sqlite_url_without_a_file_path_is_refused(url: str) -> None:
+    with pytest.raises(ConfigError, match=r"metadata: .*sqlite:///\.loopstack/meta\.db.*" + re.escape(repr(url))):
+        parse_config({"name": "a", "metadata": url})

@@ -63,7 +63,21 @@ class ProjectConfig(_Section):
         scheme = value.split(":", 1)[0].split("+", 1)[0]
         if scheme not in METADATA_SCHEMES:
             raise ValueError("use sqlite:///path/to/meta.db or postgresql://user@host:5432/db")
+        if scheme == "sqlite" and not _sqlite_file(value):
+            raise ValueError(
+                "a SQLite URL needs three slashes and a file, e.g. sqlite:///.loopstack/meta.db "
+                "(relative to the project folder) or sqlite:////absolute/path/meta.db"
+            )
         return value
+
+
+def _sqlite_file(url: str) -> str:
+    """The file of a ``sqlite:///file`` URL, or '' where it names none: SQLAlchemy refuses
+    ``sqlite://meta.db`` with a traceback, and ``sqlite://`` is a database in memory, whose
+    runs, models and events would vanish with the process."""
+    rest = url.partition(":")[2]
+    path = rest.removeprefix("///") if rest.startswith("///") else ""
+    return "" if path == ":memory:" else path
 
 
 def parse_config(data: Any, source: str = CONFIG_FILE) -> ProjectConfig:
