@@ -119,3 +119,28 @@ def test_cli_predict_with_a_registered_model(sqlite_project, data, tmp_path: Pat
     out = pq.read_table(tmp_path / "o.parquet").to_pandas()
     assert list(out.key) == list(range(len(frame)))
     np.testing.assert_allclose(out[["proba_0", "proba_1"]].to_numpy(), model.predict_proba(frame))
+
+
+def test_input_columns_are_checked_in_every_file_before_scoring(clf, tmp_path: Path) -> None:
+    """A text column where the model takes numbers, or a later file of a folder lacking a column, failed inside
+    the model or pyarrow (no file or column named) after the earlier chunks were scored."""
+    X = np.random.default_rng(4).normal(size=(10, 20))
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _write_input(folder / "a.parquet", X, row_group=10)
+    text = pa.table({"id": np.arange(10), **{f"x{j}": X[:, j] for j in range(19)}, "x19": ["high"] * 10})
+    pq.write_table(text, folder / "b.parquet")
+    model = Counting(clf)
+    with pytest.raises(ls.ValidationError, match=r"b.parquet' column 'x19' holds string; the model takes numbers"):
+        predict_file(model, folder, tmp_path / "out.parquet", chunk_rows=5, keep=["id"])
+    pq.write_table(text.drop_columns(["x19"]), folder / "b.parquet")
+    with pytest.raises(ls.ValidationError, match=r"b.parquet' lacks column\(s\) \['x19'\]"):
+        predict_file(model, folder, tmp_path / "out.parquet", chunk_rows=5, keep=["id"])
+    assert model.rows == 0 and not (tmp_path / "out.parquet.parts").exists()
+
+
+def test_an_empty_input_is_refused_without_leaving_a_checkpoint(clf, tmp_path: Path) -> None:
+    _write_input(tmp_path / "in.parquet", np.empty((0, 20)), row_group=10)
+    with pytest.raises(ls.ValidationError, match="has no rows; nothing was written"):
+        predict_file(clf, tmp_path / "in.parquet", tmp_path / "out.parquet", keep=["id"])
+    assert not (tmp_path / "out.parquet").exists() and not (tmp_path / "out.parquet.parts").exists()

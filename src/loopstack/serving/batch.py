@@ -88,6 +88,10 @@ def predict_file(
     adapter = adapt(model, ModelSpec(name="batch", model=model, method=method))
     dataset = _dataset(Path(input))
     features = _feature_columns(adapter, dataset.schema.names, keep)
+    _check_files(dataset.files, adapter, features, keep)
+    total = dataset.count_rows()
+    if total == 0:
+        raise ValidationError(f"the input {str(input)!r} has no rows; nothing was written to {str(output)!r}")
     parts = output.with_name(output.name + ".parts")
     manifest = _manifest(dataset, adapter, chunk_rows, features, keep)
     done = _finished_parts(parts, manifest) if resume else 0
@@ -95,7 +99,6 @@ def predict_file(
         shutil.rmtree(parts, ignore_errors=True)
         parts.mkdir(parents=True)
         (parts / "manifest.json").write_text(json.dumps(manifest))
-    total = dataset.count_rows()
     chunks = _chunks(_batches(dataset.files, [*features, *keep], chunk_rows), chunk_rows)
     with _progress(progress, total) as advance:
         index = 0
@@ -103,7 +106,7 @@ def predict_file(
             if index >= done:
                 _write_atomic(_score(adapter, chunk, features, keep), parts / f"part-{index:06d}.parquet")
             advance(chunk.num_rows)
-        count = index + 1 if total else 0
+        count = index + 1
     _merge(parts, count, output)
     shutil.rmtree(parts)
     return BatchSummary(total, count, min(done, count), output)
@@ -153,6 +156,31 @@ def _feature_columns(adapter: ModelAdapter, available: list[str], keep: Sequence
             f"columns besides --keep: {features}; drop or --keep the extra columns"
         )
     return features
+
+
+def _check_files(files: list[str], adapter: ModelAdapter, features: list[str], keep: Sequence[str]) -> None:
+    """Every file has the columns, and numbers where the model takes numbers: checked from the footers before
+    any chunk is scored, not found by the model (or pyarrow) hours into a run, in a later file of a folder."""
+    import pyarrow.parquet as pq
+
+    fields = dict(zip(features, adapter.schema.columns, strict=True))
+    for path in files:
+        schema = pq.read_schema(path)
+        absent = [c for c in [*features, *keep] if c not in schema.names]
+        if absent:
+            raise ValidationError(f"input file {path!r} lacks column(s) {absent}; it has {schema.names}")
+        for name, column in fields.items():
+            kind = schema.field(name).type
+            if column.numeric and not _arrow_numeric(kind):
+                raise ValidationError(f"input file {path!r} column {name!r} holds {kind}; the model takes numbers "
+                                      f"({column.dtype}) there: cast or encode it before scoring")
+
+
+def _arrow_numeric(kind: pa.DataType) -> bool:
+    import pyarrow as pa
+
+    return bool(pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)
+                or pa.types.is_decimal(kind) or pa.types.is_null(kind))
 
 
 def _score(adapter: ModelAdapter, chunk: pa.RecordBatch, features: list[str], keep: Sequence[str]) -> pa.Table:
