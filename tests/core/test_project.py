@@ -50,3 +50,24 @@ def test_sqlite_runs_in_wal_mode_with_busy_timeout(sqlite_project: Project) -> N
     with sqlite_project.db.read() as connection:
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 10_000
+
+
+def test_concurrent_inits_of_one_folder_leave_one_winner(tmp_path: Path) -> None:
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        outcomes = pool.starmap(_init_in_child, [(str(tmp_path), f"name{i}") for i in range(8)])
+    winners = [name for name, error in outcomes if error is None]
+    assert len(winners) == 1, outcomes
+    assert all(error == "ConflictError" for _, error in outcomes if error is not None)
+    assert f"name: {winners[0]}" in (tmp_path / "loopstack.yaml").read_text()
+
+
+def _init_in_child(path: str, name: str) -> tuple[str, str | None]:
+    from loopstack.core.errors import LoopstackError
+
+    try:
+        Project.init(path, name=name).close()
+    except LoopstackError as error:
+        return name, type(error).__name__
+    return name, None

@@ -79,9 +79,7 @@ class Project:
         root = Path(path).resolve()
         config_path = root / CONFIG_FILE
         if config_path.exists():
-            raise ConflictError(
-                f"{config_path} already exists; open it with Project.open({str(root)!r}) or choose an empty folder"
-            )
+            raise _already_exists(root)
         data = {"name": name or _default_name(root), **settings}
         config: ProjectConfig | dict[str, Any] | None = default_config(data)  # a valid name and nothing else
         if config is not None:
@@ -95,11 +93,13 @@ class Project:
             root.mkdir(parents=True, exist_ok=True)
             (root / ".loopstack").mkdir(exist_ok=True)
             (root / ".loopstack" / ".gitignore").write_text("*\n")
-            config_path.write_text(text, encoding="utf-8")
+            created = _create_exclusively(config_path, text)
         except OSError as error:
             raise ConfigError(
                 f"cannot create the project in {root}: {error.strerror}; choose a folder you can write to"
             ) from error
+        if not created:  # another process's init got there between the check above and now
+            raise _already_exists(root)
         try:
             return cls._open(root, lambda: config)  # just validated: no need to read the file back
         except LoopstackError:
@@ -226,6 +226,40 @@ def find_root(path: str | os.PathLike[str] | None = None) -> Path:
         f"no {CONFIG_FILE} in {here} or its parents; run `loopstack init`, "
         f"set {PROJECT_ENV}, or call loopstack.Project.open(path)"
     )
+
+
+def _already_exists(root: Path) -> ConflictError:
+    return ConflictError(
+        f"{root / CONFIG_FILE} already exists; open it with Project.open({str(root)!r}) or choose an empty folder"
+    )
+
+
+def _create_exclusively(path: Path, text: str) -> bool:
+    """Write a new file whole, or return False where one exists: two `init`s of one folder
+    at once get one winner, and no reader ever sees a config half written.
+
+    The text goes to a temporary file that is hard-linked into place (atomic, and
+    refused where the name exists); where links are not supported, the file is
+    created exclusively and written.
+    """
+    import uuid
+
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    temporary.write_text(text, encoding="utf-8")
+    try:
+        os.link(temporary, path)
+        return True
+    except FileExistsError:
+        return False
+    except OSError:  # a filesystem without hard links
+        try:
+            with open(path, "x", encoding="utf-8") as handle:
+                handle.write(text)
+            return True
+        except FileExistsError:
+            return False
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def _default_name(root: Path) -> str:
