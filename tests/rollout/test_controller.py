@@ -262,3 +262,65 @@ def test_a_canary_stored_with_a_bad_setting_says_how_to_get_out(sqlite_project: 
                         "a canary stored by an older version", None)
     with pytest.raises(ValidationError, match=r"alpha.*roll it back \(`loopstack deploy rollback api`\)"):
         RolloutController(sqlite_project, "api").evaluate()
+
+
+def test_a_bandit_tick_does_not_overwrite_a_promotion_made_meanwhile(sqlite_project: Project, refs: list[str],
+                                                                      tmp_path: Path) -> None:
+    # the tick read the bandit, someone promoted by hand, then the tick wrote its split over the promotion:
+    # a 'single' deployment serving two variants
+    deployments = sqlite_project.deployments
+    deployments.create("api", refs[0])
+    deployments.bandit("api", refs[:2], min_share=0.05)
+    simulate(sqlite_project, tmp_path, 2000, {refs[0]: 0.0, refs[1]: 0.0}, np.random.default_rng(4),
+             reward={refs[0]: 0.05, refs[1]: 0.15})
+    controller = RolloutController(sqlite_project, "api", log_dir=tmp_path)
+    read = controller.traffic
+
+    def promoted_while_reading(d=None):
+        traffic = read(d)
+        deployments.promote("api", refs[1], reason="by hand")
+        return traffic
+
+    controller.traffic = promoted_while_reading  # type: ignore[method-assign]
+    with pytest.raises(ConflictError, match="changed meanwhile"):
+        controller.evaluate()
+    d = deployments.get("api")
+    assert (d.strategy, d.champion, d.live_variants) == ("single", refs[1], [refs[1]])
+    assert sqlite_project.events.list(kind="rollout.bandit.hold", subject="api") == []
+
+
+def test_a_canary_decision_refused_by_a_change_made_meanwhile_is_not_recorded(sqlite_project: Project,
+                                                                              refs: list[str], tmp_path: Path) -> None:
+    # the decision event was written before the change it caused was refused: the log showed an advance
+    # (with its evidence) that never happened, after the rollback that did
+    deployments = sqlite_project.deployments
+    deployments.create("api", refs[0])
+    deployments.canary("api", refs[1], steps=[10, 50, 100], min_requests_per_step=500, salt="fixed")
+    simulate(sqlite_project, tmp_path, 10_000, {refs[0]: 0.01, refs[1]: 0.01}, np.random.default_rng(6))
+    controller = RolloutController(sqlite_project, "api", log_dir=tmp_path)
+    read = controller.traffic
+
+    def rolled_back_while_reading(d=None):
+        traffic = read(d)
+        deployments.rollback("api", reason="by hand")
+        return traffic
+
+    controller.traffic = rolled_back_while_reading  # type: ignore[method-assign]
+    with pytest.raises(ConflictError, match="changed meanwhile"):
+        controller.evaluate()
+    kinds = [e.kind for e in sqlite_project.events.list(subject="api", newest_first=False)]
+    assert kinds == ["deployment.created", "deployment.changed", "rollout.rolled_back"]
+    assert controller.last_event is None
+
+
+def test_a_decision_event_causes_its_change_and_is_kept_in_the_state(sqlite_project: Project, refs: list[str],
+                                                                      tmp_path: Path) -> None:
+    deployments = sqlite_project.deployments
+    deployments.create("api", refs[0])
+    deployments.canary("api", refs[1], steps=[10, 50, 100], min_requests_per_step=500, salt="fixed")
+    simulate(sqlite_project, tmp_path, 10_000, {refs[0]: 0.01, refs[1]: 0.01}, np.random.default_rng(6))
+    controller = RolloutController(sqlite_project, "api", log_dir=tmp_path)
+    assert controller.evaluate(cause=None).action == "advance"
+    (decided,) = sqlite_project.events.list(kind="rollout.canary.advance", subject="api")
+    (step,) = sqlite_project.events.list(kind="rollout.canary.step", subject="api")
+    assert controller.last_event == decided.id == step.cause == deployments.get("api").state["last_event"]

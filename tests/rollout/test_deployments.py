@@ -121,3 +121,15 @@ def test_deployment_record_checks() -> None:
         Deployment("api", "single", {"a": "m/1"}, "a", {"a": 0.5})
     with pytest.raises(ValidationError, match="strategy"):
         Deployment("api", "rainbow", {"a": "m/1"}, "a", {"a": 1.0})
+
+
+def test_weights_that_are_not_finite_numbers_are_refused(project: Project, refs: list[str]) -> None:
+    # NaN slipped past both ">= 0" and "sums to 1" and was stored as the live split (a router cannot use it)
+    deployments = project.deployments
+    deployments.create("api", refs[0])
+    for weights in ([float("nan"), 1.0], [float("inf"), 1.0]):
+        with pytest.raises(ValidationError, match="weights"):
+            deployments.ab("api", {"control": refs[0], "treatment": refs[1]}, weights=weights)
+    assert deployments.get("api").version == 1
+    with pytest.raises(ValidationError, match="finite"):
+        Deployment("api", "ab", {"a": "m/1", "b": "m/2"}, "a", {"a": float("nan"), "b": 1.0})

@@ -142,15 +142,16 @@ class RolloutController:
             return decision  # nothing arrived since the last recorded hold: a look at the same data, not a new one
         kind, payload = decision.to_event()
         payload["variants"] = [t.to_dict() for t in traffic.values()]
-        event = self.project.events.emit(kind, self.endpoint, payload, cause=cause)
-        self.last_event = event
-        state = {**d.state, "analysis": analysis.state, "last_decision": decision.action, "last_event": event,
-                 "seen": seen}
-        self._apply(d, decision, event, state)
+        state = {**d.state, "analysis": analysis.state, "last_decision": decision.action, "seen": seen}
+        self._apply(d, decision, (kind, payload), state, cause)
+        self.last_event = self.deployments.last_decision
         return decision
 
-    def _apply(self, d: Deployment, decision: Decision, event: int, state: dict[str, Any]) -> None:
-        common = {"reason": decision.reason, "cause": event, "expected_version": d.version, "state": state}
+    def _apply(self, d: Deployment, decision: Decision, recorded: tuple[str, dict[str, Any]], state: dict[str, Any],
+               cause: int | None) -> None:
+        """Apply `decision` and record it in one transaction: a deployment changed meanwhile refuses both."""
+        common = {"reason": decision.reason, "cause": cause, "expected_version": d.version, "state": state,
+                  "decision": recorded}
         evidence = list(decision.evidence)
         if decision.action == "advance":
             self.deployments.set_step(self.endpoint, decision.step, evidence=evidence, **common)
@@ -159,7 +160,8 @@ class RolloutController:
         elif decision.action == "promote":
             self.deployments.promote(self.endpoint, d.challenger, evidence=evidence, **common)
         else:
-            self.deployments.save_state(self.endpoint, state, expected_version=d.version)
+            self.deployments.save_state(self.endpoint, state, expected_version=d.version, cause=cause,
+                                        decision=recorded)
 
     def _bandit(self, d: Deployment, cause: int | None) -> Decision:
         from loopstack.rollout.bandit import ThompsonBandit
@@ -180,10 +182,11 @@ class RolloutController:
         decision = Decision("hold", 0, weights[best], f"bandit re-allocated; {best!r} leads", evidence,
                             sum(t.requests for t in traffic.values()))
         kind, payload = decision.to_event()
-        event = self.project.events.emit(kind.replace("canary", "bandit"), self.endpoint, payload, cause=cause)
-        self.last_event = event
         state = {**d.state, "bandit": bandit.state}
-        self.deployments.set_weights(self.endpoint, weights, state=state, reason=decision.reason, cause=event)
+        # against the version read: a promotion or rollback made meanwhile must not get the bandit's split back
+        self.deployments.set_weights(self.endpoint, weights, state=state, reason=decision.reason, cause=cause,
+                                     expected_version=d.version, decision=(kind.replace("canary", "bandit"), payload))
+        self.last_event = self.deployments.last_decision
         return decision
 
 

@@ -9,6 +9,7 @@ into the split a server applies.
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -140,7 +141,9 @@ def check(d: Deployment) -> None:
     unknown = sorted({n for n in named if n not in d.variants})
     if unknown:
         raise ValidationError(f"{where}: {unknown} are not among its variants {sorted(d.variants)}")
-    if any(w < 0 for w in d.weights.values()) or abs(sum(d.weights.values()) - 1) > 1e-9:
+    if not all(math.isfinite(w) and w >= 0 for w in d.weights.values()):  # NaN passes both checks below
+        raise ValidationError(f"{where}: weights {d.weights} must be finite numbers >= 0 that sum to 1")
+    if abs(sum(d.weights.values()) - 1) > 1e-9:
         raise ValidationError(f"{where}: weights {d.weights} must be >= 0 and sum to 1")
 
 

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from loopstack.core.project import Project
 
 Change = Callable[[Deployment], Deployment]
+Decided = tuple[str, dict[str, Any]]  # a controller's decision event (kind, payload), recorded with its change
 _EXPERIMENTS = ("canary", "ab", "shadow", "bandit")
 
 
@@ -69,6 +70,7 @@ class Deployments:
         self.db = project.db
         self.table = project.db.table("deployments")
         self.last_event: int | None = None  # the event of this object's latest change, to chain the next one to
+        self.last_decision: int | None = None  # the decision event recorded with the latest change given one
 
     # -- reading ------------------------------------------------------------------------------
     def get(self, endpoint: str) -> Deployment:
@@ -242,7 +244,7 @@ class Deployments:
     # -- ending -------------------------------------------------------------------------------
     def promote(self, endpoint: str, variant: str | None = None, *, reason: str = "manual", cause: int | None = None,
                 evidence: Any = None, expected_version: int | None = None,
-                state: dict[str, Any] | None = None) -> Deployment:
+                state: dict[str, Any] | None = None, decision: Decided | None = None) -> Deployment:
         """Make `variant` (default: the challenger, or an A/B/bandit's best-weighted arm) the only live variant."""
 
         def change(d: Deployment) -> Deployment:
@@ -259,10 +261,11 @@ class Deployments:
                            shadow=(), steps=(), step=0, weights={n: 1.0 if n == chosen else 0.0 for n in kept})
 
         return self._change(endpoint, "rollout.promoted", change, reason, cause, expected_version, state,
-                            extra={"evidence": evidence})
+                            extra={"evidence": evidence}, decision=decision)
 
     def rollback(self, endpoint: str, *, reason: str = "manual", cause: int | None = None, evidence: Any = None,
-                 expected_version: int | None = None, state: dict[str, Any] | None = None) -> Deployment:
+                 expected_version: int | None = None, state: dict[str, Any] | None = None,
+                 decision: Decided | None = None) -> Deployment:
         """Back to the stable variant at once: end a canary/shadow/A-B/bandit, or undo a blue-green switch."""
 
         def change(d: Deployment) -> Deployment:
@@ -278,10 +281,11 @@ class Deployments:
                            shadow=(), steps=(), step=0, weights={n: 1.0 if n == back else 0.0 for n in kept})
 
         return self._change(endpoint, "rollout.rolled_back", change, reason, cause, expected_version, state,
-                            extra={"evidence": evidence})
+                            extra={"evidence": evidence}, decision=decision)
 
     def set_step(self, endpoint: str, step: int, *, expected_version: int | None = None, reason: str = "manual",
-                 cause: int | None = None, evidence: Any = None, state: dict[str, Any] | None = None) -> Deployment:
+                 cause: int | None = None, evidence: Any = None, state: dict[str, Any] | None = None,
+                 decision: Decided | None = None) -> Deployment:
         """Move a canary to `step` (the controller calls this when a step passes)."""
 
         def change(d: Deployment) -> Deployment:
@@ -293,28 +297,34 @@ class Deployments:
             return replace(d, step=step, weights={d.champion: 1 - w, d.challenger: w})
 
         return self._change(endpoint, "rollout.canary.step", change, reason, cause, expected_version, state,
-                            extra={"evidence": evidence})
+                            extra={"evidence": evidence}, decision=decision)
 
-    def save_state(self, endpoint: str, state: dict[str, Any], *, expected_version: int | None = None) -> None:
+    def save_state(self, endpoint: str, state: dict[str, Any], *, expected_version: int | None = None,
+                   cause: int | None = None, decision: Decided | None = None) -> None:
         """Store the controller's working state; moves no traffic and leaves the version alone."""
         with self.db.write() as connection:
             d = self._load(connection, endpoint)
             _expect(d, expected_version)
+            recorded, state = self._record_decision(connection, endpoint, decision, cause, state)
             connection.execute(self.table.update().where(self.table.c.endpoint == endpoint).values(state=state))
+        self.last_decision = recorded
 
     def set_weights(self, endpoint: str, weights: Mapping[str, float], *, state: dict[str, Any] | None = None,
-                    reason: str = "manual", cause: int | None = None) -> Deployment:
+                    reason: str = "manual", cause: int | None = None, expected_version: int | None = None,
+                    decision: Decided | None = None) -> Deployment:
         """New live weights for the current variants (a bandit's re-allocation)."""
         return self._change(endpoint, "deployment.changed", lambda d: replace(d, weights=_normalized(weights)),
-                            reason, cause, state=state)
+                            reason, cause, expected_version, state, decision=decision)
 
     # -- internals ----------------------------------------------------------------------------
     def _change(self, endpoint: str, kind: str, change: Change, reason: str, cause: int | None,
                 expected_version: int | None = None, state: dict[str, Any] | None = None,
-                extra: dict[str, Any] | None = None) -> Deployment:
+                extra: dict[str, Any] | None = None, decision: Decided | None = None) -> Deployment:
         with self.db.write() as connection:
             old = self._load(connection, endpoint)
             _expect(old, expected_version)
+            recorded, state = self._record_decision(connection, endpoint, decision, cause, state)
+            cause = recorded if recorded is not None else cause
             new = replace(change(old), version=old.version + 1, updated_at=time.time(),
                           state=old.state if state is None else state)
             connection.execute(self.table.update().where(self.table.c.endpoint == endpoint).values(
@@ -325,8 +335,18 @@ class Deployments:
             if retired:
                 details["retired"] = retired
             event = self._emit(connection, kind, new, reason, cause, details)
-        self.last_event = event
+        self.last_event, self.last_decision = event, recorded
         return new
+
+    def _record_decision(self, connection: Connection, endpoint: str, decision: Decided | None, cause: int | None,
+                         state: dict[str, Any] | None) -> tuple[int | None, dict[str, Any] | None]:
+        """Record a controller's decision in the transaction of the change it causes, so a change refused
+        (the deployment moved meanwhile) leaves no decision behind; the state keeps it as ``last_event``."""
+        if decision is None:
+            return None, state
+        kind, payload = decision
+        recorded = self.project.events.emit(kind, endpoint, payload, cause=cause, connection=connection)
+        return recorded, None if state is None else {**state, "last_event": recorded}
 
     def _emit(self, connection: Connection, kind: str, d: Deployment, reason: str, cause: int | None,
               extra: dict[str, Any] | None = None) -> int:
