@@ -54,3 +54,46 @@ def test_unsupported_models_are_refused() -> None:
 
     with pytest.raises(ValidationError, match="non-empty 2-D"):
         export_onnx(DummyRegressor().fit([[0.0]], [0.0]), np.zeros(3))
+
+
+def test_a_model_fitted_on_a_frame_is_exported_and_served_by_field_name() -> None:
+    """Its feature names were dropped: parity warned (an error here) and the served graph took only x0, x1, ..."""
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+
+    frame = pd.DataFrame(np.random.default_rng(1).normal(size=(60, 2)), columns=["amount", "age"])
+    model = LogisticRegression().fit(frame, frame.amount > frame.age)
+    onnx_model, report = export_onnx(model, frame)
+    assert report.ok, report
+    row = {"age": 0.5, "amount": -1.0}
+    with running(create_app([ModelSpec(name="edge", model=onnx_model)])) as address:
+        body = httpx.post(f"http://{address}/v1/models/edge:predict", json={"instances": [row]}).json()
+    expected = model.predict_proba(pd.DataFrame([row])[["amount", "age"]])
+    np.testing.assert_allclose(body["predictions"], expected, atol=1e-6)
+
+
+def test_a_multi_output_regressor_is_exported() -> None:
+    """predict squeezed its (n, targets) output to one column and failed for two targets."""
+    from sklearn.linear_model import LinearRegression
+
+    X = np.random.default_rng(2).normal(size=(40, 3)).astype(np.float32)
+    model = LinearRegression().fit(X, np.column_stack([X[:, 0], X[:, 1] - X[:, 2]]))
+    onnx_model, report = export_onnx(model, X)
+    assert report.ok, report
+    np.testing.assert_allclose(onnx_model.predict(X[:5]), model.predict(X[:5]), atol=1e-5)
+
+
+def test_text_inputs_are_refused_by_column_name() -> None:
+    import pandas as pd
+    from sklearn.compose import make_column_transformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    from loopstack.core.errors import ValidationError
+
+    frame = pd.DataFrame({"city": ["a", "b", "c", "a"] * 5, "x": np.arange(20.0)})
+    model = make_pipeline(make_column_transformer((OneHotEncoder(), ["city"]), remainder="passthrough"),
+                          LogisticRegression()).fit(frame, np.arange(20) % 2)
+    with pytest.raises(ValidationError, match=r"non-numeric column\(s\) \['city'\]; ONNX export takes"):
+        export_onnx(model, frame)

@@ -15,6 +15,7 @@ be served by `create_app` like any other model.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,13 +52,16 @@ class OnnxModel:
     (True, (2, 2))
     """
 
-    def __init__(self, model_bytes: bytes, n_features: int, classifier: bool) -> None:
+    def __init__(self, model_bytes: bytes, n_features: int, classifier: bool,
+                 feature_names: Sequence[str] | None = None) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1  # the server sizes threads; one predict must not take every core
         self.model_bytes = model_bytes
         self.n_features_in_ = n_features
+        if feature_names is not None:  # served by name, like the model it came from
+            self.feature_names_in_ = np.asarray(list(feature_names), dtype=object)
         self.session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
         graph_input = self.session.get_inputs()[0]
         self.input_name = graph_input.name
@@ -67,14 +71,20 @@ class OnnxModel:
             self.predict_proba = self._predict_proba
 
     def _run(self, X: Any) -> list[Any]:
+        names = getattr(self, "feature_names_in_", None)
+        if names is not None and hasattr(X, "columns"):
+            X = X[list(names)]  # a frame's columns in the order the graph takes them
         array = np.asarray(X, dtype=self.input_dtype)
         if array.ndim != 2 or array.shape[1] != self.n_features_in_:
             raise ValidationError(f"input has shape {array.shape}; the ONNX model takes (n, {self.n_features_in_})")
         return self.session.run(None, {self.input_name: array})
 
     def predict(self, X: Any) -> np.ndarray:
-        """Labels (classifiers) or values (regressors)."""
-        return np.asarray(self._run(X)[0]).reshape(len(X), -1).squeeze(axis=1) if len(X) else np.empty(0)
+        """Labels (classifiers) or values (regressors; one column per target when there are several)."""
+        if not len(X):
+            return np.empty(0)
+        outputs = np.asarray(self._run(X)[0]).reshape(len(X), -1)
+        return outputs[:, 0] if outputs.shape[1] == 1 else outputs
 
     def _predict_proba(self, X: Any) -> np.ndarray:
         return np.asarray(self._run(X)[1], dtype=np.float64)
@@ -88,26 +98,49 @@ class OnnxModel:
 def export_onnx(model: Any, example: Any, tolerance: float = 1e-4) -> tuple[OnnxModel, ParityReport]:
     """Convert `model` (scikit-learn, XGBoost or LightGBM; a registry model's ``raw``) and check parity on `example`."""
     raw = getattr(model, "raw", model)
-    X = np.asarray(example, dtype=np.float32)
+    X = _example_rows(example)
     if X.ndim != 2 or len(X) == 0:
         raise ValidationError(f"example must be a non-empty 2-D array of rows, got shape {X.shape}")
     classifier = callable(getattr(raw, "predict_proba", None))
-    onnx_model = OnnxModel(_convert(raw, X), X.shape[1], classifier)
+    names = getattr(raw, "feature_names_in_", None)
+    onnx_model = OnnxModel(_convert(raw, X), X.shape[1], classifier, None if names is None else [str(n) for n in names])
     return onnx_model, parity(raw, onnx_model, X, tolerance)
+
+
+def _example_rows(example: Any) -> np.ndarray:
+    """The example as float32 rows; the exported graph takes one numeric tensor, so text columns are refused."""
+    try:
+        return np.asarray(example, dtype=np.float32)
+    except (ValueError, TypeError):
+        dtypes = getattr(example, "dtypes", None)
+        text = [str(c) for c, t in dtypes.items() if t.kind not in "fiub"] if dtypes is not None else []
+        where = f"column(s) {text}" if text else "values"
+        raise ValidationError(
+            f"example has non-numeric {where}; ONNX export takes models whose inputs are all numbers: encode "
+            "categorical columns into numbers before the model (e.g. OrdinalEncoder) and export that model"
+        ) from None
 
 
 def parity(original: Any, onnx_model: OnnxModel, X: np.ndarray, tolerance: float = 1e-4) -> ParityReport:
     """Compare outputs of the original and the ONNX model on the same rows, in the graph's precision."""
     X = np.asarray(X, dtype=onnx_model.input_dtype)
+    names = getattr(onnx_model, "feature_names_in_", None)
+    rows = X if names is None else _frame(X, names)  # a model fitted on a frame wants one (else it warns)
     if callable(getattr(onnx_model, "predict_proba", None)):
-        want = np.asarray(original.predict_proba(X), dtype=np.float64)
+        want = np.asarray(original.predict_proba(rows), dtype=np.float64)
         got = onnx_model.predict_proba(X)
         agree = np.mean(np.argmax(want, axis=1) == np.argmax(got, axis=1))
     else:
-        want = np.asarray(original.predict(X), dtype=np.float64).ravel()
-        got = onnx_model.predict(X).astype(np.float64)
+        want = np.asarray(original.predict(rows), dtype=np.float64).ravel()
+        got = onnx_model.predict(X).astype(np.float64).ravel()
         agree = np.mean(np.abs(want - got) <= tolerance * np.maximum(1.0, np.abs(want)))
     return ParityReport(len(X), float(np.max(np.abs(want - got))), float(agree), tolerance)
+
+
+def _frame(X: np.ndarray, names: Any) -> Any:
+    import pandas as pd
+
+    return pd.DataFrame(X, columns=list(names))
 
 
 def _convert(raw: Any, X: np.ndarray) -> bytes:
