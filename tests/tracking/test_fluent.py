@@ -117,6 +117,21 @@ def test_a_text_the_database_cannot_store_is_refused_and_the_run_keeps_its_other
     assert (stored.params if kind == "param" else stored.tags)["kept"] == "yes"
 
 
+@pytest.mark.parametrize(("name", "position"), [("a\x00b", 1), ("data-\udcff", 5)], ids=["nul", "lone-surrogate"])
+@pytest.mark.parametrize("kind", ["run", "experiment"])
+def test_a_name_the_database_cannot_store_is_refused_with_its_position(
+    project: Project, kind: str, name: str, position: int
+) -> None:
+    """Such a run or experiment name failed with the driver's raw error (PostgreSQL's, or UnicodeEncodeError)."""
+    start = {"run_name": name} if kind == "run" else {"experiment": name}
+    with pytest.raises(ValidationError, match=f"{kind} name .* at position {position}, which the metadata database"):
+        ls.start_run(**start)
+    assert ls.active_run() is None
+    with ls.start_run(run_name="fine") as run:
+        run.log_metric("loss", 0.5)
+    assert ls.Client(project).get_run(run.id).status == "FINISHED"
+
+
 def test_ending_with_a_bad_status_leaves_the_run_open_to_end_properly(project: Project) -> None:
     """The run used to count as ended (so a second end did nothing) while its row stayed RUNNING."""
     run = ls.start_run()

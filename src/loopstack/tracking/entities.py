@@ -72,6 +72,20 @@ def validate_key(key: str, what: str = "key") -> str:
     return key
 
 
+def check_storable(text: str, what: str) -> str:
+    """Refuse text the metadata database cannot store, naming the character and its position: PostgreSQL
+    text holds no NUL, and no backend encodes a lone surrogate (os.fsdecode makes them from undecodable file
+    names); the driver's own error names neither."""
+    if not text.isascii() or "\x00" in text:
+        bad = next((i for i, ch in enumerate(text) if ch == "\x00" or "\ud800" <= ch <= "\udfff"), None)
+        if bad is not None:
+            raise ValidationError(
+                f"{what} has {text[bad]!r} at position {bad}, which the metadata database cannot store; "
+                "remove it, or for a file name decode its bytes with errors='replace'"
+            )
+    return text
+
+
 def validate_status(status: str) -> str:
     if status not in STATUSES:
         raise ValidationError(f"invalid run status {status!r}; use one of {', '.join(STATUSES)}")

@@ -16,7 +16,15 @@ from typing import TYPE_CHECKING, Any
 
 from loopstack.core.errors import ConflictError, ValidationError
 from loopstack.tracking import capture
-from loopstack.tracking.entities import FAILED, FINISHED, KILLED, RunInfo, validate_key, validate_status
+from loopstack.tracking.entities import (
+    FAILED,
+    FINISHED,
+    KILLED,
+    RunInfo,
+    check_storable,
+    validate_key,
+    validate_status,
+)
 
 if TYPE_CHECKING:
     from loopstack.registry.flavors import LoggedModel
@@ -282,15 +290,7 @@ def _as_text(value: Any, what: str) -> str:
     every later flush of the run (PostgreSQL text holds no NUL; no backend encodes a lone surrogate)."""
     if isinstance(value, float) and math.isnan(value):
         return "nan"
-    text = value if isinstance(value, str) else str(value)
-    if not text.isascii() or "\x00" in text:
-        bad = next((i for i, ch in enumerate(text) if ch == "\x00" or "\ud800" <= ch <= "\udfff"), None)
-        if bad is not None:
-            raise ValidationError(
-                f"{what} has {text[bad]!r} at position {bad}, which the metadata database cannot store; "
-                "remove it, or for a file name decode its bytes with errors='replace'"
-            )
-    return text
+    return check_storable(value if isinstance(value, str) else str(value), what)
 
 
 def _join(folder: str | None, name: str) -> str:

@@ -21,6 +21,7 @@ from loopstack.tracking.entities import (
     Metric,
     Run,
     RunInfo,
+    check_storable,
     validate_key,
     validate_status,
 )
@@ -495,6 +496,7 @@ def _of_runs(connection: Any, select_sql: str, column: str, run_ids: list[str]) 
 def _check_name(name: str, what: str) -> None:
     if not isinstance(name, str) or not name.strip() or len(name) > 255:
         raise ValidationError(f"invalid {what} {name!r}: use 1 to 255 characters")
+    check_storable(name, f"{what} {name!r}")
 
 
 _ADJECTIVES = [
