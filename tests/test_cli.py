@@ -128,3 +128,40 @@ def test_printed_text_is_never_broken_across_lines_when_piped(capsys: pytest.Cap
     command = "loopstack -p /a/long/project/path/that/goes/on events --chain 122      # the story of the promotion"
     console().print(command)
     assert capsys.readouterr().out == command + "\n"  # rich wraps at 80 columns off a terminal, unless told not to
+
+
+def test_a_database_error_is_one_line_naming_the_database(tmp_path: Path) -> None:
+    ls.Project.init(tmp_path, name="broken").close()
+    (tmp_path / ".loopstack" / "meta.db").write_bytes(b"not a database, " * 512)
+    for name in ("meta.db-wal", "meta.db-shm"):
+        (tmp_path / ".loopstack" / name).unlink(missing_ok=True)
+    result = invoke("-p", str(tmp_path), "events")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
+    assert "file is not a database" in result.stderr and "meta.db" in result.stderr
+    assert "Traceback" in invoke("--debug", "-p", str(tmp_path), "events").stderr
+
+
+def test_a_database_error_in_a_command_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    import sqlite3
+    from types import SimpleNamespace
+
+    from sqlalchemy.exc import OperationalError
+
+    import loopstack.core.cli as core_cli
+
+    def locked(**_: object) -> None:
+        raise OperationalError("SELECT * FROM events", {}, sqlite3.OperationalError("database is locked"))
+
+    project = SimpleNamespace(events=SimpleNamespace(list=locked))
+    monkeypatch.setattr(core_cli, "open_project", lambda ctx: project)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["events"])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert "database is locked" in err and "--debug" in err
+    with pytest.raises(OperationalError):
+        main(["--debug", "events"])

@@ -103,6 +103,29 @@ def main(argv: list[str] | None = None) -> Any:
             raise
         click.secho(f"error: {exc}", fg="red", err=True)
         sys.exit(1)
+    except Exception as exc:
+        if debug or not _is_database_error(exc):
+            raise
+        click.secho(f"error: {_database_failure(exc)}", fg="red", err=True)
+        sys.exit(1)
+
+
+def _is_database_error(exc: Exception) -> bool:
+    """A driver error that SQLAlchemy wrapped (locked, connection lost, not a database file).
+
+    Told by module and attribute, so a failure that has nothing to do with the
+    database does not import SQLAlchemy just to be re-raised.
+    """
+    return type(exc).__module__ == "sqlalchemy.exc" and getattr(exc, "orig", None) is not None
+
+
+def _database_failure(exc: Exception) -> str:
+    cause = getattr(exc, "orig", exc)
+    first_line = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+    return (
+        f"the metadata database failed: {first_line} ({type(cause).__name__}); check that its server runs "
+        "and no other process holds it locked, then retry (--debug shows the traceback)"
+    )
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from loopstack.core.defaults import CONFIG_FILE, default_config, dump_yaml
-from loopstack.core.errors import ConfigError, ConflictError, LoopstackError, NotFoundError
+from loopstack.core.errors import BackendUnavailableError, ConfigError, ConflictError, LoopstackError, NotFoundError
 
 if TYPE_CHECKING:
     from sqlalchemy import MetaData
@@ -124,7 +124,7 @@ class Project:
             if existing is not None:
                 return existing
             project = cls(root, config())
-            project.db.ensure_schema()
+            project._ensure_schema()
             _open_projects[root] = project
         project._after_open()
         return project
@@ -196,6 +196,26 @@ class Project:
         from loopstack.rollout.deployments import Deployments
 
         return Deployments(self)
+
+    def _ensure_schema(self) -> None:
+        """Create or migrate the schema; a database that cannot be used is a LoopstackError naming it."""
+        try:
+            self.db.ensure_schema()
+        except LoopstackError:
+            raise
+        except Exception as exc:
+            cause = getattr(exc, "orig", None)
+            if type(exc).__module__ != "sqlalchemy.exc" or cause is None:
+                raise
+            from loopstack.core.db import _redact
+
+            self.db.dispose()
+            reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+            raise BackendUnavailableError(
+                f"cannot open the metadata database {_redact(self.db.url)}: {reason}; "
+                "if another process holds it locked, retry when it is done; if the file is not a loopstack "
+                "database, point `metadata:` in loopstack.yaml at another file"
+            ) from exc
 
     def _after_open(self) -> None:
         self.tracking.reap_dead_runs()
