@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
+from loopstack.core.errors import ValidationError
 from loopstack.core.project import Project
 from loopstack.rollout import compare_shadow, read_traffic_log
 from loopstack.serving import ServerSettings, create_app, read_prediction_log
@@ -192,3 +193,20 @@ def test_metrics_tell_variants_apart_and_errors_name_their_variant(sqlite_projec
     requests = {labels: name for name, labels in samples if name == "loopstack_requests_total"}
     assert (("code", "404"), ("model", ""), ("version", "")) in requests  # both typos, one series
     assert not any(dict(labels)["model"].startswith("typo") for labels in requests)
+
+
+def test_shadow_outputs_of_different_forms_are_named_not_broadcast(monkeypatch: pytest.MonkeyPatch,
+                                                                   tmp_path: Path) -> None:
+    # a champion giving two class probabilities and a shadow giving one score were "compared" by broadcasting:
+    # agreement and mean_abs_diff came out as numbers that meant nothing
+    import pyarrow as pa
+
+    import loopstack.serving
+
+    ids = ["r1", "r2", "r1", "r2"]
+    outputs = pa.array([[0.9, 0.1], [0.2, 0.8], [0.1], [0.8]], pa.list_(pa.float64()))
+    table = pa.table({"request_id": ids, "row": [0, 0, 0, 0], "variant": ["m/1", "m/1", "m/2", "m/2"],
+                      "outputs": pa.StructArray.from_arrays([outputs], ["output"]), "latency_ms": [1.0] * 4})
+    monkeypatch.setattr(loopstack.serving, "read_prediction_log", lambda root, endpoint: table)
+    with pytest.raises(ValidationError, match=r"'m/1' answered with 2 values per row and 'm/2' with 1"):
+        compare_shadow(tmp_path, "api", "m/1", "m/2")

@@ -78,8 +78,11 @@ def compare_shadow(log_dir: str | os.PathLike[str], endpoint: str, champion: str
     if not keys:
         raise ValidationError(f"no request of endpoint {endpoint!r} was answered by both {champion!r} and "
                               f"{challenger!r} yet; send traffic while the shadow runs")
-    out_a = np.stack([np.atleast_1d(a[k][0]) for k in keys]).astype(float)
-    out_b = np.stack([np.atleast_1d(b[k][0]) for k in keys]).astype(float)
+    out_a, out_b = _outputs(a, keys, champion), _outputs(b, keys, challenger)
+    if out_a.shape[1] != out_b.shape[1]:  # broadcasting one against the other would give numbers, all meaningless
+        raise ValidationError(f"{champion!r} answered with {out_a.shape[1]} values per row and {challenger!r} with "
+                              f"{out_b.shape[1]}: their outputs cannot be compared; shadow a model of the same "
+                              "output form (probabilities of the same classes, or one score)")
     lat_a = np.array([a[k][1] for k in keys])
     lat_b = np.array([b[k][1] for k in keys])
     if out_a.shape[1] > 1:
@@ -109,6 +112,16 @@ def _side(table: Any, variant: str) -> dict[tuple[str, int], tuple[Any, float]]:
     outputs = rows["outputs"].combine_chunks().field(0).to_pylist()
     return {(r, int(i)): (o, lat) for r, i, o, lat in zip(rows["request_id"].to_pylist(), rows["row"].to_pylist(),
                                                           outputs, rows["latency_ms"].to_pylist(), strict=True)}
+
+
+def _outputs(side: dict[tuple[str, int], tuple[Any, float]], keys: list[tuple[str, int]], variant: str) -> np.ndarray:
+    """The paired rows' outputs of one variant as a (rows, width) array."""
+    rows = [np.atleast_1d(np.asarray(side[k][0], dtype=float)) for k in keys]
+    widths = sorted({row.size for row in rows})
+    if len(widths) != 1:
+        raise ValidationError(f"{variant!r} logged outputs of different widths {widths}; a shadow comparison needs "
+                              "one output form per variant")
+    return np.stack(rows)
 
 
 def _scalar(outputs: np.ndarray) -> np.ndarray:
