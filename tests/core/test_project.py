@@ -71,3 +71,20 @@ def _init_in_child(path: str, name: str) -> tuple[str, str | None]:
     except LoopstackError as error:
         return name, type(error).__name__
     return name, None
+
+
+@pytest.mark.parametrize("artifacts", ["file://arts", "~/arts"])
+def test_a_relative_artifacts_location_is_found_from_the_project_not_the_cwd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, artifacts: str
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    project = Project.init(tmp_path / "p", name="arts", artifacts=artifacts)
+    digest = project.artifacts.put_bytes(b"model")
+    project.close()
+    base = tmp_path / "p" if artifacts.startswith("file://") else tmp_path / "home"
+    assert (base / "arts" / "objects" / digest[:2] / digest[2:]).is_file()
+    assert not list(elsewhere.iterdir())
+    assert not (tmp_path / "p" / "~").exists()

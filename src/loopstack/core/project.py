@@ -163,8 +163,10 @@ class Project:
         from loopstack.core.artifacts import ArtifactStore
 
         location = self._setting("artifacts")
-        if "://" not in location and not os.path.isabs(location):
-            location = str(self.root / location)
+        local = location.removeprefix("file://")
+        if "://" not in local:  # a folder: `~` is the home, and a relative path starts at the project, not the cwd
+            local = os.path.expanduser(local)
+            location = local if os.path.isabs(local) else str(self.root / local)
         return ArtifactStore(location)
 
     @cached_property
