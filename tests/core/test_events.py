@@ -73,3 +73,12 @@ def test_a_cause_chain_with_a_cycle_lists_each_event_once(project: Project) -> N
     with project.db.write() as connection:  # a hand edit, or a row copied from another project
         connection.execute(project.events.table.update().where(project.events.table.c.id == first).values(cause=second))
     assert [e.id for e in project.events.chain(second)] == [first, second]
+
+
+def test_a_kind_family_matches_underscores_and_percents_literally(project: Project) -> None:
+    project.events.emit("data_check.failed", "a")
+    project.events.emit("dataXcheck.failed", "b")
+    project.events.emit("share%.high", "c")
+    project.events.emit("share-of.high", "d")
+    assert [e.subject for e in project.events.list(kind="data_check.")] == ["a"]
+    assert [e.subject for e in project.events.list(kind="share%.")] == ["c"]

@@ -103,13 +103,14 @@ class EventLog:
         limit: int = 100,
         newest_first: bool = True,
     ) -> list[Event]:
-        """Events filtered by kind (a prefix ending in '.' matches a family), subject and time."""
+        """Events filtered by kind (a prefix ending in '.' matches a family, '_' and '%' as themselves),
+        subject and time."""
         from sqlalchemy import select
 
         t = self.table
         query = select(t)
         if kind:
-            query = query.where(t.c.kind.startswith(kind) if kind.endswith(".") else t.c.kind == kind)
+            query = query.where(t.c.kind.startswith(kind, autoescape=True) if kind.endswith(".") else t.c.kind == kind)
         if subject:
             query = query.where(t.c.subject == subject)
         if since is not None:
