@@ -105,6 +105,16 @@ def test_predict_threads_must_be_positive(registered: ls.Project, tmp_path: Path
     assert code == 2 and "0 is not in the range x>=1" in text
 
 
+@pytest.mark.parametrize(("flag", "name"), [("--timeout", "timeout_s"), ("--max-wait-ms", "max_wait_ms"),
+                                            ("--refresh", "refresh_s")])
+def test_serve_refuses_nan_durations(registered: ls.Project, monkeypatch: pytest.MonkeyPatch, flag: str,
+                                     name: str) -> None:
+    """--timeout nan passed every check and the server answered every request with a 500 (NaN deadline)."""
+    monkeypatch.setattr("loopstack.serving.server.serve", lambda *a, **k: pytest.fail("the server was started"))
+    code, text = _fails(registered, "serve", "fraud", flag, "nan")
+    assert code == 1 and f"{name}=nan" in text
+
+
 def test_serve_names_a_host_that_does_not_resolve(registered: ls.Project, monkeypatch: pytest.MonkeyPatch) -> None:
     import uvicorn
 

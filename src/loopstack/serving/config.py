@@ -80,7 +80,7 @@ class ModelSpec:
         _positive("max_batch_size", self.max_batch_size, self.name)
         _positive("max_queue", self.max_queue, self.name)
         _positive("timeout_s", self.timeout_s, self.name)
-        if self.max_wait_ms < 0:
+        if not self.max_wait_ms >= 0:  # NaN too
             raise ConfigError(f"max_wait_ms={self.max_wait_ms!r} for model {self.name!r} must be >= 0")
         if self.method not in METHODS:
             raise ConfigError(f"method={self.method!r} for model {self.name!r} must be one of {METHODS}")
@@ -148,7 +148,7 @@ class ServerSettings:
         _positive("gpus", self.gpus, "server")
         if self.predict_threads is not None:
             _positive("predict_threads", self.predict_threads, "server")
-        if self.refresh_s < 0:
+        if not self.refresh_s >= 0:  # NaN too
             raise ConfigError(f"refresh_s={self.refresh_s!r} must be >= 0 (0 disables alias refresh)")
 
     def threads(self) -> int:
@@ -167,5 +167,5 @@ def available_cores() -> int:
 
 
 def _positive(name: str, value: float, owner: str) -> None:
-    if not isinstance(value, int | float) or value <= 0:
+    if not isinstance(value, int | float) or not value > 0:  # NaN too: a NaN deadline failed every request
         raise ConfigError(f"{name}={value!r} for {owner!r} must be a positive number")
