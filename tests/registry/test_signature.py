@@ -96,6 +96,25 @@ def test_integer_narrowing_only_when_values_fit():
         check_input(schema, pd.DataFrame({"n": [1000]}))
 
 
+def test_float_narrowing_refuses_a_value_it_would_make_infinite():
+    """float64 -> float32 turned 1e39 into inf without a word, though a cast must never change a value."""
+    schema = infer_schema(pd.DataFrame({"x": np.array([1.0], dtype="float32")}))
+    assert check_input(schema, pd.DataFrame({"x": [0.5, np.nan, np.inf, -3e38]}))["x"].dtype == np.float32
+    with pytest.raises(SignatureError, match=r"column 'x': expected float32, got float64 with -1e\+39, beyond"):
+        check_input(schema, pd.DataFrame({"x": [0.5, -1e39]}))
+    tensor = infer_schema(np.zeros((1, 2), dtype="float32"))
+    with pytest.raises(SignatureError, match=r"input array: expected float32, got float64 with 1e\+300, beyond"):
+        check_input(tensor, np.array([[1.0, 1e300]]))
+
+
+def test_missing_values_sent_to_an_integer_column_are_called_missing():
+    """A nullable Int64 column with <NA> was said to hold 'values outside the int32 range'."""
+    schema = infer_schema(pd.DataFrame({"n": np.array([1], dtype="int32")}))
+    with pytest.raises(SignatureError, match=r"column 'n': expected int32, got int64 with 1 missing value\(s\)"):
+        check_input(schema, pd.DataFrame({"n": pd.array([1, None, 3], dtype="Int64")}))
+    assert check_input(schema, pd.DataFrame({"n": pd.array([1, 2], dtype="Int64")}))["n"].tolist() == [1, 2]
+
+
 def test_tensor_width_and_rank_are_checked():
     schema = infer_schema(np.zeros((2, 4)))
     with pytest.raises(SignatureError, match=r"axis 1: expected size 4, got 3 \(the model takes 4 features"):

@@ -5,9 +5,10 @@ The rules, chosen so that a check never changes a value's meaning:
 - a missing column is an error; extra columns are dropped and the rest are
   put in the signature's order (models see columns by position);
 - a cast happens only when it is safe: bool and integers to floats, floats to
-  wider or narrower floats, integers to other integers when every value fits,
-  anything to ``object``; strings to numbers, floats to integers and numbers to
-  strings are errors;
+  wider or narrower floats when no value grows beyond the narrower range (it
+  would become infinite), integers to other integers when every value fits and
+  none is missing, anything to ``object``; strings to numbers, floats to
+  integers and numbers to strings are errors;
 - a tensor must have the signature's number of dimensions and, on every axis
   but the batch axis, its size.
 
@@ -138,8 +139,22 @@ def _cast(values: Any, got: str, expected: str, label: str, problems: list[str])
         return values
     source, target = _kind(got), _kind(expected)
     if target == "f" and source in _FLOAT_SOURCES:
-        return values.astype(expected)
+        cast, overflowed = _to_float(values, got, expected)
+        if overflowed is None:
+            return cast
+        problems.append(
+            f"{label}: expected {expected}, got {got} with {overflowed!r}, beyond the {expected} range "
+            "(the cast would make it infinite); scale the values first"
+        )
+        return values
     if target in "iu" and source in _INT_SOURCES:
+        missing = _missing(values)
+        if missing:
+            problems.append(
+                f"{label}: expected {expected}, got {got} with {missing} missing value(s), which {expected} cannot "
+                "hold; fill or drop them first"
+            )
+            return values
         if _fits(values, expected):
             return values.astype(expected)
         problems.append(f"{label}: expected {expected}, got {got} with values outside the {expected} range")
@@ -168,6 +183,36 @@ def _kind(dtype: str) -> str:
         return np.dtype(dtype).kind
     except TypeError:
         return "O"
+
+
+def _to_float(values: Any, got: str, expected: str) -> tuple[Any, Any]:
+    """`values` cast to the float dtype `expected`, and the first value the cast made infinite (None if none):
+    NumPy turns a value beyond a narrower float's range into inf without a word."""
+    import numpy as np
+
+    if np.dtype(expected).itemsize >= 8 >= np.dtype(got).itemsize:  # float64 holds every such value: no pass
+        return values.astype(expected), None
+    with np.errstate(over="ignore"):
+        cast = values.astype(expected)
+    made_infinite = np.isinf(_float64(cast)) & np.isfinite(_float64(values))
+    if not made_infinite.any():
+        return cast, None
+    value = np.asarray(values).flat[int(made_infinite.argmax())]
+    return cast, value.item() if isinstance(value, np.generic) else value
+
+
+def _float64(values: Any) -> Any:
+    """A float64 NumPy array of a Series (missing values as NaN) or an array."""
+    import numpy as np
+
+    if hasattr(values, "to_numpy"):
+        return values.to_numpy(dtype="float64", na_value=np.nan)
+    return np.asarray(values, dtype="float64")
+
+
+def _missing(values: Any) -> int:
+    """How many values are missing (<NA> of a nullable column); a NumPy array of integers has none."""
+    return int(values.isna().sum()) if hasattr(values, "isna") else 0
 
 
 def _fits(values: Any, expected: str) -> bool:
