@@ -47,6 +47,20 @@ def refs(sqlite_project: Project) -> list[str]:
     return register(sqlite_project)
 
 
+def test_the_traffic_log_records_the_unit_id_the_router_hashed(sqlite_project: Project, refs: list[str],
+                                                               tmp_path: Path) -> None:
+    """A unit id 2.0 was logged as "2.0" while the split hashed "2": the log and the assignment disagreed."""
+    from loopstack.rollout.assignment import unit_key
+
+    sqlite_project.deployments.create("api", refs[0])
+    with serving(sqlite_project, tmp_path, {refs[0]: Stub(offset=0, version=1)}) as (client, endpoints):
+        for unit in (2.0, True, "u-7", 42):
+            assert ask(client, unit).status_code == 200  # type: ignore[arg-type]
+        flush(endpoints, client)
+    logged = read_traffic_log(tmp_path, "api").column("unit_id").to_pylist()
+    assert logged == ["2", "true", "u-7", "42"] == [unit_key(u) for u in (2.0, True, "u-7", 42)]
+
+
 def test_canary_split_is_sticky_logged_and_follows_changes_without_restart(sqlite_project: Project, refs: list[str],
                                                                             tmp_path: Path) -> None:
     deployments = sqlite_project.deployments

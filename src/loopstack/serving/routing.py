@@ -42,6 +42,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from loopstack.core.errors import NotFoundError
+from loopstack.rollout.assignment import unit_key
 from loopstack.serving import jsonio
 from loopstack.serving.app import awaited, error_reply, json_object, pick_request_id
 from loopstack.serving.batcher import Batcher
@@ -247,7 +248,7 @@ class EndpointService:
             return
         self.log.record(request_id=request_id, endpoint=endpoint, variant=variant,
                         ref=live.router.deployment.variants.get(variant), deployment_version=live.router.version,
-                        unit_id=None if unit is None else str(unit), shadow=shadow, ok=ok, status=status,
+                        unit_id=unit_key(unit), shadow=shadow, ok=ok, status=status,
                         latency_ms=(time.perf_counter() - started) * 1e3,
                         error=None if error is None else f"{type(error).__name__}: {error}"[:500])
 
