@@ -98,6 +98,27 @@ def test_input_must_fit_the_model(clf, tmp_path: Path) -> None:
         predict_file(clf, tmp_path / "in.parquet", tmp_path / "out.parquet", keep=["nope"])
 
 
+@pytest.mark.parametrize("name", ["prediction", "proba_1", "prediction_0"])
+def test_a_kept_column_named_like_an_output_is_refused(clf, tmp_path: Path, name: str) -> None:
+    """Before, the model's output silently replaced the kept input column of the same name."""
+    X = np.random.default_rng(0).normal(size=(4, 20))
+    table = pa.table({**{f"f{j}": X[:, j] for j in range(20)}, name: ["a", "b", "c", "d"]})
+    pq.write_table(table, tmp_path / "in.parquet")
+    with pytest.raises(ls.ValidationError, match=rf"--keep \['{name}'\] would be overwritten"):
+        predict_file(clf, tmp_path / "in.parquet", tmp_path / "out.parquet", keep=[name])
+    assert not (tmp_path / "out.parquet").exists()
+
+
+def test_cli_refuses_a_chunk_size_below_1_before_loading_anything(tmp_path: Path) -> None:
+    from loopstack.serving.cli import predict
+
+    pq.write_table(pa.table({"a": [1.0]}), tmp_path / "in.parquet")
+    result = CliRunner().invoke(predict, ["--model", "m@x", "--input", str(tmp_path / "in.parquet"), "--output",
+                                          str(tmp_path / "o.parquet"), "--chunk-rows", "0"],
+                                obj={"project_path": str(tmp_path / "no-project")})
+    assert result.exit_code == 2 and "0 is not in the range x>=1" in result.output
+
+
 def test_cli_predict_with_a_registered_model(sqlite_project, data, tmp_path: Path) -> None:
     import pandas as pd
     from sklearn.linear_model import LogisticRegression

@@ -238,3 +238,27 @@ def test_redis_consumer_answers_poison_events_instead_of_dying(redis_names) -> N
     assert "RecursionError" in outputs[deep]["error"]
     assert "no 'data' field" in outputs[fieldless]["error"]
     assert client.xpending(names["stream"], names["group"])["pending"] == 0
+
+
+class _DropsARow(SlowModel):
+    """Returns one output too few for a batch holding the row whose first value is 13."""
+
+    def predict(self, X):  # type: ignore[no-untyped-def]
+        outputs = super().predict(X)
+        return outputs[:-1] if (X[:, 0] == 13).any() else outputs
+
+
+def test_redis_consumer_answers_a_model_returning_the_wrong_count_instead_of_dying(redis_names) -> None:
+    from loopstack.serving.stream import RedisStreamConsumer
+
+    client, names = redis_names
+    ids = [client.xadd(names["stream"], {"data": json.dumps([i, 1, 2])}).decode() for i in range(10, 16)]
+    consumer = RedisStreamConsumer(_DropsARow(0.0), url=REDIS_URL, batch_size=16, block_ms=50, **names)
+    try:
+        assert consumer.run(idle_exit_s=0.3) == 6  # before: zip(strict=True) raised and the batch came back forever
+    finally:
+        consumer.close()
+    outputs = _outputs(client, names["output"])
+    assert "one output per row" in outputs[ids[3]]["error"]
+    assert [json.loads(outputs[i]["prediction"]) for i in ids if i != ids[3]] == [13.0, 14.0, 15.0, 17.0, 18.0]
+    assert client.xpending(names["stream"], names["group"])["pending"] == 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -83,6 +84,7 @@ def predict_file(
     """
     if chunk_rows <= 0:
         raise ConfigError(f"chunk_rows={chunk_rows!r} must be positive")
+    _check_kept_names(keep)
     output = Path(output)
     _check_output(Path(input), output)
     adapter = adapt(model, ModelSpec(name="batch", model=model, method=method))
@@ -110,6 +112,14 @@ def predict_file(
     _merge(parts, count, output)
     shutil.rmtree(parts)
     return BatchSummary(total, count, min(done, count), output)
+
+
+def _check_kept_names(keep: Sequence[str]) -> None:
+    """Refuse a kept column named like an output column: the prediction would silently replace it."""
+    clashes = [k for k in keep if re.fullmatch(r"prediction|(prediction|proba)_\d+", k)]
+    if clashes:
+        raise ValidationError(f"--keep {clashes} would be overwritten by the model's output columns (prediction, "
+                              "prediction_N, proba_N); rename the input column first")
 
 
 def _check_output(input: Path, output: Path) -> None:

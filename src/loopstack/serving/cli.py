@@ -90,7 +90,8 @@ def _check_features(project: Any, version: Any, given: Any) -> None:
 @click.option("--input", "input_path", required=True, type=click.Path(exists=True, path_type=Path),
               help="Parquet file or folder of Parquet files.")
 @click.option("--output", "output_path", required=True, type=click.Path(path_type=Path), help="Parquet file to write.")
-@click.option("--chunk-rows", default=65_536, show_default=True, type=int, help="Rows per predict and per checkpoint.")
+@click.option("--chunk-rows", default=65_536, show_default=True, type=click.IntRange(1),
+              help="Rows per predict and per checkpoint.")
 @click.option("--keep", multiple=True, help="Input column to copy to the output (repeatable), e.g. an id.")
 @click.option("--method", type=click.Choice(["auto", "predict", "predict_proba"]), default="auto", show_default=True)
 @click.option("--threads", type=click.IntRange(1), default=None, help="Math-library threads (default: all cores).")
