@@ -39,19 +39,25 @@ def _outputs(client, output: str) -> dict[str, dict[str, str]]:
             for _, fields in client.xrange(output)}
 
 
-def test_redis_consumer_scores_acks_and_flags_poison_events(redis_names) -> None:
+def _drain(model, redis_names, events: int) -> dict[str, dict[str, str]]:
+    """Run one consumer until the stream is idle; it must have answered `events`. Returns the outputs by event id."""
     from loopstack.serving import RedisStreamConsumer
 
+    client, names = redis_names
+    consumer = RedisStreamConsumer(model, url=REDIS_URL, batch_size=16, block_ms=50, **names)
+    try:
+        assert consumer.run(idle_exit_s=0.3) == events
+    finally:
+        consumer.close()
+    return _outputs(client, names["output"])
+
+
+def test_redis_consumer_scores_acks_and_flags_poison_events(redis_names) -> None:
     client, names = redis_names
     ids = [client.xadd(names["stream"], {"data": json.dumps([i, 1, 2])}).decode() for i in range(50)]
     ids.append(client.xadd(names["stream"], {"data": json.dumps({"x0": 1, "x1": 2, "x2": 3})}).decode())
     bad = client.xadd(names["stream"], {"data": "[1, 2]"}).decode()
-    consumer = RedisStreamConsumer(SlowModel(0.0), url=REDIS_URL, batch_size=16, block_ms=50, **names)
-    try:
-        assert consumer.run(idle_exit_s=0.3) == 52
-    finally:
-        consumer.close()
-    outputs = _outputs(client, names["output"])
+    outputs = _drain(SlowModel(0.0), redis_names, 52)
     assert [json.loads(outputs[i]["prediction"]) for i in ids] == [i + 3.0 for i in range(50)] + [6.0]
     assert "rows of 3 values" in outputs[bad]["error"]
     assert client.xpending(names["stream"], names["group"])["pending"] == 0
@@ -221,19 +227,12 @@ def test_nats_consumer_killed_mid_stream_loses_no_event(nats_names, tmp_path: Pa
 def test_redis_consumer_answers_poison_events_instead_of_dying(redis_names) -> None:
     """An event json cannot decode without a RecursionError, or one without the payload field, used to stop
     the consumer with the event pending, so every restart died on it again and the stream never moved."""
-    from loopstack.serving import RedisStreamConsumer
-
     client, names = redis_names
     good = client.xadd(names["stream"], {"data": json.dumps([1, 2, 3])}).decode()
     deep = client.xadd(names["stream"], {"data": "[" * 100_000}).decode()
     fieldless = client.xadd(names["stream"], {"payload": json.dumps([1, 2, 3])}).decode()
     after = client.xadd(names["stream"], {"data": json.dumps([4, 5, 6])}).decode()
-    consumer = RedisStreamConsumer(SlowModel(0.0), url=REDIS_URL, batch_size=16, block_ms=50, **names)
-    try:
-        assert consumer.run(idle_exit_s=0.3) == 4
-    finally:
-        consumer.close()
-    outputs = _outputs(client, names["output"])
+    outputs = _drain(SlowModel(0.0), redis_names, 4)
     assert json.loads(outputs[good]["prediction"]) == 6.0 and json.loads(outputs[after]["prediction"]) == 15.0
     assert "RecursionError" in outputs[deep]["error"]
     assert "no 'data' field" in outputs[fieldless]["error"]
@@ -249,16 +248,9 @@ class _DropsARow(SlowModel):
 
 
 def test_redis_consumer_answers_a_model_returning_the_wrong_count_instead_of_dying(redis_names) -> None:
-    from loopstack.serving.stream import RedisStreamConsumer
-
     client, names = redis_names
     ids = [client.xadd(names["stream"], {"data": json.dumps([i, 1, 2])}).decode() for i in range(10, 16)]
-    consumer = RedisStreamConsumer(_DropsARow(0.0), url=REDIS_URL, batch_size=16, block_ms=50, **names)
-    try:
-        assert consumer.run(idle_exit_s=0.3) == 6  # before: zip(strict=True) raised and the batch came back forever
-    finally:
-        consumer.close()
-    outputs = _outputs(client, names["output"])
+    outputs = _drain(_DropsARow(0.0), redis_names, 6)  # before: zip(strict=True) raised, the batch came back forever
     assert "one output per row" in outputs[ids[3]]["error"]
     assert [json.loads(outputs[i]["prediction"]) for i in ids if i != ids[3]] == [13.0, 14.0, 15.0, 17.0, 18.0]
     assert client.xpending(names["stream"], names["group"])["pending"] == 0
