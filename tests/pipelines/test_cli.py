@@ -126,25 +126,29 @@ def test_loop_trigger_run_once_and_status(root: Path) -> None:
     assert "nightly" in invoke(loop, root, "status")
 
 
-@pytest.mark.slow
-def test_a_killed_scheduler_resumes_its_action_on_restart(root: Path, tmp_path: Path) -> None:
-    marker = tmp_path / "marker"
+def _kill_at_marker(code: str, marker: Path, cwd: Path, never: str) -> None:
+    """Run `code` in a child process and kill -9 it (no cleanup) once it has written `marker`."""
     env = {**os.environ, "LOOPSTACK_TEST_MARKER": str(marker)}
-    invoke(loop, root, "run", "--once")
-    with Project.open(root) as project:
-        project.events.emit("go", "now")
-    code = f"from loopstack.pipelines.cli import loop; loop.main(['run'], obj={{'project_path': {str(root)!r}}})"
-    with subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL,
+    with subprocess.Popen([sys.executable, "-c", code], env=env, cwd=cwd, stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, start_new_session=True) as child:
         try:
             deadline = time.monotonic() + 60
             while not marker.exists():
                 assert child.poll() is None, child.stderr.read().decode() if child.stderr else ""
-                assert time.monotonic() < deadline, "the scheduler never reached the rollout"
+                assert time.monotonic() < deadline, never
                 time.sleep(0.1)
         finally:
-            os.kill(child.pid, signal.SIGKILL)  # no cleanup: the lease and the run stay as they were
+            os.kill(child.pid, signal.SIGKILL)
             child.wait()
+
+
+@pytest.mark.slow
+def test_a_killed_scheduler_resumes_its_action_on_restart(root: Path, tmp_path: Path) -> None:
+    invoke(loop, root, "run", "--once")
+    with Project.open(root) as project:
+        project.events.emit("go", "now")
+    code = f"from loopstack.pipelines.cli import loop; loop.main(['run'], obj={{'project_path': {str(root)!r}}})"
+    _kill_at_marker(code, tmp_path / "marker", root, "the scheduler never reached the rollout")
     report = json.loads(invoke(loop, root, "status", "--json"))
     assert report["lease"] is not None and report["runs"][0]["status"] == "running"
     invoke(loop, root, "run", "--once")  # same host, dead pid: the lease is taken over at once
@@ -225,21 +229,9 @@ def test_a_pipeline_run_whose_process_was_killed_is_shown_failed(root: Path, tmp
     from loopstack.pipelines import get_run, list_runs
 
     (root / "hangs.py").write_text(HANGS)
-    marker = tmp_path / "marker"
-    env = {**os.environ, "LOOPSTACK_TEST_MARKER": str(marker)}
     code = (f"from loopstack.pipelines.cli import pipelines; "
             f"pipelines.main(['run', 'hangs.py:stuck'], obj={{'project_path': {str(root)!r}}})")
-    with subprocess.Popen([sys.executable, "-c", code], env=env, cwd=root, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, start_new_session=True) as child:
-        try:
-            deadline = time.monotonic() + 60
-            while not marker.exists():
-                assert child.poll() is None, child.stderr.read().decode() if child.stderr else ""
-                assert time.monotonic() < deadline, "the pipeline never reached its step"
-                time.sleep(0.1)
-        finally:
-            os.kill(child.pid, signal.SIGKILL)
-            child.wait()
+    _kill_at_marker(code, tmp_path / "marker", root, "the pipeline never reached its step")
     with Project.open(root) as project:  # opening reaps the dead process's tracking run
         (run,) = list_runs(project, "stuck")
         assert run.status == "failed" and "process died" in (run.error or "")
