@@ -88,3 +88,21 @@ def test_a_relative_artifacts_location_is_found_from_the_project_not_the_cwd(
     assert (base / "arts" / "objects" / digest[:2] / digest[2:]).is_file()
     assert not list(elsewhere.iterdir())
     assert not (tmp_path / "p" / "~").exists()
+
+
+@pytest.mark.parametrize("metadata", ["sqlite:///~/meta.db", "sqlite+pysqlite:///rel/meta.db"])
+def test_a_sqlite_metadata_file_is_found_from_home_or_the_project_not_the_cwd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, metadata: str
+) -> None:
+    """`~` used to become a literal folder, and a `sqlite+driver:///` path was left relative to the cwd."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    project = Project.init(tmp_path / "p", name="meta", metadata=metadata)
+    project.events.emit("probe", "s")
+    project.close()
+    expected = tmp_path / "home" / "meta.db" if "~" in metadata else tmp_path / "p" / "rel" / "meta.db"
+    assert expected.is_file()
+    assert not list(elsewhere.iterdir())
+    assert not (tmp_path / "p" / "~").exists()

@@ -47,14 +47,19 @@ _PG_MIGRATION_LOCK = 7_402_011_301
 
 
 def normalize_url(url: str, root: Path) -> str:
-    """Make a SQLite path absolute against the project root and pick the psycopg driver."""
-    if url.startswith("sqlite:///"):
-        path = url.removeprefix("sqlite:///")
+    """Make a SQLite path absolute against the project root and pick the psycopg driver.
+
+    Any ``sqlite+<driver>:///`` URL is a file like ``sqlite:///`` (the driver is kept), and ``~`` is the
+    home folder: otherwise the database would land under the cwd, or in a folder literally named ``~``.
+    """
+    scheme, separator, path = url.partition(":///")
+    if separator and (scheme == "sqlite" or scheme.startswith("sqlite+")):
         if path in ("", ":memory:"):
             raise ConfigError(f"metadata URL {url!r} has no file; use sqlite:///.loopstack/meta.db")
+        path = os.path.expanduser(path)
         absolute = Path(path) if os.path.isabs(path) else root / path
         absolute.parent.mkdir(parents=True, exist_ok=True)
-        return f"sqlite:///{absolute}"
+        return f"{scheme}:///{absolute}"
     if url.startswith("postgres://"):
         url = "postgresql://" + url.removeprefix("postgres://")
     if url.startswith("postgresql://"):
