@@ -1,5 +1,7 @@
 import hashlib
 import os
+import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -141,3 +143,32 @@ def test_stored_objects_are_readable_as_the_umask_allows(store: ArtifactStore) -
     finally:
         os.umask(previous)
     assert Path(store.path_of(digest)).stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+
+
+def test_a_writer_killed_mid_copy_leaves_a_temporary_that_the_next_write_there_removes(store: ArtifactStore) -> None:
+    """`.incoming-*` files of a kill -9 were never removed; one still being written (recent) stays."""
+    folder = Path(store.path_of(hashlib.sha256(b"next").hexdigest())).parent
+    folder.mkdir(parents=True)
+    stale, fresh = folder / ".incoming-killed", folder / ".incoming-in-flight"
+    stale.write_bytes(b"half a model")
+    fresh.write_bytes(b"being written")
+    two_hours_ago = time.time() - 7200
+    os.utime(stale, (two_hours_ago, two_hours_ago))
+    store.put_bytes(b"next")
+    assert not stale.exists()
+    assert fresh.exists()
+
+
+def test_the_folder_is_synced_after_the_rename(store: ArtifactStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without it, a power loss right after put_bytes returned could lose the object's directory entry."""
+    synced: list[bool] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(stat.S_ISDIR(os.fstat(fd).st_mode))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    store.put_bytes(b"durable")
+    if os.name == "posix":
+        assert synced[0] is False and True in synced[1:]  # the bytes first, then the folder holding the name

@@ -7,9 +7,12 @@ raises `IntegrityError` before the caller sees a single byte, so a tampered
 or truncated pickle is never unpickled.
 
 Writes are atomic: bytes go to a temporary object first and are renamed into
-place, so a crash mid-write leaves no half object under a valid digest. A
-file is hashed again as it is copied, and refused if its bytes changed in
-between, so an object always holds the bytes of its digest. Storing bytes
+place, so a crash mid-write leaves no half object under a valid digest. On
+local disk the bytes and then the folder are synced, so a stored object
+survives a power loss, and a killed writer's temporary is removed by a later
+write to its folder once it is an hour old. A file is hashed again as it is
+copied, and refused if its bytes changed in between, so an object always
+holds the bytes of its digest. Storing bytes
 whose object was damaged writes it again: logging it again repairs it.
 Local paths use the OS directly (fast, no fsspec import); any other URL
 (``s3://``, ``gs://``, ``memory://``...) goes through fsspec.
@@ -17,10 +20,12 @@ Local paths use the OS directly (fast, no fsspec import); any other URL
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from typing import IO, Protocol
@@ -28,6 +33,8 @@ from typing import IO, Protocol
 from loopstack.core.errors import ConfigError, IntegrityError, NotFoundError, ValidationError
 
 CHUNK = 1 << 20
+INCOMING = ".incoming-"  # the prefix of a write's temporary object, renamed into place when complete
+STALE_AFTER_S = 3600.0  # a temporary untouched this long is a killed writer's, never a live one's
 _HEX = set("0123456789abcdef")
 
 
@@ -41,7 +48,10 @@ class Filesystem(Protocol):
 
 
 class LocalFilesystem:
-    """A directory on local disk; atomic through os.replace."""
+    """A directory on local disk; atomic through os.replace, durable through fsync of the bytes and the folder."""
+
+    def __init__(self) -> None:
+        self._swept: dict[str, float] = {}  # folder -> time.monotonic() of its last sweep for stale temporaries
 
     def exists(self, path: str) -> bool:
         return os.path.exists(path)
@@ -55,12 +65,14 @@ class LocalFilesystem:
 
     def write_atomic(self, path: str, source: IO[bytes]) -> None:
         directory = os.path.dirname(path)
+        new_folder = not os.path.isdir(directory)
         try:
             os.makedirs(directory, exist_ok=True)
         except OSError as error:
             raise ConfigError(f"cannot store artifacts in {directory}: {error.strerror}; set `artifacts:` in "
                               "loopstack.yaml to a folder you can write to") from error
-        fd, temporary = tempfile.mkstemp(dir=directory, prefix=".incoming-")
+        self._sweep(directory)
+        fd, temporary = tempfile.mkstemp(dir=directory, prefix=INCOMING)
         try:
             with os.fdopen(fd, "wb") as handle:
                 os.chmod(temporary, 0o666 & ~_umask())  # mkstemp's 0600 would hide it from others sharing the store
@@ -72,6 +84,45 @@ class LocalFilesystem:
             if os.path.exists(temporary):
                 os.unlink(temporary)
             raise
+        _fsync_folder(directory)
+        if new_folder:  # the folder's own name, in its parent, must survive too
+            _fsync_folder(os.path.dirname(directory))
+
+    def _sweep(self, directory: str) -> None:
+        """Remove the temporaries that a writer killed mid-copy (kill -9, power loss) left in `directory`.
+
+        Once per folder and hour, so a write does not list its folder each time. Only files untouched
+        for `STALE_AFTER_S` go: a live writer's copy has a recent mtime, as it writes.
+        """
+        now, last = time.monotonic(), self._swept.get(directory)
+        if last is not None and now - last < STALE_AFTER_S:
+            return
+        self._swept[directory] = now
+        cutoff = time.time() - STALE_AFTER_S
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if entry.name.startswith(INCOMING):
+                    # gone meanwhile (another process swept it), or another user's to remove: not this write's concern
+                    with contextlib.suppress(OSError):
+                        if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                            os.unlink(entry.path)
+
+
+def _fsync_folder(directory: str) -> None:
+    """Make a rename into `directory` durable: without it, a power loss can lose a just-stored object's name.
+
+    POSIX only; elsewhere (Windows) a folder cannot be opened, and the rename is left to the OS.
+    """
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # a filesystem that cannot sync folders
+        pass
+    finally:
+        os.close(fd)
 
 
 class FsspecFilesystem:
@@ -92,7 +143,7 @@ class FsspecFilesystem:
         return self.fs.open(path, "rb")
 
     def write_atomic(self, path: str, source: IO[bytes]) -> None:
-        temporary = f"{path.rsplit('/', 1)[0]}/.incoming-{uuid.uuid4().hex}"
+        temporary = f"{path.rsplit('/', 1)[0]}/{INCOMING}{uuid.uuid4().hex}"
         try:
             with self.fs.open(temporary, "wb") as handle:
                 shutil.copyfileobj(source, handle, CHUNK)
