@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from loopstack.core.errors import IntegrityError
 from loopstack.core.project import Project
 from loopstack.pipelines import code_digest, get_run, lineage, pipeline, step
+from loopstack.pipelines.fingerprint import value_digest
 
 
 class Calls(list):
@@ -282,3 +285,30 @@ def test_code_edited_on_disk_after_import_is_not_digested_as_the_new_code(tmp_pa
     fresh = _load(path, "flows_edited_new")
     assert fresh.scale(2) == 6 and running.scale(2) == 4
     assert code_digest(running.scale) != code_digest(fresh.scale)
+
+
+@step
+def describe(value: object) -> str:
+    return repr(value)
+
+
+@pipeline
+def described(value: object = None):
+    return describe(value)
+
+
+@pytest.mark.parametrize(("first", "second"), [({1: "a"}, {"1": "a"}), ((1, 2), [1, 2]), ({"k": (1,)}, {"k": [1]})])
+def test_parameters_that_json_writes_alike_are_cached_apart(sqlite_project: Project, first: object,
+                                                            second: object) -> None:
+    """JSON turns int keys into strings and tuples into lists: the second run was served the first's result."""
+    assert described.run(sqlite_project, params={"value": first}).output() == repr(first)
+    assert described.run(sqlite_project, params={"value": second}).output() == repr(second)
+
+
+def test_a_plain_json_parameter_keeps_its_digest() -> None:
+    """Digests of JSON values are what they were, so existing cache entries still hit."""
+    value = {"lr": 0.1, "layers": [64, 32], "name": "m", "on": True, "none": None}
+    text = '{"layers":[64,32],"lr":0.1,"name":"m","none":null,"on":true}'
+    assert value_digest(value) == hashlib.sha256(b"json:" + text.encode()).hexdigest()
+    assert value_digest({1: "a"}) != value_digest({"1": "a"}) and value_digest((1,)) != value_digest([1])
+    assert value_digest({1: "a", 2: "b"}) == value_digest({2: "b", 1: "a"})  # still order-blind

@@ -28,6 +28,7 @@ import types
 from typing import Any
 
 _SIMPLE = (int, float, str, bytes, bool, type(None), complex)
+_JSON_SCALARS = (str, int, float, bool, type(None))
 _LIBRARY_ROOTS = tuple({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["stdlib"], sys.prefix})
 
 
@@ -50,18 +51,44 @@ def code_digest(function: Any) -> str:
 
 
 def value_digest(value: Any) -> str:
-    """A sha256 of a parameter value: canonical JSON where possible, else its pickle."""
-    try:
+    """A sha256 of a parameter value: canonical JSON where JSON keeps every type, else a typed form.
+
+    JSON writes ``{1: "a"}`` as ``{"1": "a"}`` and a tuple as a list: such values (and other builtin
+    containers) are digested by their sorted repr, which keeps the types, so that a run with the one is
+    never served the other's cached result. Anything else is digested by its pickle.
+
+    Examples
+    --------
+    >>> value_digest({1: "a"}) == value_digest({"1": "a"}), value_digest((1, 2)) == value_digest([1, 2])
+    (False, False)
+    """
+    if _is_exact_json(value):
         text = json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=True)
         return hashlib.sha256(b"json:" + text.encode()).hexdigest()
-    except (TypeError, ValueError):
-        pass
+    if _is_plain_container(value):
+        return hashlib.sha256(b"typed:" + _stable_repr(value).encode()).hexdigest()
     if callable(value) and hasattr(value, "__code__"):
         return code_digest(value)
     try:
         return hashlib.sha256(b"pickle:" + pickle.dumps(value, protocol=5)).hexdigest()
     except Exception:  # unpicklable: fall back to its text, the best we can do
         return hashlib.sha256(b"repr:" + repr(value).encode()).hexdigest()
+
+
+def _is_exact_json(value: Any) -> bool:
+    """Whether JSON writes `value` with its types intact: builtin scalars, lists, and dicts with str keys.
+
+    Not a tuple (written as a list), an int key (written as a string) or a subclass (an IntEnum is written
+    as its int). A value that passes keeps the digest it always had, so its cache entries stay valid.
+    """
+    kind = type(value)
+    if kind in _JSON_SCALARS:
+        return True
+    if kind is list:
+        return all(_is_exact_json(item) for item in value)
+    if kind is dict:
+        return all(type(key) is str and _is_exact_json(item) for key, item in value.items())
+    return False
 
 
 def _walk(obj: Any, digest: Any, seen: set[int]) -> None:
