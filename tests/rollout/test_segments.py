@@ -330,3 +330,30 @@ def test_a_label_the_rule_cannot_score_is_left_out_instead_of_stalling_the_canar
     traffic = variant_traffic("unused", d, logs=_Logs(requests, labels, outputs))  # type: ignore[arg-type]
     np.testing.assert_allclose(traffic["a"].rewards, [(0.8 - 1) ** 2])
     assert traffic["b"].rewards.size == 0
+
+
+def test_a_segment_that_fails_to_write_loses_no_other_endpoints_records_and_is_retried(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """One endpoint's failed write took every endpoint's queued records of that flush with it."""
+    from loopstack.rollout import TrafficLog, read_traffic_log, trafficlog
+
+    log = TrafficLog(tmp_path, flush_s=3600)
+    write = pq.write_table
+
+    def full_disk_for_a(table: pa.Table, where: Any, *args: Any, **kwargs: Any) -> None:
+        if Path(where).parent.name == "a":
+            raise OSError(28, "No space left on device")
+        write(table, where, *args, **kwargs)
+
+    monkeypatch.setattr(trafficlog, "RETRY_ROWS", 3)
+    monkeypatch.setattr(pq, "write_table", full_disk_for_a)
+    for i in range(5):
+        for endpoint in ("a", "b"):
+            log.record(request_id=f"{endpoint}{i}", endpoint=endpoint, variant="m/1", ref="m/1", deployment_version=1,
+                       unit_id=None, shadow=False, ok=True, status=200, latency_ms=1.0)
+    log.flush()
+    assert read_traffic_log(tmp_path, "b")["request_id"].to_pylist() == [f"b{i}" for i in range(5)]
+    assert "endpoint 'a'" in caplog.text and "3 kept for the next flush" in caplog.text
+    monkeypatch.setattr(pq, "write_table", write)  # the disk has room again
+    log.close()
+    assert read_traffic_log(tmp_path, "a")["request_id"].to_pylist() == ["a2", "a3", "a4"]  # the newest RETRY_ROWS

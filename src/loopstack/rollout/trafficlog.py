@@ -20,7 +20,7 @@ import logging
 import os
 import threading
 import time
-from collections import defaultdict, deque
+from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,6 +68,7 @@ class TrafficLog:
         self.root = Path(root)
         self.flush_s = flush_s
         self._pending: deque[dict[str, Any]] = deque()
+        self._unwritten: dict[str, list[dict[str, Any]]] = {}  # per endpoint: records of a failed write, kept
         self._wake = threading.Event()
         self._stop = False
         self._lock = threading.Lock()
@@ -86,25 +87,42 @@ class TrafficLog:
             self._wake.clear()
             try:
                 self.flush()
-            except Exception:  # keep serving; a lost segment is reported, not retried
+            except Exception:  # keep serving whatever went wrong; flush reports each endpoint's failure itself
                 logger.exception("traffic log: writing a segment failed")
 
     def flush(self) -> None:
-        """Write everything queued so far, one segment per endpoint."""
-        import pyarrow.parquet as pq
+        """Write everything queued so far, one segment per endpoint, each endpoint's write on its own.
 
+        A write that fails (a full disk, a folder made read-only) loses no other endpoint's records: it
+        is logged, and its own records are kept for the next flush, the newest `RETRY_ROWS` of them, so
+        a disk that stays full cannot grow memory without limit. Records that cannot be converted are
+        logged and dropped, since they would fail the same way again.
+        """
         with self._lock:
-            groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+            groups, self._unwritten = self._unwritten, {}
             while self._pending:
                 row = self._pending.popleft()
-                groups[row["endpoint"]].append(row)
+                groups.setdefault(row["endpoint"], []).append(row)
             for endpoint, rows in groups.items():
-                folder = self.root / "endpoints" / endpoint
-                folder.mkdir(parents=True, exist_ok=True)
-                name = f"{time.time_ns()}-{os.getpid()}-{next(_seq):06d}.parquet"
-                tmp = folder / f".{name}.tmp"
-                pq.write_table(_table(rows), tmp)
-                tmp.replace(folder / name)  # readers never see half a file
+                try:
+                    self._write(endpoint, rows)
+                except OSError:
+                    self._unwritten[endpoint] = rows[-RETRY_ROWS:]
+                    logger.exception("traffic log: writing %d records of endpoint %r failed; %d kept for the next "
+                                     "flush", len(rows), endpoint, len(self._unwritten[endpoint]))
+                except Exception:
+                    logger.exception("traffic log: %d records of endpoint %r could not be converted and are "
+                                     "dropped", len(rows), endpoint)
+
+    def _write(self, endpoint: str, rows: list[dict[str, Any]]) -> None:
+        import pyarrow.parquet as pq
+
+        folder = self.root / "endpoints" / endpoint
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"{time.time_ns()}-{os.getpid()}-{next(_seq):06d}.parquet"
+        tmp = folder / f".{name}.tmp"
+        pq.write_table(_table(rows), tmp)
+        tmp.replace(folder / name)  # readers never see half a file
 
     def close(self) -> None:
         """Stop the thread and write what is left."""
@@ -112,9 +130,14 @@ class TrafficLog:
         self._wake.set()
         self._thread.join(timeout=30)
         self.flush()
+        lost = sum(len(rows) for rows in self._unwritten.values())
+        if lost:
+            logger.error("traffic log: closed with %d records of endpoints %s unwritten; they are lost", lost,
+                         sorted(self._unwritten))
 
 
 SINCE_SLACK_S = 60.0
+RETRY_ROWS = 100_000  # per endpoint: the newest records of a failed write kept for the next flush
 CHUNK_ROWS = 1024  # rows converted per hold of the GIL (about a millisecond)
 
 
