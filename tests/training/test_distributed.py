@@ -109,7 +109,8 @@ def test_sigterm_on_one_rank_checkpoints_and_stops_every_rank(tmp_path: Path) ->
     assert results == [{"stopped_at": 3, "code": 143}] * 2
     saved = torch.load(tmp_path / "step-000000003.pt", weights_only=False)
     assert saved["step"] == 3 and len(saved["rng"]) == 2  # every rank's RNG state is kept
-    assert saved["loader"] == {"epoch": 0, "position": 3, "seed": 0, "world_size": 2, "batch_size": PER_RANK}
+    assert saved["loader"] == {"epoch": 0, "position": 3, "seed": 0, "world_size": 2, "batch_size": PER_RANK,
+                               "size": 64, "shuffle": 1}
 
 
 SCRIPT = """

@@ -78,6 +78,24 @@ def test_resuming_with_another_samples_per_step_is_refused_with_both_values_and_
         two_ranks.load_state_dict(state)
 
 
+def test_resuming_over_other_data_or_another_shuffle_is_refused() -> None:
+    """The position indexes a permutation of the data set: other data or shuffling reads other samples."""
+    original = _advanced(3, batch_size=4)
+    state = original.state_dict()
+    grown = ResumableLoader((torch.arange(28),), 4, seed=3)  # new rows landed before the restart
+    with pytest.raises(ConfigError, match="saved over 24 samples but this loader has 28"):
+        grown.load_state_dict(state)
+    ordered = ResumableLoader((torch.arange(24),), 4, seed=3, shuffle=False)
+    with pytest.raises(ConfigError, match="saved with shuffle=True but this loader has shuffle=False"):
+        ordered.load_state_dict(state)
+    same = ResumableLoader((torch.arange(24),), 4, seed=3)
+    same.load_state_dict(state)
+    assert same.next_batch()[0].tolist() == original.next_batch()[0].tolist()
+    legacy = {k: v for k, v in state.items() if k not in ("size", "shuffle")}  # saved before they were recorded
+    grown.load_state_dict(legacy)
+    assert grown.position == 3
+
+
 def test_the_same_samples_per_step_split_another_way_resumes_exactly() -> None:
     ranks = [_advanced(7, batch_size=2, rank=r, world_size=2) for r in range(2)]  # 6 steps an epoch: crosses one
     single = ResumableLoader((torch.arange(24),), 4, seed=3)

@@ -104,7 +104,8 @@ class ResumableLoader:
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "position": self.position, "seed": self.seed,
-                "world_size": self.world_size, "batch_size": self.batch_size}
+                "world_size": self.world_size, "batch_size": self.batch_size, "size": self.size,
+                "shuffle": int(self.shuffle)}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         """Resume at a saved position; refused if a step now reads a different number of samples.
@@ -115,8 +116,22 @@ class ResumableLoader:
         dropped tail moves too, so no position converts exactly. States saved before G was recorded load as is.
         """
         self._check_same_step_size(state)
+        self._check_same_order(state)
         self.epoch, self.position, self._order = int(state["epoch"]), int(state["position"]), None
         self.seed = int(state.get("seed", self.seed))
+
+    def _check_same_order(self, state: dict[str, int]) -> None:
+        """Another data set size or shuffle setting permutes other samples: the position would point elsewhere."""
+        if "size" in state and int(state["size"]) != self.size:
+            raise ConfigError(
+                f"the loader state was saved over {int(state['size'])} samples but this loader has {self.size}, so "
+                "its position would point at other samples; resume on the same data, or start a fresh run"
+            )
+        if "shuffle" in state and bool(state["shuffle"]) != self.shuffle:
+            raise ConfigError(
+                f"the loader state was saved with shuffle={bool(state['shuffle'])} but this loader has "
+                f"shuffle={self.shuffle}; resume with shuffle={bool(state['shuffle'])}, or start a fresh run"
+            )
 
     def _check_same_step_size(self, state: dict[str, int]) -> None:
         if "world_size" not in state or "batch_size" not in state:
