@@ -138,3 +138,11 @@ def test_subgroups_keep_the_variance_of_a_metric_with_a_large_mean():
     direct = welch_ttest(value[variant == "c"], value[variant == "t"])
     assert result.comparison.treatment.var == pytest.approx(direct.treatment.var, rel=1e-6)
     assert result.comparison.p_value == pytest.approx(direct.p_value, rel=1e-6)
+
+
+def test_a_sequential_analysis_before_any_data_says_so():
+    # the default planned_n is the units seen so far: with none, the error spoke of planned_n the caller never passed
+    empty = (Summary(0, 0.0, 0.0), Summary(0, 0.0, 0.0))
+    with pytest.raises(ValidationError, match=r"'conversion' has no data yet \(n=0 in both variants\)"):
+        analyze({"conversion": empty}, method="sequential")
+    assert analyze({"conversion": empty}, method="sequential", planned_n=1000).verdicts[0].outcome == "inconclusive"

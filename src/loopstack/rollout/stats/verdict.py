@@ -160,7 +160,7 @@ def analyze(
     """
     directions = dict(higher_is_better or {})
     srm = srm_check(counts, weights) if counts is not None and weights is not None else None
-    comparisons = {name: _comparison(value, method, alpha, planned_n) for name, value in metrics.items()}
+    comparisons = {name: _comparison(name, value, method, alpha, planned_n) for name, value in metrics.items()}
     adjusted = adjust([c.p_value for c in comparisons.values()], correction) if comparisons else []
     verdicts = tuple(
         verdict(name, c, higher_is_better=directions.get(name, True), p_adjusted=p, srm=srm)
@@ -169,16 +169,26 @@ def analyze(
     return Report(verdicts, srm, correction, method)
 
 
-def _comparison(value: Any, method: str, alpha: float, planned_n: float | None) -> Comparison:
+def _comparison(name: str, value: Any, method: str, alpha: float, planned_n: float | None) -> Comparison:
     if isinstance(value, Comparison):
         return value
     control, treatment = value
     if method == "fixed":
         return welch_ttest(control, treatment, alpha=alpha)
     if method == "sequential":
-        n = planned_n if planned_n is not None else control.n + treatment.n
+        n = _planned_n(name, control, treatment, planned_n)
         return sequential_test(control, treatment, alpha=alpha, planned_n=n)
     raise ValidationError(f"method must be 'fixed' or 'sequential', got {method!r}.")
+
+
+def _planned_n(name: str, control: Summary, treatment: Summary, planned_n: float | None) -> float:
+    """The given `planned_n`, else the units seen so far; with none seen there is nothing to tune the test to."""
+    if planned_n is not None:
+        return planned_n
+    if control.n + treatment.n == 0:
+        raise ValidationError(f"metric {name!r} has no data yet (n=0 in both variants); analyze once units have "
+                              "arrived, or pass planned_n to get an inconclusive look now")
+    return control.n + treatment.n
 
 
 def _row(v: Verdict) -> list[str]:
