@@ -154,6 +154,23 @@ def test_cooldown_suppresses_and_says_why(sqlite_project: Project) -> None:
     loop.close()
 
 
+def test_cooldown_runs_on_the_clock_the_tick_is_given(sqlite_project: Project) -> None:
+    """It used to be measured by the wall clock: a replay's next day was suppressed, or its next minute not."""
+    calls: list[Any] = []
+    loop = Loop(sqlite_project, [Policy("calm", when=[OnEvent("sig")], then=[record(calls)], cooldown_s=3600)])
+    loop.start()
+    day = 1_000_000_000.0  # a replayed day, long ago
+    sqlite_project.events.emit("sig", "a")
+    (first,) = loop.tick(now=day)
+    assert first.started_at == day
+    sqlite_project.events.emit("sig", "a")
+    assert loop.tick(now=day + 60) == []  # a minute later: within the cooldown
+    sqlite_project.events.emit("sig", "a")
+    assert len(loop.tick(now=day + 86_400)) == 1  # the next day: past it
+    assert len(calls) == 2
+    loop.close()
+
+
 class Crash(BaseException):
     """The process dies: nothing in the engine catches it."""
 

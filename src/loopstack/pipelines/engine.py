@@ -162,7 +162,7 @@ class Loop:
             due = trigger.due(current["last_fire"] or now, now)
             if due is None:
                 return []
-            return self._fire(policy, trigger, None, {"last_fire": due}, {"scheduled_for": due})
+            return self._fire(policy, trigger, None, {"last_fire": due}, {"scheduled_for": due}, now)
         matching, newest = self._scan(trigger, current["cursor"] or 0)
         if not matching:
             if newest > (current["cursor"] or 0):
@@ -171,10 +171,10 @@ class Loop:
             return []
         if policy.coalesce:
             signals = {"signals": [e.id for e in matching]}
-            return self._fire(policy, trigger, matching[-1], {"cursor": newest}, signals)
+            return self._fire(policy, trigger, matching[-1], {"cursor": newest}, signals, now)
         fired: list[str] = []
         for event in matching:
-            fired += self._fire(policy, trigger, event, {"cursor": event.id}, {"signals": [event.id]})
+            fired += self._fire(policy, trigger, event, {"cursor": event.id}, {"signals": [event.id]}, now)
         with self.project.db.write() as connection:
             state.advance_trigger(connection, self.project, policy.name, trigger.key, cursor=newest)
         return fired
@@ -193,20 +193,25 @@ class Loop:
 
     # -- firing and running ------------------------------------------------------------------------
     def _fire(
-        self, policy: Policy, trigger: Trigger, signal: Event | None, advance: dict[str, Any], payload: dict[str, Any]
+        self, policy: Policy, trigger: Trigger, signal: Event | None, advance: dict[str, Any],
+        payload: dict[str, Any], now: float,
     ) -> list[str]:
+        """Start a run of `policy`, unless one started less than its cooldown before `now`.
+
+        `now` is the tick's clock, not the wall clock: a replay or a test that drives `tick(now=...)` gets
+        its cooldown measured on its own time line, and the run's start is stamped on it.
+        """
         cause = signal.id if signal is not None else None
         base = {"policy": policy.name, "trigger": trigger.describe(), **payload}
         last = state.last_start(self.project, policy.name)
         with self.project.db.write() as connection:
             state.advance_trigger(connection, self.project, policy.name, trigger.key, **advance)
-            if policy.cooldown_s and last is not None and time.time() - last < policy.cooldown_s:
+            if policy.cooldown_s and last is not None and now - last < policy.cooldown_s:
                 base["reason"] = f"within the {policy.cooldown_s:g}s cooldown after the run started at {last:.0f}"
                 self.project.events.emit("loop.suppressed", policy.name, base, cause, connection)
                 return []
             run_id = uuid.uuid4().hex
             event = self.project.events.emit("loop.triggered", policy.name, {**base, "run": run_id}, cause, connection)
-            now = time.time()
             state.insert_run(connection, self.project, {
                 "id": run_id, "policy": policy.name, "trigger": trigger.key[:255], "cause": cause,
                 "status": "running", "step": 0, "results": {}, "state": {}, "last_event": event,
