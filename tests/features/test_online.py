@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -349,6 +350,9 @@ def test_a_missing_key_matches_nothing_and_an_integral_float_key_matches_its_int
     assert got.status["score"] == [lf.NOT_FOUND] * 3 + [lf.PRESENT]
     got = store.get_online_features(["p:trips"], {"city": [None, "None"], "driver_id": [2.0, 2.0]}, now=T0)
     assert got.values["trips"] == [None, 7]
+    keys = {"city": ["None"] * 2, "driver_id": [np.float32(2.0), np.int64(2)]}
+    got = store.get_online_features(["p:trips"], keys, now=T0)
+    assert got.values["trips"] == [7, 7]  # np.float32(2.0) was looked up as "2.0"
     project.close()
 
 

@@ -9,6 +9,7 @@ and its age, never as a silently stale number.
 
 from __future__ import annotations
 
+import numbers
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -220,11 +221,12 @@ def _key_text(value: Any) -> str | None:
     """
     if value is None or type(value).__name__ in ("NAType", "NaTType", "bool", "bool_"):
         return None
-    if isinstance(value, float):
-        if value != value:
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):  # NumPy's float32 too
+        number = float(value)
+        if number != number:
             return None
-        if value.is_integer():
-            return str(int(value))
+        if number.is_integer():
+            return str(int(number))
     return str(value)
 
 
