@@ -324,3 +324,31 @@ def test_a_decision_event_causes_its_change_and_is_kept_in_the_state(sqlite_proj
     (decided,) = sqlite_project.events.list(kind="rollout.canary.advance", subject="api")
     (step,) = sqlite_project.events.list(kind="rollout.canary.step", subject="api")
     assert controller.last_event == decided.id == step.cause == deployments.get("api").state["last_event"]
+
+
+def test_decisions_on_too_little_data_are_recorded_on_postgresql_too(project: Project, tmp_path: Path) -> None:
+    # one label per variant: the primary metric's difference is NaN and its interval infinite, and PostgreSQL's JSON
+    # type refuses NaN and Infinity, so the hold could not be recorded there (SQLite took it)
+    from loopstack.rollout.stats import Summary, analyze
+
+    refs = register(project, count=2)
+    project.deployments.create("api", refs[0], primary_metric="conversion")
+    project.deployments.canary("api", refs[1], steps=[50, 100], min_requests_per_step=1000, salt="fixed")
+    d = project.deployments.get("api")
+    log = TrafficLog(tmp_path)
+    for i, variant in enumerate(refs):
+        log.record(request_id=f"r{i}", endpoint="api", variant=variant, ref=variant, deployment_version=d.version,
+                   unit_id=f"u{i}", shadow=False, ok=True, status=200, latency_ms=1.0)
+    log.close()
+    predictions = PredictionLog(tmp_path)
+    predictions.feedback([{"request_id": "r0", "label": 1}, {"request_id": "r1", "label": 0}])
+    predictions.close()
+    assert RolloutController(project, "api", log_dir=tmp_path).evaluate().action == "hold"
+    (hold,) = project.events.list(kind="rollout.canary.hold", subject="api")
+    primary = next(e for e in hold.payload["evidence"] if e["metric"] == "primary")
+    assert primary["diff"] is None and primary["diff_ci"] == [None, None] and primary["verdict"] == "insufficient"
+    # a fixed-horizon report against a control whose mean is 0: Welch's statistic is inf and the lift NaN
+    report = analyze({"conversion": (Summary(100, 0.0, 0.0), Summary(100, 1.0, 0.0))})
+    project.events.emit("experiment.report", "api", report.to_dict())
+    (verdict,) = project.events.list(kind="experiment.report")[0].payload["verdicts"]
+    assert verdict["statistic"] is None and verdict["lift"] is None and verdict["lift_ci"] == [None, None]

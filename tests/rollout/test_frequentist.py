@@ -124,3 +124,18 @@ def test_welch_on_constant_arms_that_differ_rejects_no_difference():
     assert r.significant and r.diff_ci == (1.0, 1.0)
     assert welch_ttest([2.0, 2.0], [1.0, 1.0, 1.0], alternative="larger").p_value == 1.0
     assert welch_ttest([5.0, 5.0], [5.0, 5.0]).p_value == 1.0  # identical constants: no evidence of a difference
+
+
+def test_records_for_event_payloads_are_strict_json_when_a_number_is_undefined():
+    # PostgreSQL's JSON type refuses NaN and Infinity: Welch's statistic on constant arms is inf, a lift over 0 NaN
+    import json
+
+    from loopstack.rollout.stats import subgroup_breakdown
+
+    r = welch_ttest([0.0, 0.0, 0.0], [1.0, 1.0, 1.0])
+    assert r.statistic == float("inf") and np.isnan(r.lift)
+    record = json.loads(json.dumps(r.to_dict(), allow_nan=False))
+    assert (record["statistic"], record["lift"], record["lift_ci"]) == (None, None, [None, None])
+    assert record["diff"] == 1.0 and record["p_value"] == 0.0 and record["df"] == 4.0
+    untested = subgroup_breakdown(["a", "a", "b"], ["c", "t", "c"], [1.0, 2.0, 3.0], control="c", treatment="t")
+    assert [json.loads(json.dumps(s.to_dict(), allow_nan=False))["p_adjusted"] for s in untested] == [None, None]

@@ -41,7 +41,7 @@ import numpy as np
 from loopstack.core.errors import ConflictError, ValidationError
 from loopstack.rollout.stats.sequential import SequentialTest, tuned_rho
 from loopstack.rollout.stats.srm import SRM_THRESHOLD, srm_check
-from loopstack.rollout.stats.summary import Summary
+from loopstack.rollout.stats.summary import Summary, finite_or_none
 
 Action = Literal["hold", "advance", "rollback", "promote"]
 
@@ -282,9 +282,9 @@ class CanaryAnalysis:
             "verdict": verdict,
             "stable": check.stable.mean,
             "canary": check.canary.mean,
-            "diff": r.diff,
-            "diff_ci": [low, high],
-            "p_value": r.p_value,
+            "diff": finite_or_none(r.diff),  # NaN, and an infinite interval, while an arm has under 2 units
+            "diff_ci": [finite_or_none(low), finite_or_none(high)],
+            "p_value": finite_or_none(r.p_value),
             "alpha": alpha,
             "margin": check.margin,
             "n_stable": check.stable.n,
@@ -293,16 +293,13 @@ class CanaryAnalysis:
         }
 
 
-def _finite(x: float) -> float | None:
-    return float(x) if np.isfinite(x) else None  # JSON (and PostgreSQL) have no NaN
-
-
 def _test_state(test: SequentialTest) -> dict[str, Any]:
     r = test.last
     last = None if r is None else {
-        "control": r.control.to_dict(), "treatment": r.treatment.to_dict(), "diff": _finite(r.diff),
-        "diff_ci": [_finite(x) for x in r.diff_ci], "lift": _finite(r.lift),
-        "lift_ci": [_finite(x) for x in r.lift_ci], "statistic": _finite(r.statistic), "p_value": _finite(r.p_value),
+        "control": r.control.to_dict(), "treatment": r.treatment.to_dict(), "diff": finite_or_none(r.diff),
+        "diff_ci": [finite_or_none(x) for x in r.diff_ci], "lift": finite_or_none(r.lift),
+        "lift_ci": [finite_or_none(x) for x in r.lift_ci], "statistic": finite_or_none(r.statistic),
+        "p_value": finite_or_none(r.p_value),
     }
     return {"alpha": test.alpha, "planned_n": test.planned_n, "looks": test.looks, "last": last}
 

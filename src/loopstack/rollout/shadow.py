@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from loopstack.core.errors import ValidationError
+from loopstack.rollout.stats.summary import finite_or_none
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,8 @@ class ShadowReport:
     shadow_error_rate: float
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain JSON record; NaN and +-inf (outputs a model answered with NaN) are None."""
+        return {k: finite_or_none(v) if isinstance(v, float) else v for k, v in asdict(self).items()}
 
 
 def compare_shadow(log_dir: str | os.PathLike[str], endpoint: str, champion: str, challenger: str, *,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from loopstack.core.errors import ValidationError
-from loopstack.rollout.stats.summary import Summary
+from loopstack.rollout.stats.summary import Summary, finite_or_none
 
 Alternative = Literal["two-sided", "larger", "smaller"]
 _ALTERNATIVES = ("two-sided", "larger", "smaller")
@@ -55,20 +55,21 @@ class Comparison:
         return bool(self.p_value < self.alpha)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able record (for events and reports)."""
+        """Plain JSON record (for events and reports); NaN and +-inf (a lift over a control mean of 0, Welch's
+        statistic on two constant arms, an interval before there is data) are None."""
         return {
             "method": self.method,
             "control": self.control.to_dict(),
             "treatment": self.treatment.to_dict(),
-            "diff": self.diff,
-            "diff_ci": list(self.diff_ci),
-            "lift": self.lift,
-            "lift_ci": list(self.lift_ci),
-            "statistic": self.statistic,
-            "p_value": self.p_value,
+            "diff": finite_or_none(self.diff),
+            "diff_ci": [finite_or_none(x) for x in self.diff_ci],
+            "lift": finite_or_none(self.lift),
+            "lift_ci": [finite_or_none(x) for x in self.lift_ci],
+            "statistic": finite_or_none(self.statistic),
+            "p_value": finite_or_none(self.p_value),
             "alpha": self.alpha,
             "alternative": self.alternative,
-            **self.extra,
+            **{k: finite_or_none(v) if isinstance(v, float) else v for k, v in self.extra.items()},
         }
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from loopstack.core.errors import ValidationError
+from loopstack.rollout.stats.summary import finite_or_none
 
 SRM_THRESHOLD = 0.001
 
@@ -50,8 +51,8 @@ class SRMResult:
         return {
             "observed": list(self.observed),
             "expected": list(self.expected),
-            "chi2": self.chi2,
-            "p_value": self.p_value,
+            "chi2": finite_or_none(self.chi2),
+            "p_value": finite_or_none(self.p_value),
             "threshold": self.threshold,
             "flagged": self.flagged,
         }

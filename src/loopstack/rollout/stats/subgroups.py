@@ -18,7 +18,7 @@ import numpy as np
 from loopstack.core.errors import ValidationError
 from loopstack.rollout.stats.corrections import Method, adjust
 from loopstack.rollout.stats.frequentist import Comparison, welch_ttest, ztest_proportions
-from loopstack.rollout.stats.summary import Summary
+from loopstack.rollout.stats.summary import Summary, finite_or_none
 
 
 @dataclass(frozen=True)
@@ -31,9 +31,9 @@ class SubgroupResult:
     note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able record."""
+        """Plain JSON record; an untested segment's p_adjusted (NaN) is None."""
         base = self.comparison.to_dict() if self.comparison else {}
-        return {"segment": self.segment, **base, "p_adjusted": self.p_adjusted, "note": self.note}
+        return {"segment": self.segment, **base, "p_adjusted": finite_or_none(self.p_adjusted), "note": self.note}
 
 
 def subgroup_breakdown(

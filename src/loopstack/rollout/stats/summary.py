@@ -8,6 +8,7 @@ with one ``GROUP BY``. Proportions are means of 0/1 outcomes.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,3 +108,19 @@ class Summary:
     def to_dict(self) -> dict[str, float]:
         """Plain JSON-able record."""
         return {"n": self.n, "mean": self.mean, "var": self.var}
+
+
+def finite_or_none(value: float) -> float | None:
+    """`value` as a float, or None where it is NaN or infinite.
+
+    Records for event payloads go through this: JSON has no NaN or Infinity, and PostgreSQL's JSON
+    type refuses the tokens Python writes for them. None is the package's word for a number that is
+    undefined (a lift over a control mean of 0) or unbounded (an interval before there is data), as
+    in drift results and registry metrics.
+
+    Examples
+    --------
+    >>> finite_or_none(0.5), finite_or_none(float("nan")), finite_or_none(float("-inf"))
+    (0.5, None, None)
+    """
+    return float(value) if math.isfinite(value) else None

@@ -19,7 +19,7 @@ from loopstack.rollout.stats.corrections import Method, adjust
 from loopstack.rollout.stats.frequentist import Comparison, welch_ttest
 from loopstack.rollout.stats.sequential import sequential_test
 from loopstack.rollout.stats.srm import SRMResult, srm_check
-from loopstack.rollout.stats.summary import Summary
+from loopstack.rollout.stats.summary import Summary, finite_or_none
 
 Outcome = Literal["better", "worse", "inconclusive", "withheld"]
 _COLUMNS = ("metric", "control", "treatment", "lift (CI)", "diff (CI)", "p (adj.)", "verdict")
@@ -48,12 +48,12 @@ class Verdict:
     reason: str
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able record."""
+        """Plain JSON record; NaN and +-inf are None (see `Comparison.to_dict`)."""
         return {
             "metric": self.metric,
             "outcome": self.outcome,
             "higher_is_better": self.higher_is_better,
-            "p_adjusted": self.p_adjusted,
+            "p_adjusted": finite_or_none(self.p_adjusted),
             "reason": self.reason,
             **{k: v for k, v in self.comparison.to_dict().items() if k not in ("control", "treatment")},
             "control": self.comparison.control.to_dict(),
