@@ -254,3 +254,113 @@ def test_redis_consumer_answers_a_model_returning_the_wrong_count_instead_of_dyi
     assert "one output per row" in outputs[ids[3]]["error"]
     assert [json.loads(outputs[i]["prediction"]) for i in ids if i != ids[3]] == [13.0, 14.0, 15.0, 17.0, 18.0]
     assert client.xpending(names["stream"], names["group"])["pending"] == 0
+
+
+def test_redis_consumer_reclaims_idle_events_behind_many_busy_ones(redis_names) -> None:
+    """XAUTOCLAIM scans at most count*10 pending entries; starting every scan at 0-0 never reached a dead
+    consumer's idle events queued behind a live consumer's newer, not-yet-idle ones."""
+    from loopstack.serving import RedisStreamConsumer
+
+    client, names = redis_names
+    ids = [client.xadd(names["stream"], {"data": json.dumps([i, 0, 0])}).decode() for i in range(100)]
+    client.xgroup_create(names["stream"], names["group"], id="0")
+    client.xreadgroup(names["group"], "busy", {names["stream"]: ">"}, count=100)
+    client.xclaim(names["stream"], names["group"], "dead", 0, ids[60:], idle=60_000)  # dead a minute ago
+    rescuer = RedisStreamConsumer(SlowModel(0.0), url=REDIS_URL, consumer="rescuer", batch_size=2, block_ms=10,
+                                  **names)  # scans 20 entries per XAUTOCLAIM
+    try:
+        for _ in range(200):
+            if not client.xpending_range(names["stream"], names["group"], "-", "+", 1, consumername="dead"):
+                break
+            rescuer.step()
+    finally:
+        rescuer.close()
+    outputs = _outputs(client, names["output"])
+    assert sorted(outputs) == sorted(ids[60:])
+    assert [json.loads(outputs[i]["prediction"]) for i in ids[60:]] == [float(i) for i in range(60, 100)]
+    assert client.xpending(names["stream"], names["group"])["pending"] == 60  # busy's events are still its own
+
+
+class _Crash(BaseException):
+    """Stands for the process dying in the model (OOM, a native crash): nothing after it runs, nothing is acked."""
+
+
+class _CrashesOn13(SlowModel):
+    def __init__(self) -> None:
+        super().__init__(0.0)
+        self.crashes = 0
+
+    def predict(self, X):  # type: ignore[no-untyped-def]
+        if (X[:, 0] == 13).any():
+            self.crashes += 1
+            raise _Crash()
+        return super().predict(X)
+
+
+def test_redis_event_that_kills_the_consumer_is_answered_after_max_deliveries(redis_names) -> None:
+    """An event killing the process came back forever with the healthy events of its batch; now it is answered
+    with an error once delivered more than max_deliveries times, and its batch-mates get predictions."""
+    from loopstack.serving import RedisStreamConsumer
+
+    client, names = redis_names
+    ids = [client.xadd(names["stream"], {"data": json.dumps([i, 1, 2])}).decode() for i in range(8, 18)]
+    model = _CrashesOn13()
+    for _ in range(10):  # each round a consumer restarted under the same name, as a supervisor would
+        consumer = RedisStreamConsumer(model, url=REDIS_URL, consumer="c", batch_size=16, block_ms=10,
+                                       max_deliveries=3, **names)
+        try:
+            consumer.run(idle_exit_s=0.2)
+            break
+        except _Crash:
+            pass
+        finally:
+            consumer.close()
+    outputs = _outputs(client, names["output"])
+    assert model.crashes == 3  # delivered 3 times, then answered without running the model
+    assert "delivered 4 times" in outputs[ids[5]]["error"] and "max_deliveries=3" in outputs[ids[5]]["error"]
+    assert [json.loads(outputs[i]["prediction"]) for i in ids if i != ids[5]] == [
+        float(i + 3) for i in range(8, 18) if i != 13]
+    assert client.xpending(names["stream"], names["group"])["pending"] == 0
+
+
+async def _bodies(names: dict[str, str]) -> dict[int, dict]:
+    """Every result on the output stream by input sequence (a later duplicate replaces an earlier one)."""
+    import nats
+
+    nc = await nats.connect("nats://127.0.0.1:4222")
+    try:
+        js = nc.jetstream()
+        info = await js.stream_info(names["output_stream"])
+        bodies = [json.loads((await js.get_msg(names["output_stream"], seq)).data)
+                  for seq in range(info.state.first_seq, info.state.last_seq + 1)]
+        return {body["source_seq"]: body for body in bodies}
+    finally:
+        await nc.close()
+
+
+def test_nats_event_that_kills_the_consumer_is_answered_after_max_deliveries(nats_names) -> None:
+    from loopstack.serving import NatsStreamConsumer
+
+    asyncio.run(_publish(nats_names, 20))  # the event [13, 0, 0] is sequence 14
+    model = _CrashesOn13()
+
+    async def one_life() -> None:
+        consumer = NatsStreamConsumer(model, batch_size=32, ack_wait_s=1.0, fetch_timeout_s=0.2, max_deliveries=3,
+                                      **nats_names)
+        try:
+            await consumer.run(idle_exit_s=2.5)  # longer than ack_wait: the dead life's events come back first
+        finally:
+            await consumer.close()
+
+    for _ in range(10):
+        try:
+            asyncio.run(one_life())
+            break
+        except _Crash:
+            pass
+    bodies = asyncio.run(_bodies(nats_names))
+    assert model.crashes == 3
+    assert "delivered 4 times (max_deliveries=3)" in bodies[14]["error"]
+    assert sorted(bodies) == list(range(1, 21))
+    assert all(json.loads(bodies[seq]["prediction"]) == float(seq - 1) for seq in bodies if seq != 14)
+    assert asyncio.run(_ack_pending(nats_names)) == 0

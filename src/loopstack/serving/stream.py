@@ -18,6 +18,17 @@ An event's payload is a JSON object of features by name (or a JSON list of
 values in field order). An event that fails the model's schema gets a result
 with an ``error`` instead of a prediction, and is acknowledged: a poison event
 must not block the stream.
+
+An event that kills the process itself (OOM, a native crash) cannot be answered
+when it happens, so it comes back. Redelivered events are therefore scored one
+at a time, each answered and acknowledged before the next, so a crash costs
+only the events still behind it; they are taken from the other end on the next
+delivery. An event delivered more than ``max_deliveries`` times is answered
+with an error, without running the model on it.
+
+Delivery is at least once, so an event can get two results (a consumer slower
+than ``claim_idle_ms``, or one that dies between its write and its ack):
+readers of the output deduplicate on ``source_id`` (``source_seq`` on NATS).
 """
 
 from __future__ import annotations
@@ -31,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from loopstack.core.errors import BackendUnavailableError, LoopstackError, SignatureError
+from loopstack.core.errors import BackendUnavailableError, ConfigError, LoopstackError, SignatureError
 from loopstack.serving.config import ModelSpec
 from loopstack.serving.inputs import concat
 from loopstack.serving.models import ModelAdapter, adapt
@@ -40,14 +51,22 @@ from loopstack.serving.models import ModelAdapter, adapt
 class _MicroBatch:
     """Shared by both consumers: decode events, predict once, encode one result per event."""
 
-    def __init__(self, model: Any, method: str, field: str = "data") -> None:
+    def __init__(self, model: Any, method: str, field: str = "data", max_deliveries: int = 5) -> None:
+        if max_deliveries < 1:
+            raise ConfigError(f"max_deliveries={max_deliveries!r} must be at least 1")
         self.adapter: ModelAdapter = adapt(model, ModelSpec(name="stream", model=model, method=method))
-        self.field = field
+        self.field, self.max_deliveries = field, max_deliveries
 
-    def results(self, payloads: list[bytes | str | None]) -> list[dict[str, str]]:
-        """One result per payload; ``None`` is an event without the payload field."""
+    def results(self, payloads: list[bytes | str | None], deliveries: list[int] | None = None) -> list[dict[str, str]]:
+        """One result per payload; ``None`` is an event without the payload field. `deliveries` counts how often
+        each event was delivered: one delivered too often probably kills the process, so the model never sees it."""
         rows, good, results = [], [], [{} for _ in payloads]
         for i, payload in enumerate(payloads):
+            delivered = deliveries[i] if deliveries else 1
+            if delivered > self.max_deliveries:
+                results[i] = {"error": f"delivered {delivered} times (max_deliveries={self.max_deliveries}) without "
+                                       "a result: the consumer probably died on it (OOM, crash); not scored"}
+                continue
             try:
                 rows.append(self._decode(payload))
                 good.append(i)
@@ -80,6 +99,12 @@ class _MicroBatch:
             return [r for row in rows for r in self._predict([row])]
 
 
+def _one_by_one(count: int, delivered: int) -> range:
+    """The order to score `count` redelivered events alone: alternate ends with each delivery, so the events
+    queued behind one that crashes the process are reached from the other side on its next delivery."""
+    return range(count - 1, -1, -1) if delivered % 2 else range(count)
+
+
 class RedisStreamConsumer:
     """Predict on a Redis stream through a consumer group; results go to another stream.
 
@@ -95,8 +120,8 @@ class RedisStreamConsumer:
     def __init__(self, model: Any, *, stream: str, group: str, output: str, url: str = "redis://127.0.0.1:6379/0",
                  consumer: str | None = None, batch_size: int = 256, block_ms: int = 500,
                  claim_idle_ms: int = 30_000, field: str = "data", method: str = "auto",
-                 output_maxlen: int | None = None) -> None:
-        self.batch = _MicroBatch(model, method, field)
+                 output_maxlen: int | None = None, max_deliveries: int = 5) -> None:
+        self.batch = _MicroBatch(model, method, field, max_deliveries)
         self.url, self.stream, self.group, self.output, self.field = url, stream, group, output, field
         self.consumer = consumer or f"{group}-{socket.gethostname()}-{threading.get_native_id()}-{time.time_ns()}"
         self.batch_size, self.block_ms, self.claim_idle_ms = batch_size, block_ms, claim_idle_ms
@@ -104,6 +129,7 @@ class RedisStreamConsumer:
         self.processed = 0
         self._client: Any = None
         self._own_pending = True  # first re-read what this consumer name already holds
+        self._claim_cursor: bytes | str = "0-0"  # where the XAUTOCLAIM scan of the pending list goes on
 
     @property
     def client(self) -> Any:
@@ -121,12 +147,26 @@ class RedisStreamConsumer:
         return self._client
 
     def step(self) -> int:
-        """Process one micro-batch (own pending, else reclaimed, else new events); returns its size."""
-        entries = self._read_own() or self._claim() or self._read_new()
+        """Process one micro-batch (own pending, else reclaimed, else new events); returns its size.
+
+        Own pending and reclaimed events were delivered before, maybe to a consumer they killed: each is
+        scored and acknowledged alone."""
+        redelivered = self._read_own() or self._claim()
+        if not redelivered:
+            entries = self._read_new()
+            self._answer(entries, [1] * len(entries))
+            return len(entries)
+        deliveries = self._deliveries([entry_id for entry_id, _ in redelivered])
+        for i in _one_by_one(len(redelivered), max(deliveries)):
+            self._answer([redelivered[i]], [deliveries[i]])
+        return len(redelivered)
+
+    def _answer(self, entries: list[tuple[bytes, dict[bytes, bytes]]], deliveries: list[int]) -> None:
+        """Score `entries`, then append their results and acknowledge them in one transaction."""
         if not entries:
-            return 0
+            return
         ids = [entry_id for entry_id, _ in entries]
-        results = self.batch.results([fields.get(self.field.encode()) for _, fields in entries])
+        results = self.batch.results([fields.get(self.field.encode()) for _, fields in entries], deliveries)
         with self.client.pipeline(transaction=True) as pipe:
             for entry_id, result in zip(ids, results, strict=True):
                 pipe.xadd(self.output, {"source_id": entry_id, **result}, maxlen=self.output_maxlen,
@@ -134,7 +174,14 @@ class RedisStreamConsumer:
             pipe.xack(self.stream, self.group, *ids)
             pipe.execute()
         self.processed += len(ids)
-        return len(ids)
+
+    def _deliveries(self, ids: list[bytes]) -> list[int]:
+        """How often each pending event was delivered (XAUTOCLAIM does not say; XPENDING does)."""
+        with self.client.pipeline(transaction=False) as pipe:
+            for entry_id in ids:
+                pipe.xpending_range(self.stream, self.group, min=entry_id, max=entry_id, count=1)
+            pending = pipe.execute()
+        return [found[0]["times_delivered"] if found else 1 for found in pending]
 
     def _read_own(self) -> list[tuple[bytes, dict[bytes, bytes]]]:
         if not self._own_pending:
@@ -144,8 +191,11 @@ class RedisStreamConsumer:
         return entries
 
     def _claim(self) -> list[tuple[bytes, dict[bytes, bytes]]]:
-        _, claimed, deleted = self.client.xautoclaim(
-            self.stream, self.group, self.consumer, self.claim_idle_ms, start_id="0-0", count=self.batch_size
+        """Take over events idle for claim_idle_ms. One call scans at most 10 * batch_size pending entries, so
+        the scan goes on from the cursor Redis returns (0-0 again once it has passed the end)."""
+        self._claim_cursor, claimed, deleted = self.client.xautoclaim(
+            self.stream, self.group, self.consumer, self.claim_idle_ms, start_id=self._claim_cursor,
+            count=self.batch_size
         )
         if deleted:  # trimmed away before anyone scored them: nothing to deliver, so release them
             self.client.xack(self.stream, self.group, *deleted)
@@ -190,8 +240,9 @@ class NatsStreamConsumer:
 
     def __init__(self, model: Any, *, stream: str, subject: str, durable: str, output_subject: str,
                  servers: str = "nats://127.0.0.1:4222", output_stream: str | None = None, batch_size: int = 256,
-                 fetch_timeout_s: float = 0.5, ack_wait_s: float = 30.0, method: str = "auto") -> None:
-        self.batch = _MicroBatch(model, method)
+                 fetch_timeout_s: float = 0.5, ack_wait_s: float = 30.0, method: str = "auto",
+                 max_deliveries: int = 5) -> None:
+        self.batch = _MicroBatch(model, method, max_deliveries=max_deliveries)
         self.stream, self.subject, self.durable, self.output_subject = stream, subject, durable, output_subject
         self.servers, self.output_stream = servers, output_stream or f"{stream}-scored"
         self.batch_size, self.fetch_timeout_s, self.ack_wait_s = batch_size, fetch_timeout_s, ack_wait_s
@@ -230,7 +281,18 @@ class NatsStreamConsumer:
             messages = await self._sub.fetch(self.batch_size, timeout=self.fetch_timeout_s)
         except (TimeoutError, nats.errors.TimeoutError):
             return 0
-        results = await asyncio.to_thread(self.batch.results, [m.data for m in messages])
+        await self._answer([m for m in messages if m.metadata.num_delivered == 1])
+        redelivered = [m for m in messages if m.metadata.num_delivered > 1]  # maybe to a consumer they killed
+        for i in _one_by_one(len(redelivered), max((m.metadata.num_delivered for m in redelivered), default=1)):
+            await self._answer([redelivered[i]])
+        return len(messages)
+
+    async def _answer(self, messages: list[Any]) -> None:
+        """Score `messages`, publish their results, then acknowledge them."""
+        if not messages:
+            return
+        deliveries = [m.metadata.num_delivered for m in messages]
+        results = await asyncio.to_thread(self.batch.results, [m.data for m in messages], deliveries)
         await asyncio.gather(*(
             self._js.publish(self.output_subject, json.dumps({"source_seq": m.metadata.sequence.stream, **r}).encode(),
                              headers={"Nats-Msg-Id": f"{self.stream}:{m.metadata.sequence.stream}"})
@@ -238,7 +300,6 @@ class NatsStreamConsumer:
         ))
         await asyncio.gather(*(m.ack() for m in messages))
         self.processed += len(messages)
-        return len(messages)
 
     async def run(self, stop: asyncio.Event | None = None, idle_exit_s: float | None = None) -> int:
         """Process until `stop` is set (or nothing arrived for `idle_exit_s`); returns events processed."""
