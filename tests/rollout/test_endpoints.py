@@ -224,3 +224,36 @@ def test_shadow_outputs_of_different_forms_are_named_not_broadcast(monkeypatch: 
     monkeypatch.setattr(loopstack.serving, "read_prediction_log", lambda root, endpoint: table)
     with pytest.raises(ValidationError, match=r"'m/1' answered with 2 values per row and 'm/2' with 1"):
         compare_shadow(tmp_path, "api", "m/1", "m/2")
+
+
+def test_shadow_errors_count_only_the_window_the_pairs_come_from(monkeypatch: pytest.MonkeyPatch,
+                                                                 tmp_path: Path) -> None:
+    # an earlier shadow of the same variant failed 4 of 5 requests: its failures were counted against this one
+    import pyarrow as pa
+
+    import loopstack.serving
+    from loopstack.rollout import TrafficLog
+
+    started = time.time() - 10
+    earlier, now = started - 3600, started + 5
+    failed = {"o2", "o3", "o4", "o5", "r4"}
+    requests = [(f"o{i}", earlier) for i in range(1, 6)] + [(f"r{i}", now) for i in range(1, 5)]
+    log = TrafficLog(tmp_path, flush_s=3600)
+    for rid, at in requests:
+        for variant, mirrored in (("m/1", False), ("m/2", True)):
+            ok = not (mirrored and rid in failed)
+            log.record(request_id=rid, endpoint="api", variant=variant, ref=variant, deployment_version=2,
+                       unit_id=None, shadow=mirrored, ok=ok, status=200 if ok else 500, latency_ms=1.0,
+                       time=int(at * 1e6))
+    log.close()
+    answered = [(rid, at, v) for rid, at in requests for v in ("m/1", "m/2") if v == "m/1" or rid not in failed]
+    outputs = pa.array([[1.0]] * len(answered), pa.list_(pa.float64()))
+    table = pa.table({"request_id": [a[0] for a in answered], "row": [0] * len(answered),
+                      "time": pa.array([int(a[1] * 1e6) for a in answered], pa.timestamp("us", tz="UTC")),
+                      "variant": [a[2] for a in answered], "latency_ms": [1.0] * len(answered),
+                      "outputs": pa.StructArray.from_arrays([outputs], ["output"])})
+    monkeypatch.setattr(loopstack.serving, "read_prediction_log", lambda root, endpoint: table)
+    whole = compare_shadow(tmp_path, "api", "m/1", "m/2")
+    assert (whole.pairs, whole.shadow_errors, whole.shadow_error_rate) == (4, 5, 5 / 9)
+    current = compare_shadow(tmp_path, "api", "m/1", "m/2", since=started)
+    assert (current.pairs, current.shadow_errors, current.shadow_error_rate) == (3, 1, 1 / 4)

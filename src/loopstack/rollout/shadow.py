@@ -55,7 +55,7 @@ class ShadowReport:
 
 
 def compare_shadow(log_dir: str | os.PathLike[str], endpoint: str, champion: str, challenger: str, *,
-                   atol: float = 1e-6) -> ShadowReport:
+                   atol: float = 1e-6, since: float | None = None) -> ShadowReport:
     """Compare `challenger`'s mirrored answers for `endpoint` with `champion`'s.
 
     Parameters
@@ -68,13 +68,17 @@ def compare_shadow(log_dir: str | os.PathLike[str], endpoint: str, champion: str
         Variant names (``deployment.champion`` and ``deployment.challenger``).
     atol : float
         Scalar outputs closer than this count as agreeing.
+    since : float, optional
+        UNIX time the shadow started (``deployment.state["started_at"]``): the pairs and the shadow
+        errors both come from requests logged since then. By default both come from the whole log,
+        which also holds any earlier shadow of the same variant.
     """
     from scipy.stats import ks_2samp
 
-    from loopstack.rollout.trafficlog import read_traffic_log
+    from loopstack.rollout.trafficlog import read_traffic_log, rows_since
     from loopstack.serving import read_prediction_log
 
-    table = read_prediction_log(log_dir, endpoint)
+    table = rows_since(read_prediction_log(log_dir, endpoint), since)
     a, b = _side(table, champion), _side(table, challenger)
     keys = sorted(set(a) & set(b))
     if not keys:
@@ -93,7 +97,7 @@ def compare_shadow(log_dir: str | os.PathLike[str], endpoint: str, champion: str
         agree = np.isclose(out_a[:, 0], out_b[:, 0], atol=atol, rtol=0)
     sa, sb = _scalar(out_a), _scalar(out_b)
     ks = ks_2samp(sa, sb)
-    traffic = read_traffic_log(log_dir, endpoint)
+    traffic = read_traffic_log(log_dir, endpoint, since)  # the pairs' window: an earlier shadow's failures are not ours
     mirrored = [v == challenger and s for v, s in zip(traffic["variant"].to_pylist(), traffic["shadow"].to_pylist(),
                                                        strict=True)]
     failed = sum(m and not ok for m, ok in zip(mirrored, traffic["ok"].to_pylist(), strict=True))
