@@ -165,3 +165,45 @@ def test_an_empty_input_is_refused_without_leaving_a_checkpoint(clf, tmp_path: P
     with pytest.raises(ls.ValidationError, match="has no rows; nothing was written"):
         predict_file(clf, tmp_path / "in.parquet", tmp_path / "out.parquet", keep=["id"])
     assert not (tmp_path / "out.parquet").exists() and not (tmp_path / "out.parquet.parts").exists()
+
+
+def test_a_resume_redoes_a_part_left_empty_or_truncated_by_a_power_cut(clf, tmp_path: Path) -> None:
+    """A part renamed into place before its bytes reached the disk can come back empty or cut short; every
+    resume then failed reading it until --no-resume. Now the resume stops at the first unreadable part."""
+    X = np.random.default_rng(5).normal(size=(5_000, 20))
+    _write_input(tmp_path / "in.parquet", X, row_group=1_000)
+    out = tmp_path / "out.parquet"
+    with pytest.raises(KeyboardInterrupt):
+        predict_file(Counting(clf, fail_on_call=4), tmp_path / "in.parquet", out, chunk_rows=1_000, keep=["id"])
+    parts = tmp_path / "out.parquet.parts"
+    (parts / "part-000001.parquet").write_bytes(b"")
+    second_part = (parts / "part-000002.parquet").read_bytes()
+    (parts / "part-000002.parquet").write_bytes(second_part[: len(second_part) // 2])
+
+    again = Counting(clf)
+    summary = predict_file(again, tmp_path / "in.parquet", out, chunk_rows=1_000, keep=["id"])
+    assert summary.resumed_chunks == 1 and again.rows == 4_000
+    result = pq.read_table(out).to_pandas()
+    assert list(result.id) == list(range(5_000))
+    np.testing.assert_allclose(result[["proba_0", "proba_1"]].to_numpy(), clf.predict_proba(X))
+
+
+def test_a_part_reaches_the_disk_before_its_name(clf, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parts were renamed into place unsynced: after a power cut the name could survive and the bytes not."""
+    import os
+
+    if not Path("/proc/self/fd").is_dir():
+        pytest.skip("needs /proc to name the synced files")
+    synced, fsync = [], os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    _write_input(tmp_path / "in.parquet", np.random.default_rng(6).normal(size=(30, 20)), row_group=30)
+    predict_file(clf, tmp_path / "in.parquet", tmp_path / "out.parquet", chunk_rows=10, keep=["id"])
+    parts = str(tmp_path / "out.parquet.parts")
+    for index in range(3):
+        tmp = f"{parts}/.part-{index:06d}.parquet.tmp"
+        assert tmp in synced and parts in synced[synced.index(tmp) + 1:]  # the bytes, then the rename

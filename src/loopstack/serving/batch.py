@@ -255,24 +255,56 @@ def _manifest(dataset: Any, adapter: ModelAdapter, chunk_rows: int, features: li
 
 
 def _finished_parts(parts: Path, manifest: dict[str, Any]) -> int:
-    """How many leading chunks an earlier run with the same manifest finished."""
+    """How many leading chunks an earlier run with the same manifest finished. A part that cannot be read
+    (empty or cut short by a power cut) ends the count: it and the chunks after it are scored again."""
     try:
         if json.loads((parts / "manifest.json").read_text()) != manifest:
             return 0
     except (OSError, ValueError):
         return 0
     done = 0
-    while (parts / f"part-{done:06d}.parquet").exists():
+    while _readable_part(parts / f"part-{done:06d}.parquet", manifest["chunk_rows"]):
         done += 1
     return done
 
 
+def _readable_part(path: Path, chunk_rows: int) -> bool:
+    """The part exists and its footer reads (it is written last), with at most `chunk_rows` rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return 0 < pq.read_metadata(path).num_rows <= chunk_rows
+    except (OSError, pa.ArrowException):
+        return False
+
+
 def _write_atomic(table: pa.Table, path: Path) -> None:
+    """Write to a temporary name, fsync, rename, fsync the folder: a part renamed before its bytes reached the
+    disk could survive a power cut empty, and every resume failed reading it."""
     import pyarrow.parquet as pq
 
     tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
+    with open(tmp, "wb") as handle:
+        pq.write_table(table, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
     tmp.replace(path)
+    _fsync_folder(path.parent)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename into `folder` durable. POSIX only: elsewhere (Windows) a folder cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # a filesystem that cannot sync folders
+        pass
+    finally:
+        os.close(fd)
 
 
 def _merge(parts: Path, count: int, output: Path) -> None:
