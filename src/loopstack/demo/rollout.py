@@ -68,7 +68,7 @@ def shadow(world: Any, ctx: ActionContext) -> dict[str, Any]:
     while world.state["counts"].get("stable", {}).get("requests", 0) < world.scenario.shadow_requests:
         world.advance()
     world.flush_log()
-    report = shadow_report(world)
+    report = shadow_report(world, since=ctx.state["started"])
     kind = "rollout.shadow.passed" if report["errors"] == 0 else "rollout.shadow.failed"
     ctx.emit(kind, report, subject=ENDPOINT)
     ctx.checkpoint(report=report)
@@ -87,12 +87,15 @@ def _shadow_verdict(world: Any, ctx: ActionContext, report: dict[str, Any]) -> d
     raise StopLoop(f"the challenger failed {report['errors']} shadow requests")
 
 
-def shadow_report(world: Any) -> dict[str, Any]:
-    """Champion vs challenger on the same mirrored requests (`loopstack.rollout.compare_shadow`)."""
+def shadow_report(world: Any, since: float | None = None) -> dict[str, Any]:
+    """Champion vs challenger on the same mirrored requests since the shadow began (`compare_shadow`).
+
+    Without `since`, an earlier shadow's requests and errors in the same log would count too.
+    """
     from loopstack.rollout import compare_shadow
 
     report = compare_shadow(world.log_dir, ENDPOINT, world.state["routing"]["champion"],
-                            world.state["challenger"]).to_dict()
+                            world.state["challenger"], since=since).to_dict()
     report["errors"] = report.pop("shadow_errors")
     return report
 
