@@ -276,3 +276,27 @@ def test_prediction_log_rows_keep_their_request_when_a_batch_holds_an_empty_requ
     table = predictions_table([Batch(adapter, items, rows, clf.predict_proba(rows))])
     assert table.select(["request_id", "row", "variant"]).to_pylist() == [
         {"request_id": "two", "row": 0, "variant": "b"}, {"request_id": "two", "row": 1, "variant": "b"}]
+
+
+def test_a_prediction_segment_that_fails_to_write_costs_no_other_model_and_is_retried(clf, tmp_path: Path) -> None:
+    """Before, one failed write ended the flush: the other models' rows and the feedback queued with it were lost."""
+    from loopstack.serving.batcher import Batch, Item
+    from loopstack.serving.models import adapt
+    from loopstack.serving.predlog import PredictionLog, read_feedback, read_prediction_log
+
+    rows = np.zeros((1, 20))
+    log = PredictionLog(tmp_path, flush_s=3600)
+    for name in ("a", "b"):
+        adapter = adapt(clf, ModelSpec(name=name, model=clf))
+        log.observe(Batch(adapter, [Item(rows, 1, None, 0.0, f"{name}-1", None)], rows,  # type: ignore[arg-type]
+                          clf.predict_proba(rows)))
+    log.feedback([{"request_id": "b-1", "label": 1}])
+    (tmp_path / "predictions").mkdir()
+    (tmp_path / "predictions" / "a").write_text("a file where model a's folder goes: its write fails")
+    log.flush()
+    assert read_prediction_log(tmp_path, "b").column("request_id").to_pylist() == ["b-1"]
+    assert read_feedback(tmp_path).column("request_id").to_pylist() == ["b-1"]
+    (tmp_path / "predictions" / "a").unlink()
+    log.close()  # the next flush writes what the failed one kept
+    assert read_prediction_log(tmp_path, "a").column("request_id").to_pylist() == ["a-1"]
+    assert log.rows_written == 2

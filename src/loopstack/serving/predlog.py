@@ -27,6 +27,7 @@ import os
 import threading
 import time
 from collections import defaultdict, deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from loopstack.serving.batcher import Batch
 
 _seq = itertools.count()
+RETRY_ROWS = 100_000  # per model version (and for feedback) kept for the next flush after a failed write
 logger = logging.getLogger("loopstack.serving")
 
 
@@ -98,7 +100,12 @@ class PredictionLog:
                 logger.exception("prediction log: writing a segment failed")
 
     def flush(self) -> None:
-        """Write everything queued so far (called by the thread, and on close)."""
+        """Write everything queued so far (called by the thread, and on close).
+
+        Each model version's segment, and the feedback, is written on its own: one that fails to
+        write (a full disk, a folder turned read-only) keeps its rows for the next flush (the
+        newest ``RETRY_ROWS`` of them), and costs the others nothing.
+        """
         with self._lock:
             batches = _drain(self._pending)
             self._pending_rows = 0
@@ -107,13 +114,37 @@ class PredictionLog:
             for batch in batches:
                 groups[(batch.adapter.name, batch.adapter.version)].append(batch)
             for (model, version), group in groups.items():
-                table = predictions_table(group)
-                self._write(table, self.root / "predictions" / model / version)
-                self.rows_written += table.num_rows
+                self._write_predictions(model, version, group)
             if feedback:
-                import pyarrow as pa
+                self._write_feedback(feedback)
 
-                self._write(pa.Table.from_pylist(feedback, schema=_feedback_schema()), self.root / "feedback")
+    def _write_predictions(self, model: str, version: str, group: list[Batch]) -> None:
+        try:
+            table = predictions_table(group)
+        except Exception:  # converting them again would fail again
+            logger.exception("prediction log: %d batches of %s/%s could not be converted; dropped",
+                             len(group), model, version)
+            return
+        try:
+            self._write(table, self.root / "predictions" / model / version)
+        except OSError:
+            kept = _newest(group, lambda batch: batch.outputs.shape[0])
+            logger.exception("prediction log: writing %s/%s failed; %d of its batches are kept for the next flush",
+                             model, version, len(kept))
+            self._pending.extendleft(reversed(kept))  # older than what queued meanwhile: first again
+            self._pending_rows += sum(batch.outputs.shape[0] for batch in kept)
+            return
+        self.rows_written += table.num_rows
+
+    def _write_feedback(self, feedback: list[dict[str, Any]]) -> None:
+        import pyarrow as pa
+
+        try:
+            self._write(pa.Table.from_pylist(feedback, schema=_feedback_schema()), self.root / "feedback")
+        except OSError:
+            kept = _newest(feedback, lambda _: 1)
+            logger.exception("prediction log: writing feedback failed; %d rows are kept for the next flush", len(kept))
+            self._feedback.extendleft(reversed(kept))
 
     def _write(self, table: pa.Table, folder: Path) -> None:
         import pyarrow.parquet as pq
@@ -130,6 +161,17 @@ class PredictionLog:
         self._wake.set()
         self._thread.join(timeout=30)
         self.flush()
+
+
+def _newest(items: list[Any], rows: Callable[[Any], int]) -> list[Any]:
+    """The newest of `items` holding at most `RETRY_ROWS` rows in all (at least the newest one)."""
+    kept, total = [], 0
+    for item in reversed(items):
+        total += rows(item)
+        if kept and total > RETRY_ROWS:
+            break
+        kept.append(item)
+    return kept[::-1]
 
 
 def predictions_table(batches: list[Batch]) -> pa.Table:
