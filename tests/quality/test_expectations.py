@@ -280,3 +280,37 @@ def test_a_date_bound_is_recorded_as_its_date():
     result = Suite("s", [check]).run({"d": [dt.date(2020, 1, 1), dt.date(2021, 1, 1)]})
     assert result.results[0].expectation["min"] == "2020-06-01" and result.results[0].unexpected_count == 1
     assert check.to_dict()["min"] == dt.date(2020, 6, 1)  # the YAML form keeps the date itself
+
+
+def test_in_set_with_none_among_the_values_still_flags_values_outside_it():
+    """A None in `values` made ``x IN (..., NULL)`` NULL for every other value, so nothing ever offended."""
+    result = one(InSet("c", ["a", "b", None]), {"c": ["a", "b", "z", None]})
+    assert (result.unexpected_count, result.element_count, result.passed) == (1, 3, False)
+    assert one(InSet("c", [None]), {"c": ["a", None]}).unexpected_count == 1
+
+
+def test_badly_typed_yaml_parameters_are_config_errors():
+    """A non-text column type crashed with AttributeError; a text row count with TypeError while running."""
+    cases = {
+        "{kind: column_types, types: {x: null}}": "type None of 'x'",
+        "{kind: column_types, types: [x]}": r"types=\['x'\]",
+        "{kind: row_count, min: '2'}": "min='2' is not a number of rows",
+        "not_null": "is not a mapping",
+    }
+    for item, message in cases.items():
+        with pytest.raises(ConfigError, match=message):
+            Suite.from_yaml(f"name: s\nexpectations:\n  - {item}\n")
+
+
+def test_mixed_type_object_column_is_a_validation_error_naming_the_column():
+    import pandas as pd
+
+    from loopstack.core.errors import ValidationError
+
+    with pytest.raises(ValidationError, match=r"column m.*astype"):
+        Suite("s", [NotNull("m")]).run(pd.DataFrame({"m": [1, "a", None]}))
+
+
+def test_temporal_family_takes_every_timestamp_unit():
+    table = pa.table({"t": pa.array([1], pa.timestamp("s")), "z": pa.array([1], pa.time64("us"))})
+    assert one(ColumnTypes({"t": "temporal", "z": "temporal"}), table).passed

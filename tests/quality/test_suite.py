@@ -180,3 +180,29 @@ def test_numpy_scalar_parameters_write_plain_yaml():
     reloaded = Suite.from_yaml(suite.to_yaml())
     assert reloaded.to_dict() == suite.to_dict()
     assert type(reloaded.to_dict()["expectations"][0]["min"]) is float
+
+
+def test_profile_of_nanosecond_timestamps_passes_on_its_reference():
+    """min/max went through Python datetimes, cut to microseconds, so the range failed on the very same rows."""
+    ns = pa.table({"t": pa.array([1_700_000_000_000_000_001, 1_700_000_000_000_000_999], pa.timestamp("ns"))})
+    suite = profile(ns)
+    assert suite.run(ns).passed and Suite.from_yaml(suite.to_yaml()).run(ns).passed
+    later = pa.table({"t": pa.array([1_700_000_000_000_001_000], pa.timestamp("ns"))})
+    assert suite.run(later)["between(t)"].unexpected_count == 1
+
+
+def test_profile_of_an_empty_table_passes_on_it():
+    empty = pa.table({"x": pa.array([], pa.int64())})
+    assert profile(empty).run(empty).passed
+
+
+def test_date_and_datetime_bounds_write_yaml_and_read_back():
+    """to_yaml refused a date bound ('YAML cannot store'), though YAML writes dates and datetimes."""
+    import datetime as dt
+
+    aware = dt.datetime(2024, 1, 1, 12, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    suite = Suite("s", [Between("d", min=dt.date(2020, 6, 1)), Between("t", max=aware)])
+    reloaded = Suite.from_yaml(suite.to_yaml())
+    assert reloaded.to_dict() == suite.to_dict()
+    data = {"d": [dt.date(2020, 1, 1), dt.date(2021, 1, 1)], "t": [aware, aware + dt.timedelta(seconds=1)]}
+    assert [r.unexpected_count for r in reloaded.run(data).results] == [1, 1]

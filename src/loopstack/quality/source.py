@@ -348,6 +348,12 @@ def _to_arrow(data: Any) -> Any:
 
     if isinstance(data, pa.RecordBatchReader):
         return data.read_all()
-    return to_arrow(
-        data, "check data of type", hint=", a Parquet/CSV path or folder, or loopstack.quality.Query('SELECT ...')"
-    )
+    try:
+        return to_arrow(
+            data, "check data of type", hint=", a Parquet/CSV path or folder, or loopstack.quality.Query('SELECT ...')"
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:  # e.g. a pandas object column holding 1 and 'a'
+        raise ValidationError(
+            f"cannot check this {describe(data)}: {str(error).splitlines()[0]}; give each column one type, "
+            "e.g. df[column].astype(str)"
+        ) from error

@@ -12,6 +12,7 @@ YAML form (what `Suite.to_yaml` writes and `Suite.load` reads)::
 
 from __future__ import annotations
 
+import datetime
 import os
 import time
 from collections.abc import Iterable, Iterator
@@ -174,7 +175,7 @@ def _check_plain(value: Any, suite: str, where: str = "") -> None:
     elif isinstance(value, list):
         for index, item in enumerate(value):
             _check_plain(item, suite, f"{where}[{index}]")
-    elif value is not None and not isinstance(value, str | int | float | bool):
+    elif value is not None and not isinstance(value, str | int | float | bool | datetime.date):
         raise ConfigError(
             f"suite {suite!r}: {where} holds a {type(value).__name__}, which YAML cannot store; "
             "pass a file path or SQL text instead"

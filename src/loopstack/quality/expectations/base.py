@@ -89,6 +89,8 @@ class Expectation:
         >>> Expectation.from_dict({"kind": "between", "column": "age", "min": 0})
         Between(severity='error', mostly=1.0, column='age', min=0, max=None, strict=False)
         """
+        if not isinstance(spec, dict):
+            raise ConfigError(f"expectation {spec!r} is not a mapping; write it as {{kind: not_null, column: x}}")
         params = dict(spec)
         kind = params.pop("kind", None)
         cls = KINDS.get(str(kind))
@@ -166,9 +168,16 @@ def _plain(value: Any, describe_data: bool = False) -> Any:
         return value
     if isinstance(value, dict) and not _holds_arrays(value):
         return {k: _plain(v, describe_data) for k, v in value.items()}
-    if describe_data and hasattr(value, "isoformat"):
-        return value.isoformat()  # a date bound; YAML writes the date itself
+    if hasattr(value, "isoformat"):  # a date or time bound
+        return value if _yaml_date(value) and not describe_data else value.isoformat()
     return describe(value) if describe_data else value
+
+
+def _yaml_date(value: Any) -> bool:
+    """A plain date or datetime, which YAML writes and reads back as itself (a time or pandas Timestamp is not)."""
+    import datetime
+
+    return type(value) in (datetime.date, datetime.datetime)
 
 
 def _holds_arrays(value: dict[str, Any]) -> bool:

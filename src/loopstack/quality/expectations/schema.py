@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 _INTEGERS = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT")
 _FLOATS = ("FLOAT", "DOUBLE")
+_TIMESTAMPS = ("TIMESTAMP", "TIMESTAMP WITH TIME ZONE", "TIMESTAMP_NS", "TIMESTAMP_MS", "TIMESTAMP_S")
 FAMILIES: dict[str, tuple[str, ...]] = {
     "integer": _INTEGERS,
     "float": _FLOATS,
@@ -28,8 +29,8 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "string": ("VARCHAR",),
     "boolean": ("BOOLEAN",),
     "date": ("DATE",),
-    "timestamp": ("TIMESTAMP", "TIMESTAMP WITH TIME ZONE", "TIMESTAMP_NS", "TIMESTAMP_MS", "TIMESTAMP_S"),
-    "temporal": ("DATE", "TIME", "TIMESTAMP", "TIMESTAMP WITH TIME ZONE", "TIMESTAMP_NS", "TIMESTAMP_MS"),
+    "timestamp": _TIMESTAMPS,
+    "temporal": ("DATE", "TIME", "TIME WITH TIME ZONE", *_TIMESTAMPS),
 }
 
 
@@ -65,10 +66,10 @@ class ColumnTypes(TableExpectation):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.types:
-            raise ConfigError("column_types: types is empty; map column names to types")
+        if not self.types or not isinstance(self.types, dict):
+            raise ConfigError(f"column_types: types={self.types!r}; map column names to types, e.g. {{id: integer}}")
         for name, wanted in self.types.items():
-            if wanted.lower() not in FAMILIES and not wanted[:1].isalpha():
+            if not isinstance(wanted, str) or (wanted.lower() not in FAMILIES and not wanted[:1].isalpha()):
                 raise ConfigError(f"column_types: type {wanted!r} of {name!r} is not a DuckDB type or a family")
 
     def run(self, source: Source, row_count: int, sample_size: int) -> ExpectationResult:

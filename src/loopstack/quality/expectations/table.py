@@ -112,6 +112,9 @@ class RowCount(TableExpectation):
         super().__post_init__()
         if self.min is None and self.max is None:
             raise ConfigError("row_count: give min, max or both")
+        for name, bound in (("min", self.min), ("max", self.max)):
+            if bound is not None and (isinstance(bound, bool) or not isinstance(bound, int | float)):
+                raise ConfigError(f"row_count: {name}={bound!r} is not a number of rows; write e.g. {name}: 100")
 
     def run(self, source: Source, row_count: int, sample_size: int) -> ExpectationResult:
         passed = (self.min is None or row_count >= self.min) and (self.max is None or row_count <= self.max)

@@ -98,7 +98,11 @@ class InSet(RowExpectation):
         self.values = list(self.values)
 
     def condition(self, schema: dict[str, str]) -> str:
-        return f"NOT ({quote(self.column)} IN ({', '.join(literal(v) for v in self.values)}))"
+        # A NULL in the list would make `x IN (...)` NULL, not FALSE, for every value outside it, so nothing
+        # would offend; nulls never offend a value check anyway, so None in `values` is left out.
+        allowed = [literal(v) for v in self.values if v is not None]
+        col = quote(self.column)
+        return f"NOT ({col} IN ({', '.join(allowed)}))" if allowed else f"{col} IS NOT NULL"
 
 
 @dataclass
