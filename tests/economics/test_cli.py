@@ -44,6 +44,7 @@ def test_plan_breakeven_models_and_errors(tmp_path: Path) -> None:
     assert "mixtral-8x7b" in _run("models")
     result = CliRunner().invoke(gpu, ["estimate", "llama-9"])
     assert result.exit_code == 1 and "no model preset 'llama-9'" in result.output
+    assert "config.json" in result.output and "ModelConfig" not in result.output  # a fix a shell user can apply
     bad = tmp_path / "p.yaml"
     bad.write_text("gpus: []\n")
     result = CliRunner().invoke(gpu, ["plan", "gpt2", "--prices", str(bad)])

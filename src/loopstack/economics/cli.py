@@ -14,7 +14,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from loopstack.core.errors import ConfigError, LoopstackError
+from loopstack.core.errors import ConfigError, LoopstackError, NotFoundError
 from loopstack.economics import cost, inference, memory, models, prices, sizing
 
 _PRICINGS = click.Choice(list(prices.PRICINGS))
@@ -32,7 +32,12 @@ def _model(name: str) -> models.ModelConfig:
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ConfigError(f"model config {name} is not JSON ({exc}); pass a Hugging Face config.json") from None
         return models.from_hf_config(config, name=path.stem)
-    return models.get_model(name)
+    try:
+        return models.get_model(name)
+    except NotFoundError:
+        # The API's fix (build a ModelConfig) means nothing on the command line; a config.json does.
+        raise NotFoundError(f"no model preset {name!r}; pass a preset name (`loopstack gpu models` lists them: "
+                            f"{', '.join(sorted(models.PRESETS))}) or the path of a Hugging Face config.json") from None
 
 
 def _fail(error: LoopstackError) -> None:
@@ -60,7 +65,8 @@ def list_models() -> None:
 
 @gpu.command("estimate")
 @click.argument("model")
-@click.option("--method", type=click.Choice(["full", "lora", "qlora", "inference"]), default="full", show_default=True)
+@click.option("--method", type=click.Choice(["full", "lora", "qlora", "inference"]), default="full", show_default=True,
+              help="Training method, or inference for serving memory.")
 @click.option("--seq", type=int, default=2048, show_default=True, help="Training sequence length.")
 @click.option("--batch", type=int, default=1, show_default=True, help="Micro-batch (training) or concurrent sequences.")
 @click.option("--gpus", type=int, default=1, show_default=True, help="Data-parallel GPUs (training).")
@@ -109,16 +115,18 @@ def estimate(model: str, method: str, fsdp: str | None, targets: str, **opts: An
               help="Training tokens.")
 @click.option("--hours", type=click.FloatRange(0, min_open=True), default=1.0, show_default=True,
               help="Inference: hours of serving to price.")
-@click.option("--method", type=click.Choice(["full", "lora", "qlora"]), default="full", show_default=True)
-@click.option("--seq", type=int, default=2048, show_default=True)
+@click.option("--method", type=click.Choice(["full", "lora", "qlora"]), default="full", show_default=True,
+              help="Training method (--workload training).")
+@click.option("--seq", type=int, default=2048, show_default=True, help="Training sequence length.")
 @click.option("--recompute", type=click.Choice(["none", "selective", "full"]), default="selective", show_default=True)
-@click.option("--dtype", default="bf16", show_default=True, help="Inference weight dtype.")
-@click.option("--context", type=click.IntRange(1), help="Inference context length.")
+@click.option("--dtype", default="bf16", show_default=True, help="Inference weight dtype: fp32, bf16, int8, int4, nf4.")
+@click.option("--context", type=click.IntRange(1), help="Inference context length (default: the model's maximum).")
 @click.option("--mfu", type=float, default=0.4, show_default=True, help="Model-FLOPs utilization for training time.")
 @click.option("--pricing", type=_PRICINGS, default="on_demand", show_default=True)
 @click.option("--utilization", type=click.FloatRange(0, 1, min_open=True), default=0.7, show_default=True,
               help="Owned cards: busy share of a year.")
-@click.option("--max-gpus", type=click.IntRange(1), default=64, show_default=True)
+@click.option("--max-gpus", type=click.IntRange(1), default=64, show_default=True,
+              help="Most cards of one type a plan may use.")
 @click.option("--preemptions-per-hour", type=float, default=0.1, show_default=True, help="Spot: expected rate.")
 @click.option("--checkpoint-seconds", type=float, default=120.0, show_default=True, help="Spot: time to save.")
 @click.option("--prices", "prices_path", type=click.Path(exists=True, dir_okay=False), help="A YAML price table.")
