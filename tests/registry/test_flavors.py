@@ -205,3 +205,13 @@ def test_manifest_records_versions_and_files(project, log_in_run, classification
     assert manifest["files"] == logged.files
     assert project.tracking.artifact_digest(run_id, "model") == logged.digest
     assert ls.load_model(logged.uri, project=project).predict(X).shape == (len(X),)
+
+
+def test_a_function_logged_with_an_arrow_example_holding_nulls_predicts_on_it(project, log_in_run):
+    """log_model refused its own example ('column 'n': expected int64, got float64') when an int column had nulls."""
+    import pyarrow as pa
+
+    example = pa.table({"n": pa.array([1, None, 3]), "t": pa.array([1, 2, 3], pa.timestamp("ms", tz="UTC"))})
+    logged, loaded = _roundtrip(project, log_in_run, lambda table: table.column("n").fill_null(0), example)
+    assert str(logged.signature.inputs) == "{n: int64, t: datetime64[ms, UTC]}"
+    assert loaded.predict(example).to_pylist() == [1, 0, 3]

@@ -144,6 +144,23 @@ def test_arrow_schema_returns_arrow():
     assert checked.column("a").type == pa.float64()
 
 
+
+def test_an_arrow_table_passes_its_own_signature_with_nulls_and_time_zones():
+    """Its int and bool columns with nulls came back from to_pandas as float64 and object, and a time zone
+    was dropped from the signature, so the table a model was logged with failed its own signature."""
+    table = pa.table({
+        "i": pa.array([1, None], pa.int32()),
+        "b": pa.array([True, None]),
+        "t": pa.array([1, 2], pa.timestamp("us", tz="UTC")),
+        "f": [1.5, 2.5],
+    })  # fmt: skip
+    schema = infer_schema(table)
+    assert str(schema) == "{i: int32, b: bool, t: datetime64[us, UTC], f: float64}"
+    checked = check_input(schema, table)
+    assert checked.schema == table.schema and checked.equals(table)
+    with pytest.raises(SignatureError, match=r"column 't': expected datetime64\[us, UTC\], got datetime64\[us\]"):
+        check_input(schema, table.set_column(2, "t", pa.array([1, 2], pa.timestamp("us"))))
+
 _DTYPES = st.sampled_from(["int64", "int32", "float64", "float32", "bool", "string"])
 
 

@@ -58,8 +58,7 @@ def _to_frame(data: Any, schema: Schema) -> Any:
         return data
     module = type(data).__module__.split(".")[0]
     if module in ("pyarrow", "polars"):
-        table = data.to_arrow() if module == "polars" else data
-        return table.to_pandas()
+        return _arrow_to_frame(data.to_arrow() if module == "polars" else data)
     if isinstance(data, dict) or (isinstance(data, list) and data and isinstance(data[0], dict)):
         return pd.DataFrame(data)
     if isinstance(data, np.ndarray | list | tuple):
@@ -75,6 +74,27 @@ def _to_frame(data: Any, schema: Schema) -> Any:
         f"cannot check input of type {type(data).__name__} against columns {schema}; "
         "pass a pandas DataFrame, an Arrow table, a dict of columns or a 2-D array"
     )
+
+
+def _arrow_to_frame(table: Any) -> Any:
+    """An Arrow table as a frame whose integer and bool columns with nulls keep their type (Int64, boolean).
+
+    Plain ``to_pandas`` makes them float64 and object, so the very table a model was logged with failed
+    its own signature ('expected int64, got float64'). Columns without nulls convert as before.
+    """
+    import pandas as pd
+    import pyarrow as pa
+
+    frame = table.to_pandas()
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        kind = column.type
+        if column.null_count and (pa.types.is_integer(kind) or pa.types.is_boolean(kind)):
+            frame[name] = column.to_pandas(types_mapper=pd.ArrowDtype).astype(_NULLABLE.get(str(kind), "Int64"))
+    return frame
+
+
+_NULLABLE = {"bool": "boolean", "uint8": "UInt8", "uint16": "UInt16", "uint32": "UInt32", "uint64": "UInt64",
+             "int8": "Int8", "int16": "Int16", "int32": "Int32", "int64": "Int64"}
 
 
 def _check_columns(schema: Schema, frame: Any) -> Any:

@@ -189,8 +189,8 @@ def arrow_dtype(arrow_type: Any) -> str:
         return np.dtype(arrow_type.to_pandas_dtype()).name
     if types.is_string(arrow_type) or types.is_large_string(arrow_type) or types.is_string_view(arrow_type):
         return "string"
-    if types.is_timestamp(arrow_type):
-        return f"datetime64[{arrow_type.unit}]"
+    if types.is_timestamp(arrow_type):  # named as pandas names it, which is what checked input is compared in
+        return f"datetime64[{arrow_type.unit}, {arrow_type.tz}]" if arrow_type.tz else f"datetime64[{arrow_type.unit}]"
     if types.is_dictionary(arrow_type):
         return "category"
     return "object"
