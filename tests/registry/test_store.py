@@ -162,7 +162,7 @@ def test_a_model_keeps_the_features_it_was_logged_with(project):
         run.log_model(double, "refs", example=np.ones((2, 3)), features=["driver_stats:trips", "driver_stats:rate"])
         run.log_model(double, "service", example=np.ones((2, 3)), features="eta_features")
         for bad in ([], ["trips"], ["a:b:c"], [":trips"], "  ", [3]):
-            with pytest.raises(ls.ValidationError, match="view:feature" if bad != "  " else "feature service"):
+            with pytest.raises(ls.ValidationError, match="view_name:feature_name" if bad != "  " else "service"):
                 run.log_model(double, "bad", example=np.ones((2, 3)), features=bad)
     for path, expected in (("plain", None), ("refs", ("driver_stats:trips", "driver_stats:rate")),
                            ("service", "eta_features")):

@@ -102,11 +102,16 @@ def check_features(features: Any) -> str | list[str] | None:
             raise ValidationError("features='' names no feature service; pass a service name or 'view:feature' refs")
         return features
     refs = list(features) if isinstance(features, Sequence) else None
-    bad = [r for r in refs or [] if not isinstance(r, str) or r.count(":") != 1 or not all(r.split(":"))]
-    if not refs or bad:
-        found = f" (not of that form: {bad})" if bad else ""
+    if not refs:
         raise ValidationError(f"features={features!r}: pass a feature service name or a non-empty list of "
-                              f"'view:feature' references, e.g. ['driver_stats:trips']{found}")
+                              "'view_name:feature_name' references, e.g. ['driver_stats:trips']")
+    from loopstack.features.definitions import parse_ref  # the feature store's own rule, so both say the same
+
+    for ref in refs:
+        try:
+            parse_ref(ref)
+        except ValidationError as error:
+            raise ValidationError(f"features={features!r}: {error}") from error
     return refs
 
 
