@@ -38,7 +38,7 @@ def test_deploy_commands_and_status(sqlite_project: Project, tmp_path: Path) -> 
                    unit_id=None, shadow=False, ok=bool(rng.random() > 0.01), status=200,
                    latency_ms=float(rng.lognormal(1, 0.3)))
     log.close()
-    assert run("evaluate", "api", "--log-dir", str(tmp_path)).startswith("advance: step 0 passed")
+    assert run("evaluate", "api", "--log-dir", str(tmp_path)).startswith("advance: step 1/2 passed")
     status = run("status", "api", "--log-dir", str(tmp_path))
     assert "error_rate" in status and "advance" in status and refs[1] in status
     data = json.loads(run("status", "api", "--log-dir", str(tmp_path), "--json"))

@@ -195,9 +195,9 @@ def _decisions(decisions: list[dict[str, Any]]) -> str:
         evidence = "<br>".join(_evidence(x) for x in p["evidence"])
         good = p["action"] in ("advance", "promote")
         action = _verdict(good, p["action"]) if p["action"] != "hold" else "hold"
-        rows.append([str(e["id"]), str(e.get("day") or ""), action, str(p["step"]), f"{p['weight']:.0%}",
+        rows.append([str(e["id"]), str(e.get("day") or ""), action, str(p["step"] + 1), f"{p['weight']:.0%}",
                      html.escape(p["reason"]), str(p["canary_requests"]), evidence])
-    return _table(["event", "day", "decision", "step", "weight after", "reason", "canary requests",
+    return _table(["event", "day", "decision", "step after", "weight after", "reason", "canary requests",
                    "guardrails (canary - stable, always-valid CI)"], rows)
 
 

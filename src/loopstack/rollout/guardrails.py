@@ -231,13 +231,18 @@ class CanaryAnalysis:
             return self._decide("hold", "sample ratio mismatch in this step; check the traffic split", evidence, canary)
         served = canary.requests - self._step_start[1]
         if served < self.policy.min_requests_per_step:
-            reason = f"step {self.step}: {served} of {self.policy.min_requests_per_step} canary requests"
+            # Steps are counted from 1 in words, as `loopstack deploy` shows them ("step 1/4").
+            needed = self.policy.min_requests_per_step
+            reason = f"step {self._step_name(self.step)}: {served} of {needed} canary requests"
             return self._decide("hold", reason, evidence, canary)
         if self.step == len(self.policy.steps) - 1:
             return self._finish("promote", "all steps passed", evidence, canary)
         self.step += 1
         self._step_start = (stable.requests, canary.requests)
-        return self._decide("advance", f"step {self.step - 1} passed", evidence, canary)
+        return self._decide("advance", f"step {self._step_name(self.step - 1)} passed", evidence, canary)
+
+    def _step_name(self, step: int) -> str:
+        return f"{step + 1}/{len(self.policy.steps)}"
 
     def _decide(self, action: Action, reason: str, evidence: list[dict[str, Any]], canary: VariantStats) -> Decision:
         return Decision(action, self.step, self.weight, reason, tuple(evidence), canary.requests)
