@@ -115,6 +115,8 @@ def test_yaml_policies_become_policies_and_bad_ones_are_named(root: Path) -> Non
 def test_loop_trigger_run_once_and_status(root: Path) -> None:
     invoke(loop, root, "run", "--once")  # first start: creates the trigger state
     assert "loop.manual" in invoke(loop, root, "trigger", "nightly", "--reason", "test")
+    with pytest.raises(NotFoundError, match=r"no loop policy 'nigthly'; policies: .*Declare it under loop\.policies"):
+        invoke(loop, root, "trigger", "nigthly")
     assert "stopped after 1 tick" in invoke(loop, root, "run", "--once")
     report = json.loads(invoke(loop, root, "status", "--json"))
     (run,) = report["runs"]

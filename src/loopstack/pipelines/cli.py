@@ -177,7 +177,8 @@ def loop_trigger(ctx: click.Context, policy: str, reason: str) -> None:
     _, policies = discover(project)
     names = [p.name for p in policies]
     if policy not in names:
-        raise NotFoundError(f"no loop policy {policy!r}; policies: {names}")
+        raise NotFoundError(f"no loop policy {policy!r}; policies: {names}. Declare it under loop.policies in "
+                            "loopstack.yaml, or as a module-level Policy in a definitions file")
     event = trigger(project, policy, reason)
     console().print(f"event {event}: loop.manual for {policy!r}; `loopstack loop run --once` to run it now")
 
