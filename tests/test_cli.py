@@ -35,6 +35,7 @@ def test_init_then_runs_show_compare_and_events(tmp_path: Path) -> None:
     assert "params.lr" in compared.output and "metrics.acc" in compared.output
     events = runner.invoke(cli, [*base, "events", "--kind", "run."])
     assert events.output.count("run.finished") == 2
+    assert "┃ id ┃" in events.output  # the header stays readable on 80 columns with one-digit ids
     project.close()
 
 

@@ -75,7 +75,8 @@ def events(
         return
     out = console()
     table = Table(title=f"events of {project.config.name}")
-    table.add_column("id", justify="right", no_wrap=True, min_width=len(str(max((e.id for e in rows), default=1))))
+    id_width = max(2, len(str(max((e.id for e in rows), default=1))))  # never narrower than its header
+    table.add_column("id", justify="right", no_wrap=True, min_width=id_width)
     table.add_column("time", no_wrap=True, min_width=19)
     table.add_column("kind", no_wrap=True, style="bold", min_width=max((len(e.kind) for e in rows), default=4))
     table.add_column("subject", no_wrap=True, max_width=20, overflow="ellipsis")
