@@ -30,7 +30,7 @@ def drift() -> None:
 def report(reference: str, current: str, output: str, json_path: str | None, columns: tuple[str, ...],
            test: str | None, threshold: float | None, drift_share: float, correction: str | None,
            fail_on_drift: bool) -> None:
-    """Compare CURRENT with REFERENCE column by column and write an HTML (and JSON) report."""
+    """Compare --current with --reference column by column and write an HTML (and JSON) report."""
     from loopstack.drift.compare import compare
 
     _check_outputs((reference, current), (output, json_path))
