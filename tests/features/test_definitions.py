@@ -226,8 +226,8 @@ def test_an_on_demand_function_that_raises_is_named_in_the_error(project: Projec
 def test_exported_names_are_what_we_mean_to_export() -> None:
     assert set(lf.__all__) == {
         "Entity", "FeatureView", "Field", "FeatureService", "OnDemandFeatureView", "on_demand_feature_view",
-        "Source", "FileSource", "TableSource", "SqlSource", "PushSource", "Int32", "Int64", "Float32", "Float64",
-        "String", "Bool", "Bytes", "UnixTimestamp", "FeatureStore", "Catalog", "Plan", "OnlineStore",
+        "parse_ref", "Source", "FileSource", "TableSource", "SqlSource", "PushSource", "Int32", "Int64", "Float32",
+        "Float64", "String", "Bool", "Bytes", "UnixTimestamp", "FeatureStore", "Catalog", "Plan", "OnlineStore",
         "OnlineResponse", "PRESENT", "EXPIRED", "NOT_FOUND",
     }
     assert all(hasattr(lf, name) for name in lf.__all__)

@@ -24,6 +24,7 @@ _EXPORTS = {
     "FeatureService": "loopstack.features.definitions",
     "FeatureView": "loopstack.features.definitions",
     "Field": "loopstack.features.definitions",
+    "parse_ref": "loopstack.features.definitions",
     "OnlineStore": "loopstack.features.online.base",
     "Plan": "loopstack.features.plan",
     "EXPIRED": "loopstack.features.serving",
@@ -56,6 +57,7 @@ __all__ = [
     "FeatureService",
     "OnDemandFeatureView",
     "on_demand_feature_view",
+    "parse_ref",
     # sources
     "Source",
     "FileSource",

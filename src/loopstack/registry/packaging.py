@@ -105,7 +105,7 @@ def check_features(features: Any) -> str | list[str] | None:
     if not refs:
         raise ValidationError(f"features={features!r}: pass a feature service name or a non-empty list of "
                               "'view_name:feature_name' references, e.g. ['driver_stats:trips']")
-    from loopstack.features.definitions import parse_ref  # the feature store's own rule, so both say the same
+    from loopstack.features import parse_ref  # the feature store's own rule, so both say the same
 
     for ref in refs:
         try:
