@@ -29,6 +29,14 @@ def test_bad_value_names_key_value_and_fix() -> None:
     assert "metadata" in message and "mysql://x" in message and "postgresql://" in message
 
 
+def test_an_offline_store_other_than_duckdb_is_refused_not_ignored() -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_config({"name": "fraud", "offline_store": "spark"})
+    message = str(error.value)
+    assert "offline_store" in message and "spark" in message and "duckdb" in message
+    assert parse_config({"name": "fraud", "offline_store": "duckdb"}).offline_store == "duckdb"
+
+
 def test_out_of_range_number_is_rejected() -> None:
     with pytest.raises(ConfigError, match=r"tracking\.flush_interval_s"):
         parse_config({"name": "fraud", "tracking": {"flush_interval_s": -1}})

@@ -70,6 +70,15 @@ class ProjectConfig(_Section):
             )
         return value
 
+    @field_validator("offline_store")
+    @classmethod
+    def _offline_store_is_known(cls, value: str) -> str:
+        # DuckDB is the only offline engine; another name would be accepted and never used.
+        if value != "duckdb":
+            raise ValueError("the offline store is duckdb (it reads Parquet, CSV, Arrow and SQL sources); "
+                             "write offline_store: duckdb or remove the key")
+        return value
+
 
 def _sqlite_file(url: str) -> str:
     """The file of a ``sqlite:///file`` URL, or '' where it names none: SQLAlchemy refuses
