@@ -125,3 +125,15 @@ def test_gzip_body_and_unknown_model_and_version(address: str, data) -> None:
     assert httpx.post(f"http://{address}/v2/models/nope/infer", json=body).status_code == 404
     wrong = httpx.post(f"http://{address}/v2/models/fraud/versions/7/infer", json=body)
     assert wrong.status_code == 404 and "served version is 1" in wrong.json()["error"]
+
+
+def test_metadata_names_the_library_a_compiled_model_came_from(clf) -> None:
+    """The registry serves a HistGradientBoosting model in its compiled form: it reported "loopstack-loopstack"."""
+    from loopstack.registry.flavors import trees
+    from loopstack.serving import ModelSpec
+    from loopstack.serving.models import adapt
+    from loopstack.serving.v2 import model_metadata
+
+    compiled = trees.load(trees.dump(trees.compile_trees(clf)))
+    assert model_metadata(adapt(compiled, ModelSpec(name="m", model=compiled)))["platform"] == "loopstack-sklearn"
+    assert model_metadata(adapt(clf, ModelSpec(name="m", model=clf)))["platform"] == "loopstack-sklearn"

@@ -212,6 +212,12 @@ def _pack_bytes(outputs: np.ndarray) -> bytes:
     return b"".join(parts)
 
 
+def _library(model: Any) -> str:
+    """The library a model comes from: a compiled form names the one it was compiled from."""
+    library = getattr(model, "library", None)
+    return library if isinstance(library, str) else type(model).__module__.split(".")[0]
+
+
 def model_metadata(adapter: ModelAdapter) -> dict[str, Any]:
     """``GET /v2/models/{name}``: versions, platform, input and output tensors."""
     schema = adapter.schema
@@ -223,7 +229,7 @@ def model_metadata(adapter: ModelAdapter) -> dict[str, Any]:
     return {
         "name": adapter.name,
         "versions": [adapter.version],
-        "platform": f"loopstack-{type(adapter.model).__module__.split('.')[0]}",
+        "platform": f"loopstack-{_library(adapter.model)}",
         "inputs": inputs,
         "outputs": [{"name": adapter.method, "datatype": "FP64", "shape": [-1, -1]}],
     }

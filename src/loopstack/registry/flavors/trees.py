@@ -70,6 +70,8 @@ def compiled_model(arrays: dict[str, np.ndarray]) -> CompiledTrees:
 class CompiledTrees:
     """A compiled tree ensemble (a regressor): ``predict``."""
 
+    library = "sklearn"  # what it was compiled from, as the model metadata reports it
+
     def __init__(self, arrays: dict[str, np.ndarray]) -> None:
         self.arrays = arrays
         self.kind = int(arrays["kind"])
