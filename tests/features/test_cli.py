@@ -58,6 +58,15 @@ def test_materialize_refuses_a_reversed_window_and_a_bad_chunk_size(project: Pro
         assert f"chunk_size={size} must be a positive number of rows" in text
 
 
+def test_materialize_with_no_feature_views_says_so(tmp_path) -> None:
+    """It printed nothing and exited 0: a silent success with nothing done."""
+    from click.testing import CliRunner
+
+    Project.init(tmp_path / "empty", name="empty").close()
+    done = CliRunner().invoke(features, ["materialize"], obj={"project_path": str(tmp_path / "empty")})
+    assert done.exit_code == 0 and "no feature views to materialize" in done.output and "loopstack apply" in done.output
+
+
 def test_skew_and_compact_refuse_meaningless_bounds(project: Project) -> None:
     text = _fails(project, "skew", "ranker", "--since", "2030-01-01", "--until", "2020-01-01")
     assert "since='2030-01-01' is after until='2020-01-01'" in text

@@ -82,6 +82,9 @@ def materialize(ctx: click.Context, start: str | None, end: str | None, views: t
         done = store.materialize(start, end_value, list(views) or None, chunk_size=chunk_size)
     else:
         done = store.materialize_incremental(end_value, list(views) or None, chunk_size=chunk_size)
+    if not done:  # saying nothing read as success with nothing to say
+        console().print("no feature views to materialize: define them and run `loopstack apply` first",
+                        highlight=False)
     for name, rows in done.items():
         console().print(f"{name}: {rows} entities", highlight=False)
 

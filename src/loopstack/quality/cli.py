@@ -71,7 +71,7 @@ def profile(
 
 @quality.command()
 @click.argument("suite", required=False)
-@click.option("--limit", "-n", default=20, show_default=True, type=click.IntRange(1))
+@click.option("--limit", "-n", default=20, show_default=True, type=click.IntRange(1), help="How many results.")
 @click.pass_context
 def history(ctx: click.Context, suite: str | None, limit: int) -> None:
     """Past suite results recorded in the project, newest first."""

@@ -17,7 +17,7 @@ def _format(value: object) -> str:
 @click.option("--experiment", "-e", multiple=True, help="Only these experiments.")
 @click.option("--filter", "-f", "filter_string", help="e.g. \"metrics.acc > 0.9 and params.lr = '0.01'\"")
 @click.option("--order-by", "-o", multiple=True, help="e.g. 'metrics.acc desc'.")
-@click.option("--limit", "-n", default=20, show_default=True)
+@click.option("--limit", "-n", default=20, show_default=True, type=click.IntRange(1), help="How many runs.")
 @click.option("--metric", "-m", "metrics", multiple=True, help="Metric columns to show (default: up to 4).")
 @click.pass_context
 def runs(
