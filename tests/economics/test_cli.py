@@ -30,6 +30,10 @@ def test_estimate_with_fsdp_and_inference_and_config_json(tmp_path: Path) -> Non
     assert f"{est.optimizer / ec.GiB:,.2f}" in out
     out = _run("estimate", "mistral-7b", "--method", "inference", "--dtype", "int4", "--context", "4096")
     assert "kv_cache" in out and "overhead" in out
+    # gpu plan's name for it works here too
+    assert _run("estimate", "mistral-7b", "--workload", "inference", "--dtype", "int4", "--context", "4096") == out
+    assert "a training method" in _fails("estimate", "mistral-7b", "--workload", "inference", "--method", "lora",
+                                         code=2)
     config = tmp_path / "tiny.json"
     config.write_text(json.dumps({"model_type": "llama", "num_hidden_layers": 2, "hidden_size": 64,
                                   "num_attention_heads": 4, "vocab_size": 100, "intermediate_size": 128}))

@@ -65,8 +65,10 @@ def list_models() -> None:
 
 @gpu.command("estimate")
 @click.argument("model")
+@click.option("--workload", type=click.Choice(["training", "inference"]), default="training", show_default=True,
+              help="Train or serve the model, as in gpu plan.")
 @click.option("--method", type=click.Choice(["full", "lora", "qlora", "inference"]), default="full", show_default=True,
-              help="Training method, or inference for serving memory.")
+              help="Training method (--method inference is --workload inference).")
 @click.option("--seq", type=int, default=2048, show_default=True, help="Training sequence length.")
 @click.option("--batch", type=int, default=1, show_default=True, help="Micro-batch (training) or concurrent sequences.")
 @click.option("--gpus", type=int, default=1, show_default=True, help="Data-parallel GPUs (training).")
@@ -80,8 +82,13 @@ def list_models() -> None:
 @click.option("--dtype", default="bf16", show_default=True, help="Inference weight dtype: fp32, bf16, int8, int4, nf4.")
 @click.option("--context", type=click.IntRange(1), help="Inference context length (default: the model's maximum).")
 @click.option("--tp", "tensor_parallel", type=int, default=1, show_default=True, help="Tensor-parallel GPUs.")
-def estimate(model: str, method: str, fsdp: str | None, targets: str, **opts: Any) -> None:
+def estimate(model: str, workload: str, method: str, fsdp: str | None, targets: str, **opts: Any) -> None:
     """Memory per GPU to train or serve MODEL (a preset name or a config.json path)."""
+    if workload == "inference" and method in ("lora", "qlora"):
+        raise click.BadParameter(f"--method {method} is a training method; drop it for --workload inference",
+                                 param_hint="--method")
+    if workload == "inference":
+        method = "inference"
     try:
         m = _model(model)
         if method == "inference":
