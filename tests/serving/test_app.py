@@ -75,6 +75,12 @@ def test_native_predict_matches_the_model_and_logs_every_row(clf, data, tmp_path
     ({"rows": [[1.0] * 20]}, 400, "'instances'"),
     ({"entities": [{"user_id": 3}]}, 400, "takes no entity keys"),
     ([1, 2], 400, "JSON object"),
+    ({"instances": [[1.0] * 19 + [10**400]]}, 400, "field 'x19' is too large"),
+    ({"inputs": {**{f"x{j}": [1.0] for j in range(20)}, "x4": [10**400]}}, 400, "inputs.x4 holds a number too large"),
+    ({"instances": [[1.0] * 19 + ["1.5"]]}, 400, "field 'x19' must be a number, got '1.5'"),
+    ({"instances": [[1.0] * 19 + [None], [1.0] * 19 + ["2"]]}, 400, "instances[1] field 'x19' must be a number"),
+    ({"inputs": {f"x{j}": [] for j in range(20)}}, 400, "hold no rows"),
+    ({"inputs": {**{f"x{j}": [1.0, 2.0] for j in range(20)}, "x2": [1.0, [2.0]]}}, 400, "inputs.x2 must be a flat"),
 ])
 def test_bad_requests_get_4xx_naming_the_field(shared, payload, status: int, needle: str) -> None:
     response = shared.post("/v1/models/m:predict", json=payload)
@@ -85,6 +91,8 @@ def test_bad_requests_get_4xx_naming_the_field(shared, payload, status: int, nee
 
 def test_garbage_and_unknown_models(shared) -> None:
     garbage = shared.post("/v1/models/m:predict", content=b"{not json")
+    deep = shared.post("/v1/models/m:predict", content=b'{"instances": ' + b"[" * 5000 + b"]" * 5000 + b"}")
+    assert deep.status_code == 400 and "nested too deeply" in deep.json()["error"]
     missing = shared.post("/v1/models/nope:predict", json={"instances": [[0.0] * 20]})
     listed = shared.get("/v1/models").json()
     assert garbage.status_code == 400 and "not valid JSON" in garbage.json()["error"]

@@ -57,6 +57,7 @@ from loopstack.serving.threads import ThreadBudget
 
 logger = logging.getLogger("loopstack.serving")
 JSON = "application/json"
+DEEP = "the body is not valid JSON: it is nested too deeply (more than 1,000 levels)"
 
 
 class Server:
@@ -480,6 +481,8 @@ def json_object(body: bytes, allow_list: bool = False, parse: Any = json.loads) 
         payload = parse(body)
     except (ValueError, UnicodeDecodeError) as error:
         raise ValidationError(f"the body is not valid JSON ({error})") from None
+    except RecursionError:  # json.loads, where orjson stops at 1024 levels
+        raise ValidationError(DEEP) from None
     if not isinstance(payload, dict) and not (allow_list and isinstance(payload, list)):
         raise ValidationError(f"the body must be a JSON object, got {type(payload).__name__}")
     return payload

@@ -107,7 +107,10 @@ class InputSchema:
     # -- shared checks ---------------------------------------------------------------
     def check_column(self, column: Column, values: Any, where: str) -> np.ndarray:
         """One column's values as a 1-D array of the column's kind, or a SignatureError naming `where`."""
-        array = np.asarray(values)
+        try:
+            array = np.asarray(values)
+        except ValueError:  # ragged: some values are lists
+            raise SignatureError(f"{where} must be a flat list of values, got {_short(values)}") from None
         if array.ndim == 2 and array.shape[1] == 1:
             array = array[:, 0]
         if array.ndim != 1:
@@ -123,6 +126,8 @@ class InputSchema:
         lengths = {name: len(a) for name, a in arrays.items()}
         if len(set(lengths.values())) > 1:
             raise SignatureError(f"input columns have different lengths {lengths}; every field needs one value per row")
+        if not any(lengths.values()):
+            raise SignatureError(f"input columns {list(lengths)} hold no rows; send at least one value per field")
         if self.all_numeric:
             matrix = np.column_stack([arrays[n] for n in self.names]).astype(np.float64, copy=False)
             return self.check_exact(matrix, "inputs")
@@ -134,8 +139,8 @@ class InputSchema:
 
     def _matrix(self, values: Any, where: str) -> np.ndarray:
         try:
-            array = np.asarray(values, dtype=np.float64)
-        except (ValueError, TypeError):
+            array = _numbers(values)
+        except (ValueError, TypeError, OverflowError):
             raise SignatureError(self._bad_value(values, where)) from None
         if array.ndim == 1 and len(self) == 1:
             array = array[:, None]
@@ -169,6 +174,8 @@ class InputSchema:
             for name, value in zip(self.names, row, strict=True):
                 if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
                     return f"{where}[{i}] field {name!r} must be a number, got {_short(value)}"
+                if isinstance(value, int) and not _fits_float(value):
+                    return f"{where}[{i}] field {name!r} is too large for float64, got {_short(value)}"
         return f"{where} must be a list of rows of {len(self)} numbers {self.names}"
 
     def _missing_field(self, instances: list[Any]) -> str:
@@ -218,12 +225,36 @@ def _to_float(array: np.ndarray, where: str, column: Column) -> np.ndarray:
         return array.astype(np.float64, copy=False)
     if array.dtype.kind == "O":  # JSON null -> NaN; anything else must be a number
         bad = [v for v in array if v is not None and (isinstance(v, bool) or not isinstance(v, int | float))]
-        if not bad:
+        if bad:
+            raise SignatureError(f"{where} must hold numbers ({column.dtype}), got {_short(bad[0])}")
+        try:
             return np.array([np.nan if v is None else v for v in array], dtype=np.float64)
-        raise SignatureError(f"{where} must hold numbers ({column.dtype}), got {_short(bad[0])}")
+        except OverflowError:
+            big = next(v for v in array if isinstance(v, int) and not _fits_float(v))
+            raise SignatureError(f"{where} holds a number too large for float64: {_short(big)}") from None
     raise SignatureError(
         f"{where} must hold numbers ({column.dtype}), got {array.dtype} values like {_short(array[0])}"
     )
+
+
+def _numbers(values: Any) -> np.ndarray:
+    """`values` as float64, refusing strings: ``np.asarray(["1.5"], dtype=float)`` would parse them,
+    where a column of ``inputs`` (and a v2 tensor) refuses them. JSON null is NaN."""
+    array = np.asarray(values)
+    kind = array.dtype.kind
+    if kind == "O" and any(isinstance(v, str | bytes) for v in array.flat):
+        raise ValueError("strings are not numbers")
+    if kind not in "fiubO":
+        raise ValueError(f"{array.dtype} values are not numbers")
+    return array.astype(np.float64, copy=False)
+
+
+def _fits_float(value: int) -> bool:
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True
 
 
 def _at(row: Any, j: int, i: int) -> Any:
