@@ -109,9 +109,32 @@ def test_wrong_shape_or_datatype_is_400_naming_the_tensor(client, shape, datatyp
     ({"inputs": []}, {}, "non-empty list"),
     ({"inputs": [{"name": "input", "shape": [1, 20], "datatype": "FP64", "data": [1.0] * 20}]},
      {"inference-header-content-length": "99999"}, "outside the body"),
+    (b'{"inputs": ' + b"[" * 5000 + b"]" * 5000 + b"}", {}, "nested too deeply"),
+    ({"inputs": [{"name": "input", "shape": [1, 20], "datatype": "FP64", "data": [1.0] * 20, "parameters": "x"}]},
+     {}, "input 'input': 'parameters' must be an object"),
+    ({"inputs": [{"name": "input", "shape": [1, 20], "datatype": "FP64", "data": [1.0] * 20}], "parameters": 3},
+     {}, "'parameters' must be an object"),
+    ({"inputs": [{"name": "input", "shape": [1, 20], "datatype": "FP64", "data": [1.0] * 20}],
+      "outputs": [{"name": "predict_proba", "parameters": ["binary_data"]}]}, {},
+     "output 'predict_proba': 'parameters'"),
+    ({"inputs": [{"name": f"x{j}", "shape": [1], "datatype": "FP64", "data": [1.0]} for j in range(20)]
+      + [{"name": "x3", "shape": [1], "datatype": "FP64", "data": [2.0]}]}, {}, "input 'x3' is sent twice"),
+    ({"inputs": [{"name": "input", "shape": [1, 20], "datatype": "INT8", "data": [1] * 19 + [300]}]}, {},
+     "input 'input': data does not fit datatype INT8"),
+    ({"inputs": [{"name": "input", "shape": [1, 20], "datatype": "UINT8", "data": [1] * 19 + [-1]}]}, {},
+     "input 'input': data does not fit datatype UINT8"),
+    ({"inputs": [{"name": "input", "shape": [1, 20], "datatype": "INT32", "data": [1] * 19 + [1.5]}]}, {},
+     "input 'input': data does not fit datatype INT32"),
+    ({"inputs": [{"name": "input", "shape": [1, 20], "datatype": "INT64", "data": [1] * 19 + [2**70]}]}, {},
+     "input 'input': data does not fit datatype INT64"),
+    ({"inputs": [{"name": "input", "shape": [1, 20], "datatype": "FP16", "data": [1.0] * 19 + [1e10]}]}, {},
+     "input 'input': data does not fit datatype FP16"),
 ])
 def test_malformed_v2_requests_are_400(address: str, body, headers, needle: str) -> None:
-    response = httpx.post(f"http://{address}/v2/models/fraud/infer", content=json.dumps(body), headers=headers)
+    """Each was answered: a 500 (deep nesting, 'parameters' not an object), the last tensor of a repeated name
+    silently, or integers wrapped around (300 as INT8 reached the model as 44)."""
+    content = body if isinstance(body, bytes) else json.dumps(body)
+    response = httpx.post(f"http://{address}/v2/models/fraud/infer", content=content, headers=headers)
     assert response.status_code == 400, response.text
     assert needle in response.json()["error"]
 

@@ -55,6 +55,8 @@ def parse_body(body: bytes, header_length: str | None, encoding: str | None = No
         request = jsonio.loads(body[:size] if size < len(body) else body)
     except (ValueError, UnicodeDecodeError) as error:
         raise ValidationError(f"inference request header is not valid JSON ({error})") from None
+    except RecursionError:  # json.loads, where orjson stops at 1024 levels
+        raise ValidationError("inference request header is not valid JSON: it is nested too deeply") from None
     if not isinstance(request, dict):
         raise ValidationError("inference request must be a JSON object with an 'inputs' list")
     return request, body[size:]
@@ -69,6 +71,8 @@ def decode_inputs(request: dict[str, Any], binary: bytes, adapter: ModelAdapter)
     offset = 0
     for tensor in inputs:
         name, array, offset = _tensor(tensor, binary, offset)
+        if name in tensors:
+            raise SignatureError(f"input {name!r} is sent twice; send each tensor once")
         tensors[name] = array
     if offset != len(binary):
         raise ValidationError(f"{len(binary) - offset} bytes of binary data follow the tensors that declared them")
@@ -99,7 +103,7 @@ def _tensor(tensor: dict[str, Any], binary: bytes, offset: int) -> tuple[str, np
     if dtype is None:
         raise SignatureError(f"input {name!r} has datatype {datatype!r}; use one of {sorted(DTYPES)}")
     count = math.prod(shape)  # exact Python ints; np.prod on a list cost 6% of the loop per request
-    size = (tensor.get("parameters") or {}).get("binary_data_size")
+    size = _parameters(tensor, f"input {name!r}").get("binary_data_size")
     if size is not None:
         if not isinstance(size, int) or size < 0 or offset + size > len(binary):
             raise SignatureError(
@@ -147,9 +151,22 @@ def _fromjson(data: Any, dtype: np.dtype, name: str, datatype: str) -> np.ndarra
         array = np.asarray(data)
         if dtype.kind != "O" and array.dtype.kind not in "fiub":
             raise SignatureError(f"input {name!r}: data holds non-numbers but the datatype is {datatype}")
-        return array.astype(dtype, copy=False)
+        with np.errstate(invalid="ignore", over="ignore"):  # _fits tells the client what a wrapped cast lost
+            converted = array.astype(dtype, copy=False)
     except (ValueError, TypeError, OverflowError):
         raise SignatureError(f"input {name!r}: data does not fit datatype {datatype}") from None
+    if converted is not array and dtype.kind != "O" and not _fits(array, converted):
+        raise SignatureError(f"input {name!r}: data does not fit datatype {datatype} (out of range, or a fraction "
+                             "in an integer tensor)")
+    return converted
+
+
+def _fits(array: np.ndarray, converted: np.ndarray) -> bool:
+    """Whether casting kept the values: integers must not wrap (300 as INT8 is 44) nor lose a fraction, and a
+    finite number must not become infinite (1e10 as FP16); floats may round, as FP32 does."""
+    if converted.dtype.kind == "f":
+        return not (np.isinf(converted) & ~np.isinf(array)).any()
+    return bool(np.array_equal(converted, array))
 
 
 def _unpack_bytes(raw: bytes, name: str) -> np.ndarray:
@@ -199,9 +216,19 @@ def _wants_binary(request: dict[str, Any], adapter: ModelAdapter) -> bool:
                 raise SignatureError(
                     f"output {name!r} is unknown; model {adapter.name!r} produces [{adapter.method!r}]"
                 )
-            binary = binary or bool((output.get("parameters") or {}).get("binary_data", False))
+            binary = binary or bool(_parameters(output, f"output {name!r}").get("binary_data", False))
         return binary
-    return bool((request.get("parameters") or {}).get("binary_data_output", False))
+    return bool(_parameters(request, "the request").get("binary_data_output", False))
+
+
+def _parameters(owner: dict[str, Any], where: str) -> dict[str, Any]:
+    """The ``parameters`` object of a request, input or output (empty when absent)."""
+    parameters = owner.get("parameters")
+    if parameters is None:
+        return {}
+    if not isinstance(parameters, dict):
+        raise SignatureError(f"{where}: 'parameters' must be an object, got {type(parameters).__name__}")
+    return parameters
 
 
 def _pack_bytes(outputs: np.ndarray) -> bytes:
