@@ -41,6 +41,18 @@ def _csv(root: Path) -> lf.Source:
     return lf.FileSource(path="rows.csv")
 
 
+def _tsv_folder(root: Path) -> lf.Source:
+    (root / "tsv").mkdir()
+    pacsv.write_csv(ROWS.slice(0, 2), root / "tsv" / "a.tsv", pacsv.WriteOptions(delimiter="\t"))
+    pacsv.write_csv(ROWS.slice(2), root / "tsv" / "b.tsv", pacsv.WriteOptions(delimiter="\t"))
+    return lf.FileSource(path="tsv")
+
+
+def _sql_with_a_trailing_comment(root: Path) -> lf.Source:
+    pq.write_table(ROWS, root / "q.parquet")
+    return lf.SqlSource(query="SELECT * FROM read_parquet('q.parquet')  -- every driver")
+
+
 def _sql(root: Path) -> lf.Source:
     pq.write_table(ROWS, root / "q.parquet")
     return lf.SqlSource(query="SELECT * FROM read_parquet('q.parquet') WHERE driver_id > 0")
@@ -51,6 +63,8 @@ SOURCES: dict[str, Callable[[Path], lf.Source]] = {
     "parquet_folder": _parquet_folder,
     "csv": _csv,
     "sql": _sql,
+    "sql_with_a_trailing_comment": _sql_with_a_trailing_comment,
+    "tsv_folder": _tsv_folder,
     "arrow": lambda root: lf.TableSource(ROWS),
     "pandas": lambda root: lf.TableSource(ROWS.to_pandas()),
     "polars": lambda root: lf.TableSource(pytest.importorskip("polars").from_arrow(ROWS)),

@@ -90,7 +90,7 @@ class FileSource(Source):
         path = self.resolve(root)
         if path.suffix in (".csv", ".tsv"):
             return "csv"
-        if path.is_dir() and not any(path.rglob("*.parquet")) and any(path.rglob("*.csv")):
+        if path.is_dir() and not any(path.rglob("*.parquet")) and any(_csv_files(path)):
             return "csv"
         return "parquet"
 
@@ -99,7 +99,8 @@ class FileSource(Source):
         if not path.exists():
             raise ValidationError(f"source file {path} does not exist; write the data there or fix path={self.path!r}")
         kind = self.format(relations.root)
-        target = str(path / "**" / f"*.{kind}") if path.is_dir() else str(path)
+        pattern = "*.[ct]sv" if kind == "csv" else "*.parquet"  # a .tsv is a CSV file too, alone or in a folder
+        target = str(path / "**" / pattern) if path.is_dir() else str(path)
         literal = "'" + target.replace("'", "''") + "'"
         if kind == "csv":
             return f"read_csv({literal}, auto_detect=true, union_by_name=true)"
@@ -112,7 +113,8 @@ class FileSource(Source):
     def files(self, root: Path) -> list[Path]:
         path = self.resolve(root)
         if path.is_dir():
-            return sorted(p for p in path.rglob(f"*.{self.format(root)}") if p.is_file())
+            found = _csv_files(path) if self.format(root) == "csv" else path.rglob("*.parquet")
+            return sorted(p for p in found if p.is_file())
         return [path] if path.exists() else []
 
     def fingerprint(self, root: Path) -> str:
@@ -173,7 +175,9 @@ class SqlSource(Source):
     query: str
 
     def sql(self, relations: Relations) -> str:
-        return f"({self.query.strip().rstrip(';')})"
+        """The query as a subquery; the closing parenthesis on its own line, so a trailing ``--`` comment
+        cannot swallow it."""
+        return f"({self.query.strip().rstrip(';')}\n)"
 
     def fingerprint(self, root: Path) -> str:
         return hashlib.sha256(self.query.encode()).hexdigest()
@@ -212,6 +216,10 @@ class PushSource(Source):
 
     def _spec(self) -> dict[str, Any]:
         return {"batch_source": self.batch_source.spec()}
+
+
+def _csv_files(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.suffix in (".csv", ".tsv")]
 
 
 def _file_hash(path: Path) -> str:
