@@ -41,3 +41,53 @@ def test_domain_classifier_auc() -> None:
     calm = DomainClassifier(max_rows=400, folds=3).score(ref, _sample(rng, 400))
     assert found.drifted and found.auc > 0.8 and len(found.fold_aucs) == 3
     assert not calm.drifted and calm.auc < 0.56
+
+
+def _correlated(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+    a = rng.normal(size=(n, 2))
+    return {f"c{j}": a[:, j % 2] + 0.5 * rng.normal(size=n) for j in range(5)}
+
+
+def test_reconstruction_band_follows_the_current_chunk_size() -> None:
+    # the band was learned for 500-row reference chunks; 100-row chunks of unchanged data drifted 1 time in 4
+    alarms = 0
+    for seed in range(60):
+        rng = np.random.default_rng(seed)
+        detector = ReconstructionDrift().fit(_correlated(rng, 5000))
+        alarms += detector.score(_correlated(rng, 100)).drifted
+    assert alarms <= 4
+    small, large = detector.score(_correlated(rng, 100)), detector.score(_correlated(rng, 2500))
+    assert small.upper - small.lower > large.upper - large.lower
+
+
+def test_reconstruction_never_keeps_every_component() -> None:
+    # keeping all components rebuilt every row exactly: a shift of 100 went unseen, verdicts were rounding noise
+    rng = np.random.default_rng(0)
+    detector = ReconstructionDrift().fit({"x": rng.normal(size=1000)})
+    assert detector.score({"x": rng.normal(size=300) + 100}).drifted
+    assert not detector.score({"x": rng.normal(size=300)}).drifted
+    pair = ReconstructionDrift().fit({"x": rng.normal(size=1000), "c": rng.choice(list("abc"), 1000)})
+    assert not pair.score({"x": rng.normal(size=300), "c": rng.choice(list("abc"), 300)}).drifted
+    assert pair.score({"x": rng.normal(size=300), "c": rng.choice(list("xyz"), 300)}).drifted
+
+
+def test_reconstruction_band_of_zero_width_ignores_rounding() -> None:
+    # every reference chunk scored the same, and the reference itself fell one rounding step outside
+    flags = {"c": [None, "a"] * 100, "b": [True, False, None, True] * 50}
+    assert not ReconstructionDrift().fit(flags).score(flags).drifted
+    constant = ReconstructionDrift().fit({"a": np.ones(200), "b": np.ones(200)})  # warned 0/0, then saw nothing
+    assert not constant.score({"a": np.ones(50), "b": np.ones(50)}).drifted
+    assert constant.score({"a": np.full(50, 2.0), "b": np.ones(50)}).drifted
+
+
+def test_reconstruction_refuses_data_it_cannot_judge() -> None:
+    rng = np.random.default_rng(0)
+    ref = {"a": rng.normal(size=200), "empty": np.full(200, np.nan)}  # an all-missing column: SVD did not converge
+    assert not ReconstructionDrift().fit(ref).score(ref).drifted
+    detector = ReconstructionDrift().fit({"a": rng.normal(size=200), "b": rng.normal(size=200)})
+    with pytest.raises(ValidationError, match="no rows"):
+        detector.score({"a": np.array([]), "b": np.array([])})  # was NaN, reported as drift
+    with pytest.raises(ValidationError, match=r"\['b'\] of the reference"):
+        detector.score({"a": [1.0]})  # was a raw KeyError
+    with pytest.raises(ValidationError, match="8 rows for 20 columns"):
+        ReconstructionDrift(n_chunks=2).fit({f"c{i}": rng.normal(size=8) for i in range(20)})

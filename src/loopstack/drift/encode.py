@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from loopstack.core.errors import ValidationError
 from loopstack.drift.data import CATEGORICAL, as_table, infer_kind
 
 
@@ -52,6 +53,10 @@ class FrequencyEncoder:
     def transform(self, data: Any) -> np.ndarray:
         """A float64 matrix, one column per fitted column; NaN where a numerical value is null."""
         table = as_table(data)
+        missing = [name for name in self.columns_ if name not in table.column_names]
+        if missing:
+            raise ValidationError(f"columns {missing} of the reference are not in the data; columns: "
+                                  f"{table.column_names}")
         out = np.empty((table.num_rows, len(self.columns_)), dtype=np.float64)
         for j, name in enumerate(self.columns_):
             column = table.column(name)
