@@ -308,3 +308,24 @@ def test_a_prediction_segment_that_fails_to_write_costs_no_other_model_and_is_re
     log.close()  # the next flush writes what the failed one kept
     assert read_prediction_log(tmp_path, "a").column("request_id").to_pylist() == ["a-1"]
     assert log.rows_written == 2
+
+
+def test_a_multi_output_classifier_answers_each_row_with_its_own_probabilities(data) -> None:
+    """predict_proba of a multi-output classifier is a list, one (rows, classes) array per output: it was read as
+    (outputs, rows, classes), so with as many rows as outputs each row got another output's column (a 200), and
+    otherwise the request was a 400 blaming the client."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multioutput import MultiOutputClassifier
+
+    X, y = data
+    model = MultiOutputClassifier(LogisticRegression()).fit(X, np.stack([y, 1 - y], axis=1))
+    with running(create_app([ModelSpec(name="multi", model=model)])) as address, \
+            httpx.Client(base_url=f"http://{address}") as client:
+        two = client.post("/v1/models/multi:predict", json={"instances": X[:2].tolist()})
+        three = client.post("/v2/models/multi/infer", json={
+            "inputs": [{"name": "input", "shape": [3, 20], "datatype": "FP64", "data": X[:3].ravel().tolist()}]})
+    assert two.status_code == 200 and three.status_code == 200, (two.text, three.text)
+    np.testing.assert_allclose(two.json()["predictions"], np.stack(model.predict_proba(X[:2]), axis=1))
+    tensor = three.json()["outputs"][0]
+    assert tensor["shape"] == [3, 2, 2]
+    np.testing.assert_allclose(np.reshape(tensor["data"], (3, 2, 2)), np.stack(model.predict_proba(X[:3]), axis=1))

@@ -17,7 +17,7 @@ import numpy as np
 
 from loopstack.core.errors import ConfigError
 from loopstack.serving.config import ModelSpec
-from loopstack.serving.inputs import Column, InputSchema, Rows
+from loopstack.serving.inputs import Column, InputSchema, Rows, n_rows
 
 Loader = Callable[[str], Any]
 
@@ -48,8 +48,8 @@ class ModelAdapter:
     features: str | tuple[str, ...] | None = None  # what entity-key requests read from the feature store
 
     def run(self, rows: Rows) -> np.ndarray:
-        """One vectorized call of the model on a batch of rows."""
-        return np.asarray(getattr(self.model, self.method)(self.model_input(rows)))
+        """One vectorized call of the model on a batch of rows: one output per row, first axis."""
+        return by_row(getattr(self.model, self.method)(self.model_input(rows)), n_rows(rows))
 
     def model_input(self, rows: Rows) -> Any:
         """Rows in the form the model was trained on: a DataFrame when its columns are named,
@@ -63,6 +63,28 @@ class ModelAdapter:
         frame = pd.DataFrame(rows, columns=self.schema.names, copy=False)
         exact = {c.name: c.dtype for c in columns if c.dtype.kind in "iub"}
         return frame.astype(exact) if exact else frame
+
+
+def by_row(outputs: Any, n: int) -> np.ndarray:
+    """`outputs` with rows first.
+
+    A multi-output classifier's predict_proba (scikit-learn's MultiOutputClassifier, a multi-output
+    forest) is a list of one (rows, classes) array per output; as an array that is (outputs, rows,
+    classes), which the batcher would slice by output. Stacked on axis 1 each row gets its own
+    (outputs, classes) probabilities.
+
+    Examples
+    --------
+    >>> by_row([np.zeros((3, 2)), np.ones((3, 2))], 3).shape
+    (3, 2, 2)
+    """
+    if isinstance(outputs, list) and outputs and all(
+            isinstance(o, np.ndarray) and o.ndim == 2 and o.shape[0] == n for o in outputs):
+        if len({o.shape for o in outputs}) > 1:
+            raise ValueError(f"the outputs have different numbers of classes {[o.shape[1] for o in outputs]}; "
+                             "serve one model per output")
+        return np.stack(outputs, axis=1)
+    return np.asarray(outputs)
 
 
 def adapt(model: Any, spec: ModelSpec) -> ModelAdapter:
