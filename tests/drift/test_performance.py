@@ -88,3 +88,21 @@ def test_a_label_sent_twice_counts_once_and_the_last_one_wins() -> None:
     assert (whole["n"], whole["n_labelled"], whole["coverage"], whole["accuracy"]) == (4, 3, 0.75, 1.0)
     windows = performance(log, feedback, window=CountWindow(2))
     assert [(w["n"], w["n_labelled"]) for w in windows] == [(2, 2), (2, 1)]
+
+
+def test_count_windows_follow_the_log_order_not_the_key() -> None:
+    # with feedback joined, count windows were cut in key order ("a", "b", "m", "z"), not as served
+    log = {"id": ["z", "a", "m", "b"], "prediction": [1, 1, 0, 0]}
+    feedback = {"id": ["b", "m", "a", "z"], "label": [1, 0, 1, 1]}
+    joined = performance(log, feedback, window=CountWindow(2), metrics=["accuracy"])
+    inline = performance({**log, "label": [1, 1, 0, 1]}, window=CountWindow(2), metrics=["accuracy"])
+    assert [w["accuracy"] for w in joined] == [w["accuracy"] for w in inline] == [1.0, 0.5]
+
+
+@pytest.mark.parametrize(("negative", "positive"), [(-1, 1), (1, 2), ("no", "yes"), (False, True)])
+def test_auc_takes_any_two_labels_like_sklearn(negative: object, positive: object) -> None:
+    rng = np.random.default_rng(0)
+    y = np.where(rng.uniform(size=200) < 0.4, positive, negative)
+    scores = rng.integers(0, 5, 200) / 4  # ties too
+    assert roc_auc(y, scores) == pytest.approx(skm.roc_auc_score(y, scores))
+    assert np.isnan(roc_auc(np.full(5, positive), scores[:5]))  # one class: undefined

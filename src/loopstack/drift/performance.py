@@ -49,16 +49,26 @@ def _f1_of(y_true: np.ndarray, y_pred: np.ndarray, positive: Any) -> float:
 
 
 def roc_auc(y_true: Any, scores: Any) -> float:
-    """ROC AUC of scores for 0/1 labels (Mann-Whitney U / (n_pos n_neg)); NaN with one class.
+    """ROC AUC of scores for two classes (Mann-Whitney U / (n_pos n_neg)); NaN with one class.
+
+    The positive class is the larger label (1 of 0/1, 2 of 1/2, "yes" of "no"/"yes"), as in
+    scikit-learn, whose `predict_proba` column 1 is that class's score. (Labels were cast to
+    bool, so -1/1 or 1/2 counted as one class and the AUC was NaN.)
 
     Examples
     --------
     >>> roc_auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
     0.75
+    >>> roc_auc(["no", "no", "yes", "yes"], [0.1, 0.4, 0.35, 0.8])
+    0.75
     """
     from scipy.stats import rankdata
 
-    y_true = np.asarray(y_true).astype(bool)
+    y_true = np.asarray(y_true)
+    classes = np.unique(y_true)
+    if classes.size > 2:
+        raise ValidationError(f"ROC AUC needs two classes; the labels hold {classes.size}: {classes[:10].tolist()}")
+    y_true = y_true == classes[-1] if classes.size else y_true.astype(bool)
     n_pos = int(y_true.sum())
     n_neg = y_true.size - n_pos
     if not n_pos or not n_neg:
@@ -138,15 +148,27 @@ def performance(
     >>> [(w["coverage"], w["accuracy"]) for w in performance(log, feedback, window=CountWindow(2))]
     [(1.0, 1.0), (0.5, 0.0)]
     """
-    table = as_table(predictions) if labels is None else join_labels(predictions, labels, key, label)
-    if window is not None and getattr(window, "column", None) is None and labels is not None:
-        table = table.sort_by(key)  # the join does not keep row order; count windows follow the key
+    table = as_table(predictions) if labels is None else _join_in_log_order(predictions, labels, key, label)
     names = list(metrics or (("accuracy", "f1", "auc") if score else ("accuracy", "f1")))
     unknown = set(names) - set(CLASSIFICATION + REGRESSION)
     if unknown:
         raise ConfigError(f"unknown metrics {sorted(unknown)}; choose from {CLASSIFICATION + REGRESSION}")
     pieces = window.split(table) if window is not None else [_whole(table)]
     return [_window_metrics(piece, names, prediction, label, score) for piece in pieces]
+
+
+def _join_in_log_order(predictions: Any, labels: Any, key: str, label: str) -> Any:
+    """`join_labels`, its rows back in the order of the log: count windows cut the log as it was served.
+
+    The join does not keep row order, and sorting on the key instead put request ids like UUIDs
+    in an order unrelated to time (and unlike the windows of the same log with labels in it).
+    """
+    import pyarrow as pa
+
+    predictions = as_table(predictions)
+    position = "__loopstack_position__"
+    numbered = predictions.append_column(position, pa.array(np.arange(predictions.num_rows)))
+    return join_labels(numbered, labels, key, label).sort_by(position).drop_columns([position])
 
 
 def _whole(table: Any) -> Any:
