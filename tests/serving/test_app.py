@@ -329,3 +329,17 @@ def test_a_multi_output_classifier_answers_each_row_with_its_own_probabilities(d
     tensor = three.json()["outputs"][0]
     assert tensor["shape"] == [3, 2, 2]
     np.testing.assert_allclose(np.reshape(tensor["data"], (3, 2, 2)), np.stack(model.predict_proba(X[:3]), axis=1))
+
+
+def test_a_model_returning_the_wrong_number_of_outputs_is_a_server_error() -> None:
+    """It was a 400, which tells the client to change a request that was fine."""
+
+    class OneAnswer:
+        n_features_in_ = 2
+
+        def predict(self, X: Any) -> np.ndarray:
+            return np.zeros(1)
+
+    with running(create_app([ModelSpec(name="short", model=OneAnswer())])) as address:
+        response = httpx.post(f"http://{address}/v1/models/short:predict", json={"instances": [[1, 2], [3, 4]]})
+    assert response.status_code == 500 and "returned shape [1] for 2 rows" in response.json()["error"]

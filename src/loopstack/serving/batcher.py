@@ -286,8 +286,8 @@ class Batcher:
         if self.budget is not None:
             self.budget.ensure()
         outputs = self.adapter.run(rows)
-        if outputs.ndim == 0 or outputs.shape[0] != n:
-            raise ValidationError(
+        if outputs.ndim == 0 or outputs.shape[0] != n:  # the model's fault, not the request's: a 500
+            raise ModelError(
                 f"model {self.spec.name!r} returned shape {list(outputs.shape)} for {n} rows; "
                 "predict must return one output per row"
             )
