@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 import pyarrow as pa
 import pytest
@@ -31,3 +32,20 @@ def test_time_windows_sort_align_and_read_timestamps() -> None:
     assert [w.size for w in sliding] == [3, 2, 1]
     with pytest.raises(ValidationError, match="time column"):
         list(TimeWindow(60, "missing").split(table))
+
+
+def test_time_windows_jump_over_long_gaps() -> None:
+    # one stray row at epoch 0 made the walk visit every empty window up to today (minutes of Python)
+    rows = {"ts": [0.0, 7.0, 1.7e9, 1.7e9 + 3.0], "x": [1, 2, 3, 4]}
+    started = time.monotonic()
+    assert [(w.start, w.size) for w in TimeWindow(60, "ts").split(rows)] == [(0.0, 2), (1.7e9 - 20.0, 2)]
+    assert time.monotonic() - started < 1.0
+    sliding = [(w.start, w.size) for w in SlidingWindow(10, 5, column="ts").split({"ts": [3.0, 12.0, 1000.0]})]
+    assert sliding == [(0.0, 1), (5.0, 1), (10.0, 1), (995.0, 1), (1000.0, 1)]
+
+
+@pytest.mark.parametrize("times", [[0.0, float("nan"), 30.0], pa.array([0, None, 30], pa.timestamp("s"))])
+def test_missing_times_are_refused_not_dropped(times: object) -> None:
+    # NaN sorted last and ended the walk at once: no window at all, without a word
+    with pytest.raises(ValidationError, match="1 missing value"):
+        list(TimeWindow(60, "ts").split(pa.table({"ts": times, "x": [1, 2, 3]})))
