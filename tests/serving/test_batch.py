@@ -207,3 +207,20 @@ def test_a_part_reaches_the_disk_before_its_name(clf, tmp_path: Path, monkeypatc
     for index in range(3):
         tmp = f"{parts}/.part-{index:06d}.parquet.tmp"
         assert tmp in synced and parts in synced[synced.index(tmp) + 1:]  # the bytes, then the rename
+
+
+def test_a_multi_output_classifier_scores_each_row_with_its_own_probabilities(tmp_path: Path) -> None:
+    """Its predict_proba is a list with one array per output: read output-first, a chunk of as many rows as
+    outputs gave each row another output's probabilities, and other chunks failed."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multioutput import MultiOutputClassifier
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 3))
+    y = np.stack([X[:, 0] > 0, X[:, 1] > 0], axis=1).astype(int)
+    model = MultiOutputClassifier(LogisticRegression()).fit(X, y)
+    pq.write_table(pa.table({f"x{j}": X[:6, j] for j in range(3)}), tmp_path / "in.parquet")
+    predict_file(model, tmp_path / "in.parquet", tmp_path / "out.parquet", chunk_rows=2)
+    out = pq.read_table(tmp_path / "out.parquet")
+    expected = np.stack(model.predict_proba(X[:6]), axis=1).reshape(6, -1)  # (rows, outputs x classes)
+    np.testing.assert_allclose(np.column_stack([out.column(f"proba_{j}") for j in range(4)]), expected)

@@ -25,7 +25,7 @@ import numpy as np
 
 from loopstack.core.errors import ConfigError, ValidationError
 from loopstack.serving.config import ModelSpec
-from loopstack.serving.models import ModelAdapter, adapt
+from loopstack.serving.models import ModelAdapter, adapt, by_row
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -200,7 +200,7 @@ def _score(adapter: ModelAdapter, chunk: pa.RecordBatch, features: list[str], ke
         data: Any = chunk.select(features).to_pandas()
     else:
         data = np.column_stack([chunk.column(f).to_numpy(zero_copy_only=False) for f in features])
-    outputs = np.asarray(getattr(adapter.model, adapter.method)(data))
+    outputs = by_row(getattr(adapter.model, adapter.method)(data), chunk.num_rows)  # a list per output: rows first
     if outputs.shape[0] != chunk.num_rows:
         raise ValidationError(f"the model returned {outputs.shape[0]} outputs for {chunk.num_rows} rows")
     columns = {k: chunk.column(k) for k in keep}
