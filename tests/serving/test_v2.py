@@ -145,6 +145,9 @@ def test_gzip_body_and_unknown_model_and_version(address: str, data) -> None:
     zipped = httpx.post(f"http://{address}/v2/models/fraud/infer", content=gzip.compress(json.dumps(body).encode()),
                         headers={"content-encoding": "gzip"})
     assert zipped.status_code == 200 and zipped.json()["outputs"][0]["shape"] == [1, 2]
+    brotli = httpx.post(f"http://{address}/v2/models/fraud/infer", content=b"\x8b\x02\x80", headers={
+        "content-encoding": "br"})  # was read as JSON: "not valid JSON", a 400 that hid the real cause
+    assert brotli.status_code == 415 and "Content-Encoding 'br' is not supported" in brotli.json()["error"]
     assert httpx.post(f"http://{address}/v2/models/nope/infer", json=body).status_code == 404
     wrong = httpx.post(f"http://{address}/v2/models/fraud/versions/7/infer", json=body)
     assert wrong.status_code == 404 and "served version is 1" in wrong.json()["error"]

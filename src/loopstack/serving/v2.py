@@ -36,8 +36,16 @@ DTYPES = {
 _NAMES = {dtype: name for name, dtype in DTYPES.items() if name != "BYTES"}
 
 
+class UnsupportedEncodingError(ValidationError):
+    """A Content-Encoding the server cannot decode (415): read as plain JSON it gave a misleading error."""
+
+    http_status = 415
+
+
 def parse_body(body: bytes, header_length: str | None, encoding: str | None = None) -> tuple[dict[str, Any], bytes]:
     """Split a request body into its JSON header and the binary tensor data after it."""
+    if encoding not in (None, "", "identity", "gzip", "deflate"):
+        raise UnsupportedEncodingError(f"Content-Encoding {encoding!r} is not supported; send gzip, deflate or none")
     if encoding in ("gzip", "deflate"):
         try:
             body = gzip.decompress(body) if encoding == "gzip" else zlib.decompress(body)
