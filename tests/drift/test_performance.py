@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn import metrics as skm
 
+from loopstack.core.errors import ValidationError
 from loopstack.drift import CBPE, CountWindow, TimeWindow, expected_metrics, performance
 from loopstack.drift.performance import accuracy, f1, mae, rmse, roc_auc
 
@@ -106,3 +107,11 @@ def test_auc_takes_any_two_labels_like_sklearn(negative: object, positive: objec
     scores = rng.integers(0, 5, 200) / 4  # ties too
     assert roc_auc(y, scores) == pytest.approx(skm.roc_auc_score(y, scores))
     assert np.isnan(roc_auc(np.full(5, positive), scores[:5]))  # one class: undefined
+
+
+def test_cbpe_refuses_missing_scores_and_too_few_reference_rows() -> None:
+    # a NaN score made every estimate NaN, and a NaN is never outside a band: no alert, no word
+    with pytest.raises(ValidationError, match="1 of 3 scores are missing"):
+        expected_metrics([0.2, np.nan, 0.9])
+    with pytest.raises(ValidationError, match="too few for 10 chunks"):
+        CBPE().fit([0.2, 0.8, 0.6], [0, 1, 1])  # empty chunks: 'Mean of empty slice', NaN bands

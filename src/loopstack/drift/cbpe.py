@@ -42,6 +42,9 @@ def expected_metrics(scores: Any, threshold: float = 0.5, predicted: Any = None)
     p = np.clip(np.asarray(scores, dtype=np.float64), 0.0, 1.0)
     if not p.size:
         raise ValidationError("cannot estimate performance of an empty chunk")
+    missing = int(np.isnan(p).sum())
+    if missing:  # a NaN score made the estimates NaN, which no alert band flags
+        raise ValidationError(f"{missing} of {p.size} scores are missing (NaN); drop or fill them before estimating")
     predicted = p >= threshold if predicted is None else np.asarray(predicted).astype(bool)
     tp, fp = p[predicted].sum(), (1 - p[predicted]).sum()
     fn, tn = p[~predicted].sum(), (1 - p[~predicted]).sum()
@@ -91,6 +94,9 @@ class CBPE:
         scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels).astype(int)
         if scores.shape != labels.shape:
             raise ValidationError(f"{scores.size} scores but {labels.size} labels; pass one label per score")
+        if scores.size < 2 * self.n_chunks:  # an empty or one-row chunk has no realized metrics to learn from
+            raise ValidationError(f"{scores.size} reference scores are too few for {self.n_chunks} chunks; "
+                                  f"pass at least {2 * self.n_chunks} or lower n_chunks")
         self._calibrator = None
         if self.calibrate:
             from sklearn.isotonic import IsotonicRegression

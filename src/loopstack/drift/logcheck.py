@@ -28,6 +28,8 @@ import math
 from dataclasses import replace
 from typing import Any
 
+import numpy as np
+
 from loopstack.drift.compare import compare
 from loopstack.drift.monitor import CHECKED, DETECTED
 from loopstack.drift.sources import LABEL, PREDICTION, SCORE, LogWindow, output_columns
@@ -94,8 +96,10 @@ def performance_payload(window: LogWindow) -> dict[str, Any]:
         realized = _finite({name: row[name] for name in names})
     estimated = {}
     if has_score:
-        scores = table.column(SCORE).to_numpy(zero_copy_only=False)
-        estimated = _finite({k: v for k, v in expected_metrics(scores).items() if k in ("accuracy", "f1", "auc")})
+        scores = table.column(SCORE).to_numpy(zero_copy_only=False).astype(np.float64)
+        scores = scores[~np.isnan(scores)]  # a null score estimates nothing (expected_metrics refuses NaN)
+        if scores.size:
+            estimated = _finite({k: v for k, v in expected_metrics(scores).items() if k in ("accuracy", "f1", "auc")})
     basis = "labels" if realized else ("estimate" if estimated else None)
     return {"metrics": realized or estimated, "basis": basis, "labelled_share": window.labelled_share,
             "window": window.describe(), "estimated": estimated}
