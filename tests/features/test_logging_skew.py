@@ -180,3 +180,33 @@ def test_cli_apply_list_materialize_skew(project: Project) -> None:
     compacted = _invoke(features, ["compact", "ranker", "--older-than", "0"], root)
     assert compacted.exit_code == 0 and "ranker: merged 2 segments" in compacted.output
     assert project.feature_store.feature_log.read("ranker").num_rows == 2
+
+
+def test_requests_with_other_entity_columns_or_key_types_are_all_logged(tmp_path: Path) -> None:
+    """A segment of requests that sent different columns (an extra request value) or a key once as 1 and
+    once as "1" was refused whole, with a warning: every row of it was lost."""
+    log = FeatureLogger(tmp_path / "logs", flush_interval_s=60)
+    meta = {"features": ["v:x"], "columns": ["x"], "join_keys": ["id"]}
+    log.log("svc", "r0", 0, {"id": [1]}, {"x": [1.0]}, meta)
+    log.log("svc", "r1", 0, {"id": ["2"], "note": ["n"]}, {"x": [2.0]}, meta)
+    log.flush()
+    log.log("svc", "r2", 0, {"id": [3, 4]}, {"x": [3.0, None]}, meta)
+    log.flush()
+    logged = log.read("svc")
+    assert logged.column("request_id").to_pylist() == ["r0", "r1", "r2", "r2"]
+    assert logged.column("id").to_pylist() == ["1", "2", "3", "4"]
+    assert logged.column("note").to_pylist() == [None, "n", None, None]
+    assert log.compact("svc", older_than_s=0) == 2
+    assert log.read("svc").column("id").to_pylist() == ["1", "2", "3", "4"]
+    log.close()
+
+
+def test_skew_of_requests_that_sent_a_key_as_text_and_an_extra_value(project: Project) -> None:
+    store = project.feature_store
+    store.apply()
+    store.materialize(T0, NOW, progress=False)
+    store.get_online_features("ranker", [{"driver_id": 1}], now=NOW)
+    store.get_online_features("ranker", [{"driver_id": "2", "channel": "web"}], now=NOW)
+    report = store.skew("ranker")
+    assert report.rows == 2
+    assert all(f.mismatches == 0 for f in report.features)

@@ -176,15 +176,17 @@ class FeatureLogger:
         import pyarrow.parquet as pq
 
         meta = items[-1][5]
-        columns: dict[str, list[Any]] = {REQUEST_ID: [], REQUEST_TIME: [], ROW: []}
+        names = list(dict.fromkeys(column for item in items for column in (*item[3], *item[4])))
+        columns: dict[str, list[Any]] = {REQUEST_ID: [], REQUEST_TIME: [], ROW: [], **{c: [] for c in names}}
         for _, request_id, request_us, entities, values, _ in items:
             rows = len(next(iter(entities.values()), []))
             columns[REQUEST_ID].extend([request_id] * rows)
             columns[REQUEST_TIME].extend([request_us] * rows)
             columns[ROW].extend(range(rows))
-            for key, column in (*entities.items(), *values.items()):
-                columns.setdefault(key, []).extend(column)
-        arrays = {k: pa.array(v) for k, v in columns.items()}
+            sent = {**entities, **values}
+            for column in names:  # a column some requests did not send is null for their rows
+                columns[column].extend(sent.get(column, [None] * rows))
+        arrays = {k: _array(v) for k, v in columns.items()}
         arrays[REQUEST_TIME] = pa.array(columns[REQUEST_TIME], pa.int64()).cast(pa.timestamp("us"))
         table = pa.table(arrays).replace_schema_metadata({"loopstack.features": json.dumps(meta)})
         folder = self.folder / name
@@ -199,13 +201,45 @@ _FEATURES, _SOURCES = b"loopstack.features", b"loopstack.compacted_from"
 _COMPACTED = "-compacted.parquet"  # sorts after the run's other segments, before the next one
 
 
+def _array(values: list[Any]) -> Any:
+    """One logged column; values of types that share no Arrow type are kept as text.
+
+    Serving accepts a key sent as 1 by one client and as "1" by another (both
+    find the same record); one such pair must not cost every row of a segment.
+    """
+    import pyarrow as pa
+
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.array([None if v is None else str(v) for v in values], pa.string())
+
+
 def _concat(files: list[Path]) -> Any:
     """The rows of `files` in order, with the schema metadata (features, join keys) of the last."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     tables = [pq.read_table(f) for f in files]
-    return pa.concat_tables(tables, promote_options="permissive").replace_schema_metadata(tables[-1].schema.metadata)
+    try:
+        merged = pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # a column logged as numbers in one segment, text in another
+        merged = pa.concat_tables(_as_text_where_types_differ(tables), promote_options="permissive")
+    return merged.replace_schema_metadata(tables[-1].schema.metadata)
+
+
+def _as_text_where_types_differ(tables: list[Any]) -> list[Any]:
+    """`tables` with every column whose (non-null) type differs between them cast to text, as `_array` does."""
+    import pyarrow as pa
+
+    kinds: dict[str, set[Any]] = {}
+    for table in tables:
+        for column in table.schema:
+            if not pa.types.is_null(column.type):
+                kinds.setdefault(column.name, set()).add(column.type)
+    mixed = {name for name, types in kinds.items() if len(types) > 1}
+    return [table.cast(pa.schema([pa.field(f.name, pa.string()) if f.name in mixed else f for f in table.schema],
+                                 table.schema.metadata)) for table in tables]
 
 
 def _merged_away(files: list[Path]) -> set[str]:
