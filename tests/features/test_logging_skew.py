@@ -210,3 +210,23 @@ def test_skew_of_requests_that_sent_a_key_as_text_and_an_extra_value(project: Pr
     report = store.skew("ranker")
     assert report.rows == 2
     assert all(f.mismatches == 0 for f in report.features)
+
+
+@pytest.mark.timeout(20)
+def test_a_segment_that_cannot_be_written_under_warnings_as_errors_leaves_the_writer_running(
+        tmp_path: Path, monkeypatch: Any, caplog: Any) -> None:
+    """The failure was a warning; with warnings as errors (this suite's setting) it ended the writer thread,
+    and this flush then waited forever."""
+    log = FeatureLogger(tmp_path / "logs", flush_interval_s=60)
+    meta = {"features": ["v:x"], "columns": ["x"], "join_keys": ["id"]}
+    real_write = FeatureLogger._write
+    with monkeypatch.context() as patched:
+        patched.setattr(FeatureLogger, "_write", lambda self, name, items: (_ for _ in ()).throw(OSError("disk full")))
+        log.log("svc", "r0", 0, {"id": [1]}, {"x": [1.0]}, meta)
+        log.flush()
+    assert "disk full" in caplog.text
+    monkeypatch.setattr(FeatureLogger, "_write", real_write)
+    log.log("svc", "r1", 0, {"id": [2]}, {"x": [2.0]}, meta)
+    log.flush()
+    assert log.read("svc").column("request_id").to_pylist() == ["r1"]
+    log.close()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import atexit
 import fcntl
 import json
+import logging
 import queue
 import threading
 import time
@@ -30,8 +31,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from loopstack.core.errors import NotFoundError
+from loopstack.core.errors import LoopstackError, NotFoundError
 
+logger = logging.getLogger("loopstack.features")
 REQUEST_ID, REQUEST_TIME, ROW = "request_id", "request_time", "row_in_request"
 
 
@@ -59,12 +61,16 @@ class FeatureLogger:
             return
         done = threading.Event()
         self._queue.put(done)
-        done.wait()
+        while not done.wait(0.1):
+            if not self._thread.is_alive():
+                raise LoopstackError(f"the feature log writer for {self.folder} has stopped; queued rows are not "
+                                     "on disk (its traceback was printed when it stopped)")
 
     def close(self) -> None:
         if self._closed:
             return
-        self.flush()
+        if self._thread.is_alive():
+            self.flush()
         self._closed = True
         self._queue.put(None)
         self._thread.join(timeout=30)
@@ -165,10 +171,10 @@ class FeatureLogger:
                 try:
                     self._write(name, items)
                 except Exception as exc:  # a failed segment must not kill the writer or the server
-                    import warnings
-
-                    warnings.warn(f"feature log {name!r}: could not write a segment: {exc}", RuntimeWarning,
-                                  stacklevel=1)
+                    # logged, not warned: under warnings-as-errors a warning raised here ended the thread, and
+                    # every later flush (and close, at exit) then waited for it forever
+                    logger.error("feature log %r: could not write a segment of %d requests: %s", name, len(items),
+                                 exc)
         pending.clear()
 
     def _write(self, name: str, items: list[Any]) -> None:
