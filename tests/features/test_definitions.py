@@ -199,6 +199,33 @@ def test_an_on_demand_frame_returned_in_another_row_order_is_read_by_its_index()
     assert relabelled.transform(batch).column("y").to_pylist() == [10.0, 30.0, 20.0]
 
 
+def test_a_pandas_function_sees_the_same_dtypes_with_or_without_nulls_in_the_batch() -> None:
+    # an int column became float64 (and a bool column object) only when the batch held a null: offline
+    # frames usually do, one served row does not, so one function gave '3.0' offline and '3' online
+    import pandas as pd
+    import pyarrow as pa
+
+    @lf.on_demand_feature_view(inputs=["v:n", "v:flag"], schema=[lf.Field(name="text", dtype=lf.String),
+                                                                  lf.Field(name="negated", dtype=lf.Bool)])
+    def described(df: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame({"text": df["n"].astype(str), "negated": ~df["flag"]})
+
+    served = described.transform(pa.table({"n": pa.array([3], pa.int64()), "flag": [True]}))
+    training = described.transform(pa.table({"n": pa.array([3, None], pa.int64()), "flag": [True, None]}))
+    assert training.slice(0, 1).to_pydict() == served.to_pydict() == {"text": ["3"], "negated": [False]}
+
+
+def test_a_pandas_function_may_return_a_dict_of_lists() -> None:
+    # a list has an .index method, which was taken for a pandas index: AttributeError
+    import pyarrow as pa
+
+    @lf.on_demand_feature_view(inputs=["v:x"], schema=[lf.Field(name="y", dtype=lf.Float64)])
+    def listed(df: Any) -> Any:
+        return {"y": [value * 2 for value in df["x"]]}
+
+    assert listed.transform(pa.table({"x": [1.0, 2.0]})).column("y").to_pylist() == [2.0, 4.0]
+
+
 
 def test_an_on_demand_function_that_raises_is_named_in_the_error(project: Project, driver_rows: Any) -> None:
     # the function's own exception reached the caller with no word of which on-demand view raised it

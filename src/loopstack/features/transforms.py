@@ -104,7 +104,7 @@ class OnDemandFeatureView(Definition):
         """Run the function on an Arrow table of its inputs; returns an Arrow table of its outputs."""
         import pyarrow as pa
 
-        argument = batch.to_pandas() if self.mode == "pandas" else batch
+        argument = batch.to_pandas(types_mapper=_nullable) if self.mode == "pandas" else batch
         result = self._call(argument)
         columns = {}
         for out in self.schema:
@@ -172,10 +172,25 @@ def _in_input_order(column: Any, index: Any) -> Any:
     label), so a column whose labels are the input's in another order means
     those rows; reading it by position would give each entity another's value.
     """
-    own = getattr(column, "index", None)
+    import pandas as pd
+
+    own = column.index if isinstance(column, pd.Series) else None  # a list's .index is a method
     if own is None or own.equals(index) or len(own) != len(index) or not own.is_unique:
         return column
     return column.reindex(index) if own.isin(index).all() else column
+
+
+def _nullable(arrow_type: Any) -> Any:
+    """Integer and boolean inputs as pandas' nullable dtypes (``Int64``, ``boolean``), whatever the batch holds.
+
+    Plain ``to_pandas`` makes an int column float64 (and a bool column object)
+    only when the batch has a null: a training frame usually does, one served
+    row usually does not, so the same function saw 3.0 offline and 3 online
+    (``astype(str)`` gave '3.0' and '3'). Training frames use the same dtypes.
+    """
+    from loopstack.features.retrieval import _nullable as training_dtype
+
+    return training_dtype(arrow_type)
 
 
 def _code_digest(udf: Callable[[Any], Any]) -> str:
