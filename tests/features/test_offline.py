@@ -125,6 +125,49 @@ def test_point_in_time_matches_brute_force(rows: list[Any], entities: list[Any],
             assert r["created"] == max(o["created"] for o in rivals)  # ties go to the larger created
 
 
+CUSTOMER = lf.Entity(name="customer", join_keys=["customer_id"])
+keyed_rows = st.lists(st.tuples(st.integers(0, 2), st.integers(0, 2), st.integers(0, 8), st.integers(-2, 4),
+                                st.integers(-100, 100) | st.none()), max_size=25)
+keyed_entities = st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3), st.integers(0, 10)), min_size=1, max_size=15)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(driver=keyed_rows, customer=keyed_rows, both=keyed_rows, entities=keyed_entities,
+       ttls=st.lists(st.none() | st.integers(1, 4), min_size=3, max_size=3), as_of=st.booleans(),
+       in_duckdb=st.booleans())
+def test_views_of_different_entities_in_one_call_match_brute_force(
+        driver: list[Any], customer: list[Any], both: list[Any], entities: list[Any], ttls: list[int | None],
+        as_of: bool, in_duckdb: bool) -> None:
+    """Three views keyed by driver (int), customer (text) and both, joined at once; duplicate entity rows and
+    ties on event time (any of the tied rows with the largest created time is right) included."""
+    specs = {"drv": (driver, ["driver_id"], [DRIVER]), "cus": (customer, ["customer_id"], [CUSTOMER]),
+             "both": (both, ["driver_id", "customer_id"], [DRIVER, CUSTOMER])}
+    views, records = [], {}
+    for (name, (rows, keys, owners)), ttl in zip(specs.items(), ttls, strict=True):
+        records[name] = [{"driver_id": d, "customer_id": str(c), "ts": t * HOUR, "created": (t + off) * HOUR,
+                          "value": v} for d, c, t, off, v in rows]
+        table = pa.table({**{k: pa.array([r[k] for r in records[name]], pa.string() if k == "customer_id"
+                                         else pa.int64()) for k in keys},
+                          "event_timestamp": pa.array([r["ts"] for r in records[name]], pa.timestamp("us")),
+                          "created": pa.array([r["created"] for r in records[name]], pa.timestamp("us")),
+                          "value": pa.array([r["value"] for r in records[name]], pa.int64())})
+        views.append(lf.FeatureView(name=name, entities=owners, ttl=None if ttl is None else timedelta(hours=ttl),
+                                    source=lf.TableSource(table, created_timestamp_field="created"),
+                                    schema=[lf.Field(name="value", dtype=lf.Int64)]))
+    entity = pa.table({"driver_id": pa.array([d for d, _, _ in entities], pa.int64()),
+                       "customer_id": [str(c) for _, c, _ in entities],
+                       "event_timestamp": pa.array([t * HOUR for _, _, t in entities], pa.timestamp("us"))})
+    with mock.patch.object(offline, "SORT_PLAN_MAX_ROWS", -1 if in_duckdb else offline.SORT_PLAN_MAX_ROWS):
+        got = _join(views, entity, ["drv:value", "cus:value", "both:value"], as_of=as_of, full=True)
+    for (name, (_, keys, _)), ttl in zip(specs.items(), ttls, strict=True):
+        for (d, c, t), value in zip(entities, got.column(f"{name}__value").to_pylist(), strict=True):
+            at, wanted = t * HOUR, {"driver_id": d, "customer_id": str(c)}
+            valid = [r for r in records[name] if all(r[k] == wanted[k] for k in keys) and r["ts"] <= at
+                     and (ttl is None or r["ts"] >= at - ttl * HOUR) and (not as_of or r["created"] <= at)]
+            latest = max(((r["ts"], r["created"]) for r in valid), default=None)
+            assert value in ({r["value"] for r in valid if (r["ts"], r["created"]) == latest} or {None})
+
+
 # -- hand-made edge cases -------------------------------------------------------------------
 def _rows(*rows: tuple[int, datetime, datetime, Any]) -> pa.Table:
     return pa.table({
