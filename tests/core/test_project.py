@@ -73,14 +73,20 @@ def _init_in_child(path: str, name: str) -> tuple[str, str | None]:
     return name, None
 
 
+@pytest.fixture
+def elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run from a folder that is not the project's, with HOME at tmp_path/home: the cwd must not matter."""
+    folder = tmp_path / "elsewhere"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    return folder
+
+
 @pytest.mark.parametrize("artifacts", ["file://arts", "~/arts"])
 def test_a_relative_artifacts_location_is_found_from_the_project_not_the_cwd(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, artifacts: str
+    tmp_path: Path, elsewhere: Path, artifacts: str
 ) -> None:
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    monkeypatch.chdir(elsewhere)
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
     project = Project.init(tmp_path / "p", name="arts", artifacts=artifacts)
     digest = project.artifacts.put_bytes(b"model")
     project.close()
@@ -92,13 +98,9 @@ def test_a_relative_artifacts_location_is_found_from_the_project_not_the_cwd(
 
 @pytest.mark.parametrize("metadata", ["sqlite:///~/meta.db", "sqlite+pysqlite:///rel/meta.db"])
 def test_a_sqlite_metadata_file_is_found_from_home_or_the_project_not_the_cwd(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, metadata: str
+    tmp_path: Path, elsewhere: Path, metadata: str
 ) -> None:
     """`~` used to become a literal folder, and a `sqlite+driver:///` path was left relative to the cwd."""
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    monkeypatch.chdir(elsewhere)
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
     project = Project.init(tmp_path / "p", name="meta", metadata=metadata)
     project.events.emit("probe", "s")
     project.close()

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from loopstack.core.errors import ConfigError, IntegrityError, NotFoundError, ValidationError
+from loopstack.core.paths import fsync_folder
 
 CHUNK = 1 << 20
 INCOMING = ".incoming-"  # the prefix of a write's temporary object, renamed into place when complete
@@ -84,9 +85,9 @@ class LocalFilesystem:
             if os.path.exists(temporary):
                 os.unlink(temporary)
             raise
-        _fsync_folder(directory)
+        fsync_folder(directory)
         if new_folder:  # the folder's own name, in its parent, must survive too
-            _fsync_folder(os.path.dirname(directory))
+            fsync_folder(os.path.dirname(directory))
 
     def _sweep(self, directory: str) -> None:
         """Remove the temporaries that a writer killed mid-copy (kill -9, power loss) left in `directory`.
@@ -106,23 +107,6 @@ class LocalFilesystem:
                     with contextlib.suppress(OSError):
                         if entry.stat(follow_symlinks=False).st_mtime < cutoff:
                             os.unlink(entry.path)
-
-
-def _fsync_folder(directory: str) -> None:
-    """Make a rename into `directory` durable: without it, a power loss can lose a just-stored object's name.
-
-    POSIX only; elsewhere (Windows) a folder cannot be opened, and the rename is left to the OS.
-    """
-    try:
-        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # a filesystem that cannot sync folders
-        pass
-    finally:
-        os.close(fd)
 
 
 class FsspecFilesystem:

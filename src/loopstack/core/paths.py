@@ -34,3 +34,20 @@ def refuse_overwrite(output: str | os.PathLike[str], inputs: Iterable[str | os.P
 
 
 __all__ = ["refuse_overwrite"]
+
+
+def fsync_folder(folder: str | os.PathLike[str]) -> None:
+    """Make a rename into `folder` durable: without it, a power loss can lose the name just written.
+
+    POSIX only; elsewhere (Windows) a folder cannot be opened, and the rename is left to the OS.
+    """
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # a filesystem that cannot sync folders
+        pass
+    finally:
+        os.close(fd)

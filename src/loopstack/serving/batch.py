@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from loopstack.core.errors import ConfigError, ValidationError
+from loopstack.core.paths import fsync_folder
 from loopstack.serving.config import ModelSpec
 from loopstack.serving.models import ModelAdapter, adapt, by_row
 
@@ -290,21 +291,7 @@ def _write_atomic(table: pa.Table, path: Path) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     tmp.replace(path)
-    _fsync_folder(path.parent)
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make a rename into `folder` durable. POSIX only: elsewhere (Windows) a folder cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # a filesystem that cannot sync folders
-        pass
-    finally:
-        os.close(fd)
+    fsync_folder(path.parent)
 
 
 def _merge(parts: Path, count: int, output: Path) -> None:
