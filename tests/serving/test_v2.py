@@ -117,6 +117,8 @@ def test_wrong_shape_or_datatype_is_400_naming_the_tensor(client, shape, datatyp
     ({"inputs": [{"name": "input", "shape": [1, 20], "datatype": "FP64", "data": [1.0] * 20}],
       "outputs": [{"name": "predict_proba", "parameters": ["binary_data"]}]}, {},
      "output 'predict_proba': 'parameters'"),
+    ({"inputs": [{"name": "input", "shape": [1, 20], "datatype": "FP64", "data": [1.0] * 20}],
+      "outputs": ["predict_proba"]}, {}, "each of 'outputs' must be an object like"),  # was "output None is unknown"
     ({"inputs": [{"name": f"x{j}", "shape": [1], "datatype": "FP64", "data": [1.0]} for j in range(20)]
       + [{"name": "x3", "shape": [1], "datatype": "FP64", "data": [2.0]}]}, {}, "input 'x3' is sent twice"),
     ({"inputs": [{"name": "input", "shape": [1, 20], "datatype": "INT8", "data": [1] * 19 + [300]}]}, {},

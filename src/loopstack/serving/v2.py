@@ -219,7 +219,10 @@ def _wants_binary(request: dict[str, Any], adapter: ModelAdapter) -> bool:
             raise SignatureError("'outputs' must be a list of {name, parameters}")
         binary = False
         for output in requested:
-            name = output.get("name") if isinstance(output, dict) else None
+            if not isinstance(output, dict):
+                raise SignatureError(f"each of 'outputs' must be an object like {{\"name\": {adapter.method!r}}}, "
+                                     f"got {output!r}")
+            name = output.get("name")
             if name != adapter.method:
                 raise SignatureError(
                     f"output {name!r} is unknown; model {adapter.name!r} produces [{adapter.method!r}]"
