@@ -91,3 +91,13 @@ def test_reconstruction_refuses_data_it_cannot_judge() -> None:
         detector.score({"a": [1.0]})  # was a raw KeyError
     with pytest.raises(ValidationError, match="8 rows for 20 columns"):
         ReconstructionDrift(n_chunks=2).fit({f"c{i}": rng.normal(size=8) for i in range(20)})
+
+
+def test_encoding_columns_the_reference_lacks_names_them() -> None:
+    """fit(columns=[...]) with a name the reference does not have raised a raw KeyError."""
+    from loopstack.drift.encode import FrequencyEncoder
+
+    with pytest.raises(ValidationError, match=r"columns \['nope'\] are not in the reference"):
+        FrequencyEncoder(columns=["x", "nope"]).fit({"x": [1.0, 2.0]})
+    with pytest.raises(ValidationError, match=r"\['nope'\] are not in the reference"):
+        ReconstructionDrift(columns=["x", "nope"]).fit({"x": np.arange(50.0), "y": np.arange(50.0)})

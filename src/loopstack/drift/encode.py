@@ -41,6 +41,9 @@ class FrequencyEncoder:
 
         table = as_table(reference)
         self.columns_ = list(self.columns or table.column_names)
+        missing = [name for name in self.columns_ if name not in table.column_names]
+        if missing:
+            raise ValidationError(f"columns {missing} are not in the reference; its columns: {table.column_names}")
         self.shares_ = {}
         for name in self.columns_:
             column = table.column(name)
