@@ -166,6 +166,8 @@ def test_cli_apply_list_materialize_skew(project: Project) -> None:
     assert "no changes" in _invoke(apply, [], root).output
     listed = json.loads(_invoke(features, ["list", "--json"], root).output)
     assert {(r["kind"], r["name"]) for r in listed} >= {("feature_view", "stats"), ("feature_service", "ranker")}
+    service = next(r for r in listed if r["kind"] == "feature_service")  # its fields were listed empty
+    assert "stats:conv_rate" in service["fields"] and all(":" in ref for ref in service["fields"])
     done = _invoke(features, ["materialize", "--start", T0.isoformat(), "--end", NOW.isoformat()], root)
     assert done.exit_code == 0 and "stats: 5 entities" in done.output
     project.feature_store.get_online_features("ranker", [{"driver_id": 1}], now=NOW)

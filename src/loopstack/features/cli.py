@@ -53,7 +53,10 @@ def list_(ctx: click.Context, as_json: bool) -> None:
     catalog = store.catalog
     rows = []
     for obj in catalog.all():
-        features = [f.name for f in getattr(obj, "schema", [])] or getattr(obj, "join_keys", None) or []
+        if obj.kind == "feature_service":  # what it serves, as view:feature references
+            features = obj.refs()
+        else:
+            features = [f.name for f in getattr(obj, "schema", [])] or getattr(obj, "join_keys", None) or []
         mark = watermark(store, obj) if obj.kind == "feature_view" else None
         rows.append({"kind": obj.kind, "name": obj.name, "origin": catalog.origin(obj), "version": obj.digest()[:12],
                      "fields": features, "watermark": _iso(mark)})
