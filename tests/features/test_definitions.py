@@ -250,6 +250,25 @@ def test_an_on_demand_function_that_raises_is_named_in_the_error(project: Projec
             read()
         assert isinstance(info.value.__cause__, KeyError)
 
+
+def test_an_on_demand_value_a_float32_cannot_hold_is_refused(project: Project, driver_rows: Any) -> None:
+    # 1e300 declared Float32 was cast to inf and served as such
+    from datetime import datetime
+
+    view = lf.FeatureView(name="v", entities=[lf.Entity(name="driver_id")], source=lf.TableSource(driver_rows()),
+                          schema=[lf.Field(name="conv_rate", dtype=lf.Float64)])
+
+    @lf.on_demand_feature_view(inputs=["v:conv_rate"], schema=[lf.Field(name="y", dtype=lf.Float32)])
+    def huge(df: Any) -> Any:
+        return {"y": df["conv_rate"] * 1e300}
+
+    store = project.feature_store
+    store.apply([view, huge])
+    store.materialize(datetime(2024, 1, 1), datetime(2024, 1, 10), progress=False)
+    with pytest.raises(ValidationError, match=r"returned 'y' = .*beyond what Float32 holds; declare it Float64"):
+        store.get_online_features(["huge:y"], [{"driver_id": 1}])
+
+
 def test_exported_names_are_what_we_mean_to_export() -> None:
     assert set(lf.__all__) == {
         "Entity", "FeatureView", "Field", "FeatureService", "OnDemandFeatureView", "on_demand_feature_view",

@@ -118,6 +118,7 @@ class OnDemandFeatureView(Definition):
                 raise ValidationError(
                     f"on-demand feature view {self.name!r} returned {out.name!r} that is not {out.dtype.name}: {exc}"
                 ) from None
+            self._check_no_overflow(out, array, columns[out.name])
             if len(columns[out.name]) != batch.num_rows:
                 raise ValidationError(
                     f"on-demand feature view {self.name!r} returned {len(columns[out.name])} rows of {out.name!r} "
@@ -125,6 +126,19 @@ class OnDemandFeatureView(Definition):
                 )
         return pa.table(columns)
 
+
+    def _check_no_overflow(self, out: Field, array: Any, cast: Any) -> None:
+        """A finite number that became infinite in the cast (1e300 as Float32) is refused, not served as inf."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if not pa.types.is_floating(cast.type) or not pa.types.is_floating(array.type) or cast.type == array.type:
+            return
+        grew = pc.and_(pc.is_inf(cast), pc.invert(pc.is_inf(array)))
+        if pc.any(grew).as_py():
+            value = array.filter(grew)[0].as_py()
+            raise ValidationError(f"on-demand feature view {self.name!r} returned {out.name!r} = {value!r}, beyond "
+                                  f"what {out.dtype.name} holds; declare it Float64")
 
     def _call(self, argument: Any) -> Any:
         """The function's result; an error it raises names this view, since the caller asked for features.
