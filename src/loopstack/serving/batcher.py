@@ -30,10 +30,10 @@ from functools import partial
 
 import numpy as np
 
-from loopstack.core.errors import BackendUnavailableError, LoopstackError, ValidationError
+from loopstack.core.errors import BackendUnavailableError, ValidationError
 from loopstack.serving.config import ModelSpec
 from loopstack.serving.inputs import Rows, concat, n_rows
-from loopstack.serving.models import ModelAdapter
+from loopstack.serving.models import ModelAdapter, ModelError
 from loopstack.serving.threads import ThreadBudget
 
 logger = logging.getLogger("loopstack.serving")
@@ -260,7 +260,7 @@ class Batcher:
         loop = asyncio.get_running_loop()
         rows = concat([item.rows for item in items])
         try:
-            outputs = await loop.run_in_executor(self.executor, self._predict, rows, sum(i.n for i in items))
+            outputs = await loop.run_in_executor(self.executor, self._predict, rows)
         except Exception as error:
             if len(items) > 1:  # isolate the request that broke the batch; the others still succeed
                 for item in items:
@@ -282,16 +282,10 @@ class Batcher:
             except Exception:  # metrics or the log failing must not stop the batching loop
                 logger.exception("observing a batch of model %r failed", self.spec.name)
 
-    def _predict(self, rows: Rows, n: int) -> np.ndarray:
+    def _predict(self, rows: Rows) -> np.ndarray:
         if self.budget is not None:
             self.budget.ensure()
-        outputs = self.adapter.run(rows)
-        if outputs.ndim == 0 or outputs.shape[0] != n:  # the model's fault, not the request's: a 500
-            raise ModelError(
-                f"model {self.spec.name!r} returned shape {list(outputs.shape)} for {n} rows; "
-                "predict must return one output per row"
-            )
-        return outputs
+        return self.adapter.run(rows)
 
     # -- lifecycle -----------------------------------------------------------------------
     @property
@@ -346,7 +340,3 @@ def _settle_future(future: asyncio.Future[np.ndarray], outputs: np.ndarray | Non
         future.set_result(outputs)  # type: ignore[arg-type]
     else:
         future.set_exception(error)
-
-
-class ModelError(LoopstackError):
-    """The model raised on this request's rows (other requests in the batch still succeed)."""

@@ -15,11 +15,15 @@ from typing import Any
 
 import numpy as np
 
-from loopstack.core.errors import ConfigError
+from loopstack.core.errors import ConfigError, LoopstackError
 from loopstack.serving.config import ModelSpec
 from loopstack.serving.inputs import Column, InputSchema, Rows, n_rows
 
 Loader = Callable[[str], Any]
+
+
+class ModelError(LoopstackError):
+    """The model failed on some rows, or answered them wrongly (other requests in a batch still succeed)."""
 
 
 @dataclass
@@ -48,8 +52,17 @@ class ModelAdapter:
     features: str | tuple[str, ...] | None = None  # what entity-key requests read from the feature store
 
     def run(self, rows: Rows) -> np.ndarray:
-        """One vectorized call of the model on a batch of rows: one output per row, first axis."""
-        return by_row(getattr(self.model, self.method)(self.model_input(rows)), n_rows(rows))
+        """One vectorized call of the model on a batch of rows: one output per row, first axis.
+
+        Any other count is the model's fault, not the rows' (`ModelError`, a 500): every caller
+        (the batcher, the stream consumers) would otherwise hand rows each other's outputs.
+        """
+        n = n_rows(rows)
+        outputs = by_row(getattr(self.model, self.method)(self.model_input(rows)), n)
+        if outputs.ndim == 0 or outputs.shape[0] != n:
+            raise ModelError(f"model {self.name!r} returned shape {list(outputs.shape)} for {n} rows; "
+                             "predict must return one output per row")
+        return outputs
 
     def model_input(self, rows: Rows) -> Any:
         """Rows in the form the model was trained on: a DataFrame when its columns are named,
