@@ -58,7 +58,8 @@ def test_bad_canary_settings_are_refused_before_anything_is_stored(sqlite_projec
     obj = {"project_path": str(sqlite_project.root)}
     assert CliRunner().invoke(deploy, ["create", "api", refs[0]], obj=obj).exit_code == 0
     for option, value, message in (("--alpha", "2", "alpha must be in (0, 1), got 2.0"),
-                                    ("--min-requests", "0", "min_requests_per_step must be at least 1, got 0")):
+                                    ("--min-requests", "0", "min_requests_per_step must be at least 1, got 0"),
+                                    ("--min-labels", "10", "min_labels_per_step=10 waits for labels of a primary")):
         result = CliRunner().invoke(deploy, ["canary", "api", refs[1], option, value], obj=obj)
         assert result.exit_code == 1 and isinstance(result.exception, ls.ValidationError)
         assert message in str(result.exception)

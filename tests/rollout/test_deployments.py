@@ -133,3 +133,14 @@ def test_weights_that_are_not_finite_numbers_are_refused(project: Project, refs:
     assert deployments.get("api").version == 1
     with pytest.raises(ValidationError, match="finite"):
         Deployment("api", "ab", {"a": "m/1", "b": "m/2"}, "a", {"a": float("nan"), "b": 1.0})
+
+
+def test_waiting_for_labels_needs_a_primary_metric(project: Project, refs: list[str]) -> None:
+    deployments = project.deployments
+    deployments.create("api", refs[0])
+    with pytest.raises(ValidationError, match=r"min_labels_per_step=50 .* has none; create it with primary_metric"):
+        deployments.canary("api", refs[1], min_labels_per_step=50)
+    assert deployments.get("api").strategy == "single"  # nothing changed
+    deployments.create("scored", refs[0], primary_metric="brier", higher_is_better=False)
+    d = deployments.canary("scored", refs[1], min_labels_per_step=50)
+    assert d.policy["min_labels_per_step"] == 50

@@ -111,6 +111,33 @@ def test_hold_until_the_step_has_enough_requests_then_advance():
     assert analysis.evaluate(VariantStats(9500, 95), VariantStats(1500, 15)).action == "hold"
 
 
+def _labelled(requests: int, labels: int) -> VariantStats:
+    """A variant whose primary metric (a 0/1 outcome, 10 % positive) has `labels` samples so far."""
+    primary = Summary.from_proportion(labels // 10, labels) if labels else None
+    return VariantStats(requests, 0, primary=primary)
+
+
+def test_a_step_waits_for_its_own_labels_before_it_passes():
+    analysis = CanaryAnalysis(CanaryPolicy(steps=(0.2, 0.5), min_requests_per_step=100, min_labels_per_step=50,
+                                           min_samples=10))
+    held = analysis.evaluate(_labelled(400, 0), _labelled(100, 0))  # enough requests, no label yet
+    assert held.action == "hold" and "0 of 50 labelled" in held.reason
+    assert analysis.evaluate(_labelled(600, 200), _labelled(150, 50)).action == "advance"
+    # step 2 has its requests at once, but the labels that counted for step 1 do not count again
+    held = analysis.evaluate(_labelled(750, 200), _labelled(300, 50))
+    assert held.action == "hold" and "step 2/2: 0 of 50 labelled" in held.reason
+    restored = CanaryAnalysis.from_state(json.loads(json.dumps(analysis.state)), analysis.policy)
+    assert restored.evaluate(_labelled(800, 260), _labelled(350, 99)).action == "hold"
+    assert restored.evaluate(_labelled(800, 260), _labelled(350, 100)).action == "promote"
+
+
+def test_a_state_saved_before_labels_were_counted_still_loads():
+    policy = CanaryPolicy(steps=(0.2, 0.5), min_requests_per_step=100, min_labels_per_step=10, min_samples=10)
+    old = {"step": 1, "finished": None, "step_start": [400, 100], "tests": {}}
+    analysis = CanaryAnalysis.from_state(old, policy)
+    assert analysis.evaluate(_labelled(500, 100), _labelled(200, 10)).action == "promote"
+
+
 def test_ended_canary_refuses_more_evaluations():
     analysis = CanaryAnalysis(CanaryPolicy(steps=(0.5,), min_requests_per_step=10))
     assert analysis.evaluate(VariantStats(1000, 10), VariantStats(1000, 10)).action == "promote"
@@ -120,7 +147,8 @@ def test_ended_canary_refuses_more_evaluations():
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"steps": (0.5, 0.1)}, "increasing"), ({"steps": ()}, "increasing"), ({"latency_quantile": 1.0}, "quantile")],
+    [({"steps": (0.5, 0.1)}, "increasing"), ({"steps": ()}, "increasing"), ({"latency_quantile": 1.0}, "quantile"),
+     ({"min_labels_per_step": -1}, "min_labels_per_step")],
 )
 def test_bad_policies_are_rejected(kwargs, match):
     with pytest.raises(ValidationError, match=match):

@@ -79,8 +79,8 @@ class Scenario:
 
     @property
     def canary_requests_per_step(self) -> int:
-        """Two days of canary traffic at the first step: labels lag a day, and the guardrail on
-        the true labels needs some of them before a step may pass."""
+        """Canary requests per step (two days of traffic at the first step); labels lag a day, so
+        a step also waits for labels of half as many requests to arrive during it."""
         return max(100, int(self.tx_per_day * 0.4))
 
     @property

@@ -7,7 +7,10 @@ canary decision, reading the server's traffic log and the feedback (the
 true labels, a day late): the primary metric is each labelled request's
 Brier score, lower is better. In-process latencies mostly measure the load
 of the machine, so the tail-latency guardrail gets a wide margin (25 points
-of share above the stable p99).
+of share above the stable p99). Each step also waits until labels for half
+its requests have arrived during it, so a step cannot pass on the evidence of
+the step before it: without that, a challenger the first day's labels could not
+yet convict was promoted by a second step that had no labels of its own.
 
 The deployment holds the canary's step and the controller's running
 analysis, so a loop restarted mid-canary finds the canary where it was and
@@ -109,7 +112,8 @@ def canary(world: Any, ctx: ActionContext) -> dict[str, Any]:
     if world.deployment().strategy == "shadow":
         per_step = world.scenario.canary_requests_per_step
         deployments.canary(ENDPOINT, challenger, steps=world.scenario.canary_steps, min_requests_per_step=per_step,
-                           planned_n=4 * per_step, min_samples=min(100, per_step), latency_margin=0.25,
+                           min_labels_per_step=per_step // 2, planned_n=4 * per_step,
+                           min_samples=min(100, per_step), latency_margin=0.25,
                            reason="the shadow passed", cause=ctx.cause)
         ctx.cause = deployments.last_event
         ctx.checkpoint(evaluations=0)

@@ -47,13 +47,16 @@ def create(ctx: click.Context, endpoint: str, model: str, primary_metric: str | 
 @click.argument("model")
 @click.option("--steps", default="1,5,25,50,100", show_default=True, help="Traffic percentages, comma-separated.")
 @click.option("--min-requests", default=1000, show_default=True, type=int, help="Canary requests per step.")
+@click.option("--min-labels", default=0, show_default=True, type=int,
+              help="Primary-metric labels that must arrive in each step (needs a deployment with a primary metric).")
 @click.option("--alpha", default=0.05, show_default=True, type=float, help="False rollback rate over the canary.")
 @click.pass_context
-def canary(ctx: click.Context, endpoint: str, model: str, steps: str, min_requests: int, alpha: float) -> None:
+def canary(ctx: click.Context, endpoint: str, model: str, steps: str, min_requests: int, min_labels: int,
+           alpha: float) -> None:
     """Start a canary of MODEL on ENDPOINT; `deploy evaluate --watch` drives it."""
     parsed = _percentages(steps)
     _show(_project(ctx).deployments.canary(endpoint, model, steps=parsed, min_requests_per_step=min_requests,
-                                           alpha=alpha))
+                                           min_labels_per_step=min_labels, alpha=alpha))
 
 
 @deploy.command("ab")

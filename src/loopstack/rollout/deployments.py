@@ -177,6 +177,10 @@ class Deployments:
         _check_policy(fractions, settings)
 
         def change(d: Deployment) -> Deployment:
+            if settings.get("min_labels_per_step") and d.primary_metric is None:
+                raise ValidationError(f"min_labels_per_step={settings['min_labels_per_step']} waits for labels of a "
+                                      f"primary metric, and deployment {endpoint!r} has none; create it with "
+                                      "primary_metric=... or leave min_labels_per_step at 0")
             variant = _existing(d, ref, name)
             _no_experiment(d, "canary", allow=("shadow",))
             _distinct(d, variant)

@@ -83,6 +83,11 @@ class CanaryPolicy:
         Canary traffic weights in order; the canary is promoted after the last.
     min_requests_per_step : int
         Canary requests a step must serve before it may advance.
+    min_labels_per_step : int
+        Canary labels (samples of the primary metric) that must arrive during a step before it may
+        advance or promote. Labels often come a day late; without this a short step passes on the
+        evidence the steps before it gathered, and the last one promotes before its own labels
+        can show a regression. 0 (the default) counts requests only.
     alpha : float
         Chance of a false rollback over the whole canary, split over the guardrails.
     planned_n : int
@@ -106,6 +111,7 @@ class CanaryPolicy:
 
     steps: tuple[float, ...] = (0.01, 0.05, 0.25, 0.5)
     min_requests_per_step: int = 2000
+    min_labels_per_step: int = 0
     alpha: float = 0.05
     planned_n: int = 20_000
     latency_quantile: float = 0.99
@@ -124,6 +130,9 @@ class CanaryPolicy:
             raise ValidationError(f"latency_quantile must be in [0.5, 1), got {self.latency_quantile}.")
         if not self.min_requests_per_step >= 1:  # 0 or less would advance every step on no traffic at all
             raise ValidationError(f"min_requests_per_step must be at least 1, got {self.min_requests_per_step}.")
+        if not self.min_labels_per_step >= 0:
+            raise ValidationError(f"min_labels_per_step must be 0 (requests only) or more, got "
+                                  f"{self.min_labels_per_step}.")
         tuned_rho(self.alpha, self.planned_n)  # checks alpha and planned_n now, not at the first evaluation
         object.__setattr__(self, "steps", steps)
 
@@ -182,7 +191,7 @@ class CanaryAnalysis:
         self.policy = policy or CanaryPolicy()
         self.step = 0
         self.finished: Action | None = None
-        self._step_start = (0, 0)  # cumulative (stable, canary) requests when the step began
+        self._step_start = (0, 0, 0)  # cumulative (stable, canary) requests and canary labels when the step began
         self._tests: dict[str, SequentialTest] = {}
 
     @property
@@ -214,8 +223,8 @@ class CanaryAnalysis:
         analysis = cls(policy)
         analysis.step = int(state.get("step", 0))
         analysis.finished = state.get("finished")
-        start = state.get("step_start", (0, 0))
-        analysis._step_start = (int(start[0]), int(start[1]))
+        start = [*state.get("step_start", ()), 0, 0, 0]  # a state saved before labels were counted has two
+        analysis._step_start = (int(start[0]), int(start[1]), int(start[2]))
         analysis._tests = {metric: _restore_test(s) for metric, s in state.get("tests", {}).items()}
         return analysis
 
@@ -235,10 +244,15 @@ class CanaryAnalysis:
             needed = self.policy.min_requests_per_step
             reason = f"step {self._step_name(self.step)}: {served} of {needed} canary requests"
             return self._decide("hold", reason, evidence, canary)
+        labelled = _labels(canary) - self._step_start[2]
+        if labelled < self.policy.min_labels_per_step:
+            reason = (f"step {self._step_name(self.step)}: {labelled} of {self.policy.min_labels_per_step} labelled "
+                      "canary requests (waiting for feedback)")
+            return self._decide("hold", reason, evidence, canary)
         if self.step == len(self.policy.steps) - 1:
             return self._finish("promote", "all steps passed", evidence, canary)
         self.step += 1
-        self._step_start = (stable.requests, canary.requests)
+        self._step_start = (stable.requests, canary.requests, _labels(canary))
         return self._decide("advance", f"step {self._step_name(self.step - 1)} passed", evidence, canary)
 
     def _step_name(self, step: int) -> str:
@@ -296,6 +310,11 @@ class CanaryAnalysis:
             "n_canary": check.canary.n,
             **check.info,
         }
+
+
+def _labels(stats: VariantStats) -> int:
+    """Samples of the primary metric so far (0 before the first label)."""
+    return stats.primary.n if stats.primary is not None else 0
 
 
 def _test_state(test: SequentialTest) -> dict[str, Any]:
