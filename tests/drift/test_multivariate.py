@@ -101,3 +101,27 @@ def test_encoding_columns_the_reference_lacks_names_them() -> None:
         FrequencyEncoder(columns=["x", "nope"]).fit({"x": [1.0, 2.0]})
     with pytest.raises(ValidationError, match=r"\['nope'\] are not in the reference"):
         ReconstructionDrift(columns=["x", "nope"]).fit({"x": np.arange(50.0), "y": np.arange(50.0)})
+
+
+def test_domain_classifier_threshold_rises_at_small_samples() -> None:
+    # at 30 rows a side, unchanged data reached the fixed AUC 0.55 about one time in four
+    aucs, alarms = [], 0
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        same = [{"a": rng.normal(size=30), "c": rng.choice(list("xyz"), 30)} for _ in range(2)]
+        result = DomainClassifier(folds=3, seed=seed).score(*same)
+        aucs.append(result.auc)
+        alarms += result.drifted
+    assert result.threshold == result.chance_threshold > 0.65
+    assert sum(a >= 0.55 for a in aucs) >= 8 and alarms <= 4  # what the fixed threshold flagged, and what is left
+    rng = np.random.default_rng(0)
+    large = DomainClassifier(max_rows=1500, folds=3).score({"a": rng.normal(size=1500)}, {"a": rng.normal(size=1500)})
+    assert large.threshold == 0.55 > large.chance_threshold  # the floor holds where chance cannot reach it
+    shifted = DomainClassifier(folds=3).score({"a": rng.normal(size=30)}, {"a": rng.normal(size=30) + 2})
+    assert shifted.drifted  # a clear change is still found at 30 rows
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [({"alpha": 0.0}, "alpha must be in"), ({"folds": 1}, "at least 2")])
+def test_domain_classifier_settings_are_checked(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValidationError, match=match):
+        DomainClassifier(**kwargs).score({"a": np.arange(20.0)}, {"a": np.arange(20.0)})
