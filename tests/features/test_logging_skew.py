@@ -122,6 +122,43 @@ def test_a_compaction_killed_before_deleting_its_sources_loses_and_doubles_nothi
     log.close()
 
 
+def test_a_reader_that_listed_segments_before_a_compaction_still_reads_every_row_once(tmp_path: Path,
+                                                                                        monkeypatch: Any) -> None:
+    log = FeatureLogger(tmp_path / "logs", flush_interval_s=60)
+    _segments(log, {"features": ["v:x"], "columns": ["x"], "join_keys": ["id"]}, 4)
+    expected = log.read("svc").column("request_id").to_pylist()
+    listed = FeatureLogger.segments
+
+    def listed_then_compacted(self: FeatureLogger, name: str) -> list[Path]:
+        files = listed(self, name)
+        monkeypatch.setattr(FeatureLogger, "segments", listed)  # only the first listing is stale
+        assert self.compact(name, older_than_s=0) == 4  # deletes the files just listed
+        return files
+
+    monkeypatch.setattr(FeatureLogger, "segments", listed_then_compacted)
+    assert log.read("svc").column("request_id").to_pylist() == expected  # was FileNotFoundError
+    log.close()
+
+
+def test_compaction_removes_half_written_files_a_killed_process_left(tmp_path: Path) -> None:
+    import os
+    import time
+
+    log = FeatureLogger(tmp_path / "logs", flush_interval_s=60)
+    _segments(log, {"features": ["v:x"], "columns": ["x"], "join_keys": ["id"]}, 1)
+    folder = tmp_path / "logs" / "svc"
+    killed_compaction, abandoned, being_written = (folder / n for n in (
+        "segment-1-a-compacted.tmp", "segment-2-b.tmp", "segment-3-c.tmp"))
+    for path in (killed_compaction, abandoned, being_written):
+        path.write_bytes(b"PAR1 partial")
+    two_hours_ago = time.time() - 7200
+    os.utime(abandoned, (two_hours_ago, two_hours_ago))
+    log.compact("svc", older_than_s=0)
+    assert sorted(p.name for p in folder.glob("*.tmp")) == ["segment-3-c.tmp"]  # a writer may still finish it
+    assert log.read("svc").num_rows == 1
+    log.close()
+
+
 def test_served_rows_are_logged_and_skew_is_zero_when_paths_agree(project: Project) -> None:
     store = project.feature_store
     store.apply()

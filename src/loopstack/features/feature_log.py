@@ -108,6 +108,7 @@ class FeatureLogger:
         merged = _merged_away(files)
         for leftover in (f for f in files if f.name in merged):
             leftover.unlink(missing_ok=True)
+        _remove_debris(folder)
         cutoff = time.time() - older_than_s
         runs: list[list[tuple[Path, Any]]] = [[]]
         for path in (f for f in files if f.name not in merged):
@@ -133,11 +134,21 @@ class FeatureLogger:
         return count
 
     def read(self, name: str) -> Any:
-        """Every logged row under `name` as one Arrow table (schema metadata of the latest segment)."""
-        files = self.segments(name)
-        if not files:
-            raise NotFoundError(f"no feature log {name!r} in {self.folder}; logs: {self.names()}")
-        return _concat(files)
+        """Every logged row under `name` as one Arrow table (schema metadata of the latest segment).
+
+        A compaction may delete segments this listed before it opens them; their merged file is
+        in place by then, so listing again finds every row once.
+        """
+        for attempt in range(_READ_ATTEMPTS):
+            files = self.segments(name)
+            if not files:
+                raise NotFoundError(f"no feature log {name!r} in {self.folder}; logs: {self.names()}")
+            try:
+                return _concat(files)
+            except FileNotFoundError:
+                if attempt == _READ_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     # -- the writer thread ---------------------------------------------------------------
     def _run(self) -> None:
@@ -205,6 +216,20 @@ class FeatureLogger:
 
 _FEATURES, _SOURCES = b"loopstack.features", b"loopstack.compacted_from"
 _COMPACTED = "-compacted.parquet"  # sorts after the run's other segments, before the next one
+_READ_ATTEMPTS = 5
+_WRITE_DEBRIS_AGE_S = 3600  # a segment still being written is seconds old; one an hour old was abandoned
+
+
+def _remove_debris(folder: Path) -> None:
+    """Delete half-written files a killed process left: a compaction's at once (the caller holds the
+    compaction lock, so none is in progress), a writer's once it is an hour old."""
+    now = time.time()
+    for temporary in folder.glob("*.tmp"):
+        try:
+            if temporary.name.endswith("-compacted.tmp") or now - temporary.stat().st_mtime > _WRITE_DEBRIS_AGE_S:
+                temporary.unlink()
+        except FileNotFoundError:  # renamed into place meanwhile by its writer
+            pass
 
 
 def _array(values: list[Any]) -> Any:
