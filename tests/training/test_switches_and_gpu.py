@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -100,6 +102,23 @@ def test_gpu_usage_records_type_peak_seconds_and_cost(sqlite_project: Project) -
     assert stored.metrics["gpu.memory_peak_bytes"] == 5 * 2**30
     assert stored.metrics["gpu.seconds"] == pytest.approx(2 * usage.seconds)
     assert stored.metrics["gpu.cost"] == pytest.approx(2 * usage.seconds / 3600 * 3.5)
+
+
+def test_gpu_usage_prices_from_the_configured_table(sqlite_project: Project, tmp_path: Path) -> None:
+    # a team's own table: its H100 at $2/h, plus a card the packaged table does not know
+    table = tmp_path / "prices.yaml"
+    table.write_text("gpus:\n"
+                     "  H100-80GB: {memory_gb: 80, bf16_tflops: 989, cloud: {on_demand: 2.0}}\n"
+                     "  MI300X: {memory_gb: 192, bf16_tflops: 1307, cloud: {on_demand: 4.0}}\n")
+    config = TrainConfig(steps=1, prices=table)
+    assert price_table_name("AMD Instinct MI300X", config.prices) == "MI300X"
+    assert price_table_name("AMD Instinct MI300X") is None  # the packaged table has no MI300X
+    with ls.start_run(project=sqlite_project) as run, GpuUsage(FakeProbe(), run=run, prices=config.prices) as usage:
+        pass
+    cost = ls.Client(sqlite_project).get_run(run.id).metrics["gpu.cost"]
+    assert cost == pytest.approx(2 * usage.seconds / 3600 * 2.0)  # was priced at the packaged $3.5/h
+    with pytest.raises(ls.ConfigError, match="cannot read price table"):
+        TrainConfig(steps=1, prices=tmp_path / "missing.yaml")
 
 
 def test_device_names_map_to_price_table_entries_and_cpu_records_nothing() -> None:

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import torch
 
-from loopstack.economics import UsageMeter, default_prices
+from loopstack.economics import PriceTable, UsageMeter, default_prices
 
 
 class GpuProbe(Protocol):
@@ -56,19 +56,20 @@ def _tokens(name: str) -> set[str]:
     return set(re.findall(r"[a-z0-9]+", name.lower()))
 
 
-def price_table_name(device_name: str) -> str | None:
+def price_table_name(device_name: str, prices: PriceTable | None = None) -> str | None:
     """The price-table GPU matching a CUDA device name, e.g. 'NVIDIA H100 80GB HBM3' -> 'H100-80GB'; None if unknown.
 
     An entry matches when each of its words ('H100-80GB' -> h100, 80gb) is a whole word of the device name, so
     'GH200' is not an 'H200' and 'L40S' is not an 'L4'. Form factors (PCIe, SXM, NVL) are not told apart by the
     table, but memory is: a name without its memory gets the card's known size first, so 'NVIDIA H100 PCIe' is
     priced as H100-80GB while 'NVIDIA H100 NVL' (94 GB) has no entry. Several matches: the most specific wins.
+    `prices` is the table to look in (default: the packaged one).
     """
     words = _tokens(device_name)
     for card, memory in _IMPLIED_MEMORY.items():
         if set(card) <= words and not any(w.endswith("gb") for w in words):
             words.add(memory)
-    candidates = [(len(_tokens(name)), name) for name in default_prices().gpus if _tokens(name) <= words]
+    candidates = [(len(_tokens(name)), name) for name in (prices or default_prices()).gpus if _tokens(name) <= words]
     return max(candidates)[1] if candidates else None
 
 
@@ -83,9 +84,10 @@ class GpuUsage:
     True
     """
 
-    def __init__(self, probe: GpuProbe | None = None, run: Any = None) -> None:
+    def __init__(self, probe: GpuProbe | None = None, run: Any = None, prices: PriceTable | None = None) -> None:
         self.probe = probe or CudaProbe()
         self.run = run
+        self.prices = prices  # the packaged price table when None
         self.present = self.probe.available()
         self.seconds = 0.0
         self._start = 0.0
@@ -115,9 +117,9 @@ class GpuUsage:
             "gpu.memory_peak_bytes": self.probe.peak_bytes(),
             "gpu.seconds": self.seconds * devices,
         }
-        priced = price_table_name(name)
+        priced = price_table_name(name, self.prices)
         if priced is not None:
-            meter = UsageMeter("run", gpu=priced, gpus=devices)
+            meter = UsageMeter("run", gpu=priced, gpus=devices, prices=self.prices)
             meter.add_seconds(self.seconds)
             out["gpu.cost"] = meter.cost
         return out

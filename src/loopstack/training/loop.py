@@ -12,6 +12,7 @@ position, the resumed run ends with the same weights as one never stopped.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ import torch
 import torch.distributed as dist
 
 from loopstack.core.errors import ConfigError
+from loopstack.economics import PriceTable
 from loopstack.training import distributed
 from loopstack.training.checkpoint import CheckpointManager
 from loopstack.training.gpu import GpuUsage
@@ -49,6 +51,9 @@ class TrainConfig:
         Clip the global gradient norm to this value.
     checkpoint_every
         Save every this many steps (0: only at the end and on SIGTERM).
+    prices
+        The price table (a YAML path or a `PriceTable`) that prices the run's GPU time
+        (``gpu.cost``); default the packaged one.
     """
 
     steps: int
@@ -58,6 +63,7 @@ class TrainConfig:
     max_grad_norm: float | None = None
     checkpoint_every: int = 0
     log_every: int = 1
+    prices: str | os.PathLike[str] | PriceTable | None = None
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.grad_accumulation < 1 or self.checkpoint_every < 0 or self.log_every < 1:
@@ -68,6 +74,8 @@ class TrainConfig:
         if self.max_grad_norm is not None and not 0 < self.max_grad_norm < math.inf:
             # clip_grad_norm_ scales by max_norm / norm: 0 zeroes every update, a negative one reverses it
             raise ConfigError(f"max_grad_norm={self.max_grad_norm} must be a positive number, or None for no clipping")
+        if self.prices is not None and not isinstance(self.prices, PriceTable):
+            object.__setattr__(self, "prices", PriceTable.load(self.prices))  # a bad file fails now, not after
 
 
 @dataclass
@@ -193,7 +201,7 @@ def fit(
     from loopstack.tracking.fluent import active_run
 
     run = active_run() if distributed.is_main() else None
-    with PreemptionGuard() as guard, GpuUsage(run=run) if run is not None else nullcontext():
+    with PreemptionGuard() as guard, GpuUsage(run=run, prices=config.prices) if run is not None else nullcontext():
         for step in range(result.step + 1, config.steps + 1):
             loss = _step(model, optimizer, next_batch, loss_fn, config, device, scaler)
             if scheduler is not None:
