@@ -24,6 +24,16 @@ def test_estimate_prints_the_api_total() -> None:
     assert "4,194,304 trainable" in out
 
 
+def test_estimate_takes_the_api_keyword_names_too() -> None:
+    # the short flags differed from the Python keywords (lora_rank, zero_stage, tensor_parallel)
+    short = _run("estimate", "llama-2-7b", "--method", "lora", "--rank", "8", "--zero", "2", "--gpus", "4")
+    assert _run("estimate", "llama-2-7b", "--method", "lora", "--lora-rank", "8", "--zero-stage", "2",
+                "--gpus", "4") == short
+    assert short != _run("estimate", "llama-2-7b", "--method", "lora", "--gpus", "4")
+    served = _run("estimate", "llama-2-70b", "--workload", "inference", "--tp", "4")
+    assert _run("estimate", "llama-2-70b", "--workload", "inference", "--tensor-parallel", "4") == served
+
+
 def test_estimate_with_fsdp_and_inference_and_config_json(tmp_path: Path) -> None:
     out = _run("estimate", "llama-2-70b", "--fsdp", "FULL_SHARD", "--gpus", "64", "--recompute", "full")
     est = ec.training_memory("llama-2-70b", zero_stage=3, gpus=64, recompute="full")

@@ -72,16 +72,19 @@ def list_models() -> None:
 @click.option("--seq", type=int, default=2048, show_default=True, help="Training sequence length.")
 @click.option("--batch", type=int, default=1, show_default=True, help="Micro-batch (training) or concurrent sequences.")
 @click.option("--gpus", type=int, default=1, show_default=True, help="Data-parallel GPUs (training).")
-@click.option("--zero", "zero_stage", type=click.IntRange(0, 3), default=0, show_default=True, help="ZeRO stage.")
+@click.option("--zero", "--zero-stage", "zero_stage", type=click.IntRange(0, 3), default=0, show_default=True,
+              help="ZeRO stage.")
 @click.option("--fsdp", type=click.Choice(list(memory.FSDP_STRATEGIES)), help="FSDP strategy (sets --zero).")
 @click.option("--optimizer", type=click.Choice(list(memory.OPTIMIZERS)), default="adam-mixed", show_default=True)
 @click.option("--recompute", type=click.Choice(["none", "selective", "full"]), default="none", show_default=True)
 @click.option("--flash-attention", is_flag=True, help="No s x s attention scores kept.")
-@click.option("--rank", "lora_rank", type=click.IntRange(1), default=16, show_default=True, help="LoRA rank.")
+@click.option("--rank", "--lora-rank", "lora_rank", type=click.IntRange(1), default=16, show_default=True,
+              help="LoRA rank.")
 @click.option("--targets", default="q,k,v,o,gate,up,down", show_default=True, help="LoRA target matrices.")
 @click.option("--dtype", default="bf16", show_default=True, help="Inference weight dtype: fp32, bf16, int8, int4, nf4.")
 @click.option("--context", type=click.IntRange(1), help="Inference context length (default: the model's maximum).")
-@click.option("--tp", "tensor_parallel", type=int, default=1, show_default=True, help="Tensor-parallel GPUs.")
+@click.option("--tp", "--tensor-parallel", "tensor_parallel", type=int, default=1, show_default=True,
+              help="Tensor-parallel GPUs.")
 def estimate(model: str, workload: str, method: str, fsdp: str | None, targets: str, **opts: Any) -> None:
     """Memory per GPU to train or serve MODEL (a preset name or a config.json path)."""
     if workload == "inference" and method in ("lora", "qlora"):
