@@ -105,13 +105,13 @@ def test_a_clashing_version_number_is_retried_and_leaves_no_trace(project, log_i
 
     run_id, _ = log_in_run(project, double, np.ones((2, 3)))
     project.registry.register_model(run_id, name="race")
-    real, reads = queries.max_version, []
+    real, reads = queries.next_version, []
 
     def first_read_is_stale(*args):
         reads.append(1)
-        return 0 if len(reads) == 1 else real(*args)  # misses version 1, as a concurrent writer would
+        return 1 if len(reads) == 1 else real(*args)  # misses version 1, as a concurrent writer would
 
-    monkeypatch.setattr(queries, "max_version", first_read_is_stale)
+    monkeypatch.setattr(queries, "next_version", first_read_is_stale)
     assert project.registry.register_model(run_id, name="race", alias="champion").version == 2
     events = project.events.list(kind="model.", subject="race", newest_first=False)
     assert [(e.kind, e.payload.get("version", e.payload.get("to"))) for e in events] == [

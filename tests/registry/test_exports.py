@@ -14,6 +14,8 @@ def test_exported_members():
         "load_model",
         "set_alias",
         "delete_alias",
+        "delete_model_version",
+        "delete_model",
         "get_model_version",
         "list_models",
         "search_model_versions",

@@ -169,3 +169,50 @@ def test_a_model_keeps_the_features_it_was_logged_with(project):
         ls.register_model(run.id, path, name=path, project=project)
         assert ls.load_model(f"{path}/1", project=project).features == expected
     assert [a["path"] for a in ls.Client(project).list_artifacts(run.id) if a["path"] == "bad"] == []  # not stored
+
+
+def test_deleting_a_version_keeps_its_number_retired_and_records_an_event(project, run_id):
+    reg = project.registry
+    for _ in range(3):
+        reg.register_model(run_id, name="fraud")
+    reg.delete_model_version("fraud", 3)  # the newest: its number must not come back
+    assert [v.version for v in reg.search_model_versions("fraud")] == [2, 1]
+    assert reg.register_model(run_id, name="fraud").version == 4  # was 3 again: "fraud/3" named two models
+    reg.delete_model_version("fraud", 1)
+    with pytest.raises(ls.NotFoundError, match=r"has no version 1; its versions: 2, 4"):
+        reg.get_model_version("fraud/1")
+    with pytest.raises(ls.NotFoundError, match="has no version 1"):
+        reg.delete_model_version("fraud", 1)
+    deleted = project.events.list(kind="model.version_deleted", newest_first=False)
+    assert [(e.subject, e.payload["version"], e.payload["run_id"]) for e in deleted] == [
+        ("fraud", 3, run_id), ("fraud", 1, run_id)]
+    assert reg.load_model("fraud/2").predict(np.ones((1, 3))).tolist() == [[2.0, 2.0, 2.0]]
+
+
+def test_a_version_in_use_is_not_deleted(project, run_id):
+    reg = project.registry
+    reg.register_model(run_id, name="fraud", alias="champion")
+    reg.register_model(run_id, name="fraud")
+    with pytest.raises(ls.ConflictError, match=r"version 1 of 'fraud' is the target of alias champion; move it"):
+        reg.delete_model_version("fraud", 1)
+    project.deployments.create("fraud-api", "fraud/2")
+    with pytest.raises(ls.ConflictError, match=r"in deployment 'fraud-api' \(variant 'fraud/2' = fraud/2\)"):
+        reg.delete_model_version("fraud", 2)
+    with pytest.raises(ls.ConflictError, match="model 'fraud' is in deployment 'fraud-api'"):
+        reg.delete_model("fraud")
+    assert [v.version for v in reg.search_model_versions("fraud")] == [2, 1]  # nothing was removed
+    assert project.events.list(kind="model.version_deleted") == []
+
+
+def test_deleting_a_model_removes_versions_and_aliases_and_frees_the_name(project, run_id):
+    reg = project.registry
+    reg.register_model(run_id, name="fraud", alias="champion")
+    reg.register_model(run_id, name="fraud", alias="challenger")
+    reg.register_model(run_id, name="churn")
+    registry.delete_model("fraud", project=project)
+    assert [m.name for m in reg.list_models()] == ["churn"]
+    with pytest.raises(ls.NotFoundError, match="no model named 'fraud'; registered models: churn"):
+        reg.get_model_version("fraud@champion")
+    (event,) = project.events.list(kind="model.deleted")
+    assert event.payload == {"versions": [1, 2], "aliases": {"challenger": 2, "champion": 1}}
+    assert reg.register_model(run_id, name="fraud").version == 1  # a new model under the old name

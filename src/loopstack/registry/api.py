@@ -65,6 +65,16 @@ def delete_alias(name: str, alias: str, *, project: Project | None = None) -> No
     _registry(project).delete_alias(name, alias)
 
 
+def delete_model_version(name: str, version: int, *, project: Project | None = None) -> None:
+    """Remove one version; refused while an alias or a deployment uses it. Its number is not reused."""
+    _registry(project).delete_model_version(name, version)
+
+
+def delete_model(name: str, *, project: Project | None = None) -> None:
+    """Remove a model, its aliases and versions; refused while a deployment serves one of them."""
+    _registry(project).delete_model(name)
+
+
 def get_model_version(ref: str, version: int | str | None = None, *, project: Project | None = None) -> ModelVersion:
     """The registered version that `ref` names, without loading the model."""
     return _registry(project).get_model_version(ref, version)

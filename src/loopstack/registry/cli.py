@@ -61,3 +61,25 @@ def set_alias(ctx: click.Context, name: str, alias: str, version: int) -> None:
     registry = open_project(ctx).registry
     moved = registry.set_alias(name, alias, version)
     console().print(f"[green]{name}@{alias}[/] -> version {moved.version}")
+
+
+@models.command("delete")
+@click.argument("name")
+@click.argument("version", type=click.IntRange(1), required=False)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def delete(ctx: click.Context, name: str, version: int | None, yes: bool) -> None:
+    """Delete VERSION of model NAME, or the whole model without VERSION.
+
+    Refused while an alias points at the version or a deployment serves it. A deleted
+    version's number is never given again; the run that logged it keeps its files.
+    """
+    target = f"{name}/{version}" if version is not None else f"model {name} with every version and alias"
+    if not yes:
+        click.confirm(f"Delete {target}?", abort=True)
+    registry = open_project(ctx).registry
+    if version is None:
+        registry.delete_model(name)
+    else:
+        registry.delete_model_version(name, version)
+    console().print(f"[red]deleted[/] {target}")

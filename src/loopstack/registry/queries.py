@@ -45,6 +45,35 @@ def max_version(connection: Connection, versions: Table, name: str) -> int:
     return int(found or 0)
 
 
+def next_version(connection: Connection, models: Table, versions: Table, name: str) -> int:
+    """One past the highest number `name` ever had: a deleted version's number is not given again."""
+    from sqlalchemy import select
+
+    last = connection.execute(select(models.c.last_version).where(models.c.name == name)).scalar()
+    return max(max_version(connection, versions, name), int(last or 0)) + 1
+
+
+def set_last_version(connection: Connection, models: Table, name: str, version: int) -> None:
+    from sqlalchemy import update
+
+    connection.execute(update(models).where(models.c.name == name).values(last_version=version))
+
+
+def served_by(connection: Connection, deployments: Table, refs: set[str]) -> list[str]:
+    """``endpoint (variant v = ref)`` for each deployment variant that serves one of `refs` (``fraud/2``).
+
+    Read from the rollout's table: deleting what an endpoint serves, or would roll back to, breaks it.
+    """
+    from sqlalchemy import select
+
+    found = []
+    for endpoint, config in connection.execute(select(deployments.c.endpoint, deployments.c.config)):
+        for variant, ref in sorted(dict(config or {}).get("variants", {}).items()):
+            if ref in refs:
+                found.append(f"{endpoint!r} (variant {variant!r} = {ref})")
+    return found
+
+
 def version_numbers(connection: Connection, versions: Table, name: str) -> list[int]:
     from sqlalchemy import select
 

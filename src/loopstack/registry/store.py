@@ -120,8 +120,9 @@ class Registry:
             update=(),
         )
         queries.lock_model(connection, models, name)
-        version = queries.max_version(connection, versions, name) + 1
+        version = queries.next_version(connection, models, versions, name)
         connection.execute(versions.insert().values(**row, version=version, created_at=now))
+        queries.set_last_version(connection, models, name, version)
         payload = {"version": version, "run_id": row["run_id"], "digest": row["digest"], "flavor": row["flavor"]}
         cause = queries.last_event_of(connection, self.db.table("events"), row["run_id"])
         event = self.project.events.emit("model.registered", name, payload, cause=cause, connection=connection)
@@ -163,6 +164,62 @@ class Registry:
         self.db.upsert(connection, table, [row], keys=("name", "alias"), update=("version", "updated_at"))
         payload = {"alias": alias, "from": old, "to": version}
         self.project.events.emit("model.alias_moved", name, payload, cause=cause, connection=connection)
+
+    # -- deleting ------------------------------------------------------------------------
+    def delete_model_version(self, name: str, version: int) -> None:
+        """Remove version `version` of `name` from the registry; its number is never given again.
+
+        Refused while an alias points at it or a deployment serves it (or would roll back to
+        it): move or delete the alias, change the deployment, then delete. The run that logged
+        the model keeps its artifact; only the registry entry goes.
+        """
+        validate_model_name(name)
+        version = validate_version(version)
+        models, versions = self.db.table("registered_models"), self.db.table("model_versions")
+        with self.db.write() as connection:
+            self._require_model(connection, name, lock=True)
+            self._require_version(connection, name, version)
+            self._refuse_if_in_use(connection, name, [version])
+            row = queries.version_row(connection, versions, name, version)
+            last = queries.next_version(connection, models, versions, name) - 1
+            queries.set_last_version(connection, models, name, last)
+            connection.execute(versions.delete().where(versions.c.name == name, versions.c.version == version))
+            payload = {"version": version, "run_id": row["run_id"], "digest": row["digest"]}
+            self.project.events.emit("model.version_deleted", name, payload, connection=connection)
+
+    def delete_model(self, name: str) -> None:
+        """Remove model `name`, its aliases and every version; refused while a deployment serves one.
+
+        A model registered again under the name later starts at version 1.
+        """
+        validate_model_name(name)
+        models, versions, aliases = (self.db.table(t) for t in ("registered_models", "model_versions",
+                                                                 "model_aliases"))
+        with self.db.write() as connection:
+            self._require_model(connection, name, lock=True)
+            numbers = queries.version_numbers(connection, versions, name)
+            self._refuse_if_in_use(connection, name, numbers, aliases_too=False)
+            dropped = queries.aliases_of(connection, aliases, name)
+            connection.execute(aliases.delete().where(aliases.c.name == name))
+            connection.execute(versions.delete().where(versions.c.name == name))
+            connection.execute(models.delete().where(models.c.name == name))
+            payload = {"versions": numbers, "aliases": dropped}
+            self.project.events.emit("model.deleted", name, payload, connection=connection)
+
+    def _refuse_if_in_use(self, connection: Connection, name: str, numbers: list[int],
+                          aliases_too: bool = True) -> None:
+        what = f"version {', '.join(map(str, numbers))} of {name!r}" if aliases_too else f"model {name!r}"
+        if aliases_too:
+            aliases = queries.aliases_of(connection, self.db.table("model_aliases"), name)
+            pointing = sorted(alias for alias, version in aliases.items() if version in numbers)
+            if pointing:
+                raise ConflictError(f"{what} is the target of alias {', '.join(pointing)}; move it "
+                                    f"(`loopstack models alias {name} {pointing[0]} VERSION`) or delete it "
+                                    f"(registry.delete_alias({name!r}, {pointing[0]!r})) first")
+        served = queries.served_by(connection, self.db.table("deployments"), {f"{name}/{n}" for n in numbers})
+        if served:
+            raise ConflictError(f"{what} is in deployment {', '.join(served)}; promote or roll back to another "
+                                "version (`loopstack deploy ...`) first")
 
     # -- reading -----------------------------------------------------------------------
     def get_model_version(self, ref: str, version: int | str | None = None) -> ModelVersion:

@@ -22,6 +22,8 @@ registered_models = Table(
     Column("name", String(255), primary_key=True),
     Column("created_at", Float, nullable=False),
     Column("description", Text, nullable=False, default=""),
+    # the highest version number ever given: a deleted version's number is never handed out again
+    Column("last_version", Integer, nullable=True),
 )
 
 model_versions = Table(
