@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import loopstack.features as lf
+from loopstack.core.errors import ValidationError
 from loopstack.core.project import Project
 
 T0 = datetime(2024, 1, 1)
@@ -48,6 +49,15 @@ def _tsv_folder(root: Path) -> lf.Source:
     return lf.FileSource(path="tsv")
 
 
+def _parquet_glob(root: Path) -> lf.Source:
+    (root / "exports" / "late").mkdir(parents=True)
+    pq.write_table(ROWS.slice(0, 2), root / "exports" / "2024-01-01.parquet")
+    pq.write_table(ROWS.slice(2), root / "exports" / "late" / "2024-01-02.parquet")
+    stale = ROWS.slice(0, 1).set_column(2, "rate", pa.array([9.9]))  # last year's export: not matched
+    pq.write_table(stale, root / "exports" / "2023-12-31.parquet")
+    return lf.FileSource(path="exports/**/2024-*.parquet")
+
+
 def _sql_with_a_trailing_comment(root: Path) -> lf.Source:
     pq.write_table(ROWS, root / "q.parquet")
     return lf.SqlSource(query="SELECT * FROM read_parquet('q.parquet')  -- every driver")
@@ -61,6 +71,7 @@ def _sql(root: Path) -> lf.Source:
 SOURCES: dict[str, Callable[[Path], lf.Source]] = {
     "parquet_file": _parquet_file,
     "parquet_folder": _parquet_folder,
+    "parquet_glob": _parquet_glob,
     "csv": _csv,
     "sql": _sql,
     "sql_with_a_trailing_comment": _sql_with_a_trailing_comment,
@@ -85,3 +96,43 @@ def test_every_source_gives_the_same_answer(kind: str, project: Project) -> None
     assert got["rate"] == [0.1, 0.3, 0.4, None]
     assert got["label"] == ["a", "c", None, None]
     assert store.materialize(T0, T0 + timedelta(hours=6), progress=False) == {"v": 2}
+
+
+def test_a_latin_1_csv_is_read_with_its_encoding(project: Project) -> None:
+    (project.root / "rows.csv").write_bytes("driver_id,event_timestamp,rate,label\n1,2024-01-01 00:00:00,0.5,caf\xe9\n"
+                                            .encode("latin-1"))
+    view = lf.FeatureView(name="v", entities=[lf.Entity(name="driver", join_keys=["driver_id"])],
+                          source=lf.FileSource(path="rows.csv", encoding="ISO-8859-1"),
+                          schema=[lf.Field(name="label", dtype=lf.String)], ttl=timedelta(hours=3))
+    store = project.feature_store
+    store.apply([view])
+    entity = pa.table({"driver_id": [1], "event_timestamp": pa.array([T0 + timedelta(hours=1)])})
+    assert store.get_historical_features(entity, ["v:label"]).to_arrow()["label"].to_pylist() == ["café"]
+
+
+def test_bad_patterns_and_encodings_are_named(project: Project) -> None:
+    with pytest.raises(ValidationError, match=r"encoding='cp1252' for rows.csv; CSV files are read as latin-1, utf-16"):
+        lf.FileSource(path="rows.csv", encoding="cp1252")
+    pq.write_table(ROWS, project.root / "rows.parquet")
+    view = lf.FeatureView(name="v", entities=[lf.Entity(name="driver", join_keys=["driver_id"])],
+                          source=lf.FileSource(path="missing/*.parquet"),
+                          schema=[lf.Field(name="rate", dtype=lf.Float64)])
+    with pytest.raises(ValidationError, match=r"missing/\*.parquet matches no file; write the data there"):
+        project.feature_store.apply([view])
+    parquet = lf.FileSource(path="rows.parquet", encoding="latin-1")
+    with pytest.raises(ValidationError, match="an encoding applies to CSV files only"):
+        parquet.format(project.root)
+
+
+def test_a_push_source_over_a_pattern_does_not_append_offline(project: Project) -> None:
+    (project.root / "pushed").mkdir()
+    pq.write_table(ROWS, project.root / "pushed" / "rows.parquet")
+    pushed = lf.PushSource(name="rows_push", batch_source=lf.FileSource(path="pushed/*.parquet"))
+    view = lf.FeatureView(name="v", entities=[lf.Entity(name="driver", join_keys=["driver_id"])], source=pushed,
+                          schema=[lf.Field(name="rate", dtype=lf.Float64), lf.Field(name="label", dtype=lf.String)])
+    store = project.feature_store
+    store.apply([view])
+    row = {"driver_id": 3, "event_timestamp": T0, "rate": 0.5, "label": "x"}
+    with pytest.raises(ValidationError, match="cannot append offline: its batch source is not a folder"):
+        store.push("rows_push", [row], to="online_and_offline")
+    assert sorted(p.name for p in (project.root / "pushed").iterdir()) == ["rows.parquet"]  # no "*.parquet" folder

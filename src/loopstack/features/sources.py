@@ -68,21 +68,43 @@ class Source:
 
 @dataclass(eq=False, kw_only=True)
 class FileSource(Source):
-    """Parquet or CSV: one file, or a folder of them (read recursively).
+    """Parquet or CSV: one file, a folder of them (read recursively), or a glob pattern.
 
-    Relative paths are relative to the project root. The format is taken from
-    the suffix, or ``file_format="parquet"|"csv"``.
+    Relative paths are relative to the project root. A pattern (``data/2024-*.parquet``,
+    ``exports/**/*.csv``) reads the files it matches when the data is read, in name order.
+    The format is taken from the suffix, or ``file_format="parquet"|"csv"``. `encoding` is a
+    CSV's text encoding: ``"utf-8"`` (the default), ``"utf-16"`` or ``"latin-1"``.
     """
 
     kind = "file"
     path: str
     file_format: str | None = None
+    encoding: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.encoding is not None:
+            normal = _ENCODINGS.get(self.encoding.lower().replace("_", "-"))
+            if normal is None:
+                raise ValidationError(f"encoding={self.encoding!r} for {self.path}; CSV files are read as "
+                                      f"{', '.join(sorted(set(_ENCODINGS.values())))}: convert the file to one")
+            self.encoding = normal
 
     def resolve(self, root: Path) -> Path:
         path = Path(os.path.expanduser(self.path))
         return path if path.is_absolute() else root / path
 
+    @property
+    def is_pattern(self) -> bool:
+        return any(c in self.path for c in "*?[")
+
     def format(self, root: Path) -> str:
+        kind = self._format(root)
+        if self.encoding is not None and kind != "csv":
+            raise ValidationError(f"encoding={self.encoding!r} for {self.path}, which is read as {kind}; "
+                                  "an encoding applies to CSV files only: drop it or set file_format='csv'")
+        return kind
+
+    def _format(self, root: Path) -> str:
         if self.file_format:
             if self.file_format not in ("parquet", "csv"):
                 raise ValidationError(f"file_format={self.file_format!r} for {self.path}; use 'parquet' or 'csv'")
@@ -90,28 +112,41 @@ class FileSource(Source):
         path = self.resolve(root)
         if path.suffix in (".csv", ".tsv"):
             return "csv"
+        if self.is_pattern:
+            matched = self._matches(path)
+            return "csv" if matched and all(f.suffix in (".csv", ".tsv") for f in matched) else "parquet"
         if path.is_dir() and not any(path.rglob("*.parquet")) and any(_csv_files(path)):
             return "csv"
         return "parquet"
 
     def sql(self, relations: Relations) -> str:
         path = self.resolve(relations.root)
-        if not path.exists():
-            raise ValidationError(f"source file {path} does not exist; write the data there or fix path={self.path!r}")
         kind = self.format(relations.root)
-        pattern = "*.[ct]sv" if kind == "csv" else "*.parquet"  # a .tsv is a CSV file too, alone or in a folder
-        target = str(path / "**" / pattern) if path.is_dir() else str(path)
-        literal = "'" + target.replace("'", "''") + "'"
+        if self.is_pattern:
+            files = self.files(relations.root)
+            if not files:
+                raise ValidationError(f"source pattern {path} matches no file; write the data there or fix "
+                                      f"path={self.path!r}")
+            target = "[" + ", ".join(_quoted(str(f)) for f in files) + "]"
+        elif not path.exists():
+            raise ValidationError(f"source file {path} does not exist; write the data there or fix path={self.path!r}")
+        else:
+            pattern = "*.[ct]sv" if kind == "csv" else "*.parquet"  # a .tsv is a CSV file too, alone or in a folder
+            target = _quoted(str(path / "**" / pattern) if path.is_dir() else str(path))
         if kind == "csv":
-            return f"read_csv({literal}, auto_detect=true, union_by_name=true)"
-        return f"read_parquet({literal}, union_by_name=true)"
+            encoding = f", encoding={_quoted(self.encoding)}" if self.encoding else ""
+            return f"read_csv({target}, auto_detect=true, union_by_name=true{encoding})"
+        return f"read_parquet({target}, union_by_name=true)"
 
     def parquet_file(self, root: Path) -> Path | None:
         path = self.resolve(root)
-        return path if path.is_file() and self.format(root) == "parquet" else None
+        return path if not self.is_pattern and path.is_file() and self.format(root) == "parquet" else None
 
     def files(self, root: Path) -> list[Path]:
         path = self.resolve(root)
+        if self.is_pattern:
+            kind = self.format(root)
+            return [f for f in self._matches(path) if (f.suffix in (".csv", ".tsv")) == (kind == "csv")]
         if path.is_dir():
             found = _csv_files(path) if self.format(root) == "csv" else path.rglob("*.parquet")
             return sorted(p for p in found if p.is_file())
@@ -119,14 +154,40 @@ class FileSource(Source):
 
     def fingerprint(self, root: Path) -> str:
         digest = hashlib.sha256()
-        base = self.resolve(root)
+        path = self.resolve(root)
+        base = _static_prefix(path) if self.is_pattern else path
         for file in self.files(root):
             digest.update(str(file.relative_to(base) if base.is_dir() else file.name).encode())
             digest.update(_file_hash(file).encode())
         return digest.hexdigest()
 
+    def _matches(self, pattern: Path) -> list[Path]:
+        import glob
+
+        return sorted(Path(f) for f in glob.glob(str(pattern), recursive=True) if os.path.isfile(f))
+
     def _spec(self) -> dict[str, Any]:
-        return {"path": self.path, "file_format": self.file_format}
+        # encoding only when set, so that definitions applied before it existed keep their spec
+        return {"path": self.path, "file_format": self.file_format, **({"encoding": self.encoding} if self.encoding
+                                                                         else {})}
+
+
+_ENCODINGS = {"utf-8": "utf-8", "utf8": "utf-8", "utf-16": "utf-16", "utf16": "utf-16", "latin-1": "latin-1",
+              "latin1": "latin-1", "iso-8859-1": "latin-1"}
+
+
+def _quoted(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _static_prefix(pattern: Path) -> Path:
+    """The folder part of a glob pattern before its first wildcard: ``data/2024-*/x.parquet`` -> ``data``."""
+    parts = []
+    for part in pattern.parts:
+        if any(c in part for c in "*?["):
+            break
+        parts.append(part)
+    return Path(*parts) if parts else Path(".")
 
 
 @dataclass(eq=False, kw_only=True)
