@@ -82,6 +82,52 @@ def test_a_failure_in_a_worker_is_reported_like_a_local_one(sqlite_project: Proj
     assert sqlite_project.events.list(kind="step.failed")[0].payload["attempts"] == 2
 
 
+@step
+def dies_once(marker: str) -> int:
+    """Kill its own worker the first time, as the kernel's OOM killer would."""
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        os.kill(os.getpid(), 9)
+    return os.getpid()
+
+
+@step
+def always_dies() -> int:
+    os.kill(os.getpid(), 9)
+    return 0
+
+
+@step
+def pair(first: object, second: object) -> list:
+    return [first, second]
+
+
+@pipeline
+def dying_once(marker: str):
+    return pair(slow_part(numbers(3), 1), dies_once(marker))  # one worker dies while the other one works
+
+
+@pipeline
+def dying():
+    return always_dies()
+
+
+def test_a_task_whose_worker_died_runs_again_in_a_fresh_pool(sqlite_project: Project, tmp_path) -> None:
+    # a killed worker broke the pool for good: the step failed and so did every step submitted after it
+    with ProcessExecutor(max_workers=2) as executor:
+        run = dying_once.run(sqlite_project, executor=executor, params={"marker": str(tmp_path / "died")})
+        assert run.status == "finished" and (tmp_path / "died").exists()
+        assert sorted(run.executed) == ["dies_once", "numbers", "pair", "slow_part"]
+        with pytest.raises(PipelineFailedError) as caught:
+            dying.run(sqlite_project, executor=executor)
+        error = caught.value.run.steps["always_dies"].error
+        assert "worker lost: BrokenProcessPool" in error and "its worker died 4 times" in error
+        assert fan.run(sqlite_project, executor=executor, params={"width": 2}).status == "finished"  # still usable
+    with ProcessExecutor(max_workers=1, worker_retries=0) as executor, pytest.raises(PipelineFailedError) as caught:
+        dying.run(sqlite_project, executor=executor)
+    assert "its worker died 1 times" in caught.value.run.steps["always_dies"].error
+
+
 def test_executors_are_chosen_by_name() -> None:
     assert get_executor(None).name == "local"
     with pytest.raises(ConfigError, match="unknown executor 'dask'"):
