@@ -135,11 +135,14 @@ def test_errors_keep_their_status_headers_and_the_connection(address: str) -> No
     with _connect(address) as sock:
         sock.sendall(_post("/v1/models/nope:predict", ROW) + _post("/v1/models/m:predict", b"{not json")
                      + _post("/v1/models/m:predict", json.dumps({"id": "a\nb", "instances": [[1, 2, 3]]}).encode())
-                     + _post("/v1/models/m:predict", ROW, "X-Request-Id: mine\r\n"))
-        answers = _read_answers(sock, 4)
-    assert [a[0] for a in answers] == [404, 400, 400, 200]
+                     + _post("/v1/models/m:predict", ROW, "X-Request-Id: mine\r\n")
+                     + _post("/v1/models/m:predict", json.dumps({"id": "café", "instances": [[1, 2, 3]]}).encode()))
+        answers = _read_answers(sock, 5)
+    assert [a[0] for a in answers] == [404, 400, 400, 200, 400]
     assert "request id 'a\\nb'" in json.loads(answers[2][2])["error"]
     assert answers[3][1]["x-request-id"] == "mine"
+    # echoed as a Latin-1 header that httpx and requests could not decode; now refused with the reason
+    assert "request id 'café' cannot go in an HTTP header: send printable ASCII" in json.loads(answers[4][2])["error"]
 
 
 def test_a_client_that_leaves_before_its_answer_does_not_disturb_the_others() -> None:

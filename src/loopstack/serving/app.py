@@ -47,7 +47,7 @@ from loopstack.core.errors import (
 from loopstack.serving import heap, jsonio, v2
 from loopstack.serving.batcher import Batcher, QueueFullError
 from loopstack.serving.config import ModelSpec, ServerSettings
-from loopstack.serving.fastpath import HEADER_CONTROL, Call, Endpoint, HotRoutes, Reply
+from loopstack.serving.fastpath import Call, Endpoint, HotRoutes, Reply
 from loopstack.serving.inputs import n_rows
 from loopstack.serving.metrics import CONTENT_TYPE, ServingMetrics
 from loopstack.serving.models import Loader
@@ -494,16 +494,11 @@ def pick_request_id(given: Any, headers: dict[str, str]) -> str:
     The id goes back in the X-Request-Id header, so one a header cannot carry is refused.
     """
     if isinstance(given, str) and given:
-        if not _header_safe(given):
-            raise ValidationError(f"the request id {given!r} cannot go in an HTTP header: send printable "
-                                  "Latin-1 text (it comes back as X-Request-Id)")
+        if not (given.isascii() and given.isprintable()):
+            raise ValidationError(f"the request id {given!r} cannot go in an HTTP header: send printable ASCII "
+                                  "(it comes back as X-Request-Id, and clients decode headers as ASCII)")
         return given
     return headers.get("x-request-id") or new_request_id()
-
-
-def _header_safe(text: str) -> bool:
-    """Whether `text` can be an HTTP header value: Latin-1, without control characters."""
-    return (text.isascii() and text.isprintable()) or (max(text) <= "\xff" and not HEADER_CONTROL.search(text))
 
 
 def new_request_id() -> str:
