@@ -12,6 +12,7 @@ import time
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 from tests.conftest import require_service
 from tests.serving.conftest import SlowModel
@@ -320,6 +321,45 @@ def test_redis_event_that_kills_the_consumer_is_answered_after_max_deliveries(re
     assert "delivered 4 times" in outputs[ids[5]]["error"] and "max_deliveries=3" in outputs[ids[5]]["error"]
     assert [json.loads(outputs[i]["prediction"]) for i in ids if i != ids[5]] == [
         float(i + 3) for i in range(8, 18) if i != 13]
+    assert client.xpending(names["stream"], names["group"])["pending"] == 0
+
+
+class _CrashesOn11And15(SlowModel):
+    def __init__(self) -> None:
+        super().__init__(0.0)
+        self.crashes = 0
+
+    def predict(self, X):  # type: ignore[no-untyped-def]
+        if np.isin(X[:, 0], (11, 15)).any():
+            self.crashes += 1
+            raise _Crash()
+        return super().predict(X)
+
+
+def test_redis_healthy_events_between_two_killers_get_predictions(redis_names) -> None:
+    """Every re-read of the pending list counted a delivery for every event in it, scored or not: the healthy
+    events between two killers reached max_deliveries and were answered with an error, never scored."""
+    from loopstack.serving import RedisStreamConsumer
+
+    client, names = redis_names
+    ids = [client.xadd(names["stream"], {"data": json.dumps([i, 1, 2])}).decode() for i in range(8, 18)]
+    model = _CrashesOn11And15()
+    for _ in range(20):
+        consumer = RedisStreamConsumer(model, url=REDIS_URL, consumer="c", batch_size=16, block_ms=10,
+                                       max_deliveries=3, **names)
+        try:
+            consumer.run(idle_exit_s=0.2)
+            break
+        except _Crash:
+            pass
+        finally:
+            consumer.close()
+    outputs = _outputs(client, names["output"])
+    killers = {ids[3], ids[7]}
+    assert all("delivered 4 times" in outputs[i]["error"] for i in killers)
+    assert [json.loads(outputs[i]["prediction"]) for i in ids if i not in killers] == [
+        float(i + 3) for i in range(8, 18) if i not in (11, 15)]
+    assert model.crashes == 5  # the first batch, then each killer twice more: never a healthy event's turn
     assert client.xpending(names["stream"], names["group"])["pending"] == 0
 
 

@@ -22,9 +22,14 @@ must not block the stream.
 An event that kills the process itself (OOM, a native crash) cannot be answered
 when it happens, so it comes back. Redelivered events are therefore scored one
 at a time, each answered and acknowledged before the next, so a crash costs
-only the events still behind it; they are taken from the other end on the next
-delivery. An event delivered more than ``max_deliveries`` times is answered
-with an error, without running the model on it.
+only the events still behind it. An event delivered more than
+``max_deliveries`` times is answered with an error, without running the model
+on it. On Redis an event's count goes up only when it is scored (its pending
+entry is listed, then claimed just before its turn), and the least delivered
+go first, so healthy events stuck between two killers are answered before the
+killers come round again. JetStream counts every delivery of every fetched
+message, so there a healthy event fetched with killers again and again can
+reach the limit too; keep ``batch_size`` small where crashes are likely.
 
 Delivery is at least once, so an event can get two results (a consumer slower
 than ``claim_idle_ms``, or one that dies between its write and its ack):
@@ -97,9 +102,13 @@ class _MicroBatch:
 
 
 def _one_by_one(count: int, delivered: int) -> range:
-    """The order to score `count` redelivered events alone: alternate ends with each delivery, so the events
-    queued behind one that crashes the process are reached from the other side on its next delivery."""
+    """The order to score `count` redelivered JetStream messages alone: alternate ends with each delivery, so
+    the messages queued behind one that crashes the process are reached from the other side on its next one."""
     return range(count - 1, -1, -1) if delivered % 2 else range(count)
+
+
+def _raw(response: Any, **options: Any) -> Any:
+    return response
 
 
 class RedisStreamConsumer:
@@ -134,6 +143,7 @@ class RedisStreamConsumer:
             import redis
 
             self._client = redis.Redis.from_url(self.url)
+            self._client.set_response_callback("XAUTOCLAIM", _raw)  # redis-py drops the cursor of a JUSTID reply
             try:
                 self._client.xgroup_create(self.stream, self.group, id="0", mkstream=True)
             except redis.ResponseError as error:
@@ -147,15 +157,16 @@ class RedisStreamConsumer:
         """Process one micro-batch (own pending, else reclaimed, else new events); returns its size.
 
         Own pending and reclaimed events were delivered before, maybe to a consumer they killed: each is
-        scored and acknowledged alone."""
-        redelivered = self._read_own() or self._claim()
+        claimed (counting the delivery) just before it is scored and acknowledged alone, least delivered first."""
+        redelivered = self._pending_own() or self._claim()
         if not redelivered:
             entries = self._read_new()
             self._answer(entries, [1] * len(entries))
             return len(entries)
-        deliveries = self._deliveries([entry_id for entry_id, _ in redelivered])
-        for i in _one_by_one(len(redelivered), max(deliveries)):
-            self._answer([redelivered[i]], [deliveries[i]])
+        for entry_id, delivered in sorted(redelivered, key=lambda pending: pending[1]):  # stable: oldest first
+            entry = self._take(entry_id)
+            if entry is not None:
+                self._answer([entry], [delivered + 1])
         return len(redelivered)
 
     def _answer(self, entries: list[tuple[bytes, dict[bytes, bytes]]], deliveries: list[int]) -> None:
@@ -172,31 +183,42 @@ class RedisStreamConsumer:
             pipe.execute()
         self.processed += len(ids)
 
-    def _deliveries(self, ids: list[bytes]) -> list[int]:
-        """How often each pending event was delivered (XAUTOCLAIM does not say; XPENDING does)."""
+    def _take(self, entry_id: bytes) -> tuple[bytes, dict[bytes, bytes]] | None:
+        """Claim one pending event for this consumer, which counts a delivery, and read it; None if trimmed."""
+        claimed = self.client.xclaim(self.stream, self.group, self.consumer, 0, [entry_id])
+        if claimed and claimed[0][1] is not None:
+            return claimed[0]
+        self.client.xack(self.stream, self.group, entry_id)  # trimmed before anyone scored it: release it
+        return None
+
+    def _pending_own(self) -> list[tuple[bytes, int]]:
+        """What this consumer name holds (a restart re-reads it), with delivery counts; counts nothing."""
+        if not self._own_pending:
+            return []
+        pending = self.client.xpending_range(self.stream, self.group, "-", "+", self.batch_size,
+                                             consumername=self.consumer)
+        self._own_pending = bool(pending)
+        return [(p["message_id"], int(p["times_delivered"])) for p in pending]
+
+    def _claim(self) -> list[tuple[bytes, int]]:
+        """Take over events idle for claim_idle_ms, without counting a delivery (JUSTID), with their counts.
+
+        One call scans at most 10 * batch_size pending entries, so the scan goes on from the cursor Redis
+        returns (0-0 again once it has passed the end)."""
+        reply = self.client.xautoclaim(self.stream, self.group, self.consumer, self.claim_idle_ms,
+                                       start_id=self._claim_cursor, count=self.batch_size, justid=True)
+        self._claim_cursor, ids = reply[0], list(reply[1])
+        deleted = list(reply[2]) if len(reply) > 2 else []
+        if deleted:  # trimmed away before anyone scored them: nothing to deliver, so release them
+            self.client.xack(self.stream, self.group, *deleted)
+        if not ids:
+            return []
         with self.client.pipeline(transaction=False) as pipe:
             for entry_id in ids:
                 pipe.xpending_range(self.stream, self.group, min=entry_id, max=entry_id, count=1)
             pending = pipe.execute()
-        return [found[0]["times_delivered"] if found else 1 for found in pending]
-
-    def _read_own(self) -> list[tuple[bytes, dict[bytes, bytes]]]:
-        if not self._own_pending:
-            return []
-        entries = self._xreadgroup("0", block=None)
-        self._own_pending = bool(entries)
-        return entries
-
-    def _claim(self) -> list[tuple[bytes, dict[bytes, bytes]]]:
-        """Take over events idle for claim_idle_ms. One call scans at most 10 * batch_size pending entries, so
-        the scan goes on from the cursor Redis returns (0-0 again once it has passed the end)."""
-        self._claim_cursor, claimed, deleted = self.client.xautoclaim(
-            self.stream, self.group, self.consumer, self.claim_idle_ms, start_id=self._claim_cursor,
-            count=self.batch_size
-        )
-        if deleted:  # trimmed away before anyone scored them: nothing to deliver, so release them
-            self.client.xack(self.stream, self.group, *deleted)
-        return [(entry_id, fields) for entry_id, fields in claimed if fields is not None]
+        return [(entry_id, int(found[0]["times_delivered"]) if found else 1)
+                for entry_id, found in zip(ids, pending, strict=True)]
 
     def _read_new(self) -> list[tuple[bytes, dict[bytes, bytes]]]:
         return self._xreadgroup(">", block=self.block_ms)
