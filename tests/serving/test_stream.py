@@ -286,36 +286,43 @@ class _Crash(BaseException):
     """Stands for the process dying in the model (OOM, a native crash): nothing after it runs, nothing is acked."""
 
 
-class _CrashesOn13(SlowModel):
-    def __init__(self) -> None:
+class _CrashesOn(SlowModel):
+    """Dies (raises `_Crash`) on any batch holding an event whose first value is one of `killers`."""
+
+    def __init__(self, *killers: int) -> None:
         super().__init__(0.0)
-        self.crashes = 0
+        self.killers, self.crashes = killers, 0
 
     def predict(self, X):  # type: ignore[no-untyped-def]
-        if (X[:, 0] == 13).any():
+        if np.isin(X[:, 0], self.killers).any():
             self.crashes += 1
             raise _Crash()
         return super().predict(X)
 
 
-def test_redis_event_that_kills_the_consumer_is_answered_after_max_deliveries(redis_names) -> None:
-    """An event killing the process came back forever with the healthy events of its batch; now it is answered
-    with an error once delivered more than max_deliveries times, and its batch-mates get predictions."""
+def _restart_until_drained(model: SlowModel, names: dict[str, str], rounds: int) -> None:
+    """Run a consumer named "c" until the stream is drained, restarting it after each crash as a supervisor would."""
     from loopstack.serving import RedisStreamConsumer
 
-    client, names = redis_names
-    ids = [client.xadd(names["stream"], {"data": json.dumps([i, 1, 2])}).decode() for i in range(8, 18)]
-    model = _CrashesOn13()
-    for _ in range(10):  # each round a consumer restarted under the same name, as a supervisor would
+    for _ in range(rounds):
         consumer = RedisStreamConsumer(model, url=REDIS_URL, consumer="c", batch_size=16, block_ms=10,
                                        max_deliveries=3, **names)
         try:
             consumer.run(idle_exit_s=0.2)
-            break
+            return
         except _Crash:
             pass
         finally:
             consumer.close()
+
+
+def test_redis_event_that_kills_the_consumer_is_answered_after_max_deliveries(redis_names) -> None:
+    """An event killing the process came back forever with the healthy events of its batch; now it is answered
+    with an error once delivered more than max_deliveries times, and its batch-mates get predictions."""
+    client, names = redis_names
+    ids = [client.xadd(names["stream"], {"data": json.dumps([i, 1, 2])}).decode() for i in range(8, 18)]
+    model = _CrashesOn(13)
+    _restart_until_drained(model, names, rounds=10)
     outputs = _outputs(client, names["output"])
     assert model.crashes == 3  # delivered 3 times, then answered without running the model
     assert "delivered 4 times" in outputs[ids[5]]["error"] and "max_deliveries=3" in outputs[ids[5]]["error"]
@@ -324,36 +331,13 @@ def test_redis_event_that_kills_the_consumer_is_answered_after_max_deliveries(re
     assert client.xpending(names["stream"], names["group"])["pending"] == 0
 
 
-class _CrashesOn11And15(SlowModel):
-    def __init__(self) -> None:
-        super().__init__(0.0)
-        self.crashes = 0
-
-    def predict(self, X):  # type: ignore[no-untyped-def]
-        if np.isin(X[:, 0], (11, 15)).any():
-            self.crashes += 1
-            raise _Crash()
-        return super().predict(X)
-
-
 def test_redis_healthy_events_between_two_killers_get_predictions(redis_names) -> None:
     """Every re-read of the pending list counted a delivery for every event in it, scored or not: the healthy
     events between two killers reached max_deliveries and were answered with an error, never scored."""
-    from loopstack.serving import RedisStreamConsumer
-
     client, names = redis_names
     ids = [client.xadd(names["stream"], {"data": json.dumps([i, 1, 2])}).decode() for i in range(8, 18)]
-    model = _CrashesOn11And15()
-    for _ in range(20):
-        consumer = RedisStreamConsumer(model, url=REDIS_URL, consumer="c", batch_size=16, block_ms=10,
-                                       max_deliveries=3, **names)
-        try:
-            consumer.run(idle_exit_s=0.2)
-            break
-        except _Crash:
-            pass
-        finally:
-            consumer.close()
+    model = _CrashesOn(11, 15)
+    _restart_until_drained(model, names, rounds=20)
     outputs = _outputs(client, names["output"])
     killers = {ids[3], ids[7]}
     assert all("delivered 4 times" in outputs[i]["error"] for i in killers)
@@ -382,7 +366,7 @@ def test_nats_event_that_kills_the_consumer_is_answered_after_max_deliveries(nat
     from loopstack.serving import NatsStreamConsumer
 
     asyncio.run(_publish(nats_names, 20))  # the event [13, 0, 0] is sequence 14
-    model = _CrashesOn13()
+    model = _CrashesOn(13)
 
     async def one_life() -> None:
         consumer = NatsStreamConsumer(model, batch_size=32, ack_wait_s=1.0, fetch_timeout_s=0.2, max_deliveries=3,
