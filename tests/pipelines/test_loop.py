@@ -140,6 +140,24 @@ def test_a_missed_schedule_fires_once_after_a_restart(sqlite_project: Project) -
     restarted.close()
 
 
+def test_a_replay_schedule_runs_on_the_replay_clock(sqlite_project: Project) -> None:
+    """A schedule counted from the wall clock at start, so a replay of last year never reached its first fire."""
+    calls: list[Any] = []
+    hourly = Policy("hourly", when=[Schedule("0 * * * *")], then=[record(calls)])
+    t0 = 1_704_067_200.0  # 2024-01-01 00:00 UTC
+    replay = Loop(sqlite_project, [hourly])
+    assert replay.tick(now=t0 + 60) == []  # the first tick starts the loop on the replay's clock
+    assert replay.tick(now=t0 + 1800) == []
+    assert len(replay.tick(now=t0 + 3660)) == 1 and len(calls) == 1
+    assert sqlite_project.events.list(kind="loop.triggered")[0].payload["scheduled_for"] == t0 + 3600
+    replay.close()
+    wall = Loop(sqlite_project, [Policy("late", when=[Schedule("0 * * * *")], then=[record(calls)])])
+    wall.start()  # on the wall clock (2026), then replayed from 2024: the fire time is wound back
+    assert wall.tick(now=t0 + 7300) == []
+    assert len(wall.tick(now=t0 + 10_900)) == 1 and len(calls) == 2
+    wall.close()
+
+
 def test_cooldown_suppresses_and_says_why(sqlite_project: Project) -> None:
     calls: list[Any] = []
     loop = Loop(sqlite_project, [Policy("calm", when=[OnEvent("sig")], then=[record(calls)], cooldown_s=3600)])

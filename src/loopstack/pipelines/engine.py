@@ -84,8 +84,11 @@ class Loop:
         self._heartbeat: _Heartbeat | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
-    def start(self) -> None:
+    def start(self, now: float | None = None) -> None:
         """Take the scheduler lease and create the state of new triggers (existing state is kept).
+
+        A new schedule counts from `now` (default: the wall clock); `tick(now=...)` passes its own, so
+        a replay's schedules start on the replay's clock.
 
         A daemon thread renews the lease every third of its ttl, also while a
         long action runs; it dies with the process, which is how a crashed
@@ -94,13 +97,13 @@ class Loop:
         if self._started:
             return
         state.acquire_lease(self.project, self.owner, self.lease_ttl_s)
-        self._init_triggers()
+        self._init_triggers(now)
         self._started = True
         self._heartbeat = _Heartbeat(self)
         self._heartbeat.start()
 
-    def _init_triggers(self) -> None:
-        now, newest = time.time(), state.max_event_id(self.project)
+    def _init_triggers(self, now: float | None = None) -> None:
+        now, newest = time.time() if now is None else now, state.max_event_id(self.project)
         for policy in self.policies.values():
             for trigger in policy.triggers():
                 if isinstance(trigger, Schedule):
@@ -137,10 +140,10 @@ class Loop:
     # -- one tick -------------------------------------------------------------------------------
     def tick(self, now: float | None = None) -> list[state.LoopRun]:
         """Resume runs in flight, then fire due triggers; returns the runs touched, as stored now."""
-        if not self._started:
-            self.start()
-        state.heartbeat(self.project, self.owner)
         now = time.time() if now is None else now
+        if not self._started:
+            self.start(now)
+        state.heartbeat(self.project, self.owner)
         touched: list[str] = []
         for run in reversed(state.runs(self.project, status="running", limit=1000)):
             resumed = None if self._stop.is_set() else self._resume(run)
@@ -156,9 +159,15 @@ class Loop:
     def _check(self, policy: Policy, trigger: Trigger, now: float) -> list[str]:
         current = state.trigger_states(self.project, policy.name).get(trigger.key)
         if current is None:  # state lost or trigger added meanwhile: start it from now
-            self._init_triggers()
+            self._init_triggers(now)
             return []
         if isinstance(trigger, Schedule):
+            if current["last_fire"] is not None and current["last_fire"] > now:
+                # counted from a later clock (started on the wall clock, then ticked with a replay's
+                # earlier one): it would stay silent until the replay caught up, so count from now
+                with self.project.db.write() as connection:
+                    state.advance_trigger(connection, self.project, policy.name, trigger.key, last_fire=now)
+                return []
             due = trigger.due(current["last_fire"] or now, now)
             if due is None:
                 return []
