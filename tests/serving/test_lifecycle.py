@@ -228,3 +228,48 @@ def test_cli_deploy_serve_counts_endpoint_requests_and_drains_on_sigterm(sqlite_
     assert samples[("loopstack_requests_total", (("code", "404"), ("model", ""), ("version", "")))] == 2
     assert [r.status_code for r in drained] == [200] * 3  # accepted before SIGTERM, answered before the exit
     assert read_prediction_log(sqlite_project.root / ".loopstack" / "logs", "api").num_rows == 9  # flushed on exit
+
+
+class _Stuck:
+    """Never returns from predict until released: a model hung in native code."""
+
+    n_features_in_ = 3
+
+    def __init__(self) -> None:
+        import threading
+
+        self.release = threading.Event()
+
+    def predict(self, X):  # type: ignore[no-untyped-def]
+        self.release.wait()
+        return np.zeros(len(X))
+
+
+def test_a_stuck_model_neither_holds_up_exit_nor_the_log_of_what_was_answered(tmp_path: Path, monkeypatch) -> None:
+    """Shutdown waited for the predict pool, so a model that never returned kept the process alive until
+    SIGKILL; and the log was written only after the drain, so that SIGKILL lost what had been answered."""
+    from loopstack.serving.repository import ModelRepository
+
+    stuck = _Stuck()
+    on_disk_when_drain_began: list[int] = []
+    drain = ModelRepository.drain
+
+    async def short_drain(self, timeout_s=None):  # type: ignore[no-untyped-def]
+        try:
+            on_disk_when_drain_began.append(read_prediction_log(tmp_path).num_rows)
+        except ls.ValidationError:  # no segment yet
+            on_disk_when_drain_began.append(0)
+        return await drain(self, 0.3)  # instead of the model's 30 s
+
+    monkeypatch.setattr(ModelRepository, "drain", short_drain)
+    specs = [ModelSpec(name="slow", model=SlowModel(0.0)), ModelSpec(name="stuck", model=stuck, timeout_s=0.5)]
+    app = create_app(specs, ServerSettings(log_dir=str(tmp_path)))
+    try:
+        with running(app) as address:
+            assert [r.status_code for r in asyncio.run(_burst(address, 3))] == [200] * 3
+            assert asyncio.run(_burst(address, 1, "/v1/models/stuck:predict"))[0].status_code == 504
+            started = time.monotonic()
+        assert time.monotonic() - started < 10  # was: the server thread still waiting after running()'s 30 s
+        assert on_disk_when_drain_began == [3]
+    finally:
+        stuck.release.set()

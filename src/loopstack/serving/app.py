@@ -107,15 +107,22 @@ class Server:
             await self.shutdown()
 
     async def shutdown(self) -> None:
-        """Finish accepted requests, then flush the prediction log."""
+        """Flush the prediction log, finish accepted requests, then flush it again.
+
+        The first flush writes what was answered before the stop, so a supervisor that kills the
+        process while a stuck model holds up the drain (Kubernetes after its grace period) loses none
+        of it. A predict still running after the drain is stuck: the pool is not waited for.
+        """
         if self._refresh is not None:
             self._refresh.cancel()
         if self.endpoints is not None:
             await self.endpoints.stop()
+        if self.log is not None:
+            await asyncio.to_thread(self.log.flush)
         await self.repo.drain()
         if self.log is not None:
             await asyncio.to_thread(self.log.close)
-        self.executor.shutdown(wait=True)
+        self.executor.shutdown(wait=False, cancel_futures=True)
 
     async def _refresh_loop(self, resolver: Resolver) -> None:
         while True:

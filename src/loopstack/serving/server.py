@@ -5,10 +5,11 @@ everything else goes through the ASGI app.
 
 On SIGTERM or SIGINT uvicorn stops accepting connections and waits up to
 ``drain_timeout_s`` for the requests already received; the app's lifespan then
-drains every batcher (up to 30 s more, or the model's ``timeout_s`` when longer:
-a prediction request still queued then is answered, not cancelled; one still
-unfinished after that gets a 503 to retry) and flushes the prediction log before
-the process exits. Other requests still running after ``drain_timeout_s`` are
+writes the prediction log of what was answered, drains every batcher (up to
+30 s more, or the model's ``timeout_s`` when longer: a prediction request still
+queued then is answered, not cancelled; one still unfinished after that gets a
+503 to retry) and flushes the log again before the process exits, without
+waiting for a model stuck in predict. Other requests still running after ``drain_timeout_s`` are
 cancelled, as uvicorn does. Access logging is off:
 at thousands of requests a second it would cost more than the predict. Once
 the models are loaded, the start-up heap is frozen out of the garbage
