@@ -127,6 +127,40 @@ def test_the_run_is_tracked_with_a_child_run_per_step(sqlite_project: Project) -
     assert child.tags["loopstack.step"] == "train"
 
 
+def test_pipelines_run_in_threads_of_one_process_get_their_own_runs(sqlite_project: Project) -> None:
+    """With one process-wide run stack, the second pipeline nested under the first one's run, or its steps
+    refused to start ("already active")."""
+    import threading
+
+    both_running = threading.Barrier(2)
+
+    @step
+    def work(name: str) -> str:
+        both_running.wait(10)  # the two pipelines' runs are open at once
+        ls.log_metric("done", 1.0)
+        return name
+
+    @pipeline
+    def job(name: str = "x"):
+        return work(name)
+
+    runs: dict[str, object] = {}
+    threads = [threading.Thread(target=lambda n=name: runs.update({n: job.run(sqlite_project, params={"name": n})}))
+               for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    client = ls.Client(sqlite_project)
+    for name, run in runs.items():
+        assert run.output() == name
+        parent = client.get_run(run.tracking_run_id)
+        assert parent.info.parent_id is None and parent.info.status == "FINISHED"
+        child = client.get_run(run.steps["work"].tracking_run_id)
+        assert child.info.parent_id == parent.info.id and child.metrics["done"] == 1.0
+    assert sorted(runs) == ["a", "b"]
+
+
 def test_step_logs_capture_print_and_logging(sqlite_project: Project) -> None:
     @step
     def chatty() -> int:

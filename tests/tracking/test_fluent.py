@@ -177,6 +177,49 @@ def test_nested_runs_record_their_parent(project: Project) -> None:
     assert sorted(r.params["i"] for r in children) == ["0", "1"]
 
 
+def test_threads_each_get_their_own_runs_and_a_helper_thread_logs_to_the_main_run(project: Project) -> None:
+    """The run stack was process-wide: a second thread's start_run refused ("already active") or, with
+    nested=True, nested under whatever run another thread happened to have open."""
+    import threading
+
+    started, finish = threading.Barrier(2), threading.Event()
+    runs: dict[str, str] = {}
+
+    def train(name: str) -> None:
+        with ls.start_run(run_name=name) as run:  # both open at the same time
+            started.wait(10)
+            for step in range(3):
+                ls.log_metric("loss", 1.0 / (step + 1), step=step)
+            runs[name] = run.id
+            finish.wait(10)
+
+    threads = [threading.Thread(target=train, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    while len(runs) < 2 and all(t.is_alive() for t in threads):
+        threading.Event().wait(0.01)
+    assert ls.active_run() is None  # the main thread has no run: another thread's is not this one's
+    finish.set()
+    for thread in threads:
+        thread.join(10)
+    client = ls.Client(project)
+    for name, run_id in runs.items():
+        stored = client.get_run(run_id)
+        assert stored.info.name == name and stored.info.parent_id is None and stored.info.status == "FINISHED"
+        assert [m.value for m in client.get_metric_history(run_id, "loss")] == [1.0, 0.5, 1 / 3]
+    with ls.start_run() as main:
+        helper = threading.Thread(target=ls.log_metric, args=("rows_loaded", 128))  # a data-loader thread
+        helper.start()
+        helper.join(10)
+        child = []
+        nested = threading.Thread(target=lambda: child.append(ls.start_run(nested=True)))
+        nested.start()
+        nested.join(10)
+        child[0].end()
+    assert client.get_run(main.id).metrics["rows_loaded"] == 128
+    assert client.get_run(child[0].id).info.parent_id == main.id
+
+
 def test_failed_block_marks_run_failed(project: Project) -> None:
     with pytest.raises(RuntimeError), ls.start_run() as run:
         raise RuntimeError("boom")

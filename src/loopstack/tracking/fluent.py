@@ -1,9 +1,14 @@
 """The fluent API an MLflow user already knows: module functions over an active-run stack.
 
 The project comes from `set_project`, else the project opened last in this
-process, else LOOPSTACK_PROJECT, else the working directory and its parents. The run stack is process-wide (as in
-MLflow), so a log call from a data-loader thread reaches the run that the
-main thread started.
+process, else LOOPSTACK_PROJECT, else the working directory and its parents.
+
+Each thread has its own run stack, so two pipelines (or trainings) run in
+threads of one process each get their own runs instead of refusing to start
+("already active") or nesting under each other. A thread with no run of its
+own sees the main thread's innermost run, so a data-loader or callback thread
+still logs to the run the main thread started (a thread started by another
+worker thread does not see that worker's run: pass the run object to it).
 """
 
 from __future__ import annotations
@@ -23,8 +28,24 @@ if TYPE_CHECKING:
     from loopstack.core.project import Project
     from loopstack.registry.flavors import LoggedModel
 
-_stack: list[ActiveRun] = []
+_stacks: dict[int, list[ActiveRun]] = {}  # thread ident -> its run stack, innermost last; no empty stacks
 _lock = threading.RLock()
+_MAIN = threading.main_thread().ident
+
+
+def _own() -> list[ActiveRun]:
+    """This thread's run stack (a fresh empty list when it has none: append through `_push`)."""
+    return _stacks.get(threading.get_ident()) or []
+
+
+def _push(run: ActiveRun) -> None:
+    _stacks.setdefault(threading.get_ident(), []).append(run)
+
+
+def _visible() -> ActiveRun | None:
+    """For a thread without runs: the main thread's innermost run, or None."""
+    main = _stacks.get(_MAIN)  # type: ignore[arg-type]
+    return main[-1] if main else None
 _state: dict[str, Any] = {"project": None, "experiment": None, "seed": None, "hooks": False}
 
 
@@ -74,8 +95,9 @@ def start_run(
     project = get_project()
     store = project.tracking
     with _lock:
-        parent = _stack[-1] if _stack else None
-        if parent is not None and not nested and run_id is None:
+        own = _own()
+        parent = own[-1] if own else (_visible() if nested else None)
+        if own and not nested and run_id is None:
             raise ValidationError(
                 f"run {parent.id} is already active; end it with end_run(), or pass nested=True to start a child run"
             )
@@ -88,7 +110,7 @@ def start_run(
         run = ActiveRun(store, info, seed=_state["seed"])
         if run_id is not None:
             run._params.update(store.params_of(run_id))
-        _stack.append(run)
+        _push(run)
         _install_hooks()
     if params:
         run.log_params(params)
@@ -98,8 +120,9 @@ def start_run(
 
 
 def active_run() -> ActiveRun | None:
-    """The innermost active run, or None."""
-    return _stack[-1] if _stack else None
+    """This thread's innermost active run; for a thread without one, the main thread's; or None."""
+    own = _stacks.get(threading.get_ident())
+    return own[-1] if own else _visible()
 
 
 def end_run(status: str = FINISHED) -> None:
@@ -112,11 +135,14 @@ def end_run(status: str = FINISHED) -> None:
 
 def _end(run: ActiveRun, status: str) -> None:
     with _lock:
-        if run in _stack:
-            # children still open end with their parent
-            while _stack and _stack[-1] is not run:
-                _stack.pop()._finish(status)
-            _stack.pop()
+        for ident, stack in list(_stacks.items()):  # any thread may end a run: `with` blocks, atexit
+            if run in stack:
+                # children still open end with their parent
+                while stack and stack[-1] is not run:
+                    stack.pop()._finish(status)
+                stack.pop()
+                if not stack:
+                    del _stacks[ident]
     run._finish(status)
 
 
@@ -129,7 +155,8 @@ def _current() -> ActiveRun:
 
 def log_metric(key: str, value: float, step: int | None = None, timestamp: float | None = None) -> None:
     """Log one metric point to the active run (buffered; returns in microseconds)."""
-    run = _stack[-1] if _stack else _current()
+    own = _stacks.get(threading.get_ident())
+    run = own[-1] if own else _current()
     run.log_metric(key, value, step, timestamp)
 
 
@@ -184,8 +211,9 @@ def read_dataset(path: str | os.PathLike[str], name: str | None = None, context:
     from loopstack.tracking.datasets import read_table
 
     table = read_table(path)
-    if _stack:
-        _stack[-1].log_input(table, name or os.fspath(path), context)
+    run = active_run()
+    if run is not None:
+        run.log_input(table, name or os.fspath(path), context)
     return table
 
 
@@ -208,8 +236,9 @@ def seed_everything(seed: int, deterministic: bool = False) -> int:
         pass
     _seed_torch(seed, deterministic)
     _state["seed"] = seed
-    if _stack:
-        _stack[-1].set_tag("loopstack.seed", str(seed))
+    run = active_run()
+    if run is not None:
+        run.set_tag("loopstack.seed", str(seed))
     return seed
 
 
@@ -243,8 +272,9 @@ def _install_hooks() -> None:
 
 
 def _end_all(status: str) -> None:
-    while _stack:
-        _end(_stack[-1], status)
+    while _stacks:
+        stack = next(iter(_stacks.values()))
+        _end(stack[0], status)  # ends the runs nested in it too
     from loopstack.core.project import _open_projects
 
     for project in list(_open_projects.values()):
