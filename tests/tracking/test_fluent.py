@@ -220,6 +220,44 @@ def test_threads_each_get_their_own_runs_and_a_helper_thread_logs_to_the_main_ru
     assert client.get_run(child[0].id).info.parent_id == main.id
 
 
+def test_a_run_left_open_by_an_exited_thread_is_not_a_later_threads(project: Project) -> None:
+    """Stacks were keyed by thread id, which Python reuses: a new thread inherited a dead one's open run and
+    its start_run refused ("already active")."""
+    import threading
+
+    leaked: list[str] = []
+    seen: list[object] = []
+
+    def leaky() -> None:
+        leaked.append(ls.start_run(run_name="leaked").id)  # never ended
+
+    def fresh() -> None:
+        seen.append(ls.active_run())
+        with ls.start_run(run_name="fresh") as run:
+            seen.append(run.info.parent_id)
+
+    for target in (leaky, fresh):
+        thread = threading.Thread(target=target)
+        thread.start()
+        thread.join(10)
+    assert seen == [None, None]
+    assert ls.Client(project).get_run(leaked[0]).info.status == "FAILED"  # its thread exited without ending it
+
+
+def test_ending_a_run_ends_its_children_in_other_threads(project: Project) -> None:
+    import threading
+
+    children: list[object] = []
+    with ls.start_run() as parent:
+        helper = threading.Thread(target=lambda: children.append(ls.start_run(nested=True)))
+        helper.start()
+        helper.join(10)
+    client = ls.Client(project)
+    assert client.get_run(children[0].id).info.parent_id == parent.id
+    assert client.get_run(children[0].id).info.status == "FINISHED"  # was left RUNNING after its parent ended
+    assert ls.active_run() is None
+
+
 def test_failed_block_marks_run_failed(project: Project) -> None:
     with pytest.raises(RuntimeError), ls.start_run() as run:
         raise RuntimeError("boom")

@@ -28,24 +28,38 @@ if TYPE_CHECKING:
     from loopstack.core.project import Project
     from loopstack.registry.flavors import LoggedModel
 
-_stacks: dict[int, list[ActiveRun]] = {}  # thread ident -> its run stack, innermost last; no empty stacks
+_local = threading.local()  # .stack: this thread's runs, innermost last; gone with the thread
+_stacks: list[tuple[threading.Thread, list[ActiveRun]]] = []  # every thread's non-empty stack, for _end
 _lock = threading.RLock()
-_MAIN = threading.main_thread().ident
 
 
 def _own() -> list[ActiveRun]:
-    """This thread's run stack (a fresh empty list when it has none: append through `_push`)."""
-    return _stacks.get(threading.get_ident()) or []
+    """This thread's run stack (empty when it has none)."""
+    return getattr(_local, "stack", None) or []
 
 
 def _push(run: ActiveRun) -> None:
-    _stacks.setdefault(threading.get_ident(), []).append(run)
+    stack = getattr(_local, "stack", None)
+    if stack is None:
+        stack = _local.stack = []
+    if not stack:
+        _stacks.append((threading.current_thread(), stack))
+    stack.append(run)
 
 
 def _visible() -> ActiveRun | None:
     """For a thread without runs: the main thread's innermost run, or None."""
-    main = _stacks.get(_MAIN)  # type: ignore[arg-type]
-    return main[-1] if main else None
+    main = threading.main_thread()
+    return next((stack[-1] for thread, stack in _stacks if thread is main and stack), None)
+
+
+def _end_orphans() -> None:
+    """End, as FAILED, the runs of threads that exited without ending them."""
+    for thread, stack in list(_stacks):
+        if not thread.is_alive() and stack:
+            _end(stack[0], FAILED)
+
+
 _state: dict[str, Any] = {"project": None, "experiment": None, "seed": None, "hooks": False}
 
 
@@ -95,6 +109,7 @@ def start_run(
     project = get_project()
     store = project.tracking
     with _lock:
+        _end_orphans()
         own = _own()
         parent = own[-1] if own else (_visible() if nested else None)
         if own and not nested and run_id is None:
@@ -121,7 +136,7 @@ def start_run(
 
 def active_run() -> ActiveRun | None:
     """This thread's innermost active run; for a thread without one, the main thread's; or None."""
-    own = _stacks.get(threading.get_ident())
+    own = getattr(_local, "stack", None)
     return own[-1] if own else _visible()
 
 
@@ -135,14 +150,19 @@ def end_run(status: str = FINISHED) -> None:
 
 def _end(run: ActiveRun, status: str) -> None:
     with _lock:
-        for ident, stack in list(_stacks.items()):  # any thread may end a run: `with` blocks, atexit
+        for entry in list(_stacks):  # any thread may end a run: `with` blocks, atexit
+            stack = entry[1]
             if run in stack:
                 # children still open end with their parent
                 while stack and stack[-1] is not run:
                     stack.pop()._finish(status)
                 stack.pop()
                 if not stack:
-                    del _stacks[ident]
+                    _stacks.remove(entry)
+        # so do its children that other threads started (start_run(nested=True) in a helper thread)
+        children = [child for _, stack in _stacks for child in stack if child.info.parent_id == run.id]
+    for child in children:
+        _end(child, status)
     run._finish(status)
 
 
@@ -155,8 +175,10 @@ def _current() -> ActiveRun:
 
 def log_metric(key: str, value: float, step: int | None = None, timestamp: float | None = None) -> None:
     """Log one metric point to the active run (buffered; returns in microseconds)."""
-    own = _stacks.get(threading.get_ident())
-    run = own[-1] if own else _current()
+    try:  # the hot path: this thread's innermost run, without a call
+        run = _local.stack[-1]
+    except (AttributeError, IndexError):
+        run = _current()
     run.log_metric(key, value, step, timestamp)
 
 
@@ -273,8 +295,7 @@ def _install_hooks() -> None:
 
 def _end_all(status: str) -> None:
     while _stacks:
-        stack = next(iter(_stacks.values()))
-        _end(stack[0], status)  # ends the runs nested in it too
+        _end(_stacks[0][1][0], status)  # ends the runs nested in it too
     from loopstack.core.project import _open_projects
 
     for project in list(_open_projects.values()):
