@@ -128,6 +128,34 @@ def test_a_task_whose_worker_died_runs_again_in_a_fresh_pool(sqlite_project: Pro
     assert "its worker died 1 times" in caught.value.run.steps["always_dies"].error
 
 
+@step
+def dies_soon() -> int:
+    time.sleep(0.3)
+    os.kill(os.getpid(), 9)
+    return 0
+
+
+@step
+def healthy() -> int:
+    time.sleep(1.0)  # still running in its own worker when the other one dies
+    return 42
+
+
+@pipeline
+def beside_a_killer():
+    return pair(dies_soon(), healthy())
+
+
+def test_only_the_task_whose_worker_died_is_charged_for_it(sqlite_project: Project) -> None:
+    """Every task in a broken pool was charged a death: a healthy step running beside a killer failed with
+    "its worker died" although its own worker never did."""
+    with ProcessExecutor(max_workers=2, worker_retries=0) as executor, pytest.raises(PipelineFailedError) as caught:
+        beside_a_killer.run(sqlite_project, executor=executor)
+    steps = caught.value.run.steps
+    assert "its worker died 1 times" in steps["dies_soon"].error
+    assert steps["healthy"].status == "finished" and steps["healthy"].error is None
+
+
 def test_executors_are_chosen_by_name() -> None:
     assert get_executor(None).name == "local"
     with pytest.raises(ConfigError, match="unknown executor 'dask'"):

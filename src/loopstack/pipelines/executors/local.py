@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
+import shutil
 import sys
+import tempfile
 import threading
+import uuid
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from typing import Any
 
 from loopstack.core.errors import ConfigError
@@ -53,9 +58,12 @@ class ProcessExecutor:
 
     A worker that dies (killed, out of memory, a crash in native code) breaks
     a `ProcessPoolExecutor` for good, failing every task in it. This executor
-    then starts a fresh pool and runs the tasks it lost again, up to
-    `worker_retries` times each, as Ray does for a lost task. A step's own
-    `retries` are for exceptions it raises; these are for its process dying.
+    then starts a fresh pool and runs the tasks it lost again. Each attempt
+    notes the worker that runs it, so only the task whose own worker died
+    counts a death; after `worker_retries` of those it fails, as Ray fails a
+    lost task. The tasks that were merely in the pool with it start again
+    without a charge. A step's own `retries` are for exceptions it raises;
+    these are for its process dying.
 
     Parameters
     ----------
@@ -82,6 +90,7 @@ class ProcessExecutor:
             self._context.set_forkserver_preload(["loopstack.pipelines.task"])  # type: ignore[attr-defined]
         self._lock = threading.Lock()
         self._closed = False
+        self._markers = tempfile.mkdtemp(prefix="loopstack-workers-")  # which worker runs which attempt
         self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
@@ -89,39 +98,49 @@ class ProcessExecutor:
 
     def submit(self, task: Task) -> Future[TaskResult]:
         outcome: Future[TaskResult] = Future()
-        self._start(outcome, pickle_task(task), task.node_id, deaths=0)
+        self._start(_Lost(outcome, pickle_task(task), task.node_id))
         return outcome
 
-    def _start(self, outcome: Future[TaskResult], payload: bytes, node_id: str, deaths: int) -> None:
+    def _start(self, lost: _Lost) -> None:
         pool = self._pool
+        marker = os.path.join(self._markers, uuid.uuid4().hex)
         try:
-            attempt = pool.submit(execute_pickled, payload)
+            attempt = pool.submit(_run_noting_worker, marker, lost.payload)
         except BrokenProcessPool:  # broken by another task's worker before its callback replaced it
             pool = self._replace(pool)
-            attempt = pool.submit(execute_pickled, payload)
-        attempt.add_done_callback(lambda done: self._settle(done, outcome, payload, node_id, deaths, pool))
+            attempt = pool.submit(_run_noting_worker, marker, lost.payload)
+        workers = getattr(pool, "_processes", None)  # pid -> Process, the same dict for the pool's life
+        attempt.add_done_callback(lambda done: self._settle(done, lost, marker, workers, pool))
 
-    def _settle(self, attempt: Future[TaskResult], outcome: Future[TaskResult], payload: bytes, node_id: str,
-                deaths: int, pool: ProcessPoolExecutor) -> None:
+    def _settle(self, attempt: Future[TaskResult], lost: _Lost, marker: str, workers: dict[int, Any] | None,
+                pool: ProcessPoolExecutor) -> None:
         if attempt.cancelled():
-            outcome.cancel()
+            lost.outcome.cancel()
             return
         error = attempt.exception()
-        if isinstance(error, BrokenProcessPool) and deaths < self.worker_retries and not self._closed:
-            logger.warning("step %s: its worker process died (%s); starting it again (%d of %d)", node_id, error,
-                           deaths + 1, self.worker_retries)
-            try:
-                self._replace(pool)
-                self._start(outcome, payload, node_id, deaths + 1)
-                return
-            except Exception as exc:  # closed meanwhile, or no process could start: report that
-                error = exc
+        if isinstance(error, BrokenProcessPool):  # runs before the pool stops its other workers
+            if _own_worker_died(marker, workers) or lost.bystander >= _BYSTANDER_RETRIES:
+                lost.deaths += 1
+            else:
+                lost.bystander += 1
+            _forget(marker)
+            if lost.deaths <= self.worker_retries and not self._closed:
+                logger.warning("step %s: %s; starting it again (%d of %d deaths)", lost.node_id,
+                               "its worker process died" if lost.deaths else "another step's worker died in its pool",
+                               lost.deaths, self.worker_retries)
+                try:
+                    self._replace(pool)
+                    self._start(lost)
+                    return
+                except Exception as exc:  # closed meanwhile, or no process could start: report that
+                    error = exc
+        _forget(marker)
         if error is None:
-            outcome.set_result(attempt.result())
+            lost.outcome.set_result(attempt.result())
         elif isinstance(error, BrokenProcessPool):
-            outcome.set_exception(BrokenProcessPool(f"{error} (its worker died {deaths + 1} times)"))
+            lost.outcome.set_exception(BrokenProcessPool(f"{error} (its worker died {lost.deaths} times)"))
         else:
-            outcome.set_exception(error)
+            lost.outcome.set_exception(error)
 
     def _replace(self, broken: ProcessPoolExecutor) -> ProcessPoolExecutor:
         """The pool to use now: a new one in place of `broken`, made once however many tasks it lost."""
@@ -138,12 +157,52 @@ class ProcessExecutor:
             self._closed = True
             pool = self._pool
         pool.shutdown(wait=True, cancel_futures=True)
+        shutil.rmtree(self._markers, ignore_errors=True)
 
     def __enter__(self) -> ProcessExecutor:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+_BYSTANDER_RETRIES = 10  # a lost task restarted this often without a death of its own counts the next one
+
+
+@dataclass
+class _Lost:
+    """A task on its way through pools: where its answer goes, and the restarts it had."""
+
+    outcome: Future[TaskResult]
+    payload: bytes
+    node_id: str
+    deaths: int = 0  # its own worker died
+    bystander: int = 0  # lost with a pool another task's worker broke
+
+
+def _run_noting_worker(marker: str, payload: bytes) -> TaskResult:
+    """In a worker: note this process's pid, then run the task (see `_own_worker_died`)."""
+    with open(marker, "w") as file:
+        file.write(str(os.getpid()))
+    return execute_pickled(payload)
+
+
+def _own_worker_died(marker: str, workers: dict[int, Any] | None) -> bool:
+    """Whether the worker that ran this attempt is dead; False for one that never started (it was queued)."""
+    try:
+        with open(marker) as file:
+            pid = int(file.read())
+    except (OSError, ValueError):
+        return False
+    if workers is None:  # no view of the workers (another Python): count it, as before
+        return True
+    process = workers.get(pid)
+    return process is None or process.exitcode is not None
+
+
+def _forget(marker: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(marker)
 
 
 __all__ = ["LocalExecutor", "ProcessExecutor"]
