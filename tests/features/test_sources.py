@@ -136,3 +136,32 @@ def test_a_push_source_over_a_pattern_does_not_append_offline(project: Project) 
     with pytest.raises(ValidationError, match="cannot append offline: its batch source is not a folder"):
         store.push("rows_push", [row], to="online_and_offline")
     assert sorted(p.name for p in (project.root / "pushed").iterdir()) == ["rows.parquet"]  # no "*.parquet" folder
+
+
+def _label_of(project: Project, source: lf.Source) -> list[Any]:
+    view = lf.FeatureView(name="v", entities=[lf.Entity(name="driver", join_keys=["driver_id"])], source=source,
+                          schema=[lf.Field(name="label", dtype=lf.String)], ttl=timedelta(hours=3))
+    store = project.feature_store
+    store.apply([view])
+    entity = pa.table({"driver_id": [1], "event_timestamp": pa.array([T0 + timedelta(hours=1)])})
+    return store.get_historical_features(entity, ["v:label"]).to_arrow()["label"].to_pylist()
+
+
+def test_a_literal_path_with_brackets_is_a_file_not_a_pattern(project: Project) -> None:
+    # "data[2024]" was taken for a character class: the file it names matched nothing
+    (project.root / "data[2024]").mkdir()
+    pq.write_table(ROWS, project.root / "data[2024]" / "rows.parquet")
+    source = lf.FileSource(path="data[2024]/rows.parquet")
+    assert not source.is_pattern(project.root) and source.parquet_file(project.root) is not None
+    assert _label_of(project, source) == ["a"]
+
+
+def test_compressed_csv_files_match_a_pattern(project: Project) -> None:
+    import gzip
+
+    (project.root / "exports").mkdir()
+    with gzip.open(project.root / "exports" / "2024-01.csv.gz", "wb") as file:
+        pacsv.write_csv(ROWS, file)
+    # with file_format="csv" every match counts, whatever its suffix; without it, .csv.gz is CSV too
+    assert _label_of(project, lf.FileSource(path="exports/*.gz", file_format="csv")) == ["a"]
+    assert _label_of(project, lf.FileSource(path="exports/*.csv.gz")) == ["a"]

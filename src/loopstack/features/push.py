@@ -147,7 +147,7 @@ def _append_offline(store: FeatureStore, source: PushSource, table: Any) -> None
     batch = source.batch_source
     folder = batch.resolve(store.root) if isinstance(batch, FileSource) else None
     if (folder is None or (folder.exists() and not folder.is_dir()) or batch.file_format == "csv"
-            or batch.is_pattern):  # a pattern's "folder" would be made under its literal name
+            or batch.is_pattern(store.root)):  # a pattern's "folder" would be made under its literal name
         raise ValidationError(
             f"push source {source.name!r} cannot append offline: its batch source is not a folder of Parquet "
             "files; use FileSource(path='some/folder') or push(to='online')"

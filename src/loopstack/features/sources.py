@@ -93,9 +93,9 @@ class FileSource(Source):
         path = Path(os.path.expanduser(self.path))
         return path if path.is_absolute() else root / path
 
-    @property
-    def is_pattern(self) -> bool:
-        return any(c in self.path for c in "*?[")
+    def is_pattern(self, root: Path) -> bool:
+        """A glob pattern: wildcards in the path, and no file or folder of that literal name (``data[2024]``)."""
+        return any(c in self.path for c in "*?[") and not self.resolve(root).exists()
 
     def format(self, root: Path) -> str:
         kind = self._format(root)
@@ -110,11 +110,11 @@ class FileSource(Source):
                 raise ValidationError(f"file_format={self.file_format!r} for {self.path}; use 'parquet' or 'csv'")
             return self.file_format
         path = self.resolve(root)
-        if path.suffix in (".csv", ".tsv"):
+        if _is_csv(path):
             return "csv"
-        if self.is_pattern:
+        if self.is_pattern(root):
             matched = self._matches(path)
-            return "csv" if matched and all(f.suffix in (".csv", ".tsv") for f in matched) else "parquet"
+            return "csv" if matched and all(_is_csv(f) for f in matched) else "parquet"
         if path.is_dir() and not any(path.rglob("*.parquet")) and any(_csv_files(path)):
             return "csv"
         return "parquet"
@@ -122,7 +122,7 @@ class FileSource(Source):
     def sql(self, relations: Relations) -> str:
         path = self.resolve(relations.root)
         kind = self.format(relations.root)
-        if self.is_pattern:
+        if self.is_pattern(relations.root):
             files = self.files(relations.root)
             if not files:
                 raise ValidationError(f"source pattern {path} matches no file; write the data there or fix "
@@ -140,13 +140,16 @@ class FileSource(Source):
 
     def parquet_file(self, root: Path) -> Path | None:
         path = self.resolve(root)
-        return path if not self.is_pattern and path.is_file() and self.format(root) == "parquet" else None
+        return path if path.is_file() and self.format(root) == "parquet" else None
 
     def files(self, root: Path) -> list[Path]:
         path = self.resolve(root)
-        if self.is_pattern:
+        if self.is_pattern(root):
+            matched = self._matches(path)
+            if self.file_format:  # the user said what they are: every match, whatever its suffix
+                return matched
             kind = self.format(root)
-            return [f for f in self._matches(path) if (f.suffix in (".csv", ".tsv")) == (kind == "csv")]
+            return [f for f in matched if _is_csv(f) == (kind == "csv")]
         if path.is_dir():
             found = _csv_files(path) if self.format(root) == "csv" else path.rglob("*.parquet")
             return sorted(p for p in found if p.is_file())
@@ -155,7 +158,7 @@ class FileSource(Source):
     def fingerprint(self, root: Path) -> str:
         digest = hashlib.sha256()
         path = self.resolve(root)
-        base = _static_prefix(path) if self.is_pattern else path
+        base = _static_prefix(path) if self.is_pattern(root) else path
         for file in self.files(root):
             digest.update(str(file.relative_to(base) if base.is_dir() else file.name).encode())
             digest.update(_file_hash(file).encode())
@@ -174,6 +177,11 @@ class FileSource(Source):
 
 _ENCODINGS = {"utf-8": "utf-8", "utf8": "utf-8", "utf-16": "utf-16", "utf16": "utf-16", "latin-1": "latin-1",
               "latin1": "latin-1", "iso-8859-1": "latin-1"}
+
+
+def _is_csv(path: Path) -> bool:
+    """A CSV or TSV file by its name, compressed (``.csv.gz``, which DuckDB reads) or not."""
+    return path.name.lower().endswith((".csv", ".tsv", ".csv.gz", ".tsv.gz"))
 
 
 def _quoted(text: str) -> str:
