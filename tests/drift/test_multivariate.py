@@ -121,6 +121,14 @@ def test_domain_classifier_threshold_rises_at_small_samples() -> None:
     assert shifted.drifted  # a clear change is still found at 30 rows
 
 
+def test_domain_classifier_refuses_samples_too_small_to_ever_flag() -> None:
+    # 5 rows a side: the threshold came out at 1.05, and a shift of 100 standard deviations read "no drift"
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValidationError, match=r"5 reference and 5 current rows are too few .* at least \d+ rows"):
+        DomainClassifier(folds=5).score({"a": rng.normal(size=5)}, {"a": rng.normal(size=5) + 100})
+    assert DomainClassifier(folds=2).score({"a": rng.normal(size=30)}, {"a": rng.normal(size=30) + 100}).drifted
+
+
 @pytest.mark.parametrize(("kwargs", "match"), [({"alpha": 0.0}, "alpha must be in"), ({"folds": 1}, "at least 2")])
 def test_domain_classifier_settings_are_checked(kwargs: dict, match: str) -> None:
     with pytest.raises(ValidationError, match=match):

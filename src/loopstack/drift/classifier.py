@@ -99,6 +99,7 @@ class DomainClassifier:
         ref, cur = _sample(as_table(reference), self.max_rows, rng), _sample(as_table(current), self.max_rows, rng)
         if min(ref.num_rows, cur.num_rows) < self.folds:
             raise ValidationError(f"the domain classifier needs at least {self.folds} rows per sample")
+        self._check_decidable(ref.num_rows, cur.num_rows)
         encoder = FrequencyEncoder(columns=self.columns).fit(ref)
         x = np.vstack([encoder.transform(ref), encoder.transform(cur)])
         y = np.r_[np.zeros(ref.num_rows), np.ones(cur.num_rows)]
@@ -115,6 +116,16 @@ class DomainClassifier:
         threshold = max(self.threshold, chance)
         return ClassifierDriftResult(auc, aucs, threshold, auc >= threshold, ref.num_rows, cur.num_rows, chance)
 
+    def _check_decidable(self, n_reference: int, n_current: int) -> None:
+        """Refuse samples so small that chance alone reaches AUC 1: no drift could ever be reported."""
+        if _expected_chance(n_reference, n_current, self.folds, self.alpha) < 1:
+            return
+        needed = next(n for n in range(self.folds, 10**6) if _expected_chance(n, n, self.folds, self.alpha) < 1)
+        raise ValidationError(f"{n_reference} reference and {n_current} current rows are too few for the domain "
+                              f"classifier with folds={self.folds} and alpha={self.alpha}: chance alone would reach "
+                              f"AUC 1, so no drift could be reported; use at least {needed} rows a side, or fewer "
+                              "folds")
+
     def _model(self) -> Any:
         from sklearn.base import clone
 
@@ -128,6 +139,12 @@ class DomainClassifier:
 def _null_auc_variance(n0: int, n1: int) -> float:
     """Variance of the ROC AUC of scores independent of the labels (Mann-Whitney U / n0 n1, no ties)."""
     return (n0 + n1 + 1) / (12 * n0 * n1)
+
+
+def _expected_chance(n_reference: int, n_current: int, folds: int, alpha: float) -> float:
+    """`chance_auc` for samples of these sizes split into `folds` stratified folds."""
+    variance = _null_auc_variance(max(1, n_reference // folds), max(1, n_current // folds))
+    return chance_auc(variance * (1 / folds + 1 / (folds - 1)), alpha)
 
 
 def chance_auc(variance: float, alpha: float) -> float:
