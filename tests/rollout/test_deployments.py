@@ -144,3 +144,26 @@ def test_waiting_for_labels_needs_a_primary_metric(project: Project, refs: list[
     deployments.create("scored", refs[0], primary_metric="brier", higher_is_better=False)
     d = deployments.canary("scored", refs[1], min_labels_per_step=50)
     assert d.policy["min_labels_per_step"] == 50
+
+
+def test_a_version_deleted_between_pin_and_write_is_not_deployed(project: Project, refs: list[str],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The deployment read the version before its transaction: a delete committed in between left it serving
+    a version that no longer existed."""
+    deployments = project.deployments
+    deployments.create("api", refs[0])
+    pin = Deployments._pin
+
+    def pin_then_deleted(self: Deployments, ref: str) -> str:
+        pinned = pin(self, ref)
+        name, _, version = pinned.rpartition("/")
+        project.registry.delete_model_version(name, int(version))  # another process, just after the read
+        return pinned
+
+    monkeypatch.setattr(Deployments, "_pin", pin_then_deleted)
+    with pytest.raises(ConflictError, match=f"model version {refs[1]} was deleted from the registry meanwhile"):
+        deployments.canary("api", refs[1])
+    with pytest.raises(ConflictError, match=f"model version {refs[2]} was deleted"):
+        deployments.create("other", refs[2])
+    d = deployments.get("api")
+    assert d.strategy == "single" and list(d.variants.values()) == [refs[0]]

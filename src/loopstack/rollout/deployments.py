@@ -130,6 +130,7 @@ class Deployments:
             if self._row(connection, endpoint) is not None:
                 raise ConflictError(f"deployment {endpoint!r} already exists; change it (canary, blue_green, ...) "
                                     "or delete it first")
+            self._still_registered(connection, {ref})
             connection.execute(self.table.insert().values(
                 endpoint=endpoint, version=1, strategy=d.strategy, config=d.config(), state={},
                 created_at=now, updated_at=now))
@@ -331,6 +332,7 @@ class Deployments:
             cause = recorded if recorded is not None else cause
             new = replace(change(old), version=old.version + 1, updated_at=time.time(),
                           state=old.state if state is None else state)
+            self._still_registered(connection, set(new.variants.values()) - set(old.variants.values()))
             connection.execute(self.table.update().where(self.table.c.endpoint == endpoint).values(
                 version=new.version, strategy=new.strategy, config=new.config(), state=new.state,
                 updated_at=new.updated_at))
@@ -371,6 +373,22 @@ class Deployments:
             raise NotFoundError(f"no deployment {endpoint!r}; create it with deployments.create({endpoint!r}, "
                                 "'model/1') or `loopstack deploy create`")
         return Deployment.from_row(row)
+
+    def _still_registered(self, connection: Connection, refs: set[str]) -> None:
+        """Check, in the deployment's write transaction, that the versions it starts serving still exist.
+
+        `_pin` read them before the transaction; a delete committed in between would leave the
+        deployment serving a version that is gone. The model's row is locked as the delete locks it.
+        """
+        from loopstack.registry import queries
+
+        models, versions = self.db.table("registered_models"), self.db.table("model_versions")
+        for ref in sorted(refs):
+            name, _, number = ref.rpartition("/")
+            if not queries.lock_model(connection, models, name) or int(number) not in queries.version_numbers(
+                    connection, versions, name):
+                raise ConflictError(f"model version {ref} was deleted from the registry meanwhile; deploy another "
+                                    "version")
 
     def _pin(self, ref: str) -> str:
         """``fraud@champion`` -> ``fraud/3``: a deployment names exact versions."""
