@@ -78,6 +78,7 @@ class TrackingStore:
         self._live_runs: set[str] = set()
         self._last_beat = 0.0
         self._experiment_ids: dict[str, int] = {}
+        self._searches: dict[tuple[Any, ...], Any] = {}  # built search queries by their arguments (see search)
         # compiled once, run on the DBAPI cursor: every run inserts one row and ends with one update
         self._insert_run = self.db.direct(lambda: self.t("runs").insert(), RUN_COLUMNS, sqlite=_SQLITE_INSERT_RUN)
 
@@ -275,19 +276,29 @@ class TrackingStore:
         if not 1 <= max_results <= 50_000:
             raise ValidationError(f"max_results={max_results} is out of range; use 1 to 50000")
         self.writer.flush_pending()
-        runs = self.t("runs")
-        tables = {name: self.t(name) for name in ("runs", "latest_metrics", "params", "tags")}
-        query = select(runs)
-        condition = compile_filter(parse_filter(filter_string), tables)
-        if condition is not None:
-            query = query.where(condition)
-        if experiment_ids is not None:  # None is every experiment; an empty list is none of them
-            query = query.where(runs.c.experiment_id.in_(experiment_ids))
-        query = _order(query, parse_order_by(order_by), tables)
         offset = _decode_token(page_token)
-        query = query.limit(max_results + 1).offset(offset)
+        orders = tuple([order_by] if isinstance(order_by, str) else order_by or ())
+        experiments = None if experiment_ids is None else tuple(experiment_ids)
+        key = (filter_string, orders, experiments, max_results, offset)
+        statement = self._searches.get(key)
+        if statement is None:  # building and compiling the statement cost more than running it
+            runs = self.t("runs")
+            tables = {name: self.t(name) for name in ("runs", "latest_metrics", "params", "tags")}
+            query = select(runs)
+            condition = compile_filter(parse_filter(filter_string), tables)
+            if condition is not None:
+                query = query.where(condition)
+            if experiments is not None:  # None is every experiment; an empty list is none of them
+                query = query.where(runs.c.experiment_id.in_(experiments))
+            query = _order(query, parse_order_by(list(orders)), tables)
+            query = query.limit(max_results + 1).offset(offset)
+            if len(self._searches) >= 256:
+                self._searches.clear()
+            statement = self._searches[key] = _driver_statement(query, self.db)
+        sql, params, columns = statement
         with self.db.read() as connection:
-            rows = [row._asdict() for row in connection.execute(query).all()]  # one fetchall, not a fetch per row
+            found = connection.exec_driver_sql(sql, params).all()  # one fetchall, not a fetch per row
+        rows = [dict(zip(columns, row, strict=True)) for row in found]
         token = _encode_token(offset + max_results) if len(rows) > max_results else None
         return self._hydrate([_info(row) for row in rows[:max_results]]), token
 
@@ -443,6 +454,18 @@ def _info(row: dict[str, Any]) -> RunInfo:
         end_time=row["end_time"],
         parent_id=row["parent_id"],
     )
+
+
+def _driver_statement(query: Any, db: Any) -> tuple[str, Any, list[str]]:
+    """`query` as the driver's SQL text, its parameters and its column names, compiled once.
+
+    Running a built statement through SQLAlchemy still derives its cache key on every call,
+    which cost a search more than SQLite's own work; the text is run as it is instead.
+    """
+    compiled = query.compile(dialect=db.engine.dialect, compile_kwargs={"render_postcompile": True})
+    values = compiled.construct_params()
+    params = tuple(values[name] for name in compiled.positiontup) if compiled.positional else values
+    return str(compiled), params, [column.name for column in query.selected_columns]
 
 
 def _order(query: Any, keys: list[Any], tables: dict[str, Any]) -> Any:
