@@ -511,9 +511,15 @@ def _of_runs(connection: Any, select_sql: str, column: str, run_ids: list[str]) 
     array (SQLite) or an array (PostgreSQL) is one parameter of any size.
     """
     if connection.dialect.name == "postgresql":
-        return connection.exec_driver_sql(f"{select_sql} WHERE {column} = ANY(%s)", (list(run_ids),)).all()
-    in_json = f"{select_sql} WHERE {column} IN (SELECT value FROM json_each(?))"
-    return connection.exec_driver_sql(in_json, (json.dumps(run_ids),)).all()
+        sql, params = f"{select_sql} WHERE {column} = ANY(%s)", (list(run_ids),)
+    else:
+        sql, params = f"{select_sql} WHERE {column} IN (SELECT value FROM json_each(?))", (json.dumps(run_ids),)
+    cursor = connection.connection.cursor()  # the driver's plain tuples: a Row per value cost more than the read
+    try:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+    finally:
+        cursor.close()
 
 
 def _check_name(name: str, what: str) -> None:
