@@ -156,6 +156,11 @@ def test_a_replay_schedule_runs_on_the_replay_clock(sqlite_project: Project) -> 
     assert wall.tick(now=t0 + 7300) == []
     assert len(wall.tick(now=t0 + 10_900)) == 1 and len(calls) == 2
     wall.close()
+    # a scheduler whose clock is a few seconds behind takes over just after a fire: no second fire for it
+    fired_at = sqlite_project.events.list(kind="loop.triggered")[0].payload["scheduled_for"]
+    skewed = Loop(sqlite_project, [Policy("late", when=[Schedule("0 * * * *")], then=[record(calls)])])
+    assert skewed.tick(now=fired_at - 5) == [] and skewed.tick(now=fired_at + 60) == [] and len(calls) == 2
+    skewed.close()
 
 
 def test_cooldown_suppresses_and_says_why(sqlite_project: Project) -> None:

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from loopstack.core.project import Project
 
 _SCAN = 500
+_CLOCK_SKEW_S = 300.0  # a tick's clock this far behind a schedule's last fire is a replay, not skew
 
 
 class Loop:
@@ -162,9 +163,11 @@ class Loop:
             self._init_triggers(now)
             return []
         if isinstance(trigger, Schedule):
-            if current["last_fire"] is not None and current["last_fire"] > now:
+            if current["last_fire"] is not None and current["last_fire"] > now + _CLOCK_SKEW_S:
                 # counted from a later clock (started on the wall clock, then ticked with a replay's
-                # earlier one): it would stay silent until the replay caught up, so count from now
+                # earlier one): it would stay silent until the replay caught up, so count from now.
+                # A few seconds behind is a host's skewed clock after a takeover: winding back would
+                # fire the time just fired once more, so only a clock far behind is a replay's
                 with self.project.db.write() as connection:
                     state.advance_trigger(connection, self.project, policy.name, trigger.key, last_fire=now)
                 return []
