@@ -49,3 +49,21 @@ def test_missing_times_are_refused_not_dropped(times: object) -> None:
     # NaN sorted last and ended the walk at once: no window at all, without a word
     with pytest.raises(ValidationError, match="1 missing value"):
         list(TimeWindow(60, "ts").split(pa.table({"ts": times, "x": [1, 2, 3]})))
+
+
+def test_day_windows_can_end_at_a_local_midnight() -> None:
+    # days were cut at UTC midnight only: a CET team's "Monday" mixed in Sunday's last hour
+    cet = dt.timezone(dt.timedelta(hours=1))
+    local = [dt.datetime(2024, 1, 1, 0, 30, tzinfo=cet), dt.datetime(2024, 1, 1, 23, 30, tzinfo=cet),
+             dt.datetime(2024, 1, 2, 0, 30, tzinfo=cet)]
+    table = pa.table({"ts": pa.array(local, pa.timestamp("us", tz="UTC")), "x": [1, 2, 3]})
+    utc_days = [w.rows.column("x").to_pylist() for w in TimeWindow(dt.timedelta(days=1), "ts").split(table)]
+    assert utc_days == [[1], [2, 3]]  # 00:30 CET is still the previous day in UTC
+    cet_days = list(TimeWindow(dt.timedelta(days=1), "ts", offset=dt.timedelta(hours=-1)).split(table))
+    assert [w.rows.column("x").to_pylist() for w in cet_days] == [[1, 2], [3]]
+    assert cet_days[0].start == dt.datetime(2024, 1, 1, tzinfo=cet).timestamp()
+    far = {"ts": [0.0, 1.7e9], "x": [1, 2]}  # the jump over empty windows keeps the shift
+    assert [w.start for w in TimeWindow(86400, "ts", offset=-3600).split(far)] == [
+        -3600.0, (1.7e9 + 3600) // 86400 * 86400 - 3600]
+    with pytest.raises(ConfigError, match="row windows"):
+        SlidingWindow(4, 2, offset=5)

@@ -55,6 +55,9 @@ class CountWindow:
 class SlidingWindow:
     """Windows of `size` that advance by `step` (rows, or seconds when `column` is set).
 
+    Time windows start at multiples of `step` from the epoch, shifted by `offset` seconds: daily
+    windows end at UTC midnight unless ``offset=-3600`` (CET's midnight, say) moves them.
+
     Examples
     --------
     >>> [(w.start, w.end) for w in SlidingWindow(4, 2).split({"x": list(range(8))})]
@@ -65,10 +68,13 @@ class SlidingWindow:
     step: float
     column: str | None = None
     partial: bool = False
+    offset: float = 0.0
 
     def __post_init__(self) -> None:
         if self.size <= 0 or self.step <= 0:
             raise ConfigError(f"window size={self.size} and step={self.step} must be positive")
+        if self.offset and self.column is None:
+            raise ConfigError(f"offset={self.offset} shifts time windows; row windows (no column) have none")
 
     def split(self, data: Any) -> Iterator[WindowSlice]:
         """Yield the windows of `data` in order."""
@@ -84,7 +90,7 @@ class SlidingWindow:
         table, times = _by_time(table, self.column)
         if not times.size:
             return
-        start = np.floor(times[0] / self.step) * self.step
+        start = np.floor((times[0] - self.offset) / self.step) * self.step + self.offset
         while start <= times[-1]:
             lo, hi = np.searchsorted(times, [start, start + self.size], side="left")
             if hi > lo:
@@ -94,27 +100,35 @@ class SlidingWindow:
     def _first_start_holding(self, time: float) -> float:
         """The earliest aligned window start whose window holds `time`: empty windows are jumped, not walked
         (one stray row at epoch 0 made 10-minute windows over today's log walk 2.8 million of them)."""
-        return float((np.floor((time - self.size) / self.step) + 1) * self.step)
+        return float((np.floor((time - self.size - self.offset) / self.step) + 1) * self.step + self.offset)
 
 
 @dataclass(frozen=True)
 class TimeWindow:
     """Consecutive windows of `every` seconds (or a timedelta) on the `column` timestamps.
 
+    They start at multiples of `every` from the epoch (UTC midnight for days), shifted by `offset`
+    (seconds or a timedelta): ``TimeWindow(timedelta(days=1), "ts", offset=timedelta(hours=-5))``
+    cuts days at midnight in New York (EST; a fixed shift, so summer time is not followed).
+
     Examples
     --------
     >>> rows = {"ts": [0.0, 30.0, 61.0, 200.0], "x": [1, 2, 3, 4]}
     >>> [(w.start, w.size) for w in TimeWindow(60, "ts").split(rows)]
     [(0.0, 2), (60.0, 1), (180.0, 1)]
+    >>> [(w.start, w.size) for w in TimeWindow(60, "ts", offset=15).split(rows)]
+    [(-45.0, 1), (15.0, 2), (195.0, 1)]
     """
 
     every: float | dt.timedelta
     column: str = "timestamp"
+    offset: float | dt.timedelta = 0.0
 
     def split(self, data: Any) -> Iterator[WindowSlice]:
         """Yield the non-empty windows of `data` in time order."""
         seconds = self.every.total_seconds() if isinstance(self.every, dt.timedelta) else float(self.every)
-        yield from SlidingWindow(seconds, seconds, column=self.column).split(data)
+        offset = self.offset.total_seconds() if isinstance(self.offset, dt.timedelta) else float(self.offset)
+        yield from SlidingWindow(seconds, seconds, column=self.column, offset=offset).split(data)
 
 
 def _by_time(table: Any, column: str) -> tuple[Any, np.ndarray]:
