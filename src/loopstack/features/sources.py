@@ -98,13 +98,16 @@ class FileSource(Source):
         return any(c in self.path for c in "*?[") and not self.resolve(root).exists()
 
     def format(self, root: Path) -> str:
-        kind = self._format(root)
+        return self._pattern(root)[1] if self.is_pattern(root) else self._checked(self._format(root))
+
+    def _checked(self, kind: str) -> str:
         if self.encoding is not None and kind != "csv":
             raise ValidationError(f"encoding={self.encoding!r} for {self.path}, which is read as {kind}; "
                                   "an encoding applies to CSV files only: drop it or set file_format='csv'")
         return kind
 
-    def _format(self, root: Path) -> str:
+    def _format(self, root: Path, matched: list[Path] | None = None) -> str:
+        """The format by `file_format`, the name, a pattern's `matched` files, or a folder's contents."""
         if self.file_format:
             if self.file_format not in ("parquet", "csv"):
                 raise ValidationError(f"file_format={self.file_format!r} for {self.path}; use 'parquet' or 'csv'")
@@ -112,25 +115,33 @@ class FileSource(Source):
         path = self.resolve(root)
         if _is_csv(path):
             return "csv"
-        if self.is_pattern(root):
-            matched = self._matches(path)
+        if matched is not None:
             return "csv" if matched and all(_is_csv(f) for f in matched) else "parquet"
         if path.is_dir() and not any(path.rglob("*.parquet")) and any(_csv_files(path)):
             return "csv"
         return "parquet"
 
+    def _pattern(self, root: Path) -> tuple[list[Path], str]:
+        """A pattern's files and their format, from one glob (a ``**`` walk is what costs)."""
+        matched = self._matches(self.resolve(root))
+        kind = self._checked(self._format(root, matched))
+        if not self.file_format:  # without it, only the files of the format the matches are read as
+            matched = [f for f in matched if _is_csv(f) == (kind == "csv")]
+        return matched, kind
+
     def sql(self, relations: Relations) -> str:
         path = self.resolve(relations.root)
-        kind = self.format(relations.root)
         if self.is_pattern(relations.root):
-            files = self.files(relations.root)
+            files, kind = self._pattern(relations.root)
             if not files:
                 raise ValidationError(f"source pattern {path} matches no file; write the data there or fix "
                                       f"path={self.path!r}")
             target = "[" + ", ".join(_quoted(str(f)) for f in files) + "]"
-        elif not path.exists():
-            raise ValidationError(f"source file {path} does not exist; write the data there or fix path={self.path!r}")
         else:
+            kind = self.format(relations.root)
+            if not path.exists():
+                raise ValidationError(f"source file {path} does not exist; write the data there or fix "
+                                      f"path={self.path!r}")
             pattern = "*.[ct]sv" if kind == "csv" else "*.parquet"  # a .tsv is a CSV file too, alone or in a folder
             target = _quoted(str(path / "**" / pattern) if path.is_dir() else str(path))
         if kind == "csv":
@@ -143,13 +154,9 @@ class FileSource(Source):
         return path if path.is_file() and self.format(root) == "parquet" else None
 
     def files(self, root: Path) -> list[Path]:
-        path = self.resolve(root)
         if self.is_pattern(root):
-            matched = self._matches(path)
-            if self.file_format:  # the user said what they are: every match, whatever its suffix
-                return matched
-            kind = self.format(root)
-            return [f for f in matched if _is_csv(f) == (kind == "csv")]
+            return self._pattern(root)[0]
+        path = self.resolve(root)
         if path.is_dir():
             found = _csv_files(path) if self.format(root) == "csv" else path.rglob("*.parquet")
             return sorted(p for p in found if p.is_file())
