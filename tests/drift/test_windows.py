@@ -51,6 +51,15 @@ def test_missing_times_are_refused_not_dropped(times: object) -> None:
         list(TimeWindow(60, "ts").split(pa.table({"ts": times, "x": [1, 2, 3]})))
 
 
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("window", [TimeWindow(60, "ts"), SlidingWindow(60, 30, column="ts")])
+@pytest.mark.parametrize("bad", [float("inf"), float("-inf")])
+def test_infinite_times_are_refused_not_walked_forever(window: object, bad: float) -> None:
+    # an infinite time kept the window walk going forever: the split never returned
+    with pytest.raises(ValidationError, match="1 missing value"):
+        list(window.split({"ts": [0.0, 30.0, 61.0, bad], "x": [1, 2, 3, 4]}))
+
+
 def test_day_windows_can_end_at_a_local_midnight() -> None:
     # days were cut at UTC midnight only: a CET team's "Monday" mixed in Sunday's last hour
     cet = dt.timezone(dt.timedelta(hours=1))

@@ -145,9 +145,11 @@ def _by_time(table: Any, column: str) -> tuple[Any, np.ndarray]:
         seconds = values.to_numpy().astype(np.float64)
     else:
         raise ValidationError(f"time column {column!r} has type {values.type}; use timestamps or epoch seconds")
-    missing = int(np.isnan(seconds).sum())
-    if missing:  # NaN sorts last and ended the window walk at once: every row was dropped without a word
-        raise ValidationError(f"time column {column!r} has {missing} missing value(s); drop or fill those rows")
+    missing = int((~np.isfinite(seconds)).sum())
+    if missing:  # NaN sorts last and ended the window walk at once; an infinite time made it walk forever
+        raise ValidationError(
+            f"time column {column!r} has {missing} missing value(s) (NaN, null or infinite); drop or fill those rows"
+        )
     order = np.argsort(seconds, kind="stable")
     if np.any(order != np.arange(order.size)):
         table, seconds = table.take(order), seconds[order]
