@@ -312,3 +312,21 @@ def test_a_plain_json_parameter_keeps_its_digest() -> None:
     assert value_digest(value) == hashlib.sha256(b"json:" + text.encode()).hexdigest()
     assert value_digest({1: "a"}) != value_digest({"1": "a"}) and value_digest((1,)) != value_digest([1])
     assert value_digest({1: "a", 2: "b"}) == value_digest({2: "b", 1: "a"})  # still order-blind
+
+
+def test_code_digest_sees_module_constants_read_by_defaults_and_class_attributes(tmp_path, monkeypatch) -> None:
+    """A default (``def scaled(x, k=SCALE)``) and a class attribute are evaluated at module scope: their
+    values, not only their syntax, must count, or editing SCALE serves the old cached result."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def digest(steps: str, scale: int) -> str:
+        name = f"defaults_steps_{scale}_{len(steps)}"
+        (tmp_path / f"{name}.py").write_text(steps.replace("SCALE = 0", f"SCALE = {scale}"))
+        return code_digest(_load(tmp_path / f"{name}.py", name).f)
+
+    positional = "SCALE = 0\ndef scaled(x, k=SCALE):\n    return x * k\ndef f(x):\n    return scaled(x)\n"
+    keyword = "SCALE = 0\ndef scaled(x, *, k=SCALE):\n    return x * k\ndef f(x):\n    return scaled(x)\n"
+    attribute = "SCALE = 0\nclass M:\n    k = SCALE\n    def run(self, x):\n        return x * self.k\n"
+    attribute += "def f(x):\n    return M().run(x)\n"
+    for steps in (positional, keyword, attribute):
+        assert digest(steps, 3) != digest(steps, 10)

@@ -3,9 +3,10 @@
 A step's code digest covers what can change its output without changing its
 inputs: the function's syntax tree (so comments, blank lines, the docstring
 and the decorator line do not count), the values its closure captures, the
-module-level constants it reads, and, recursively, the code of helper
-functions and classes from user modules that it calls. Library code (anything
-installed under site-packages or the standard library) counts by name and
+module-level constants it reads (also through default arguments and class
+attributes), and, recursively, the code of helper functions and classes from
+user modules that it calls. Library code (anything installed under
+site-packages or the standard library) counts by name and
 version only, because hashing numpy's source on every run would be slow and
 a library upgrade is pinned by the environment, not the pipeline.
 """
@@ -106,6 +107,7 @@ def _walk(obj: Any, digest: Any, seen: set[int]) -> None:
             _mix(cell.cell_contents, digest, seen)
         except ValueError:  # an empty cell: a name assigned later in the enclosing scope
             digest.update(b"<empty cell>")
+    _mix_defaults(function, digest, seen)
     namespace = function.__globals__
     names = _global_names(code)
     for name in sorted(names):
@@ -113,6 +115,17 @@ def _walk(obj: Any, digest: Any, seen: set[int]) -> None:
             digest.update(f"\x00global {name}=".encode())
             _mix(namespace[name], digest, seen)
             _mix_attributes(namespace[name], names, digest, seen)
+
+
+def _mix_defaults(function: Any, digest: Any, seen: set[int]) -> None:
+    """Default argument values: evaluated once at module scope (``def scaled(x, k=SCALE)``), so the
+    syntax tree names SCALE but only the value says what the call computes."""
+    for default in getattr(function, "__defaults__", None) or ():
+        digest.update(b"\x00default=")
+        _mix(default, digest, seen)
+    for name, default in sorted((getattr(function, "__kwdefaults__", None) or {}).items()):
+        digest.update(f"\x00kwdefault {name}=".encode())
+        _mix(default, digest, seen)
 
 
 def _mix_attributes(value: Any, names: set[str], digest: Any, seen: set[int], depth: int = 0) -> None:
@@ -233,6 +246,10 @@ def _mix_class(cls: type, digest: Any, seen: set[int]) -> None:
         if getattr(function, "__code__", None) is not None:
             digest.update(f"\x00member {name}".encode())
             _walk(function, digest, seen)
+        elif not (name.startswith("__") and name.endswith("__")):
+            # a plain attribute (``k = SCALE``) is evaluated at module scope: its value counts
+            digest.update(f"\x00attribute {name}=".encode())
+            _mix(member, digest, seen)
     for base in cls.__bases__:
         _mix(base, digest, seen)
 
