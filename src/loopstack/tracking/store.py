@@ -8,6 +8,8 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -59,7 +61,18 @@ _SQLITE_NEW_EXPERIMENT = Compiled(
     ("name", "created_at"),
     floats=("created_at",),
 )
+_EXPERIMENT_BY_NAME = "SELECT id, name, created_at FROM experiments WHERE name = ?"
 _SQLITE_EXPERIMENT_ID = "SELECT experiments.id \nFROM experiments \nWHERE experiments.name = ?"
+# What a search returns with each run, one row per value, in one statement: kind (0 params, 1 metrics,
+# 2 tags, 3 inputs), run id, key (an input's context), text (an input's digest), number, an input's name
+# and rows. The ids are one parameter of any length: an IN list is recompiled for every new length.
+_HYDRATE = """WITH ids(id) AS ({ids})
+SELECT 0, run_id, key, value, CAST(NULL AS DOUBLE PRECISION), CAST(NULL AS TEXT), CAST(NULL AS BIGINT)
+  FROM params WHERE run_id IN (SELECT id FROM ids)
+UNION ALL SELECT 1, run_id, key, NULL, value, NULL, NULL FROM latest_metrics WHERE run_id IN (SELECT id FROM ids)
+UNION ALL SELECT 2, run_id, key, value, NULL, NULL, NULL FROM tags WHERE run_id IN (SELECT id FROM ids)
+UNION ALL SELECT 3, ri.run_id, ri.context, ds.digest, NULL, ds.name, ds.num_rows
+  FROM run_inputs ri JOIN datasets ds ON ds.digest = ri.dataset_digest WHERE ri.run_id IN (SELECT id FROM ids)"""
 _SQLITE_RUNNING = (
     "SELECT runs.id, runs.host, runs.pid, runs.pid_started, runs.heartbeat \nFROM runs \nWHERE runs.status = ?"
 )
@@ -78,6 +91,7 @@ class TrackingStore:
         self._live_runs: set[str] = set()
         self._last_beat = 0.0
         self._experiment_ids: dict[str, int] = {}
+        self._experiments: dict[str, Experiment] = {}  # found by name (see experiment_by_name)
         self._searches: dict[tuple[Any, ...], Any] = {}  # built search queries by their arguments (see search)
         # compiled once, run on the DBAPI cursor: every run inserts one row and ends with one update
         self._insert_run = self.db.direct(lambda: self.t("runs").insert(), RUN_COLUMNS, sqlite=_SQLITE_INSERT_RUN)
@@ -155,10 +169,17 @@ class TrackingStore:
             return [Experiment(**row._asdict()) for row in connection.execute(select(table).order_by(table.c.id))]
 
     def experiment_by_name(self, name: str) -> Experiment:
-        for experiment in self.list_experiments():
-            if experiment.name == name:
-                return experiment
-        raise NotFoundError(f"no experiment named {name!r}; names: {[e.name for e in self.list_experiments()]}")
+        """A search by experiment name calls this each time: listing every experiment to find one
+        cost a search a fifth of its time."""
+        found = self._experiments.get(name)
+        if found is not None:  # experiments are never renamed or deleted, so a found one stays true
+            return found
+        with self._driver_reads() as fetchall:
+            rows = fetchall(_EXPERIMENT_BY_NAME.replace("?", "%s" if self.db.dialect == "postgresql" else "?"), (name,))
+        if not rows:
+            raise NotFoundError(f"no experiment named {name!r}; names: {[e.name for e in self.list_experiments()]}")
+        found = self._experiments[name] = Experiment(*rows[0])
+        return found
 
     # -- runs ----------------------------------------------------------------
     def create_run(self, experiment_id: int, name: str | None, parent_id: str | None) -> RunInfo:
@@ -245,7 +266,8 @@ class TrackingStore:
     def get_run(self, run_id: str) -> Run:
         self.writer.flush_pending()
         info = self.get_run_info(run_id)
-        return self._hydrate([info])[0]
+        with self._driver_reads() as fetchall:
+            return self._hydrate([info], fetchall)[0]
 
     def metric_history(self, run_id: str, key: str) -> list[Metric]:
         from sqlalchemy import select
@@ -296,28 +318,57 @@ class TrackingStore:
                 self._searches.clear()
             statement = self._searches[key] = _driver_statement(query, self.db)
         sql, params, columns = statement
-        with self.db.read() as connection:
-            found = connection.exec_driver_sql(sql, params).all()  # one fetchall, not a fetch per row
-        rows = [dict(zip(columns, row, strict=True)) for row in found]
-        token = _encode_token(offset + max_results) if len(rows) > max_results else None
-        return self._hydrate([_info(row) for row in rows[:max_results]]), token
+        with self._driver_reads() as fetchall:  # the hits and their values from one snapshot
+            rows = [dict(zip(columns, row, strict=True)) for row in fetchall(sql, params)]
+            token = _encode_token(offset + max_results) if len(rows) > max_results else None
+            return self._hydrate([_info(row) for row in rows[:max_results]], fetchall), token
 
-    def _hydrate(self, infos: list[RunInfo]) -> list[Run]:
+    @contextmanager
+    def _driver_reads(self) -> Iterator[Callable[[str, Any], list[Any]]]:
+        """A read transaction whose statements go straight to the driver and return its plain tuples.
+
+        SQLAlchemy's work per statement (and on a SQLite file, per connection) cost a search more than
+        SQLite's own; the statements here are written or compiled in advance.
+        """
+        if self.db.raw is not None:
+            with self.db.raw.transaction() as connection:
+                yield connection.fetchall
+            return
+        with self.db.read() as connection:
+            cursor = connection.connection.cursor()
+
+            def fetchall(sql: str, params: Any) -> list[Any]:
+                cursor.execute(sql, params)
+                return cursor.fetchall()
+
+            try:
+                yield fetchall
+            finally:
+                cursor.close()
+
+    def _hydrate(self, infos: list[RunInfo], fetchall: Callable[[str, Any], list[Any]]) -> list[Run]:
+        """Params, latest metrics, tags and inputs of the runs, read in one statement."""
         ids = [info.id for info in infos]
         if not ids:
             return []
-        values: dict[str, dict[str, dict[str, Any]]] = {i: {"params": {}, "metrics": {}, "tags": {}} for i in ids}
+        values = {i: ({}, {}, {}) for i in ids}  # params, metrics, tags
         inputs: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
-        with self.db.read() as connection:
-            for kind, table in (("params", "params"), ("metrics", "latest_metrics"), ("tags", "tags")):
-                rows = _of_runs(connection, f"SELECT run_id, key, value FROM {table}", "run_id", ids)
-                for run_id, key, value in rows:
-                    values[run_id][kind][key] = float("nan") if (kind == "metrics" and value is None) else value
-            joined = ("SELECT ri.run_id, ri.context, ds.digest, ds.name, ds.num_rows FROM run_inputs ri "
-                      "JOIN datasets ds ON ds.digest = ri.dataset_digest")
-            for run_id, context, digest, name, rows in _of_runs(connection, joined, "ri.run_id", ids):
-                inputs[run_id].append({"digest": digest, "name": name, "context": context, "rows": rows})
-        return [Run(info=info, inputs=inputs[info.id], **values[info.id]) for info in infos]
+        if self.db.dialect == "postgresql":
+            sql, params = _HYDRATE.format(ids="SELECT unnest(CAST(%s AS TEXT[]))"), (ids,)
+        else:
+            sql, params = _HYDRATE.format(ids="SELECT value FROM json_each(?)"), (json.dumps(ids),)
+        for kind, run_id, key, text, number, name, count in fetchall(sql, params):
+            if kind == 3:
+                inputs[run_id].append({"digest": text, "name": name, "context": key, "rows": count})
+            elif kind == 1:
+                values[run_id][1][key] = float("nan") if number is None else number
+            else:
+                values[run_id][kind][key] = text
+        return [
+            Run(info=info, params=values[info.id][0], metrics=values[info.id][1], tags=values[info.id][2],
+                inputs=inputs[info.id])
+            for info in infos
+        ]  # fmt: skip
 
     # -- artifacts and inputs ----------------------------------------------------
     def record_artifact(self, run_id: str, path: str, digest: str, size: int, kind: str) -> None:
@@ -501,25 +552,6 @@ def _decode_token(token: str | None) -> int:
     if offset < 0:
         raise ValidationError(f"invalid page_token {token!r}; pass the token a previous search returned")
     return offset
-
-
-def _of_runs(connection: Any, select_sql: str, column: str, run_ids: list[str]) -> list[Any]:
-    """The rows of `select_sql` whose `column` is one of `run_ids`, the ids bound as one parameter.
-
-    An ``IN`` list of bound ids is expanded and its statement recompiled for
-    every new length, which cost a search more than reading the rows; a JSON
-    array (SQLite) or an array (PostgreSQL) is one parameter of any size.
-    """
-    if connection.dialect.name == "postgresql":
-        sql, params = f"{select_sql} WHERE {column} = ANY(%s)", (list(run_ids),)
-    else:
-        sql, params = f"{select_sql} WHERE {column} IN (SELECT value FROM json_each(?))", (json.dumps(run_ids),)
-    cursor = connection.connection.cursor()  # the driver's plain tuples: a Row per value cost more than the read
-    try:
-        cursor.execute(sql, params)
-        return cursor.fetchall()
-    finally:
-        cursor.close()
 
 
 def _check_name(name: str, what: str) -> None:
