@@ -158,6 +158,19 @@ def test_invalid_experiments_are_rejected_with_the_value(kwargs):
         VariantAssigner("bad", **kwargs)
 
 
+@pytest.mark.parametrize("weights", [[0.5, 0.495], [1.2, -0.2], [0.6, float("nan")], [0.5, 0.505]])
+def test_weights_that_are_negative_or_do_not_sum_to_one_are_rejected_by_name(weights):
+    # 0.995 left half a percent of units unassigned and -0.2 gave a backwards range, both silently
+    with pytest.raises(ValidationError, match=r"weights \[.*must give one weight per variant"):
+        VariantAssigner("bad", ["a", "b"], weights=weights)
+
+
+def test_weights_summing_to_one_up_to_float_rounding_are_accepted():
+    weights = [0.1] * 10  # sum() gives 0.9999999999999999
+    assigner = VariantAssigner("ok", [str(i) for i in range(10)], weights=weights)
+    assert (assigner.assign_many([f"u{i}" for i in range(20_000)]) >= 0).all()  # every unit lands in a variant
+
+
 def test_ids_with_trailing_nul_characters_hash_like_the_scalar_path():
     # NumPy drops trailing NULs from strings; the vectorised path must not.
     ab = VariantAssigner("nul", ["a", "b"], hash_version=1, seed="\U00011b3f")

@@ -18,6 +18,7 @@ independent of every other experiment's.
 
 from __future__ import annotations
 
+import math
 import sys
 from array import array
 from collections.abc import Sequence
@@ -248,6 +249,18 @@ class VariantAssigner:
         return out
 
 
+WEIGHT_TOLERANCE = 1e-6
+
+
+def _weights_ok(weights: Sequence[float], n_variants: int) -> bool:
+    """One finite, non-negative weight per variant summing to 1: a negative weight gave a backwards bucket
+    range and a sum of 0.995 left 0.5 % of units silently unassigned, where the docs promise an error."""
+    values = [float(w) for w in weights]
+    if len(values) != n_variants or not all(math.isfinite(w) and w >= 0 for w in values):
+        return False
+    return abs(math.fsum(values) - 1) <= WEIGHT_TOLERANCE
+
+
 def _validate(a: VariantAssigner) -> None:
     name = f"experiment {a.key!r}"
     if len(a.variants) < 2:
@@ -256,9 +269,10 @@ def _validate(a: VariantAssigner) -> None:
         raise ValidationError(f"{name}: hash_version must be 1 or 2, got {a.hash_version}.")
     if not 0 <= a.coverage <= 1:
         raise ValidationError(f"{name}: coverage must be in [0, 1], got {a.coverage}.")
-    if a.weights is not None and (len(a.weights) != len(a.variants) or not 0.99 <= sum(a.weights) <= 1.01):
+    if a.weights is not None and not _weights_ok(a.weights, len(a.variants)):
         raise ValidationError(
-            f"{name}: weights {list(a.weights)} must give one weight per variant ({len(a.variants)}) and sum to 1."
+            f"{name}: weights {list(a.weights)} must give one weight per variant ({len(a.variants)}), each >= 0, "
+            f"summing to 1 (within {WEIGHT_TOLERANCE:g}); rescale them, e.g. w / sum(w)."
         )
     if a.ranges is not None and len(a.ranges) != len(a.variants):
         raise ValidationError(f"{name}: ranges {list(a.ranges)} must give one range per variant.")
