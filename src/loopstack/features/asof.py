@@ -26,7 +26,8 @@ def latest_rows(codes: Any, event_us: Any, created_us: Any, query_codes: Any, qu
     The row seen is the one with the query's code whose event time is the
     latest at or before the query time and at least ``query - ttl`` (both
     bounds inclusive); among rows sharing that event time, the largest created
-    time. `pack_limit` exists so tests can force the rank-based packing that
+    time, and on a full tie the last of them (the offline join's rule on every
+    plan). `pack_limit` exists so tests can force the rank-based packing that
     very wide time spans need.
     """
     import numpy as np

@@ -1,7 +1,8 @@
 """Materialization: copy the latest feature row per entity from the offline sources to the online store.
 
 DuckDB does all row work in one query (latest row per entity within the
-window, keys and values encoded as strings), then the rows are written in
+window, a full tie on (event, created) time to the last source row as in the
+offline join; keys and values encoded as strings), then the rows are written in
 chunks. Each chunk that lands is recorded in ``feature_materializations``,
 so a job interrupted after chunk k resumes at chunk k+1; because the online
 store never replaces a newer record with an older one, replaying a chunk is
@@ -34,10 +35,10 @@ def encoded_rows(store: FeatureStore, view: FeatureView, start_us: int | None, e
     """Arrow (key, event_ts, created_ts, value): the latest row per entity key in [start, end].
 
     `data` (an Arrow table) replaces the view's source, for pushed rows. The
-    latest row is an ``arg_max`` over (event time, created time), packed into
-    one HUGEINT, per key: one hash aggregation, no sort of the whole source.
+    latest row is an ``arg_max`` over (event time, created time, source row)
+    per key: one hash aggregation, no sort of the whole source.
     """
-    from loopstack.features.offline import micros_sql
+    from loopstack.features.offline import LATEST_ORDER, SOURCE_ROW, micros_sql
 
     keys = store.catalog.join_keys(view)
     source = view.source
@@ -58,13 +59,13 @@ def encoded_rows(store: FeatureStore, view: FeatureView, start_us: int | None, e
         # source row's key to VARCHAR before grouping was wasted work).
         key = (f"CAST({quote(keys[0])} AS VARCHAR)" if len(keys) == 1 else
                "concat_ws(chr(31), " + ", ".join(f"CAST({quote(k)} AS VARCHAR)" for k in keys) + ")")
-        # (event time, created time) as one number; a product, since << refuses negative (pre-1970) times
-        order = f"CAST({ets} AS HUGEINT) * {2**64} + {cts}"
-        latest = f"arg_max({{'t': {ets}, 'c': {cts}, 'v': struct_pack({values})}}, {order})"
+        # The offline join's winner: latest (event, created) time, a full tie to the last source row.
+        rows = (f"SELECT {raw_keys}, {ets} AS __ets, {cts} AS __cts, struct_pack({values}) AS __v, {SOURCE_ROW} "
+                f"FROM {relation} WHERE {' AND '.join(where)}")
+        latest = f"arg_max({{'t': __ets, 'c': __cts, 'v': __v}}, {LATEST_ORDER})"
         query = (
             f"SELECT {key} AS key, __latest.t AS event_ts, __latest.c AS created_ts, to_json(__latest.v) AS value "
-            f"FROM (SELECT {raw_keys}, {latest} AS __latest FROM {relation} WHERE {' AND '.join(where)} "
-            f"GROUP BY {raw_keys}) ORDER BY key"
+            f"FROM (SELECT {raw_keys}, {latest} AS __latest FROM ({rows}) GROUP BY {raw_keys}) ORDER BY key"
         )
         return session.arrow(query)
 

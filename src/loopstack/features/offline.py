@@ -3,7 +3,9 @@
 For each entity row and each feature view, the answer is the feature row with
 the same join keys whose event timestamp is the latest one at or before the
 entity timestamp, and at most `ttl` older (inclusive: a row exactly ttl old
-counts). Ties on the event timestamp go to the larger created timestamp.
+counts). Ties on the event timestamp go to the larger created timestamp; a
+full tie (same event and created timestamp) to the last row in source order,
+on both plans and in materialization alike.
 Every entity row comes back, in order, duplicates included; a row with no
 valid feature row gets nulls.
 
@@ -217,10 +219,8 @@ class _ViewQuery:
                           for k, t in zip(self.keys, self.key_types, strict=True))
         within = f" AND f.__ets >= e.{TS} - {self.ttl}" if self.ttl is not None else ""
         known = f" AND f.__cts <= e.{TS}" if as_of_known_time else ""
-        # (event time, created time) as one number; a product, since << refuses negative (pre-1970) times
-        order = f"CAST(f.__ets AS HUGEINT) * {2**64} + f.__cts"
-        latest = ", ".join(f"arg_max_null(f.{quote(f)}, {order}) AS {quote(f)}" for f in self.features)
-        full = f"(SELECT {self.key_list}, {self.times}, {self.values} FROM {self.relation})"
+        latest = ", ".join(f"arg_max_null(f.{quote(f)}, {LATEST_ORDER}) AS {quote(f)}" for f in self.features)
+        full = f"(SELECT {self.key_list}, {self.times}, {self.values}, {SOURCE_ROW} FROM {self.relation})"
         return (f"SELECT e.{ROW}, {latest} FROM {spine_name} e JOIN {full} f ON {on} "
                 f"AND f.__ets <= e.{TS}{within}{known} GROUP BY e.{ROW}")
 
@@ -444,6 +444,13 @@ def _in_spine_order(matched: Any, features: list[str], rows: int) -> list[Any]:
 
 
 MIN_US, MAX_US = -(2**63) + 1, 2**63 - 1
+
+# A source row's position, so a full tie (same key, event and created time) goes to the last row, as the
+# sort plan's stable sort does. row_number() OVER () is a streaming window that keeps the scan's order.
+SOURCE_ROW = "row_number() OVER () AS __rn"
+# The winner per key: latest (event time, created time), then the last source row. Event and created
+# time as one number is a product, since << refuses negative (pre-1970) times.
+LATEST_ORDER = f"{{'t': CAST(__ets AS HUGEINT) * {2**64} + __cts, 'r': __rn}}"
 
 
 def micros_sql(column: str, columns: dict[str, str]) -> str:

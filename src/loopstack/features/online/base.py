@@ -7,8 +7,11 @@ methods are the whole contract; ttl, decoding and on-demand transforms live
 above it, so that every backend behaves the same.
 
 ``write_batch`` keeps a stored record when it is newer (larger event time, or
-equal event time and larger-or-equal created time) than the incoming one, so
-replaying a batch or resuming an interrupted materialization is harmless.
+equal event time and larger created time) than the incoming one, so
+replaying a batch or resuming an interrupted materialization is harmless. On a
+full tie (equal event and created time) the last write wins: materialization
+writes the offline join's winner, the last such row in source order, so a
+source that gained a tied row serves the same value online as offline.
 """
 
 from __future__ import annotations

@@ -1,0 +1,81 @@
+"""Online serves what the offline join gives, on every plan, when rows tie on key and times."""
+
+from __future__ import annotations
+
+import tempfile
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import pyarrow as pa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import loopstack.features as lf
+from loopstack.core.project import Project
+from loopstack.features import offline
+
+T0 = datetime(2024, 1, 1)
+HOUR = timedelta(hours=1)
+DRIVER = lf.Entity(name="driver", join_keys=["driver_id"])
+AT = T0 + 10 * HOUR  # after every row's event and created time
+
+# (key, event hour, created hour or None): few values of each, so most rows tie
+tied_rows = st.lists(st.tuples(st.integers(0, 2), st.integers(0, 2), st.integers(0, 1) | st.none()),
+                     min_size=1, max_size=30)
+
+
+def _source(rows: list[Any], created: bool) -> pa.Table:
+    columns = {
+        "driver_id": pa.array([k for k, _, _ in rows], pa.int64()),
+        "event_timestamp": pa.array([T0 + e * HOUR for _, e, _ in rows], pa.timestamp("us")),
+        "value": pa.array(range(len(rows)), pa.int64()),  # the row's position: which row won
+    }
+    if created:
+        columns["created"] = pa.array([None if c is None else T0 + c * HOUR for _, _, c in rows], pa.timestamp("us"))
+    return pa.table(columns)
+
+
+def _expected(rows: list[Any], created: bool, key: int) -> int | None:
+    """The latest event time, then the latest created time (a null one counts as earliest), then the last row."""
+    mine = [(e, (c if c is not None else -1) if created else 0, i) for i, (k, e, c) in enumerate(rows) if k == key]
+    return max(mine)[2] if mine else None
+
+
+def _answers(rows: list[Any], created: bool) -> dict[str, list[Any]]:
+    table = _source(rows, created)
+    source = lf.TableSource(table, created_timestamp_field="created" if created else None)
+    view = lf.FeatureView(name="s", entities=[DRIVER], source=source, schema=[lf.Field(name="value", dtype=lf.Int64)])
+    keys = [0, 1, 2]
+    entity = pa.table({"driver_id": pa.array(keys, pa.int64()),
+                       "event_timestamp": pa.array([AT] * len(keys), pa.timestamp("us"))})
+    with tempfile.TemporaryDirectory() as folder:
+        project = Project.init(Path(folder) / "p", name="ties")
+        try:
+            store = project.feature_store
+            store.apply([view])
+            answers: dict[str, Any] = {
+                "sort": store.get_historical_features(entity, ["s:value"], record=False),
+                "as_of_known_time": store.get_historical_features(entity, ["s:value"], as_of_known_time=True,
+                                                                  record=False),
+            }
+            with mock.patch.object(offline, "SORT_PLAN_MAX_ROWS", -1):
+                answers["hash join"] = store.get_historical_features(entity, ["s:value"], record=False)
+            answers = {name: job.to_arrow().column("value").to_pylist() for name, job in answers.items()}
+            store.materialize(T0 - HOUR, AT, progress=False)
+            answers["online"] = store.get_online_features(["s:value"], [{"driver_id": k} for k in keys],
+                                                          now=AT).to_dict()["value"]
+        finally:
+            project.close()
+    return answers
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=tied_rows, created=st.booleans())
+def test_every_path_picks_the_same_row_when_rows_tie(rows: list[Any], created: bool) -> None:
+    """A full tie goes to the last row in source order: sort plan, hash join, as_of_known_time and online."""
+    rows = [(k, e, 0 if c is None else c) for k, e, c in rows]  # null created times: their own test
+    expected = [_expected(rows, created, key) for key in (0, 1, 2)]
+    for path, got in _answers(rows, created).items():
+        assert got == expected, path
