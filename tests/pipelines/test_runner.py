@@ -71,6 +71,34 @@ def test_errors_outside_retry_on_fail_at_once(sqlite_project: Project, sleeps: l
     assert caught.value.run.steps["broken"].attempts == 1
 
 
+def test_a_retry_sees_fresh_inputs_and_parameters_not_what_the_failed_attempt_mutated(
+    sqlite_project: Project, sleeps: list[float]
+) -> None:
+    """Each attempt gets the inputs and parameters the step was called with; before, the retry saw the
+    rows the failed attempt had appended to, and that wrong result was cached."""
+    flaky = Flaky(failures=1)
+
+    @step
+    def load() -> list:
+        return [1, 2, 3]
+
+    @step(retries=1, backoff_s=0)
+    def total(rows: list, extra: list) -> int:
+        rows.append(100)  # an in-place clean-up before a flaky call
+        extra.append(1000)
+        flaky()
+        return sum(rows) + sum(extra)
+
+    @pipeline
+    def p(extra: list = [10]):  # noqa: B006 - the default is what the step must not see mutated
+        return total(load(), extra)
+
+    run = p.run(sqlite_project)
+    assert run.steps["total"].attempts == 2
+    assert run.output() == 6 + 100 + 10 + 1000
+    assert p.run(sqlite_project).output() == 1116  # the cached result is the right one
+
+
 def test_a_failure_emits_events_with_causes_and_skips_downstream(sqlite_project: Project) -> None:
     @step
     def ok() -> int:

@@ -10,6 +10,7 @@ records them and emits the events.
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import logging
 import sys
@@ -158,7 +159,6 @@ def pickle_task(task: Task) -> bytes:
 
 def _call_with_retries(task: Task, store: ArtifactStore, result: TaskResult) -> Any:
     step = task.step
-    arguments = {**task.params, **_load_inputs(task, store)}
     attempt = 0
     while True:
         attempt += 1
@@ -166,7 +166,7 @@ def _call_with_retries(task: Task, store: ArtifactStore, result: TaskResult) -> 
         context = StepContext(task, attempt)
         _context.value = context
         try:
-            value = step.function(**arguments)
+            value = step.function(**_arguments(task, store))
             result.metrics = context.metrics
             return value
         except step.retry_on as exc:
@@ -178,6 +178,25 @@ def _call_with_retries(task: Task, store: ArtifactStore, result: TaskResult) -> 
             wait_before_retry(wait)
         finally:
             _context.value = None
+
+
+def _arguments(task: Task, store: ArtifactStore) -> dict[str, Any]:
+    """One attempt's arguments, built afresh: an attempt that mutates its inputs in place and then fails
+    must not hand the mutated values to the retry (whose result would be cached as the step's)."""
+    params = _copied(task.params) if task.step.retries else task.params
+    return {**params, **_load_inputs(task, store)}
+
+
+def _copied(params: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of the parameters, one by one; a value that cannot be copied (a client, a lock) is
+    passed as it is, as it was before retries copied anything."""
+    copied = {}
+    for name, value in params.items():
+        try:
+            copied[name] = copy.deepcopy(value)
+        except Exception:  # uncopyable: best effort, the value itself
+            copied[name] = value
+    return copied
 
 
 def wait_before_retry(seconds: float) -> None:
