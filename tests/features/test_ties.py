@@ -74,8 +74,15 @@ def _answers(rows: list[Any], created: bool) -> dict[str, list[Any]]:
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rows=tied_rows, created=st.booleans())
 def test_every_path_picks_the_same_row_when_rows_tie(rows: list[Any], created: bool) -> None:
-    """A full tie goes to the last row in source order: sort plan, hash join, as_of_known_time and online."""
-    rows = [(k, e, 0 if c is None else c) for k, e, c in rows]  # null created times: their own test
+    """A full tie goes to the last row in source order: sort plan, hash join, as_of_known_time and online.
+
+    A null created time ranks below every known one, on every path."""
     expected = [_expected(rows, created, key) for key in (0, 1, 2)]
     for path, got in _answers(rows, created).items():
         assert got == expected, path
+
+
+def test_a_null_created_time_loses_to_a_known_one_online_as_offline() -> None:
+    """Materialization read a null created time as the event time, so it beat an earlier known one there only."""
+    rows = [(1, 0, None), (1, 0, -1)]  # same event time; the second was created an hour before it
+    assert set(map(tuple, _answers(rows, created=True).values())) == {(None, 1, None)}

@@ -38,7 +38,7 @@ def encoded_rows(store: FeatureStore, view: FeatureView, start_us: int | None, e
     latest row is an ``arg_max`` over (event time, created time, source row)
     per key: one hash aggregation, no sort of the whole source.
     """
-    from loopstack.features.offline import LATEST_ORDER, SOURCE_ROW, micros_sql
+    from loopstack.features.offline import LATEST_ORDER, MIN_US, SOURCE_ROW, micros_sql
 
     keys = store.catalog.join_keys(view)
     source = view.source
@@ -46,7 +46,8 @@ def encoded_rows(store: FeatureStore, view: FeatureView, start_us: int | None, e
         relation = session.register(data) if data is not None else session.sql(source)
         columns = {row[0]: row[1] for row in session.con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()}
         ets = micros_sql(source.timestamp_field, columns)
-        cts = (f"coalesce({micros_sql(source.created_timestamp_field, columns)}, {ets})"
+        # A null created time ranks below any known one, as in the offline join (offline._ViewQuery).
+        cts = (f"coalesce({micros_sql(source.created_timestamp_field, columns)}, {MIN_US})"
                if source.created_timestamp_field else ets)
         where = [f"{quote(k)} IS NOT NULL" for k in keys] + [f"{ets} IS NOT NULL"]
         if start_us is not None:
