@@ -9,7 +9,7 @@ holds strings. Every check names the offending field, so a bad request is a
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -85,8 +85,12 @@ class InputSchema:
             values = instances
         if self.all_numeric:
             return self._matrix(values, "instances")
-        return self.from_columns({c.name: [_at(row, j, i) for i, row in enumerate(values)]
-                                  for j, c in enumerate(self.columns)})
+        return self.assemble({
+            c.name: self.check_column(c, [_at(row, j, i) for i, row in enumerate(values)],
+                                      f"instances field {c.name!r}",
+                                      row=lambda i, name=c.name: f"instances[{i}] field {name!r}")
+            for j, c in enumerate(self.columns)
+        })
 
     def from_columns(self, inputs: Any) -> Rows:
         """Rows from column-wise ``inputs``: ``{"field": [v0, v1, ...], ...}``, or a list of rows."""
@@ -105,8 +109,13 @@ class InputSchema:
         return self.assemble(arrays)
 
     # -- shared checks ---------------------------------------------------------------
-    def check_column(self, column: Column, values: Any, where: str) -> np.ndarray:
-        """One column's values as a 1-D array of the column's kind, or a SignatureError naming `where`."""
+    def check_column(
+        self, column: Column, values: Any, where: str, row: Callable[[int], str] | None = None
+    ) -> np.ndarray:
+        """One column's values as a 1-D array of the column's kind, or a SignatureError naming `where`
+        (and, for a bad value of a string column, its row as ``row(i)`` names it: ``where[i]`` by default)."""
+        if not column.numeric:
+            return _strings(values, where, row or (lambda i: f"{where}[{i}]"))
         try:
             array = np.asarray(values)
         except ValueError:  # ragged: some values are lists
@@ -115,11 +124,7 @@ class InputSchema:
             array = array[:, 0]
         if array.ndim != 1:
             raise SignatureError(f"{where} must be a flat list of values, got shape {list(array.shape)}")
-        if column.numeric:
-            return _to_float(array, where, column)
-        if array.dtype.kind not in "USO":
-            raise SignatureError(f"{where} must hold strings ({column.dtype}), got {array.dtype}")
-        return array.astype(object)
+        return _to_float(array, where, column)
 
     def assemble(self, arrays: Mapping[str, np.ndarray]) -> Rows:
         """Rows from checked column arrays of one length."""
@@ -235,6 +240,26 @@ def _to_float(array: np.ndarray, where: str, column: Column) -> np.ndarray:
     raise SignatureError(
         f"{where} must hold numbers ({column.dtype}), got {array.dtype} values like {_short(array[0])}"
     )
+
+
+def _strings(values: Any, where: str, row: Callable[[int], str]) -> np.ndarray:
+    """A string column as an object array of str (JSON null stays None).
+
+    Built with ``dtype=object`` so nothing is coerced: ``np.asarray(["u", 7])`` would turn 7 into "7"
+    (where a lone 7 is refused), and a dict or list would reach the model and the prediction log.
+    """
+    try:
+        array = np.asarray(values, dtype=object)
+    except ValueError:  # ragged nesting numpy cannot hold even as objects
+        raise SignatureError(f"{where} must be a flat list of strings, got {_short(values)}") from None
+    if array.ndim == 2 and array.shape[1] == 1:
+        array = array[:, 0]
+    if array.ndim != 1:
+        raise SignatureError(f"{where} must be a flat list of strings, got shape {list(array.shape)}")
+    for i, value in enumerate(array):
+        if value is not None and not isinstance(value, str):
+            raise SignatureError(f"{row(i)} must be a string (or null), got {_short(value)}")
+    return array
 
 
 def _numbers(values: Any) -> np.ndarray:
