@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from loopstack.core.errors import ConflictError
+from loopstack.core.errors import ConfigError, ConflictError
 from loopstack.core.project import Project
 from loopstack.pipelines import (
     Hook,
@@ -278,3 +278,26 @@ def test_manual_trigger_runs_a_policy_with_the_request_as_cause(sqlite_project: 
     assert run.cause == asked and calls == [asked]
     assert sqlite_project.events.chain(run.last_event)[0].payload == {"reason": "new labels landed", "by": "ana"}
     loop.close()
+
+
+def test_triggers_of_one_kind_family_keep_cursors_of_their_own(sqlite_project: Project) -> None:
+    """Two named triggers of different kinds shared one cursor: the first advanced it past the other's signal."""
+    calls: list[Any] = []
+    when = [performance_below("auc", 0.8), performance_below("auc", 0.8, kind="eval.done")]
+    loop = Loop(sqlite_project, [Policy("retrain", when=when, then=[record(calls)])])
+    loop.start()
+    signal = sqlite_project.events.emit("eval.done", "m", {"metrics": {"auc": 0.5}})
+    sqlite_project.events.emit("performance.checked", "m", {"metrics": {"auc": 0.9}})  # not a signal
+    assert [r.cause for r in loop.tick()] == [signal] and calls == [signal]
+    loop.close()
+
+
+def test_triggers_that_differ_only_by_predicate_need_a_name() -> None:
+    def act(ctx: Any) -> None:
+        return None
+
+    wide, narrow = OnEvent("x", predicate=lambda e: e.payload["a"] > 1), OnEvent("x", predicate=lambda e: False)
+    with pytest.raises(ConfigError, match=r"same key 'event:x:\*:all'.*pass name="):
+        Policy("p", when=[wide, narrow], then=[act])
+    named = OnEvent("x", predicate=lambda e: False, name="narrow")
+    assert len({t.key for t in Policy("p", when=[wide, named], then=[act]).triggers()}) == 3

@@ -137,7 +137,7 @@ class Policy:
     >>> from loopstack.pipelines.triggers import drift_detected
     >>> policy = Policy("retrain", when=[drift_detected(share_above=0.3)], then=[lambda ctx: {"ok": True}])
     >>> [t.key for t in policy.triggers()]  # doctest: +ELLIPSIS
-    ['event:drift:*:...', 'event:manual:retrain:all']
+    ['event:drift@drift.checked:*:...', 'event:manual@loop.manual:retrain:all']
     """
 
     name: str
@@ -157,6 +157,7 @@ class Policy:
         for trigger in self.when:
             if not isinstance(trigger, Schedule | OnEvent):
                 raise ConfigError(f"policy {self.name!r}: {trigger!r} is not a trigger; use Schedule or OnEvent")
+        _refuse_shared_cursors(self.name, self.triggers())
         self.actions = [as_action(action) for action in self.then]
         names = [a.name for a in self.actions]
         if len(set(names)) != len(names):
@@ -167,6 +168,19 @@ class Policy:
         from loopstack.pipelines.triggers import manual
 
         return [*self.when, manual(self.name)]
+
+
+def _refuse_shared_cursors(policy: str, triggers: list[Trigger]) -> None:
+    """Two triggers with one key would share one persisted cursor: the first to see an event advances it
+    past the other's signal, which then never fires."""
+    seen: dict[str, Trigger] = {}
+    for trigger in triggers:
+        if trigger.key in seen:
+            raise ConfigError(
+                f"policy {policy!r}: triggers {seen[trigger.key].describe()} and {trigger.describe()} have the same "
+                f"key {trigger.key!r} and would share one cursor; pass name= to tell them apart"
+            )
+        seen[trigger.key] = trigger
 
 
 def as_action(value: Any) -> Action:

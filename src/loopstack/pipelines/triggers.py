@@ -91,7 +91,8 @@ class OnEvent:
     predicate
         A Python function of the `Event`, for conditions ``where`` cannot say.
     name
-        A label for the trigger (default: the kind); part of its persisted identity.
+        A label for the trigger; with the kind, subject and conditions, its persisted identity (`key`).
+        Needed to tell apart two triggers of one policy that differ only by predicate.
     from_start
         Consider events older than the policy's first start too.
 
@@ -122,9 +123,16 @@ class OnEvent:
 
     @property
     def key(self) -> str:
+        """The trigger's persisted identity: its cursor is stored under it.
+
+        The kind counts even when a name is given, so ``performance_below(..., kind=...)`` twice keeps two
+        cursors. A predicate cannot be keyed (its code changes on every edit): two triggers that differ only by
+        predicate are told apart by ``name=``, and `Policy` refuses them without one.
+        """
         conditions = json.dumps(dict(self.where), sort_keys=True, default=str)
         digest = hashlib.sha256(conditions.encode()).hexdigest()[:12] if self.where else "all"
-        return f"event:{self.name or self.kind}:{self.subject or '*'}:{digest}"
+        label = f"{self.name}@{self.kind}" if self.name else self.kind
+        return f"event:{label}:{self.subject or '*'}:{digest}"
 
     def matches(self, event: Event) -> bool:
         """Whether `event` is a signal for this trigger."""
