@@ -121,10 +121,10 @@ class PredictionLog:
     def _write_predictions(self, model: str, version: str, group: list[Batch]) -> None:
         try:
             table = predictions_table(group)
-        except Exception:  # converting them again would fail again
-            logger.exception("prediction log: %d batches of %s/%s could not be converted; dropped",
-                             len(group), model, version)
-            return
+        except Exception:  # one bad batch: convert them one by one, so only the bad ones are lost
+            table, group = _convert_each(model, version, group)
+            if table is None:
+                return
         try:
             self._write(table, self.root / "predictions" / model / version)
         except OSError:
@@ -161,6 +161,29 @@ class PredictionLog:
         self._wake.set()
         self._thread.join(timeout=30)
         self.flush()
+
+
+def _convert_each(model: str, version: str, group: list[Batch]) -> tuple[pa.Table | None, list[Batch]]:
+    """The batches of `group` that convert, as one table (None when none does), and those batches.
+
+    Each batch that fails is dropped with a warning naming its requests: converting it again would fail
+    again, and keeping it would cost the rest of its flush window.
+    """
+    import pyarrow as pa
+
+    tables, kept = [], []
+    for batch in group:
+        try:
+            tables.append(predictions_table([batch]))
+        except Exception as error:
+            logger.warning("prediction log: a batch of %s/%s could not be converted (%s: %s); dropped its "
+                           "requests %s", model, version, type(error).__name__, error,
+                           [item.request_id for item in batch.items])
+        else:
+            kept.append(batch)
+    if not tables:
+        return None, kept
+    return pa.concat_tables(tables, promote_options="permissive"), kept
 
 
 def _newest(items: list[Any], rows: Callable[[Any], int]) -> list[Any]:
@@ -207,7 +230,7 @@ def predictions_table(batches: list[Batch]) -> pa.Table:
         "version": pa.repeat(pa.scalar(adapter.version, pa.string()), n),
         "variant": per_row([i.variant or adapter.variant for i in items], pa.string()),
         "latency_ms": per_row((finished - arrival) * 1e3, pa.float64()),
-        "inputs": pa.StructArray.from_arrays([pa.array(v) for v in inputs.values()], list(inputs)),
+        "inputs": pa.StructArray.from_arrays([_input_array(v) for v in inputs.values()], list(inputs)),
         "outputs": pa.StructArray.from_arrays([_output_array(outputs)], [adapter.method]),
     })
 
@@ -266,6 +289,14 @@ def _read(files: list[Path], what: str, schema: pa.Schema | None = None) -> pa.T
     schemas = [pq.read_schema(f) for f in files]
     unified = pa.unify_schemas(schemas, promote_options="permissive")
     return ds.dataset([str(f) for f in files], schema=unified, format="parquet").to_table()
+
+
+def _input_array(values: np.ndarray) -> pa.Array:
+    """An input column in Arrow: a column of objects is a string field, whatever its values (all null, say),
+    so every segment of a version has one schema and a stray non-string fails its own batch, not a read."""
+    import pyarrow as pa
+
+    return pa.array(values, pa.string() if values.dtype.kind == "O" else None)
 
 
 def _output_array(outputs: np.ndarray) -> pa.Array:

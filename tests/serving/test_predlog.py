@@ -1,0 +1,53 @@
+"""The prediction log: a batch it cannot store costs only its own rows."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+
+from loopstack.serving import ModelSpec, read_prediction_log
+from loopstack.serving.batcher import Batch, Item
+from loopstack.serving.models import adapt
+from loopstack.serving.predlog import PredictionLog
+
+
+class StrModel:
+    signature: ClassVar[dict[str, Any]] = {"inputs": {"columns": {"a": "float64", "s": "str"}}}
+
+    def predict(self, X):  # pragma: no cover - the log is fed batches directly
+        return np.zeros(len(X["a"]))
+
+
+def _batch(adapter, request_id: str, value: object) -> Batch:
+    rows = {"a": np.array([1.0]), "s": np.array([value], dtype=object)}
+    return Batch(adapter, [Item(rows, 1, None, 0.0, request_id, None)], rows, np.zeros(1))  # type: ignore[arg-type]
+
+
+def test_a_batch_that_cannot_be_converted_drops_only_its_own_rows(tmp_path: Path, caplog) -> None:
+    """Before, one unconvertible batch dropped every batch of its model version in the flush window."""
+    adapter = adapt(StrModel(), ModelSpec(name="s", model=StrModel()))
+    log = PredictionLog(tmp_path, flush_s=3600)
+    for request_id, value in [("r0", "u"), ("r1", "v"), ("bad", {"k": 1}), ("r3", "w")]:
+        log.observe(_batch(adapter, request_id, value))
+    with caplog.at_level(logging.WARNING, logger="loopstack.serving"):
+        log.close()
+    table = read_prediction_log(tmp_path, "s")
+    assert table.column("request_id").to_pylist() == ["r0", "r1", "r3"]
+    assert table.column("inputs").to_pylist() == [{"a": 1.0, "s": "u"}, {"a": 1.0, "s": "v"}, {"a": 1.0, "s": "w"}]
+    assert log.rows_written == 3
+    assert any("'bad'" in record.getMessage() and "dropped" in record.getMessage() for record in caplog.records)
+
+
+@pytest.mark.parametrize("value", [{"k": 1}])
+def test_a_flush_of_only_bad_batches_writes_nothing_and_keeps_logging(tmp_path: Path, value: object) -> None:
+    adapter = adapt(StrModel(), ModelSpec(name="s", model=StrModel()))
+    log = PredictionLog(tmp_path, flush_s=3600)
+    log.observe(_batch(adapter, "bad", value))
+    log.flush()
+    log.observe(_batch(adapter, "good", "u"))
+    log.close()
+    assert read_prediction_log(tmp_path, "s").column("request_id").to_pylist() == ["good"]
