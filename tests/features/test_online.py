@@ -453,3 +453,34 @@ def test_push_to_offline_refuses_a_value_its_type_cannot_hold_and_keeps_declared
     entity = pa.table({"driver_id": [1], "event_timestamp": pa.array([T0 + timedelta(days=6)], pa.timestamp("us"))})
     offline = store.get_historical_features(entity, ["stats:conv_rate", "stats:trips"]).to_arrow().to_pydict()
     assert (offline["conv_rate"], offline["trips"]) == ([1.5], [None])
+
+
+def test_request_values_reach_a_transform_as_their_declared_type_online_and_offline(tmp_path: Path) -> None:
+    """An int request column for a Float64 request field: integer division offline, true division online."""
+    import pyarrow.compute as pc
+
+    rows = pa.table({"driver_id": [1], "v": [1.0], "event_timestamp": pa.array([T0], pa.timestamp("us"))})
+    view = lf.FeatureView(name="s", entities=[DRIVER], schema=[lf.Field(name="v", dtype=lf.Float64)],
+                          source=lf.TableSource(rows))
+
+    @lf.on_demand_feature_view(inputs=["s:v"], request_schema=[lf.Field(name="amount", dtype=lf.Float64)],
+                               schema=[lf.Field(name="half", dtype=lf.Float64)], mode="arrow")
+    def half(batch: Any) -> Any:
+        return {"half": pc.divide(batch["amount"], 2)}
+
+    project = Project.init(tmp_path / "p", name="odfv")
+    try:
+        store = project.feature_store
+        store.apply([view, half])
+        store.materialize(T0, T0 + timedelta(days=1), progress=False)
+        at = T0 + timedelta(hours=1)
+        entity = pd.DataFrame({"driver_id": [1], "event_timestamp": [at], "amount": [3]})
+        offline = store.get_historical_features(entity, ["half:half"], record=False).to_pandas()["half"].tolist()
+        online = store.get_online_features(["half:half"], [{"driver_id": 1, "amount": 3}], now=at).to_dict()["half"]
+        assert offline == online == [1.5]
+        with pytest.raises(ValidationError, match=r"'amount'.*fix the column"):
+            store.get_historical_features(entity.assign(amount=["x"]), ["half:half"], record=False).to_arrow()
+        with pytest.raises(ValidationError, match=r"'amount'.*'x'"):
+            store.get_online_features(["half:half"], [{"driver_id": 1, "amount": "x"}], now=at)
+    finally:
+        project.close()

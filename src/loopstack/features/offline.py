@@ -499,7 +499,7 @@ def _outputs(request: FeatureRequest, base: Any, entity: Any) -> Any:
                     f"on-demand feature view {odfv.name!r} needs request column {field.name!r}; "
                     f"add it to the entity frame (columns: {entity.column_names})"
                 )
-            inputs[field.name] = entity.column(field.name)
+            inputs[field.name] = _request_values(odfv.name, field, entity.column(field.name))
         result = odfv.transform(pa.table(inputs))
         for name in result.column_names:
             computed[f"{odfv.name}:{name}"] = result.column(name)
@@ -507,6 +507,19 @@ def _outputs(request: FeatureRequest, base: Any, entity: Any) -> Any:
     for out in request.outputs:
         columns[out.column] = computed[out.ref] if out.on_demand else base.column(_slot(out.view, out.feature))
     return pa.table(columns) if columns else pa.table({})
+
+
+def _request_values(odfv_name: str, field: Any, column: Any) -> Any:
+    """A request column as its declared type, as online serving builds it; a transform sees the same values."""
+    import pyarrow as pa
+
+    try:
+        return column.cast(field.dtype.arrow())
+    except pa.ArrowException as exc:
+        raise ValidationError(
+            f"on-demand feature view {odfv_name!r}: request column {field.name!r} is {column.type} and does not "
+            f"convert to its declared type {field.dtype.name} ({exc}); fix the column in the entity frame"
+        ) from None
 
 
 def range_spine(session: Session, catalog: Catalog, request: FeatureRequest, start_us: int, end_us: int,

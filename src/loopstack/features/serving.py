@@ -287,7 +287,7 @@ def _run_on_demand(plan: _Plan, entities: dict[str, list[Any]], count: int, slot
                 raise ValidationError(
                     f"on-demand feature view {odfv.name!r} needs request value {item.name!r} in each entity row"
                 )
-            inputs[item.name] = pa.array(entities.get(item.name, []), item.dtype.arrow())
+            inputs[item.name] = _request_values(odfv.name, item, entities.get(item.name, []))
         result = odfv.transform(pa.table(inputs) if inputs else pa.table({"__n": [0] * count}))
         input_status = [status[ref] for ref in odfv.inputs]
         input_ages = [ages[ref] for ref in odfv.inputs]
@@ -297,6 +297,19 @@ def _run_on_demand(plan: _Plan, entities: dict[str, list[Any]], count: int, slot
             ref = f"{odfv.name}:{out.name}"
             slots[ref] = result.column(out.name).to_pylist()
             status[ref], ages[ref] = combined, oldest
+
+
+def _request_values(odfv_name: str, item: Any, values: list[Any]) -> Any:
+    """Request values as their declared type (the offline join casts its column the same way)."""
+    import pyarrow as pa
+
+    try:
+        return pa.array(values, item.dtype.arrow())
+    except (pa.ArrowException, TypeError, ValueError) as exc:
+        raise ValidationError(
+            f"on-demand feature view {odfv_name!r}: request value {item.name!r} in {values!r} is not a "
+            f"{item.dtype.name} ({exc}); send a {item.dtype.name} in each entity row"
+        ) from None
 
 
 __all__ = ["EXPIRED", "NOT_FOUND", "PRESENT", "OnlineReader", "OnlineResponse"]
