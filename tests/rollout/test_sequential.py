@@ -86,6 +86,61 @@ def test_confidence_sequence_is_wider_than_the_fixed_interval():
     assert seq.extra["always_valid"]
 
 
+def _null_stop_rate(reps: int, looks: int, per_look: tuple[int, int], rate: float, seed: int = 0) -> float:
+    """Share of A/A experiments that a `SequentialTest` looked at after every batch ever stops."""
+    rng = np.random.default_rng(seed)
+    stops = 0
+    for _ in range(reps):
+        hits = [rng.binomial(size, rate, looks).cumsum() for size in per_look]
+        test = SequentialTest(alpha=0.05, planned_n=20_000)
+        for k in range(looks):
+            n_c, n_t = (size * (k + 1) for size in per_look)
+            test.update(Summary.from_proportion(int(hits[0][k]), n_c), Summary.from_proportion(int(hits[1][k]), n_t))
+            if test.stopped:
+                stops += 1
+                break
+    return stops / reps
+
+
+@pytest.mark.parametrize("per_look", [(5, 495), (495, 5)])
+def test_unequal_arms_keep_false_positives_below_alpha_under_the_null(per_look):
+    # a canary at 1 %: 5 units a look against 495, 10 % conversion in both. The small arm often had
+    # 0 conversions, variance 0, and the test stopped in 11.5 % of these A/A runs instead of <= 5 %.
+    reps = 400
+    margin = 3 * math.sqrt(0.05 * 0.95 / reps)  # three binomial standard errors of the estimated rate
+    assert _null_stop_rate(reps, looks=40, per_look=per_look, rate=0.1) <= 0.05 + margin
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    n_c=st.integers(2, 3000),
+    n_t=st.integers(2, 3000),
+    share_c=st.floats(0, 1),
+    share_t=st.floats(0, 1),
+    planned=st.sampled_from([100, 20_000, 10**6]),
+)
+def test_always_valid_p_is_never_below_the_fixed_horizon_z_test(n_c, n_t, share_c, share_t, planned):
+    # 0/20 against 198/1980 gave an always-valid p of 0.036 where a pooled z-test, which may be looked at
+    # once only, gives 0.136: the sequential test must never claim more than the fixed-horizon one.
+    from statsmodels.stats.proportion import proportions_ztest
+
+    x_c, x_t = round(share_c * n_c), round(share_t * n_t)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        fixed = proportions_ztest([x_t, x_c], [n_t, n_c])[1]
+    seq = sequential_test(Summary.from_proportion(x_c, n_c), Summary.from_proportion(x_t, n_t), planned_n=planned)
+    if math.isnan(fixed):  # both arms all 0 or all 1: no difference to test
+        assert seq.p_value == 1.0
+    else:
+        assert seq.p_value >= fixed - 1e-12
+
+
+def test_constant_arms_with_different_values_are_not_certainty_on_a_handful_of_units():
+    # 3/3 against 0/3 had standard error 0 and p = 0: "proof" from six units
+    r = sequential_test(Summary.from_proportion(3, 3), Summary.from_proportion(0, 3))
+    assert r.p_value > 0.5
+    assert not r.significant
+
+
 def test_running_test_keeps_minimum_p_and_intersected_interval():
     test = SequentialTest(alpha=0.05, planned_n=20_000)
     rng = np.random.default_rng(4)
