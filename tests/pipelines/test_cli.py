@@ -112,6 +112,31 @@ def test_yaml_policies_become_policies_and_bad_ones_are_named(root: Path) -> Non
             {"hook": "flows.py:announce"}]}]}, root)
 
 
+@pytest.mark.parametrize(("when", "message"), [
+    ({"drift": "transactions"}, r"when: drift: 'transactions' must be a mapping.*drift: \{monitor: 'transactions'\}"),
+    ({"new_data": "card_stats"}, r"when: new_data: 'card_stats' must be a mapping.*\{view: 'card_stats'\}"),
+    ({"performance": {"metric": "auc"}}, r"when: performance: .* lacks below"),
+    ({"performance": {"below": 0.8}}, r"when: performance: .* lacks metric"),
+    ({"drift": {"monitor": "t", "share_above": "0.3"}}, r"when: drift: .*share_above='0.3' must be a number"),
+    ({"performance": {"metric": "auc", "below": "0.8"}}, r"when: performance: .*threshold='0.8' must be a number"),
+    ({"new_data": {"view": "v", "min_rows": "10"}}, r"when: new_data: .*min_rows='10' must be a number"),
+])
+def test_yaml_triggers_that_would_lose_their_subject_or_never_fire_are_refused(
+    root: Path, when: dict, message: str
+) -> None:
+    """A plain string became a trigger for every monitor; a missing or quoted threshold never held."""
+    section = {"policies": [{"name": "p", "when": [when], "then": [{"hook": "flows.py:announce"}]}]}
+    with pytest.raises(ConfigError, match=r"loop.policies\[p\]\." + message):
+        policies_from_config(section, root)
+
+
+def test_yaml_triggers_without_options_still_mean_any_subject(root: Path) -> None:
+    section = {"policies": [{"name": "p", "when": [{"quality_failed": None}, {"schedule": "0 3 * * *"}],
+                             "then": [{"hook": "flows.py:announce"}]}]}
+    (policy,) = policies_from_config(section, root)
+    assert policy.when[0].subject is None and policy.when[1].cron == "0 3 * * *"
+
+
 def test_loop_trigger_run_once_and_status(root: Path) -> None:
     invoke(loop, root, "run", "--once")  # first start: creates the trigger state
     assert "loop.manual" in invoke(loop, root, "trigger", "nightly", "--reason", "test")

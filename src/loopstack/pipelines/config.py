@@ -95,16 +95,16 @@ _TRIGGERS = ("schedule", "drift", "performance", "quality_failed", "new_data", "
 
 def _trigger(item: dict[str, Any], where: str) -> triggers.Trigger:
     kind, value = _single(item, f"{where}.when", _TRIGGERS)
-    # a copy: the pops below must not edit the project's config, which a second parse reads again
-    options = dict(value) if isinstance(value, dict) else {}
+    if kind == "schedule":
+        return _schedule(value, where)
+    options = _options(kind, value, where)
+    if kind == "performance":
+        _require_metric_and_below(options, where)
     try:
-        if kind == "schedule":
-            return triggers.Schedule(**options) if options else triggers.Schedule(str(value))
         if kind == "drift":
             return triggers.drift_detected(**options)
         if kind == "performance":
-            metric, below = options.pop("metric", None), options.pop("below", None)
-            return triggers.performance_below(metric, below, **options)
+            return triggers.performance_below(options.pop("metric"), options.pop("below"), **options)
         if kind == "quality_failed":
             return triggers.quality_failed(**options)
         if kind == "new_data":
@@ -113,6 +113,42 @@ def _trigger(item: dict[str, Any], where: str) -> triggers.Trigger:
         return triggers.OnEvent(where=where_, **options)
     except TypeError as exc:
         raise ConfigError(f"{where}.when: {kind}: {value!r} has wrong keys ({exc})") from None
+    except ConfigError as exc:
+        raise ConfigError(f"{where}.when: {kind}: {exc}") from None
+
+
+def _schedule(value: Any, where: str) -> triggers.Schedule:
+    try:
+        return triggers.Schedule(**value) if isinstance(value, dict) else triggers.Schedule(str(value))
+    except TypeError as exc:
+        raise ConfigError(f"{where}.when: schedule: {value!r} has wrong keys ({exc})") from None
+
+
+_SUBJECT = {"drift": "monitor", "performance": "metric", "quality_failed": "suite", "new_data": "view", "event": "kind"}
+
+
+def _options(kind: str, value: Any, where: str) -> dict[str, Any]:
+    """A trigger's options as a copy (the pops below must not edit the project's config, which a second
+    parse reads again). A plain value is refused: ``drift: transactions`` used to become a trigger for
+    every monitor, its subject silently dropped. An empty entry (``quality_failed:``) means any subject."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(
+            f"{where}.when: {kind}: {value!r} must be a mapping of options; write {kind}: "
+            f"{{{_SUBJECT[kind]}: {value!r}}}"
+        )
+    return dict(value)
+
+
+def _require_metric_and_below(options: dict[str, Any], where: str) -> None:
+    """Without ``below``, a performance trigger compared the metric with None and never fired."""
+    missing = [key for key in ("metric", "below") if key not in options]
+    if missing:
+        raise ConfigError(
+            f"{where}.when: performance: {options!r} lacks {' and '.join(missing)}; "
+            "write performance: {metric: auc, below: 0.8}"
+        )
 
 
 def _action(item: dict[str, Any], root: Path, where: str) -> Any:

@@ -178,10 +178,19 @@ def _holds(value: Any, condition: Any) -> bool:
 
 
 # -- the signals the loop reacts to ----------------------------------------------------------
+def _number(helper: str, name: str, value: Any) -> Any:
+    """A threshold must be a number: ``"0.3"`` (quoted in YAML) compared with a payload's float never holds,
+    and the trigger would silently never fire."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{helper}: {name}={value!r} must be a number (unquoted), not {type(value).__name__}")
+    return value
+
+
 def drift_detected(monitor: str | None = None, share_above: float | None = None) -> OnEvent:
     """Drift from a `loopstack.drift.Monitor`: its data-set verdict, or a share of drifted columns above x."""
     if share_above is None:
         return OnEvent("drift.detected", subject=monitor, name="drift")
+    _number("drift_detected", "share_above", share_above)
     return OnEvent("drift.checked", subject=monitor, where={"share": (">", share_above)}, name="drift")
 
 
@@ -189,6 +198,7 @@ def performance_below(
     metric: str, threshold: float, subject: str | None = None, kind: str = "performance.checked"
 ) -> OnEvent:
     """A model metric below a threshold: events of `kind` whose ``payload.metrics[metric]`` < threshold."""
+    _number("performance_below", "threshold", threshold)
     return OnEvent(kind, subject=subject, where={f"metrics.{metric}": ("<", threshold)}, name="performance")
 
 
@@ -199,6 +209,7 @@ def quality_failed(suite: str | None = None) -> OnEvent:
 
 def new_data(view: str | None = None, min_rows: int = 1) -> OnEvent:
     """New rows materialized into a feature view (``features.materialize`` events)."""
+    _number("new_data", "min_rows", min_rows)
     return OnEvent("features.materialize", subject=view, where={"rows": (">=", min_rows)}, name="new_data")
 
 
