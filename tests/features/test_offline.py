@@ -452,6 +452,18 @@ def test_a_key_that_does_not_convert_exactly_matches_no_entity(in_duckdb: bool) 
         assert _join([_view(table)], flags, ["stats:value"]).column("value").to_pylist() == [None]
 
 
+@pytest.mark.parametrize("in_duckdb", [False, True])
+def test_text_matches_an_integer_key_only_as_the_integers_own_spelling(in_duckdb: bool) -> None:
+    """As online, where the stored key is the integer's text: '01' or '+1' never matched there."""
+    table = _rows((1, T0, T0, 10), (-2, T0, T0, 20))
+    texts = ["1", "-2", "01", " 1", "1 ", "+1", "1.0", "-02", None]
+    entity = pa.table({"driver_id": pa.array(texts, pa.string()),
+                       "event_timestamp": pa.array([T0] * len(texts), pa.timestamp("us"))})
+    with mock.patch.object(offline, "SORT_PLAN_MAX_ROWS", -1 if in_duckdb else offline.SORT_PLAN_MAX_ROWS):
+        got = _join([_view(table)], entity, ["stats:value"]).column("value").to_pylist()
+    assert got == [10, 20] + [None] * 7
+
+
 def test_parquet_columns_that_differ_only_by_case_resolve_as_duckdb_does(tmp_path: Path) -> None:
     # DuckDB binds `value` to the first of VALUE / value (the second becomes value_1); Arrow would take `value`
     table = pa.table({"driver_id": [1], "event_timestamp": pa.array([T0], pa.timestamp("us")),
