@@ -137,6 +137,18 @@ def test_yaml_triggers_without_options_still_mean_any_subject(root: Path) -> Non
     assert policy.when[0].subject is None and policy.when[1].cron == "0 3 * * *"
 
 
+def test_yaml_event_conditions_must_be_a_mapping_and_hooks_take_no_params(root: Path) -> None:
+    """A list under where crashed with AttributeError; params on a hook were silently ignored."""
+    event = {"event": {"kind": "x", "where": [["score", ">", 3]]}}
+    section = {"policies": [{"name": "p", "when": [event], "then": [{"hook": "flows.py:announce"}]}]}
+    with pytest.raises(ConfigError, match=r"loop.policies\[p\].when.event.where: \[\['score'.* must be a mapping"):
+        policies_from_config(section, root)
+    for extra in ({"params": {"n": 1}}, {"executor": "process"}):
+        hook = {"hook": "flows.py:announce", **extra}
+        with pytest.raises(ConfigError, match=rf"loop.policies\[p\].then: unknown keys \['{next(iter(extra))}'\]"):
+            policies_from_config({"policies": [{"name": "p", "then": [hook]}]}, root)
+
+
 def test_loop_trigger_run_once_and_status(root: Path) -> None:
     invoke(loop, root, "run", "--once")  # first start: creates the trigger state
     assert "loop.manual" in invoke(loop, root, "trigger", "nightly", "--reason", "test")

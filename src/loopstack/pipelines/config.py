@@ -100,6 +100,8 @@ def _trigger(item: dict[str, Any], where: str) -> triggers.Trigger:
     options = _options(kind, value, where)
     if kind == "performance":
         _require_metric_and_below(options, where)
+    if kind == "event":
+        options["where"] = _event_conditions(options.get("where", {}), where)
     try:
         if kind == "drift":
             return triggers.drift_detected(**options)
@@ -109,8 +111,7 @@ def _trigger(item: dict[str, Any], where: str) -> triggers.Trigger:
             return triggers.quality_failed(**options)
         if kind == "new_data":
             return triggers.new_data(**options)
-        where_ = {k: tuple(v) if isinstance(v, list) else v for k, v in options.pop("where", {}).items()}
-        return triggers.OnEvent(where=where_, **options)
+        return triggers.OnEvent(**options)
     except TypeError as exc:
         raise ConfigError(f"{where}.when: {kind}: {value!r} has wrong keys ({exc})") from None
     except ConfigError as exc:
@@ -151,14 +152,26 @@ def _require_metric_and_below(options: dict[str, Any], where: str) -> None:
         )
 
 
+def _event_conditions(conditions: Any, where: str) -> dict[str, Any]:
+    if not isinstance(conditions, dict):
+        raise ConfigError(
+            f"{where}.when.event.where: {conditions!r} must be a mapping of payload path to value or "
+            "[operator, value]; write where: {score: ['>', 3]}"
+        )
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in conditions.items()}
+
+
 def _action(item: dict[str, Any], root: Path, where: str) -> Any:
     from loopstack.pipelines.dags import Pipeline
     from loopstack.pipelines.loader import load_reference
 
     kind, reference = _single(item, f"{where}.then", ("pipeline", "hook"))
-    extra = set(item) - {kind, "params", "executor", "name"}
+    allowed = ("params", "executor", "name") if kind == "pipeline" else ("name",)  # a hook takes only the context
+    extra = set(item) - {kind, *allowed}
     if extra:
-        raise ConfigError(f"{where}.then: unknown keys {sorted(extra)} in {item!r}; allowed: params, executor, name")
+        raise ConfigError(
+            f"{where}.then: unknown keys {sorted(extra)} in {item!r}; a {kind} allows: {', '.join(allowed)}"
+        )
     target = load_reference(str(reference), root)
     if kind == "pipeline":
         if not isinstance(target, Pipeline):
