@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 from collections.abc import Iterator
 
 import httpx2 as httpx
@@ -13,7 +14,7 @@ import tritonclient.http as triton
 from tests.serving.conftest import running
 from tritonclient.utils import InferenceServerException
 
-from loopstack.serving import ModelSpec, create_app
+from loopstack.serving import ModelSpec, ServerSettings, create_app
 
 
 @pytest.fixture(scope="module")
@@ -153,6 +154,24 @@ def test_gzip_body_and_unknown_model_and_version(address: str, data) -> None:
     assert httpx.post(f"http://{address}/v2/models/nope/infer", json=body).status_code == 404
     wrong = httpx.post(f"http://{address}/v2/models/fraud/versions/7/infer", json=body)
     assert wrong.status_code == 404 and "served version is 1" in wrong.json()["error"]
+
+
+def test_a_compressed_body_decodes_only_up_to_the_body_limit(clf, data) -> None:
+    """A 10 KB gzip body of 10 MB was decoded whole (a 400 KB one took 500 MiB and 6 s of the event loop)."""
+    X, _ = data
+    body = json.dumps({"inputs": [{"name": "input", "shape": [1, 20], "datatype": "FP64", "data": X[0].tolist()}]})
+    half, rest = body.encode()[:50], body.encode()[50:]
+    app = create_app([ModelSpec(name="fraud", model=clf)], ServerSettings(max_body_bytes=100_000))
+    with running(app) as served, httpx.Client(base_url=f"http://{served}/v2/models/fraud") as client:
+        bomb = client.post("/infer", content=gzip.compress(b" " * 10_000_000), headers={"content-encoding": "gzip"})
+        members = client.post("/infer", content=gzip.compress(half) + gzip.compress(rest),
+                              headers={"content-encoding": "gzip"})
+        deflated = client.post("/infer", content=zlib.compress(body.encode()), headers={"content-encoding": "deflate"})
+        cut = client.post("/infer", content=gzip.compress(body.encode())[:-12], headers={"content-encoding": "gzip"})
+    assert bomb.status_code == 413, bomb.text
+    assert "more than 100000 bytes" in bomb.json()["error"] and "max_body_bytes" in bomb.json()["error"]
+    assert members.status_code == deflated.status_code == 200, (members.text, deflated.text)
+    assert cut.status_code == 400 and "not valid gzip" in cut.json()["error"]
 
 
 def test_metadata_names_the_library_a_compiled_model_came_from(clf) -> None:

@@ -181,7 +181,8 @@ class Server:
             batcher = self.repo.get(answer.name, call.path_params.get("version"))
             answer.version = batcher.adapter.version
             headers = call.headers
-            payload, binary = v2.parse_body(call.body, headers.get(v2.HEADER), headers.get("content-encoding"))
+            payload, binary = v2.parse_body(call.body, headers.get(v2.HEADER), headers.get("content-encoding"),
+                                            self.settings.max_body_bytes)
             rows = v2.decode_inputs(payload, binary, batcher.adapter)
             n = n_rows(rows)
             if n == 0:

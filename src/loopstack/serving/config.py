@@ -126,6 +126,9 @@ class ServerSettings:
         ``/metrics``. None (CPU serving) exports predictions with zero cost.
     gpus : int
         Cards the server holds.
+    max_body_bytes : int
+        Largest request body, once a gzip or deflate ``Content-Encoding`` is decoded, that the
+        server takes (default 64 MiB); a larger one is a 413 naming this limit.
 
     Examples
     --------
@@ -141,11 +144,13 @@ class ServerSettings:
     refresh_s: float = 0.0
     gpu: str | None = None
     gpus: int = 1
+    max_body_bytes: int = 64 * 2**20
 
     def __post_init__(self) -> None:
         _positive("log_flush_s", self.log_flush_s, "server")
         _positive("log_segment_rows", self.log_segment_rows, "server")
         _positive("gpus", self.gpus, "server")
+        _positive("max_body_bytes", self.max_body_bytes, "server")
         if self.predict_threads is not None:
             _positive("predict_threads", self.predict_threads, "server")
         if not self.refresh_s >= 0:  # NaN too

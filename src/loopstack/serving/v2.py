@@ -13,7 +13,6 @@ Inputs map onto the model's schema in one of two ways: one 2-D tensor
 
 from __future__ import annotations
 
-import gzip
 import math
 import struct
 import zlib
@@ -27,6 +26,7 @@ from loopstack.serving.inputs import Rows
 from loopstack.serving.models import ModelAdapter
 
 HEADER = "inference-header-content-length"
+MAX_BODY_BYTES = 64 * 2**20  # ServerSettings.max_body_bytes's default
 DTYPES = {
     "BOOL": np.dtype(bool), "UINT8": np.dtype("uint8"), "UINT16": np.dtype("uint16"), "UINT32": np.dtype("uint32"),
     "UINT64": np.dtype("uint64"), "INT8": np.dtype("int8"), "INT16": np.dtype("int16"), "INT32": np.dtype("int32"),
@@ -42,15 +42,20 @@ class UnsupportedEncodingError(ValidationError):
     http_status = 415
 
 
-def parse_body(body: bytes, header_length: str | None, encoding: str | None = None) -> tuple[dict[str, Any], bytes]:
-    """Split a request body into its JSON header and the binary tensor data after it."""
+class BodyTooLargeError(ValidationError):
+    """A request body larger than the server takes once decoded (413)."""
+
+    http_status = 413
+
+
+def parse_body(body: bytes, header_length: str | None, encoding: str | None = None,
+               max_bytes: int = MAX_BODY_BYTES) -> tuple[dict[str, Any], bytes]:
+    """Split a request body into its JSON header and the binary tensor data after it; a compressed body
+    may decode to at most `max_bytes`."""
     if encoding not in (None, "", "identity", "gzip", "deflate"):
         raise UnsupportedEncodingError(f"Content-Encoding {encoding!r} is not supported; send gzip, deflate or none")
     if encoding in ("gzip", "deflate"):
-        try:
-            body = gzip.decompress(body) if encoding == "gzip" else zlib.decompress(body)
-        except (OSError, zlib.error) as error:
-            raise ValidationError(f"request body is not valid {encoding} ({error})") from None
+        body = decompress(body, encoding, max_bytes)
     size = len(body)
     if header_length is not None:
         try:
@@ -68,6 +73,32 @@ def parse_body(body: bytes, header_length: str | None, encoding: str | None = No
     if not isinstance(request, dict):
         raise ValidationError("inference request must be a JSON object with an 'inputs' list")
     return request, body[size:]
+
+
+def decompress(body: bytes, encoding: str, max_bytes: int) -> bytes:
+    """A gzip (all its members) or deflate (zlib) body, decoded to at most `max_bytes`.
+
+    Decoded in bounded steps: a few hundred KB of gzip can expand to gigabytes, which a whole-body
+    ``gzip.decompress`` would allocate, on the event loop, before anything could refuse it.
+    """
+    wbits = 31 if encoding == "gzip" else 15
+    parts: list[bytes] = []
+    size, data = 0, body
+    try:
+        while data:
+            stream = zlib.decompressobj(wbits)
+            part = stream.decompress(data, max_bytes - size + 1)
+            size += len(part)
+            if size > max_bytes:
+                raise BodyTooLargeError(f"the request body decodes to more than {max_bytes} bytes, the server's "
+                                        "limit (ServerSettings.max_body_bytes); send fewer rows per request")
+            if not stream.eof:
+                raise ValidationError(f"request body is not valid {encoding}: it ends inside the compressed data")
+            parts.append(part)
+            data = stream.unused_data if encoding == "gzip" else b""
+    except zlib.error as error:
+        raise ValidationError(f"request body is not valid {encoding} ({error})") from None
+    return b"".join(parts)
 
 
 def decode_inputs(request: dict[str, Any], binary: bytes, adapter: ModelAdapter) -> Rows:
