@@ -269,3 +269,13 @@ def test_a_segment_that_cannot_be_written_under_warnings_as_errors_leaves_the_wr
     log.flush()
     assert log.read("svc").column("request_id").to_pylist() == ["r1"]
     log.close()
+
+
+def test_equal_infinities_and_nans_are_no_skew() -> None:
+    """An infinity served and recomputed is a match; |inf - inf| is NaN, which no tolerance covers."""
+    from loopstack.features.skew import _mismatch
+
+    inf, nan = float("inf"), float("nan")
+    served = pa.array([inf, -inf, nan, 1.0, inf, None], pa.float64())
+    offline = pa.array([inf, -inf, nan, 1.0, -inf, 1.0], pa.float64())
+    assert _mismatch(served, offline, rtol=1e-9, atol=1e-12).to_pylist() == [False, False, False, False, True, True]

@@ -120,7 +120,9 @@ def _mismatch(served: Any, offline: Any, rtol: float, atol: float) -> Any:
     if pa.types.is_floating(offline.type) or pa.types.is_floating(served.type):
         a, b = served.cast(pa.float64()), offline.cast(pa.float64())
         tolerance = pc.add(pc.multiply(pc.abs(b), rtol), atol)
-        equal = pc.or_(pc.less_equal(pc.abs(pc.subtract(a, b)), tolerance), pc.and_(pc.is_nan(a), pc.is_nan(b)))
+        # Tolerance is for finite values: inf - inf is NaN, and an infinite tolerance would pass -inf for inf.
+        close = pc.and_(pc.and_(pc.is_finite(a), pc.is_finite(b)), pc.less_equal(pc.abs(pc.subtract(a, b)), tolerance))
+        equal = pc.or_(pc.or_(close, pc.equal(a, b)), pc.and_(pc.is_nan(a), pc.is_nan(b)))
     else:
         equal = pc.equal(served.cast(offline.type), offline)
     equal = pc.fill_null(equal, False)
