@@ -218,3 +218,36 @@ def test_train_timeout_stops_every_rank_and_says_why(tmp_path: Path) -> None:
     assert "still running after --timeout 1 s" in result.output and "stopping every rank" in result.output
     refused = CliRunner().invoke(train, ["--launcher", "ray", "--timeout", "1", str(script)])
     assert refused.exit_code == 2 and "--launcher local only" in refused.output
+
+
+def _gpu_seconds_job() -> dict[str, float]:
+    """A job whose one device per process is faked: what rank 0 records for the whole job."""
+    from loopstack.training import gpu
+
+    class OneDevicePerProcess(gpu.CudaProbe):
+        def available(self) -> bool:
+            return True
+
+        def name(self) -> str:
+            return "NVIDIA H100 80GB HBM3"
+
+        def reset_peak(self) -> None:
+            pass
+
+        def peak_bytes(self) -> int:
+            return 1
+
+    with gpu.GpuUsage(OneDevicePerProcess()) as usage:
+        pass
+    usage.seconds = 3600.0  # one hour of the job, so the cost is the hourly price times the devices
+    return {k: v for k, v in usage.summary().items() if k != "gpu.type"}
+
+
+def test_a_data_parallel_job_pays_for_every_process_device() -> None:
+    from loopstack.economics import default_prices
+
+    hourly = default_prices().gpu("H100-80GB").hourly("on_demand")
+    for summary in launch(_gpu_seconds_job, nproc=2):
+        assert summary["gpu.count"] == 2
+        assert summary["gpu.seconds"] == pytest.approx(7200.0)
+        assert summary["gpu.cost"] == pytest.approx(2 * hourly)

@@ -29,7 +29,8 @@ class GpuProbe(Protocol):
 
 
 class CudaProbe:
-    """The probe over ``torch.cuda``; one process uses one device under data parallelism."""
+    """The probe over ``torch.cuda``; one process uses one device under data parallelism, so a job's
+    devices are its processes (only rank 0 records, and it pays for all of them)."""
 
     def available(self) -> bool:
         return torch.cuda.is_available()
@@ -38,7 +39,9 @@ class CudaProbe:
         return torch.cuda.get_device_name()
 
     def devices(self) -> int:
-        return 1
+        from loopstack.training.distributed import world_size
+
+        return world_size()
 
     def reset_peak(self) -> None:
         torch.cuda.reset_peak_memory_stats()
