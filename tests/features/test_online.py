@@ -296,6 +296,14 @@ def test_materialize_and_serve_a_view_with_two_join_keys(tmp_path: Path) -> None
     project.close()
 
 
+def test_a_value_from_after_now_is_not_served_when_replaying_a_past_moment(store: lf.FeatureStore) -> None:
+    store.materialize(T0, T0 + timedelta(days=10), progress=False)  # stores each driver's T0+3d row
+    got = _online(store, [1], T0 + timedelta(days=1)).to_dict(include_status=True)
+    assert (got["trips"], got["trips__status"], got["trips__age_s"]) == ([None], [lf.NOT_FOUND], [None])
+    at_event = _online(store, [1], T0 + timedelta(days=3)).to_dict(include_status=True)
+    assert (at_event["trips"], at_event["trips__status"], at_event["trips__age_s"]) == ([103], [lf.PRESENT], [0.0])
+
+
 def test_decode_mixes_missing_expired_and_present_records_in_order() -> None:
     from loopstack.features.serving import _decode
 

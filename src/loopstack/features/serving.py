@@ -4,7 +4,8 @@ A request is planned once per feature list (views, keys, decoders) and the
 plan is cached, so a read is: build keys, one backend call, decode JSON,
 check ttl. The ttl is enforced here, on read, for every backend: a value
 older than its view's ttl comes back as missing with status ``"expired"``
-and its age, never as a silently stale number.
+and its age, never as a silently stale number. A value whose event time is
+after the read's moment (``now=`` replaying the past) is ``"not_found"``.
 """
 
 from __future__ import annotations
@@ -261,6 +262,8 @@ def _decode(found: list[Any], ttl: int | None, now: int,
             continue
         ts, payload = record
         age = now - ts
+        if age < 0:  # written after `now` (a replay of a past moment): not known yet, as offline
+            continue
         ages[i] = age / 1e6
         if ttl is not None and age > ttl:
             status[i] = EXPIRED
