@@ -189,6 +189,17 @@ def test_deleting_a_version_keeps_its_number_retired_and_records_an_event(projec
     assert reg.load_model("fraud/2").predict(np.ones((1, 3))).tolist() == [[2.0, 2.0, 2.0]]
 
 
+def test_a_model_whose_versions_were_all_deleted_is_not_found_by_name(project, run_id):
+    """A bare LookupError ('model version x/0 vanished') was raised instead of saying why and what to do."""
+    reg = project.registry
+    reg.register_model(run_id, name="fraud")
+    reg.delete_model_version("fraud", 1)
+    for read in (reg.get_model_version, reg.load_model, lambda ref: ls.load_model(ref, project=project)):
+        with pytest.raises(ls.NotFoundError, match=r"model 'fraud' has no versions \(all deleted\); register one"):
+            read("fraud")
+    assert reg.register_model(run_id, name="fraud").version == 2
+
+
 def test_a_version_in_use_is_not_deleted(project, run_id):
     reg = project.registry
     reg.register_model(run_id, name="fraud", alias="champion")

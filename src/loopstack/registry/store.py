@@ -266,7 +266,17 @@ class Registry:
         if ref.version is not None:
             self._require_version(connection, ref.name, ref.version)
             return ref.version
-        return queries.max_version(connection, self.db.table("model_versions"), ref.name)
+        return self._require_newest(connection, ref.name)
+
+    def _require_newest(self, connection: Connection, name: str) -> int:
+        """The newest version; a model whose versions were all deleted has none, which is not found, not 0."""
+        newest = queries.max_version(connection, self.db.table("model_versions"), name)
+        if newest == 0:
+            raise NotFoundError(
+                f"model {name!r} has no versions (all deleted); register one with "
+                f"register_model(run_id, name={name!r}) or delete the model with delete_model({name!r})"
+            )
+        return newest
 
     def _require_model(self, connection: Connection, name: str, lock: bool = False) -> None:
         table = self.db.table("registered_models")
