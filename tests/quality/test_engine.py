@@ -125,3 +125,22 @@ def test_our_cursors_use_the_perfect_hash_aggregate_and_a_users_connection_is_le
     default = own.execute(settings).fetchall()
     with open_source(Query("SELECT 1 AS x", own)) as source:
         assert source.one(settings) == default[0]
+
+
+def test_checks_read_naive_bounds_as_utc_whatever_the_machine_time_zone() -> None:
+    """DuckDB took the process's zone: under New York, 02:00 UTC fell before a naive 00:00 bound."""
+    import os
+    import subprocess
+    import sys
+
+    script = """
+import datetime as dt
+import pandas as pd
+from loopstack.quality import Between, Suite, profile
+frame = pd.DataFrame({"t": pd.to_datetime(["2024-01-01 02:00"], utc=True)})
+print(Suite("s", [Between("t", min=dt.datetime(2024, 1, 1))]).run(frame).passed)
+print([e.to_dict()["min"] for e in profile(frame, distribution=False) if e.kind == "between"])
+"""
+    env = {**os.environ, "TZ": "America/New_York"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split("\n")[:2] == ["True", "['2024-01-01T02:00:00+00:00']"]

@@ -264,13 +264,16 @@ def shared_database() -> Any:
 
     Opening a database costs a hundred milliseconds or more on a busy
     machine, a cursor well under one, and cursors do not share registered
-    tables or temporary views, so checks stay isolated.
+    tables or temporary views, so checks stay isolated. Its clock is UTC
+    (``SET GLOBAL``, which its cursors share), as the feature store's: a naive
+    bound is a UTC time whatever the machine's zone.
     """
     database = getattr(_local, "database", None)
     if database is None:
         import duckdb
 
         database = _local.database = duckdb.connect()
+        database.execute("SET GLOBAL TimeZone = 'UTC'")
         _apply(database)
     return database
 
