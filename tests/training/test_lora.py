@@ -43,8 +43,12 @@ def _data() -> torch.Tensor:
     return (torch.randint(0, CONFIG.vocab, (64, 1), generator=g) + torch.arange(13)) % CONFIG.vocab
 
 
-@pytest.mark.parametrize(("rank", "targets"), [(4, ["q", "v"]), (2, ["q", "k", "v", "o", "gate", "up", "down"])])
-def test_trainable_share_equals_the_economics_prediction(rank: int, targets: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("rank", "targets"),
+    [(4, ["q", "v"]), (2, ["q", "k", "v", "o", "gate", "up", "down"]), (2, "all-linear"), (2, ["all-linear"]),
+     (4, "q")],
+)  # fmt: skip
+def test_trainable_share_equals_the_economics_prediction(rank: int, targets: list[str] | str) -> None:
     model = apply_lora(_base(), rank=rank, targets=targets)
     share = trainable_share(model)
     predicted = lora_parameters(CONFIG, rank, targets)

@@ -80,6 +80,15 @@ def _predicted(model: torch.nn.Module, rank: int, targets: Sequence[str]) -> int
     return lora_parameters(config, rank, targets)
 
 
+def _all_linear(model: torch.nn.Module) -> Sequence[str] | str:
+    """Every linear layer but the output head: PEFT finds the head of a transformers model itself, but
+    not of a `TinyTransformer`, whose layers its economics config names."""
+    from loopstack.economics import ModelConfig
+
+    config = getattr(model, "config", None)
+    return list(config.linear_shapes()) if isinstance(config, ModelConfig) else "all-linear"
+
+
 def apply_lora(
     model: torch.nn.Module,
     *,
@@ -109,16 +118,18 @@ def apply_lora(
     """
     from peft import LoraConfig, get_peft_model
 
+    targets = [targets] if isinstance(targets, str) else list(targets)  # "q_proj" is one target, not 6 letters
     if rank < 1 or not targets:
-        raise ConfigError(f"LoRA rank={rank!r} must be positive and targets={list(targets)!r} non-empty, e.g. ['q']")
+        raise ConfigError(f"LoRA rank={rank!r} must be positive and targets={targets!r} non-empty, e.g. ['q']")
     predicted = _predicted(model, rank, targets)
-    config = LoraConfig(r=rank, lora_alpha=alpha if alpha is not None else 2 * rank, target_modules=list(targets),
+    modules = _all_linear(model) if targets == ["all-linear"] else targets
+    config = LoraConfig(r=rank, lora_alpha=alpha if alpha is not None else 2 * rank, target_modules=modules,
                         lora_dropout=dropout)
     try:
         wrapped = get_peft_model(model, config)
     except ValueError as exc:  # PEFT: "Target modules {...} not found in the base model"
-        raise ConfigError(f"LoRA targets {list(targets)!r} do not name linear layers of the model: {exc}") from exc
-    wrapped.loopstack_lora = {"rank": rank, "targets": list(targets), "predicted": predicted}
+        raise ConfigError(f"LoRA targets {targets!r} do not name linear layers of the model: {exc}") from exc
+    wrapped.loopstack_lora = {"rank": rank, "targets": targets, "predicted": predicted}
     _log_share(trainable_share(wrapped, predicted), rank, targets)
     return wrapped
 
