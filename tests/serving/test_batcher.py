@@ -228,3 +228,28 @@ def test_a_second_drain_after_one_gave_up_does_not_report_success() -> None:
         return first, second
 
     assert asyncio.run(main()) == (False, False)
+
+
+def test_a_drain_waits_for_a_held_request_and_refuses_it_once_it_gave_up() -> None:
+    """A request held while it reads its rows is taken by a draining batcher; after a drain that timed out it is
+    refused (503), not queued on a stopped loop that would never answer it."""
+    from loopstack.serving.batcher import DrainingError
+
+    async def main() -> tuple[np.ndarray, bool, bool]:
+        waited = _batcher(SlowModel(delay_s=0.0))
+        waited.hold()
+        drain = asyncio.ensure_future(waited.drain(5.0))
+        await asyncio.sleep(0.05)
+        with pytest.raises(DrainingError):
+            waited.hold()  # a new request is refused while draining
+        output = await waited.submit(np.ones((1, 3)), "held")
+        waited.release()
+        gave_up = _batcher(SlowModel(delay_s=0.0))
+        gave_up.hold()
+        timed_out = not await gave_up.drain(0.05)
+        with pytest.raises(DrainingError):
+            gave_up.enqueue(np.ones((1, 3)), "late", None, None, lambda outputs, error: None)
+        return output, await drain, timed_out
+
+    output, drained, timed_out = asyncio.run(main())
+    assert output.tolist() == [3.0] and drained and timed_out

@@ -8,8 +8,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx2 as httpx
 import numpy as np
@@ -69,6 +72,41 @@ def test_hot_swap_under_load_fails_no_request(tmp_path: Path) -> None:
     assert after["version"] == "2" and after["predictions"] == [106.0]
     logged = read_prediction_log(tmp_path, model="slow").to_pandas()
     assert len(logged) == 121 and set(logged.version) == {"1", "2"}
+
+
+class _PausedFeatureStore:
+    """An online store whose read waits for the test: a swap lands while a request is reading."""
+
+    def __init__(self) -> None:
+        self.reading, self.go_on = threading.Event(), threading.Event()
+
+    def get_online_features(self, refs, entities, log=None):
+        self.reading.set()
+        self.go_on.wait(10)
+        n = len(entities)
+        return SimpleNamespace(entities={}, values={"x0": [1.0] * n, "x1": [2.0] * n, "x2": [3.0] * n})
+
+
+def test_a_hot_swap_during_an_entity_requests_feature_read_fails_no_request() -> None:
+    """The batcher was chosen before the read: the swap closed it meanwhile, and the request got a 503."""
+    store = _PausedFeatureStore()
+    spec = ModelSpec(name="slow", model=SlowModel(0.0), features=("v:x0", "v:x1", "v:x2"))
+    app = create_app([spec], feature_store=store)
+    server = app.state.server
+    with running(app) as address, httpx.Client(base_url=f"http://{address}", timeout=10) as client:
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(client.post, "/v1/models/slow:predict", json={"entities": [{"id": 1}]})
+            assert store.reading.wait(10)
+            swap = asyncio.run_coroutine_threadsafe(
+                server.repo.swap("slow", model=SlowModel(0.0, offset=100.0, version=2)), server.loop
+            )
+            assert swap.result(5).adapter.version == "2"
+            store.go_on.set()
+            during = pending.result(10)
+        after = client.post("/v1/models/slow:predict", json={"entities": [{"id": 1}]})
+    assert during.status_code == 200, during.text
+    assert during.json()["predictions"] == [6.0] and during.json()["version"] == "1"
+    assert after.json()["predictions"] == [106.0] and after.json()["version"] == "2"
 
 
 def _wait_ready(address: str, process: subprocess.Popen[bytes]) -> None:

@@ -167,8 +167,10 @@ class Server:
         rows = given_rows(payload, batcher.adapter.schema)
         if rows is not None:
             batcher.enqueue(rows, request_id, variant, None, settle)
-        else:
-            self.spawn(self._enqueue_entities(payload["entities"], batcher, request_id, variant, settle), fail)
+        else:  # held from now, so that a swap during the read waits for the request instead of failing it
+            batcher.hold()
+            task = self.spawn(self._enqueue_entities(payload["entities"], batcher, request_id, variant, settle), fail)
+            task.add_done_callback(lambda _: batcher.release())
 
     async def _enqueue_entities(self, entities: Any, batcher: Batcher, request_id: str, variant: str | None,
                                 settle: Any) -> None:
@@ -200,7 +202,7 @@ class Server:
         except Exception as error:
             answer.fail(error)
 
-    def spawn(self, coroutine: Any, fail: Callable[[BaseException], None]) -> None:
+    def spawn(self, coroutine: Any, fail: Callable[[BaseException], None]) -> asyncio.Task[None]:
         """Run `coroutine` as a task, kept until it finishes; its error (or its cancellation) goes to `fail`."""
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
@@ -213,6 +215,7 @@ class Server:
                 fail(task.exception())  # type: ignore[arg-type]
 
         task.add_done_callback(finished)
+        return task
 
     async def rows(self, payload: dict[str, Any], batcher: Batcher, log: bool | None = None) -> Any:
         """A native body's input rows for `batcher`'s model: as sent (``instances`` or ``inputs``), or read

@@ -122,6 +122,8 @@ class Batcher:
         self._last_requests = 1  # requests in the last batch run, and when it finished: see _filled
         self._last_finished = 0.0
         self._closed = False
+        self._held = 0  # requests promised a place while they await their rows (see `hold`)
+        self._stopped = False  # drained: not even a held request is taken any more
         self._abandoned = False  # a drain answered some requests with DrainingError
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
@@ -140,7 +142,7 @@ class Batcher:
         the queue, or the queue is full.
         """
         n = n if n is not None else n_rows(rows)
-        if self._closed:
+        if self._closed and (self._stopped or not self._held):
             raise DrainingError(f"model {self.spec.name!r} version {self.adapter.version} is draining; retry")
         if n > self.spec.max_queue:
             raise ValidationError(
@@ -157,6 +159,20 @@ class Batcher:
             self._wake.set()
         if self._reaper is None:
             self._reaper = asyncio.get_running_loop().call_later(self.spec.timeout_s, self._reap)
+
+    def hold(self) -> None:
+        """Promise a place to a request whose rows come after an await (a feature-store read), until `release`.
+
+        A drain (a hot swap retiring this version) waits for held requests as for queued ones, and takes
+        their rows once they come: the swap does not fail them. Raises `DrainingError` when already closed.
+        """
+        if self._closed:
+            raise DrainingError(f"model {self.spec.name!r} version {self.adapter.version} is draining; retry")
+        self._held += 1
+
+    def release(self) -> None:
+        """End a `hold` (after the request was queued, or failed before)."""
+        self._held -= 1
 
     def _settle(self, item: Item, outputs: np.ndarray | None, error: BaseException | None) -> None:
         if item.settled:
@@ -290,7 +306,7 @@ class Batcher:
     # -- lifecycle -----------------------------------------------------------------------
     @property
     def idle(self) -> bool:
-        return not self._queue and not self._busy and self.in_flight == 0
+        return not self._queue and not self._busy and self.in_flight == 0 and not self._held
 
     async def drain(self, timeout_s: float | None = None) -> bool:
         """Refuse new requests, finish the queued ones, stop the loop; True when all were answered in time.
@@ -325,6 +341,7 @@ class Batcher:
             except Exception:  # the loop died of a bug: still stop cleanly, so the log gets flushed
                 logger.exception("the batching loop of model %r had failed", self.spec.name)
             self._task = None
+        self._stopped = True
         return drained
 
 

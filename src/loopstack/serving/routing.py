@@ -222,7 +222,11 @@ class EndpointService:
         started = time.perf_counter()
         try:
             batcher = live.batchers[variant]
-            await batcher.submit(await self.server.rows(payload, batcher, log=False), request_id, variant)
+            batcher.hold()  # a deployment change during the feature read waits for this copy
+            try:
+                await batcher.submit(await self.server.rows(payload, batcher, log=False), request_id, variant)
+            finally:
+                batcher.release()
         except Exception as error:
             self._record(endpoint, live, variant, request_id, unit, False, _status(error), started, error, True)
             return
