@@ -94,6 +94,32 @@ def test_worse_primary_metric_rolls_back():
     assert "primary" in decision.reason
 
 
+def _primary(stable_hits: int, canary_hits: int, labels: int, requests: tuple[int, int] = (2250, 250)):
+    """Stable and canary stats with no errors and a 0/1 primary metric of `labels` samples per arm."""
+    return (VariantStats(requests[0], 0, primary=Summary.from_proportion(stable_hits, labels)),
+            VariantStats(requests[1], 0, primary=Summary.from_proportion(canary_hits, labels)))
+
+
+def test_two_labels_per_arm_cannot_roll_back_a_canary():
+    # 2/2 against 0/2 labels, 250 canary requests: variance 0 in both arms made the interval [-1, -1]
+    # and rolled the canary back; the gate counted requests, not labels
+    decision = CanaryAnalysis(CanaryPolicy(steps=(0.1, 0.5), min_requests_per_step=2000)).evaluate(*_primary(2, 0, 2))
+    assert decision.action == "hold"
+    assert {e["metric"]: e for e in decision.evidence}["primary"]["verdict"] == "insufficient"
+
+
+def test_an_insufficient_look_does_not_decide_later_looks():
+    # a look on 2 labels per arm was kept in the running interval, and a later look with plenty of labels
+    # and no difference at all rolled back on it
+    policy = CanaryPolicy(steps=(0.1, 0.5), min_requests_per_step=10**6)
+    peeked, fresh = CanaryAnalysis(policy), CanaryAnalysis(policy)
+    assert peeked.evaluate(*_primary(2, 0, 2, requests=(180, 20))).action == "hold"
+    later = _primary(60, 58, 300, requests=(9000, 1000))
+    after_peek, alone = peeked.evaluate(*later), fresh.evaluate(*later)
+    assert after_peek.action == alone.action == "hold"
+    assert after_peek.evidence == alone.evidence
+
+
 def test_sample_ratio_mismatch_holds_the_rollout():
     analysis = CanaryAnalysis(CanaryPolicy(steps=(0.5, 1.0), min_requests_per_step=100))
     decision = analysis.evaluate(VariantStats(10_000, 100), VariantStats(8_000, 80))

@@ -12,7 +12,9 @@ sequential test of `loopstack.rollout.stats.sequential`, so it may be checked
 after every interval without inflating false rollbacks; the error budget
 ``alpha`` is split evenly over the guardrails (Bonferroni, which stays valid
 for always-valid tests). A guardrail fails when the confidence sequence for
-canary minus stable lies entirely on the bad side of the allowed margin.
+canary minus stable lies entirely on the bad side of the allowed margin. Until
+both arms hold ``min_samples`` of its samples (requests, latencies or labels)
+a guardrail is "insufficient": it can neither fail nor count as a look.
 
 - error rate: errors per request. Rates use the Agresti-Caffo adjustment
   (one extra success and failure per arm) so that a handful of early errors
@@ -21,7 +23,9 @@ canary minus stable lies entirely on the bad side of the allowed margin.
   variant's p99 (or another quantile), against the stable variant's own share
   above it. A p99 that moved up shows as an excess share above the old p99,
   a proportion the sequential test handles directly.
-- primary metric: the business metric, compared as a mean.
+- primary metric: the business metric, compared as a mean; the sequential
+  test floors each arm's variance at the pooled one, so a few identical labels
+  per arm are not mistaken for certainty either.
 
 A step advances once the canary served ``min_requests_per_step`` requests in
 it without a failed guardrail; after the last step the canary is promoted.
@@ -39,7 +43,7 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 
 from loopstack.core.errors import ConflictError, ValidationError
-from loopstack.rollout.stats.sequential import SequentialTest, tuned_rho
+from loopstack.rollout.stats.sequential import SequentialTest, sequential_test, tuned_rho
 from loopstack.rollout.stats.srm import SRM_THRESHOLD, srm_check
 from loopstack.rollout.stats.summary import Summary, finite_or_none
 
@@ -101,7 +105,9 @@ class CanaryPolicy:
     primary_higher_is_better : bool
         Direction of the primary metric.
     min_samples : int
-        Canary requests before any guardrail may fail (the normal approximation needs some data).
+        Samples in each arm before a guardrail may fail or count as a look: requests for the error
+        rate, latency samples for the tail, labels for the primary metric (the normal approximation
+        needs some data).
 
     Examples
     --------
@@ -284,18 +290,18 @@ class CanaryAnalysis:
                 _Check("primary", stable.primary, canary.primary, {}, p.primary_higher_is_better, p.primary_margin)
             )
         alpha = p.alpha / len(checks)
-        return [self._check(check, alpha, canary.requests) for check in checks]
+        return [self._check(check, alpha) for check in checks]
 
-    def _check(self, check: _Check, alpha: float, canary_requests: int) -> dict[str, Any]:
+    def _check(self, check: _Check, alpha: float) -> dict[str, Any]:
         test = self._tests.setdefault(check.metric, SequentialTest(alpha=alpha, planned_n=self.policy.planned_n))
-        r = test.update(check.stable, check.canary)
-        low, high = r.diff_ci
-        bad = (high < -check.margin) if check.higher_is_better else (low > check.margin)
-        good = (low > 0) if check.higher_is_better else (high < 0)
-        if canary_requests < self.policy.min_samples or check.stable.n < 2 or check.canary.n < 2:
+        if min(check.stable.n, check.canary.n) < max(self.policy.min_samples, 2):
+            # Shown, not kept: a look on a handful of samples stayed in the running interval and decided later looks.
+            r = sequential_test(check.stable, check.canary, alpha=test.alpha, planned_n=test.planned_n)
             verdict = "insufficient"
         else:
-            verdict = "worse" if bad else "better" if good else "ok"
+            r = test.update(check.stable, check.canary)
+            verdict = _verdict(r.diff_ci, check)
+        low, high = r.diff_ci
         return {
             "metric": check.metric,
             "verdict": verdict,
@@ -310,6 +316,14 @@ class CanaryAnalysis:
             "n_canary": check.canary.n,
             **check.info,
         }
+
+
+def _verdict(diff_ci: tuple[float, float], check: _Check) -> str:
+    """"worse" when the whole interval for canary minus stable lies past the margin on the bad side."""
+    low, high = diff_ci
+    bad = (high < -check.margin) if check.higher_is_better else (low > check.margin)
+    good = (low > 0) if check.higher_is_better else (high < 0)
+    return "worse" if bad else "better" if good else "ok"
 
 
 def _labels(stats: VariantStats) -> int:
