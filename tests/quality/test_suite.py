@@ -138,6 +138,18 @@ def test_validate_request_applies_the_row_checks_that_judge_one_row():
         validate_request(suite, {"age": -3}, raise_on_error=True)
 
 
+def test_validate_request_names_the_row_column_and_value_of_a_wrong_typed_value():
+    """These raised DuckDB's and Arrow's own exceptions (a 500 when served) instead of a ValidationError (a 400)."""
+    suite = Suite("req", [InSet("status", ["new", "paid"]), Between("age", min=0, max=120)])
+    with pytest.raises(ValidationError, match=r"row 0: column 'status' value 5 cannot be checked by in_set"):
+        validate_request(suite, {"status": 5, "age": 3})
+    with pytest.raises(ValidationError, match=r"row 1: column 'age' value 'abc' cannot be checked by between"):
+        validate_request(suite, [{"status": "new", "age": None}, {"status": "new", "age": "abc"}])
+    with pytest.raises(ValidationError, match=r"row 1: column 'age' value 'x' is not of the type"):
+        validate_request(suite, [{"age": 1}, {"age": "x"}])
+    assert validate_request(suite, {"status": "new", "age": 3}).ok
+
+
 def test_cli_check_profile_and_history(tmp_path, sqlite_project):
     pq.write_table(ORDERS, tmp_path / "orders.parquet")
     runner = CliRunner()

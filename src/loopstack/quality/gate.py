@@ -102,7 +102,7 @@ def validate_request(suite: Suite, rows: Any, raise_on_error: bool = False) -> R
 
     from loopstack.quality.source import _to_arrow
 
-    table = pa.Table.from_pylist([rows] if isinstance(rows, dict) else rows) if _is_rows(rows) else _to_arrow(rows)
+    table = _request_table([rows] if isinstance(rows, dict) else rows) if _is_rows(rows) else _to_arrow(rows)
     checks = [c for c in suite if isinstance(c, RowExpectation) and c.mostly >= 1.0 and c.self_contained]
     for name in {col for check in checks for col in check.columns_used} - set(table.column_names):
         table = table.append_column(name, pa.nulls(table.num_rows))
@@ -127,7 +127,54 @@ def validate_request(suite: Suite, rows: Any, raise_on_error: bool = False) -> R
     return report
 
 
+def _request_table(rows: list[dict[str, Any]]) -> Any:
+    """Request rows as Arrow; a column whose values mix types is a ValidationError naming the first odd one."""
+    import pyarrow as pa
+
+    try:
+        return pa.Table.from_pylist(rows)
+    except (pa.ArrowException, TypeError, ValueError):
+        pass
+    for column in dict.fromkeys(name for row in rows for name in row):
+        values = [row.get(column) for row in rows]
+        for index in range(len(values)):
+            try:
+                pa.array(values[: index + 1])
+            except (pa.ArrowException, TypeError, ValueError):
+                first = next(v for v in values if v is not None)
+                raise ValidationError(
+                    f"request row {index}: column {column!r} value {values[index]!r} is not of the type of the "
+                    f"column's other values ({type(first).__name__}, e.g. {first!r}); send one type per column"
+                ) from None
+    raise ValidationError("request rows could not be read as a table; send a list of dicts of plain values")
+
+
 def _flags(table: Any, checks: list[RowExpectation]) -> list[list[bool]]:
+    """One column of booleans per check; a value a check cannot compare is a ValidationError naming it."""
+    import duckdb
+
+    try:
+        return _query_flags(table, checks)
+    except duckdb.Error:
+        pass
+    for check in checks:  # the slow path, only for a bad request: find the row and check that fail
+        column = check.columns_used[0]
+        for row in range(table.num_rows):
+            if not table.column(column)[row].is_valid:
+                continue  # a null never offends; its column's type is the culprit, named at a value
+            try:
+                _query_flags(table.slice(row, 1), [check])
+            except duckdb.Error as exc:
+                value = table.column(column)[row].as_py()
+                reason = str(exc).splitlines()[0]
+                raise ValidationError(
+                    f"request row {row}: column {column!r} value {value!r} cannot be checked by {check.label} "
+                    f"({reason}); send a value of the type the suite expects"
+                ) from None
+    raise ValidationError("request rows cannot be checked by the suite; send values of the types it expects")
+
+
+def _query_flags(table: Any, checks: list[RowExpectation]) -> list[list[bool]]:
     """One column of booleans per check, from one DuckDB query over the request rows."""
     cursor = shared_database().cursor()
     try:
