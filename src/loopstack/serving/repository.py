@@ -63,6 +63,7 @@ class ModelRepository:
         self._current: dict[str, Batcher] = {}
         self._retiring: set[Batcher] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._swapping: dict[str, asyncio.Lock] = {}
 
     async def start(self) -> None:
         """Load every model (in worker threads, concurrently) and open their queues."""
@@ -95,7 +96,16 @@ class ModelRepository:
         return [*self._current.values(), *self._retiring]
 
     async def swap(self, name: str, ref: str | None = None, model: Any = None) -> Batcher:
-        """Serve a new version under `name`: a registry ref, a model object, or the same ref re-resolved."""
+        """Serve a new version under `name`: a registry ref, a model object, or the same ref re-resolved.
+
+        Swaps of one name run one after another: two at once both took the same old version to retire,
+        and the batcher of the first was replaced without ever being drained.
+        """
+        self.get(name)  # an unknown name fails before it gets a lock
+        async with self._swapping.setdefault(name, asyncio.Lock()):
+            return await self._swap(name, ref, model)
+
+    async def _swap(self, name: str, ref: str | None, model: Any) -> Batcher:
         old = self.get(name)
         spec = old.spec
         if model is not None:
