@@ -103,6 +103,26 @@ def test_a_worse_primary_metric_rolls_back(sqlite_project: Project, refs: list[s
         RolloutController(sqlite_project, "api", log_dir=tmp_path).evaluate()  # a tick after the end says so
 
 
+def test_alpha_is_split_over_every_guardrail_from_the_first_tick(sqlite_project: Project, refs: list[str],
+                                                                  tmp_path: Path) -> None:
+    # the primary metric was left out of the split until its first label arrived, a tick later
+    deployments = sqlite_project.deployments
+    deployments.create("api", refs[0], primary_metric="conversion")
+    deployments.canary("api", refs[1], steps=[50, 100], min_requests_per_step=10**6, salt="fixed", alpha=0.05)
+    rng = np.random.default_rng(5)
+    rates = {refs[0]: 0.01, refs[1]: 0.01}
+    controller = RolloutController(sqlite_project, "api", log_dir=tmp_path)
+    simulate(sqlite_project, tmp_path, 500, rates, rng)
+    controller.evaluate()  # no label yet
+    simulate(sqlite_project, tmp_path, 500, rates, rng, reward={refs[0]: 0.1, refs[1]: 0.1}, start=500)
+    decision = controller.evaluate()
+    tests = deployments.get("api").state["analysis"]["tests"]
+    assert set(tests) == {"error_rate", "latency_tail", "primary"}
+    assert sum(t["alpha"] for t in tests.values()) == pytest.approx(0.05)
+    assert {e["metric"]: e["alpha"] for e in decision.evidence if "alpha" in e} == {
+        metric: t["alpha"] for metric, t in tests.items()}
+
+
 def test_the_controller_resumes_after_a_restart(sqlite_project: Project, refs: list[str], tmp_path: Path) -> None:
     deployments = sqlite_project.deployments
     deployments.create("api", refs[0])

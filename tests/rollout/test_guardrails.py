@@ -120,6 +120,27 @@ def test_an_insufficient_look_does_not_decide_later_looks():
     assert after_peek.evidence == alone.evidence
 
 
+def test_alpha_is_split_over_the_planned_guardrails_when_labels_arrive_late():
+    # the split was decided at each guardrail's first look: 1/2 each for error rate and latency before the
+    # first label, then 1/3 for the primary metric, 0.067 in all for a canary promised alpha = 0.05
+    policy = CanaryPolicy(steps=(0.1, 0.5), min_requests_per_step=10**6, alpha=0.05)
+    analysis = CanaryAnalysis(policy)
+    latencies = [10.0] * 100
+    analysis.evaluate(VariantStats(1800, 18, latencies), VariantStats(200, 2, latencies))
+    labelled = analysis.evaluate(VariantStats(3600, 36, latencies, Summary.from_proportion(50, 500)),
+                                 VariantStats(400, 4, latencies, Summary.from_proportion(5, 50)))
+    running = json.loads(json.dumps(analysis.state))["tests"]
+    assert sum(test["alpha"] for test in running.values()) == pytest.approx(policy.alpha)
+    reported = {e["metric"]: e["alpha"] for e in labelled.evidence if "alpha" in e}
+    assert reported == {metric: test["alpha"] for metric, test in running.items()}
+
+
+def test_data_for_a_guardrail_the_policy_leaves_out_is_refused():
+    analysis = CanaryAnalysis(CanaryPolicy(steps=(0.5,), guardrails=("error_rate",)))
+    with pytest.raises(ValidationError, match=r"data for \['primary'\].*CanaryPolicy\(guardrails="):
+        analysis.evaluate(*_primary(50, 50, 500))
+
+
 def test_sample_ratio_mismatch_holds_the_rollout():
     analysis = CanaryAnalysis(CanaryPolicy(steps=(0.5, 1.0), min_requests_per_step=100))
     decision = analysis.evaluate(VariantStats(10_000, 100), VariantStats(8_000, 80))
@@ -174,7 +195,8 @@ def test_ended_canary_refuses_more_evaluations():
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [({"steps": (0.5, 0.1)}, "increasing"), ({"steps": ()}, "increasing"), ({"latency_quantile": 1.0}, "quantile"),
-     ({"min_labels_per_step": -1}, "min_labels_per_step")],
+     ({"min_labels_per_step": -1}, "min_labels_per_step"), ({"guardrails": ("primary",)}, "must include 'error_rate'"),
+     ({"guardrails": ("error_rate", "latency_p99")}, r"\['error_rate', 'latency_p99'\]")],
 )
 def test_bad_policies_are_rejected(kwargs, match):
     with pytest.raises(ValidationError, match=match):

@@ -132,8 +132,7 @@ class RolloutController:
         saved = d.state.get("analysis")
         analysis = CanaryAnalysis.from_state(saved, policy) if saved else CanaryAnalysis(policy)
         traffic = self.traffic(d)
-        latency = any(g.startswith("latency") for g in d.guardrails)
-        primary = d.primary_metric is not None
+        latency, primary = ("latency_tail" in policy.guardrails), ("primary" in policy.guardrails)
         stable = traffic[d.champion].stats(latency, primary)
         canary = traffic[d.challenger].stats(latency, primary)
         decision = analysis.evaluate(stable, canary)
@@ -191,9 +190,15 @@ class RolloutController:
 
 
 def canary_policy(d: Deployment) -> CanaryPolicy:
-    """The `CanaryPolicy` a canary deployment runs under."""
+    """The `CanaryPolicy` a canary deployment runs under.
+
+    Its guardrails, over which alpha is split, come from the deployment, not from whichever data a
+    tick happens to hold: the primary metric counts from the first tick even though labels come later.
+    """
     quantile = next((_quantile(g) for g in d.guardrails if g.startswith("latency_p")), 0.99)
-    settings = {"latency_quantile": quantile, **d.policy}
+    latency = any(g.startswith("latency") for g in d.guardrails)
+    guardrails = ("error_rate", *(["latency_tail"] if latency else []), *(["primary"] if d.primary_metric else []))
+    settings = {"latency_quantile": quantile, "guardrails": guardrails, **d.policy}
     return CanaryPolicy(steps=d.steps, primary_higher_is_better=d.higher_is_better, **settings)
 
 

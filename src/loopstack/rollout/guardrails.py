@@ -10,8 +10,10 @@ records, which the engine applies to the traffic split and emits as an event
 Each guardrail compares the canary with the stable variant by the always-valid
 sequential test of `loopstack.rollout.stats.sequential`, so it may be checked
 after every interval without inflating false rollbacks; the error budget
-``alpha`` is split evenly over the guardrails (Bonferroni, which stays valid
-for always-valid tests). A guardrail fails when the confidence sequence for
+``alpha`` is split evenly over the guardrails the policy names (Bonferroni,
+which stays valid for always-valid tests), fixed when the analysis starts so
+that a guardrail whose data arrive late (labels a day after the requests) does
+not enlarge the budget. A guardrail fails when the confidence sequence for
 canary minus stable lies entirely on the bad side of the allowed margin. Until
 both arms hold ``min_samples`` of its samples (requests, latencies or labels)
 a guardrail is "insufficient": it can neither fail nor count as a look.
@@ -48,6 +50,7 @@ from loopstack.rollout.stats.srm import SRM_THRESHOLD, srm_check
 from loopstack.rollout.stats.summary import Summary, finite_or_none
 
 Action = Literal["hold", "advance", "rollback", "promote"]
+GUARDRAILS = ("error_rate", "latency_tail", "primary")
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,10 @@ class CanaryPolicy:
         Samples in each arm before a guardrail may fail or count as a look: requests for the error
         rate, latency samples for the tail, labels for the primary metric (the normal approximation
         needs some data).
+    guardrails : sequence of str
+        The guardrails this canary checks, from ``"error_rate"`` (required), ``"latency_tail"`` and
+        ``"primary"``; ``alpha`` is split evenly over them from the start, whether or not their data
+        have arrived yet. Data for a guardrail not named here is refused.
 
     Examples
     --------
@@ -127,6 +134,7 @@ class CanaryPolicy:
     primary_higher_is_better: bool = True
     min_samples: int = 200
     srm_threshold: float = SRM_THRESHOLD
+    guardrails: tuple[str, ...] = GUARDRAILS
 
     def __post_init__(self) -> None:
         steps = tuple(float(s) for s in self.steps)
@@ -141,6 +149,17 @@ class CanaryPolicy:
                                   f"{self.min_labels_per_step}.")
         tuned_rho(self.alpha, self.planned_n)  # checks alpha and planned_n now, not at the first evaluation
         object.__setattr__(self, "steps", steps)
+        object.__setattr__(self, "guardrails", _check_guardrails(self.guardrails))
+
+
+def _check_guardrails(names: Sequence[str]) -> tuple[str, ...]:
+    """The guardrail names in canonical order, refusing unknown ones and a missing error rate."""
+    chosen = tuple(dict.fromkeys(str(name) for name in names))
+    unknown = [name for name in chosen if name not in GUARDRAILS]
+    if unknown or "error_rate" not in chosen:
+        raise ValidationError(f"canary guardrails {list(names)} must include 'error_rate' and be drawn from "
+                              f"{list(GUARDRAILS)}.")
+    return tuple(name for name in GUARDRAILS if name in chosen)
 
 
 @dataclass(frozen=True)
@@ -198,7 +217,11 @@ class CanaryAnalysis:
         self.step = 0
         self.finished: Action | None = None
         self._step_start = (0, 0, 0)  # cumulative (stable, canary) requests and canary labels when the step began
-        self._tests: dict[str, SequentialTest] = {}
+        # One test per guardrail from the start: a share of alpha decided at the first look with data
+        # gave 1/2 to the error rate before the first label and 1/3 to the primary after, 0.067 in all.
+        alpha = self.policy.alpha / len(self.policy.guardrails)
+        self._tests = {name: SequentialTest(alpha=alpha, planned_n=self.policy.planned_n)
+                       for name in self.policy.guardrails}
 
     @property
     def weight(self) -> float:
@@ -231,7 +254,7 @@ class CanaryAnalysis:
         analysis.finished = state.get("finished")
         start = [*state.get("step_start", ()), 0, 0, 0]  # a state saved before labels were counted has two
         analysis._step_start = (int(start[0]), int(start[1]), int(start[2]))
-        analysis._tests = {metric: _restore_test(s) for metric, s in state.get("tests", {}).items()}
+        analysis._tests.update({metric: _restore_test(s) for metric, s in state.get("tests", {}).items()})
         return analysis
 
     def evaluate(self, stable: VariantStats, canary: VariantStats) -> Decision:
@@ -279,6 +302,15 @@ class CanaryAnalysis:
         return {"metric": "sample_ratio", **record}
 
     def _guardrails(self, stable: VariantStats, canary: VariantStats) -> list[dict[str, Any]]:
+        checks = self._checks(stable, canary)
+        unplanned = [check.metric for check in checks if check.metric not in self._tests]
+        if unplanned:
+            raise ValidationError(f"this canary got data for {unplanned} but its policy guards only "
+                                  f"{list(self.policy.guardrails)}; add them to CanaryPolicy(guardrails=...), "
+                                  "so that alpha is split over them from the start, or leave that data out.")
+        return [self._check(check) for check in checks]
+
+    def _checks(self, stable: VariantStats, canary: VariantStats) -> list[_Check]:
         p = self.policy
         checks = [_Check("error_rate", *_rates(stable.errors, stable.requests, canary.errors, canary.requests))]
         checks[0] = checks[0]._replace(margin=p.error_margin)
@@ -289,11 +321,10 @@ class CanaryAnalysis:
             checks.append(
                 _Check("primary", stable.primary, canary.primary, {}, p.primary_higher_is_better, p.primary_margin)
             )
-        alpha = p.alpha / len(checks)
-        return [self._check(check, alpha) for check in checks]
+        return checks
 
-    def _check(self, check: _Check, alpha: float) -> dict[str, Any]:
-        test = self._tests.setdefault(check.metric, SequentialTest(alpha=alpha, planned_n=self.policy.planned_n))
+    def _check(self, check: _Check) -> dict[str, Any]:
+        test = self._tests[check.metric]
         if min(check.stable.n, check.canary.n) < max(self.policy.min_samples, 2):
             # Shown, not kept: a look on a handful of samples stayed in the running interval and decided later looks.
             r = sequential_test(check.stable, check.canary, alpha=test.alpha, planned_n=test.planned_n)
@@ -310,7 +341,7 @@ class CanaryAnalysis:
             "diff": finite_or_none(r.diff),  # NaN, and an infinite interval, while an arm has under 2 units
             "diff_ci": [finite_or_none(low), finite_or_none(high)],
             "p_value": finite_or_none(r.p_value),
-            "alpha": alpha,
+            "alpha": test.alpha,
             "margin": check.margin,
             "n_stable": check.stable.n,
             "n_canary": check.canary.n,
