@@ -224,3 +224,53 @@ def test_a_multi_output_classifier_scores_each_row_with_its_own_probabilities(tm
     out = pq.read_table(tmp_path / "out.parquet")
     expected = np.stack(model.predict_proba(X[:6]), axis=1).reshape(6, -1)  # (rows, outputs x classes)
     np.testing.assert_allclose(np.column_stack([out.column(f"proba_{j}") for j in range(4)]), expected)
+
+
+class _Doubling:
+    """Predicts 2x + 1 from one feature ``x``; can fail on a given call, like an interrupted run."""
+
+    n_features_in_ = 1
+    feature_names_in_ = np.array(["x"], dtype=object)
+
+    def __init__(self, fail_on_call: int | None = None) -> None:
+        self.fail_on_call, self.calls = fail_on_call, 0
+
+    def predict(self, X):
+        self.calls += 1
+        if self.calls == self.fail_on_call:
+            raise KeyboardInterrupt("simulated interruption")
+        return 2.0 * np.asarray(X, dtype=float)[:, 0] + 1.0
+
+
+def _mixed_folder(folder: Path) -> Path:
+    """Two files whose columns hold different numeric types: int32 and int64 ids, int64 and double features."""
+    folder.mkdir()
+    pq.write_table(pa.table({"id": pa.array([1, 2, 3], pa.int32()), "x": pa.array([0, 1, 2], pa.int64())}),
+                   folder / "a.parquet")
+    pq.write_table(pa.table({"id": pa.array([4, 5, 6], pa.int64()), "x": pa.array([3.0, 4.0, 5.0])}),
+                   folder / "b.parquet")
+    return folder
+
+
+@pytest.mark.parametrize("chunk_rows", [4, 3])
+def test_a_folder_whose_files_differ_in_numeric_types_is_scored_whole(tmp_path: Path, chunk_rows: int) -> None:
+    """A chunk spanning both files failed to combine, and with chunks on the file boundary the final merge failed:
+    either way after every chunk was scored."""
+    folder = _mixed_folder(tmp_path / "in")
+    summary = predict_file(_Doubling(), folder, tmp_path / "out.parquet", chunk_rows=chunk_rows, keep=["id"])
+    result = pq.read_table(tmp_path / "out.parquet")
+    assert summary.rows == 6 and result.schema.field("id").type == pa.int64()
+    assert result.to_pydict() == {"id": [1, 2, 3, 4, 5, 6], "prediction": [1.0, 3.0, 5.0, 7.0, 9.0, 11.0]}
+
+
+def test_a_resumed_run_over_files_of_different_types_writes_each_row_once(tmp_path: Path) -> None:
+    folder = _mixed_folder(tmp_path / "in")
+    out = tmp_path / "out.parquet"
+    with pytest.raises(KeyboardInterrupt):
+        predict_file(_Doubling(fail_on_call=2), folder, out, chunk_rows=3, keep=["id"])
+    part = tmp_path / "out.parquet.parts" / "part-000000.parquet"
+    table = pq.read_table(part)  # as a run before types were unified wrote it: the first file's int32 ids
+    pq.write_table(table.set_column(0, "id", table.column("id").cast(pa.int32())), part)
+    summary = predict_file(_Doubling(), folder, out, chunk_rows=3, keep=["id"])
+    assert summary.resumed_chunks == 1 and summary.chunks == 2
+    assert pq.read_table(out).to_pydict() == {"id": [1, 2, 3, 4, 5, 6], "prediction": [1.0, 3.0, 5.0, 7.0, 9.0, 11.0]}

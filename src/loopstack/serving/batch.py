@@ -102,7 +102,8 @@ def predict_file(
         shutil.rmtree(parts, ignore_errors=True)
         parts.mkdir(parents=True)
         (parts / "manifest.json").write_text(json.dumps(manifest))
-    chunks = _chunks(_batches(dataset.files, [*features, *keep], chunk_rows), chunk_rows)
+    schema = _unified_schema(dataset.files, [*features, *keep])
+    chunks = _chunks(_batches(dataset.files, schema, chunk_rows), chunk_rows)
     with _progress(progress, total) as advance:
         index = 0
         for index, chunk in enumerate(chunks):
@@ -214,8 +215,25 @@ def _score(adapter: ModelAdapter, chunk: pa.RecordBatch, features: list[str], ke
     return pa.table(columns)
 
 
-def _batches(files: list[str], columns: list[str], size: int) -> Iterator[pa.RecordBatch]:
-    """Record batches file by file, one row group at a time.
+def _unified_schema(files: list[str], columns: list[str]) -> pa.Schema:
+    """One schema for `columns` across the input files: a folder may hold int64 in one file and double in the
+    next, where a chunk spanning both, and the output file, need one type per column."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schemas = []
+    for path in files:
+        schema = pq.read_schema(path)
+        schemas.append(pa.schema([schema.field(c).remove_metadata() for c in columns]))
+    try:
+        return pa.unify_schemas(schemas, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+        raise ValidationError(f"the input files' columns {columns} have types that do not combine ({error}); "
+                              "cast them to one type in every file") from None
+
+
+def _batches(files: list[str], schema: pa.Schema, size: int) -> Iterator[pa.RecordBatch]:
+    """Record batches file by file, one row group at a time, cast to `schema`.
 
     Both a dataset scanner and ``ParquetFile.iter_batches`` were measured holding the whole
     file in memory; reading row group by row group keeps one row group resident.
@@ -225,7 +243,8 @@ def _batches(files: list[str], columns: list[str], size: int) -> Iterator[pa.Rec
     for path in files:
         with pq.ParquetFile(path) as handle:
             for group in range(handle.num_row_groups):
-                yield from handle.read_row_group(group, columns=columns, use_threads=False).to_batches(size)
+                table = handle.read_row_group(group, columns=schema.names, use_threads=False)
+                yield from table.select(schema.names).cast(schema).to_batches(size)
 
 
 def _chunks(batches: Iterator[pa.RecordBatch], size: int) -> Iterator[pa.RecordBatch]:
@@ -295,14 +314,19 @@ def _write_atomic(table: pa.Table, path: Path) -> None:
 
 
 def _merge(parts: Path, count: int, output: Path) -> None:
+    """Stream the parts into `output`, in one schema: parts an earlier run wrote (before its input's types were
+    unified) may differ, e.g. int32 ids in one and int64 in the next."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
+    paths = [parts / f"part-{index:06d}.parquet" for index in range(count)]
+    schema = pa.unify_schemas([pq.read_schema(p).remove_metadata() for p in paths], promote_options="permissive")
     tmp = output.with_name(f".{output.name}.tmp")
     writer = None
     try:
-        for index in range(count):
-            table = pq.read_table(parts / f"part-{index:06d}.parquet")
-            writer = writer or pq.ParquetWriter(tmp, table.schema)
+        for path in paths:
+            table = pq.read_table(path).cast(schema)
+            writer = writer or pq.ParquetWriter(tmp, schema)
             writer.write_table(table)
     finally:
         if writer is not None:
