@@ -62,3 +62,12 @@ def test_set_length_and_regex_match_pandas(values, allowed, longest):
 def test_a_profiled_suite_passes_on_its_own_reference(rows):
     frame = pd.DataFrame(rows, columns=["i", "f", "s"])
     assert profile(frame).run(frame).passed
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 200), st.integers(0, 12), st.lists(st.one_of(st.none(), st.floats(-10, 10)), max_size=20),
+       st.sampled_from([100.0, -1e6]))  # fmt: skip
+def test_a_suite_profiled_with_outliers_passes_on_its_own_reference(zeros, far, noise, outlier):
+    """More than 1% of the reference beyond 4 std (95 zeros, 5 hundreds) failed the proposed 0.99."""
+    frame = pd.DataFrame({"x": pd.Series([0.0] * zeros + [outlier] * far + noise, dtype="float64")})
+    assert profile(frame, outliers=True).run(frame).passed

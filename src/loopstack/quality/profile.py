@@ -58,7 +58,8 @@ def profile(
         suite can still be saved as YAML.
     outliers : bool
         Add ``zscore_outliers`` (4 standard deviations) for numeric columns,
-        with the reference mean and std stored so requests can be checked.
+        with the reference mean and std stored so requests can be checked;
+        ``mostly`` is 0.99, or the share within 4 std on the reference if lower.
 
     Examples
     --------
@@ -88,11 +89,23 @@ def profile(
         for column, kind in schema.items():
             expectations.extend(_propose(source, column, kind, stats[column], stats["__rows__"], max_categories))
             if outliers and stats[column].get("std"):
-                std, mean = stats[column]["std"], stats[column]["mean"]
-                expectations.append(ZScoreOutliers(column, threshold=4.0, mean=mean, std=std, mostly=0.99))
+                expectations.append(_outlier_check(source, column, stats[column]))
             if distribution and stats[column]["non_null"]:
                 expectations.append(Distribution(column, reference=reference))
     return Suite(name, expectations, description=f"proposed by profile() from {source.description}")
+
+
+def _outlier_check(source: Source, column: str, stats: dict[str, Any]) -> ZScoreOutliers:
+    """``zscore_outliers`` at 4 std with the reference's mean and std, tolerating the share it flags there.
+
+    ``mostly`` is at most 0.99, lower when more of the reference lies beyond
+    4 std (95 zeros and 5 hundreds: 5%), so the suite passes on its reference.
+    """
+    check = ZScoreOutliers(column, threshold=4.0, mean=stats["mean"], std=stats["std"])
+    outlying = int(source.one(f"SELECT count(*) FROM data WHERE {check.condition(source.schema)}")[0])
+    kept = (stats["non_null"] - outlying) / stats["non_null"]
+    mostly = min(0.99, math.floor(kept * 1000) / 1000)
+    return ZScoreOutliers(column, threshold=4.0, mean=stats["mean"], std=stats["std"], mostly=mostly)
 
 
 def _measure(source: Source, schema: dict[str, str]) -> dict[str, Any]:
