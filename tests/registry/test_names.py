@@ -72,3 +72,54 @@ def test_numpy_integer_versions_are_versions():
     np = pytest.importorskip("numpy")
     assert validate_version(np.int64(3)) == 3 and type(validate_version(np.int64(3))) is int
     assert parse_ref("fraud", np.int32(2)) == ModelRef("fraud", version=2)
+
+
+def _log_model_at(path: str) -> None:
+    import tempfile
+
+    import loopstack as ls
+
+    project = ls.Project.init(tempfile.mkdtemp(), name="names", tracking={"capture_environment": False})
+    try:
+        with ls.start_run(project=project) as run:
+            run.log_model(lambda x: x, path)
+    finally:
+        project.close()
+
+
+def _policy(name: str) -> None:
+    from loopstack.pipelines import Policy
+
+    Policy(name, then=[lambda ctx: None])
+
+
+def _project_config(name: str) -> None:
+    from loopstack.core.config import ProjectConfig
+
+    ProjectConfig(name=name)
+
+
+def _tracking_key(key: str) -> None:
+    from loopstack.tracking.entities import validate_key
+
+    validate_key(key)
+
+
+@pytest.mark.parametrize(("check", "valid", "refusal"), [
+    (validate_model_name, "fraud", "invalid model name"),
+    (validate_alias, "champion", "invalid alias"),
+    (_log_model_at, "model", "invalid model artifact path"),
+    (_policy, "retrain", "policy name"),
+    (_project_config, "shop", "use a letter first"),
+    (_tracking_key, "auc", "invalid key"),
+])
+def test_a_name_with_a_trailing_newline_is_refused(check, valid, refusal):
+    """Every name pattern ended in ``$``, which also matches before a final newline: ``"fraud\\n"`` was registered
+    and listed, and would break the one-line references, file names and filters built from it."""
+    from pydantic import ValidationError as PydanticValidationError
+
+    from loopstack.core.errors import ConfigError
+
+    check(valid)
+    with pytest.raises((ValidationError, ConfigError, PydanticValidationError), match=refusal):
+        check(valid + "\n")

@@ -15,7 +15,7 @@ import re
 from typing import Any
 
 CONFIG_FILE = "loopstack.yaml"
-NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,127}$")
+NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,127}\Z")
 ENVIRONMENT_KEYS = ("metadata", "artifacts", "online_store")  # LOOPSTACK_<KEY> overrides these
 
 # what ProjectConfig(name=...).model_dump() holds besides the name, in its order

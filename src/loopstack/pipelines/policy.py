@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from loopstack.pipelines.dags import Pipeline
     from loopstack.pipelines.executors import Executor
 
-_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,127}$")
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,127}\Z")
 
 
 class StopLoop(LoopstackError):

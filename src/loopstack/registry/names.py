@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 from loopstack.core.errors import ValidationError
 
-MODEL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,127}$")
-ALIAS_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$")
+# \Z, not $: $ also matches before a final newline, which let "fraud\n" be registered
+MODEL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,127}\Z")
+ALIAS_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,63}\Z")
 LATEST = "latest"
 
 

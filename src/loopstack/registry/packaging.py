@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 MANIFEST_FORMAT = 1
 MODEL_KIND = "model"
-_ARTIFACT_PATH = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-./]{0,249}$")
+_ARTIFACT_PATH = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-./]{0,249}\Z")
 
 
 def log_model(

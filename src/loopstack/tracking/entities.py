@@ -10,7 +10,7 @@ from loopstack.core.errors import ValidationError
 
 RUNNING, FINISHED, FAILED, KILLED = "RUNNING", "FINISHED", "FAILED", "KILLED"
 STATUSES = (RUNNING, FINISHED, FAILED, KILLED)
-KEY_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-./: ]{0,249}$")
+KEY_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-./: ]{0,249}\Z")
 
 
 @dataclass(frozen=True)
