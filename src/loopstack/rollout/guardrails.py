@@ -350,7 +350,7 @@ class CanaryAnalysis:
 
 
 def _verdict(diff_ci: tuple[float, float], check: _Check) -> str:
-    """"worse" when the whole interval for canary minus stable lies past the margin on the bad side."""
+    """The verdict: "worse" when the whole interval for canary minus stable lies past the margin on the bad side."""
     low, high = diff_ci
     bad = (high < -check.margin) if check.higher_is_better else (low > check.margin)
     good = (low > 0) if check.higher_is_better else (high < 0)
