@@ -23,15 +23,47 @@ def to_arrow(data: Any) -> Any:
     return convert(data, "read a data set from")
 
 
+HASH_BATCH_ROWS = 65_536
+
+
 def content_hash(table: Any) -> str:
-    """sha256 of the table's Arrow IPC stream, schema metadata dropped (pandas index hints vary)."""
+    """sha256 of the table's Arrow IPC stream, schema metadata dropped (pandas index hints vary).
+
+    The stream holds one record batch per chunk, so the rows go in batches of a fixed size: the same
+    rows split into other chunks (Parquet row groups, a concatenation) are the same version. Each
+    batch is copied out of its chunks and hashed on its own, so memory stays at one batch.
+    """
     import pyarrow as pa
 
     table = table.replace_schema_metadata(None)
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return hashlib.sha256(sink.getvalue()).hexdigest()
+    digest = _HashingFile()
+    with pa.PythonFile(digest, mode="w") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+        for start in range(0, table.num_rows, HASH_BATCH_ROWS):
+            rows = table.slice(start, HASH_BATCH_ROWS)
+            # concatenated into fresh buffers: a slice of one chunk keeps its parent's buffers, which
+            # the stream writes with a different length than the same values of a smaller chunk
+            columns = [pa.concat_arrays(column.chunks) for column in rows.columns]
+            writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=table.schema))
+    return digest.sha256.hexdigest()
+
+
+class _HashingFile:
+    """A write-only file that keeps nothing but the sha256 of what was written."""
+
+    closed = False
+
+    def __init__(self) -> None:
+        self.sha256 = hashlib.sha256()
+
+    def write(self, data: Any) -> int:
+        self.sha256.update(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
 
 
 def describe(data: Any, name: str | None, source: str, targets: Any = None) -> dict[str, Any]:
