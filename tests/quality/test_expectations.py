@@ -314,3 +314,10 @@ def test_mixed_type_object_column_is_a_validation_error_naming_the_column():
 def test_temporal_family_takes_every_timestamp_unit():
     table = pa.table({"t": pa.array([1], pa.timestamp("s")), "z": pa.array([1], pa.time64("us"))})
     assert one(ColumnTypes({"t": "temporal", "z": "temporal"}), table).passed
+
+
+@pytest.mark.parametrize("bounds", [{"min": 0, "max": math.nan}, {"min": math.nan}])
+def test_between_refuses_a_nan_bound(bounds: dict[str, float]) -> None:
+    """A NaN bound was accepted and then judged every value against NaN."""
+    with pytest.raises(ConfigError, match="=nan is no bound"):
+        Between("x", **bounds)

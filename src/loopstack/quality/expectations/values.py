@@ -64,6 +64,9 @@ class Between(RowExpectation):
         super().__post_init__()
         if self.min is None and self.max is None:
             raise ConfigError(f"{self.label}: give min, max or both")
+        for name, bound in (("min", self.min), ("max", self.max)):
+            if isinstance(bound, float) and bound != bound:  # NaN compares false with everything (DuckDB: largest)
+                raise ConfigError(f"{self.label}: {name}=nan is no bound; give a number or leave {name} out")
 
     def condition(self, schema: dict[str, str]) -> str:
         col = quote(self.column)
@@ -156,6 +159,9 @@ class StringLength(RowExpectation):
         super().__post_init__()
         if self.min is None and self.max is None:
             raise ConfigError(f"{self.label}: give min, max or both")
+        for name, bound in (("min", self.min), ("max", self.max)):
+            if isinstance(bound, float) and bound != bound:  # NaN compares false with everything (DuckDB: largest)
+                raise ConfigError(f"{self.label}: {name}=nan is no bound; give a number or leave {name} out")
 
     def condition(self, schema: dict[str, str]) -> str:
         length = f"length(CAST({quote(self.column)} AS VARCHAR))"
