@@ -117,3 +117,22 @@ def test_negative_kv_heads_or_head_dim_are_refused_not_priced_negative() -> None
     for key in ("kv_heads", "head_dim"):
         with pytest.raises(ConfigError, match=f"{key}=-2"):
             ModelConfig("x", layers=2, hidden=64, heads=4, vocab=10, intermediate=8, **{key: -2})
+
+
+def test_hf_config_json_estimates_the_same_training_memory_as_the_preset() -> None:
+    from loopstack.economics.memory import training_memory
+
+    # keys and values as in the published config.json files (dropout 0.1 in both)
+    gpt2 = {"model_type": "gpt2", "n_layer": 12, "n_embd": 768, "n_head": 12, "vocab_size": 50257, "n_positions": 1024,
+            "attn_pdrop": 0.1, "embd_pdrop": 0.1, "resid_pdrop": 0.1}
+    bert = {"model_type": "bert", "num_hidden_layers": 12, "hidden_size": 768, "num_attention_heads": 12,
+            "vocab_size": 28996, "intermediate_size": 3072, "max_position_embeddings": 512, "type_vocab_size": 2,
+            "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1}
+    for config, preset in ((gpt2, "gpt2"), (bert, "bert-base-cased")):
+        from_json, published = from_hf_config(config), get_model(preset)
+        assert from_json.parameters() == published.parameters()
+        assert training_memory(from_json, seq=512, batch=4) == training_memory(published, seq=512, batch=4)
+    without_dropout = from_hf_config({**gpt2, "attn_pdrop": 0.0, "embd_pdrop": 0.0, "resid_pdrop": 0.0})
+    assert not without_dropout.dropout
+    with pytest.raises(ConfigError, match="attn_pdrop='high'"):
+        from_hf_config({**gpt2, "attn_pdrop": "high"})

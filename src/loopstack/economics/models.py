@@ -246,6 +246,8 @@ def from_hf_config(config: dict[str, object], name: str | None = None) -> ModelC
     hidden = pick("hidden_size", "n_embd", "d_model")
     learned_positions = kind in {"gpt2", "bert", "roberta", "opt", "gpt_neo"}
     context = pick("max_position_embeddings", "n_positions", "n_ctx", default=2048)
+    # BERT-style encoders: the pooler and the token-type table are weights outside the transformer blocks
+    encoder_extra = hidden * hidden + hidden + pick("type_vocab_size", default=2) * hidden if kind in _ENCODERS else 0
     return ModelConfig(
         name=name or str(config.get("_name_or_path") or kind or "custom"),
         layers=pick("num_hidden_layers", "n_layer", "num_layers"),
@@ -264,8 +266,31 @@ def from_hf_config(config: dict[str, object], name: str | None = None) -> ModelC
         qkv_bias=kind.startswith("qwen2"),
         experts=optional("num_local_experts") or 1,
         experts_per_token=optional("num_experts_per_tok") or 1,
+        dropout=_trains_with_dropout(config),
+        extra_params=encoder_extra,
         source="config.json",
     )
+
+
+_ENCODERS = {"bert", "roberta"}
+# the keys config.json files name their dropout probabilities by (GPT-2, BERT, OPT, Llama, ...)
+_DROPOUT_KEYS = (
+    "attn_pdrop", "resid_pdrop", "embd_pdrop", "hidden_dropout_prob", "attention_probs_dropout_prob", "dropout",
+    "attention_dropout", "activation_dropout", "hidden_dropout",
+)  # fmt: skip
+
+
+def _trains_with_dropout(config: dict[str, object]) -> bool:
+    """Any dropout probability above 0: training then stores a mask per dropout, which counts in activations."""
+    for key in _DROPOUT_KEYS:
+        value = config.get(key)
+        if isinstance(value, bool) or value is None:
+            continue
+        if not isinstance(value, int | float) or not 0 <= value < 1:
+            raise ConfigError(f"model config {key}={value!r} is not a dropout probability; use a number in [0, 1)")
+        if value > 0:
+            return True
+    return False
 
 
 def _whole(value: object, key: str) -> int:
