@@ -188,6 +188,21 @@ def test_deleted_artifact_is_a_miss_and_tampered_bytes_fail_the_read(sqlite_proj
     assert rerun.output() == 12
 
 
+def test_a_truncated_cached_output_is_a_miss_and_is_stored_again(sqlite_project: Project) -> None:
+    """Only existence was checked: the truncated output was a hit, and the step reading it failed."""
+    run = chain.run(sqlite_project)
+    path = sqlite_project.artifacts.path_of(run.steps["scaled"].outputs[0]["digest"])
+    with open(path, "rb") as handle:
+        data = handle.read()
+    with open(path, "wb") as handle:
+        handle.write(data[: len(data) // 2])
+    CALLS.clear()
+    rerun = chain.run(sqlite_project)
+    assert rerun.cached == ["source", "total"] and CALLS == ["scaled"]
+    digest = run.steps["scaled"].outputs[0]["digest"]
+    assert sqlite_project.artifacts.get_bytes(digest) == data and rerun.output() == 12  # whole again
+
+
 def test_lineage_walks_from_a_result_back_to_the_source(sqlite_project: Project) -> None:
     run = chain.run(sqlite_project, params={"n": 3})
     trail = lineage(sqlite_project, run.results["total"].digest)

@@ -105,9 +105,31 @@ def cache_lookup(project: Project, key: str) -> dict[str, Any] | None:
     if row is None:
         return None
     entry = row._asdict()
-    if not all(project.artifacts.exists(output["digest"]) for output in entry["outputs"]):
-        return None  # an artifact was deleted: run again rather than fail later
+    if not all(_whole(project, output) for output in entry["outputs"]):
+        return None  # an artifact was deleted or truncated: run again rather than fail later
     return entry
+
+
+def _whole(project: Project, output: dict[str, Any]) -> bool:
+    """Whether a cached output is stored at the size it was stored with.
+
+    Existence alone let a truncated artifact be a hit, which every later read refused with IntegrityError.
+    The size, not the hash: hashing would read every cached output on every run (a download, on S3).
+    """
+    size = _stored_size(project, output["digest"])
+    return size is not None and output.get("size") in (None, size)
+
+
+def _stored_size(project: Project, digest: str) -> int | None:
+    import os
+
+    store = project.artifacts
+    path = store.path_of(digest)
+    remote = getattr(store.fs, "fs", None)  # the fsspec filesystem behind a remote store
+    try:
+        return int(remote.size(path)) if remote is not None else os.path.getsize(path)
+    except (FileNotFoundError, OSError):
+        return None
 
 
 def cache_store(
