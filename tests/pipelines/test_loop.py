@@ -194,6 +194,25 @@ def test_cooldown_runs_on_the_clock_the_tick_is_given(sqlite_project: Project) -
     loop.close()
 
 
+def test_a_replay_after_a_wall_clock_run_is_not_held_off_by_its_cooldown(sqlite_project: Project) -> None:
+    """The wall-clock run's start lay ahead of the replay's clock: now - last was negative, below any cooldown,
+    and every replayed signal was suppressed 'within the cooldown' of a run that had not happened yet."""
+    calls: list[Any] = []
+    loop = Loop(sqlite_project, [Policy("calm", when=[OnEvent("sig")], then=[record(calls)], cooldown_s=3600)])
+    loop.start()
+    sqlite_project.events.emit("sig", "a")
+    assert len(loop.tick()) == 1  # on the wall clock
+    day = 1_000_000_000.0  # then a replay of a day long ago
+    sqlite_project.events.emit("sig", "a")
+    assert len(loop.tick(now=day)) == 1
+    sqlite_project.events.emit("sig", "a")
+    assert loop.tick(now=day + 60) == []  # the replay's own runs still hold off the next minute
+    sqlite_project.events.emit("sig", "a")
+    assert loop.tick(now=time.time() - 5) == []  # a host a few seconds behind: the wall-clock run still counts
+    assert len(calls) == 2
+    loop.close()
+
+
 class Crash(BaseException):
     """The process dies: nothing in the engine catches it."""
 

@@ -215,7 +215,7 @@ class Loop:
         """
         cause = signal.id if signal is not None else None
         base = {"policy": policy.name, "trigger": trigger.describe(), **payload}
-        last = state.last_start(self.project, policy.name)
+        last = _last_start_on_this_clock(self.project, policy, now)
         with self.project.db.write() as connection:
             state.advance_trigger(connection, self.project, policy.name, trigger.key, **advance)
             if policy.cooldown_s and last is not None and now - last < policy.cooldown_s:
@@ -342,6 +342,16 @@ def _jsonable(result: Any) -> dict[str, Any]:
 
     value = result if isinstance(result, dict) else {"result": result}
     return dict(json.loads(json.dumps(value, default=str)))
+
+
+def _last_start_on_this_clock(project: Project, policy: Policy, now: float) -> float | None:
+    """The policy's last run start that the cooldown measures from, on the tick's clock.
+
+    A run stamped far ahead of `now` came from a later clock (the wall clock, then a replay's
+    `tick(now=...)` long ago): counted, ``now - last`` was negative and suppressed every replayed signal
+    until the replay caught up. A few seconds ahead is a skewed host after a takeover, and still counts.
+    """
+    return state.last_start(project, policy.name, not_after=now + _CLOCK_SKEW_S)
 
 
 __all__ = ["Loop", "trigger"]

@@ -180,12 +180,17 @@ def runs(project: Project, status: str | None = None, policy: str | None = None,
         return [LoopRun(**row._asdict()) for row in connection.execute(query)]
 
 
-def last_start(project: Project, policy: str) -> float | None:
+def last_start(project: Project, policy: str, not_after: float | None = None) -> float | None:
+    """When the policy's latest run started, counting only runs that started by `not_after` (a replay's time
+    line holds only its own runs, not the ones a later clock stamped)."""
     from sqlalchemy import func, select
 
     table = project.db.table("loop_runs")
+    query = select(func.max(table.c.started_at)).where(table.c.policy == policy)
+    if not_after is not None:
+        query = query.where(table.c.started_at <= not_after)
     with project.db.read() as connection:
-        return connection.execute(select(func.max(table.c.started_at)).where(table.c.policy == policy)).scalar()
+        return connection.execute(query).scalar()
 
 
 __all__ = ["LoopRun", "acquire_lease", "heartbeat", "lease_holder", "release_lease", "runs"]
