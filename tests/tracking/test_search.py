@@ -1,3 +1,5 @@
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -53,6 +55,40 @@ def test_or_parentheses_in_like_and_null(project: Project, runs: dict[str, str])
     assert set(names(client.search_runs("name like 'r%' and params.lr not in ('0.1')"))) == {"r0", "r1", "r4"}
     assert names(client.search_runs("metrics.acc is null")) == ["no-acc"]
     assert set(names(client.search_runs("status = 'FINISHED' and run_name ilike 'R1'"))) == {"r1"}
+
+
+LIKE_NAMES = ["Risk", "risk", "a*b", "ab", "a?b", "a[1]", "a_b", "a%b", "r1", "a\\b"]
+LIKE_PATTERNS = [
+    "Risk", "R%", "r%", "%isk", "a*%", "a?b", "a_b", "a[%", "a[1]", "%", "a\\%b", "a\\_b", "a\\\\b", "_", "__", "a%b",
+]  # fmt: skip
+
+
+def _like(pattern: str, text: str) -> bool:
+    """SQL LIKE, case-sensitive, a backslash escaping the next character: the reference both backends
+    must agree with."""
+    regex, chars = [], iter(pattern)
+    for char in chars:
+        if char == "\\":
+            regex.append(re.escape(next(chars)))
+        else:
+            regex.append(".*" if char == "%" else "." if char == "_" else re.escape(char))
+    return re.fullmatch("".join(regex), text, flags=re.DOTALL) is not None
+
+
+def test_like_is_case_sensitive_and_escapes_with_a_backslash_on_every_backend(project: Project) -> None:
+    for name in LIKE_NAMES:
+        with ls.start_run(experiment="like", run_name=name, params={"team": name}):
+            pass
+    client = ls.Client(project)
+    for pattern in LIKE_PATTERNS:
+        expected = {name for name in LIKE_NAMES if _like(pattern, name)}
+        quoted = pattern.replace("\\", "\\\\").replace("'", "''")  # a filter's quoted text unescapes \\
+        assert set(names(client.search_runs(f"params.team like '{quoted}'"))) == expected, pattern
+        assert set(names(client.search_runs(f"name like '{quoted}'"))) == expected, pattern
+    assert set(names(client.search_runs("params.team ilike 'R%'"))) == {"Risk", "risk", "r1"}
+    assert set(names(client.search_runs("params.team ilike 'A\\_B'"))) == {"a_b"}
+    with pytest.raises(FilterError, match="escape character"):
+        client.search_runs("name like 'a\\\\'")
 
 
 def test_paging_walks_every_run_exactly_once(project: Project, runs: dict[str, str]) -> None:

@@ -324,19 +324,19 @@ def parse_order_by(clauses: list[str] | str | None) -> list[OrderKey]:
     return keys
 
 
-def compile_filter(tree: Any, tables: dict[str, Any]) -> Any:
-    """SQLAlchemy condition on the runs table for a parsed filter."""
+def compile_filter(tree: Any, tables: dict[str, Any], dialect: str = "postgresql") -> Any:
+    """SQLAlchemy condition on the runs table for a parsed filter, for the database `dialect`."""
     from sqlalchemy import and_, or_
 
     if tree is None:
         return None
     if isinstance(tree, BoolOp):
-        parts = [compile_filter(item, tables) for item in tree.items]
+        parts = [compile_filter(item, tables, dialect) for item in tree.items]
         return and_(*parts) if tree.op == "and" else or_(*parts)
-    return _compile_comparison(tree, tables)
+    return _compile_comparison(tree, tables, dialect)
 
 
-def _compile_comparison(comparison: Comparison, tables: dict[str, Any]) -> Any:
+def _compile_comparison(comparison: Comparison, tables: dict[str, Any], dialect: str) -> Any:
     from sqlalchemy import exists, select
 
     runs = tables["runs"]
@@ -344,16 +344,16 @@ def _compile_comparison(comparison: Comparison, tables: dict[str, Any]) -> Any:
     if _is_numeric(field) and comparison.value is not None:
         comparison = Comparison(field, comparison.op, _as_floats(comparison.value))
     if field.kind == "attributes":
-        return _apply(runs.c[field.name], comparison)
+        return _apply(runs.c[field.name], comparison, dialect)
     table = tables["latest_metrics" if field.kind == "metrics" else field.kind]
     logged = exists(select(table.c.run_id).where(table.c.run_id == runs.c.id, table.c.key == field.name))
     if comparison.op in ("is null", "is not null"):  # whether the run logged the key: a NaN metric's NULL counts
         return ~logged if comparison.op == "is null" else logged
-    condition = _apply(table.c.value, comparison)
+    condition = _apply(table.c.value, comparison, dialect)
     return exists(select(table.c.run_id).where(table.c.run_id == runs.c.id, table.c.key == field.name, condition))
 
 
-def _apply(column: Any, comparison: Comparison) -> Any:
+def _apply(column: Any, comparison: Comparison, dialect: str) -> Any:
     op, value = comparison.op, comparison.value
     simple = {
         "=": column.__eq__,
@@ -365,10 +365,12 @@ def _apply(column: Any, comparison: Comparison) -> Any:
     }
     if op in simple:
         return simple[op](value)
-    if op == "like":
-        return column.like(value)
+    if op == "like":  # SQLite's LIKE ignores the case of ASCII letters; its GLOB does not
+        glob = _like_as_glob(value)
+        return column.op("GLOB")(glob) if dialect == "sqlite" else column.like(value, escape="\\")
     if op == "ilike":
-        return column.ilike(value)
+        _like_as_glob(value)  # refuses a pattern that ends in its escape character
+        return column.ilike(value, escape="\\")
     if op == "in":
         return column.in_(list(value))
     if op == "not in":
@@ -376,3 +378,24 @@ def _apply(column: Any, comparison: Comparison) -> Any:
     if op == "is null":
         return column.is_(None)
     return column.is_not(None)
+
+
+def _like_as_glob(pattern: str) -> str:
+    r"""A LIKE pattern as the GLOB pattern that matches the same text, case and all: ``%`` is ``*``, ``_``
+    is ``?``, a backslash makes the next character literal (PostgreSQL's default escape), and GLOB's own
+    wildcards are literals in brackets.
+
+    >>> _like_as_glob(r"run_%[1]*?\_")
+    'run?*[[]1][*][?]_'
+    """
+    special = {"%": "*", "_": "?", "*": "[*]", "?": "[?]", "[": "[[]"}
+    out, chars = [], iter(pattern)
+    for char in chars:
+        if char == "\\":
+            char = next(chars, None)
+            if char is None:
+                raise FilterError(f"LIKE pattern {pattern!r} ends in its escape character; write \\\\ for a backslash")
+            out.append(special[char] if char in "*?[" else char)
+        else:
+            out.append(special.get(char, char))
+    return "".join(out)

@@ -307,7 +307,7 @@ class TrackingStore:
             runs = self.t("runs")
             tables = {name: self.t(name) for name in ("runs", "latest_metrics", "params", "tags")}
             query = select(runs)
-            condition = compile_filter(parse_filter(filter_string), tables)
+            condition = compile_filter(parse_filter(filter_string), tables, self.db.dialect)
             if condition is not None:
                 query = query.where(condition)
             if experiments is not None:  # None is every experiment; an empty list is none of them
