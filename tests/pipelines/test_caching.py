@@ -345,3 +345,16 @@ def test_code_digest_sees_module_constants_read_by_defaults_and_class_attributes
     attribute += "def f(x):\n    return M().run(x)\n"
     for steps in (positional, keyword, attribute):
         assert digest(steps, 3) != digest(steps, 10)
+
+
+def test_lambdas_on_one_line_have_their_own_digests(tmp_path: object) -> None:
+    """The source of a lambda is its whole line: two lambdas on one line were digested alike, so a step
+    given the one as a parameter was served the other's cached result."""
+    from pathlib import Path
+
+    path = Path(str(tmp_path)) / "one_line_lambdas.py"
+    path.write_text("inc, dec = (lambda x: x + 1), (lambda x: x - 1)\n")
+    module = _load(path, "one_line_lambdas")
+    assert module.inc(1) != module.dec(1)
+    assert code_digest(module.inc) != code_digest(module.dec)
+    assert value_digest(module.inc) != value_digest(module.dec)

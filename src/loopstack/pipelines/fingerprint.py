@@ -165,6 +165,9 @@ def _syntax(function: Any, code: types.CodeType) -> str:
             node.body = body[1:] or [ast.Pass()]
         # the name is not behaviour: renaming a step must not invalidate its cache
         node.name = "_"
+    if code.co_name == "<lambda>":
+        # a lambda's source is its whole line, which may hold other lambdas: its own bytecode tells it apart
+        return f"{ast.dump(tree, include_attributes=False)}|{_bytecode(code)}"
     return ast.dump(tree, include_attributes=False)
 
 
