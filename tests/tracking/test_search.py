@@ -1,11 +1,12 @@
 import re
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 import loopstack as ls
-from loopstack.core.errors import FilterError
+from loopstack.core.errors import FilterError, ValidationError
 from loopstack.core.project import Project
 from loopstack.tracking.entities import Run
 from loopstack.tracking.search import BoolOp, Comparison, parse_filter, parse_order_by
@@ -102,6 +103,67 @@ def test_paging_walks_every_run_exactly_once(project: Project, runs: dict[str, s
             break
     assert sorted(seen) == sorted(runs)
     assert len(seen) == len(set(seen))
+
+
+def _walk(client: ls.Client, size: int, between: Any = None, **search: Any) -> list[str]:
+    """Every page of a search, `between(page_number)` run after each page."""
+    seen, token, number = [], None, 0
+    while True:
+        page = client.search_runs(max_results=size, page_token=token, **search)
+        seen.extend(names(page))
+        token, number = page.token, number + 1
+        if token is None:
+            return seen
+        if between is not None:
+            between(number)
+
+
+def test_pages_walk_the_full_result_in_order_whatever_the_ties_missing_values_and_page_size(project: Project) -> None:
+    # ties on every sort key and runs without the value: the page boundary falls inside them
+    for i, (acc, team) in enumerate([(0.5, "b"), (0.5, "a"), (None, "a"), (0.9, None), (0.5, "b"), (None, None),
+                                     (0.1, "a"), (0.9, "b")]):  # fmt: skip
+        with ls.start_run(experiment="ties", run_name=f"t{i}", tags={"team": team} if team else {}) as run:
+            if acc is not None:
+                run.log_metric("acc", acc)
+    client = ls.Client(project)
+    for order in ([], ["metrics.acc desc"], ["metrics.acc asc", "tags.team desc"], ["tags.team", "metrics.acc"],
+                  ["name desc"]):  # fmt: skip
+        whole = names(client.search_runs(order_by=order, experiment_names="ties"))
+        assert len(whole) == 8
+        for size in (1, 2, 3, 5, 7):
+            assert _walk(client, size, order_by=order, experiment_names="ties") == whole, (order, size)
+
+
+def test_runs_started_or_changed_between_pages_shift_no_other_run(project: Project) -> None:
+    for i in range(6):
+        with ls.start_run(experiment="live", run_name=f"old{i}", tags={"keep": "yes"}):
+            pass
+    client = ls.Client(project)
+
+    def start_one(number: int) -> None:  # newest first: each new run lands before the pages already read
+        with ls.start_run(experiment="live", run_name=f"new{number}", tags={"keep": "yes"}):
+            pass
+
+    seen = _walk(client, 2, between=start_one, experiment_names="live", filter_string="tags.keep = 'yes'")
+    assert seen == [f"old{i}" for i in reversed(range(6))]
+
+    first = client.search_runs("tags.keep = 'yes'", experiment_names="live", order_by="name", max_results=3)
+    assert names(first) == ["new1", "new2", "old0"]
+    with ls.start_run(run_id=first[0].id) as run:  # a run of the first page stops matching
+        run.set_tag("keep", "no")
+    rest = names(client.search_runs("tags.keep = 'yes'", experiment_names="live", order_by="name",
+                                    page_token=first.token))  # fmt: skip
+    assert rest == ["old1", "old2", "old3", "old4", "old5"]
+
+
+def test_a_token_from_a_search_with_another_order_is_refused(project: Project, runs: dict[str, str]) -> None:
+    client = ls.Client(project)
+    token = client.search_runs(max_results=1).token
+    assert token is not None
+    with pytest.raises(ValidationError, match="same order_by"):
+        client.search_runs(order_by=["metrics.acc desc"], page_token=token)
+    with pytest.raises(ValidationError, match="invalid page_token"):
+        client.search_runs(page_token="bm90IGpzb24=")
 
 
 def test_search_returns_each_runs_own_values_and_inputs(project: Project, runs: dict[str, str]) -> None:

@@ -8,7 +8,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -298,10 +298,13 @@ class TrackingStore:
         if not 1 <= max_results <= 50_000:
             raise ValidationError(f"max_results={max_results} is out of range; use 1 to 50000")
         self.writer.flush_pending()
-        offset = _decode_token(page_token)
         orders = tuple([order_by] if isinstance(order_by, str) else order_by or ())
+        keys = parse_order_by(list(orders))
+        after = _decode_token(page_token, len(keys) + 2)
         experiments = None if experiment_ids is None else tuple(experiment_ids)
-        key = (filter_string, orders, experiments, max_results, offset)
+        # the statement's shape depends on which of the last row's sort values were missing
+        shape = None if after is None else tuple(value is None for value in after)
+        key = (filter_string, orders, experiments, max_results, shape)
         statement = self._searches.get(key)
         if statement is None:  # building and compiling the statement cost more than running it
             runs = self.t("runs")
@@ -312,16 +315,18 @@ class TrackingStore:
                 query = query.where(condition)
             if experiments is not None:  # None is every experiment; an empty list is none of them
                 query = query.where(runs.c.experiment_id.in_(experiments))
-            query = _order(query, parse_order_by(list(orders)), tables)
-            query = query.limit(max_results + 1).offset(offset)
+            query = _order(query, keys, tables, shape).limit(max_results + 1)
             if len(self._searches) >= 256:
                 self._searches.clear()
-            statement = self._searches[key] = _driver_statement(query, self.db)
-        sql, params, columns = statement
+            statement = self._searches[key] = _DriverStatement(query, self.db)
+        sql, params = statement.bind(after or ())
         with self._driver_reads() as fetchall:  # the hits and their values from one snapshot
-            rows = [dict(zip(columns, row, strict=True)) for row in fetchall(sql, params)]
-            token = _encode_token(offset + max_results) if len(rows) > max_results else None
-            return self._hydrate([_info(row) for row in rows[:max_results]], fetchall), token
+            found = fetchall(sql, params)
+            rows = [dict(zip(statement.columns, row, strict=True)) for row in found[:max_results]]
+            # the next page starts after this page's last row in sort order (its sort values end the row)
+            last = found[max_results - 1][statement.columns.index("sort_0") :] if len(found) > max_results else None
+            token = None if last is None else _encode_token(last)
+            return self._hydrate([_info(row) for row in rows], fetchall), token
 
     @contextmanager
     def _driver_reads(self) -> Iterator[Callable[[str, Any], list[Any]]]:
@@ -507,22 +512,40 @@ def _info(row: dict[str, Any]) -> RunInfo:
     )
 
 
-def _driver_statement(query: Any, db: Any) -> tuple[str, Any, list[str]]:
-    """`query` as the driver's SQL text, its parameters and its column names, compiled once.
+class _DriverStatement:
+    """A search compiled once to the driver's SQL text, with a page's own values put in per call.
 
     Running a built statement through SQLAlchemy still derives its cache key on every call,
     which cost a search more than SQLite's own work; the text is run as it is instead.
     """
-    compiled = query.compile(dialect=db.engine.dialect, compile_kwargs={"render_postcompile": True})
-    values = compiled.construct_params()
-    params = tuple(values[name] for name in compiled.positiontup) if compiled.positional else values
-    return str(compiled), params, [column.name for column in query.selected_columns]
+
+    def __init__(self, query: Any, db: Any) -> None:
+        compiled = query.compile(dialect=db.engine.dialect, compile_kwargs={"render_postcompile": True})
+        self.sql = str(compiled)
+        self.columns = [column.name for column in query.selected_columns]
+        values = compiled.construct_params()  # the filter's values, fixed when compiled
+        self.names: tuple[str, ...] | None = tuple(compiled.positiontup) if compiled.positional else None
+        self.values = [values[name] for name in self.names] if self.names is not None else values
+
+    def bind(self, after: Sequence[Any]) -> tuple[str, Any]:
+        """The text and its parameters, with the previous page's last sort values as ``after_<i>``."""
+        page = {f"after_{i}": value for i, value in enumerate(after)}
+        if self.names is None:
+            return self.sql, {**self.values, **page}
+        return self.sql, tuple(page.get(name, value) for name, value in zip(self.names, self.values, strict=True))
 
 
-def _order(query: Any, keys: list[Any], tables: dict[str, Any]) -> Any:
+def _order(query: Any, keys: list[Any], tables: dict[str, Any], after: tuple[bool, ...] | None) -> Any:
+    """`query` sorted by `keys` (runs without a value last), then newest first and by id; with `after`
+    (which of the previous page's last sort values were missing), only the rows that sort after that row.
+
+    Paging by the last row's values, not by an offset, keeps a run started or changed between two pages
+    from shifting the later pages: no run is repeated or skipped.
+    """
     from sqlalchemy import and_
 
     runs = tables["runs"]
+    sort: list[tuple[Any, bool]] = []  # (column, descending)
     clauses = []
     for index, key in enumerate(keys):
         field = key.field
@@ -534,24 +557,54 @@ def _order(query: Any, keys: list[Any], tables: dict[str, Any]) -> Any:
             column = table.c.value
         clauses.append(column.is_(None))  # runs without the value sort last either way
         clauses.append(column.desc() if key.descending else column.asc())
+        sort.append((column, key.descending))
+    sort.extend([(runs.c.start_time, True), (runs.c.id, False)])
     clauses.extend([runs.c.start_time.desc(), runs.c.id])
+    query = query.add_columns(*(column.label(f"sort_{i}") for i, (column, _) in enumerate(sort)))
+    if after is not None:
+        query = query.where(_after(sort, after))
     return query.order_by(*clauses)
 
 
-def _encode_token(offset: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"offset": offset}).encode()).decode()
+def _after(sort: list[tuple[Any, bool]], missing: tuple[bool, ...]) -> Any:
+    """Rows that sort after the one whose sort values are the parameters ``after_<i>`` (``missing[i]``:
+    that value was NULL): equal on the first keys and past it on the next, where NULL sorts last."""
+    from sqlalchemy import and_, bindparam, false, or_
+
+    alternatives, equal = [], []
+    for i, ((column, descending), was_missing) in enumerate(zip(sort, missing, strict=True)):
+        if was_missing:  # nothing sorts after a missing value; only another missing one ties with it
+            past, same = false(), column.is_(None)
+        else:
+            value = bindparam(f"after_{i}", None, type_=column.type)  # a value per page (see _DriverStatement)
+            past = or_(column.is_(None), column < value if descending else column > value)
+            same = column == value
+        alternatives.append(and_(*equal, past))
+        equal.append(same)
+    return or_(*alternatives)
 
 
-def _decode_token(token: str | None) -> int:
+def _encode_token(after: Sequence[Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"after": list(after)}).encode()).decode()
+
+
+def _decode_token(token: str | None, values: int) -> list[Any] | None:
+    """The previous page's last sort values, checked to fit a search sorted by `values` values."""
     if not token:
-        return 0
+        return None
     try:
-        offset = int(json.loads(base64.urlsafe_b64decode(token.encode()))["offset"])
+        after = json.loads(base64.urlsafe_b64decode(token.encode()))["after"]
     except Exception:
-        raise ValidationError(f"invalid page_token {token!r}; pass the token a previous search returned") from None
-    if offset < 0:
-        raise ValidationError(f"invalid page_token {token!r}; pass the token a previous search returned")
-    return offset
+        after = None
+    if not isinstance(after, list) or len(after) != values or not all(_is_scalar(value) for value in after):
+        raise ValidationError(
+            f"invalid page_token {token!r}; pass the token a previous search with the same order_by returned"
+        )
+    return after
+
+
+def _is_scalar(value: Any) -> bool:
+    return value is None or (isinstance(value, str | int | float) and not isinstance(value, bool))
 
 
 def _check_name(name: str, what: str) -> None:
