@@ -38,7 +38,7 @@ from loopstack.features.types import DType, Int64
 if TYPE_CHECKING:
     from loopstack.features.sources import Source
 
-NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}\Z")  # \Z: "$" also matches before a final newline
 
 
 def check_name(kind: str, name: str) -> str:

@@ -20,7 +20,7 @@ from loopstack.core.errors import ValidationError
 Strategy = Literal["single", "blue_green", "canary", "ab", "shadow", "bandit"]
 STRATEGIES: tuple[str, ...] = ("single", "blue_green", "canary", "ab", "shadow", "bandit")
 DEFAULT_GUARDRAILS = ("error_rate", "latency_p99")
-_ENDPOINT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+_ENDPOINT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}\Z")  # \Z: "$" also matches before a final newline
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Any
 
 from loopstack.core.errors import ConfigError
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}\Z")  # \Z: "$" also matches before a final newline
 METHODS = ("auto", "predict", "predict_proba")
 
 
