@@ -372,3 +372,24 @@ def test_decisions_on_too_little_data_are_recorded_on_postgresql_too(project: Pr
     project.events.emit("experiment.report", "api", report.to_dict())
     (verdict,) = project.events.list(kind="experiment.report")[0].payload["verdicts"]
     assert verdict["statistic"] is None and verdict["lift"] is None and verdict["lift_ci"] == [None, None]
+
+
+def test_the_traffic_says_which_of_a_variants_requests_are_labelled(sqlite_project: Project, refs: list[str],
+                                                                      tmp_path: Path) -> None:
+    """A step counts the labels of its own requests: the positions among the variant's requests carry that."""
+    deployments = sqlite_project.deployments
+    deployments.create("api", refs[0], primary_metric="conversion")
+    deployments.canary("api", refs[1], steps=[50, 100], min_requests_per_step=100, salt="fixed")
+    simulate(sqlite_project, tmp_path, 400, {refs[0]: 0.0, refs[1]: 0.0}, np.random.default_rng(0))
+    controller = RolloutController(sqlite_project, "api", log_dir=tmp_path)
+    d = deployments.get("api")
+    router = TrafficRouter(d, seed=0)  # the split hashes the unit id: the same choice simulate's router made
+    canary_ids = [f"r{i}" for i in range(400) if router.choose(f"user-{i}") == d.challenger]
+    labelled = canary_ids[5:40:3]  # a few of the canary's early requests, labelled late
+    predictions = PredictionLog(tmp_path)
+    predictions.feedback([{"request_id": request_id, "label": 1} for request_id in labelled])
+    predictions.close()
+    traffic = controller.traffic(d)[d.challenger]
+    assert traffic.requests == len(canary_ids)
+    assert list(traffic.rewarded_at) == list(range(5, 40, 3))
+    assert list(traffic.stats().labelled) == list(range(5, 40, 3))

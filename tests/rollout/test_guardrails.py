@@ -178,6 +178,28 @@ def test_a_step_waits_for_its_own_labels_before_it_passes():
     assert restored.evaluate(_labelled(800, 260), _labelled(350, 100)).action == "promote"
 
 
+def test_late_labels_of_the_step_before_do_not_pass_a_step():
+    """Step 1's requests get their labels only while step 2 runs; with `labelled` positions they count for step 1.
+
+    Counted by arrival, the 60 late labels of step 1's requests would pass step 2 (min 50) before a single
+    request of its own was labelled, and promote the canary on the first step's evidence.
+    """
+
+    def canary(requests: int, labelled: list[int]) -> VariantStats:
+        primary = Summary.from_proportion(len(labelled) // 10, len(labelled)) if labelled else None
+        return VariantStats(requests, 0, primary=primary, labelled=np.asarray(labelled, dtype=np.int64))
+
+    analysis = CanaryAnalysis(CanaryPolicy(steps=(0.2, 0.5), min_requests_per_step=100, min_labels_per_step=50,
+                                           min_samples=10))
+    step_one = list(range(50))  # 50 of step 1's 100 requests labelled
+    assert analysis.evaluate(_labelled(400, 200), canary(100, step_one)).action == "advance"
+    late = step_one + list(range(50, 100))  # the rest of step 1's labels arrive during step 2
+    held = analysis.evaluate(_labelled(550, 300), canary(250, late))
+    assert held.action == "hold" and "step 2/2: 0 of 50 labelled" in held.reason
+    own = late + list(range(100, 150))  # step 2's own requests (100 onwards) get labels
+    assert analysis.evaluate(_labelled(600, 350), canary(300, own)).action == "promote"
+
+
 def test_a_state_saved_before_labels_were_counted_still_loads():
     policy = CanaryPolicy(steps=(0.2, 0.5), min_requests_per_step=100, min_labels_per_step=10, min_samples=10)
     old = {"step": 1, "finished": None, "step_start": [400, 100], "tests": {}}

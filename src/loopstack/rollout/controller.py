@@ -55,12 +55,14 @@ class VariantTraffic:
     errors: int
     latencies_ms: Any
     rewards: Any
+    rewarded_at: Any = None  # positions of the rewarded requests among this variant's requests (None: unknown)
 
     def stats(self, with_latency: bool = True, with_primary: bool = True) -> VariantStats:
         from loopstack.rollout.stats import Summary
 
         primary = Summary.from_values(self.rewards) if with_primary and len(self.rewards) else None
-        return VariantStats(self.requests, self.errors, self.latencies_ms if with_latency else (), primary)
+        latencies = self.latencies_ms if with_latency else ()
+        return VariantStats(self.requests, self.errors, latencies, primary, self.rewarded_at if with_primary else None)
 
     def to_dict(self) -> dict[str, Any]:
         import numpy as np
@@ -230,7 +232,7 @@ def variant_traffic(log_dir: str | os.PathLike[str], d: Deployment,
     for name in names:
         mine = requests.is_variant(name)
         out[name] = VariantTraffic(name, int(mine.sum()), int((mine & ~ok).sum()), latency[mine & ok],
-                                   reward[mine & rewarded])
+                                   reward[mine & rewarded], np.flatnonzero(rewarded[mine]))
     return out
 
 

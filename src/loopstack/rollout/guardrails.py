@@ -67,6 +67,10 @@ class VariantStats:
     errors: int = 0
     latencies_ms: Sequence[float] | np.ndarray = ()
     primary: Summary | None = None
+    labelled: Sequence[int] | np.ndarray | None = None
+    """Which requests have a primary-metric sample, as positions among the variant's requests (0 is its first);
+    None when unknown. With it, a step counts the labels of its own requests, not the late labels of the step
+    before that arrived during it."""
 
     def __post_init__(self) -> None:
         if self.requests < 0 or not 0 <= self.errors <= self.requests:
@@ -91,10 +95,11 @@ class CanaryPolicy:
     min_requests_per_step : int
         Canary requests a step must serve before it may advance.
     min_labels_per_step : int
-        Canary labels (samples of the primary metric) that must arrive during a step before it may
-        advance or promote. Labels often come a day late; without this a short step passes on the
-        evidence the steps before it gathered, and the last one promotes before its own labels
-        can show a regression. 0 (the default) counts requests only.
+        Labels (samples of the primary metric) of the canary requests a step served that must have
+        arrived before it may advance or promote. Labels often come a day late; without this a short
+        step passes on the evidence the steps before it gathered, and the last one promotes before its
+        own labels can show a regression. Stats without `VariantStats.labelled` count the labels that
+        arrived during the step instead. 0 (the default) counts requests only.
     alpha : float
         Chance of a false rollback over the whole canary, split over the guardrails.
     planned_n : int
@@ -273,7 +278,7 @@ class CanaryAnalysis:
             needed = self.policy.min_requests_per_step
             reason = f"step {self._step_name(self.step)}: {served} of {needed} canary requests"
             return self._decide("hold", reason, evidence, canary)
-        labelled = _labels(canary) - self._step_start[2]
+        labelled = self._labelled_in_step(canary)
         if labelled < self.policy.min_labels_per_step:
             reason = (f"step {self._step_name(self.step)}: {labelled} of {self.policy.min_labels_per_step} labelled "
                       "canary requests (waiting for feedback)")
@@ -283,6 +288,13 @@ class CanaryAnalysis:
         self.step += 1
         self._step_start = (stable.requests, canary.requests, _labels(canary))
         return self._decide("advance", f"step {self._step_name(self.step - 1)} passed", evidence, canary)
+
+    def _labelled_in_step(self, canary: VariantStats) -> int:
+        """Labels of the requests this step served, or, where the stats do not say which requests have one,
+        the labels that arrived during the step."""
+        if canary.labelled is None:
+            return _labels(canary) - self._step_start[2]
+        return int(np.count_nonzero(np.asarray(canary.labelled) >= self._step_start[1]))
 
     def _step_name(self, step: int) -> str:
         return f"{step + 1}/{len(self.policy.steps)}"
