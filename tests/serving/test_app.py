@@ -343,3 +343,29 @@ def test_a_model_returning_the_wrong_number_of_outputs_is_a_server_error() -> No
     with running(create_app([ModelSpec(name="short", model=OneAnswer())])) as address:
         response = httpx.post(f"http://{address}/v1/models/short:predict", json={"instances": [[1, 2], [3, 4]]})
     assert response.status_code == 500 and "returned shape [1] for 2 rows" in response.json()["error"]
+
+
+def test_a_body_over_the_limit_is_refused_as_it_arrives_on_every_route(clf, data, tmp_path: Path) -> None:
+    """Neither uvicorn nor Starlette limits a request body: a client could make the server hold any amount."""
+    import json
+
+    X, _ = data
+    row = {"instances": [X[0].tolist()]}
+    big = json.dumps({"instances": [X[0].tolist()] * 200}).encode()
+    app = create_app([ModelSpec(name="fraud", model=clf)], ServerSettings(max_body_bytes=10_000, log_dir=tmp_path))
+    with running(app) as served:
+        def post(path: str, **kwargs: Any) -> httpx.Response:
+            with httpx.Client(base_url=f"http://{served}") as client:  # a refused body closes its connection
+                return client.post(path, **kwargs)
+
+        refused = [
+            post("/v1/models/fraud:predict", content=big, headers={"content-type": "application/json"}),
+            post("/v2/models/fraud/infer", content=iter([b" " * 6_000] * 3)),  # chunked: no length up front
+            post("/v1/feedback", content=b"x" * 20_000),  # a route Starlette answers
+        ]
+        under = post("/v1/models/fraud:predict", json=row)
+    assert len(big) > 10_000
+    for response in refused:
+        assert response.status_code == 413, response.text
+        assert "10000 bytes" in response.json()["error"] and response.headers["connection"] == "close"
+    assert under.status_code == 200

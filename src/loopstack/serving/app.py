@@ -81,7 +81,7 @@ class Server:
         self.endpoints: Any = None  # deployment endpoints (loopstack.serving.routing), when served
         self.loop: asyncio.AbstractEventLoop | None = None  # for callers on other threads (tests, admin tools)
         self.hot = HotRoutes(predict=Endpoint(self.predict, self.predict_soon),
-                             infer=Endpoint(self.infer, self.infer_soon))
+                             infer=Endpoint(self.infer, self.infer_soon), max_body_bytes=settings.max_body_bytes)
         self._tasks: set[asyncio.Task[None]] = set()
         self.settle_heap = False  # serve() sets it: the process is ours, so heap.settle() after start-up
 

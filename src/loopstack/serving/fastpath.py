@@ -107,10 +107,11 @@ class HotRoutes:
     ('E', {'endpoint': 'fraud-api'})
     """
 
-    def __init__(self, predict: Any, infer: Any, endpoint: Any = None) -> None:
+    def __init__(self, predict: Any, infer: Any, endpoint: Any = None, max_body_bytes: int = 64 * 2**20) -> None:
         self.predict = predict
         self.infer = infer
         self.endpoint = endpoint
+        self.max_body_bytes = max_body_bytes  # the server's protocol refuses a longer body (413) as it arrives
 
     def match(self, scope: Scope) -> tuple[Any, dict[str, str]] | None:
         """The endpoint and path parameters of a hot request, or None to let Starlette route it."""

@@ -121,6 +121,7 @@ def hot_protocol(app: Any) -> type | str:
             self.url = b""
             self.expect_100_continue = False
             self.headers = []
+            self.body_size = 0
 
         def on_headers_complete(self) -> None:
             found = self._hot_route()
@@ -149,6 +150,10 @@ def hot_protocol(app: Any) -> type | str:
             return routes.match_path(url.decode("ascii"))
 
         def on_body(self, body: bytes) -> None:
+            self.body_size += len(body)
+            if self.body_size > routes.max_body_bytes:  # on every route: neither uvicorn nor Starlette has a limit
+                self._refuse_body()
+                return
             cycle = self.cycle
             if isinstance(cycle, HotCycle):
                 if not cycle.response_complete:
@@ -156,7 +161,26 @@ def hot_protocol(app: Any) -> type | str:
                 return
             super().on_body(body)
 
+        def _refuse_body(self) -> None:
+            """A 413 and a closed connection once a body passes the limit, before all of it is in memory."""
+            if self.transport.is_closing():
+                return
+            limit = routes.max_body_bytes
+            message = (f'{{"error": "the request body is longer than {limit} bytes, the server\'s limit '
+                       f'(ServerSettings.max_body_bytes); send fewer rows per request"}}')
+            reply = Reply(413, message.encode())
+            cycle = self.cycle
+            if isinstance(cycle, HotCycle):
+                cycle.body, cycle.keep_alive = bytearray(), False
+                self._write(cycle, reply)
+                return
+            if cycle is not None and not cycle.response_started:  # the app has not begun an answer of its own
+                self.transport.write(encoder.encode(reply, False, self.server_state.default_headers))
+            self.transport.close()
+
         def on_message_complete(self) -> None:
+            if self.body_size > routes.max_body_bytes:
+                return  # refused: the app never sees a cut-off body as a whole one
             cycle = self.cycle
             if not isinstance(cycle, HotCycle):
                 super().on_message_complete()
