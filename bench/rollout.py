@@ -100,12 +100,15 @@ def _peek_p_values(x_c, n_c, x_t, n_t, planned_n: float) -> tuple[np.ndarray, np
     """Always-valid and naive z-test p-values at every look (arrays: experiments x looks)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         p_c, p_t = x_c / n_c, x_t / n_t
+        pooled = (x_c + x_t) / (n_c + n_t)
         var_c = p_c * (1 - p_c) * n_c / (n_c - 1)
         var_t = p_t * (1 - p_t) * n_t / (n_t - 1)
+        # the library floors each arm's variance at the pooled one (the merged sample's, ddof 1)
+        var_pooled = pooled * (1 - pooled) * (n_c + n_t) / (n_c + n_t - 1)
+        var_c, var_t = np.maximum(var_c, var_pooled), np.maximum(var_t, var_pooled)
         se = np.sqrt(var_c / n_c + var_t / n_t)
         n_eff = 4.0 / (1.0 / n_c + 1.0 / n_t)
         seq = always_valid_p(p_t - p_c, se, n_eff, tuned_rho(ALPHA, planned_n))
-        pooled = (x_c + x_t) / (n_c + n_t)
         z = (p_t - p_c) / np.sqrt(pooled * (1 - pooled) * (1 / n_c + 1 / n_t))
         naive = 2 * sps.norm.sf(np.abs(np.nan_to_num(z)))
     return np.nan_to_num(seq, nan=1.0), naive
@@ -330,12 +333,15 @@ def section_anchor(quick: bool) -> dict[str, Any]:
     start = time.perf_counter()
     ours_scalar = [ab.assign_index(u) for u in ids]
     ours_scalar_s = time.perf_counter() - start
-    worst = 0.0
+    worst, widening = 0.0, 0.0
     for (x_c, x_t, n), (low, high, p) in zip(props, theirs["cis"], strict=True):
         # gbstats uses the ddof=0 variance p(1-p); pass the same so the numbers are comparable
         c, t = Summary(n, x_c / n, x_c / n * (1 - x_c / n)), Summary(n, x_t / n, x_t / n * (1 - x_t / n))
-        r = sequential_test(c, t, alpha=ALPHA, planned_n=20_000)
+        # gbstats keeps each arm's own variance: loopstack's pooled_floor=False is the same test
+        r = sequential_test(c, t, alpha=ALPHA, planned_n=20_000, pooled_floor=False)
         worst = max(worst, abs(r.diff_ci[0] - low), abs(r.diff_ci[1] - high), abs(r.p_value - p))
+        floored = sequential_test(c, t, alpha=ALPHA, planned_n=20_000)  # the default: how much wider
+        widening = max(widening, (floored.diff_ci[1] - floored.diff_ci[0]) / (high - low) - 1)
     identical = ours == theirs["assigned"] == ours_scalar
     if not identical or worst > 1e-9:
         raise SystemExit(f"anchor mismatch: identical assignments={identical}, gbstats max difference={worst}")
@@ -348,6 +354,7 @@ def section_anchor(quick: bool) -> dict[str, Any]:
         "speedup_vectorised": theirs["seconds"] / ours_s,
         "gbstats_sequential_cases": len(props),
         "gbstats_max_abs_difference": worst,
+        "pooled_floor_max_widening": widening,
     }
 
 

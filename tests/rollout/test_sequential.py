@@ -172,3 +172,18 @@ def test_too_little_data_gives_an_uninformative_result():
 def test_planned_n_must_be_positive():
     with pytest.raises(ValidationError, match="planned_n"):
         SequentialTest(planned_n=0)
+
+
+def test_without_the_pooled_floor_each_arm_keeps_its_own_variance_as_gbstats_does():
+    """The gbstats-compatible mode: the interval's half-width comes from the arms' own variances."""
+    c, t = Summary(2_000, 0.10, 0.09), Summary(3_000, 0.13, 0.1131)
+    own = sequential_test(c, t, planned_n=20_000, pooled_floor=False)
+    se = math.sqrt(c.var / c.n + t.var / t.n)
+    half = halfwidth(se, effective_n(c.n, t.n), 0.05, tuned_rho(0.05, 20_000))
+    assert own.diff_ci == pytest.approx((0.03 - half, 0.03 + half), rel=1e-12)
+    floored = sequential_test(c, t, planned_n=20_000)
+    assert floored.diff_ci[0] < own.diff_ci[0] and floored.p_value > own.p_value  # the smaller variance was raised
+    same = Summary(2_000, 0.10, 0.09), Summary(2_000, 0.10, 0.09)  # equal arms: the floor changes nothing
+    assert sequential_test(*same, pooled_floor=False).diff_ci == sequential_test(*same).diff_ci
+    test = SequentialTest(planned_n=20_000, pooled_floor=False)
+    assert test.update(c, t).diff_ci == own.diff_ci

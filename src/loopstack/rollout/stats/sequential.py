@@ -118,12 +118,16 @@ def sequential_test(
     *,
     alpha: float = 0.05,
     planned_n: float = 10_000,
+    pooled_floor: bool = True,
 ) -> Comparison:
     """One look at an always-valid comparison of two means (or rates).
 
     Valid at any sample size, including one chosen by watching the data. For
     many looks use `SequentialTest`, which also keeps the running minimum
-    p-value and the running intersection of intervals.
+    p-value and the running intersection of intervals. `pooled_floor` floors
+    each arm's variance at the pooled one (see the module docstring); without
+    it each arm's own variance is used, as gbstats' ``SequentialTwoSidedTTest``
+    does, which is too eager when a small arm is all 0 or all 1.
 
     Examples
     --------
@@ -141,7 +145,8 @@ def sequential_test(
         return Comparison(
             "sequential", c, t, math.nan, inf, math.nan, inf, math.nan, 1.0, alpha, extra=_extra(n, rho, planned_n)
         )
-    var_c, var_t = (var / arm.n for var, arm in zip(_floored_variances(c, t), (c, t), strict=True))
+    variances = _floored_variances(c, t) if pooled_floor else (c.var, t.var)
+    var_c, var_t = (var / arm.n for var, arm in zip(variances, (c, t), strict=True))
     se = math.sqrt(var_c + var_t)
     diff = t.mean - c.mean
     half = halfwidth(se, n, alpha, rho)
@@ -203,6 +208,8 @@ class SequentialTest:
         Error probability over all looks together.
     planned_n : float
         Total units (both arms) where the intervals should be tightest.
+    pooled_floor : bool
+        Floor each arm's variance at the pooled one (the default; see `sequential_test`).
 
     Examples
     --------
@@ -215,9 +222,10 @@ class SequentialTest:
     (True, True)
     """
 
-    def __init__(self, *, alpha: float = 0.05, planned_n: float = 10_000) -> None:
+    def __init__(self, *, alpha: float = 0.05, planned_n: float = 10_000, pooled_floor: bool = True) -> None:
         self.alpha = alpha
         self.planned_n = planned_n
+        self.pooled_floor = pooled_floor
         self.looks = 0
         self.last: Comparison | None = None
         tuned_rho(alpha, planned_n)  # validate early
@@ -229,7 +237,8 @@ class SequentialTest:
 
     def update(self, control: Summary | Any, treatment: Summary | Any) -> Comparison:
         """Take one look at the cumulative data and return the running result."""
-        current = sequential_test(control, treatment, alpha=self.alpha, planned_n=self.planned_n)
+        current = sequential_test(control, treatment, alpha=self.alpha, planned_n=self.planned_n,
+                                  pooled_floor=self.pooled_floor)
         self.looks += 1
         if self.last is not None:
             current = replace(
