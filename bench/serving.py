@@ -453,18 +453,22 @@ def summarize(results: dict[str, Any]) -> None:
 def cpu_budget(results: dict[str, Any], ceiling_rows_per_s: float) -> None:
     """What the cores allow: each request costs the server's CPU and wrk's, and both share this machine's cores.
 
-    At c=64 every core is busy, so rps <= cores / (server + wrk CPU per request). The goal, half the ceiling,
-    is in reach of a server only when that bound is above it."""
+    At c=64 every core is busy, so rps <= cores / (server + wrk CPU per request). A Python server's process
+    runs one thread of Python at a time (the GIL), so it keeps at most about one core busy: rps <= 1 / (its
+    CPU per request), whatever the cores. The goal, half the ceiling, is in reach only below both bounds."""
     cores, goal = os.cpu_count() or 1, ceiling_rows_per_s / 2
-    print(f"CPU budget at c=64 on {cores} cores (the goal, half the ceiling, is {goal:.0f} rps):")
+    print(f"CPU budget at c=64 on {cores} cores (the goal, half the ceiling, is {goal:.0f} rps; it needs at most "
+          f"{1e6 / goal:.1f} us of one core per request):")
     for name in ("asgi-floor", "protocol-floor", "minimal", "loopstack"):
         point = results.get(name, {}).get(64)
         if point:
             per_request = point["cpu_ms_per_req"] + point["wrk_cpu_ms_per_req"]
             bound = cores / per_request * 1e3
+            busy = point["rps"] * point["cpu_ms_per_req"] / 1e3
             print(f"  {name}: server {point['cpu_ms_per_req'] * 1e3:.0f} us + wrk "
                   f"{point['wrk_cpu_ms_per_req'] * 1e3:.0f} us per request; the cores allow {bound:.0f} rps "
-                  f"({bound / goal:.0%} of the goal), measured {point['rps']:.0f}")
+                  f"({bound / goal:.0%} of the goal), one core {1e3 / point['cpu_ms_per_req']:.0f}; measured "
+                  f"{point['rps']:.0f} with the server's process keeping {busy:.2f} cores busy")
 
 
 if __name__ == "__main__":
