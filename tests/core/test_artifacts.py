@@ -172,3 +172,11 @@ def test_the_folder_is_synced_after_the_rename(store: ArtifactStore, monkeypatch
     store.put_bytes(b"durable")
     if os.name == "posix":
         assert synced[0] is False and True in synced[1:]  # the bytes first, then the folder holding the name
+
+
+@pytest.mark.parametrize("root", ["local", "memory://loopstack-size-test"])
+def test_size_is_the_stored_objects_or_none_when_it_is_missing(root: str, tmp_path: Path) -> None:
+    store = ArtifactStore(str(tmp_path) if root == "local" else root)
+    digest = store.put_bytes(b"x" * 1234)
+    assert store.size(digest) == 1234
+    assert store.size("0" * 64) is None

@@ -43,6 +43,7 @@ class Filesystem(Protocol):
     """The few file operations the store needs from a backend."""
 
     def exists(self, path: str) -> bool: ...
+    def size(self, path: str) -> int | None: ...
     def read(self, path: str) -> bytes: ...
     def open_read(self, path: str) -> IO[bytes]: ...
     def write_atomic(self, path: str, source: IO[bytes]) -> None: ...
@@ -56,6 +57,12 @@ class LocalFilesystem:
 
     def exists(self, path: str) -> bool:
         return os.path.exists(path)
+
+    def size(self, path: str) -> int | None:
+        try:
+            return os.path.getsize(path)
+        except OSError:
+            return None
 
     def read(self, path: str) -> bytes:
         with open(path, "rb") as handle:
@@ -120,6 +127,12 @@ class FsspecFilesystem:
     def exists(self, path: str) -> bool:
         return bool(self.fs.exists(path))
 
+    def size(self, path: str) -> int | None:
+        try:
+            return int(self.fs.size(path))
+        except (FileNotFoundError, OSError):
+            return None
+
     def read(self, path: str) -> bytes:
         return bytes(self.fs.cat_file(path))
 
@@ -163,6 +176,11 @@ class ArtifactStore:
 
     def exists(self, digest: str) -> bool:
         return self.fs.exists(self.path_of(digest))
+
+    def size(self, digest: str) -> int | None:
+        """The stored object's size in bytes, None if it is missing: a cheap check that it is whole (a
+        cache entry records the size it stored; hashing to be sure would read the whole object)."""
+        return self.fs.size(self.path_of(digest))
 
     def put_bytes(self, data: bytes) -> str:
         """Store bytes, returning their digest; storing the same bytes again writes nothing."""

@@ -116,20 +116,8 @@ def _whole(project: Project, output: dict[str, Any]) -> bool:
     Existence alone let a truncated artifact be a hit, which every later read refused with IntegrityError.
     The size, not the hash: hashing would read every cached output on every run (a download, on S3).
     """
-    size = _stored_size(project, output["digest"])
+    size = project.artifacts.size(output["digest"])
     return size is not None and output.get("size") in (None, size)
-
-
-def _stored_size(project: Project, digest: str) -> int | None:
-    import os
-
-    store = project.artifacts
-    path = store.path_of(digest)
-    remote = getattr(store.fs, "fs", None)  # the fsspec filesystem behind a remote store
-    try:
-        return int(remote.size(path)) if remote is not None else os.path.getsize(path)
-    except (FileNotFoundError, OSError):
-        return None
 
 
 def cache_store(
