@@ -320,3 +320,19 @@ def test_triggers_that_differ_only_by_predicate_need_a_name() -> None:
         Policy("p", when=[wide, narrow], then=[act])
     named = OnEvent("x", predicate=lambda e: False, name="narrow")
     assert len({t.key for t in Policy("p", when=[wide, named], then=[act]).triggers()}) == 3
+
+
+def test_a_cursor_saved_under_the_keys_older_form_is_taken_over(sqlite_project: Project) -> None:
+    """The kind joined named triggers' keys in this version: a loop upgraded while down must still see the
+    signal that arrived meanwhile, not start from the newest event and skip it."""
+    from loopstack.pipelines import state
+
+    calls: list[Any] = []
+    trigger = performance_below("auc", 0.8)
+    assert trigger.legacy_key == "event:performance:*:" + trigger.key.rsplit(":", 1)[1] != trigger.key
+    before = sqlite_project.events.emit("performance.checked", "m", {"metrics": {"auc": 0.1}})  # already handled
+    state.init_trigger(sqlite_project, "retrain", trigger.legacy_key, last_fire=None, cursor=before)
+    missed = sqlite_project.events.emit("performance.checked", "m", {"metrics": {"auc": 0.5}})  # while it was down
+    loop = Loop(sqlite_project, [Policy("retrain", when=[trigger], then=[record(calls)])])
+    assert [r.cause for r in loop.tick()] == [missed] and calls == [missed]
+    loop.close()

@@ -106,12 +106,16 @@ class Loop:
     def _init_triggers(self, now: float | None = None) -> None:
         now, newest = time.time() if now is None else now, state.max_event_id(self.project)
         for policy in self.policies.values():
+            saved = state.trigger_states(self.project, policy.name)
             for trigger in policy.triggers():
                 if isinstance(trigger, Schedule):
                     state.init_trigger(self.project, policy.name, trigger.key, last_fire=now, cursor=None)
-                else:
-                    cursor = 0 if trigger.from_start else newest
-                    state.init_trigger(self.project, policy.name, trigger.key, last_fire=None, cursor=cursor)
+                    continue
+                cursor = 0 if trigger.from_start else newest
+                earlier = saved.get(trigger.legacy_key) if trigger.key not in saved else None
+                if earlier is not None and earlier["cursor"] is not None:
+                    cursor = earlier["cursor"]  # saved under the key's older form: go on from there, skip nothing
+                state.init_trigger(self.project, policy.name, trigger.key, last_fire=None, cursor=cursor)
 
     def close(self) -> None:
         """Release the lease; runs in flight stay so and are resumed by the next scheduler."""

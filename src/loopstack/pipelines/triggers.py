@@ -134,6 +134,12 @@ class OnEvent:
         label = f"{self.name}@{self.kind}" if self.name else self.kind
         return f"event:{label}:{self.subject or '*'}:{digest}"
 
+    @property
+    def legacy_key(self) -> str:
+        """The key's form before the kind was part of it: a cursor saved under it is taken over, so an upgrade
+        skips no event that arrived while the loop was down."""
+        return f"event:{self.name or self.kind}:{self.subject or '*'}:{self.key.rsplit(':', 1)[1]}"
+
     def matches(self, event: Event) -> bool:
         """Whether `event` is a signal for this trigger."""
         if self.kind.endswith(".") and not event.kind.startswith(self.kind):
