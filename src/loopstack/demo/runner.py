@@ -163,7 +163,8 @@ def _replay(project: Any, world: World, say: Say) -> dict[str, Any]:
             summary = world.advance()
             if not summary.get("end_of_day"):
                 continue
-            if world.day == world.scenario.retrain_day and not world.state.get("weekly_triggered"):
+            # at or after: a canary action advances the world itself and may have ended the retrain day
+            if world.day >= world.scenario.retrain_day and not world.state.get("weekly_triggered"):
                 trigger(project, WEEKLY_POLICY, reason=f"scheduled weekly retrain (day {world.day})", by="demo")
                 world.state["weekly_triggered"] = True
                 world.save()
