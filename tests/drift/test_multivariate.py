@@ -133,3 +133,21 @@ def test_domain_classifier_refuses_samples_too_small_to_ever_flag() -> None:
 def test_domain_classifier_settings_are_checked(kwargs: dict, match: str) -> None:
     with pytest.raises(ValidationError, match=match):
         DomainClassifier(**kwargs).score({"a": np.arange(20.0)}, {"a": np.arange(20.0)})
+
+
+def test_an_infinite_value_is_missing_to_the_multivariate_detectors() -> None:
+    """The column tests drop infinities; these passed them on, to scikit-learn's error and a failed SVD."""
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=1000)
+    values[5] = np.inf
+    rows = {"a": values, "b": rng.normal(size=1000), "c": rng.normal(size=1000)}
+    assert not DomainClassifier(max_rows=300).score(rows, rows).drifted
+    detector = ReconstructionDrift().fit(rows)
+    assert np.isfinite(detector.score(rows).error)
+
+
+def test_a_numpy_integer_is_a_component_count() -> None:
+    rng = np.random.default_rng(0)
+    rows = {k: rng.normal(size=500) for k in "abc"}
+    detector = ReconstructionDrift(n_components=np.int64(2)).fit(rows)
+    assert detector._components.shape[0] == 2

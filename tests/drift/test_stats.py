@@ -127,3 +127,14 @@ def test_callers_arrays_are_not_modified() -> None:
     stats.wasserstein(a, b)
     stats.ks(a, b)
     assert a.tolist() == [3.0, 1.0, 2.0] and b.tolist() == [2.0, 0.0, 5.0]
+
+
+def test_psi_quantile_bins_see_a_shift_away_from_a_value_most_of_the_reference_repeats() -> None:
+    """95 % zeros make the deciles one edge at 0; bins closed on the left put the zeros with everything above."""
+    rng = np.random.default_rng(0)
+    ref = np.r_[np.zeros(9500), rng.uniform(0, 1, 500)]
+    cur = np.r_[np.zeros(5000), rng.uniform(5, 10, 5000)]
+    shares, moved = stats.quantile_shares(NumericPair.from_arrays(ref, cur), 10)
+    assert shares == pytest.approx([0.95, 0.05]) and moved == pytest.approx([0.5, 0.5])
+    expected = (0.5 - 0.95) * np.log(0.5 / 0.95) + (0.5 - 0.05) * np.log(0.5 / 0.05)
+    assert stats.psi(ref, cur, bins="quantile") == pytest.approx(expected)

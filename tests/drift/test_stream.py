@@ -105,3 +105,8 @@ def test_ddm_refuses_values_other_than_0_and_1() -> None:
         detector.update(2)
     assert detector.n == 0
     assert detector.update(True).n == 1
+
+
+def test_adwin_takes_huge_finite_values_without_overflowing() -> None:
+    # (x - mean) ** 2 raised OverflowError past |x| ~ 1e154; River's arithmetic overflows to inf instead
+    assert detect(ADWIN(), [1e155, -1e155] * 100) == []

@@ -76,3 +76,28 @@ def test_day_windows_can_end_at_a_local_midnight() -> None:
         -3600.0, (1.7e9 + 3600) // 86400 * 86400 - 3600]
     with pytest.raises(ConfigError, match="row windows"):
         SlidingWindow(4, 2, offset=5)
+
+
+def test_the_docstrings_new_york_offset_cuts_days_at_new_yorks_midnight() -> None:
+    # the docstring said hours=-5, which cut New York's days at 14:00 local time
+    new_york = dt.timezone(dt.timedelta(hours=-5))  # EST
+    local = [dt.datetime(2026, 1, 15, hour, tzinfo=new_york) for hour in (1, 12, 23)]
+    rows = {"ts": [t.timestamp() for t in local], "x": [1, 2, 3]}
+    days = list(TimeWindow(dt.timedelta(days=1), "ts", offset=dt.timedelta(hours=5)).split(rows))
+    assert [(dt.datetime.fromtimestamp(w.start, new_york).hour, w.size) for w in days] == [(0, 3)]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda: SlidingWindow(4, 0.5), lambda: SlidingWindow(0.5, 1), lambda: CountWindow(0.5),
+     lambda: SlidingWindow(4, float("inf"))],
+)
+def test_row_windows_of_fractional_rows_are_refused(make) -> None:
+    # a step of 0.5 rows advanced by int(0.5) == 0: the same window, forever
+    with pytest.raises(ConfigError, match=r"size=.*step="):
+        make()
+
+
+def test_time_windows_below_the_times_resolution_are_refused_not_walked_forever() -> None:
+    with pytest.raises(ConfigError, match="below the resolution"):
+        list(TimeWindow(1e-7, "ts").split({"ts": [1.7e9, 1.7e9 + 1], "x": [1, 2]}))

@@ -79,7 +79,7 @@ class ADWIN:
     def _insert(self, x: float) -> None:
         if self.width:
             mean = self.total / self.width
-            self._m2 += self.width * (x - mean) ** 2 / (self.width + 1)
+            self._m2 += self.width * _square(x - mean) / (self.width + 1)
         self.width += 1
         self.total += x
         self._rows[0].append((x, 0.0))
@@ -92,7 +92,7 @@ class ADWIN:
                 return
             (u1, v1), (u2, v2) = row[0], row[1]
             size = 2.0**level
-            merged = (u1 + u2, v1 + v2 + size * size * (u1 / size - u2 / size) ** 2 / (2 * size))
+            merged = (u1 + u2, v1 + v2 + size * size * _square(u1 / size - u2 / size) / (2 * size))
             del row[:2]
             if level + 1 == len(self._rows):
                 self._rows.append([])
@@ -133,9 +133,15 @@ class ADWIN:
         self.total -= total
         if self.width:
             mean = self.total / self.width
-            self._m2 -= m2 + size * self.width * (total / size - mean) ** 2 / (size + self.width)
+            self._m2 -= m2 + size * self.width * _square(total / size - mean) / (size + self.width)
         else:
             self._m2 = 0.0
         self._m2 = max(self._m2, 0.0)
         if not self._rows[level] and level > 0:
             self._rows.pop()
+
+
+def _square(value: float) -> float:
+    """``value * value``: a float product overflows to inf, as River's does, where ``** 2`` raises
+    OverflowError (any |x| above about 1e154 crashed the detector)."""
+    return value * value

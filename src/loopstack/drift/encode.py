@@ -54,7 +54,9 @@ class FrequencyEncoder:
         return self
 
     def transform(self, data: Any) -> np.ndarray:
-        """A float64 matrix, one column per fitted column; NaN where a numerical value is null."""
+        """A float64 matrix, one column per fitted column; NaN where a numerical value is null or infinite
+        (missing to the multivariate detectors, as the column tests drop them; an infinity crashed the
+        classifier and the SVD)."""
         table = as_table(data)
         missing = [name for name in self.columns_ if name not in table.column_names]
         if missing:
@@ -67,6 +69,7 @@ class FrequencyEncoder:
                 out[:, j] = _frequencies(column, self.shares_[name])
             else:
                 out[:, j] = column.to_numpy().astype(np.float64, copy=False)
+        out[np.isinf(out)] = np.nan
         return out
 
 

@@ -23,6 +23,7 @@ every row exactly, the error is rounding noise, and the detector is blind.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -135,8 +136,8 @@ class ReconstructionDrift:
         return float(max(self._centre - spread, 0.0)), float(self._centre + spread)
 
     def _k(self, singular: np.ndarray) -> int:
-        if isinstance(self.n_components, int) and self.n_components >= 1:
-            return min(self.n_components, singular.size)
+        if isinstance(self.n_components, numbers.Integral) and self.n_components >= 1:  # numpy ints too
+            return min(int(self.n_components), singular.size)
         if not 0 < self.n_components < 1:
             raise ConfigError(f"n_components={self.n_components}: pass a count >= 1 or a variance share in (0, 1)")
         if not np.any(singular):  # every column constant: no direction holds variance

@@ -221,10 +221,21 @@ def sturges_edges(pair: NumericPair) -> np.ndarray:
 
 
 def quantile_shares(pair: NumericPair, n_bins: int = 10) -> tuple[np.ndarray, np.ndarray]:
-    """Shares per bin of reference quantiles (open-ended outer bins, so nothing falls outside)."""
+    """Shares per bin of reference quantiles (open-ended outer bins, so nothing falls outside).
+
+    Bins are closed on the right, ``(q_i, q_i+1]``: a value repeated in most of the reference makes
+    several quantiles one edge, and that edge's mass then has a bin of its own below everything
+    larger. Closed on the left, it shared the top bin with all larger values, and a current sample
+    that moved away from the repeated value scored no drift at all.
+    """
     inner = np.unique(np.quantile(pair.reference, np.linspace(0, 1, n_bins + 1)[1:-1]))
     edges = np.concatenate([[-np.inf], inner, [np.inf]])
-    return _histogram(pair.reference, edges), _histogram(pair.current, edges)
+    return _right_closed(pair.reference, edges), _right_closed(pair.current, edges)
+
+
+def _right_closed(sorted_values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Shares per bin (e_i, e_i+1] of sorted data, by bisection."""
+    return np.diff(np.searchsorted(sorted_values, edges, side="right")) / sorted_values.size
 
 
 def _histogram(sorted_values: np.ndarray, edges: np.ndarray) -> np.ndarray:

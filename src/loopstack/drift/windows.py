@@ -10,6 +10,7 @@ epoch so that two runs over the same log produce the same windows.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +47,9 @@ class CountWindow:
 
     size: int
 
+    def __post_init__(self) -> None:
+        SlidingWindow(self.size, self.size, partial=True)  # checks the size now, not at the first split
+
     def split(self, data: Any) -> Iterator[WindowSlice]:
         """Yield the windows of `data` in order."""
         yield from SlidingWindow(self.size, self.size, partial=True).split(data)
@@ -71,8 +75,12 @@ class SlidingWindow:
     offset: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.size <= 0 or self.step <= 0:
-            raise ConfigError(f"window size={self.size} and step={self.step} must be positive")
+        if not (self.size > 0 and self.step > 0 and math.isfinite(self.size) and math.isfinite(self.step)):
+            raise ConfigError(f"window size={self.size} and step={self.step} must be positive and finite")
+        if self.column is None and not (_whole(self.size) and _whole(self.step)):
+            # a step of 0.5 rows advanced by int(0.5) == 0 and yielded the same window forever
+            raise ConfigError(f"row windows count whole rows: size={self.size} and step={self.step} must be "
+                              "integers >= 1 (or pass column= for windows in seconds)")
         if self.offset and self.column is None:
             raise ConfigError(f"offset={self.offset} shifts time windows; row windows (no column) have none")
 
@@ -91,6 +99,10 @@ class SlidingWindow:
         if not times.size:
             return
         start = np.floor((times[0] - self.offset) / self.step) * self.step + self.offset
+        if start + self.step == start or start + self.size == start:
+            # too short to move a float this far from the epoch: the walk would never advance
+            raise ConfigError(f"window size={self.size} and step={self.step} s are below the resolution of times "
+                              f"near {times[0]:.0f} s since the epoch; use windows of a microsecond or more")
         while start <= times[-1]:
             lo, hi = np.searchsorted(times, [start, start + self.size], side="left")
             if hi > lo:
@@ -108,8 +120,9 @@ class TimeWindow:
     """Consecutive windows of `every` seconds (or a timedelta) on the `column` timestamps.
 
     They start at multiples of `every` from the epoch (UTC midnight for days), shifted by `offset`
-    (seconds or a timedelta): ``TimeWindow(timedelta(days=1), "ts", offset=timedelta(hours=-5))``
-    cuts days at midnight in New York (EST; a fixed shift, so summer time is not followed).
+    (seconds or a timedelta): the offset is where a window starts past UTC's midnight, so
+    ``TimeWindow(timedelta(days=1), "ts", offset=timedelta(hours=5))`` cuts days at midnight in New
+    York (EST, UTC-5, is 05:00 UTC; a fixed shift, so summer time is not followed).
 
     Examples
     --------
@@ -154,3 +167,7 @@ def _by_time(table: Any, column: str) -> tuple[Any, np.ndarray]:
     if np.any(order != np.arange(order.size)):
         table, seconds = table.take(order), seconds[order]
     return table, seconds
+
+
+def _whole(value: float) -> bool:
+    return float(value).is_integer() and value >= 1
