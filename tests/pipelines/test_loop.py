@@ -336,3 +336,15 @@ def test_a_cursor_saved_under_the_keys_older_form_is_taken_over(sqlite_project: 
     loop = Loop(sqlite_project, [Policy("retrain", when=[trigger], then=[record(calls)])])
     assert [r.cause for r in loop.tick()] == [missed] and calls == [missed]
     loop.close()
+
+
+def test_a_manual_trigger_sent_before_the_scheduler_first_started_still_runs(sqlite_project: Project) -> None:
+    """`loopstack loop trigger` then `loopstack loop run --once` on a new project ran nothing: the manual
+    trigger started at the newest event, past the request."""
+    calls: list[Any] = []
+    asked = trigger(sqlite_project, "by-hand", reason="labels landed", by="ana")
+    loop = Loop(sqlite_project, [Policy("by-hand", then=[record(calls)])])
+    (run,) = loop.tick()
+    assert run.cause == asked and calls == [asked]
+    assert loop.tick() == []  # once
+    loop.close()

@@ -220,8 +220,12 @@ def new_data(view: str | None = None, min_rows: int = 1) -> OnEvent:
 
 
 def manual(policy: str) -> OnEvent:
-    """A person asked for a run: ``loopstack loop trigger POLICY`` emits ``loop.manual`` about the policy."""
-    return OnEvent("loop.manual", subject=policy, name="manual")
+    """A person asked for a run: ``loopstack loop trigger POLICY`` emits ``loop.manual`` about the policy.
+
+    From the start of the event log: a request made before the scheduler first started is still a
+    request (a new trigger otherwise starts at the newest event, and the first trigger was lost).
+    """
+    return OnEvent("loop.manual", subject=policy, name="manual", from_start=True)
 
 
 __all__ = [
