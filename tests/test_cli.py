@@ -52,6 +52,17 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     assert "Traceback" in result.stderr
 
 
+def test_a_path_that_cannot_be_written_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"x": [1.0, 2.0, 3.0]}), tmp_path / "ref.parquet")
+    target = tmp_path / "missing" / "suite.yaml"
+    result = invoke("quality", "profile", str(tmp_path / "ref.parquet"), "-o", str(target))
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().startswith(f"error: cannot use {target}: No such file or directory")
+
+
 def test_bad_filter_is_reported_with_position(tmp_path: Path) -> None:
     ls.Project.init(tmp_path, name="f").close()
     with pytest.raises(SystemExit) as exit_info:

@@ -103,11 +103,24 @@ def main(argv: list[str] | None = None) -> Any:
             raise
         click.secho(f"error: {exc}", fg="red", err=True)
         sys.exit(1)
+    except OSError as exc:  # a path the command cannot read or write: the OS's own words name it
+        if debug:
+            raise
+        click.secho(f"error: {_os_failure(exc)}", fg="red", err=True)
+        sys.exit(1)
     except Exception as exc:
         if debug or not _is_database_error(exc):
             raise
         click.secho(f"error: {_database_failure(exc)}", fg="red", err=True)
         sys.exit(1)
+
+
+def _os_failure(exc: OSError) -> str:
+    """``cannot write /nope/x.yaml: No such file or directory; ...``: the path, the reason, what to do."""
+    where = f" {exc.filename}" if exc.filename else ""
+    reason = exc.strerror or str(exc)
+    return (f"cannot use{where}: {reason}; check that the path exists and is writable (or pass another), "
+            "or rerun with --debug for the traceback")
 
 
 def _is_database_error(exc: Exception) -> bool:
