@@ -98,6 +98,20 @@ def test_input_must_fit_the_model(clf, tmp_path: Path) -> None:
         predict_file(clf, tmp_path / "in.parquet", tmp_path / "out.parquet", keep=["nope"])
 
 
+def test_an_unnamed_models_fields_are_matched_by_their_names_as_the_server_does(clf, tmp_path: Path) -> None:
+    """x0..x19 in another order scored each row with the features swapped, and a missing x3 let `id` stand in."""
+    X = np.random.default_rng(2).normal(size=(50, 20))
+    reversed_columns = {f"x{j}": X[:, j] for j in reversed(range(20))}
+    pq.write_table(pa.table({"id": np.arange(50), **reversed_columns}), tmp_path / "in.parquet")
+    predict_file(clf, tmp_path / "in.parquet", tmp_path / "out.parquet", keep=["id"])
+    scored = pq.read_table(tmp_path / "out.parquet").to_pandas()
+    np.testing.assert_allclose(scored[["proba_0", "proba_1"]].to_numpy(), clf.predict_proba(X))
+    without_x3 = {k: v for k, v in reversed_columns.items() if k != "x3"}
+    pq.write_table(pa.table({"id": np.arange(50), **without_x3}), tmp_path / "gap.parquet")
+    with pytest.raises(ls.ValidationError, match=r"lacks model field\(s\) \['x3'\]"):
+        predict_file(clf, tmp_path / "gap.parquet", tmp_path / "gap-out.parquet")
+
+
 @pytest.mark.parametrize("name", ["prediction", "proba_1", "prediction_0"])
 def test_a_kept_column_named_like_an_output_is_refused(clf, tmp_path: Path, name: str) -> None:
     """Before, the model's output silently replaced the kept input column of the same name."""

@@ -156,11 +156,14 @@ def _feature_columns(adapter: ModelAdapter, available: list[str], keep: Sequence
     missing = [k for k in keep if k not in available]
     if missing:
         raise ValidationError(f"--keep column(s) {missing} are not in the input; it has {available}")
-    if adapter.schema.named:
-        absent = [n for n in adapter.schema.names if n not in available]
+    names = adapter.schema.names
+    # An unnamed model's fields are x0, x1, ... as the server names them: an input that uses those names is
+    # matched by name, as the server does, not by position (columns in another order scored silently wrong).
+    if adapter.schema.named or any(n in available for n in names):
+        absent = [n for n in names if n not in available]
         if absent:
             raise ValidationError(f"the input lacks model field(s) {absent}; it has {available}")
-        return adapter.schema.names
+        return names
     features = [c for c in available if c not in keep]
     if len(features) != len(adapter.schema):
         raise ValidationError(
