@@ -141,3 +141,26 @@ def test_a_log_dir_that_does_not_exist_is_named(sqlite_project: Project, tmp_pat
     for command in ("status", "evaluate"):  # read as no traffic at all, a canary would hold forever
         result = CliRunner().invoke(deploy, [command, "api", "--log-dir", str(tmp_path / "typo")], obj=obj)
         assert result.exit_code == 2 and "Directory" in result.output and "typo' does not exist" in result.output
+
+
+def test_deploy_delete_asks_then_removes_and_unblocks_the_models_it_served(sqlite_project: Project) -> None:
+    """The errors told users to delete a deployment first, with no command to do it."""
+    import loopstack as ls
+    from loopstack.core.errors import ConflictError
+
+    refs = register(sqlite_project, count=1)
+    obj = {"project_path": str(sqlite_project.root)}
+    assert CliRunner().invoke(deploy, ["create", "api", refs[0]], obj=obj).exit_code == 0
+    again = CliRunner().invoke(deploy, ["create", "api", refs[0]], obj=obj)
+    assert isinstance(again.exception, ConflictError) and "loopstack deploy delete api" in str(again.exception)
+    name, version = refs[0].split("/")
+    with pytest.raises(ConflictError, match="loopstack deploy delete api"):
+        ls.registry.delete_model_version(name, int(version), project=sqlite_project)
+    declined = CliRunner().invoke(deploy, ["delete", "api"], obj=obj, input="n\n")
+    assert declined.exit_code == 1 and sqlite_project.deployments.get("api").endpoint == "api"
+    result = CliRunner().invoke(deploy, ["delete", "api", "--yes"], obj=obj)
+    assert result.exit_code == 0 and result.output.startswith("deleted deployment api"), result.output
+    assert [e.kind for e in sqlite_project.events.list(kind="deployment.deleted")] == ["deployment.deleted"]
+    ls.registry.delete_model_version(name, int(version), project=sqlite_project)  # no longer served
+    unknown = CliRunner().invoke(deploy, ["delete", "nope", "--yes"], obj=obj)
+    assert unknown.exit_code == 1 and isinstance(unknown.exception, ls.NotFoundError)

@@ -218,8 +218,10 @@ class Registry:
                                     f"(registry.delete_alias({name!r}, {pointing[0]!r})) first")
         served = queries.served_by(connection, self.db.table("deployments"), {f"{name}/{n}" for n in numbers})
         if served:
+            endpoint = served[0].split()[0].strip("'")  # served_by gives "'api' (variant ...)"
             raise ConflictError(f"{what} is in deployment {', '.join(served)}; promote or roll back to another "
-                                "version (`loopstack deploy ...`) first")
+                                f"version (`loopstack deploy ...`) or delete the deployment "
+                                f"(`loopstack deploy delete {endpoint}`) first")
 
     # -- reading -----------------------------------------------------------------------
     def get_model_version(self, ref: str, version: int | str | None = None) -> ModelVersion:

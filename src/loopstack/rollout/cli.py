@@ -119,6 +119,21 @@ def rollback(ctx: click.Context, endpoint: str, reason: str) -> None:
     _show(_project(ctx).deployments.rollback(endpoint, reason=reason))
 
 
+@deploy.command("delete")
+@click.argument("endpoint")
+@click.option("--reason", default="manual", show_default=True)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def delete(ctx: click.Context, endpoint: str, reason: str, yes: bool) -> None:
+    """Remove ENDPOINT's deployment: servers stop serving it at their next poll."""
+    deployments = _project(ctx).deployments
+    deployments.get(endpoint)  # an unknown endpoint is named before anything is asked
+    if not yes:
+        click.confirm(f"Delete deployment {endpoint!r}? Servers stop serving it at their next poll", abort=True)
+    deployments.delete(endpoint, reason=reason)
+    click.echo(f"deleted deployment {endpoint} (event {deployments.last_event})")
+
+
 @deploy.command("evaluate")
 @click.argument("endpoint")
 @click.option("--log-dir", default=None, type=click.Path(exists=True, file_okay=False),

@@ -129,7 +129,7 @@ class Deployments:
         with self.db.write() as connection:
             if self._row(connection, endpoint) is not None:
                 raise ConflictError(f"deployment {endpoint!r} already exists; change it (canary, blue_green, ...) "
-                                    "or delete it first")
+                                    f"or delete it first (`loopstack deploy delete {endpoint}`)")
             self._still_registered(connection, {ref})
             connection.execute(self.table.insert().values(
                 endpoint=endpoint, version=1, strategy=d.strategy, config=d.config(), state={},
