@@ -91,6 +91,31 @@ def test_unapplied_file_changes_are_refused_at_read_time(tmp_path: Path) -> None
     project.close()
 
 
+def test_a_definition_removed_from_the_files_but_not_applied_is_refused_at_read_time(tmp_path: Path) -> None:
+    """The service disappeared from `features list` and reads said "known services: []" while it was still
+    applied; like a changed definition, a removal is reviewed with `apply` first."""
+    project = _project(tmp_path)
+    project.feature_store.apply()
+    source = (project.root / "features.py").read_text()
+    (project.root / "features.py").write_text(source.replace('ranker = FeatureService(name="ranker", '
+                                                             'features=[stats[["conv_rate"]]])', ""))
+    fresh = lf.FeatureStore(project)
+    with pytest.raises(ConflictError, match=r"feature service 'ranker' is applied but no longer in .*features.py.*"
+                                            r"loopstack apply"):
+        _ = fresh.catalog
+    fresh.apply()  # the removal, reviewed
+    assert [c.name for c in lf.FeatureStore(project).catalog.all() if c.kind == "feature_service"] == []
+    project.close()
+
+
+def test_objects_applied_from_python_without_definition_files_are_not_refused(tmp_path: Path) -> None:
+    project = Project.init(tmp_path / "p", name="py")
+    entity = lf.Entity(name="driver", join_keys=["driver_id"])
+    project.feature_store.apply([entity])
+    _ = lf.FeatureStore(project).catalog  # no definition files: nothing to compare the applied objects with
+    project.close()
+
+
 def test_unknown_entity_names_file_view_and_entity(tmp_path: Path) -> None:
     project = _project(tmp_path, entity='"rider"')
     with pytest.raises(ValidationError, match=r"features.py: feature view 'driver_stats' uses unknown entity 'rider'"):

@@ -99,6 +99,16 @@ class FeatureStore:
                     f"{obj.kind.replace('_', ' ')} {obj.name!r} in {catalog.origin(obj)} {state}; "
                     "run `loopstack apply` to review and apply the plan"
                 )
+        files = list(self.project.config.definitions)
+        if files:  # with definition files, one that was applied and is gone from them is a removal to review
+            defined = {(obj.kind, obj.name) for obj in catalog.all()}
+            gone = sorted(key for key in stored if key not in defined)
+            if gone:
+                kind, name = gone[0]
+                raise ConflictError(
+                    f"{kind.replace('_', ' ')} {name!r} is applied but no longer in the definition files "
+                    f"({', '.join(files)}); run `loopstack apply` to review and apply its removal"
+                )
         return catalog
 
     def plan(self, objects: list[Any] | None = None, prune: bool | None = None) -> Plan:
