@@ -214,6 +214,10 @@ def test_cli_apply_list_materialize_skew(project: Project) -> None:
     _write(root, "late.parquet", [(1, T0 + timedelta(days=3, hours=1), 5.0, 5)])
     failed = CliRunner().invoke(features, ["skew", "ranker", "--fail-above", "0.1"], obj={"project_path": str(root)})
     assert failed.exit_code == 1 and "exceeds --fail-above" in failed.output
+    # a gate over a window without served rows checked nothing: it fails instead of passing
+    empty = CliRunner().invoke(features, ["skew", "ranker", "--since", "2030-01-01", "--fail-above", "0.1"],
+                               obj={"project_path": str(root)})
+    assert empty.exit_code == 1 and "no served rows of ranker between 2030-01-01" in empty.output, empty.output
     project.feature_store.get_online_features("ranker", [{"driver_id": 2}], now=NOW)
     project.feature_store.feature_log.flush()
     compacted = _invoke(features, ["compact", "ranker", "--older-than", "0"], root)

@@ -115,6 +115,10 @@ def skew(ctx: click.Context, log: str, since: str | None, until: str | None, fai
             shown = f"{example['served']!r} -> {example['offline']!r}" if example else "-"
             table.add_row(item.ref, str(item.rows), str(item.mismatches), f"{item.rate:.2%}", shown)
         console().print(table)
+    if fail_above is not None and report.rows == 0:  # a gate that checked nothing must not pass
+        window = f" between {since or 'the start'} and {until or 'now'}" if since or until else ""
+        raise click.ClickException(f"no served rows of {log}{window} to check, so --fail-above cannot pass; "
+                                   "widen --since/--until or check that the service logs its features")
     if fail_above is not None and report.max_rate > fail_above:
         raise click.ClickException(f"skew {report.max_rate:.2%} exceeds --fail-above {fail_above:.2%}")
 
