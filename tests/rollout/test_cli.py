@@ -45,6 +45,8 @@ def test_deploy_commands_and_status(sqlite_project: Project, tmp_path: Path) -> 
     assert data["deployment"]["weights"][refs[1]] == 0.5
     assert {t["variant"]: t["requests"] for t in data["traffic"]} == {refs[0]: 1800, refs[1]: 200}
     assert "rolled back" not in run("rollback", "api", "--reason", "by hand")
+    after = run("status", "api", "--log-dir", str(tmp_path))  # the old canary's verdicts are no longer shown
+    assert "last canary decision: advance: step 1/2 passed (event" in after and "interval" not in after
     assert "blue_green" in run("blue-green", "api", refs[2])
     assert "ab" in run("ab", "api", f"c={refs[0]}", f"t={refs[2]}", "--weights", "0.5,0.5", "--salt", "s")
     assert run("promote", "api", "--variant", "t").startswith("api v8 single")

@@ -180,6 +180,11 @@ def status(ctx: click.Context, endpoint: str | None, log_dir: str | None, as_jso
         click.echo(json.dumps({"deployment": d.to_dict(), "traffic": traffic, "evidence": evidence}, indent=2))
         return
     _show(d)
+    if decisions and d.strategy != "canary":  # an earlier canary's numbers are not this deployment's state
+        last = decisions[0]
+        click.echo(f"last canary decision: {last.payload['action']}: {last.payload.get('reason', '')} "
+                   f"(event {last.id}); `loopstack events --chain {last.id}` shows it")
+        decisions, evidence = [], []
     _render(traffic, evidence, decisions[0].payload if decisions else None)
 
 
