@@ -79,3 +79,15 @@ def test_config_is_immutable() -> None:
 def test_a_sqlite_url_without_a_file_path_is_refused(url: str) -> None:
     with pytest.raises(ConfigError, match=r"metadata: .*sqlite:///\.loopstack/meta\.db.*" + re.escape(repr(url))):
         parse_config({"name": "a", "metadata": url})
+
+
+def test_a_bad_value_from_the_environment_names_the_variable_not_only_the_file(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("LOOPSTACK_METADATA", "bogus://")
+    with pytest.raises(ConfigError, match=r"metadata \(from the environment variable LOOPSTACK_METADATA"):
+        parse_config({"name": "p"}, source="loopstack.yaml")
+    monkeypatch.delenv("LOOPSTACK_METADATA")
+    with pytest.raises(ConfigError) as raised:
+        parse_config({"name": "p", "metadata": "bogus://"}, source="loopstack.yaml")
+    assert "environment" not in str(raised.value)

@@ -136,7 +136,10 @@ def _describe(exc: PydanticValidationError, source: str) -> str:
     lines = [f"{source} is invalid:"]
     for error in exc.errors():
         path = ".".join(str(part) for part in error["loc"]) or "(top level)"
-        lines.append(f"  {path}: {_explain(error)}")
+        variable = f"LOOPSTACK_{path.upper()}"
+        origin = f" (from the environment variable {variable}, which overrides the file)" \
+            if path in ENVIRONMENT_KEYS and os.environ.get(variable) else ""
+        lines.append(f"  {path}{origin}: {_explain(error)}")
     return "\n".join(lines)
 
 
