@@ -166,3 +166,11 @@ def test_deploy_delete_asks_then_removes_and_unblocks_the_models_it_served(sqlit
     ls.registry.delete_model_version(name, int(version), project=sqlite_project)  # no longer served
     unknown = CliRunner().invoke(deploy, ["delete", "nope", "--yes"], obj=obj)
     assert unknown.exit_code == 1 and isinstance(unknown.exception, ls.NotFoundError)
+
+
+def test_an_ab_test_naming_one_variant_twice_is_refused_by_name(sqlite_project: Project) -> None:
+    refs = register(sqlite_project, count=2)
+    obj = {"project_path": str(sqlite_project.root)}
+    assert CliRunner().invoke(deploy, ["create", "api", refs[0]], obj=obj).exit_code == 0
+    result = CliRunner().invoke(deploy, ["ab", "api", f"c={refs[0]}", f"c={refs[1]}"], obj=obj)
+    assert result.exit_code == 2 and "variant name(s) ['c'] are given more than once" in result.output

@@ -67,7 +67,13 @@ def canary(ctx: click.Context, endpoint: str, model: str, steps: str, min_reques
 @click.pass_context
 def ab(ctx: click.Context, endpoint: str, variants: tuple[str, ...], weights: str | None, salt: str | None) -> None:
     """A/B test on ENDPOINT between VARIANTS (NAME=MODEL or MODEL, control first), sticky per unit id."""
-    named = dict(v.split("=", 1) if "=" in v else (v, v) for v in variants)
+    pairs = [tuple(v.split("=", 1)) if "=" in v else (v, v) for v in variants]
+    names = [name for name, _ in pairs]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:  # a dict kept the last of each, and the test ran on fewer variants than were named
+        raise click.BadParameter(f"variant name(s) {repeated} are given more than once in {list(variants)}; "
+                                 "give each variant its own NAME=MODEL", param_hint="VARIANTS")
+    named = dict(pairs)
     shares = _numbers(weights, "--weights", "0.5,0.5") if weights else None
     _show(_project(ctx).deployments.ab(endpoint, named, shares, salt=salt))
 
