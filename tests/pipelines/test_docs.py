@@ -25,7 +25,10 @@ def test_docs_examples_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     out = capsys.readouterr().out
     for comment in re.findall(r"print\(.*?\)\s+# (.*)", "\n".join(blocks)):
         assert comment in out, comment
-    assert "evaluate {} ['model', 'rows']\nfit {'scale': 1.0} ['rows']" in out
+    lineage = re.search(r"for entry in lineage\(.*?\n(# .*?)\n```", text, re.S)
+    assert lineage is not None
+    printed = [line.removeprefix("# ") for line in lineage.group(1).splitlines()]
+    assert len(printed) == 5 and all(line in out.splitlines() for line in printed), printed  # one per artifact
     story = re.search(r"The story printed is one cause chain, signal first:\n\n(.*?)\n\n", text, re.S)
     assert story is not None
     assert " ".join(story.group(1).split()) in out
