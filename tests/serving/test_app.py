@@ -369,3 +369,27 @@ def test_a_body_over_the_limit_is_refused_as_it_arrives_on_every_route(clf, data
         assert response.status_code == 413, response.text
         assert "10000 bytes" in response.json()["error"] and response.headers["connection"] == "close"
     assert under.status_code == 200
+
+
+def test_a_compressed_native_body_is_decoded_and_an_unknown_encoding_is_a_415(clf, data) -> None:
+    """A gzip body was read as JSON and answered "not valid JSON", where the v2 route decoded it."""
+    import gzip
+    import json
+    import zlib
+
+    X, _ = data
+    body = json.dumps({"instances": [X[0].tolist()]}).encode()
+    app = create_app([ModelSpec(name="fraud", model=clf)], ServerSettings(max_body_bytes=10_000))
+    with running(app) as served, httpx.Client(base_url=f"http://{served}") as client:
+        def post(content: bytes, encoding: str) -> httpx.Response:
+            headers = {"content-type": "application/json", "content-encoding": encoding}
+            return client.post("/v1/models/fraud:predict", content=content, headers=headers)
+
+        zipped, deflated = post(gzip.compress(body), "gzip"), post(zlib.compress(body), "deflate")
+        unknown = post(body, "br")
+        bomb = post(gzip.compress(b" " * 1_000_000), "gzip")
+    for response in (zipped, deflated):
+        assert response.status_code == 200, response.text
+        np.testing.assert_allclose(response.json()["predictions"], clf.predict_proba(X[:1]))
+    assert unknown.status_code == 415 and "'br' is not supported" in unknown.json()["error"]
+    assert bomb.status_code == 413

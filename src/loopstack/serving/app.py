@@ -147,7 +147,7 @@ class Server:
         try:
             batcher = self.repo.get(answer.name, call.path_params.get("version"))
             answer.version = batcher.adapter.version
-            payload = json_object(call.body, parse=jsonio.loads)
+            payload = json_object(self.decoded(call), parse=jsonio.loads)
             request_id = pick_request_id(payload.get("id"), call.headers)
 
             def build(outputs: Any) -> Reply:
@@ -159,6 +159,11 @@ class Server:
                          answer.settler(build), answer.fail)
         except Exception as error:
             answer.fail(error)
+
+    def decoded(self, call: Call) -> bytes:
+        """A native JSON body, decoded from gzip or deflate if it says so (read as JSON it was a misleading 400)."""
+        encoding = call.headers.get("content-encoding")
+        return v2.decoded_body(call.body, encoding, self.settings.max_body_bytes) if encoding else call.body
 
     def enqueue(self, payload: dict[str, Any], batcher: Batcher, request_id: str, variant: str | None,
                 settle: Any, fail: Callable[[BaseException], None]) -> None:

@@ -206,7 +206,7 @@ class EndpointService:
         answer = _EndpointAnswer(self, call.path_params["endpoint"], respond)
         try:
             answer.live = live = self._live(answer.endpoint)
-            payload = json_object(call.body, parse=jsonio.loads)
+            payload = json_object(self.server.decoded(call), parse=jsonio.loads)
             answer.unit = _unit(payload, call.headers.get("x-unit-id"))
             answer.request_id = pick_request_id(payload.get("id"), call.headers)
             answer.variant = variant = live.router.choose(answer.unit)

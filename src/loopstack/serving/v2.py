@@ -52,10 +52,7 @@ def parse_body(body: bytes, header_length: str | None, encoding: str | None = No
                max_bytes: int = MAX_BODY_BYTES) -> tuple[dict[str, Any], bytes]:
     """Split a request body into its JSON header and the binary tensor data after it; a compressed body
     may decode to at most `max_bytes`."""
-    if encoding not in (None, "", "identity", "gzip", "deflate"):
-        raise UnsupportedEncodingError(f"Content-Encoding {encoding!r} is not supported; send gzip, deflate or none")
-    if encoding in ("gzip", "deflate"):
-        body = decompress(body, encoding, max_bytes)
+    body = decoded_body(body, encoding, max_bytes)
     size = len(body)
     if header_length is not None:
         try:
@@ -73,6 +70,15 @@ def parse_body(body: bytes, header_length: str | None, encoding: str | None = No
     if not isinstance(request, dict):
         raise ValidationError("inference request must be a JSON object with an 'inputs' list")
     return request, body[size:]
+
+
+def decoded_body(body: bytes, encoding: str | None, max_bytes: int = MAX_BODY_BYTES) -> bytes:
+    """The body as sent, decoded from its Content-Encoding: gzip, deflate or none (415 otherwise)."""
+    if not encoding or encoding == "identity":
+        return body
+    if encoding not in ("gzip", "deflate"):
+        raise UnsupportedEncodingError(f"Content-Encoding {encoding!r} is not supported; send gzip, deflate or none")
+    return decompress(body, encoding, max_bytes)
 
 
 def decompress(body: bytes, encoding: str, max_bytes: int) -> bytes:
