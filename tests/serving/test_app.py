@@ -393,3 +393,15 @@ def test_a_compressed_native_body_is_decoded_and_an_unknown_encoding_is_a_415(cl
         np.testing.assert_allclose(response.json()["predictions"], clf.predict_proba(X[:1]))
     assert unknown.status_code == 415 and "'br' is not supported" in unknown.json()["error"]
     assert bomb.status_code == 413
+
+
+def test_a_get_of_a_post_route_is_a_405_naming_the_method(clf) -> None:
+    """GET /v1/models/m:predict matched the model route and said model 'm:predict' was not served."""
+    app = create_app([ModelSpec(name="fraud", model=clf)])
+    with running(app) as served, httpx.Client(base_url=f"http://{served}") as client:
+        predict, load = client.get("/v1/models/fraud:predict"), client.get("/v1/models/fraud:load")
+        described = client.get("/v1/models/fraud")
+    for response in (predict, load):
+        assert response.status_code == 405 and response.headers["allow"] == "POST"
+        assert "takes POST, not GET" in response.json()["error"]
+    assert described.status_code == 200 and described.json()["name"] == "fraud"

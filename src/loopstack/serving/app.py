@@ -284,6 +284,10 @@ class Server:
 
     async def models(self, request: Request) -> Response:
         name = request.path_params.get("name")
+        action = name.rpartition(":")[2] if name and ":" in name else None
+        if action in ("predict", "load"):  # `GET .../m:predict` matched this route: say which method it takes
+            return Response(json.dumps({"error": f"{request.url.path} takes POST, not {request.method}"}), 405,
+                            media_type=JSON, headers={"allow": "POST"})
         try:
             names = [name] if name else self.repo.names()
             described = [_describe(self.repo.get(n)) for n in names]
