@@ -138,3 +138,18 @@ def test_psi_quantile_bins_see_a_shift_away_from_a_value_most_of_the_reference_r
     assert shares == pytest.approx([0.95, 0.05]) and moved == pytest.approx([0.5, 0.5])
     expected = (0.5 - 0.95) * np.log(0.5 / 0.95) + (0.5 - 0.05) * np.log(0.5 / 0.05)
     assert stats.psi(ref, cur, bins="quantile") == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("as_arrow", [False, True])
+def test_sturges_bins_of_integer_columns_are_numpys_at_least_one_wide(as_arrow: bool) -> None:
+    """NumPy (and so Evidently) widens integer bins to 1; floats gave one more bin above ~1M rows."""
+    import pyarrow as pa
+
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, 22, 700_000), rng.integers(0, 22, 700_000)
+    numpy_bins = len(np.histogram_bin_edges(np.r_[a, b], bins="sturges")) - 1
+    pair = NumericPair.from_arrays(pa.array(a), pa.array(b)) if as_arrow else NumericPair.from_arrays(a, b)
+    assert len(stats.sturges_edges(pair)) - 1 == numpy_bins == 21
+    floats = NumericPair.from_arrays(a.astype(float), b.astype(float))
+    float_bins = len(np.histogram_bin_edges(np.r_[a, b].astype(float), bins="sturges")) - 1
+    assert len(stats.sturges_edges(floats)) - 1 == float_bins == 22

@@ -139,11 +139,13 @@ class NumericPair:
 
     reference: np.ndarray
     current: np.ndarray
+    integer: bool = False  # both samples hold integers (histogram bins are at least 1 wide, as NumPy's are)
 
     @classmethod
     def from_arrays(cls, reference: Any, current: Any) -> NumericPair:
         """Sort both samples, dropping NaN and infinities (in place when the values are already a copy)."""
-        return cls(_sorted(_finite(reference)), _sorted(_finite(current)))
+        integer = _integer_typed(reference) and _integer_typed(current)
+        return cls(_sorted(_finite(reference)), _sorted(_finite(current)), integer)
 
     @cached_property
     def merged(self) -> tuple[np.ndarray, np.ndarray]:
@@ -310,6 +312,20 @@ def _uniques(sorted_values: np.ndarray) -> np.ndarray:
     if not sorted_values.size:
         return sorted_values
     return sorted_values[np.append(True, sorted_values[1:] != sorted_values[:-1])]
+
+
+def _integer_typed(values: Any) -> bool:
+    """Whether the values are stored as integers (an Arrow or NumPy integer type, or a list of Python ints)."""
+    import pyarrow as pa
+
+    if isinstance(values, (pa.Array, pa.ChunkedArray)):
+        return pa.types.is_integer(values.type)
+    dtype = getattr(values, "dtype", None)
+    if dtype is not None:
+        return np.issubdtype(dtype, np.integer)
+    return isinstance(values, (list, tuple)) and bool(values) and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in values
+    )
 
 
 def _finite(values: Any) -> np.ndarray:

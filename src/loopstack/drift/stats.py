@@ -214,6 +214,8 @@ def sturges_edges(pair: NumericPair) -> np.ndarray:
     high = max(pair.reference[-1], pair.current[-1])
     size = pair.reference.size + pair.current.size
     width = (high - low) / (np.log2(size) + 1.0)  # from the data's range, as NumPy does
+    if pair.integer and width < 1:  # NumPy (and so Evidently) never bins integers narrower than 1
+        width = 1.0
     if low == high:
         low, high = low - 0.5, high + 0.5
     n_bins = int(np.ceil((high - low) / width)) if width else 1
