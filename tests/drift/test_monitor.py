@@ -71,6 +71,37 @@ def test_start_and_stop_a_background_monitor(sqlite_project: ls.Project) -> None
     assert sqlite_project.events.list(kind="drift.checked")
 
 
+def test_a_monitor_still_finishing_a_run_after_stop_is_not_started_twice(sqlite_project: ls.Project) -> None:
+    """stop(timeout) forgot a thread still in its run, and start() cleared the stop flag it was waiting on:
+    two threads then watched one monitor."""
+    import threading
+
+    from loopstack.core.errors import ConflictError
+
+    release = threading.Event()
+    monitor = Monitor(sqlite_project, "slow", reference=_data(0), current=_data(1))
+    run = monitor.run
+    monitor.run = lambda *args, **kwargs: (release.wait(10), run(*args, **kwargs))[1]  # a run that hangs
+    monitor.start(0.01)
+    monitor.stop(timeout=0.05)  # gives up waiting: the run is still going
+    with pytest.raises(ConflictError, match="still finishing a run"):
+        monitor.start(0.01)
+    release.set()
+    monitor.stop(timeout=10)
+    monitor.start(0.01)  # finished: it starts again
+    monitor.stop(timeout=10)
+
+
+def test_adwin_settings_it_cannot_run_with_are_refused() -> None:
+    from loopstack.drift import ADWIN
+
+    for settings, named in (({"max_buckets": 1}, "max_buckets=1"), ({"delta": 0}, "delta=0"),
+                            ({"clock": 0}, "clock=0")):
+        with pytest.raises(ConfigError, match=named):
+            ADWIN(**settings)
+    assert ADWIN(max_buckets=np.int64(3)).max_buckets == 3
+
+
 def test_reference_is_the_training_set_the_registry_recorded(sqlite_project: ls.Project, tmp_path) -> None:
     train = _data(0)
     path = tmp_path / "train.parquet"

@@ -14,7 +14,9 @@ is a detected change. Defaults are River's.
 from __future__ import annotations
 
 import math
+import numbers
 
+from loopstack.core.errors import ConfigError
 from loopstack.drift.base import finite
 
 
@@ -40,6 +42,12 @@ class ADWIN:
         min_window_length: int = 5,
         grace_period: int = 10,
     ) -> None:
+        if not 0 < delta < 1:
+            raise ConfigError(f"ADWIN delta={delta} must be in (0, 1); 0.002 is usual")
+        for name, value, least in (("clock", clock, 1), ("max_buckets", max_buckets, 2),
+                                   ("min_window_length", min_window_length, 1), ("grace_period", grace_period, 0)):
+            if not isinstance(value, numbers.Integral) or value < least:  # max_buckets=1: IndexError mid-stream
+                raise ConfigError(f"ADWIN {name}={value!r} must be an integer >= {least}")
         self.delta = delta
         self.clock = clock
         self.max_buckets = max_buckets

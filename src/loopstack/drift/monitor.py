@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from loopstack.core.errors import ConfigError
+from loopstack.core.errors import ConfigError, ConflictError
 from loopstack.drift.compare import DriftOptions, compare
 from loopstack.drift.data import as_table
 from loopstack.drift.reference import Loader, load_reference
@@ -185,6 +185,10 @@ class Monitor:
 
     def start(self, seconds: float) -> threading.Thread:
         """Run every `seconds` on a daemon thread until `stop()`."""
+        if self._thread is not None and self._thread.is_alive():
+            # clearing the stop flag would revive the old thread next to the new one
+            raise ConflictError(f"monitor {self.name!r} is running (or still finishing a run after stop()); "
+                                "call stop() and let it finish before starting it again")
         self._stop.clear()
         self._thread = threading.Thread(target=self.run_every, args=(seconds,), name=f"monitor-{self.name}",
                                         daemon=True)
@@ -196,4 +200,5 @@ class Monitor:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
-            self._thread = None
+            if not self._thread.is_alive():  # kept while it finishes, so start() can tell
+                self._thread = None
