@@ -184,3 +184,17 @@ def test_metadata_names_the_library_a_compiled_model_came_from(clf) -> None:
     compiled = trees.load(trees.dump(trees.compile_trees(clf)))
     assert model_metadata(adapt(compiled, ModelSpec(name="m", model=compiled)))["platform"] == "loopstack-sklearn"
     assert model_metadata(adapt(clf, ModelSpec(name="m", model=clf)))["platform"] == "loopstack-sklearn"
+
+
+def test_binary_bytes_that_are_not_utf8_are_refused_by_element_not_replaced() -> None:
+    """An undecodable element became U+FFFD and reached the model as other text than was sent."""
+    import struct
+
+    from loopstack.core.errors import SignatureError
+    from loopstack.serving.v2 import _unpack_bytes
+
+    good, bad = "café".encode(), b"\xff\xfe"
+    raw = b"".join(struct.pack("<I", len(v)) + v for v in (good, bad))
+    with pytest.raises(SignatureError, match=r"input 'name': BYTES element 1 is not UTF-8 text"):
+        _unpack_bytes(raw, "name")
+    assert list(_unpack_bytes(struct.pack("<I", len(good)) + good, "name")) == ["café"]

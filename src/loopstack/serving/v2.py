@@ -223,7 +223,11 @@ def _unpack_bytes(raw: bytes, name: str) -> np.ndarray:
         offset += 4
         if offset + length > len(raw):
             raise SignatureError(f"input {name!r}: BYTES element of {length} bytes runs past the data")
-        values.append(raw[offset : offset + length].decode("utf-8", "replace"))
+        try:  # a string field takes text: an undecodable element is refused, not silently replaced
+            values.append(raw[offset : offset + length].decode("utf-8"))
+        except UnicodeDecodeError as error:
+            raise SignatureError(f"input {name!r}: BYTES element {len(values)} is not UTF-8 text ({error.reason} at "
+                                 f"byte {error.start}); send text encoded as UTF-8") from None
         offset += length
     return np.array(values, dtype=object)
 
