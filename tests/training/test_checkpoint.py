@@ -176,3 +176,25 @@ def test_kill_9_mid_save_keeps_the_last_checkpoint_and_the_next_save_clears_the_
     manager.save(2, torch.nn.Linear(64, 64))
     assert sorted(p.name for p in directory.iterdir()) == ["checkpoints.json", "step-000000001.pt",
                                                            "step-000000002.pt"]
+
+
+def test_resuming_with_a_loader_that_keeps_no_position_is_refused_or_said(tmp_path: Path,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """A plain list of batches cannot take the saved loader position (it raised AttributeError), and one
+    resumed from a checkpoint without a loader position starts its data over, silently."""
+    from loopstack.core.errors import ConfigError
+
+    _fit(tmp_path / "resumable", 3)  # saved with a ResumableLoader's position
+    model, optimizer, scheduler, _ = _job()
+    batches = [(tokens(8),)] * 3
+    manager = CheckpointManager(tmp_path / "resumable", keep_last=2, track=False)
+    with pytest.raises(ConfigError, match="cannot take it; resume with a ResumableLoader"):
+        fit(model, optimizer, batches, lm_loss, TrainConfig(steps=5), scheduler=scheduler, checkpoints=manager)
+
+    plain = CheckpointManager(tmp_path / "plain", keep_last=2, track=False)
+    model, optimizer, scheduler, _ = _job()
+    fit(model, optimizer, batches, lm_loss, TrainConfig(steps=2), scheduler=scheduler, checkpoints=plain)
+    model, optimizer, scheduler, _ = _job()
+    with caplog.at_level("WARNING", logger="loopstack.training"):
+        result = fit(model, optimizer, batches, lm_loss, TrainConfig(steps=3), scheduler=scheduler, checkpoints=plain)
+    assert result.resumed_from == 2 and "its data starts again from the first batch" in caplog.text

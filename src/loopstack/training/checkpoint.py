@@ -295,6 +295,12 @@ class CheckpointManager:
         pairs = [] if by_name else [(optimizer, "optimizer")]
         for obj, key in (*pairs, (scheduler, "scheduler"), (loader, "loader"), (scaler, "scaler")):
             if obj is not None and state.get(key) is not None:
+                if key == "loader" and not hasattr(obj, "load_state_dict"):
+                    raise ConfigError(
+                        f"checkpoint step {state.get('step')} saved the data loader's position, but the loader "
+                        f"given now ({type(obj).__name__}) cannot take it; resume with a ResumableLoader, as "
+                        "the run was started"
+                    )
                 obj.load_state_dict(state[key])
         if restore_rng:
             rngs = state["rng"]

@@ -11,6 +11,7 @@ position, the resumed run ends with the same weights as one never stopped.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Callable
@@ -28,6 +29,8 @@ from loopstack.training.checkpoint import CheckpointManager
 from loopstack.training.gpu import GpuUsage
 from loopstack.training.preemption import Preempted, PreemptionGuard
 from loopstack.training.switches import Precision, autocast, enable_gradient_checkpointing, grad_scaler
+
+logger = logging.getLogger("loopstack.training")
 
 LossFn = Callable[[torch.nn.Module, Any], torch.Tensor]
 
@@ -198,6 +201,10 @@ def fit(
     if checkpoints is not None and checkpoints.latest() is not None:
         state = checkpoints.restore(model, optimizer, scheduler, loader=loader, scaler=scaler)
         result.step = result.resumed_from = int(state["step"])
+        if not hasattr(loader, "state_dict"):  # a plain iterable starts over: batches seen before come again
+            logger.warning("resuming at step %d with a %s, which keeps no position: its data starts again from "
+                           "the first batch; a ResumableLoader goes on where the run stopped",
+                           result.step, type(loader).__name__)
     from loopstack.tracking.fluent import active_run
 
     run = active_run() if distributed.is_main() else None
