@@ -51,3 +51,35 @@ def test_a_flush_of_only_bad_batches_writes_nothing_and_keeps_logging(tmp_path: 
     log.observe(_batch(adapter, "good", "u"))
     log.close()
     assert read_prediction_log(tmp_path, "s").column("request_id").to_pylist() == ["good"]
+
+
+def test_a_request_answered_504_is_not_logged_as_a_prediction() -> None:
+    """The model finished the batch after the reaper had answered its requests 504; the log recorded them
+    as predictions clients never got."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.serving.conftest import SlowModel
+
+    from loopstack.serving.batcher import Batcher
+    from loopstack.serving.predlog import predictions_table
+
+    slow = SlowModel(delay_s=0.3)
+    spec = ModelSpec(name="slow", model=slow, timeout_s=0.1, max_wait_ms=0)
+    batches: list[Batch] = []
+
+    async def main() -> list[Any]:
+        batcher = Batcher(adapt(slow, spec), spec, ThreadPoolExecutor(1), observers=[batches.append])
+        late = await asyncio.gather(batcher.submit(np.array([[1.0, 2.0, 3.0]]), "late"), return_exceptions=True)
+        slow.delay_s = 0.0
+        while not batches:  # the model finishes the late request's batch after its 504
+            await asyncio.sleep(0.02)
+        on_time = await batcher.submit(np.array([[1.0, 1.0, 1.0]]), "on-time")
+        await batcher.drain()
+        return [*late, on_time]
+
+    late, on_time = asyncio.run(main())
+    assert isinstance(late, TimeoutError) and float(on_time[0]) == 3.0
+    table = predictions_table(batches)
+    assert table.column("request_id").to_pylist() == ["on-time"]
+    assert [b.timed_out for b in batches] == [(0,), ()]

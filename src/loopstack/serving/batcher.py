@@ -76,6 +76,7 @@ class Batch:
     labels: tuple[str, str] = ("", "")  # the batcher's metric labels (model, version)
     finished: float = field(default_factory=time.perf_counter)
     wall_time: float = field(default_factory=time.time)
+    timed_out: tuple[int, ...] = ()  # positions in `items` already answered 504 when the outputs came
 
 
 class Batcher:
@@ -287,11 +288,12 @@ class Batcher:
                 error = ModelError(f"model failed on request {item.request_id}: {type(error).__name__}: {error}")
             self._settle(item, None, error)
             return
+        timed_out = tuple(i for i, item in enumerate(items) if item.settled)  # only the reaper settles them early
         offset = 0
         for item in items:
             self._settle(item, outputs[offset : offset + item.n], None)
             offset += item.n
-        batch = Batch(self.adapter, items, rows, outputs, self.labels)
+        batch = Batch(self.adapter, items, rows, outputs, self.labels, timed_out=timed_out)
         for observe in self.observers:
             try:
                 observe(batch)

@@ -198,7 +198,7 @@ def _newest(items: list[Any], rows: Callable[[Any], int]) -> list[Any]:
 
 
 def predictions_table(batches: list[Batch]) -> pa.Table:
-    """One Arrow table from batches of the same model version.
+    """One Arrow table from batches of the same model version, without the requests answered 504.
 
     Built column-wise in Arrow and NumPy: the writer thread holds the GIL while it runs Python, and
     each stretch of that is a pause for the event loop answering requests.
@@ -222,7 +222,7 @@ def predictions_table(batches: list[Batch]) -> pa.Table:
         array = pa.array(values, type)
         return array if to_rows is None else array.take(to_rows)
 
-    return pa.table({
+    table = pa.table({
         "request_id": per_row([i.request_id for i in items], pa.string()),
         "row": pa.array(np.arange(n) - np.repeat(np.cumsum(counts) - counts, counts), pa.int32()),
         "time": per_row((times * 1e6).astype("int64"), pa.timestamp("us", tz="UTC")),
@@ -233,6 +233,15 @@ def predictions_table(batches: list[Batch]) -> pa.Table:
         "inputs": pa.StructArray.from_arrays([_input_array(v) for v in inputs.values()], list(inputs)),
         "outputs": pa.StructArray.from_arrays([_output_array(outputs)], [adapter.method]),
     })
+    if not any(b.timed_out for b in batches):
+        return table
+    # a request answered 504 got no prediction: the log holds what clients were answered, nothing else
+    answered = np.ones(len(items), dtype=bool)
+    start = 0
+    for b in batches:
+        answered[[start + i for i in b.timed_out]] = False
+        start += len(b.items)
+    return table.filter(pa.array(np.repeat(answered, counts)))
 
 
 def read_prediction_log(root: str | os.PathLike[str], model: str | None = None) -> pa.Table:
