@@ -153,3 +153,9 @@ def test_sturges_bins_of_integer_columns_are_numpys_at_least_one_wide(as_arrow: 
     floats = NumericPair.from_arrays(a.astype(float), b.astype(float))
     float_bins = len(np.histogram_bin_edges(np.r_[a, b].astype(float), bins="sturges")) - 1
     assert len(stats.sturges_edges(floats)) - 1 == float_bins == 22
+
+
+def test_chi_square_of_one_category_in_both_samples_is_no_drift_not_nan() -> None:
+    # chdtrc(0, 0) is NaN, which reached event payloads; one shared category cannot have moved
+    assert stats.chi_square(["a"] * 10, ["a"] * 5) == 1.0
+    assert stats.chi_square(["a"] * 10, ["a"] * 5 + ["b"]) == 0.0  # a new category still is drift

@@ -146,7 +146,8 @@ def chi_square(reference: Any, current: Any | None = None) -> float:
 
     Expected counts are the reference counts scaled to the current size; a
     category that the reference never saw makes the statistic infinite and
-    the p-value 0.
+    the p-value 0. One category in both samples is no drift: 1 (scipy and
+    Evidently give NaN there).
 
     Examples
     --------
@@ -160,6 +161,8 @@ def chi_square(reference: Any, current: Any | None = None) -> float:
     observed = pair.current.astype(np.float64)
     if np.any((expected == 0) & (observed > 0)):
         return 0.0
+    if pair.n_unique < 2:  # one category in both: the shares cannot differ (chdtrc(0, 0) is NaN)
+        return 1.0
     seen = expected > 0
     statistic = float(np.sum((observed[seen] - expected[seen]) ** 2 / expected[seen]))
     return float(chdtrc(pair.n_unique - 1, statistic))
