@@ -59,8 +59,8 @@ def set_last_version(connection: Connection, models: Table, name: str, version: 
     connection.execute(update(models).where(models.c.name == name).values(last_version=version))
 
 
-def served_by(connection: Connection, deployments: Table, refs: set[str]) -> list[str]:
-    """``endpoint (variant v = ref)`` for each deployment variant that serves one of `refs` (``fraud/2``).
+def served_by(connection: Connection, deployments: Table, refs: set[str]) -> list[tuple[str, str, str]]:
+    """(endpoint, variant, ref) for each deployment variant that serves one of `refs` (``fraud/2``).
 
     Read from the rollout's table: deleting what an endpoint serves, or would roll back to, breaks it.
     """
@@ -70,7 +70,7 @@ def served_by(connection: Connection, deployments: Table, refs: set[str]) -> lis
     for endpoint, config in connection.execute(select(deployments.c.endpoint, deployments.c.config)):
         for variant, ref in sorted(dict(config or {}).get("variants", {}).items()):
             if ref in refs:
-                found.append(f"{endpoint!r} (variant {variant!r} = {ref})")
+                found.append((endpoint, variant, ref))
     return found
 
 

@@ -218,10 +218,10 @@ class Registry:
                                     f"(registry.delete_alias({name!r}, {pointing[0]!r})) first")
         served = queries.served_by(connection, self.db.table("deployments"), {f"{name}/{n}" for n in numbers})
         if served:
-            endpoint = served[0].split()[0].strip("'")  # served_by gives "'api' (variant ...)"
-            raise ConflictError(f"{what} is in deployment {', '.join(served)}; promote or roll back to another "
+            where = ", ".join(f"{endpoint!r} (variant {variant!r} = {ref})" for endpoint, variant, ref in served)
+            raise ConflictError(f"{what} is in deployment {where}; promote or roll back to another "
                                 f"version (`loopstack deploy ...`) or delete the deployment "
-                                f"(`loopstack deploy delete {endpoint}`) first")
+                                f"(`loopstack deploy delete {served[0][0]}`) first")
 
     # -- reading -----------------------------------------------------------------------
     def get_model_version(self, ref: str, version: int | str | None = None) -> ModelVersion:
