@@ -41,9 +41,9 @@ def latest_rows(codes: Any, event_us: Any, created_us: Any, query_codes: Any, qu
     source_offset, query_offset, width = _time_offsets(event_us, query_us, int(codes.max()) + 1, pack_limit)
     packed = codes * width
     packed += source_offset
-    order = np.argsort(packed, kind="stable")
+    order = np.argsort(packed)  # not stable, but SIMD-sorted: twice as fast; ties are ordered next
     packed = packed[order]
-    _latest_created_last(order, packed, created_us)
+    _order_ties(order, packed, created_us)
     position = _search_right(packed, query_codes * width + query_offset) - 1
     candidate = order[np.maximum(position, 0)]
     seen = (position >= 0) & (query_codes >= 0) & (codes[candidate] == query_codes)
@@ -85,10 +85,12 @@ def _time_offsets(event_us: Any, query_us: Any, code_count: int, pack_limit: int
     return source, query, len(distinct) + 1
 
 
-def _latest_created_last(order: Any, packed: Any, created_us: Any) -> None:
-    """Within each run of equal (entity, event time), reorder `order` so created time ascends.
+def _order_ties(order: Any, packed: Any, created_us: Any) -> None:
+    """Within each run of equal (entity, event time), reorder `order` by created time, then source row.
 
-    Ties are rare, so only the rows inside a tie are sorted again.
+    The sort that made the runs is not stable, so a full tie is put in source
+    order here: the search then picks the last source row. Ties are rare, so
+    only the rows inside a tie are sorted again.
     """
     import numpy as np
 
@@ -100,7 +102,7 @@ def _latest_created_last(order: Any, packed: Any, created_us: Any) -> None:
     involved[:-1] |= tied
     spots = np.flatnonzero(involved)
     rows = order[spots]
-    order[spots] = rows[np.lexsort((created_us[rows], packed[spots]))]
+    order[spots] = rows[np.lexsort((rows, created_us[rows], packed[spots]))]
 
 
 def dense_codes(source_keys: list[Any], query_keys: list[Any]) -> tuple[Any, Any]:
