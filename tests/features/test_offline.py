@@ -554,3 +554,24 @@ def test_a_source_over_the_limit_is_joined_in_duckdb(kind: str) -> None:
     expected = [(_reference(records, k, t * HOUR, None, False) or {}).get("value")
                 for k in range(4) for t in (2, 11, 40)]
     assert answers[len(rows)] == answers[len(rows) - 1] == expected
+
+
+def test_picked_rows_keep_every_column_type_and_turn_missing_ones_null() -> None:
+    """The gather takes row 0 for a missing row and nulls it after: every Arrow type must survive that."""
+    import numpy as np
+
+    table = pa.table({
+        "int": pa.array([1, None, 3, 4], pa.int64()), "text": pa.array(["a", "b", None, "d"]),
+        "category": pa.array(["x", "y", "x", None]).dictionary_encode(), "list": pa.array([[1], [], None, [2, 3]]),
+        "struct": pa.array([{"a": 1}, None, {"a": 3}, {"a": 4}]),
+        "time": pa.array([1, 2, 3, None], pa.timestamp("us", tz="UTC")), "flag": pa.array([True, False, None, True]),
+        "decimal": pa.array([1, 2, 3, 4], pa.decimal128(5, 2)),
+        "map": pa.array([[("k", 1)], None, [], [("z", 2)]], pa.map_(pa.string(), pa.int64())),
+    })
+    positions = np.array([3, -1, 0, 2, -1, 1, 1], dtype=np.int64)
+    expected = table.take(pa.array(positions, mask=positions < 0))
+    got = offline._take_rows(table, positions)
+    assert got.schema == expected.schema
+    assert all(got.column(name).equals(expected.column(name)) for name in table.column_names)
+    assert offline._take_rows(table, np.array([2, 0])).equals(table.take([2, 0]))
+    assert offline._take_rows(table.slice(0, 0), np.array([-1, -1])).column("int").null_count == 2

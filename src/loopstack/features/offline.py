@@ -255,53 +255,80 @@ def _key_cast(column: str, spine_type: Any, key_type: str) -> str:
 
 def _sort_merge(session: Session, query: _ViewQuery, spine_name: str, frame: Any, bounds: dict[str, Any]) -> list[Any]:
     """Feature columns in spine order, the source rows picked by a sort and a binary search."""
+    file = query.view.source.parquet_file(session.root)
+    parquet = _ParquetView.of(file, query, bounds) if file is not None else None
+    if parquet is not None:  # the feature columns decode on Arrow's threads while the keys are sorted
+        keys_and_times = parquet.keys_and_times()
+        with ThreadPoolExecutor(max_workers=1) as reader:
+            values = reader.submit(parquet.features)
+            keys = [keys_and_times.column(k) for k in query.keys]
+            seen = _seen(session, query, spine_name, frame, keys, parquet.times(keys_and_times))
+            picked = parquet.cast(session, _take_rows(values.result().select(query.features), seen))
+        return [picked.column(f) for f in query.features]
+    # keys under their own names: a feature may share a join key's name
+    names = [f"__key{i}" for i in range(len(query.keys))]
+    renamed = ", ".join(f"{quote(k)} AS {a}" for k, a in zip(query.keys, names, strict=True))
+    rows = session.arrow(f"SELECT {renamed}, {query.times}, {query.values} FROM {query.relation}")
+    times = rows.column("__ets").to_numpy(), rows.column("__cts").to_numpy(), None
+    picked = _take_rows(rows.select(query.features), _seen(session, query, spine_name, frame,
+                                                           [rows.column(n) for n in names], times))
+    return [picked.column(f) for f in query.features]
+
+
+def _seen(session: Session, query: _ViewQuery, spine_name: str, frame: Any, keys: list[Any],
+          times: tuple[Any, Any, Any]) -> Any:
+    """For each spine row, the index of the source row it sees, or -1.
+
+    `keys` are the source's join-key columns; `times` its event and created
+    times in integer µs and which rows have an event time (None: all).
+    """
     import numpy as np
     import pyarrow.compute as pc
 
     from loopstack.features.asof import dense_codes, latest_rows
 
-    file = query.view.source.parquet_file(session.root)
-    parquet = _ParquetView.of(file, query, bounds) if file is not None else None
-    if parquet is not None:
-        rows = parquet.rows()
-        event_us, created_us, usable = parquet.times(rows)
-        keys = query.keys
-    else:  # keys under their own names: a feature may share a join key's name
-        keys = [f"__key{i}" for i in range(len(query.keys))]
-        renamed = ", ".join(f"{quote(k)} AS {a}" for k, a in zip(query.keys, keys, strict=True))
-        rows = session.arrow(f"SELECT {renamed}, {query.times}, {query.values} FROM {query.relation}")
-        event_us, created_us, usable = rows.column("__ets").to_numpy(), rows.column("__cts").to_numpy(), None
+    event_us, created_us, usable = times
     spine_keys = session.arrow(query.spine_keys(spine_name, frame.schema))
-    codes, spine_codes = dense_codes([rows.column(k) for k in keys], [spine_keys.column(k) for k in query.keys])
+    codes, spine_codes = dense_codes(keys, [spine_keys.column(k) for k in query.keys])
     if usable is not None and not usable.all():  # a row without an event time matches nothing
         codes = np.where(usable, codes, -1)
     query_us = frame.column(TS)
     if query_us.null_count:  # to_numpy would give floats (NaN), too coarse for packed keys; a null matches nothing
         spine_codes = np.where(pc.is_valid(query_us).to_numpy(), spine_codes, -1)
         query_us = pc.fill_null(query_us, 0)
-    seen = latest_rows(codes, event_us, created_us, spine_codes, query_us.to_numpy(), query.ttl)
-    picked = _take_rows(rows.select(query.features), seen)
-    if parquet is not None:
-        picked = parquet.cast(session, picked)
-    return [picked.column(f) for f in query.features]
+    return latest_rows(codes, event_us, created_us, spine_codes, query_us.to_numpy(), query.ttl)
 
 
 def _take_rows(table: Any, positions: Any) -> Any:
     """Row ``positions[i]`` of `table` for each i, null where it is -1.
 
-    Gathering at ascending positions and then restoring the order is several
-    times faster than one random gather: the second pass only touches the
-    small result, which stays in cache.
+    Arrow's take is several times slower when its indices hold nulls, so a
+    missing row takes row 0 and is set to null afterwards, column by column.
     """
     import numpy as np
     import pyarrow as pa
 
-    found = np.flatnonzero(positions >= 0)
-    ascending = np.argsort(positions[found], kind="stable")
-    gathered = table.take(pa.array(positions[found][ascending]))
-    slot = np.full(len(positions), -1, dtype=np.int64)
-    slot[found[ascending]] = np.arange(len(found), dtype=np.int64)
-    return gathered.take(pa.array(slot, mask=slot < 0))
+    missing = positions < 0
+    if not missing.any():
+        return table.take(pa.array(positions))
+    if not table.num_rows:
+        return table.take(pa.array(positions, mask=missing))
+    taken = table.take(pa.array(np.where(missing, 0, positions)))
+    found = pa.array(~missing)
+    columns = [_null_where_missing(column, found, lambda i=i: table.column(i).take(pa.array(positions, mask=missing)))
+               for i, column in enumerate(taken.columns)]
+    return pa.Table.from_arrays(columns, schema=taken.schema)
+
+
+def _null_where_missing(column: Any, found: Any, masked_take: Any) -> Any:
+    """`column` with nulls where `found` is false; `masked_take` for the types ``if_else`` cannot do."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        return pc.if_else(found, column, pa.scalar(None, column.type))
+    except (pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return masked_take()
 
 
 @dataclass
@@ -318,9 +345,9 @@ class _ParquetView:
     picked, exactly as the SQL plans cast them.
     """
 
-    parquet: Any  # pyarrow.parquet.ParquetFile
+    readers: tuple[Any, Any]  # two pyarrow ParquetFiles of one file: one read from two threads can crash
     query: _ViewQuery
-    columns: list[str]
+    key_and_time_columns: list[str]
     groups: list[int]
 
     @classmethod
@@ -329,7 +356,8 @@ class _ParquetView:
 
         source = query.view.source
         times = [t for t in (source.timestamp_field, source.created_timestamp_field) if t]
-        columns = list(dict.fromkeys([*query.keys, *times, *query.features]))
+        keys_and_times = list(dict.fromkeys([*query.keys, *times]))
+        columns = list(dict.fromkeys([*keys_and_times, *query.features]))
         parquet = pq.ParquetFile(path, memory_map=True)
         schema = parquet.schema_arrow
         lowered = [n.lower() for n in schema.names]
@@ -337,10 +365,18 @@ class _ParquetView:
             return None  # DuckDB resolves names case-insensitively (`value` may be `VALUE`); Arrow does not
         if not all(_micros_per_unit(schema.field(t).type) for t in times):
             return None
-        return cls(parquet, query, columns, _overlapping_groups(parquet, source.timestamp_field, bounds, query.ttl))
+        twin = pq.ParquetFile(path, memory_map=True)
+        if not twin.metadata.equals(parquet.metadata):
+            return None  # replaced between the two opens: DuckDB reads it in one go
+        groups = _overlapping_groups(parquet, source.timestamp_field, bounds, query.ttl)
+        return cls((parquet, twin), query, keys_and_times, groups)
 
-    def rows(self) -> Any:
-        return self.parquet.read_row_groups(self.groups, columns=self.columns)
+    def keys_and_times(self) -> Any:
+        return self.readers[0].read_row_groups(self.groups, columns=self.key_and_time_columns)
+
+    def features(self) -> Any:
+        """The feature columns, from the second reader: this runs while another thread sorts the keys."""
+        return self.readers[1].read_row_groups(self.groups, columns=list(dict.fromkeys(self.query.features)))
 
     def times(self, rows: Any) -> tuple[Any, Any, Any]:
         """Event and created times in microseconds, and which rows have an event time at all."""
