@@ -79,3 +79,15 @@ def test_a_full_tie_goes_to_the_last_source_row_in_a_large_source() -> None:
     got = latest_rows(codes, event, created, np.arange(50), np.full(50, 3), None)
     expected = [int(np.flatnonzero((codes == code) & (event == event[codes == code].max()))[-1]) for code in range(50)]
     assert got.tolist() == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows=source_rows, ranks=st.booleans())
+def test_latest_per_code_is_the_latest_row_of_every_code(rows: list[Any], ranks: bool) -> None:
+    """What materialization copies: per code, the row a query after every event time would see."""
+    from loopstack.features.asof import latest_per_code
+
+    codes, event, created = (np.array([r[i] for r in rows], dtype=np.int64) for i in range(3))
+    got = latest_per_code(codes, event, created, pack_limit=1 if ranks else 2**62)
+    expected = sorted(_brute_force(rows, code, 10**6, None) for code in {r[0] for r in rows if r[0] >= 0})
+    assert got.tolist() == expected

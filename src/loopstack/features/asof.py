@@ -54,6 +54,30 @@ def latest_rows(codes: Any, event_us: Any, created_us: Any, query_codes: Any, qu
     return answer
 
 
+def latest_per_code(codes: Any, event_us: Any, created_us: Any, pack_limit: int = _PACK_LIMIT) -> Any:
+    """Ascending indexes of each code's latest row, by the rule of `latest_rows` (what materialization copies).
+
+    Rows with code -1 take no part.
+    """
+    import numpy as np
+
+    if not len(codes) or codes.max() < 0:
+        return np.empty(0, dtype=np.int64)
+    kept = None if codes.min() >= 0 else np.flatnonzero(codes >= 0)
+    if kept is not None:
+        codes, event_us, created_us = codes[kept], event_us[kept], created_us[kept]
+    source_offset, _, width = _time_offsets(event_us, event_us[:0], int(codes.max()) + 1, pack_limit)
+    packed = codes * width
+    packed += source_offset
+    order = np.argsort(packed)
+    packed = packed[order]
+    _order_ties(order, packed, created_us)
+    ranked = codes[order]
+    ends = np.flatnonzero(ranked[1:] != ranked[:-1])  # the last row of each code's run, but the final one
+    winners = np.sort(order[np.append(ends, len(order) - 1)])
+    return winners if kept is None else kept[winners]
+
+
 def _search_right(haystack: Any, needles: Any) -> Any:
     """``searchsorted(side="right")`` with the needles probed in ascending order (cache-friendly)."""
     import numpy as np
@@ -169,4 +193,4 @@ def _chunks(values: Any) -> list[Any]:
     return list(values.chunks) if hasattr(values, "chunks") else [values]
 
 
-__all__ = ["dense_codes", "latest_rows"]
+__all__ = ["dense_codes", "latest_per_code", "latest_rows"]

@@ -1,11 +1,12 @@
 """Materialization: copy the latest feature row per entity from the offline sources to the online store.
 
-DuckDB does all row work in one query (latest row per entity within the
-window, a full tie on (event, created) time to the last source row as in the
-offline join; keys and values encoded as strings), then the rows are written in
-chunks. Each chunk that lands is recorded in ``feature_materializations``,
-so a job interrupted after chunk k resumes at chunk k+1; because the online
-store never replaces a newer record with an older one, replaying a chunk is
+The latest row per entity within the window is picked as the offline join
+picks it (a full tie on (event, created) time to the last source row), by
+the sort plan for a view over one Parquet file and by DuckDB otherwise; DuckDB
+encodes keys and values as strings; then the rows are written in chunks.
+Each chunk that lands is recorded in ``feature_materializations``, so a job
+interrupted after chunk k resumes at chunk k+1; because the online store
+never replaces a newer record with an older one, replaying a chunk is
 harmless too. A job's id includes a fingerprint of the rows it writes, so a
 source changed since the interruption (even to the same number of rows)
 starts a new job from chunk 0 instead of skipping chunks now stale. The
@@ -34,41 +35,62 @@ def encoded_rows(store: FeatureStore, view: FeatureView, start_us: int | None, e
                  data: Any = None) -> Any:
     """Arrow (key, event_ts, created_ts, value): the latest row per entity key in [start, end].
 
-    `data` (an Arrow table) replaces the view's source, for pushed rows. The
-    latest row is an ``arg_max`` over (event time, created time, source row)
-    per key: one hash aggregation, no sort of the whole source.
+    `data` (an Arrow table) replaces the view's source, for pushed rows. A
+    view over one Parquet file has its winners picked by the offline sort
+    plan (``offline.latest_parquet_rows``), which reads only the keys and
+    times to decide; any other source by an ``arg_max`` over (event time,
+    created time, source row) per key in DuckDB. Either way DuckDB encodes
+    the winners, so both give the same strings.
+    """
+    from loopstack.features.offline import latest_parquet_rows
+
+    with store.engine.session() as session:
+        if data is None:
+            winners = latest_parquet_rows(session, store.catalog, view, start_us, end_us)
+            if winners is not None:
+                return session.arrow(_encoding_query(session, view, store.catalog.join_keys(view),
+                                                     session.register(winners), None, None, latest=False))
+        relation = session.register(data) if data is not None else session.sql(view.source)
+        return session.arrow(_encoding_query(session, view, store.catalog.join_keys(view), relation,
+                                             start_us, end_us, latest=True))
+
+
+def _encoding_query(session: Any, view: FeatureView, keys: list[str], relation: str, start_us: int | None,
+                    end_us: int | None, latest: bool) -> str:
+    """The SQL that encodes keys and values as strings, one row per key, ordered by key.
+
+    With `latest`, it also picks each key's latest row in [start, end]: the
+    offline join's winner, latest (event, created) time and a full tie to the
+    last source row, as an ``arg_max`` (one hash aggregation, no sort).
+    Without, `relation` already holds one row per key.
     """
     from loopstack.features.offline import LATEST_ORDER, MIN_US, SOURCE_ROW, micros_sql
 
-    keys = store.catalog.join_keys(view)
     source = view.source
-    with store.engine.session() as session:
-        relation = session.register(data) if data is not None else session.sql(source)
-        columns = {row[0]: row[1] for row in session.con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()}
-        ets = micros_sql(source.timestamp_field, columns)
-        # A null created time ranks below any known one, as in the offline join (offline._ViewQuery).
-        cts = (f"coalesce({micros_sql(source.created_timestamp_field, columns)}, {MIN_US})"
-               if source.created_timestamp_field else ets)
-        where = [f"{quote(k)} IS NOT NULL" for k in keys] + [f"{ets} IS NOT NULL"]
-        if start_us is not None:
-            where.append(f"{ets} >= {int(start_us)}")
-        if end_us is not None:
-            where.append(f"{ets} <= {int(end_us)}")
-        values = ", ".join(f"{quote(f.name)} := {f.dtype.encode_sql(quote(f.name))}" for f in view.schema)
-        raw_keys = ", ".join(quote(k) for k in keys)
-        # Group on the raw key columns and turn only the winners into strings (casting every
-        # source row's key to VARCHAR before grouping was wasted work).
-        key = (f"CAST({quote(keys[0])} AS VARCHAR)" if len(keys) == 1 else
-               "concat_ws(chr(31), " + ", ".join(f"CAST({quote(k)} AS VARCHAR)" for k in keys) + ")")
-        # The offline join's winner: latest (event, created) time, a full tie to the last source row.
-        rows = (f"SELECT {raw_keys}, {ets} AS __ets, {cts} AS __cts, struct_pack({values}) AS __v, {SOURCE_ROW} "
-                f"FROM {relation} WHERE {' AND '.join(where)}")
-        latest = f"arg_max({{'t': __ets, 'c': __cts, 'v': __v}}, {LATEST_ORDER})"
-        query = (
-            f"SELECT {key} AS key, __latest.t AS event_ts, __latest.c AS created_ts, to_json(__latest.v) AS value "
-            f"FROM (SELECT {raw_keys}, {latest} AS __latest FROM ({rows}) GROUP BY {raw_keys}) ORDER BY key"
-        )
-        return session.arrow(query)
+    columns = {row[0]: row[1] for row in session.con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()}
+    ets = micros_sql(source.timestamp_field, columns)
+    # A null created time ranks below any known one, as in the offline join (offline._ViewQuery).
+    cts = (f"coalesce({micros_sql(source.created_timestamp_field, columns)}, {MIN_US})"
+           if source.created_timestamp_field else ets)
+    values = ", ".join(f"{quote(f.name)} := {f.dtype.encode_sql(quote(f.name))}" for f in view.schema)
+    # Group on the raw key columns and turn only the winners into strings (casting every
+    # source row's key to VARCHAR before grouping was wasted work).
+    key = (f"CAST({quote(keys[0])} AS VARCHAR)" if len(keys) == 1 else
+           "concat_ws(chr(31), " + ", ".join(f"CAST({quote(k)} AS VARCHAR)" for k in keys) + ")")
+    if not latest:
+        return (f"SELECT {key} AS key, {ets} AS event_ts, {cts} AS created_ts, "
+                f"to_json(struct_pack({values})) AS value FROM {relation} ORDER BY key")
+    where = [f"{quote(k)} IS NOT NULL" for k in keys] + [f"{ets} IS NOT NULL"]
+    if start_us is not None:
+        where.append(f"{ets} >= {int(start_us)}")
+    if end_us is not None:
+        where.append(f"{ets} <= {int(end_us)}")
+    raw_keys = ", ".join(quote(k) for k in keys)
+    rows = (f"SELECT {raw_keys}, {ets} AS __ets, {cts} AS __cts, struct_pack({values}) AS __v, {SOURCE_ROW} "
+            f"FROM {relation} WHERE {' AND '.join(where)}")
+    winner = f"arg_max({{'t': __ets, 'c': __cts, 'v': __v}}, {LATEST_ORDER})"
+    return (f"SELECT {key} AS key, __latest.t AS event_ts, __latest.c AS created_ts, to_json(__latest.v) AS value "
+            f"FROM (SELECT {raw_keys}, {winner} AS __latest FROM ({rows}) GROUP BY {raw_keys}) ORDER BY key")
 
 
 def materialize_view(store: FeatureStore, view: FeatureView, start_us: int, end_us: int, chunk_size: int,

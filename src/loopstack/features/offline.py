@@ -256,14 +256,14 @@ def _key_cast(column: str, spine_type: Any, key_type: str) -> str:
 def _sort_merge(session: Session, query: _ViewQuery, spine_name: str, frame: Any, bounds: dict[str, Any]) -> list[Any]:
     """Feature columns in spine order, the source rows picked by a sort and a binary search."""
     file = query.view.source.parquet_file(session.root)
-    parquet = _ParquetView.of(file, query, bounds) if file is not None else None
+    parquet = _ParquetView.of(file, query.view, query.keys, query.features, bounds, query.ttl) if file else None
     if parquet is not None:  # the feature columns decode on Arrow's threads while the keys are sorted
         keys_and_times = parquet.keys_and_times()
         with ThreadPoolExecutor(max_workers=1) as reader:
             values = reader.submit(parquet.features)
             keys = [keys_and_times.column(k) for k in query.keys]
             seen = _seen(session, query, spine_name, frame, keys, parquet.times(keys_and_times))
-            picked = parquet.cast(session, _take_rows(values.result().select(query.features), seen))
+            picked = parquet.cast(session, _take_rows(values.result().select(query.features), seen), query.values)
         return [picked.column(f) for f in query.features]
     # keys under their own names: a feature may share a join key's name
     names = [f"__key{i}" for i in range(len(query.keys))]
@@ -273,6 +273,41 @@ def _sort_merge(session: Session, query: _ViewQuery, spine_name: str, frame: Any
     picked = _take_rows(rows.select(query.features), _seen(session, query, spine_name, frame,
                                                            [rows.column(n) for n in names], times))
     return [picked.column(f) for f in query.features]
+
+
+def latest_parquet_rows(session: Session, catalog: Catalog, view: FeatureView, start_us: int | None,
+                        end_us: int | None) -> Any:
+    """Each entity's latest source row with an event time in [start, end], or None if the sort plan cannot read it.
+
+    Materialization's fast path for a view over one Parquet file: the rows
+    are picked as `_sort_merge` picks them (the same rule, ties included),
+    and only the winners' columns, as stored, come back for encoding.
+    """
+    import numpy as np
+    import pyarrow as pa
+
+    from loopstack.features.asof import dense_codes, latest_per_code
+
+    file = view.source.parquet_file(session.root)
+    bounds = {"min": start_us, "max": MAX_US if end_us is None else end_us}
+    key_names = catalog.join_keys(view)
+    parquet = _ParquetView.of(file, view, key_names, [f.name for f in view.schema], bounds, 0) if file else None
+    if parquet is None:
+        return None
+    keys_and_times = parquet.keys_and_times()
+    with ThreadPoolExecutor(max_workers=1) as reader:  # the features decode while the keys sort
+        values = reader.submit(parquet.features)
+        keys = [keys_and_times.column(k) for k in key_names]
+        codes, _ = dense_codes(keys, [key.slice(0, 0) for key in keys])
+        event_us, created_us, usable = parquet.times(keys_and_times)
+        within = usable & (event_us <= bounds["max"])
+        if start_us is not None:
+            within &= event_us >= start_us
+        winners = pa.array(latest_per_code(np.where(within, codes, -1), event_us, created_us))
+        features = values.result()
+    picked = {name: keys_and_times.column(name).take(winners) for name in keys_and_times.column_names}
+    picked.update({name: features.column(name).take(winners) for name in features.column_names if name not in picked})
+    return pa.table(picked)
 
 
 def _seen(session: Session, query: _ViewQuery, spine_name: str, frame: Any, keys: list[Any],
@@ -346,18 +381,22 @@ class _ParquetView:
     """
 
     readers: tuple[Any, Any]  # two pyarrow ParquetFiles of one file: one read from two threads can crash
-    query: _ViewQuery
+    view: FeatureView
+    feature_names: list[str]
     key_and_time_columns: list[str]
     groups: list[int]
 
     @classmethod
-    def of(cls, path: Path, query: _ViewQuery, bounds: dict[str, Any]) -> _ParquetView | None:
+    def of(cls, path: Path, view: FeatureView, keys: list[str], features: list[str], bounds: dict[str, Any],
+           ttl: int | None) -> _ParquetView | None:
+        """None unless Arrow can read the file as DuckDB would; row groups that cannot hold a row the
+        ``bounds`` (minus ``ttl``) may use are skipped."""
         import pyarrow.parquet as pq
 
-        source = query.view.source
+        source = view.source
         times = [t for t in (source.timestamp_field, source.created_timestamp_field) if t]
-        keys_and_times = list(dict.fromkeys([*query.keys, *times]))
-        columns = list(dict.fromkeys([*keys_and_times, *query.features]))
+        keys_and_times = list(dict.fromkeys([*keys, *times]))
+        columns = list(dict.fromkeys([*keys_and_times, *features]))
         parquet = pq.ParquetFile(path, memory_map=True)
         schema = parquet.schema_arrow
         lowered = [n.lower() for n in schema.names]
@@ -368,32 +407,33 @@ class _ParquetView:
         twin = pq.ParquetFile(path, memory_map=True)
         if not twin.metadata.equals(parquet.metadata):
             return None  # replaced between the two opens: DuckDB reads it in one go
-        groups = _overlapping_groups(parquet, source.timestamp_field, bounds, query.ttl)
-        return cls((parquet, twin), query, keys_and_times, groups)
+        groups = _overlapping_groups(parquet, source.timestamp_field, bounds, ttl)
+        return cls((parquet, twin), view, features, keys_and_times, groups)
 
     def keys_and_times(self) -> Any:
         return self.readers[0].read_row_groups(self.groups, columns=self.key_and_time_columns)
 
     def features(self) -> Any:
         """The feature columns, from the second reader: this runs while another thread sorts the keys."""
-        return self.readers[1].read_row_groups(self.groups, columns=list(dict.fromkeys(self.query.features)))
+        return self.readers[1].read_row_groups(self.groups, columns=list(dict.fromkeys(self.feature_names)))
 
     def times(self, rows: Any) -> tuple[Any, Any, Any]:
         """Event and created times in microseconds, and which rows have an event time at all."""
         import numpy as np
 
-        source = self.query.view.source
+        source = self.view.source
         event_us, usable = _micros(rows.column(source.timestamp_field))
         if source.created_timestamp_field is None:
             return event_us, np.full(len(event_us), MIN_US, dtype=np.int64), usable
         created_us, known = _micros(rows.column(source.created_timestamp_field))
         return event_us, created_us if known.all() else np.where(known, created_us, MIN_US), usable
 
-    def cast(self, session: Session, picked: Any) -> Any:
-        declared = [self.query.view.get_field(f).dtype for f in self.query.features]
-        if all(picked.schema.field(f).type == d.arrow() for f, d in zip(self.query.features, declared, strict=True)):
+    def cast(self, session: Session, picked: Any, values: str) -> Any:
+        """`picked` with its features cast by `values` (``_ViewQuery.values``), unless already their types."""
+        declared = [self.view.get_field(f).dtype for f in self.feature_names]
+        if all(picked.schema.field(f).type == d.arrow() for f, d in zip(self.feature_names, declared, strict=True)):
             return picked
-        return session.arrow(f"SELECT {self.query.values} FROM {session.register(picked)}")
+        return session.arrow(f"SELECT {values} FROM {session.register(picked)}")
 
 
 def _micros_per_unit(kind: Any) -> float | None:
