@@ -218,3 +218,23 @@ def test_date_and_datetime_bounds_write_yaml_and_read_back():
     assert reloaded.to_dict() == suite.to_dict()
     data = {"d": [dt.date(2020, 1, 1), dt.date(2021, 1, 1)], "t": [aware, aware + dt.timedelta(seconds=1)]}
     assert [r.unexpected_count for r in reloaded.run(data).results] == [1, 1]
+
+
+def test_a_bad_value_deep_in_a_large_request_is_named_after_a_few_tries():
+    """The offending row was found by converting one more prefix per row: quadratic in the request's size."""
+    import importlib
+    from unittest import mock
+
+    gate = importlib.import_module("loopstack.quality.gate")
+    suite = Suite("req", [Between("age", min=0, max=120)])
+    rows = [{"age": i % 100} for i in range(5000)]
+    rows[3777] = {"age": "old"}
+    with (mock.patch("pyarrow.array", wraps=pa.array) as conversions,
+          pytest.raises(ValidationError, match=r"row 3777: column 'age' value 'old' is not of the type")):
+        validate_request(suite, rows)
+    assert conversions.call_count < 30
+    rows = [{"age": None}] + [{"age": str(i)} for i in range(1, 5000)]
+    with (mock.patch.object(gate, "_query_flags", wraps=gate._query_flags) as queries,
+          pytest.raises(ValidationError, match=r"row 1: column 'age' value '1' cannot be checked by between")):
+        validate_request(suite, rows)
+    assert queries.call_count < 30

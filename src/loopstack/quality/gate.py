@@ -137,15 +137,13 @@ def _request_table(rows: list[dict[str, Any]]) -> Any:
         pass
     for column in dict.fromkeys(name for row in rows for name in row):
         values = [row.get(column) for row in rows]
-        for index in range(len(values)):
-            try:
-                pa.array(values[: index + 1])
-            except (pa.ArrowException, TypeError, ValueError):
-                first = next(v for v in values if v is not None)
-                raise ValidationError(
-                    f"request row {index}: column {column!r} value {values[index]!r} is not of the type of the "
-                    f"column's other values ({type(first).__name__}, e.g. {first!r}); send one type per column"
-                ) from None
+        index = _first_failing_row(len(values), lambda count, v=values: _fails([], pa.array, v[:count]))
+        if index is not None:
+            first = next(v for v in values if v is not None)
+            raise ValidationError(
+                f"request row {index}: column {column!r} value {values[index]!r} is not of the type of the "
+                f"column's other values ({type(first).__name__}, e.g. {first!r}); send one type per column"
+            )
     raise ValidationError("request rows could not be read as a table; send a list of dicts of plain values")
 
 
@@ -158,20 +156,70 @@ def _flags(table: Any, checks: list[RowExpectation]) -> list[list[bool]]:
     except duckdb.Error:
         pass
     for check in checks:  # the slow path, only for a bad request: find the row and check that fail
-        column = check.columns_used[0]
-        for row in range(table.num_rows):
-            if not table.column(column)[row].is_valid:
-                continue  # a null never offends; its column's type is the culprit, named at a value
-            try:
-                _query_flags(table.slice(row, 1), [check])
-            except duckdb.Error as exc:
-                value = table.column(column)[row].as_py()
-                reason = str(exc).splitlines()[0]
-                raise ValidationError(
-                    f"request row {row}: column {column!r} value {value!r} cannot be checked by {check.label} "
-                    f"({reason}); send a value of the type the suite expects"
-                ) from None
+        found = _offending_row(table, check)
+        if found is not None:
+            row, error = found
+            column = check.columns_used[0]
+            raise ValidationError(
+                f"request row {row}: column {column!r} value {table.column(column)[row].as_py()!r} cannot be "
+                f"checked by {check.label} ({str(error).splitlines()[0]}); send a value of the type the suite expects"
+            )
     raise ValidationError("request rows cannot be checked by the suite; send values of the types it expects")
+
+
+def _offending_row(table: Any, check: RowExpectation) -> tuple[int, Exception] | None:
+    """The row whose value `check` cannot compare, and DuckDB's error; None if every row can be checked.
+
+    A null never offends (its column's type does, named at a value), so only
+    rows with a value are tried.
+    """
+    import pyarrow.compute as pc
+
+    valued = pc.indices_nonzero(pc.is_valid(table.column(check.columns_used[0])))
+    errors: list[Exception] = []
+
+    def prefix_fails(count: int) -> bool:
+        return _fails(errors, _query_flags, table.take(valued.slice(0, count)), [check])
+
+    index = _first_failing_row(len(valued), prefix_fails)
+    if index is None:
+        return None
+    prefix_fails(index + 1)  # DuckDB's error for exactly this prefix, to quote
+    return valued[index].as_py(), errors[-1]
+
+
+def _fails(errors: list[Exception], function: Any, *args: Any) -> bool:
+    """Whether `function(*args)` raises an Arrow, DuckDB, type or value error (appended to `errors`)."""
+    import duckdb
+    import pyarrow as pa
+
+    try:
+        function(*args)
+    except (pa.ArrowException, duckdb.Error, TypeError, ValueError) as exc:
+        errors.append(exc)
+        return True
+    return False
+
+
+def _first_failing_row(count: int, prefix_fails: Any) -> int | None:
+    """The row that makes a prefix of the request fail: `prefix_fails(n)` for n rows, by bisection.
+
+    A request of thousands of rows is answered in a dozen tries instead of
+    one per row. None when all `count` rows pass. The row returned is one
+    whose prefix fails while the prefix before it passes; it is the first
+    such row when failing, once it starts, goes on (as it does for one
+    value that cannot convert or compare).
+    """
+    if not prefix_fails(count):
+        return None
+    passing, failing = 0, count
+    while failing - passing > 1:
+        middle = (passing + failing) // 2
+        if prefix_fails(middle):
+            failing = middle
+        else:
+            passing = middle
+    return failing - 1
 
 
 def _query_flags(table: Any, checks: list[RowExpectation]) -> list[list[bool]]:
