@@ -238,3 +238,11 @@ def test_a_bad_value_deep_in_a_large_request_is_named_after_a_few_tries():
           pytest.raises(ValidationError, match=r"row 1: column 'age' value '1' cannot be checked by between")):
         validate_request(suite, rows)
     assert queries.call_count < 30
+
+
+def test_an_integer_beyond_64_bits_in_a_request_is_named():
+    """Arrow raises OverflowError for it, which the request path let through (a 500 when served)."""
+    suite = Suite("req", [Between("age", min=0, max=120)])
+    for rows in ([{"age": 2**70}], [{"age": 3}, {"age": -(2**63) - 1}]):
+        with pytest.raises(ValidationError, match=r"column 'age' value -?\d+ cannot be read \(OverflowError"):
+            validate_request(suite, rows)

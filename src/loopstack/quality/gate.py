@@ -133,17 +133,24 @@ def _request_table(rows: list[dict[str, Any]]) -> Any:
 
     try:
         return pa.Table.from_pylist(rows)
-    except (pa.ArrowException, TypeError, ValueError):
+    except (pa.ArrowException, TypeError, ValueError, OverflowError):
         pass
     for column in dict.fromkeys(name for row in rows for name in row):
         values = [row.get(column) for row in rows]
         index = _first_failing_row(len(values), lambda count, v=values: _fails([], pa.array, v[:count]))
-        if index is not None:
-            first = next(v for v in values if v is not None)
+        if index is None:
+            continue
+        alone: list[Exception] = []
+        if _fails(alone, pa.array, [values[index]]):  # e.g. an integer beyond 64 bits
             raise ValidationError(
-                f"request row {index}: column {column!r} value {values[index]!r} is not of the type of the "
-                f"column's other values ({type(first).__name__}, e.g. {first!r}); send one type per column"
+                f"request row {index}: column {column!r} value {values[index]!r} cannot be read "
+                f"({type(alone[0]).__name__}: {alone[0]}); send numbers within 64 bits, strings or booleans"
             )
+        first = next(v for v in values if v is not None)
+        raise ValidationError(
+            f"request row {index}: column {column!r} value {values[index]!r} is not of the type of the "
+            f"column's other values ({type(first).__name__}, e.g. {first!r}); send one type per column"
+        )
     raise ValidationError("request rows could not be read as a table; send a list of dicts of plain values")
 
 
@@ -195,7 +202,7 @@ def _fails(errors: list[Exception], function: Any, *args: Any) -> bool:
 
     try:
         function(*args)
-    except (pa.ArrowException, duckdb.Error, TypeError, ValueError) as exc:
+    except (pa.ArrowException, duckdb.Error, TypeError, ValueError, OverflowError) as exc:
         errors.append(exc)
         return True
     return False
