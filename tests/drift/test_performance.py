@@ -115,3 +115,27 @@ def test_cbpe_refuses_missing_scores_and_too_few_reference_rows() -> None:
         expected_metrics([0.2, np.nan, 0.9])
     with pytest.raises(ValidationError, match="too few for 10 chunks"):
         CBPE().fit([0.2, 0.8, 0.6], [0, 1, 1])  # empty chunks: 'Mean of empty slice', NaN bands
+
+
+@pytest.mark.parametrize(("negative", "positive"), [(0, 1), (-1, 1), (1, 2), ("no", "yes"), (False, True)])
+def test_cbpe_reads_any_two_labels_with_the_larger_one_positive(negative: object, positive: object) -> None:
+    # labels were cast to int: -1/1 counted -1 as positive in recall, 1/2 had no negatives, "no"/"yes" raised
+    rng = np.random.default_rng(0)
+    p = rng.uniform(size=2000)
+    y = np.where(rng.uniform(size=p.size) < p, positive, negative)
+    bands = CBPE(n_chunks=1, std_multiplier=0.0).fit(p, y).bands_  # one chunk, no spread: the realized metrics
+    pred = np.where(p >= 0.5, positive, negative)
+    expected = {
+        "accuracy": skm.accuracy_score(y, pred),
+        "precision": skm.precision_score(y, pred, pos_label=positive),
+        "recall": skm.recall_score(y, pred, pos_label=positive),
+        "f1": skm.f1_score(y, pred, pos_label=positive),
+        "auc": skm.roc_auc_score(y == positive, p),
+    }
+    assert {name: low for name, (low, _) in bands.items()} == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("labels", [[0] * 20, [0, 1, 2] * 7, [1, 2, 3] * 7])
+def test_cbpe_refuses_labels_that_are_not_two_classes(labels: list[int]) -> None:
+    with pytest.raises(ValidationError, match=r"exactly two classes.*found \d: \[.*pass 0/1 labels"):
+        CBPE().fit(np.linspace(0, 1, len(labels)), labels)

@@ -91,7 +91,7 @@ class CBPE:
 
     def fit(self, scores: Any, labels: Any) -> CBPE:
         """Learn the calibration (optional) and each metric's band from labelled reference data."""
-        scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels).astype(int)
+        scores, labels = np.asarray(scores, dtype=np.float64), _positive(labels)
         if scores.shape != labels.shape:
             raise ValidationError(f"{scores.size} scores but {labels.size} labels; pass one label per score")
         if scores.size < 2 * self.n_chunks:  # an empty or one-row chunk has no realized metrics to learn from
@@ -130,6 +130,26 @@ class CBPE:
             alerts = [n for n, v in estimate.items() if n in self.bands_ and not _inside(v, self.bands_[n])]
             out.append({"start": start, "end": min(start + chunk_size, p.size), **estimate, "alerts": alerts})
         return out
+
+
+def _positive(labels: Any) -> np.ndarray:
+    """0/1 labels with 1 for the larger of exactly two classes, as `performance.roc_auc` reads them.
+
+    Labels were cast to int, so -1/1 counted -1 as a positive in recall and 1/2 had no
+    negatives at all (wrong metrics and bands, no error), and "no"/"yes" failed with a bare
+    ValueError. One class cannot say which of the two is positive, so it is refused too.
+    """
+    labels = np.asarray(labels)
+    try:
+        classes = np.unique(labels)
+    except TypeError as exc:  # mixed types, e.g. 0 and "yes", do not sort
+        raise ValidationError(f"labels mix types that do not compare ({exc}); pass 0/1 labels, 1 for positive") from exc
+    if classes.size != 2:
+        raise ValidationError(
+            f"CBPE.fit needs labels of exactly two classes, the larger one positive; found {classes.size}: "
+            f"{classes[:10].tolist()}; pass 0/1 labels (1 = positive) with both classes in the reference"
+        )
+    return (labels == classes[1]).astype(int)
 
 
 def _realized(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
