@@ -8,6 +8,7 @@ import sys
 import threading
 
 import numpy as np
+import pytest
 
 import loopstack as ls
 
@@ -120,3 +121,31 @@ def test_a_clashing_version_number_is_retried_and_leaves_no_trace(project, log_i
         ("model.alias_moved", 2),
     ]
     assert len(reads) == 2  # one clash, one retry
+
+
+def test_a_version_deleted_while_it_is_resolved_is_read_from_the_snapshot(project, log_in_run, monkeypatch):
+    """The number and the row come from one snapshot: at PostgreSQL's READ COMMITTED, a delete between
+    the two raised `LookupError: model version race/2 vanished inside one transaction`."""
+    run_id, _ = log_in_run(project, double, np.ones((2, 3)))
+    reg = project.registry
+    for _ in range(2):
+        reg.register_model(run_id, name="race")
+    resolve = reg._resolve
+
+    def resolve_then_delete(connection, ref):
+        number = resolve(connection, ref)
+        reg.delete_model_version("race", number)  # another transaction, committed before the row is read
+        return number
+
+    monkeypatch.setattr(reg, "_resolve", resolve_then_delete)
+    assert reg.get_model_version("race").version == 2
+    monkeypatch.undo()
+    assert reg.get_model_version("race").version == 1
+
+
+def test_a_version_row_that_is_gone_is_not_found(project):
+    from loopstack.core.errors import NotFoundError
+    from loopstack.registry import queries
+
+    with project.db.read() as connection, pytest.raises(NotFoundError, match=r"race/7 was deleted.*models show race"):
+        queries.version_row(connection, project.db.table("model_versions"), "race", 7)

@@ -313,3 +313,21 @@ def test_an_empty_list_of_experiments_finds_no_runs(project: Project, runs: dict
     assert names(client.search_runs(experiment_names=[])) == []
     assert sorted(names(client.search_runs(experiment_names=["exp-b"]))) == ["r4"]
     assert len(client.search_runs()) == 6
+
+
+def test_a_search_hydrates_its_hits_from_the_snapshot_that_found_them(project: Project, monkeypatch) -> None:
+    """A tag changed between the hit query and the hydrate query no longer shows in the result (PostgreSQL
+    read at READ COMMITTED: a run matching tags.t = 'a' came back with t = 'b')."""
+    with ls.start_run(project=project, tags={"t": "a"}) as run:
+        pass
+    store = project.tracking
+    hydrate = store._hydrate
+
+    def change_then_hydrate(infos, fetchall):
+        with project.db.write() as connection:  # another transaction commits between the two reads
+            connection.execute(store.t("tags").update().where(store.t("tags").c.run_id == run.id).values(value="b"))
+        return hydrate(infos, fetchall)
+
+    monkeypatch.setattr(store, "_hydrate", change_then_hydrate)
+    found = ls.Client(project).search_runs("tags.t = 'a'")
+    assert [(hit.info.id, hit.tags["t"]) for hit in found] == [(run.id, "a")]

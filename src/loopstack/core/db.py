@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 VERSION_TABLE = "loopstack_alembic_version"
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 _PG_MIGRATION_LOCK = 7_402_011_301
+# a read transaction on PostgreSQL: one snapshot (psycopg puts both in its BEGIN, no extra round trip)
+_PG_SNAPSHOT = {"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
 
 
 def normalize_url(url: str, root: Path) -> str:
@@ -117,9 +119,17 @@ class MetadataDB:
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        """A connection in a read transaction (a snapshot on SQLite WAL)."""
-        with self.engine.connect() as connection, connection.begin():
-            yield connection
+        """A connection in a read transaction that sees one snapshot.
+
+        SQLite WAL gives one by itself. PostgreSQL's default READ COMMITTED takes a new snapshot per
+        statement, so a search's hits and their values, or a version number and its row, could come
+        from different commits; REPEATABLE READ READ ONLY holds one snapshot for the transaction.
+        """
+        with self.engine.connect() as connection:
+            if self.dialect == "postgresql":
+                connection = connection.execution_options(**_PG_SNAPSHOT)
+            with connection.begin():
+                yield connection
 
     @contextmanager
     def write(self) -> Iterator[Connection]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
+from loopstack.core.errors import NotFoundError
 from loopstack.registry.entities import ModelVersion, RegisteredModel
 from loopstack.registry.signature import Signature
 
@@ -85,8 +86,9 @@ def version_row(connection: Connection, versions: Table, name: str, version: int
     from sqlalchemy import select
 
     row = connection.execute(select(versions).where(versions.c.name == name, versions.c.version == version)).first()
-    if row is None:  # the caller resolved the number in the same transaction
-        raise LookupError(f"model version {name}/{version} vanished inside one transaction")
+    if row is None:  # resolved in this transaction, then deleted by a write one does not see (SQLite, a write)
+        raise NotFoundError(f"model version {name}/{version} was deleted while it was read; "
+                            f"retry, or list the versions with `loopstack models show {name}`")
     return row._asdict()
 
 
