@@ -82,3 +82,40 @@ def test_a_kind_family_matches_underscores_and_percents_literally(project: Proje
     project.events.emit("share-of.high", "d")
     assert [e.subject for e in project.events.list(kind="data_check.")] == ["a"]
     assert [e.subject for e in project.events.list(kind="share%.")] == ["c"]
+
+
+@pytest.mark.postgres
+def test_on_postgresql_events_commit_in_id_order(postgres_url: str, tmp_path) -> None:
+    """An event emitted while another transaction holding a lower id is open waits for it to commit.
+
+    Otherwise a reader can see id n+1 before id n, and the loop's triggers, which read after the last id
+    seen, skip n for good: a drift signal from a slow transaction never fired a retrain.
+    """
+    import threading
+
+    from loopstack.pipelines.engine import Loop
+    from loopstack.pipelines.policy import Policy
+    from loopstack.pipelines.triggers import drift_detected
+
+    project = Project.init(tmp_path / "p", name="order", metadata=postgres_url)
+    fired: list[int] = []
+    loop = Loop(project, [Policy("retrain", when=[drift_detected(share_above=0.3)],
+                                 then=[lambda context: fired.append(context.signal.id) or {}])])
+    try:
+        loop.tick()
+        other: dict[str, int] = {}
+        with project.db.write() as slow:
+            slow_id = project.events.emit("drift.checked", "m1", {"share": 0.5}, connection=slow)
+            writer = threading.Thread(target=lambda: other.update(id=project.events.emit(
+                "drift.checked", "m2", {"share": 0.1})))
+            writer.start()
+            writer.join(timeout=0.5)
+            assert writer.is_alive(), "the second emit committed while a lower id was still open"
+            loop.tick()  # the loop polls meanwhile: it must not move past the open id
+        writer.join(timeout=10)
+        loop.tick()
+        assert other["id"] > slow_id
+        assert fired == [slow_id]
+    finally:
+        loop.close()
+        project.close()

@@ -143,7 +143,29 @@ class EventLog:
         return chain[::-1]
 
     def _insert(self, connection: Connection, row: dict[str, Any]) -> int:
+        if self.db.dialect == "postgresql":
+            _commit_in_id_order(connection)
         return int(self._insert_statement.execute(connection, row))
+
+
+# Any constant shared by every process of a database: the ASCII of "lsevents".
+_EVENT_ORDER_LOCK = 0x6C736576656E7473
+
+
+def _commit_in_id_order(connection: Connection) -> None:
+    """Hold PostgreSQL's event lock until this transaction ends, so events commit in id order.
+
+    A sequence hands out an id at insert, but the row appears at commit: a
+    transaction that emitted id 7 and commits after another's id 8 leaves a
+    window where readers see 8 without 7. The loop's triggers read "after the
+    last id seen", so they would skip 7 for good (a drift signal that never
+    fires). With the lock, the second emitter waits until the first commits.
+    Emits come last in their transactions, so the wait is short. SQLite has
+    one writer at a time and needs nothing.
+    """
+    from sqlalchemy import text
+
+    connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _EVENT_ORDER_LOCK})
 
 
 def _jsonable(payload: dict[str, Any]) -> dict[str, Any]:
