@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from tests.conftest import fresh_project
 
 from loopstack.core.project import Project
-from tests.conftest import fresh_project
 
 
 def _count(connection) -> int:
@@ -30,6 +30,9 @@ def test_a_read_transaction_does_not_see_a_commit_made_during_it(project: Projec
 def test_a_postgres_read_transaction_is_read_only(postgres_url: str, tmp_path: Path) -> None:
     from sqlalchemy.exc import DBAPIError
 
-    with fresh_project(tmp_path / "proj", metadata=postgres_url) as project:
-        with pytest.raises(DBAPIError, match="read-only transaction"), project.db.read() as connection:
-            connection.execute(text("INSERT INTO experiments (name, created_at) VALUES ('in-a-read', 0)"))
+    with (
+        fresh_project(tmp_path / "proj", metadata=postgres_url) as project,
+        pytest.raises(DBAPIError, match="read-only transaction"),
+        project.db.read() as connection,
+    ):
+        connection.execute(text("INSERT INTO experiments (name, created_at) VALUES ('in-a-read', 0)"))
