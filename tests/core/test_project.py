@@ -108,3 +108,21 @@ def test_a_sqlite_metadata_file_is_found_from_home_or_the_project_not_the_cwd(
     assert expected.is_file()
     assert not list(elsewhere.iterdir())
     assert not (tmp_path / "p" / "~").exists()
+
+
+@pytest.mark.parametrize("settings", [{}, {"tracking": {"capture_git": False}}])
+def test_init_applies_environment_overrides_in_memory_and_writes_the_file_without_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings: dict
+) -> None:
+    """LOOPSTACK_METADATA set for one shell used to be written into loopstack.yaml for good."""
+    other = tmp_path / "other.db"
+    monkeypatch.setenv("LOOPSTACK_METADATA", f"sqlite:///{other}")
+    project = Project.init(tmp_path / "p", name="fraud", **settings)
+    assert project.db.url.endswith(str(other))
+    project.close()
+    assert "other.db" not in (tmp_path / "p" / "loopstack.yaml").read_text()
+    monkeypatch.delenv("LOOPSTACK_METADATA")
+    reopened = Project.open(tmp_path / "p")
+    assert reopened.db.url.endswith("/p/.loopstack/meta.db")
+    assert reopened.config.tracking.capture_git is settings.get("tracking", {}).get("capture_git", True)
+    reopened.close()

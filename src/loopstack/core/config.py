@@ -89,14 +89,18 @@ def _sqlite_file(url: str) -> str:
     return "" if path == ":memory:" else path
 
 
-def parse_config(data: Any, source: str = CONFIG_FILE) -> ProjectConfig:
-    """Validate a mapping as a project config, raising ConfigError with key paths."""
+def parse_config(data: Any, source: str = CONFIG_FILE, environment: bool = True) -> ProjectConfig:
+    """Validate a mapping as a project config, raising ConfigError with key paths.
+
+    With `environment`, LOOPSTACK_* variables override their keys: what a process uses, never what
+    `Project.init` writes to the file (a variable set for one shell would outlive it there).
+    """
     if not isinstance(data, dict):
         raise ConfigError(
             f"{source}: expected a mapping of keys such as 'name:' and 'metadata:', "
             f"got {type(data).__name__}; see `loopstack init` for an example"
         )
-    data = _apply_environment(dict(data))
+    data = _apply_environment(dict(data)) if environment else dict(data)
     try:
         return ProjectConfig.model_validate(data)
     except PydanticValidationError as exc:

@@ -87,8 +87,8 @@ class Project:
         else:
             from loopstack.core.config import dump_config, parse_config
 
-            config = parse_config(data, source="Project.init")
-            text = dump_config(config)
+            text = dump_config(parse_config(data, source="Project.init", environment=False))
+            config = parse_config(data, source="Project.init")  # the LOOPSTACK_* overrides, in memory only
         try:
             root.mkdir(parents=True, exist_ok=True)
             (root / ".loopstack").mkdir(exist_ok=True)
