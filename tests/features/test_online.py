@@ -492,3 +492,32 @@ def test_request_values_reach_a_transform_as_their_declared_type_online_and_offl
             store.get_online_features(["half:half"], [{"driver_id": 1, "amount": "x"}], now=at)
     finally:
         project.close()
+
+
+def test_a_new_service_object_is_served_its_own_features_not_a_freed_ones(store: lf.FeatureStore) -> None:
+    # plans were cached by id(service): CPython gives a new object a freed one's id, whose columns it then got
+    store.apply([lf.FeatureService(name=f"svc_{f}", features=[f"stats:{f}"]) for f in ("conv_rate", "trips")])
+    store.materialize(T0, T0 + timedelta(days=10), progress=False)
+    at = T0 + timedelta(days=4)
+    service = lf.FeatureService(name="svc_conv_rate", features=["stats:conv_rate"])
+    assert list(_online(store, [1], at, features=service).values) == ["conv_rate"]
+    service.features = ["stats:trips"]  # the same id, asking for another feature
+    assert list(_online(store, [1], at, features=service).values) == ["trips"]
+    for i in range(10):
+        wanted = "conv_rate" if i % 2 == 0 else "trips"
+        service = lf.FeatureService(name=f"svc_{wanted}", features=[f"stats:{wanted}"])
+        assert list(_online(store, [1], at, features=service).values) == [wanted]
+        del service
+    assert len(store._reader._plans) == 3  # one plan per service content, not one per object
+
+
+def test_the_online_plan_cache_is_bounded(store: lf.FeatureStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    from loopstack.features import serving
+
+    monkeypatch.setattr(serving, "MAX_PLANS", 3)
+    lists = [["stats:conv_rate"], ["stats:trips"], ["stats:conv_rate", "stats:trips"],
+             ["stats:trips", "stats:conv_rate"]]
+    for features in lists:  # a feature list built per request is a new key each time
+        for full in (False, True):
+            store.get_online_features(features, [{"driver_id": 1}], full_feature_names=full, now=T0)
+            assert len(store._reader._plans) <= 3

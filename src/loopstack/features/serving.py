@@ -20,11 +20,13 @@ from typing import Any
 from loopstack.core.errors import ValidationError
 from loopstack.core.jsonio import loads
 from loopstack.features.catalog import Catalog, FeatureRequest
+from loopstack.features.definitions import FeatureService
 from loopstack.features.materialize import KEY_SEPARATOR
 from loopstack.features.online.base import OnlineStore
 from loopstack.features.timeutil import ttl_us
 
 PRESENT, EXPIRED, NOT_FOUND = "present", "expired", "not_found"
+MAX_PLANS = 1024  # cached plans per reader; past it the cache starts over
 _IDENTITY = {"Int32", "Int64", "Float32", "Float64", "String", "Bool"}
 
 
@@ -117,10 +119,15 @@ class OnlineReader:
         self._plans: dict[Any, _Plan] = {}
 
     def plan(self, features: Any, full_feature_names: bool) -> _Plan:
-        cache_key = (features if isinstance(features, str) else tuple(features) if isinstance(features, list | tuple)
-                     else id(features), full_feature_names)
+        """The cached plan of `features`; a request of another kind is planned each time, not cached."""
+        content = _content_key(features)
+        if content is None:
+            return self._make_plan(features, full_feature_names)
+        cache_key = (content, full_feature_names)
         plan = self._plans.get(cache_key)
         if plan is None:
+            if len(self._plans) >= MAX_PLANS:  # feature lists built per request must not grow the cache forever
+                self._plans.clear()
             plan = self._plans[cache_key] = self._make_plan(features, full_feature_names)
         return plan
 
@@ -165,6 +172,21 @@ class OnlineReader:
             ages.update(dict.fromkeys(vp.slots, view_age))
         _run_on_demand(plan, entities, count, slots, status, ages)
         return OnlineResponse(entities, _by_column(plan, slots), _by_column(plan, status), _by_column(plan, ages))
+
+
+def _content_key(features: Any) -> Any:
+    """What a plan depends on, as a hashable value; None for a request that cannot be keyed so.
+
+    A FeatureService is keyed by its name, refs and log flag, never by ``id()``: CPython gives a new
+    object the id of a freed one, whose plan (other columns) it would then be served.
+    """
+    if isinstance(features, str):
+        return features
+    if isinstance(features, FeatureService):
+        return ("service", features.name, tuple(features.refs()), features.log)
+    if isinstance(features, list | tuple) and all(isinstance(ref, str) for ref in features):
+        return tuple(features)
+    return None
 
 
 def _by_column(plan: _Plan, by_ref: dict[str, Any]) -> dict[str, Any]:
