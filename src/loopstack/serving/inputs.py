@@ -20,6 +20,7 @@ from loopstack.core.errors import SignatureError
 
 Rows = np.ndarray | dict[str, np.ndarray]
 NUMERIC_KINDS = frozenset("fiub")
+EXACT_KINDS = frozenset("iub")  # fields carried as float64 but cast back to their dtype for the model
 
 
 @dataclass(frozen=True)
@@ -124,18 +125,20 @@ class InputSchema:
             array = array[:, 0]
         if array.ndim != 1:
             raise SignatureError(f"{where} must be a flat list of values, got shape {list(array.shape)}")
-        return _to_float(array, where, column)
+        floats = _to_float(array, where, column)
+        if column.dtype.kind in EXACT_KINDS:
+            _check_exact(floats, column, row or (lambda i: f"{where}[{i}]"))
+        return floats
 
     def assemble(self, arrays: Mapping[str, np.ndarray]) -> Rows:
-        """Rows from checked column arrays of one length."""
+        """Rows from column arrays of one length, each checked by `check_column` (integer fields included)."""
         lengths = {name: len(a) for name, a in arrays.items()}
         if len(set(lengths.values())) > 1:
             raise SignatureError(f"input columns have different lengths {lengths}; every field needs one value per row")
         if not any(lengths.values()):
             raise SignatureError(f"input columns {list(lengths)} hold no rows; send at least one value per field")
         if self.all_numeric:
-            matrix = np.column_stack([arrays[n] for n in self.names]).astype(np.float64, copy=False)
-            return self.check_exact(matrix, "inputs")
+            return np.column_stack([arrays[n] for n in self.names]).astype(np.float64, copy=False)
         return dict(arrays)
 
     def matrix(self, values: Any, where: str) -> np.ndarray:
@@ -157,18 +160,11 @@ class InputSchema:
         return self.check_exact(array, where)
 
     def check_exact(self, array: np.ndarray, where: str) -> np.ndarray:
-        """Integer and boolean fields of a float matrix must hold whole (0/1) values: they are cast back."""
+        """Integer and boolean fields of a float matrix must hold values their dtype can take: the model
+        adapter casts them back, where 2.7 became 2, 1e19 became INT64_MIN and null a 500."""
         for j in self._exact:
-            column = array[:, j]
-            kind = self.columns[j].dtype.kind
-            ok = np.isin(column, (0.0, 1.0)) if kind == "b" else np.equal(column, np.round(column))
-            if not ok.all():
-                i = int(np.argmin(ok))
-                wanted = "true/false (or 0/1)" if kind == "b" else "a whole number"
-                raise SignatureError(
-                    f"{where}[{i}] field {self.columns[j].name!r} must be {wanted} ({self.columns[j].dtype}), "
-                    f"got {column[i]!r}"
-                )
+            column = self.columns[j]
+            _check_exact(array[:, j], column, lambda i, name=column.name: f"{where}[{i}] field {name!r}")
         return array
 
     def _bad_value(self, values: Any, where: str) -> str:
@@ -198,7 +194,7 @@ class InputSchema:
 
     @cached_property
     def _exact(self) -> list[int]:
-        return [j for j, c in enumerate(self.columns) if c.dtype.kind in "iub"]
+        return [j for j, c in enumerate(self.columns) if c.dtype.kind in EXACT_KINDS]
 
 
 # -- rows helpers ---------------------------------------------------------------------
@@ -240,6 +236,31 @@ def _to_float(array: np.ndarray, where: str, column: Column) -> np.ndarray:
     raise SignatureError(
         f"{where} must hold numbers ({column.dtype}), got {array.dtype} values like {_short(array[0])}"
     )
+
+
+def _check_exact(values: np.ndarray, column: Column, row: Callable[[int], str]) -> None:
+    """An integer or boolean field's float64 values must cast back to its dtype unchanged: whole, within the
+    dtype's range, not null (the schema has no nullable integers), and 0/1 for a bool. Vectorized: one pass
+    of comparisons per field, and only for integer and boolean fields."""
+    kind = column.dtype.kind
+    if kind == "b":
+        ok = (values == 0.0) | (values == 1.0)
+    else:
+        info = np.iinfo(column.dtype)  # the upper bound as an exact float: float(2**63 - 1) rounds up to 2**63
+        ok = (values >= float(info.min)) & (values < float(int(info.max) + 1)) & (values == np.floor(values))
+    if ok.all():
+        return
+    i = int(np.argmin(ok))
+    value = float(values[i])
+    if np.isnan(value):
+        problem, got = "must not be null", "null"
+    elif kind == "b":
+        problem, got = "must be true/false (or 0/1)", repr(value)
+    elif value != np.floor(value):
+        problem, got = "must be a whole number", repr(value)
+    else:
+        problem, got = f"must be within [{info.min}, {info.max}]", repr(value)
+    raise SignatureError(f"{row(i)} {problem} ({column.dtype}), got {got}")
 
 
 def _strings(values: Any, where: str, row: Callable[[int], str]) -> np.ndarray:

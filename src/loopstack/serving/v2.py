@@ -177,10 +177,13 @@ def _matrix(name: str, array: np.ndarray, adapter: ModelAdapter) -> Rows:
         )
     if array.dtype.kind not in "fiub":
         raise SignatureError(f"input {name!r} has datatype BYTES; model {adapter.name!r} takes numbers (FP32/FP64)")
-    if schema.all_numeric:
-        return array.astype(np.float64, copy=False)
-    return schema.assemble({c.name: schema.check_column(c, array[:, j], f"input {name!r}")
-                            for j, c in enumerate(schema.columns)})
+    if schema.all_numeric:  # integer and boolean fields are checked as the native path checks them
+        return schema.check_exact(array.astype(np.float64, copy=False), f"input {name!r}")
+    return schema.assemble({
+        c.name: schema.check_column(c, array[:, j], f"input {name!r}",
+                                    row=lambda i, field=c.name: f"input {name!r}[{i}] field {field!r}")
+        for j, c in enumerate(schema.columns)
+    })
 
 
 def _frombuffer(raw: bytes, dtype: np.dtype, name: str, datatype: str) -> np.ndarray:
