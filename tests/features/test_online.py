@@ -521,3 +521,20 @@ def test_the_online_plan_cache_is_bounded(store: lf.FeatureStore, monkeypatch: p
         for full in (False, True):
             store.get_online_features(features, [{"driver_id": 1}], full_feature_names=full, now=T0)
             assert len(store._reader._plans) <= 3
+
+
+def test_an_unapplied_service_object_is_served_and_logged_by_its_own_settings(store: lf.FeatureStore) -> None:
+    # it resolved, then the log check looked it up among the applied services: a raw KeyError
+    store.materialize(T0, T0 + timedelta(days=10), progress=False)
+    at = T0 + timedelta(days=4)
+    quiet = lf.FeatureService(name="draft", features=["stats:trips"])
+    got = _online(store, [1], at, features=quiet)
+    assert got.values == {"trips": [103]} and got.request_id is None
+    logged = lf.FeatureService(name="draft_logged", features=["stats:trips"], log=True)
+    got = _online(store, [1], at, features=logged)
+    assert got.values == {"trips": [103]} and got.request_id is not None
+    entity = pa.table({"driver_id": [1], "event_timestamp": pa.array([at], pa.timestamp("us"))})
+    offline = store.get_historical_features(entity, quiet, record=False).to_arrow()
+    assert offline.column("trips").to_pylist() == [103]  # offline serves the object's refs too
+    store.feature_log.flush()
+    assert store.feature_log.read("draft_logged").num_rows == 1

@@ -65,6 +65,7 @@ class _Plan:
     request: FeatureRequest
     views: list[_ViewPlan]
     input_types: dict[str, Any] = field(default_factory=dict)
+    log: bool = False  # a service's log flag: every read of it goes to the feature log
     columns: list[str] = field(init=False)  # the response's feature columns, in order ...
     refs: list[str] = field(init=False)  # ... and the slot each one reads
 
@@ -141,12 +142,19 @@ class OnlineReader:
                 dtype = view.get_field(feature).dtype
                 decoders.append((feature, f"{name}:{feature}", None if dtype.name in _IDENTITY else dtype.decode))
             views.append(_ViewPlan(name, self.catalog.join_keys(view), ttl_us(view.ttl), decoders))
-        plan = _Plan(request, views)
+        plan = _Plan(request, views, log=self._logged(features, request))
         for odfv in request.on_demand:
             for ref in odfv.inputs:
                 view_name, feature = ref.split(":")
                 plan.input_types[ref] = self.catalog.view(view_name).get_field(feature).dtype.arrow()
         return plan
+
+    def _logged(self, features: Any, request: FeatureRequest) -> bool:
+        """The service's log flag: a FeatureService object's own (applied or not, as offline uses its own
+        refs), else the applied service's of that name."""
+        if isinstance(features, FeatureService):
+            return features.log
+        return request.service is not None and self.catalog.services[request.service].log
 
     def read(self, features: Any, entity_rows: Any, full_feature_names: bool = False,
              now_us: int | None = None) -> OnlineResponse:

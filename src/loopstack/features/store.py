@@ -293,8 +293,7 @@ class FeatureStore:
         now_us = to_us(now) if now is not None else None
         plan = self._reader.plan(features, full_feature_names)
         response = self._reader.read_plan(plan, entity_rows, now_us)
-        service = plan.request.service
-        if log or (log is None and service is not None and self.catalog.services[service].log):
+        if log or (log is None and plan.log):
             self._log(plan, response, now_us, full_feature_names)
         return response
 
