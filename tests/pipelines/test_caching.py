@@ -358,3 +358,48 @@ def test_lambdas_on_one_line_have_their_own_digests(tmp_path: object) -> None:
     assert module.inc(1) != module.dec(1)
     assert code_digest(module.inc) != code_digest(module.dec)
     assert value_digest(module.inc) != value_digest(module.dec)
+
+
+def _reader(table: object):
+    def lookup(i: int) -> object:
+        return table[i]  # type: ignore[index]
+
+    return lookup
+
+
+@pytest.mark.parametrize("size", [1001, 100_000])
+def test_a_large_constant_table_counts_by_value(size: int) -> None:
+    """Containers of more than 1000 items counted by type only: editing one entry of a lookup table a
+    step reads left its digest as it was, and the stale cached result was served."""
+    table = list(range(size))
+    edited = [*table[:-1], -1]
+    assert code_digest(_reader(table)) != code_digest(_reader(edited))
+    assert code_digest(_reader(tuple(table))) != code_digest(_reader(tuple(edited)))
+    assert code_digest(_reader(set(table))) != code_digest(_reader(set(edited)))
+    lookup = dict.fromkeys(table, "a")
+    assert code_digest(_reader(lookup)) != code_digest(_reader({**lookup, 0: "b"}))
+    assert code_digest(_reader({"rows": table})) != code_digest(_reader({"rows": edited}))  # nested too
+    assert code_digest(_reader(table)) == code_digest(_reader(list(range(size))))
+
+
+def test_a_numpy_constant_counts_by_dtype_shape_and_bytes() -> None:
+    np = pytest.importorskip("numpy")
+    weights = np.arange(6.0).reshape(2, 3)
+    assert code_digest(_reader(weights)) == code_digest(_reader(weights.copy()))
+    assert code_digest(_reader(weights)) != code_digest(_reader(weights + np.eye(2, 3)))
+    assert code_digest(_reader(weights)) != code_digest(_reader(weights.reshape(3, 2)))
+    assert code_digest(_reader(weights)) != code_digest(_reader(weights.astype(np.float32)))
+    assert code_digest(_reader(weights.T)) == code_digest(_reader(np.ascontiguousarray(weights.T)))
+
+
+def test_a_small_constant_keeps_its_digest_and_one_that_cannot_be_hashed_warns() -> None:
+    from loopstack.pipelines import fingerprint
+
+    for value in ([1, "a"], (1,), (1, 2.5), {2: "b", 1: (None,)}, {"x", 3}, [[1], (2, {3: 4})], [], ()):
+        streamed = hashlib.sha256()
+        fingerprint._write_stable_repr(value, streamed)  # in pieces, as large tables are
+        assert streamed.hexdigest() == hashlib.sha256(fingerprint._stable_repr(value).encode()).hexdigest()
+    cycle: list = [1]
+    cycle.append(cycle)
+    with pytest.warns(UserWarning, match=r"table \(list\) read by a step .* @step\(version=\.\.\.\)"):
+        code_digest(_reader(cycle))

@@ -26,11 +26,15 @@ import sys
 import sysconfig
 import textwrap
 import types
+import warnings
+from collections.abc import Callable, Iterable
 from typing import Any
 
 _SIMPLE = (int, float, str, bytes, bool, type(None), complex)
 _JSON_SCALARS = (str, int, float, bool, type(None))
 _LIBRARY_ROOTS = tuple({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["stdlib"], sys.prefix})
+_CONTAINERS = (tuple, list, frozenset, set, dict)
+_MAX_DEPTH = 100  # nesting deeper than this is not a constant table; it would also exhaust the recursion limit
 
 
 def code_digest(function: Any) -> str:
@@ -66,7 +70,7 @@ def value_digest(value: Any) -> str:
     if _is_exact_json(value):
         text = json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=True)
         return hashlib.sha256(b"json:" + text.encode()).hexdigest()
-    if _is_plain_container(value):
+    if _is_plain_container(value, limit=1000):  # larger ones by pickle, as always: their digests stay valid
         return hashlib.sha256(b"typed:" + _stable_repr(value).encode()).hexdigest()
     if callable(value) and hasattr(value, "__code__"):
         return code_digest(value)
@@ -102,9 +106,9 @@ def _walk(obj: Any, digest: Any, seen: set[int]) -> None:
     if code is None:
         return
     digest.update(_syntax(function, code).encode())
-    for cell in function.__closure__ or ():
+    for name, cell in zip(code.co_freevars, function.__closure__ or (), strict=False):
         try:
-            _mix(cell.cell_contents, digest, seen)
+            _mix(cell.cell_contents, digest, seen, name)
         except ValueError:  # an empty cell: a name assigned later in the enclosing scope
             digest.update(b"<empty cell>")
     _mix_defaults(function, digest, seen)
@@ -113,7 +117,7 @@ def _walk(obj: Any, digest: Any, seen: set[int]) -> None:
     for name in sorted(names):
         if name in namespace:
             digest.update(f"\x00global {name}=".encode())
-            _mix(namespace[name], digest, seen)
+            _mix(namespace[name], digest, seen, name)
             _mix_attributes(namespace[name], names, digest, seen)
 
 
@@ -139,7 +143,7 @@ def _mix_attributes(value: Any, names: set[str], digest: Any, seen: set[int], de
     members = vars(value)
     for attribute in sorted(names & members.keys()):
         digest.update(f"\x00attribute {value.__name__}.{attribute}=".encode())
-        _mix(members[attribute], digest, seen)
+        _mix(members[attribute], digest, seen, f"{value.__name__}.{attribute}")
         _mix_attributes(members[attribute], names, digest, seen, depth + 1)
 
 
@@ -216,12 +220,16 @@ def _global_names(code: types.CodeType) -> set[str]:
     return names
 
 
-def _mix(value: Any, digest: Any, seen: set[int]) -> None:
-    """Fold one referenced value into the digest."""
+def _mix(value: Any, digest: Any, seen: set[int], name: str = "") -> None:
+    """Fold one referenced value into the digest; `name` (the global or captured variable) is for the warning."""
     if isinstance(value, types.ModuleType):
         digest.update(f"module {value.__name__} {_version(value)}".encode())
     elif isinstance(value, _SIMPLE) or _is_plain_container(value):
-        digest.update(_stable_repr(value).encode())
+        _write_stable_repr(value, digest)
+    elif _is_ndarray(value) and value.dtype.kind != "O":
+        # dtype, shape and raw bytes: an edited weight or lookup array changes the digest
+        digest.update(f"ndarray {value.dtype.descr} {value.shape} ".encode())
+        digest.update(sys.modules["numpy"].ascontiguousarray(value).reshape(-1).view("u1"))
     elif isinstance(value, type) or callable(value):
         step_function = getattr(value, "function", None)  # a Step: its function is the code
         target = step_function if callable(step_function) else value
@@ -234,7 +242,25 @@ def _mix(value: Any, digest: Any, seen: set[int]) -> None:
         else:
             digest.update(f"ref {getattr(target, '__module__', '')}.{getattr(target, '__qualname__', '')}".encode())
     else:
+        if type(value) in _CONTAINERS or _is_ndarray(value):
+            _warn_by_type(value, name)
         digest.update(f"object {type(value).__module__}.{type(value).__qualname__}".encode())
+
+
+def _warn_by_type(value: Any, name: str) -> None:
+    """Say so when a builtin container or an array counts by type only: an edit to it would not change
+    the digest, and the step's stale cached result would be served."""
+    warnings.warn(
+        f"{name or 'a value'} ({type(value).__name__}) read by a step holds objects that cannot be hashed by value "
+        "(or is nested too deep, or refers to itself), so the step's code digest sees only its type; "
+        "pin the step with @step(version=...) and bump it when this value changes",
+        stacklevel=4,
+    )
+
+
+def _is_ndarray(value: Any) -> bool:
+    numpy = sys.modules.get("numpy")  # never imported here: without numpy loaded there is no ndarray
+    return numpy is not None and type(value) is numpy.ndarray
 
 
 def _mix_class(cls: type, digest: Any, seen: set[int]) -> None:
@@ -257,18 +283,75 @@ def _mix_class(cls: type, digest: Any, seen: set[int]) -> None:
         _mix(base, digest, seen)
 
 
-def _is_plain_container(value: Any, budget: list[int] | None = None) -> bool:
+def _is_plain_container(value: Any, limit: int | None = None) -> bool:
     """Builtin tuples, lists, sets and dicts of simple values, nested too (exact types: a subclass
-    may carry state), up to 1000 items in all."""
-    budget = [1000] if budget is None else budget
-    if type(value) in (tuple, list, frozenset, set):
-        items = list(value)
-    elif type(value) is dict:
-        items = [*value.keys(), *value.values()]
-    else:
+    may carry state), of any size, or of up to `limit` items in all.
+
+    Code constants had a cutoff of 1000 items, above which a lookup table counted by its type
+    only: editing it left the digest as it was and served a stale cached result.
+    """
+    budget = [limit if limit is not None else -1]
+    return _plain(value, budget, set(), 0)
+
+
+def _plain(value: Any, budget: list[int], path: set[int], depth: int) -> bool:
+    kind = type(value)
+    if kind not in _CONTAINERS or id(value) in path or depth > _MAX_DEPTH:
         return False
-    budget[0] -= len(items)
-    return budget[0] >= 0 and all(isinstance(v, _SIMPLE) or _is_plain_container(v, budget) for v in items)
+    items: Iterable[Any] = (*value.keys(), *value.values()) if kind is dict else value
+    if budget[0] >= 0:
+        budget[0] -= len(value) * (2 if kind is dict else 1)
+        if budget[0] < 0:
+            return False
+    path.add(id(value))
+    plain = all(isinstance(v, _SIMPLE) or _plain(v, budget, path, depth + 1) for v in items)
+    path.discard(id(value))
+    return plain
+
+
+def _write_stable_repr(value: Any, digest: Any) -> None:
+    """Feed `_stable_repr(value)` to the digest in pieces of about 64K characters: a large table
+    never becomes one string, and a small one hashes as it always has."""
+    parts: list[str] = []
+
+    def write(text: str) -> None:
+        parts.append(text)
+        if len(parts) >= 65536:
+            digest.update("".join(parts).encode())
+            parts.clear()
+
+    _stream_repr(value, write)
+    digest.update("".join(parts).encode())
+
+
+def _stream_repr(value: Any, write: Callable[[str], None]) -> None:
+    """`_stable_repr(value)`, written piece by piece (its concatenation is the same text)."""
+    kind = type(value)
+    if kind in (set, frozenset):
+        _stream_sequence(sorted(map(_stable_repr, value)), write, f"{kind.__name__}([", "])", repr)
+    elif kind is dict:
+        pairs = sorted((_stable_repr(k), _stable_repr(v)) for k, v in value.items())
+        _stream_sequence(pairs, write, "dict([", "])", lambda pair: f"({pair[0]!r}, {pair[1]!r})")
+    elif kind is list:
+        _stream_sequence(value, write, "[", "]", repr if _all_simple(value) else _stable_repr)
+    elif kind is tuple and not _all_simple(value):
+        _stream_sequence(value, write, "(", ",)", _stable_repr)
+    elif kind is tuple and len(value) > 1:  # repr(tuple), "(1, 2)", written item by item
+        _stream_sequence(value, write, "(", ")", repr)
+    else:
+        write(repr(value))
+
+
+def _stream_sequence(items: Iterable[Any], write: Callable[[str], None], start: str, end: str,
+                     text: Callable[[Any], str]) -> None:
+    write(start)
+    for index, item in enumerate(items):
+        write(f", {text(item)}" if index else text(item))
+    write(end)
+
+
+def _all_simple(items: Iterable[Any]) -> bool:
+    return all(isinstance(v, _SIMPLE) for v in items)
 
 
 def _stable_repr(value: Any) -> str:
