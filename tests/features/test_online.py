@@ -538,3 +538,23 @@ def test_an_unapplied_service_object_is_served_and_logged_by_its_own_settings(st
     assert offline.column("trips").to_pylist() == [103]  # offline serves the object's refs too
     store.feature_log.flush()
     assert store.feature_log.read("draft_logged").num_rows == 1
+
+
+def test_a_first_incremental_materialization_without_ttl_loads_rows_from_before_1970(tmp_path: Path) -> None:
+    # the first window of a view without ttl started at 0 (1970-01-01): older rows never reached the online store
+    rows = pa.table({"driver_id": [1, 2], "event_timestamp": pa.array([datetime(1965, 1, 1), T0], pa.timestamp("us")),
+                     "a": pa.array([10, 20], pa.int64())})
+    view = lf.FeatureView(name="v", entities=[DRIVER], source=lf.TableSource(rows),
+                          schema=[lf.Field(name="a", dtype=lf.Int64)])
+    project = Project.init(tmp_path / "p", name="old")
+    try:
+        store = project.feature_store
+        store.apply([view])
+        now = T0 + timedelta(days=1)
+        assert store.materialize_incremental(now, progress=False) == {"v": 2}
+        online = store.get_online_features(["v:a"], {"driver_id": [1, 2]}, now=now).values["a"]
+        entity = pa.table({"driver_id": [1, 2], "event_timestamp": pa.array([now] * 2, pa.timestamp("us"))})
+        offline = store.get_historical_features(entity, ["v:a"], record=False).to_arrow().column("a").to_pylist()
+        assert online == offline == [10, 20]
+    finally:
+        project.close()

@@ -239,8 +239,13 @@ class FeatureStore:
 
     def materialize_incremental(self, end: Any, views: list[str] | None = None, *, chunk_size: int | None = None,
                                 progress: bool | None = None) -> dict[str, int]:
-        """Materialize each view from just after its watermark (or end - ttl the first time) to `end`."""
+        """Materialize each view from just after its watermark (or end - ttl the first time) to `end`.
+
+        A first run of a view without a ttl has no lower bound: starting at 0 (1970-01-01) left every
+        older row out of the online store while the offline join served it.
+        """
         from loopstack.features.materialize import watermark
+        from loopstack.features.offline import MIN_US
 
         end_us = to_us(end)
         windows = {}
@@ -250,7 +255,7 @@ class FeatureStore:
                 start = mark + 1  # windows are inclusive; the watermark's own instant is done
             else:
                 ttl = ttl_us(view.ttl)
-                start = end_us - ttl if ttl is not None else 0
+                start = end_us - ttl if ttl is not None else MIN_US
             windows[view.name] = (start, end_us)
         return self._materialize(windows, chunk_size, progress)
 
