@@ -279,6 +279,37 @@ def test_resume_by_id_continues_the_same_run(project: Project) -> None:
     assert kinds == ["run.started", "run.finished", "run.resumed", "run.finished"]
 
 
+def test_a_run_another_process_resumed_after_our_check_is_not_resumed_again(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The liveness check ran in a read before the write that takes the run: two processes could both
+    resume one ended run. Another process takes it just before our write begins: ours must refuse."""
+    import contextlib
+    import time
+
+    with ls.start_run() as run:
+        pass
+    store, write = project.tracking, project.db.write
+    runs = store.t("runs")
+
+    @contextlib.contextmanager
+    def taken_by_another_process_first():
+        with write() as connection:  # a live process on another host resumes it and commits
+            taken = {"status": "RUNNING", "end_time": None, "host": "elsewhere", "pid": 1, "heartbeat": time.time()}
+            connection.execute(runs.update().where(runs.c.id == run.id).values(taken))
+        with write() as connection:
+            yield connection
+
+    monkeypatch.setattr(project.db, "write", taken_by_another_process_first)
+    with pytest.raises(ConflictError, match=f"run {run.id} is still running in another live process"):
+        store.resume_run(run.id)
+    monkeypatch.undo()
+    with project.db.read() as connection:
+        owner = connection.execute(runs.select().where(runs.c.id == run.id)).one()
+    assert (owner.status, owner.host, owner.pid) == ("RUNNING", "elsewhere", 1)
+    assert [e.kind for e in project.events.list(subject=run.id)].count("run.resumed") == 0
+
+
 def test_logging_without_a_run_says_how_to_start_one(project: Project) -> None:
     with pytest.raises(NotFoundError, match="start_run"):
         ls.log_param("a", 1)

@@ -213,21 +213,24 @@ class TrackingStore:
         return _info(row)
 
     def resume_run(self, run_id: str) -> RunInfo:
+        """Take ownership of a run, checked in the write that takes it: checked in a read before, two
+        processes could both see the run ended and both resume it (the later one's params were dropped)."""
         from sqlalchemy import select
 
         runs = self.t("runs")
-        with self.db.read() as connection:
-            row = connection.execute(select(runs).where(runs.c.id == str(run_id))).first()
-        if row is None:
-            raise NotFoundError(f"no run with id {run_id!r}; list runs with `loopstack runs`")
-        owned_elsewhere = row.pid != os.getpid() or row.host != HOST
-        if row.status == RUNNING and run_id not in self._live_runs and owned_elsewhere and self._owner_alive(row):
-            raise ConflictError(f"run {run_id} is still running in another live process; end it there first")
+        query = select(runs).where(runs.c.id == str(run_id))
+        if self.db.dialect == "postgresql":  # SQLite's write transaction already holds the database's write lock
+            query = query.with_for_update()
         with self.db.write() as connection:
+            row = connection.execute(query).first()
+            if row is None:
+                raise NotFoundError(f"no run with id {run_id!r}; list runs with `loopstack runs`")
+            owned_elsewhere = row.pid != os.getpid() or row.host != HOST
+            if row.status == RUNNING and run_id not in self._live_runs and owned_elsewhere and self._owner_alive(row):
+                raise ConflictError(f"run {run_id} is still running in another live process; end it there first")
             connection.execute(
-                self.t("runs")
-                .update()
-                .where(self.t("runs").c.id == run_id)
+                runs.update()
+                .where(runs.c.id == run_id)
                 .values(
                     status=RUNNING,
                     end_time=None,
