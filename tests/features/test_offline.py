@@ -575,3 +575,26 @@ def test_picked_rows_keep_every_column_type_and_turn_missing_ones_null() -> None
     assert all(got.column(name).equals(expected.column(name)) for name in table.column_names)
     assert offline._take_rows(table, np.array([2, 0])).equals(table.take([2, 0]))
     assert offline._take_rows(table.slice(0, 0), np.array([-1, -1])).column("int").null_count == 2
+
+
+def test_a_damaged_parquet_file_is_named_by_retrieval_and_materialization_alike(tmp_path: Path) -> None:
+    # materialize opened the file with Arrow first and let its ArrowInvalid out, naming neither view nor fix
+    path = tmp_path / "s.parquet"
+    pq.write_table(pa.table({"driver_id": [1, 2], "event_timestamp": pa.array([T0] * 2, pa.timestamp("us")),
+                             "value": [10, 20]}), path)
+    view = lf.FeatureView(name="v", entities=[DRIVER], source=lf.FileSource(path=str(path)),
+                          schema=[lf.Field(name="value", dtype=lf.Int64)])
+    project = Project.init(tmp_path / "p", name="p")
+    try:
+        store = project.feature_store
+        store.apply([view])
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])  # a copy in progress
+        assert offline._ParquetView.of(path, view, ["driver_id"], ["value"], {"min": None, "max": 0}, None) is None
+        entity = pa.table({"driver_id": [1], "event_timestamp": pa.array([T0], pa.timestamp("us"))})
+        with pytest.raises(ValidationError, match="feature view 'v': cannot read its source"):
+            store.get_historical_features(entity, ["v:value"], record=False).to_arrow()
+        with pytest.raises(ValidationError, match="feature view 'v': cannot read its source"):
+            store.materialize(T0, T0 + timedelta(days=1), progress=False)
+    finally:
+        project.close()

@@ -390,21 +390,29 @@ class _ParquetView:
     def of(cls, path: Path, view: FeatureView, keys: list[str], features: list[str], bounds: dict[str, Any],
            ttl: int | None) -> _ParquetView | None:
         """None unless Arrow can read the file as DuckDB would; row groups that cannot hold a row the
-        ``bounds`` (minus ``ttl``) may use are skipped."""
+        ``bounds`` (minus ``ttl``) may use are skipped.
+
+        A file Arrow cannot open (damaged, or half copied) is None too: DuckDB then refuses it with an
+        error that names the view, where Arrow's would name neither the view nor the fix.
+        """
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         source = view.source
         times = [t for t in (source.timestamp_field, source.created_timestamp_field) if t]
         keys_and_times = list(dict.fromkeys([*keys, *times]))
         columns = list(dict.fromkeys([*keys_and_times, *features]))
-        parquet = pq.ParquetFile(path, memory_map=True)
+        try:
+            parquet = pq.ParquetFile(path, memory_map=True)
+            twin = pq.ParquetFile(path, memory_map=True)
+        except (pa.ArrowException, OSError):
+            return None
         schema = parquet.schema_arrow
         lowered = [n.lower() for n in schema.names]
         if not set(columns) <= set(schema.names) or any(lowered.count(c.lower()) > 1 for c in columns):
             return None  # DuckDB resolves names case-insensitively (`value` may be `VALUE`); Arrow does not
         if not all(_micros_per_unit(schema.field(t).type) for t in times):
             return None
-        twin = pq.ParquetFile(path, memory_map=True)
         if not twin.metadata.equals(parquet.metadata):
             return None  # replaced between the two opens: DuckDB reads it in one go
         groups = _overlapping_groups(parquet, source.timestamp_field, bounds, ttl)
