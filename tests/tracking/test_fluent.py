@@ -99,6 +99,16 @@ def test_a_point_the_database_cannot_hold_is_refused_and_the_run_keeps_its_other
     assert stored.metrics["loss"] == 0.25 and "bad" not in stored.metrics
 
 
+@pytest.mark.parametrize("timestamp", ["x", float("nan"), [1.0]], ids=["text", "nan", "list"])
+def test_log_metrics_checks_its_timestamp_as_log_metric_does(sqlite_project: Project, timestamp: object) -> None:
+    """log_metrics called float() on it: 'x' raised a bare ValueError naming no metric and no fix."""
+    with ls.start_run() as run:
+        run.log_metrics({"b": 2.0}, timestamp=12.5)
+        with pytest.raises(ValidationError, match=r"metric 'a' got timestamp .*pass epoch seconds as a finite number"):
+            run.log_metrics({"a": 1.0}, timestamp=timestamp)  # type: ignore[arg-type]
+    assert [m.timestamp for m in ls.Client(sqlite_project).get_metric_history(run.id, "b")] == [12.5]
+
+
 @pytest.mark.parametrize("value", ["a\x00b", "data/\udcff.csv"], ids=["nul", "lone-surrogate"])
 @pytest.mark.parametrize("kind", ["param", "tag"])
 def test_a_text_the_database_cannot_store_is_refused_and_the_run_keeps_its_other_values(

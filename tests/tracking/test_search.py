@@ -331,3 +331,20 @@ def test_a_search_hydrates_its_hits_from_the_snapshot_that_found_them(project: P
     monkeypatch.setattr(store, "_hydrate", change_then_hydrate)
     found = ls.Client(project).search_runs("tags.t = 'a'")
     assert [(hit.info.id, hit.tags["t"]) for hit in found] == [(run.id, "a")]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"filter_string": 123}, r"filter_string=123 is a int; pass a filter such as .* or None for every run"),
+        ({"max_results": "10"}, r"max_results='10' is a str; pass an int, 1 to 50000"),
+        ({"max_results": True}, r"max_results=True is a bool; pass an int"),
+        ({"max_results": 0}, r"max_results=0 is out of range; use 1 to 50000"),
+    ],
+)
+def test_a_search_argument_of_the_wrong_type_is_refused_by_name(
+    sqlite_project: Project, arguments: dict[str, Any], message: str
+) -> None:
+    """A str max_results failed in a comparison and an int filter in the parser, in Python's words."""
+    with pytest.raises(ValidationError, match=message):
+        ls.Client(sqlite_project).search_runs(**arguments)

@@ -105,8 +105,8 @@ class ActiveRun:
             self._writer.nudge()
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None, timestamp: float | None = None) -> None:
-        """Buffer several metrics at one step and time."""
-        now = time.time() if timestamp is None else float(timestamp)
+        """Buffer several metrics at one step and time (log_metric checks `timestamp`, as for one metric)."""
+        now = time.time() if timestamp is None else timestamp
         for key, value in metrics.items():
             self.log_metric(key, value, step, now)
 

@@ -298,8 +298,7 @@ class TrackingStore:
 
         from loopstack.tracking.search import compile_filter, parse_filter, parse_order_by
 
-        if not 1 <= max_results <= 50_000:
-            raise ValidationError(f"max_results={max_results} is out of range; use 1 to 50000")
+        _check_search_arguments(filter_string, max_results)
         self.writer.flush_pending()
         orders = tuple([order_by] if isinstance(order_by, str) else order_by or ())
         keys = parse_order_by(list(orders))
@@ -589,6 +588,19 @@ def _after(sort: list[tuple[Any, bool]], missing: tuple[bool, ...]) -> Any:
 
 def _encode_token(after: Sequence[Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps({"after": list(after)}).encode()).decode()
+
+
+def _check_search_arguments(filter_string: Any, max_results: Any) -> None:
+    """Refused by name: a wrong type failed deep in the parser or in a comparison, with Python's own words."""
+    if filter_string is not None and not isinstance(filter_string, str):
+        raise ValidationError(
+            f"filter_string={filter_string!r} is a {type(filter_string).__name__}; pass a filter such as "
+            "\"metrics.acc > 0.9 and params.lr = '0.01'\", or None for every run"
+        )
+    if isinstance(max_results, bool) or not isinstance(max_results, int):
+        raise ValidationError(f"max_results={max_results!r} is a {type(max_results).__name__}; pass an int, 1 to 50000")
+    if not 1 <= max_results <= 50_000:
+        raise ValidationError(f"max_results={max_results} is out of range; use 1 to 50000")
 
 
 def _decode_token(token: str | None, values: int) -> list[Any] | None:
