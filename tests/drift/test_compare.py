@@ -178,3 +178,15 @@ def test_columns_that_cannot_be_tested_are_named() -> None:
         compare({"x": [1.0]}, twice)
     with pytest.raises(ValidationError, match="same number of values"):
         compare({"x": [1.0, 2.0], "y": [1.0]}, {"x": [1.0]})
+
+
+def test_a_mixed_type_column_is_named_with_the_way_out() -> None:
+    """A pandas object column holding "a" and 1 raised Arrow's bare ArrowTypeError from compare."""
+    reference = pd.DataFrame({"code": ["a", 1, "b"] * 20, "x": np.arange(60.0)})
+    current = pd.DataFrame({"code": ["a", "b", "c"] * 20, "x": np.arange(60.0) + 1})
+    with pytest.raises(ValidationError, match=r"column 'code' holds values of types \['int', 'str'\].*astype\(str\)"
+                                              r".*columns="):
+        compare(reference, current)
+    assert list(compare(reference, current, columns=["x"]).columns) == ["x"]  # left out: never converted
+    fixed = reference.assign(code=reference["code"].astype(str))
+    assert set(compare(fixed, current).columns) == {"code", "x"}

@@ -97,7 +97,7 @@ def compare(reference: Any, current: Any, options: DriftOptions | None = None, *
         options = DriftOptions(**settings)
     elif settings:
         raise ConfigError("pass either options= or keyword settings to compare(), not both")
-    ref_table, cur_table = as_table(reference), as_table(current)
+    ref_table, cur_table = as_table(reference, options.columns), as_table(current, options.columns)
     names = _columns(ref_table, cur_table, options.columns)
 
     def one(name: str) -> ColumnDrift:

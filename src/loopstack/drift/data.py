@@ -26,8 +26,11 @@ CATEGORICAL = "categorical"
 KINDS = (NUMERICAL, CATEGORICAL)
 
 
-def as_table(data: Any) -> Any:
+def as_table(data: Any, columns: Any = None) -> Any:
     """An Arrow table from Arrow, pandas, polars, a dict of columns or a Parquet/CSV path.
+
+    `columns` keeps only those columns of a pandas frame before it is converted, so that a column
+    left out is never read (one Arrow cannot hold, such as strings mixed with numbers, would fail).
 
     Examples
     --------
@@ -46,7 +49,28 @@ def as_table(data: Any) -> Any:
         except pa.ArrowInvalid as error:  # columns of different lengths
             raise ValidationError(f"cannot read the dict of columns as a table: {error}; give every column "
                                   "the same number of values") from error
-    return to_arrow(data, "read drift data from", hint=", or the path of a Parquet/CSV file or folder")
+    if columns is not None and type(data).__module__.split(".")[0] == "pandas" and data.ndim == 2:
+        data = data[[name for name in data.columns if name in set(columns)]]
+    try:
+        return to_arrow(data, "read drift data from", hint=", or the path of a Parquet/CSV file or folder")
+    except (pa.ArrowTypeError, pa.ArrowInvalid) as error:  # a pandas object column of mixed types
+        raise ValidationError(_unconvertible(data, error)) from error
+
+
+def _unconvertible(frame: Any, error: Exception) -> str:
+    """Name the column Arrow cannot convert (the first one that fails alone) and the ways out."""
+    import pyarrow as pa
+
+    frame = frame.to_frame() if getattr(frame, "ndim", 2) == 1 else frame
+    for name in getattr(frame, "columns", []):
+        try:
+            pa.array(frame[name], from_pandas=True)
+        except (pa.ArrowTypeError, pa.ArrowInvalid):
+            kinds = sorted({type(v).__name__ for v in frame[name].dropna()})
+            return (f"column {name!r} holds values of types {kinds} that do not fit one Arrow column; "
+                    f"cast it, e.g. frame[{name!r}] = frame[{name!r}].astype(str), or leave it out with "
+                    "columns=[...]")
+    return f"cannot read the frame as an Arrow table: {error}; cast its mixed-type columns, e.g. with .astype(str)"
 
 
 def _read_path(path: Path) -> Any:
