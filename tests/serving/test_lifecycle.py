@@ -311,3 +311,44 @@ def test_a_stuck_model_neither_holds_up_exit_nor_the_log_of_what_was_answered(tm
         assert on_disk_when_drain_began == [3]
     finally:
         stuck.release.set()
+
+
+def test_a_stuck_endpoint_variant_neither_holds_up_exit_nor_the_log_of_what_was_answered(
+        sqlite_project, tmp_path: Path, monkeypatch) -> None:
+    """The endpoints' pool was waited for, and before the prediction log was flushed: a variant that never
+    returned kept the process alive until SIGKILL, which lost the plain models' answered predictions."""
+    from loopstack.serving.batcher import Batcher
+
+    with ls.start_run(project=sqlite_project) as run:
+        run.log_model(SlowModel(0.0), "model", example=np.zeros((1, 3)))
+    ls.register_model(run.id, "model", name="m", project=sqlite_project)
+    sqlite_project.deployments.create("api", "m/1")
+    stuck = _Stuck()
+    threading.Timer(15, stuck.release.set).start()  # so that a regression fails the test instead of hanging it
+    on_disk_when_drain_began: list[int] = []
+    drain = Batcher.drain
+
+    async def short_drain(self, timeout_s=None):  # type: ignore[no-untyped-def]
+        if not on_disk_when_drain_began:
+            try:
+                on_disk_when_drain_began.append(read_prediction_log(tmp_path / "log").num_rows)
+            except ls.ValidationError:  # no segment yet
+                on_disk_when_drain_began.append(0)
+        return await drain(self, 0.3)
+
+    monkeypatch.setattr(Batcher, "drain", short_drain)
+    app = create_app([ModelSpec(name="slow", model=SlowModel(0.0))],
+                     ServerSettings(log_dir=str(tmp_path / "log"), log_flush_s=60),
+                     loader=lambda ref: stuck, deployments=sqlite_project.deployments)
+    try:
+        with running(app, timeout_graceful_shutdown=1) as address:  # as `serve` passes its drain_timeout_s
+            assert [r.status_code for r in asyncio.run(_burst(address, 2))] == [200] * 2
+            endpoint = threading.Thread(target=lambda: asyncio.run(_burst(address, 1, "/v1/endpoints/api:predict")))
+            endpoint.start()
+            time.sleep(0.3)
+            started = time.monotonic()
+        assert time.monotonic() - started < 10  # was: until the stuck predict returned
+        assert on_disk_when_drain_began == [2]  # was: nothing, until the endpoints had stopped
+    finally:
+        stuck.release.set()
+        endpoint.join()

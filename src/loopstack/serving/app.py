@@ -109,16 +109,18 @@ class Server:
     async def shutdown(self) -> None:
         """Flush the prediction log, finish accepted requests, then flush it again.
 
-        The first flush writes what was answered before the stop, so a supervisor that kills the
-        process while a stuck model holds up the drain (Kubernetes after its grace period) loses none
-        of it. A predict still running after the drain is stuck: the pool is not waited for.
+        The first flush (and the endpoints' traffic log's) writes what was answered before the stop, so
+        a supervisor that kills the process while a stuck model or endpoint variant holds up the drain
+        (Kubernetes after its grace period) loses none of it. A predict still running after the drain is
+        stuck: the pools are not waited for.
         """
         if self._refresh is not None:
             self._refresh.cancel()
-        if self.endpoints is not None:
-            await self.endpoints.stop()
         if self.log is not None:
             await asyncio.to_thread(self.log.flush)
+        if self.endpoints is not None:
+            await self.endpoints.flush()
+            await self.endpoints.stop()
         await self.repo.drain()
         if self.log is not None:
             await asyncio.to_thread(self.log.close)

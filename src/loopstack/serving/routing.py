@@ -107,8 +107,16 @@ class EndpointService:
         await self.sync()
         self._poller = asyncio.get_running_loop().create_task(self._poll())
 
+    async def flush(self) -> None:
+        """Write the traffic log so far: the server calls this before the drain, which a stuck variant may hold up."""
+        if self.log is not None:
+            await asyncio.to_thread(self.log.flush)
+
     async def stop(self) -> None:
-        """Stop following, finish mirrored requests, drain every variant, write the traffic log."""
+        """Stop following, finish mirrored requests, drain every variant, write the traffic log.
+
+        A predict still running after the drain is stuck: the pool is not waited for (SIGTERM hung on it).
+        """
         if self._poller is not None:
             self._poller.cancel()
         async with self._syncing:  # a sync in flight finishes first; any later one finds the service stopped
@@ -119,7 +127,7 @@ class EndpointService:
             await asyncio.gather(*(b.drain() for b in self._batchers.values()))
             if self.log is not None:
                 await asyncio.to_thread(self.log.close)
-            self.executor.shutdown(wait=True)
+            self.executor.shutdown(wait=False, cancel_futures=True)
 
     def batchers(self) -> list[Batcher]:
         """The variants' batchers (for metrics: queue depth and in-flight requests)."""
