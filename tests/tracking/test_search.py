@@ -348,3 +348,16 @@ def test_a_search_argument_of_the_wrong_type_is_refused_by_name(
     """A str max_results failed in a comparison and an int filter in the parser, in Python's words."""
     with pytest.raises(ValidationError, match=message):
         ls.Client(sqlite_project).search_runs(**arguments)
+
+
+def test_ilike_folds_accented_letters_on_sqlite_as_on_postgres(project: Project) -> None:
+    """SQLite's lower() folds ASCII only: `ilike 'é%'` missed École there and found it on PostgreSQL."""
+    for name in ("école", "École", "ÉCOLE", "ecole", "Ecole"):
+        with ls.start_run(experiment="accents", run_name=name, params={"word": name}):
+            pass
+    client = ls.Client(project)
+    for field in ("params.word", "name"):
+        assert set(names(client.search_runs(f"{field} ilike 'é%'"))) == {"école", "École", "ÉCOLE"}
+        assert set(names(client.search_runs(f"{field} ilike 'ÉCOLE'"))) == {"école", "École", "ÉCOLE"}
+        assert set(names(client.search_runs(f"{field} ilike 'e%'"))) == {"ecole", "Ecole"}
+        assert set(names(client.search_runs(f"{field} like 'É%'"))) == {"École", "ÉCOLE"}

@@ -30,10 +30,18 @@ PRAGMAS = (
     "PRAGMA foreign_keys=ON",
 )
 
+# SQLite's lower() folds ASCII only; a search's ilike folds with this, as PostgreSQL's lower() folds É to é
+UNICODE_LOWER = "loopstack_lower"
+
+
+def _unicode_lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
 
 def configure(dbapi_connection: Any) -> None:
     """Set up a new driver connection (the engine's connect hook runs this too)."""
     dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+    dbapi_connection.create_function(UNICODE_LOWER, 1, _unicode_lower, deterministic=True)
     cursor = dbapi_connection.cursor()
     for pragma in PRAGMAS:
         cursor.execute(pragma)

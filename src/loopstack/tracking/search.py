@@ -370,6 +370,12 @@ def _apply(column: Any, comparison: Comparison, dialect: str) -> Any:
         return column.op("GLOB")(glob) if dialect == "sqlite" else column.like(value, escape="\\")
     if op == "ilike":
         _like_as_glob(value)  # refuses a pattern that ends in its escape character
+        if dialect == "sqlite":  # its lower(), which ilike uses, leaves É as it is: fold as PostgreSQL does
+            from sqlalchemy import func
+
+            from loopstack.core.sqlite import UNICODE_LOWER
+
+            return getattr(func, UNICODE_LOWER)(column).like(value.lower(), escape="\\")
         return column.ilike(value, escape="\\")
     if op == "in":
         return column.in_(list(value))
