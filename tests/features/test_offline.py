@@ -535,6 +535,25 @@ def test_stored_rows_of_csv_and_sql_sources(tmp_path: Path) -> None:
         assert offline._stored_rows(session, both) == 300_002
 
 
+def test_stored_rows_of_a_gzipped_csv_count_its_decompressed_lines(tmp_path: Path) -> None:
+    # the newlines of the compressed bytes were counted: hundreds of times too few rows, so a huge .csv.gz
+    # passed the in-memory limit of the sort plan
+    import gzip
+
+    small = tmp_path / "small.csv.gz"
+    small.write_bytes(gzip.compress(b"a,b\n1,2\n3,4\n") + gzip.compress(b"5,6"))  # two members, no final newline
+    big = tmp_path / "big.csv.gz"
+    with gzip.open(big, "wt") as file:
+        file.write("a,b\n" + "".join(f"{i:06d},{i * 7 % 1000:03d}\n" for i in range(300_000)))
+    with Engine(tmp_path).session() as session:
+        assert offline._stored_rows(session, lf.FileSource(path=str(small))) == 3
+        estimate = offline._stored_rows(session, lf.FileSource(path=str(big)))
+        assert abs(estimate - 300_000) < 0.05 * 300_000
+    damaged = tmp_path / "damaged.csv.gz"
+    damaged.write_bytes(big.read_bytes()[:1000] + b"\0" * 1000)
+    assert offline._csv_rows(damaged) >= 0  # estimated from what decompresses; DuckDB refuses it later
+
+
 @pytest.mark.parametrize("kind", ["csv", "sql"])
 def test_a_source_over_the_limit_is_joined_in_duckdb(kind: str) -> None:
     rows = [(k, t, 0, k * 100 + t) for k in range(3) for t in range(0, 30, 3)]
