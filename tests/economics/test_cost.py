@@ -144,6 +144,12 @@ def test_numpy_counts_are_numbers() -> None:
     (lambda: job_cost("H100-80GB", 8, seconds=math.inf), r"seconds=inf"),
     (lambda: training_flops(-7e9, 1e9), r"model=-7000000000.0"),
     (lambda: training_flops(np.int64(7), math.nan), r"tokens=nan"),
+    (lambda: job_cost("A100-80GB", math.nan, 3600), r"gpus=nan must be a whole number of cards"),  # was a NaN cost
+    (lambda: job_cost("A100-80GB", 2.5, 3600), r"gpus=2\.5 "),
+    (lambda: job_cost("A100-80GB", True, 3600), r"gpus=True "),
+    (lambda: tokens_per_second(7e9, default_prices().gpu("H100-80GB"), gpus=-8), r"gpus=-8 .*e\.g\. gpus=8"),
+    (lambda: tokens_per_second(7e9, default_prices().gpu("H100-80GB"), gpus=0), r"gpus=0 "),  # was a 0 rate
+    (lambda: tokens_per_second(7e9, default_prices().gpu("H100-80GB"), mfu="0.4"), r"mfu='0\.4'"),
 ])
 def test_negative_or_nan_times_and_counts_are_refused_by_name(call: Callable[[], object], named: str) -> None:
     with pytest.raises(ConfigError, match=named):

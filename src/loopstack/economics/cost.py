@@ -52,6 +52,14 @@ def _amount(key: str, value: object, *, positive: bool = False) -> float:
     raise ConfigError(f"{key}={value!r} must be a {'positive' if positive else 'non-negative'} finite number")
 
 
+def _cards(value: object) -> int:
+    """`gpus` as an int, or a ConfigError naming it: a negative count made a negative throughput, a NaN one
+    a NaN cost (``nan < 1`` is False), and True passed as one card."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1:
+        return int(value)
+    raise ConfigError(f"gpus={value!r} must be a whole number of cards, at least 1, e.g. gpus=8")
+
+
 def tokens_per_second(model: ModelConfig | str | int, gpu: GpuType, gpus: int = 1, mfu: float = 0.4) -> float:
     """Training throughput of `gpus` cards at model-FLOPs utilization `mfu`.
 
@@ -61,9 +69,9 @@ def tokens_per_second(model: ModelConfig | str | int, gpu: GpuType, gpus: int = 
     >>> round(tokens_per_second(7e9, gpu, gpus=8, mfu=0.4))
     75352
     """
-    if not 0 < mfu <= 1:
+    if not (isinstance(mfu, numbers.Real) and 0 < mfu <= 1):
         raise ConfigError(f"mfu={mfu!r} must be in (0, 1]; 0.3-0.5 is typical for large-model training")
-    return gpus * gpu.bf16_tflops * 1e12 * mfu / training_flops(model, 1)
+    return _cards(gpus) * gpu.bf16_tflops * 1e12 * mfu / training_flops(model, 1)
 
 
 def job_seconds(
@@ -121,8 +129,7 @@ def job_cost(
     160.0
     """
     gpu_type = default_prices().gpu(gpu) if isinstance(gpu, str) else gpu
-    if gpus < 1:
-        raise ConfigError(f"gpus={gpus} must be positive")
+    gpus = _cards(gpus)
     hours = _amount("seconds", seconds) / 3600
     rate = gpu_type.hourly(pricing, utilization)
     return JobCost(gpu_type.name, gpus, pricing, hours, hours * gpus, rate, hours * gpus * rate)
