@@ -558,3 +558,29 @@ def test_a_first_incremental_materialization_without_ttl_loads_rows_from_before_
         assert online == offline == [10, 20]
     finally:
         project.close()
+
+
+def test_an_offline_push_lands_whole_or_not_at_all(store: lf.FeatureStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the Parquet file was written under its final name: a reader, or a kill, mid-write saw a truncated file
+    folder = store.root / "data" / "stats"
+    listing = lf.FileSource(path=str(folder))
+    seen = []
+    write = pq.write_table
+
+    def killed_mid_write(table: pa.Table, where: Any, **options: Any) -> None:
+        write(table, where, **options)
+        seen.append([p.name for p in listing.files(store.root)])  # what a reader lists meanwhile
+        raise KeyboardInterrupt
+
+    row = {"driver_id": 1, "event_timestamp": T0 + timedelta(days=5), "conv_rate": 7.5, "trips": 7}
+    monkeypatch.setattr(pq, "write_table", killed_mid_write)
+    with pytest.raises(KeyboardInterrupt):
+        store.push("stats_push", [row], to="offline")
+    assert seen == [["part-0.parquet"]]
+    assert sorted(p.name for p in folder.iterdir()) == ["part-0.parquet"]
+    monkeypatch.undo()
+    store.push("stats_push", [row], to="offline")
+    assert [p.name.startswith("push-") and p.suffix == ".parquet" for p in sorted(folder.iterdir())] == [False, True]
+    entity = pa.table({"driver_id": [1], "event_timestamp": pa.array([T0 + timedelta(days=5)], pa.timestamp("us"))})
+    offline = store.get_historical_features(entity, ["stats:conv_rate"], record=False).to_arrow()
+    assert offline.column("conv_rate").to_pylist() == [7.5]
