@@ -83,3 +83,27 @@ def test_a_request_answered_504_is_not_logged_as_a_prediction() -> None:
     table = predictions_table(batches)
     assert table.column("request_id").to_pylist() == ["on-time"]
     assert [b.timed_out for b in batches] == [(0,), ()]
+
+
+def test_two_variants_of_one_version_number_keep_their_own_field_names(tmp_path: Path) -> None:
+    """Batches were grouped by (name, version), which an endpoint's variants (fraud/1 and fraud-xgb/1) share:
+    they were written as one table named from the first variant's fields, so the second's values were logged
+    under the wrong names (its age as amount, its days as age)."""
+    from loopstack.serving.inputs import InputSchema
+    from loopstack.serving.models import ModelAdapter
+
+    control = ModelAdapter("api", "1", InputSchema.numeric(["amount", "age"]), "predict", None, "control")
+    treatment = ModelAdapter("api", "1", InputSchema.numeric(["age", "days"]), "predict", None, "treatment")
+    log = PredictionLog(tmp_path, flush_s=3600)
+    for adapter, request_id, rows in [(control, "a", np.array([[100.0, 30.0]])),
+                                      (treatment, "b", np.array([[30.0, 7.0]])),
+                                      (control, "c", np.array([[200.0, 40.0]]))]:
+        item = Item(rows, 1, None, 0.0, request_id, adapter.variant)  # type: ignore[arg-type]
+        log.observe(Batch(adapter, [item], rows, np.zeros(1)))
+    log.close()
+    logged = {r["request_id"]: (r["variant"], r["inputs"]) for r in read_prediction_log(tmp_path, "api").to_pylist()}
+    assert logged == {
+        "a": ("control", {"amount": 100.0, "age": 30.0, "days": None}),
+        "b": ("treatment", {"amount": None, "age": 30.0, "days": 7.0}),
+        "c": ("control", {"amount": 200.0, "age": 40.0, "days": None}),
+    }

@@ -3,9 +3,10 @@
 The batching loop hands each finished batch to `PredictionLog.observe`, which
 only appends it to an in-memory queue. A background thread turns queued
 batches into Arrow tables and writes one Parquet segment per model version
-every ``flush_s`` seconds (or sooner when ``segment_rows`` pile up). Segments
-are written to a temporary name and renamed, so a reader never sees half a
-file. Layout::
+(per variant of an endpoint, whose variants share its name and may share a
+version number) every ``flush_s`` seconds (or sooner when ``segment_rows``
+pile up). Segments are written to a temporary name and renamed, so a reader
+never sees half a file. Layout::
 
     <root>/predictions/<model>/<version>/<time>-<seq>.parquet
     <root>/feedback/<time>-<seq>.parquet
@@ -110,11 +111,11 @@ class PredictionLog:
             batches = _drain(self._pending)
             self._pending_rows = 0
             feedback = _drain(self._feedback)
-            groups: dict[tuple[str, str], list[Batch]] = defaultdict(list)
-            for batch in batches:
-                groups[(batch.adapter.name, batch.adapter.version)].append(batch)
-            for (model, version), group in groups.items():
-                self._write_predictions(model, version, group)
+            groups: dict[int, list[Batch]] = defaultdict(list)
+            for batch in batches:  # by adapter, not by name and version: an endpoint's variants share both
+                groups[id(batch.adapter)].append(batch)
+            for group in groups.values():
+                self._write_predictions(group[0].adapter.name, group[0].adapter.version, group)
             if feedback:
                 self._write_feedback(feedback)
 
@@ -198,7 +199,10 @@ def _newest(items: list[Any], rows: Callable[[Any], int]) -> list[Any]:
 
 
 def predictions_table(batches: list[Batch]) -> pa.Table:
-    """One Arrow table from batches of the same model version, without the requests answered 504.
+    """One Arrow table from batches of one adapter, without the requests answered 504.
+
+    One adapter, not one name and version: the input fields and the output are named from the first
+    batch's schema, and two variants of an endpoint (fraud/1 and fraud-xgb/1) share its name and a version.
 
     Built column-wise in Arrow and NumPy: the writer thread holds the GIL while it runs Python, and
     each stretch of that is a pause for the event loop answering requests.
