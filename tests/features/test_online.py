@@ -584,3 +584,31 @@ def test_an_offline_push_lands_whole_or_not_at_all(store: lf.FeatureStore, monke
     entity = pa.table({"driver_id": [1], "event_timestamp": pa.array([T0 + timedelta(days=5)], pa.timestamp("us"))})
     offline = store.get_historical_features(entity, ["stats:conv_rate"], record=False).to_arrow()
     assert offline.column("conv_rate").to_pylist() == [7.5]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_integral_decimal_key_matches_its_integer_online_and_offline(
+        backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    # Decimal("2.0") was looked up online as "2.0" (nothing) while the offline join matched entity 2
+    from decimal import Decimal
+
+    project = Project.init(tmp_path / "d", name="d", online_store=_url(backend, request))
+    ints = pa.table({"driver_id": pa.array([2], pa.int64()), "event_timestamp": pa.array([T0], pa.timestamp("us")),
+                     "score": pa.array([7], pa.int64())})
+    codes = pa.table({"code": ["2", "2.0", "2.5"], "event_timestamp": pa.array([T0] * 3, pa.timestamp("us")),
+                      "score": pa.array([0, 1, 2], pa.int64())})
+    views = [lf.FeatureView(name=name, entities=[lf.Entity(name=key, join_keys=[key])], source=lf.TableSource(rows),
+                            schema=[lf.Field(name="score", dtype=lf.Int64)])
+             for name, key, rows in (("i", "driver_id", ints), ("c", "code", codes))]
+    store = project.feature_store
+    store.apply(views)
+    store.materialize(T0, T0, progress=False)
+    keys = [Decimal("2.0"), Decimal("2.5"), Decimal("NaN")]
+    for view, key, expected in (("i", "driver_id", [7, None, None]), ("c", "code", [0, 2, None])):
+        online = store.get_online_features([f"{view}:score"], {key: keys}, now=T0).values["score"]
+        entity = pa.table({key: pa.array(keys[:2], pa.decimal128(2, 1)),
+                           "event_timestamp": pa.array([T0] * 2, pa.timestamp("us"))})
+        offline = store.get_historical_features(entity, [f"{view}:score"], record=False).to_arrow()
+        assert online == expected  # an integral decimal is its integer, as an integral float is
+        assert offline.column("score").to_pylist() == expected[:2]
+    project.close()

@@ -269,7 +269,7 @@ def _key_cast(column: str, spine_type: Any, key_type: str) -> str:
     """An entity-frame key as the source's key type, NULL (matching nothing) unless it converts exactly.
 
     The rule online lookups follow too (``serving._key_text``): a bool is no
-    key and matches nothing; an integral float (pandas makes an int column
+    key and matches nothing; an integral float or decimal (pandas makes an int column
     with a gap float) is the integer it holds, so 2.0 matches 2 and '2', not
     '2.0'; text matches an integer key only when it is the integer's own
     spelling ('1', not '01', ' 1', '+1' or '1.0': the online store keys by
@@ -287,8 +287,9 @@ def _key_cast(column: str, spine_type: Any, key_type: str) -> str:
         return f"CASE WHEN {column} = trunc({column}) THEN {cast} END"
     if integer_key and (pa.types.is_string(spine_type) or pa.types.is_large_string(spine_type)):
         return f"CASE WHEN CAST({cast} AS VARCHAR) = {column} THEN {cast} END"  # '01', ' 1', '+1', '1.0': no key
-    if not integer_key and pa.types.is_floating(spine_type):
-        return (f"CASE WHEN isfinite({column}) AND {column} = trunc({column}) "
+    if not integer_key and (pa.types.is_floating(spine_type) or pa.types.is_decimal(spine_type)):
+        finite = f"isfinite({column}) AND " if pa.types.is_floating(spine_type) else ""  # a decimal always is
+        return (f"CASE WHEN {finite}{column} = trunc({column}) "
                 f"THEN CAST(TRY_CAST({column} AS HUGEINT) AS VARCHAR) ELSE {cast} END")
     return cast
 

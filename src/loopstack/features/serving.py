@@ -14,6 +14,7 @@ import numbers
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from operator import itemgetter
 from typing import Any
 
@@ -248,10 +249,15 @@ def _key_text(value: Any) -> str | None:
     rule the offline join follows too (``offline._key_cast``): a bool is no
     key and matches nothing (it read "True", offline 'true'); an integral
     float (pandas turns an int column with a gap into floats) is the integer
-    it holds, for string keys as well.
+    it holds, for string keys as well; so is an integral Decimal (``Decimal("2.0")``
+    is 2, which is no ``numbers.Real``).
     """
     if value is None or type(value).__name__ in ("NAType", "NaTType", "bool", "bool_"):
         return None
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            return None
+        return str(int(value)) if value == value.to_integral_value() else str(value)
     if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):  # NumPy's float32 too
         number = float(value)
         if number != number:
