@@ -198,3 +198,19 @@ def test_binary_bytes_that_are_not_utf8_are_refused_by_element_not_replaced() ->
     with pytest.raises(SignatureError, match=r"input 'name': BYTES element 1 is not UTF-8 text"):
         _unpack_bytes(raw, "name")
     assert list(_unpack_bytes(struct.pack("<I", len(good)) + good, "name")) == ["café"]
+
+
+def test_bad_outputs_are_refused_before_the_row_is_scored_or_logged(clf, data, tmp_path) -> None:
+    """`outputs` was checked only when the answer was encoded, after the batch ran: the client got a 400
+    for a row that had been scored and written to the prediction log."""
+    from loopstack.serving import read_prediction_log
+
+    X, _ = data
+    tensor = {"name": "input", "shape": [1, 20], "datatype": "FP64", "data": X[0].tolist()}
+    app = create_app([ModelSpec(name="fraud", model=clf)], ServerSettings(log_dir=str(tmp_path), log_flush_s=3600))
+    with running(app) as served, httpx.Client(base_url=f"http://{served}/v2/models/fraud") as client:
+        for outputs in ([{"name": "nope"}], "predict_proba", [{"name": "predict_proba", "parameters": 1}]):
+            refused = client.post("/infer", json={"id": "bad", "inputs": [tensor], "outputs": outputs})
+            assert refused.status_code == 400 and "output" in refused.json()["error"]
+        assert client.post("/infer", json={"id": "good", "inputs": [tensor]}).status_code == 200
+    assert read_prediction_log(tmp_path).column("request_id").to_pylist() == ["good"]

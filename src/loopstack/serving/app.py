@@ -197,9 +197,10 @@ class Server:
             if n == 0:
                 raise SignatureError("the input tensors hold no rows; send at least one")
             request_id = pick_request_id(payload.get("id"), headers)
+            binary_outputs = v2.wants_binary(payload, batcher.adapter)
 
             def build(outputs: Any) -> Reply:
-                body, header_length = v2.encode_response(payload, batcher.adapter, outputs, request_id)
+                body, header_length = v2.encode_response(batcher.adapter, outputs, request_id, binary_outputs)
                 if header_length is None:
                     return Reply(200, body)
                 return Reply(200, body, "application/octet-stream",

@@ -237,10 +237,10 @@ def _unpack_bytes(raw: bytes, name: str) -> np.ndarray:
 
 # -- responses ------------------------------------------------------------------------------
 def encode_response(
-    request: dict[str, Any], adapter: ModelAdapter, outputs: np.ndarray, request_id: str
+    adapter: ModelAdapter, outputs: np.ndarray, request_id: str, binary: bool
 ) -> tuple[bytes, int | None]:
-    """The response body, and the JSON header length when tensors travel as binary."""
-    binary = _wants_binary(request, adapter)
+    """The response body, and the JSON header length when tensors travel as binary (`binary`, as
+    `wants_binary` read it from the request before its rows were queued)."""
     datatype = _NAMES.get(outputs.dtype, "BYTES")
     tensor: dict[str, Any] = {"name": adapter.method, "datatype": datatype, "shape": list(outputs.shape)}
     raw = b""
@@ -256,7 +256,9 @@ def encode_response(
     return (header + raw, len(header)) if binary else (header, None)
 
 
-def _wants_binary(request: dict[str, Any], adapter: ModelAdapter) -> bool:
+def wants_binary(request: dict[str, Any], adapter: ModelAdapter) -> bool:
+    """Whether the response's tensors travel as binary, or a SignatureError for bad ``outputs``: called before
+    the rows are queued, since a request refused after its batch ran had been scored and logged."""
     requested = request.get("outputs")
     if requested:
         if not isinstance(requested, list):
