@@ -288,3 +288,22 @@ def test_a_resumed_run_over_files_of_different_types_writes_each_row_once(tmp_pa
     summary = predict_file(_Doubling(), folder, out, chunk_rows=3, keep=["id"])
     assert summary.resumed_chunks == 1 and summary.chunks == 2
     assert pq.read_table(out).to_pydict() == {"id": [1, 2, 3, 4, 5, 6], "prediction": [1.0, 3.0, 5.0, 7.0, 9.0, 11.0]}
+
+
+def test_a_kept_column_that_is_also_a_feature_or_kept_twice_is_copied_once(tmp_path: Path) -> None:
+    """`--keep amount` of a model taking amount (or `--keep id --keep id`) read the column twice, which
+    aborted with "the input files' columns ... have types that do not combine"."""
+    import pandas as pd
+    from sklearn.linear_model import LinearRegression
+
+    model = LinearRegression().fit(pd.DataFrame({"amount": [1.0, 2.0], "age": [10.0, 20.0]}), [1.0, 2.0])
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for k in range(2):
+        pq.write_table(pa.table({"id": [2 * k, 2 * k + 1], "amount": [1.0, 2.0], "age": [10.0, 20.0]}),
+                       folder / f"part-{k}.parquet")
+    summary = predict_file(model, folder, tmp_path / "out.parquet", chunk_rows=3, keep=["id", "amount", "id"])
+    result = pq.read_table(tmp_path / "out.parquet")
+    assert summary.rows == 4 and result.column_names == ["id", "amount", "prediction"]
+    assert result.column("id").to_pylist() == [0, 1, 2, 3] and result.column("amount").to_pylist() == [1.0, 2.0] * 2
+    np.testing.assert_allclose(result.column("prediction").to_numpy(), [1.0, 2.0, 1.0, 2.0])

@@ -86,6 +86,7 @@ def predict_file(
     if chunk_rows <= 0:
         raise ConfigError(f"chunk_rows={chunk_rows!r} must be positive")
     _check_kept_names(keep)
+    keep = list(dict.fromkeys(keep))  # `--keep id --keep id` copies id once
     output = Path(output)
     _check_output(Path(input), output)
     adapter = adapt(model, ModelSpec(name="batch", model=model, method=method))
@@ -102,7 +103,7 @@ def predict_file(
         shutil.rmtree(parts, ignore_errors=True)
         parts.mkdir(parents=True)
         (parts / "manifest.json").write_text(json.dumps(manifest))
-    schema = _unified_schema(dataset.files, [*features, *keep])
+    schema = _unified_schema(dataset.files, _read_columns(features, keep))
     chunks = _chunks(_batches(dataset.files, schema, chunk_rows), chunk_rows)
     with _progress(progress, total) as advance:
         index = 0
@@ -173,6 +174,12 @@ def _feature_columns(adapter: ModelAdapter, available: list[str], keep: Sequence
     return features
 
 
+def _read_columns(features: list[str], keep: Sequence[str]) -> list[str]:
+    """The input columns to read, each once: a kept column may also be a feature (--keep amount), and a schema
+    with a name twice failed to unify with a misleading "types that do not combine"."""
+    return list(dict.fromkeys([*features, *keep]))
+
+
 def _check_files(files: list[str], adapter: ModelAdapter, features: list[str], keep: Sequence[str]) -> None:
     """Every file has the columns, and numbers where the model takes numbers: checked from the footers before
     any chunk is scored, not found by the model (or pyarrow) hours into a run, in a later file of a folder."""
@@ -181,7 +188,7 @@ def _check_files(files: list[str], adapter: ModelAdapter, features: list[str], k
     fields = dict(zip(features, adapter.schema.columns, strict=True))
     for path in files:
         schema = pq.read_schema(path)
-        absent = [c for c in [*features, *keep] if c not in schema.names]
+        absent = [c for c in _read_columns(features, keep) if c not in schema.names]
         if absent:
             raise ValidationError(f"input file {path!r} lacks column(s) {absent}; it has {schema.names}")
         for name, column in fields.items():
