@@ -257,3 +257,22 @@ def test_shadow_errors_count_only_the_window_the_pairs_come_from(monkeypatch: py
     assert (whole.pairs, whole.shadow_errors, whole.shadow_error_rate) == (4, 5, 5 / 9)
     current = compare_shadow(tmp_path, "api", "m/1", "m/2", since=started)
     assert (current.pairs, current.shadow_errors, current.shadow_error_rate) == (3, 1, 1 / 4)
+
+
+def test_shadow_copies_are_not_counted_as_predictions_served(sqlite_project: Project, refs: list[str],
+                                                             tmp_path: Path) -> None:
+    """Every mirrored batch counted in loopstack_predictions_total, so a 100 % shadow halved the cost per 1,000."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    deployments = sqlite_project.deployments
+    deployments.create("api", refs[0])
+    deployments.shadow("api", refs[1])
+    models = {refs[0]: Stub(offset=0, version=1), refs[1]: Stub(offset=1, version=2)}
+    with serving(sqlite_project, tmp_path, models) as (client, endpoints):
+        assert all(ask(client, f"u{i}").status_code == 200 for i in range(30))
+        client.portal.call(endpoints.settle)  # every mirrored copy has run
+        assert models[refs[1]].rows >= 30
+        metrics = client.get("/metrics").text
+    served = [sample.value for family in text_string_to_metric_families(metrics)
+              for sample in family.samples if sample.name == "loopstack_predictions_total"]
+    assert served == [30.0]

@@ -58,6 +58,7 @@ class Item:
     arrival: float
     request_id: str
     variant: str | None
+    shadow: bool = False  # a shadow variant's copy: logged, never answered, not a prediction served
 
     @property
     def settled(self) -> bool:
@@ -130,13 +131,15 @@ class Batcher:
         self._task: asyncio.Task[None] | None = None
 
     # -- request side ------------------------------------------------------------------
-    async def submit(self, rows: Rows, request_id: str, variant: str | None = None, n: int | None = None) -> np.ndarray:
+    async def submit(self, rows: Rows, request_id: str, variant: str | None = None, n: int | None = None,
+                     shadow: bool = False) -> np.ndarray:
         """Queue `rows`, wait for their batch, and return this request's slice of the outputs."""
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
-        self.enqueue(rows, request_id, variant, n, partial(_settle_future, future))
+        self.enqueue(rows, request_id, variant, n, partial(_settle_future, future), shadow)
         return await future
 
-    def enqueue(self, rows: Rows, request_id: str, variant: str | None, n: int | None, settle: Settle) -> None:
+    def enqueue(self, rows: Rows, request_id: str, variant: str | None, n: int | None, settle: Settle,
+                shadow: bool = False) -> None:
         """Queue `rows`; `settle(outputs, None)` or `settle(None, error)` follows once, on the event loop.
 
         Raises at once (nothing queued) when the batcher is draining, the request is larger than
@@ -152,7 +155,7 @@ class Batcher:
         if self.queued_rows + n > self.spec.max_queue:
             raise QueueFullError(f"model {self.spec.name!r} queue is full ({self.queued_rows} rows); retry later")
         self._start()
-        self._queue.append(Item(rows, n, settle, time.perf_counter(), request_id, variant))
+        self._queue.append(Item(rows, n, settle, time.perf_counter(), request_id, variant, shadow))
         self.queued_rows += n
         self.in_flight += 1
         assert self._wake is not None

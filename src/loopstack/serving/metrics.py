@@ -66,7 +66,8 @@ class ServingMetrics:
         if child is None:
             child = self._children[key] = self.batch_size.labels(*batch.labels)
         child.observe(batch.outputs.shape[0])
-        self.usage.add_predictions(batch.outputs.shape[0])
+        # A shadow's copy costs compute but answers no one: cost per 1,000 predictions counts answers.
+        self.usage.add_predictions(batch.outputs.shape[0] - sum(item.n for item in batch.items if item.shadow))
 
     def render(self) -> bytes:
         """The Prometheus text exposition, with GPU-seconds and cost per 1,000 predictions."""

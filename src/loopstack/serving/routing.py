@@ -232,7 +232,8 @@ class EndpointService:
             batcher = live.batchers[variant]
             batcher.hold()  # a deployment change during the feature read waits for this copy
             try:
-                await batcher.submit(await self.server.rows(payload, batcher, log=False), request_id, variant)
+                rows = await self.server.rows(payload, batcher, log=False)
+                await batcher.submit(rows, request_id, variant, shadow=True)
             finally:
                 batcher.release()
         except Exception as error:
