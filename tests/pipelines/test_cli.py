@@ -15,9 +15,12 @@ import yaml
 from click.testing import CliRunner
 
 from loopstack.core.errors import ConfigError, NotFoundError
+from loopstack.core.events import Event
 from loopstack.core.project import Project
 from loopstack.pipelines.cli import loop, pipelines
 from loopstack.pipelines.config import policies_from_config
+from loopstack.pipelines.loader import discover
+from loopstack.pipelines.triggers import OnEvent
 
 FLOWS = '''
 import os
@@ -147,6 +150,89 @@ def test_yaml_event_conditions_must_be_a_mapping_and_hooks_take_no_params(root: 
         hook = {"hook": "flows.py:announce", **extra}
         with pytest.raises(ConfigError, match=rf"loop.policies\[p\].then: unknown keys \['{next(iter(extra))}'\]"):
             policies_from_config({"policies": [{"name": "p", "then": [hook]}]}, root)
+
+
+@pytest.mark.parametrize(("when", "message"), [
+    ({"drift": {"monitor": "tx"}, "share_above": 0.3},
+     r"when: unknown key\(s\) \['share_above'\] beside drift.*drift: \{monitor: 'tx', share_above: 0.3\}"),
+    ({"drift": {"monitor": "tx"}, "shedule": "0 3 * * *"}, r"when: unknown key\(s\) \['shedule'\] beside drift"),
+    ({"quality_failed": None, "suite": "t"}, r"when: unknown key\(s\) \['suite'\].*quality_failed: \{suite: 't'\}"),
+])
+def test_yaml_keys_beside_the_trigger_kind_are_refused(root: Path, when: dict, message: str) -> None:
+    """A misindented share_above made a plain drift trigger (it fired on every verdict); a typo vanished."""
+    section = {"policies": [{"name": "p", "when": [when], "then": [{"hook": "flows.py:announce"}]}]}
+    with pytest.raises(ConfigError, match=r"loop.policies\[p\]\." + message):
+        policies_from_config(section, root)
+
+
+@pytest.mark.parametrize("when", [
+    {"drift": {"monitor": "tx", "share": 0.3}}, {"performance": {"metric": "auc", "below": 0.8, "metrc": "x"}},
+    {"quality_failed": {"suit": "t"}}, {"new_data": {"view": "v", "rows": 5}}, {"event": {"kind": "x", "subjet": "m"}},
+    {"schedule": {"cron": "0 3 * * *", "tz": "UTC"}},
+])
+def test_yaml_unknown_keys_inside_a_trigger_are_refused(root: Path, when: dict) -> None:
+    section = {"policies": [{"name": "p", "when": [when], "then": [{"hook": "flows.py:announce"}]}]}
+    with pytest.raises(ConfigError, match=rf"loop.policies\[p\].when: {next(iter(when))}: .* has wrong keys"):
+        policies_from_config(section, root)
+
+
+def test_yaml_event_from_start_must_be_a_bool_and_a_predicate_a_function(root: Path) -> None:
+    """A quoted "false" was truthy (the cursor started at 0, so every old event fired); a predicate string was
+    kept and raised TypeError inside the loop's tick."""
+    (root / "preds.py").write_text("def high(event):\n    return event.payload.get('score', 0) > 3\n\nLIMIT = 3\n")
+
+    def section(**options: object) -> dict:
+        event = {"event": {"kind": "x.y", **options}}
+        return {"policies": [{"name": "p", "when": [event], "then": [{"hook": "flows.py:announce"}]}]}
+
+    with pytest.raises(ConfigError, match=r"when: event: trigger 'x.y': from_start='false' must be true or false"):
+        policies_from_config(section(from_start="false"), root)
+    with pytest.raises(ConfigError, match=r"when: event: predicate 'nomodule:fn': cannot import 'nomodule'"):
+        policies_from_config(section(predicate="nomodule:fn"), root)
+    with pytest.raises(ConfigError, match=r"when: event: predicate 'preds.py:LIMIT' is a int, not a function"):
+        policies_from_config(section(predicate="preds.py:LIMIT"), root)
+    with pytest.raises(ConfigError, match=r"when: event: predicate=3 must name a function"):
+        policies_from_config(section(predicate=3), root)
+    (policy,) = policies_from_config(section(predicate="preds.py:high", from_start=True), root)
+    (trigger,) = policy.when
+    assert trigger.from_start is True and trigger.predicate.__name__ == "high"
+    assert trigger.matches(Event(1, 0.0, "x.y", "s", {"score": 5}, None))
+    assert not trigger.matches(Event(2, 0.0, "x.y", "s", {"score": 1}, None))
+
+
+def test_an_on_event_trigger_refuses_a_non_bool_from_start_or_a_predicate_that_is_not_callable() -> None:
+    with pytest.raises(ConfigError, match=r"from_start='false' must be true or false"):
+        OnEvent("x.y", from_start="false")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"predicate='mod:fn' is not callable"):
+        OnEvent("x.y", predicate="mod:fn")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ({"params": ["days", 30]}, r"params=\['days', 30\] must be a mapping .*write params: \{days: 30\}"),
+    ({"params": "days=30"}, r"params='days=30' must be a mapping .*write params: \{days: 30\}"),
+    ({"executor": "proces"}, r"executor='proces' is not an executor; use one of local, process, ray"),
+    ({"executor": 3}, r"executor=3 is not an executor"),
+])
+def test_yaml_pipeline_params_and_executor_are_checked_at_load(root: Path, extra: dict, message: str) -> None:
+    """A list or string as params gave a bare ValueError; a misspelt executor failed only when the policy fired."""
+    action = {"pipeline": "flows.py:train", **extra}
+    with pytest.raises(ConfigError, match=r"loop.policies\[p\].then: pipeline 'flows.py:train': " + message):
+        policies_from_config({"policies": [{"name": "p", "then": [action]}]}, root)
+
+
+def test_policies_of_one_name_are_refused_not_merged(root: Path) -> None:
+    """The loader kept the last of two policies of one name, silently dropping the other."""
+    twice = {"policies": [{"name": "p", "then": [{"pipeline": "flows.py:train"}]},
+                          {"name": "p", "then": [{"hook": "flows.py:announce"}]}]}
+    with pytest.raises(ConfigError, match=r"loop.policies.0 and loop.policies.1 are both named 'p'"):
+        policies_from_config(twice, root)
+    config = yaml.safe_load((root / "loopstack.yaml").read_text())
+    config["loop"]["policies"][0]["name"] = "rollout"  # flows.py declares a Policy named rollout
+    (root / "loopstack.yaml").write_text(yaml.safe_dump(config))
+    with Project.open(root) as project, pytest.raises(
+        ConfigError, match=r"policy 'rollout' is declared twice: in flows.py and in loopstack.yaml loop.policies"
+    ):
+        discover(project)
 
 
 def test_loop_trigger_run_once_and_status(root: Path) -> None:

@@ -31,7 +31,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
-from loopstack.core.errors import ConfigError
+from loopstack.core.errors import ConfigError, NotFoundError
 from loopstack.pipelines import triggers
 from loopstack.pipelines.policy import Hook, Policy, RunPipeline
 
@@ -73,12 +73,25 @@ def parse_section(data: dict[str, Any]) -> LoopSection:
 def policies_from_config(data: dict[str, Any], root: Path) -> list[Policy]:
     """The policies declared in a ``loop:`` section."""
     section = parse_section(data)
+    _refuse_duplicate_names(section.policies)
     return [_policy(spec, root) for spec in section.policies]
+
+
+def _refuse_duplicate_names(specs: list[PolicySpec]) -> None:
+    """Two policies of one name were merged by the loader, the last silently replacing the first."""
+    seen: dict[str, int] = {}
+    for index, spec in enumerate(specs):
+        if spec.name in seen:
+            raise ConfigError(
+                f"loop.policies.{seen[spec.name]} and loop.policies.{index} are both named {spec.name!r}; "
+                "a policy's name is its identity (its state and events), so rename one"
+            )
+        seen[spec.name] = index
 
 
 def _policy(spec: PolicySpec, root: Path) -> Policy:
     where = f"loop.policies[{spec.name}]"
-    when = [_trigger(item, where) for item in spec.when]
+    when = [_trigger(item, where, root) for item in spec.when]
     then = [_action(item, root, where) for item in spec.then]
     return Policy(spec.name, when=when, then=then, cooldown_s=spec.cooldown_s, coalesce=spec.coalesce)
 
@@ -93,8 +106,9 @@ def _single(item: dict[str, Any], where: str, known: tuple[str, ...]) -> tuple[s
 _TRIGGERS = ("schedule", "drift", "performance", "quality_failed", "new_data", "event")
 
 
-def _trigger(item: dict[str, Any], where: str) -> triggers.Trigger:
+def _trigger(item: dict[str, Any], where: str, root: Path) -> triggers.Trigger:
     kind, value = _single(item, f"{where}.when", _TRIGGERS)
+    _refuse_outer_keys(item, kind, value, where)
     if kind == "schedule":
         return _schedule(value, where)
     options = _options(kind, value, where)
@@ -102,6 +116,8 @@ def _trigger(item: dict[str, Any], where: str) -> triggers.Trigger:
         _require_metric_and_below(options, where)
     if kind == "event":
         options["where"] = _event_conditions(options.get("where", {}), where)
+        if "predicate" in options:
+            options["predicate"] = _predicate(options["predicate"], root, where)
     try:
         if kind == "drift":
             return triggers.drift_detected(**options)
@@ -116,6 +132,40 @@ def _trigger(item: dict[str, Any], where: str) -> triggers.Trigger:
         raise ConfigError(f"{where}.when: {kind}: {value!r} has wrong keys ({exc})") from None
     except ConfigError as exc:
         raise ConfigError(f"{where}.when: {kind}: {exc}") from None
+
+
+def _refuse_outer_keys(item: dict[str, Any], kind: str, value: Any, where: str) -> None:
+    """A key beside the trigger kind was dropped: ``share_above`` indented one level too far out made a
+    plain drift trigger, and a typo like ``shedule`` vanished without a word."""
+    extra = [key for key in item if key != kind]
+    if not extra:
+        return
+    nested = {**(value if isinstance(value, dict) else {}), **{key: item[key] for key in extra}}
+    shown = ", ".join(f"{key}: {option!r}" for key, option in nested.items())
+    raise ConfigError(
+        f"{where}.when: unknown key(s) {extra} beside {kind} in {item!r}; a trigger entry has one key, its kind. "
+        f"Put options inside it ({kind}: {{{shown}}}) and give another trigger its own '- ' entry"
+    )
+
+
+def _predicate(reference: Any, root: Path, where: str) -> Any:
+    """A predicate in YAML names a function (``file.py:name``); the bare string was kept and raised TypeError
+    inside the scheduler's tick, at the first matching event."""
+    from loopstack.pipelines.loader import load_reference
+
+    if not isinstance(reference, str):
+        raise ConfigError(
+            f"{where}.when: event: predicate={reference!r} must name a function; write predicate: file.py:name"
+        )
+    try:
+        target = load_reference(reference, root)
+    except (ConfigError, NotFoundError) as exc:
+        raise ConfigError(f"{where}.when: event: predicate {reference!r}: {exc}") from None
+    if not callable(target):
+        raise ConfigError(
+            f"{where}.when: event: predicate {reference!r} is a {type(target).__name__}, not a function of the event"
+        )
+    return target
 
 
 def _schedule(value: Any, where: str) -> triggers.Schedule:
@@ -176,10 +226,35 @@ def _action(item: dict[str, Any], root: Path, where: str) -> Any:
     if kind == "pipeline":
         if not isinstance(target, Pipeline):
             raise ConfigError(f"{where}.then: {reference!r} is a {type(target).__name__}, not a @pipeline")
-        return RunPipeline(target, params=item.get("params"), executor=item.get("executor"), name=item.get("name"))
+        params, executor = _params(item, where), _executor(item, where)
+        return RunPipeline(target, params=params, executor=executor, name=item.get("name"))
     if not callable(target):
         raise ConfigError(f"{where}.then: hook {reference!r} is not callable")
     return Hook(target, name=item.get("name"))
+
+
+def _params(item: dict[str, Any], where: str) -> dict[str, Any] | None:
+    """A list or a ``days=30`` string failed in ``dict()`` with a bare ValueError that named no policy."""
+    params = item.get("params")
+    if params is not None and not isinstance(params, dict):
+        raise ConfigError(
+            f"{where}.then: pipeline {item['pipeline']!r}: params={params!r} must be a mapping of parameter "
+            "to value; write params: {days: 30}"
+        )
+    return params
+
+
+def _executor(item: dict[str, Any], where: str) -> str | None:
+    """A misspelt executor loaded fine and failed only when the policy fired, hours later."""
+    from loopstack.pipelines.executors import NAMES
+
+    executor = item.get("executor")
+    if executor is not None and executor not in NAMES:
+        raise ConfigError(
+            f"{where}.then: pipeline {item['pipeline']!r}: executor={executor!r} is not an executor; "
+            f"use one of {', '.join(NAMES)}"
+        )
+    return executor
 
 
 __all__ = ["LoopSection", "PolicySpec", "parse_section", "policies_from_config"]

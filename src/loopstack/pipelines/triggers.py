@@ -114,6 +114,12 @@ class OnEvent:
     from_start: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.from_start, bool):  # YAML "false" (quoted) is truthy: every old event would fire
+            raise ConfigError(f"trigger {self.kind!r}: from_start={self.from_start!r} must be true or false (unquoted)")
+        if self.predicate is not None and not callable(self.predicate):  # else a TypeError in the loop's tick
+            raise ConfigError(
+                f"trigger {self.kind!r}: predicate={self.predicate!r} is not callable; pass a function of the Event"
+            )
         for path, condition in self.where.items():
             if isinstance(condition, tuple | list) and (len(condition) != 2 or condition[0] not in _OPERATORS):
                 raise ConfigError(
