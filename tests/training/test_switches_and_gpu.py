@@ -121,6 +121,16 @@ def test_gpu_usage_prices_from_the_configured_table(sqlite_project: Project, tmp
         TrainConfig(steps=1, prices=tmp_path / "missing.yaml")
 
 
+def test_gpu_usage_reads_a_price_table_path_up_front(tmp_path: Path) -> None:
+    table = tmp_path / "prices.yaml"
+    table.write_text("gpus:\n  H100-80GB: {memory_gb: 80, bf16_tflops: 989, cloud: {on_demand: 2.0}}\n")
+    with GpuUsage(FakeProbe(), prices=str(table)) as usage:
+        pass
+    assert usage.summary()["gpu.cost"] == pytest.approx(2 * usage.seconds / 3600 * 2.0)  # was: AttributeError
+    with pytest.raises(ls.ConfigError, match="cannot read price table"):  # at the start, not after the run
+        GpuUsage(FakeProbe(), prices=tmp_path / "missing.yaml")
+
+
 def test_device_names_map_to_price_table_entries_and_cpu_records_nothing() -> None:
     assert price_table_name("NVIDIA H100 80GB HBM3") == "H100-80GB"
     assert price_table_name("NVIDIA A100-SXM4-40GB") == "A100-40GB"

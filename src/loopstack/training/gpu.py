@@ -8,6 +8,7 @@ the card is in it. Without a GPU it records nothing.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from types import TracebackType
@@ -87,10 +88,15 @@ class GpuUsage:
     True
     """
 
-    def __init__(self, probe: GpuProbe | None = None, run: Any = None, prices: PriceTable | None = None) -> None:
+    def __init__(
+        self, probe: GpuProbe | None = None, run: Any = None,
+        prices: str | os.PathLike[str] | PriceTable | None = None,
+    ) -> None:
         self.probe = probe or CudaProbe()
         self.run = run
-        self.prices = prices  # the packaged price table when None
+        # a path is read now, as TrainConfig does: kept as a string it broke pricing only in __exit__, on a GPU
+        loaded = prices if prices is None or isinstance(prices, PriceTable) else PriceTable.load(prices)
+        self.prices: PriceTable | None = loaded  # the packaged price table when None
         self.present = self.probe.available()
         self.seconds = 0.0
         self._start = 0.0
