@@ -49,6 +49,7 @@ def collect(project: Any, world: Any) -> dict[str, Any]:
     versions = registry.search_model_versions(MODEL, project=project)
     return {
         "scenario": world.scenario.to_dict(),
+        "transactions": len(world.tx),  # generated, not the scenario's requested rows: the console says this number
         "days": [{"day": d, "drift_share": v.get("drift_share"), "drifted": v.get("drifted"),
                   "auc": (v.get("performance") or {}).get("auc"), "brier": (v.get("performance") or {}).get("brier")}
                  for d, v in sorted(days.items())],
@@ -83,8 +84,8 @@ def render(data: dict[str, Any]) -> str:
         "<!doctype html><html lang=en><head><meta charset=utf-8><title>loopstack demo report</title>",
         f"<style>{CSS}</style></head><body>",
         "<h1>loopstack demo: the closed loop on card transactions</h1>",
-        f"<p class=muted>{s['rows']:,} transactions over {s['days']} days; project <code>{html.escape(data['root'])}"
-        "</code></p>",
+        f"<p class=muted>{data['transactions']:,} transactions over {s['days']} days; project "
+        f"<code>{html.escape(data['root'])}</code></p>",
         _cards(data),
         "<h2>Drift share per day (champion's inputs vs its training data)</h2>",
         line_chart(drift, marks, y_max=1.0, label="share of drifted columns"),
