@@ -110,3 +110,27 @@ def test_ddm_refuses_values_other_than_0_and_1() -> None:
 def test_adwin_takes_huge_finite_values_without_overflowing() -> None:
     # (x - mean) ** 2 raised OverflowError past |x| ~ 1e154; River's arithmetic overflows to inf instead
     assert detect(ADWIN(), [1e155, -1e155] * 100) == []
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda: DDM(warm_start=-5), r"DDM warm_start=-5 must be an integer >= 0"),
+    (lambda: DDM(warm_start=2.5), r"DDM warm_start=2.5 must be an integer"),
+    (lambda: DDM(drift_threshold=-1), r"DDM warning_threshold=2.0 and drift_threshold=-1 must satisfy 0 < warning"),
+    (lambda: DDM(warning_threshold=3, drift_threshold=3), r"warning_threshold=3 and drift_threshold=3 must satisfy"),
+    (lambda: DDM(warning_threshold=0), r"warning_threshold=0 and"),
+    (lambda: PageHinkley(threshold=-1), r"PageHinkley threshold=-1 must be > 0"),
+    (lambda: PageHinkley(threshold=0), r"PageHinkley threshold=0 must be > 0"),
+    (lambda: PageHinkley(alpha=2), r"PageHinkley alpha=2 must be in \(0, 1\]"),
+    (lambda: PageHinkley(alpha=0), r"PageHinkley alpha=0 must be in \(0, 1\]"),
+    (lambda: PageHinkley(min_instances=0), r"PageHinkley min_instances=0 must be an integer >= 1"),
+])
+def test_detector_settings_that_break_detection_are_refused(make: object, message: str) -> None:
+    """A negative warm start meant none; thresholds in the wrong order, a threshold <= 0 or alpha > 1 alarmed on
+    almost every value (alpha > 1 also let the sums grow without bound)."""
+    with pytest.raises(ConfigError, match=message):
+        make()  # type: ignore[operator]
+
+
+def test_the_edges_of_the_detector_settings_are_accepted() -> None:
+    assert DDM(warm_start=0).warm_start == 0
+    assert PageHinkley(alpha=1.0, min_instances=1).alpha == 1.0

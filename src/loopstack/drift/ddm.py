@@ -10,8 +10,9 @@ Defaults are River's.
 from __future__ import annotations
 
 import math
+import numbers
 
-from loopstack.core.errors import ValidationError
+from loopstack.core.errors import ConfigError, ValidationError
 
 
 class DDM:
@@ -29,6 +30,13 @@ class DDM:
     """
 
     def __init__(self, warm_start: int = 30, warning_threshold: float = 2.0, drift_threshold: float = 3.0) -> None:
+        if not isinstance(warm_start, numbers.Integral) or warm_start < 0:  # a negative one silently meant 0
+            raise ConfigError(f"DDM warm_start={warm_start!r} must be an integer >= 0; 30 is usual")
+        if not 0 < warning_threshold < drift_threshold:  # else every value past the baseline warns or drifts
+            raise ConfigError(
+                f"DDM warning_threshold={warning_threshold!r} and drift_threshold={drift_threshold!r} must satisfy "
+                "0 < warning_threshold < drift_threshold; 2 and 3 are usual"
+            )
         self.warm_start = warm_start
         self.warning_threshold = warning_threshold
         self.drift_threshold = drift_threshold

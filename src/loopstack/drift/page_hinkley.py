@@ -9,6 +9,7 @@ point (a decrease). Defaults are River's.
 from __future__ import annotations
 
 import math
+import numbers
 
 from loopstack.core.errors import ConfigError
 from loopstack.drift.base import finite
@@ -36,6 +37,12 @@ class PageHinkley:
     ) -> None:
         if mode not in MODES:
             raise ConfigError(f"PageHinkley mode={mode!r}; use one of {MODES}")
+        if not isinstance(min_instances, numbers.Integral) or min_instances < 1:
+            raise ConfigError(f"PageHinkley min_instances={min_instances!r} must be an integer >= 1; 30 is usual")
+        if not threshold > 0:  # at 0 or below any wiggle of the sums is an alarm
+            raise ConfigError(f"PageHinkley threshold={threshold!r} must be > 0; 50 is usual")
+        if not 0 < alpha <= 1:  # above 1 the sums grow without bound; at 0 or below they keep only the last value
+            raise ConfigError(f"PageHinkley alpha={alpha!r} must be in (0, 1]; 0.9999 is usual")
         self.min_instances = min_instances
         self.delta = delta
         self.threshold = threshold
