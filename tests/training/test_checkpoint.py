@@ -198,3 +198,40 @@ def test_resuming_with_a_loader_that_keeps_no_position_is_refused_or_said(tmp_pa
     with caplog.at_level("WARNING", logger="loopstack.training"):
         result = fit(model, optimizer, batches, lm_loss, TrainConfig(steps=3), scheduler=scheduler, checkpoints=plain)
     assert result.resumed_from == 2 and "its data starts again from the first batch" in caplog.text
+
+
+class _StartsAtIter:
+    """A stateful loader that fixes its start when iter() is called, as DataLoader and StatefulDataLoader do."""
+
+    def __init__(self, batches: list[tuple[torch.Tensor]]) -> None:
+        self.batches, self.position = batches, 0
+
+    def __iter__(self) -> object:
+        return self._read(self.position % len(self.batches))  # the start is taken now, not at the first next()
+
+    def _read(self, start: int) -> object:
+        for index in range(start, len(self.batches)):
+            self.position = index + 1
+            yield self.batches[index]
+        self.position = 0
+
+    def state_dict(self) -> dict[str, int]:
+        return {"position": self.position}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.position = state["position"]
+
+
+def test_a_loader_that_fixes_its_position_at_iter_resumes_where_it_stopped(tmp_path: Path) -> None:
+    """fit called iter() before restoring the position, so the resumed run read the first batches again."""
+    batches = [(tokens(8, seed=i),) for i in range(8)]
+
+    def run(steps: int, manager: CheckpointManager | None) -> list[float]:
+        model, optimizer, scheduler, _ = _job()
+        return fit(model, optimizer, _StartsAtIter(batches), lm_loss, TrainConfig(steps=steps), scheduler=scheduler,
+                   checkpoints=manager).losses
+
+    uninterrupted = run(10, None)
+    run(3, CheckpointManager(tmp_path, track=False))
+    resumed = run(10, CheckpointManager(tmp_path, track=False))
+    assert resumed == uninterrupted[3:]

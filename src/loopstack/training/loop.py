@@ -196,7 +196,6 @@ def fit(
     if config.grad_checkpointing:
         enable_gradient_checkpointing(getattr(model, "module", model))
     scaler = grad_scaler(config.precision, device)
-    next_batch = loader.next_batch if hasattr(loader, "next_batch") else _cycle(loader)
     result = TrainResult(step=0)
     if checkpoints is not None and checkpoints.latest() is not None:
         state = checkpoints.restore(model, optimizer, scheduler, loader=loader, scaler=scaler)
@@ -205,6 +204,9 @@ def fit(
             logger.warning("resuming at step %d with a %s, which keeps no position: its data starts again from "
                            "the first batch; a ResumableLoader goes on where the run stopped",
                            result.step, type(loader).__name__)
+    # only after the restore: a DataLoader or StatefulDataLoader fixes its start when iter() is called, so an
+    # iterator made before load_state_dict started at the old position and a resumed run read batches again
+    next_batch = loader.next_batch if hasattr(loader, "next_batch") else _cycle(loader)
     from loopstack.tracking.fluent import active_run
 
     run = active_run() if distributed.is_main() else None
