@@ -177,3 +177,17 @@ def test_a_database_error_in_a_command_is_one_line(tmp_path: Path, monkeypatch: 
     assert "database is locked" in err and "--debug" in err
     with pytest.raises(OperationalError):
         main(["--debug", "events"])
+
+
+@pytest.mark.parametrize("columns", ["60", "80"])
+def test_events_keeps_ids_whole_on_a_narrow_terminal(tmp_path: Path, columns: str) -> None:
+    """`loopstack events --chain ID` is what other messages suggest: the id column must never collapse."""
+    project = ls.Project.init(tmp_path, name="narrow")
+    for number in range(12):
+        project.events.emit("model.version_deleted", "a-long-subject-" * 4, {"version": number, "x": "y" * 80})
+    project.close()
+    result = CliRunner().invoke(cli, ["-p", str(tmp_path), "events"], env={"COLUMNS": columns})
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.output.splitlines() if line.startswith("│")]
+    assert [row.split("│")[1].strip() for row in rows] == [str(n) for n in range(12, 0, -1)]
+    assert all(len(line) <= int(columns) for line in result.output.splitlines())

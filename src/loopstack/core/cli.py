@@ -75,20 +75,31 @@ def events(
         return
     out = console()
     table = Table(title=f"events of {project.config.name}")
+    # id, time and cause never shrink: `loopstack events --chain ID` needs the id whole on any terminal width.
+    # subject and payload (and kind on a narrow terminal) are the columns rich may narrow: cells cut with '…'.
     id_width = max(2, len(str(max((e.id for e in rows), default=1))))  # never narrower than its header
     table.add_column("id", justify="right", no_wrap=True, min_width=id_width)
     table.add_column("time", no_wrap=True, min_width=19)
-    table.add_column("kind", no_wrap=True, style="bold", min_width=max((len(e.kind) for e in rows), default=4))
-    table.add_column("subject", no_wrap=True, max_width=20, overflow="ellipsis")
+    kind_width = max((len(e.kind) for e in rows), default=4)
+    # kept whole while subject and payload still get a few columns (19: the borders and padding of 6 columns)
+    whole_kind = id_width + 19 + kind_width + 5 + 19 + 12 <= out.width
+    table.add_column("kind", style="bold", no_wrap=whole_kind, min_width=kind_width if whole_kind else None)
+    table.add_column("subject", max_width=20)
     table.add_column("cause", justify="right", no_wrap=True, min_width=5)
-    # the payload takes what is left of the line, one row per event
-    table.add_column("payload", no_wrap=True, overflow="ellipsis", max_width=max(16, out.width - 92))
+    table.add_column("payload")
     for event in rows:
         table.add_row(
-            str(event.id), when(event.time), event.kind, event.subject, str(event.cause or ""),
-            json.dumps(event.payload, separators=(",", ":")),
+            str(event.id), when(event.time), _cell(event.kind), _cell(event.subject), str(event.cause or ""),
+            _cell(json.dumps(event.payload, separators=(",", ":"))),
         )
     out.print(table)
+
+
+def _cell(value: str):  # type: ignore[no-untyped-def]
+    """One line cut with '…': the column can still be narrowed (not no_wrap), the row never grows taller."""
+    from rich.text import Text
+
+    return Text(value, no_wrap=True, overflow="ellipsis")
 
 
 __all__ = ["console", "events", "init", "open_project", "when"]
