@@ -251,3 +251,69 @@ def test_a_data_parallel_job_pays_for_every_process_device() -> None:
         assert summary["gpu.count"] == 2
         assert summary["gpu.seconds"] == pytest.approx(7200.0)
         assert summary["gpu.cost"] == pytest.approx(2 * hourly)
+
+
+def _slow_save_job(directory: str) -> list[int]:
+    """Every rank saves while rank 0's write takes a second: what each rank sees when `save` returns."""
+    import time
+
+    from loopstack.training import CheckpointManager, checkpoint
+
+    written = checkpoint.atomic_write
+
+    def slow(path: Path, write: object) -> None:
+        if path.suffix == ".pt":
+            time.sleep(1.0)  # a large checkpoint
+        written(path, write)
+
+    checkpoint.atomic_write = slow  # this worker process's copy only
+    manager = CheckpointManager(directory, track=False)
+    manager.save(1, torch.nn.Linear(2, 1))
+    return [c.step for c in manager.checkpoints() if (Path(directory) / c.path).exists()]
+
+
+def test_every_rank_leaves_save_only_after_rank_0_wrote_the_checkpoint(tmp_path: Path) -> None:
+    # was: rank 1 returned at once and exited 143 on SIGTERM, and the launcher killed rank 0 mid-write
+    assert launch(_slow_save_job, nproc=2, args=(str(tmp_path),)) == [[1], [1]]
+
+
+PREEMPTED = """
+import os, signal, sys, time
+from pathlib import Path
+folder, rank = Path(sys.argv[1]), os.environ["RANK"]
+asked = []
+if rank == "1":
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # its part of the checkpoint is done: it exits
+else:
+    signal.signal(signal.SIGTERM, lambda *_: asked.append(1))  # rank 0 still writes the checkpoint
+(folder / f"ready{rank}").touch()
+for _ in range(300):
+    if asked:
+        time.sleep(2.0)  # a write longer than the grace period
+        (folder / "written").touch()
+        sys.exit(143)
+    time.sleep(0.05)
+"""
+
+
+def test_a_forwarded_sigterm_leaves_rank_0_to_finish_its_checkpoint(tmp_path: Path) -> None:
+    import os
+    import signal
+    import threading
+    import time
+
+    from loopstack.training.cli import run_processes
+
+    script = tmp_path / "preempted.py"
+    script.write_text(textwrap.dedent(PREEMPTED))
+
+    def preempt_the_launcher() -> None:  # as the cloud does, once both ranks handle SIGTERM
+        for _ in range(300):
+            if (tmp_path / "ready0").exists() and (tmp_path / "ready1").exists():
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            time.sleep(0.05)
+
+    threading.Thread(target=preempt_the_launcher, daemon=True).start()
+    assert run_processes(str(script), (str(tmp_path),), 2, grace_seconds=0.5) == 143
+    assert (tmp_path / "written").exists()  # was: rank 1's 143 counted as a failure, rank 0 killed after 0.5 s

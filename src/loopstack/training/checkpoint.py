@@ -188,28 +188,39 @@ class CheckpointManager:
         metric: float | None = None,
         extra: dict[str, Any] | None = None,
     ) -> CheckpointInfo | None:
-        """Write a checkpoint of `step` (on rank 0; every rank must call it, for the RNG and FSDP gathers)."""
+        """Write a checkpoint of `step` (on rank 0; every rank must call it, for the RNG and FSDP gathers).
+
+        Every rank returns only once rank 0 has written it: on SIGTERM the other ranks exit (143) right
+        after `save`, and a launcher that saw them gone could stop rank 0 halfway through the file.
+        """
         rng = distributed.gather_object(rng_state())
         sharded = _sharded(model)
         if sharded:
             model_state, optimizer_state = _gather_states(model, optimizer)
-        if not distributed.is_main():
-            return None
-        if not sharded:
-            model_state = _unwrap(model).state_dict()
-            optimizer_state = optimizer.state_dict() if optimizer is not None else None
-        state = {
-            "step": step,
-            "model": model_state,
-            "optimizer": optimizer_state,
-            "format": "full-by-name" if sharded else "module",
-            "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "scaler": scaler.state_dict() if scaler is not None else None,
-            "loader": loader.state_dict() if loader is not None else None,
-            "rng": rng,
-            "metric": metric,
-            "extra": extra or {},
-        }
+        try:
+            if not distributed.is_main():
+                return None
+            if not sharded:
+                model_state = _unwrap(model).state_dict()
+                optimizer_state = optimizer.state_dict() if optimizer is not None else None
+            state = {
+                "step": step,
+                "model": model_state,
+                "optimizer": optimizer_state,
+                "format": "full-by-name" if sharded else "module",
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "scaler": scaler.state_dict() if scaler is not None else None,
+                "loader": loader.state_dict() if loader is not None else None,
+                "rng": rng,
+                "metric": metric,
+                "extra": extra or {},
+            }
+            return self._write(step, state, metric)
+        finally:
+            distributed.barrier()  # also when rank 0's write failed, so the others do not wait forever
+
+    def _write(self, step: int, state: dict[str, Any], metric: float | None) -> CheckpointInfo:
+        """Rank 0's part of `save`: the file, the index, retention and the run artifact."""
         name = f"step-{step:09d}.pt"
         atomic_write(self.directory / name, lambda f: torch.save(state, f))
         info = CheckpointInfo(step, name, None if metric is None else float(metric))

@@ -29,6 +29,7 @@ from types import FrameType
 import click
 
 from loopstack.training.distributed import free_port
+from loopstack.training.preemption import EXIT_STATUS
 
 
 def _environment(rank: int, nproc: int, port: int) -> dict[str, str]:
@@ -58,21 +59,33 @@ def run_processes(
     catches SIGTERM to checkpoint may wait forever in a collective for the dead rank. A deadlock
     fails no rank, so only a wall-clock limit ends it: after `timeout_seconds` (None: no limit)
     every rank is stopped the same way and the status is `TIMEOUT_STATUS`.
+
+    After a SIGTERM sent to the launcher (a preemption), a rank that ends with 143 (or -SIGTERM)
+    did what it was asked, not fail: the others are left to finish their checkpoint, however long
+    its write takes, instead of being killed `grace_seconds` later.
     """
     port = free_port()
     procs = [subprocess.Popen([sys.executable, script, *args], env=_environment(r, nproc, port)) for r in range(nproc)]
+    preempted = False  # a SIGTERM came from outside and was forwarded to every rank
 
     def forward(signum: int, frame: FrameType | None) -> None:
         for proc in procs:
             if proc.poll() is None:
                 proc.send_signal(signum)
 
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    def relay(signum: int, frame: FrameType | None) -> None:
+        nonlocal preempted
+        preempted = preempted or signum == signal.SIGTERM
+        forward(signum, frame)
+
+    stopped = (EXIT_STATUS, -signal.SIGTERM)  # a rank that checkpointed and exited, or had no handler
+    previous = {sig: signal.signal(sig, relay) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         status, deadline = 0, math.inf
         give_up = math.inf if timeout_seconds is None else time.monotonic() + timeout_seconds
         while [p.poll() for p in procs].count(None):  # poll every process: it sets returncode
-            failed = [p.returncode for p in procs if p.returncode not in (None, 0)]
+            failed = [p.returncode for p in procs
+                      if p.returncode not in (None, 0) and not (preempted and p.returncode in stopped)]
             if status == 0 and (failed or time.monotonic() > give_up):
                 status = failed[0] if failed else _timed_out(script, timeout_seconds, grace_seconds)
                 deadline = time.monotonic() + grace_seconds

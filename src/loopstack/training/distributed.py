@@ -62,6 +62,12 @@ def gather_object(obj: Any) -> list[Any]:
     return out
 
 
+def barrier() -> None:
+    """Wait until every rank gets here (nothing outside a process group)."""
+    if world_size() > 1:
+        dist.barrier()
+
+
 def init_distributed(backend: str | None = None) -> tuple[int, int]:
     """Join the process group described by RANK/WORLD_SIZE/MASTER_* (as torchrun sets them).
 
