@@ -174,3 +174,21 @@ def test_an_ab_test_naming_one_variant_twice_is_refused_by_name(sqlite_project: 
     assert CliRunner().invoke(deploy, ["create", "api", refs[0]], obj=obj).exit_code == 0
     result = CliRunner().invoke(deploy, ["ab", "api", f"c={refs[0]}", f"c={refs[1]}"], obj=obj)
     assert result.exit_code == 2 and "variant name(s) ['c'] are given more than once" in result.output
+
+
+def test_deploy_serve_names_a_port_in_use_before_its_address(sqlite_project: Project,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 'serving deployments ... on' line was printed, then uvicorn's raw address-in-use error."""
+    import socket
+
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn.Server, "run", lambda *a, **k: pytest.fail("uvicorn was started"))
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = CliRunner().invoke(deploy, ["serve", "--port", str(port)],
+                                    obj={"project_path": str(sqlite_project.root)})
+    assert result.exit_code == 1 and str(result.exception) == f"port {port} is in use; pick another with --port"
+    assert "serving" not in result.output

@@ -121,3 +121,45 @@ def test_serve_names_a_host_that_does_not_resolve(registered: ls.Project, monkey
     monkeypatch.setattr(uvicorn.Server, "run", lambda *a, **k: pytest.fail("uvicorn was started"))
     code, text = _fails(registered, "serve", "fraud", "--host", "999.1.1.1")
     assert code == 1 and "cannot listen on host '999.1.1.1'" in text
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_serve_names_a_port_in_use_in_one_line(registered: ls.Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    """uvicorn logged `[Errno 98] ... address already in use` and exited 3, after a 'serving on' line."""
+    import socket
+
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn.Server, "run", lambda *a, **k: pytest.fail("uvicorn was started"))
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = CliRunner().invoke(cli, ["-p", str(registered.root), "serve", "fraud", "--port", str(port)])
+    assert result.exit_code == 1 and str(result.exception) == f"port {port} is in use; pick another with --port"
+    assert "serving" not in result.output
+
+
+def test_serve_prints_its_address_only_once_started(registered: ls.Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 'serving on' line comes after the models loaded and the port is bound, never before an error."""
+    import uvicorn
+
+    async def stop_at_once(self: uvicorn.Server) -> None:
+        assert self.started
+
+    monkeypatch.setattr(uvicorn.Server, "main_loop", stop_at_once)  # start up, then shut down at once
+    port = _free_port()
+    result = CliRunner().invoke(cli, ["-p", str(registered.root), "serve", "fraud", "--port", str(port)])
+    assert result.exit_code == 0, result.output
+    assert f"serving fraud on http://127.0.0.1:{port}" in result.output
+    failed = CliRunner().invoke(cli, ["-p", str(registered.root), "serve", "fraud", "--port", str(port),
+                                      "--gpu", "NOPE"])
+    assert failed.exit_code == 1 and "'NOPE' is not in the price table" in str(failed.exception)
+    assert "serving" not in failed.output

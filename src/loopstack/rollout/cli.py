@@ -252,7 +252,8 @@ def serve(ctx: click.Context, host: str, port: int, log_dir: str | None) -> None
 
     project = _project(ctx)
     settings = ServerSettings(log_dir=log_dir or str(project.root / ".loopstack" / "logs"))
-    click.echo(f"serving deployments {project.deployments.names()} on http://{host}:{port}", err=True)
+    banner = f"serving deployments {project.deployments.names()} on http://{host}:{port}"
     # the same server as `loopstack serve`: math thread pools sized, SIGTERM drains, one uvicorn configuration
     serve_http([], host=host, port=port, settings=settings, deployments=project.deployments,
-               feature_store=project.feature_store)  # variants logged with features take entity keys
+               feature_store=project.feature_store,  # variants logged with features take entity keys
+               on_started=lambda: click.echo(banner, err=True))  # once bound: no start-up error follows it

@@ -63,8 +63,8 @@ def serve(ctx: click.Context, models: tuple[str, ...], host: str, port: int, max
     # fail here, in one line, rather than in the server's start-up after the port is bound
     for spec in specs:
         _check_features(project, get_model_version(spec.ref, project=project), refs)
-    click.echo(f"serving {', '.join(s.name for s in specs)} on http://{host}:{port}", err=True)
-    run(specs, host=host, port=port, settings=settings,
+    banner = f"serving {', '.join(s.name for s in specs)} on http://{host}:{port}"
+    run(specs, host=host, port=port, settings=settings, on_started=lambda: click.echo(banner, err=True),
         loader=lambda ref: load_model(ref, project=project, compiled=not native),
         resolver=lambda ref: str(get_model_version(ref, project=project).version),
         feature_store=project.feature_store)  # for --features, and for models logged with their features

@@ -18,8 +18,9 @@ collector (`loopstack.serving.heap`).
 
 from __future__ import annotations
 
+import errno
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from loopstack.core.errors import ConfigError
@@ -41,16 +42,18 @@ def serve(
     drain_timeout_s: float = 30.0,
     feature_store: Any = None,
     deployments: Any = None,
+    on_started: Callable[[], None] | None = None,
 ) -> None:
     """Serve `models` (and the endpoints of `deployments`) over HTTP until SIGTERM/SIGINT, then drain and exit.
+
+    `on_started` is called once the models are loaded and the port is bound: a "serving on" line
+    printed there is never followed by a start-up error.
 
     Examples
     --------
     >>> from loopstack.serving import ModelSpec, serve
     >>> # serve([ModelSpec.parse("fraud@champion")], port=8080)   # blocks until SIGTERM
     """
-    import uvicorn
-
     from loopstack.serving.app import create_app
 
     _check_address(host, port)
@@ -61,7 +64,20 @@ def serve(
     app.state.server.settle_heap = True
     config = uvicorn_config(app, host=host, port=port, log_level=log_level,
                             timeout_graceful_shutdown=int(drain_timeout_s))
-    uvicorn.Server(config).run()
+    _server(config, on_started).run()
+
+
+def _server(config: Any, on_started: Callable[[], None] | None) -> Any:
+    """uvicorn's server, calling `on_started` after its start-up succeeded (it exits on a failed one)."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started and on_started is not None:
+                on_started()
+
+    return Server(config)
 
 
 def uvicorn_config(app: Any, **overrides: Any) -> Any:
@@ -92,3 +108,17 @@ def _check_address(host: str, port: int) -> None:
     except socket.gaierror as error:
         raise ConfigError(f"cannot listen on host {host!r}: {error.strerror}; pass an address of this machine, "
                           "e.g. 127.0.0.1 or 0.0.0.0") from None
+    _check_port(host, port)
+
+
+def _check_port(host: str, port: int) -> None:
+    """Fail in one line when the port cannot be bound, before the models load: uvicorn would log its raw
+    ``[Errno 98] ... address already in use`` and exit 3. The probe binds as uvicorn does (SO_REUSEADDR)."""
+    for family, kind, proto, _, address in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as error:  # other failures (a disabled address family...) are uvicorn's to judge
+                if error.errno == errno.EADDRINUSE:
+                    raise ConfigError(f"port {port} is in use; pick another with --port") from None
