@@ -145,10 +145,11 @@ def test_a_log_dir_that_does_not_exist_is_named(sqlite_project: Project, tmp_pat
         assert result.exit_code == 2 and "Directory" in result.output and "typo' does not exist" in result.output
 
 
-def test_deploy_delete_asks_then_removes_and_unblocks_the_models_it_served(sqlite_project: Project) -> None:
+def test_deploy_delete_asks_then_removes_and_unblocks_the_models_it_served(sqlite_project: Project,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """The errors told users to delete a deployment first, with no command to do it."""
     import loopstack as ls
-    from loopstack.core.errors import ConflictError
+    from loopstack.core.errors import ConfigError, ConflictError
 
     refs = register(sqlite_project, count=1)
     obj = {"project_path": str(sqlite_project.root)}
@@ -158,6 +159,10 @@ def test_deploy_delete_asks_then_removes_and_unblocks_the_models_it_served(sqlit
     name, version = refs[0].split("/")
     with pytest.raises(ConflictError, match="loopstack deploy delete api"):
         ls.registry.delete_model_version(name, int(version), project=sqlite_project)
+    piped = CliRunner().invoke(deploy, ["delete", "api"], obj=obj, input="")  # stdin not a terminal: no one asked
+    assert piped.exit_code == 1 and isinstance(piped.exception, ConfigError)
+    assert str(piped.exception) == "refusing to delete without confirmation; pass --yes"
+    monkeypatch.setattr("loopstack.core.cli.stdin_is_terminal", lambda: True)
     declined = CliRunner().invoke(deploy, ["delete", "api"], obj=obj, input="n\n")
     assert declined.exit_code == 1 and sqlite_project.deployments.get("api").endpoint == "api"
     result = CliRunner().invoke(deploy, ["delete", "api", "--yes"], obj=obj)

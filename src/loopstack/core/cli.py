@@ -22,6 +22,25 @@ def console():  # type: ignore[no-untyped-def]
     return Console(soft_wrap=True)
 
 
+def stdin_is_terminal() -> bool:
+    import sys
+
+    return sys.stdin.isatty()
+
+
+def confirm(question: str, action: str = "delete") -> None:
+    """Ask `question`; stop unless answered yes.
+
+    With stdin not a terminal (a script, CI, a pipe) nobody can answer: click read the end of input and
+    printed a bare "Aborted." with exit 130, so refuse in one line that names the flag instead.
+    """
+    from loopstack.core.errors import ConfigError
+
+    if not stdin_is_terminal():
+        raise ConfigError(f"refusing to {action} without confirmation; pass --yes")
+    click.confirm(question, abort=True)
+
+
 def when(timestamp: float | None) -> str:
     if timestamp is None:
         return "-"
@@ -102,4 +121,4 @@ def _cell(value: str):  # type: ignore[no-untyped-def]
     return Text(value, no_wrap=True, overflow="ellipsis")
 
 
-__all__ = ["console", "events", "init", "open_project", "when"]
+__all__ = ["confirm", "console", "events", "init", "open_project", "when"]

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import click
 
-from loopstack.core.cli import console, open_project
+from loopstack.core.cli import confirm, console, open_project
 
 
 @click.command()
@@ -29,8 +29,8 @@ def apply(ctx: click.Context, dry_run: bool, yes: bool) -> None:
     out.print(plan.render().splitlines()[-1], highlight=False)
     if dry_run or not plan.changes:
         return
-    if plan.removed and not yes and not click.confirm(f"remove {len(plan.removed)} definition(s)?", default=False):
-        raise click.exceptions.Abort()
+    if plan.removed and not yes:
+        confirm(f"remove {len(plan.removed)} definition(s)?", action=f"remove {len(plan.removed)} definition(s)")
     store.apply()
     out.print("[green]applied[/]")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from loopstack.core.cli import console, open_project, when
+from loopstack.core.cli import confirm, console, open_project, when
 
 
 @click.group(invoke_without_command=True)
@@ -76,7 +76,7 @@ def delete(ctx: click.Context, name: str, version: int | None, yes: bool) -> Non
     """
     target = f"{name}/{version}" if version is not None else f"model {name} with every version and alias"
     if not yes:
-        click.confirm(f"Delete {target}?", abort=True)
+        confirm(f"Delete {target}?")
     registry = open_project(ctx).registry
     if version is None:
         registry.delete_model(name)

@@ -132,10 +132,12 @@ def rollback(ctx: click.Context, endpoint: str, reason: str) -> None:
 @click.pass_context
 def delete(ctx: click.Context, endpoint: str, reason: str, yes: bool) -> None:
     """Remove ENDPOINT's deployment: servers stop serving it at their next poll."""
+    from loopstack.core.cli import confirm
+
     deployments = _project(ctx).deployments
     deployments.get(endpoint)  # an unknown endpoint is named before anything is asked
     if not yes:
-        click.confirm(f"Delete deployment {endpoint!r}? Servers stop serving it at their next poll", abort=True)
+        confirm(f"Delete deployment {endpoint!r}? Servers stop serving it at their next poll")
     deployments.delete(endpoint, reason=reason)
     click.echo(f"deleted deployment {endpoint} (event {deployments.last_event})")
 
