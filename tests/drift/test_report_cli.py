@@ -42,7 +42,10 @@ def test_cli_report(tmp_path) -> None:
             "--output", str(out), "--json", str(js)]
     done = CliRunner().invoke(drift, args)
     assert done.exit_code == 0, done.output
-    assert "1 of 2 columns drifted (x)" in done.output and out.exists() and js.exists()
+    assert "data-set drift (1 of 2 columns drifted: x; share threshold 50%)" in done.output
+    assert f"wrote {out}, {js}" in done.output and out.exists() and js.exists()
+    lenient = CliRunner().invoke(drift, [*args, "--drift-share", "0.75"])  # "no drift: 1 of 2 drifted" misread
+    assert "no data-set drift (1 of 2 columns drifted: x; share threshold 75%)" in lenient.output
     strict = CliRunner().invoke(drift, [*args, "--drift-share", "0.5", "--fail-on-drift"])
     assert strict.exit_code == 1
     bad = CliRunner().invoke(drift, [*args, "--test", "nope"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -38,11 +39,18 @@ def report(reference: str, current: str, output: str, json_path: str | None, col
     result = compare(reference, current, columns=list(columns) or None, num_test=num_test, cat_test=cat_test,
                      threshold=threshold, drift_share=drift_share, correction=correction)
     result.report(output, json_path, title=f"Drift: {current} vs {reference}")
-    verdict = "DRIFT" if result.dataset_drift else "no drift"
-    click.echo(f"{verdict}: {result.n_drifted} of {len(result.columns)} columns drifted "
-               f"({', '.join(result.drifted_columns) or 'none'}); report written to {output}")
+    click.echo(_verdict(result, drift_share))
+    click.echo(f"wrote {', '.join(p for p in (output, json_path) if p)}")
     if fail_on_drift and result.dataset_drift:
         raise SystemExit(1)
+
+
+def _verdict(result: Any, drift_share: float) -> str:
+    """The data-set verdict with what it rests on: "no drift: 1 of 3 columns drifted" read as a contradiction."""
+    names = f": {', '.join(result.drifted_columns)}" if result.drifted_columns else ""
+    verdict = "data-set drift" if result.dataset_drift else "no data-set drift"
+    return (f"{verdict} ({result.n_drifted} of {len(result.columns)} columns drifted{names}; "
+            f"share threshold {drift_share * 100:g}%)")
 
 
 def _tests_per_kind(test: str | None) -> tuple[str | None, str | None]:
