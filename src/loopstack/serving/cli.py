@@ -6,6 +6,9 @@ Mount both at the top level: ``serve`` -> ``loopstack.serving.cli:serve``,
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +50,8 @@ def serve(ctx: click.Context, models: tuple[str, ...], host: str, port: int, max
     """Serve registered MODELS (fraud@champion, fraud/3, or NAME=REF) over HTTP: native JSON and Open Inference v2."""
     from loopstack.serving.config import ModelSpec, ServerSettings
 
-    settings = ServerSettings(predict_threads=threads, refresh_s=refresh_s, log_dir=None)
+    with _flags_named():
+        settings = ServerSettings(predict_threads=threads, refresh_s=refresh_s, log_dir=None)
     limit_process_threads(settings.threads())  # before any math library loads
     from loopstack.registry.api import get_model_version, load_model
     from loopstack.serving.server import serve as run
@@ -55,11 +59,12 @@ def serve(ctx: click.Context, models: tuple[str, ...], host: str, port: int, max
     project = _project(ctx)
     if log_dir is None:
         log_dir = str(project.root / ".loopstack" / "logs")
-    settings = ServerSettings(predict_threads=threads, refresh_s=refresh_s, gpu=gpu, gpus=gpus,
-                              log_dir=None if log_dir.lower() == "none" else log_dir)
     refs = None if features is None else (tuple(features.split(",")) if ":" in features else features)
-    specs = [ModelSpec.parse(m, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_queue=max_queue,
-                             timeout_s=timeout_s, features=refs) for m in models]
+    with _flags_named():
+        settings = ServerSettings(predict_threads=threads, refresh_s=refresh_s, gpu=gpu, gpus=gpus,
+                                  log_dir=None if log_dir.lower() == "none" else log_dir)
+        specs = [ModelSpec.parse(m, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_queue=max_queue,
+                                 timeout_s=timeout_s, features=refs) for m in models]
     # fail here, in one line, rather than in the server's start-up after the port is bound
     for spec in specs:
         _check_features(project, get_model_version(spec.ref, project=project), refs)
@@ -68,6 +73,25 @@ def serve(ctx: click.Context, models: tuple[str, ...], host: str, port: int, max
         loader=lambda ref: load_model(ref, project=project, compiled=not native),
         resolver=lambda ref: str(get_model_version(ref, project=project).version),
         feature_store=project.feature_store)  # for --features, and for models logged with their features
+
+
+# the settings' field names as the user typed them
+FLAGS = {"predict_threads": "--threads", "timeout_s": "--timeout", "gpus": "--gpus", "refresh_s": "--refresh",
+         "max_wait_ms": "--max-wait-ms", "max_batch_size": "--max-batch-size", "max_queue": "--max-queue"}
+
+
+@contextmanager
+def _flags_named() -> Iterator[None]:
+    """Settings errors name the flag: ``--threads 0 must be ...``, not ``predict_threads=0 for 'server' ...``."""
+    from loopstack.core.errors import ConfigError
+
+    try:
+        yield
+    except ConfigError as error:
+        found = re.match(r"(\w+)=(\S+)(?: for (?:model )?'[^']*')? ", str(error))
+        if found is None or found[1] not in FLAGS:
+            raise
+        raise ConfigError(f"{FLAGS[found[1]]} {found[2]} {str(error)[found.end():]}") from None
 
 
 def _check_features(project: Any, version: Any, given: Any) -> None:
