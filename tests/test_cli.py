@@ -191,3 +191,13 @@ def test_events_keeps_ids_whole_on_a_narrow_terminal(tmp_path: Path, columns: st
     rows = [line for line in result.output.splitlines() if line.startswith("│")]
     assert [row.split("│")[1].strip() for row in rows] == [str(n) for n in range(12, 0, -1)]
     assert all(len(line) <= int(columns) for line in result.output.splitlines())
+
+
+def test_init_on_an_existing_project_suggests_shell_commands(tmp_path: Path) -> None:
+    """The hint was Python (`Project.open(...)`) to someone typing in a shell."""
+    ls.Project.init(tmp_path / "p", name="p").close()
+    result = CliRunner().invoke(cli, ["init", str(tmp_path / "p")])
+    assert result.exit_code == 1 and isinstance(result.exception, ls.ConflictError)
+    message = str(result.exception)
+    assert f"`cd {tmp_path / 'p'}` or `loopstack -p {tmp_path / 'p'} ...`" in message
+    assert "Project.open" not in message

@@ -78,3 +78,16 @@ def test_a_binary_definitions_file_is_named_as_such(project: Project) -> None:
     (project.root / "features.py").write_bytes(b"x = 1\n\x00\x01\x02")
     with pytest.raises(ls.ConfigError, match=r"features.py \(listed in loopstack.yaml `definitions`\) holds binary"):
         project.feature_store.apply()
+
+
+def test_apply_with_no_definition_files_listed_says_how_to_list_them(tmp_path: Path) -> None:
+    """`definitions: []` (what init writes) read as "no changes: the metadata DB matches the definitions"."""
+    from click.testing import CliRunner
+
+    from loopstack.features.cli import apply
+
+    Project.init(tmp_path, name="empty").close()
+    result = CliRunner().invoke(apply, ["--dry-run"], obj={"project_path": str(tmp_path)})
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == ("no definition files are listed; "
+                                     "add `definitions: [features.py]` to loopstack.yaml")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shlex
+from pathlib import Path
 
 import click
 
@@ -54,10 +56,16 @@ def when(timestamp: float | None) -> str:
 @click.option("--artifacts", help="Artifact store location (default: .loopstack/artifacts).")
 def init(path: str, name: str | None, metadata: str | None, artifacts: str | None) -> None:
     """Create a project folder with a loopstack.yaml."""
-    from loopstack.core.project import Project
+    from loopstack.core.errors import ConflictError
+    from loopstack.core.project import CONFIG_FILE, Project
 
     settings = {k: v for k, v in {"metadata": metadata, "artifacts": artifacts}.items() if v}
-    project = Project.init(path, name=name, **settings)
+    try:
+        project = Project.init(path, name=name, **settings)
+    except ConflictError:  # its hint, Project.open(...), is Python: a shell user needs the commands
+        folder = shlex.quote(path)
+        raise ConflictError(f"{Path(path).resolve() / CONFIG_FILE} already exists; work in that project with "
+                            f"`cd {folder}` or `loopstack -p {folder} ...`, or choose an empty folder") from None
     console().print(
         f"[green]Created project[/] [bold]{project.config.name}[/] in {project.root}\n"
         f"  metadata:  {project.config.metadata}\n  artifacts: {project.config.artifacts}\n"

@@ -20,9 +20,14 @@ from loopstack.core.cli import confirm, console, open_project
 @click.pass_context
 def apply(ctx: click.Context, dry_run: bool, yes: bool) -> None:
     """Validate the project's definitions, show the plan, and store it."""
-    store = open_project(ctx).feature_store
+    project = open_project(ctx)
+    store = project.feature_store
     plan = store.plan()
     out = console()
+    if not plan.changes and not project.config.definitions:  # what `loopstack init` writes: nothing to match
+        out.print("no definition files are listed; add `definitions: [features.py]` to loopstack.yaml",
+                  markup=False, highlight=False)
+        return
     for change in plan.changes:
         colour = {"add": "green", "change": "yellow", "remove": "red"}[change.action]
         out.print(f"[{colour}]{change}[/]", highlight=False)
