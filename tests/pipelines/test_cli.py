@@ -104,6 +104,14 @@ def test_pipelines_run_list_show_and_logs(root: Path) -> None:
         CliRunner().invoke(pipelines, ["run", "nope"], obj={"project_path": str(root)}, catch_exceptions=False)
 
 
+def test_run_of_a_missing_name_lists_only_the_files_pipelines(root: Path) -> None:
+    """The error listed every imported name (os, time, Path, step...) as if they were pipelines."""
+    with pytest.raises(NotFoundError) as error:
+        CliRunner().invoke(pipelines, ["run", "flows.py:nope"], obj={"project_path": str(root)},
+                           catch_exceptions=False)
+    assert str(error.value) == "flows.py has no pipeline 'nope'; its pipelines: ['train']"
+
+
 def test_yaml_policies_become_policies_and_bad_ones_are_named(root: Path) -> None:
     (policy,) = policies_from_config(LOOP, root)
     assert [a.name for a in policy.actions] == ["train", "announce"]

@@ -190,9 +190,14 @@ _EMPTY = __import__("inspect").Parameter.empty
 def _find_pipeline(project: Any, reference: str) -> Any:
     from loopstack.core.errors import NotFoundError
     from loopstack.pipelines.dags import Pipeline
-    from loopstack.pipelines.loader import discover, load_reference
+    from loopstack.pipelines.loader import discover, load_module, load_reference
 
     if ":" in reference:
+        module_ref, _, attribute = reference.rpartition(":")
+        module = load_module(module_ref, project.root) if module_ref else None
+        if module is not None and not hasattr(module, attribute.split(".")[0]):  # imports are no pipelines
+            pipelines = sorted(n for n, v in vars(module).items() if isinstance(v, Pipeline))
+            raise NotFoundError(f"{module_ref} has no pipeline {attribute!r}; its pipelines: {pipelines}")
         target = load_reference(reference, project.root)
         if not isinstance(target, Pipeline):
             raise NotFoundError(f"{reference} is a {type(target).__name__}, not a @pipeline")
