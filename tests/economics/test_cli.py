@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 from click.testing import CliRunner
 
 import loopstack.economics as ec
+from loopstack.core.errors import LoopstackError
 from loopstack.economics.cli import gpu
 
 
@@ -56,18 +59,27 @@ def test_plan_breakeven_models_and_errors(tmp_path: Path) -> None:
     assert out.index(best.gpu) < out.index("yes") + 200 and f"{best.cost:,.2f}" in out
     assert "27.8%" in _run("breakeven")  # H100 on the packaged table
     assert "mixtral-8x7b" in _run("models")
-    result = CliRunner().invoke(gpu, ["estimate", "llama-9"])
-    assert result.exit_code == 1 and "no model preset 'llama-9'" in result.output
-    assert "config.json" in result.output and "ModelConfig" not in result.output  # a fix a shell user can apply
+    message = _fails("estimate", "llama-9")
+    assert "no model preset 'llama-9'" in message
+    assert "config.json" in message and "ModelConfig" not in message  # a fix a shell user can apply
     bad = tmp_path / "p.yaml"
     bad.write_text("gpus: []\n")
-    result = CliRunner().invoke(gpu, ["plan", "gpt2", "--prices", str(bad)])
-    assert result.exit_code == 1 and "'gpus:' section" in result.output
+    assert "'gpus:' section" in _fails("plan", "gpt2", "--prices", str(bad))
+
+
+def test_errors_start_with_error_as_every_other_command() -> None:
+    """`loopstack gpu` printed click's `Error: ...` where every other command prints `error: ...`."""
+    done = subprocess.run([sys.executable, "-m", "loopstack", "gpu", "estimate", "llama-9"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 1 and done.stderr.startswith("error: no model preset 'llama-9'"), done.stderr
 
 
 def _fails(*args: str, code: int = 1) -> str:
+    """The one-line message: a loopstack error (`loopstack.cli.main` prints it) or click's usage error."""
     result = CliRunner().invoke(gpu, list(args))
     assert result.exit_code == code, result.output
+    if isinstance(result.exception, LoopstackError):
+        return str(result.exception)
     assert isinstance(result.exception, SystemExit), repr(result.exception)  # a message, not a traceback
     return result.output
 

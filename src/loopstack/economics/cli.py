@@ -14,7 +14,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from loopstack.core.errors import ConfigError, LoopstackError, NotFoundError
+from loopstack.core.errors import ConfigError, NotFoundError
 from loopstack.economics import cost, inference, memory, models, prices, sizing
 
 _PRICINGS = click.Choice(list(prices.PRICINGS))
@@ -38,10 +38,6 @@ def _model(name: str) -> models.ModelConfig:
         # The API's fix (build a ModelConfig) means nothing on the command line; a config.json does.
         raise NotFoundError(f"no model preset {name!r}; pass a preset name (`loopstack gpu models` lists them: "
                             f"{', '.join(sorted(models.PRESETS))}) or the path of a Hugging Face config.json") from None
-
-
-def _fail(error: LoopstackError) -> None:
-    raise click.ClickException(str(error))
 
 
 def _console() -> Console:
@@ -92,21 +88,17 @@ def estimate(model: str, workload: str, method: str, fsdp: str | None, targets: 
                                  param_hint="--method")
     if workload == "inference":
         method = "inference"
-    try:
-        m = _model(model)
-        if method == "inference":
-            est = inference.inference_memory(m, dtype=opts["dtype"], context=opts["context"], batch=opts["batch"],
-                                             tensor_parallel=opts["tensor_parallel"])
-        else:
-            if fsdp:
-                opts["zero_stage"] = memory.fsdp_stage(fsdp)
-            keys = ("seq", "batch", "gpus", "zero_stage", "optimizer", "recompute", "flash_attention",
-                    "lora_rank", "tensor_parallel")
-            est = memory.training_memory(m, method=method, lora_targets=targets.split(","),  # type: ignore[arg-type]
-                                         **{k: opts[k] for k in keys})
-    except LoopstackError as exc:
-        _fail(exc)
-        return
+    m = _model(model)
+    if method == "inference":
+        est = inference.inference_memory(m, dtype=opts["dtype"], context=opts["context"], batch=opts["batch"],
+                                         tensor_parallel=opts["tensor_parallel"])
+    else:
+        if fsdp:
+            opts["zero_stage"] = memory.fsdp_stage(fsdp)
+        keys = ("seq", "batch", "gpus", "zero_stage", "optimizer", "recompute", "flash_attention",
+                "lora_rank", "tensor_parallel")
+        est = memory.training_memory(m, method=method, lora_targets=targets.split(","),  # type: ignore[arg-type]
+                                     **{k: opts[k] for k in keys})
     table = Table("part", "GiB per GPU", "GB per GPU", title=f"{m.name}: {method}")
     for part, value in est.as_dict(memory.GiB).items():
         if value or part == "total":
@@ -143,17 +135,13 @@ def estimate(model: str, workload: str, method: str, fsdp: str | None, targets: 
 def plan(model: str, workload: str, method: str, seq: int, recompute: str, dtype: str, context: int | None,
          prices_path: str | None, **opts: Any) -> None:
     """The cheapest GPU type and count for MODEL, with every alternative."""
-    try:
-        table_prices = prices.PriceTable.load(prices_path) if prices_path else prices.default_prices()
-        m = _model(model)
-        extra: dict[str, Any] = (
-            {"method": method, "seq": seq, "recompute": recompute} if workload == "training"
-            else {"dtype": dtype, "context": context}
-        )
-        plans = sizing.plan_options(m, workload=workload, prices=table_prices, **opts, **extra)
-    except LoopstackError as exc:
-        _fail(exc)
-        return
+    table_prices = prices.PriceTable.load(prices_path) if prices_path else prices.default_prices()
+    m = _model(model)
+    extra: dict[str, Any] = (
+        {"method": method, "seq": seq, "recompute": recompute} if workload == "training"
+        else {"dtype": dtype, "context": context}
+    )
+    plans = sizing.plan_options(m, workload=workload, prices=table_prices, **opts, **extra)
     what = f"{opts['tokens']:.3g} tokens, {method}" if workload == "training" else f"{opts['hours']:g} h serving"
     table = Table("gpu", "count", "GB/GPU needed", "GB/GPU", "fits", "hours", f"cost ({table_prices.currency})",
                   "rate/GPU-h", title=f"{m.name}: {what}, {opts['pricing']}")
@@ -168,11 +156,7 @@ def plan(model: str, workload: str, method: str, seq: int, recompute: str, dtype
 @click.option("--prices", "prices_path", type=click.Path(exists=True, dir_okay=False), help="A YAML price table.")
 def breakeven(pricing: str, prices_path: str | None) -> None:
     """Utilization above which buying a GPU is cheaper than renting it."""
-    try:
-        table_prices = prices.PriceTable.load(prices_path) if prices_path else prices.default_prices()
-    except LoopstackError as exc:
-        _fail(exc)
-        return
+    table_prices = prices.PriceTable.load(prices_path) if prices_path else prices.default_prices()
     table = Table("gpu", f"rent/h ({pricing})", "own fixed/yr", "energy/h", "break-even utilization",
                   title="buy versus rent")
     for g in table_prices.gpus.values():
