@@ -32,3 +32,20 @@ def test_docs_examples_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     story = re.search(r"The story printed is one cause chain, signal first:\n\n(.*?)\n\n", text, re.S)
     assert story is not None
     assert " ".join(story.group(1).split()) in out
+
+
+def test_docs_cli_flows_file_runs_with_the_documented_command(tmp_path: Path) -> None:
+    """The page ran `loopstack pipelines run flows.py:train` without showing a flows.py."""
+    from click.testing import CliRunner
+
+    from loopstack.cli import cli
+
+    text = DOC.read_text(encoding="utf-8")
+    flows = re.search(r"```py\n# flows.py\n(.*?)```", text, re.S)
+    command = re.search(r"^    loopstack (pipelines run flows.py:train .*?)   ", text, re.M)
+    assert flows is not None and command is not None
+    ls.Project.init(tmp_path, name="cli-docs").close()
+    (tmp_path / "flows.py").write_text(flows.group(1))
+    result = CliRunner().invoke(cli, ["-p", str(tmp_path), *command.group(1).split()])
+    assert result.exit_code == 0, result.output
+    assert "of train: finished" in result.output and "2 step(s) ran" in result.output
