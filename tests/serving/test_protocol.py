@@ -323,3 +323,16 @@ def test_a_coroutine_handler_that_raises_gets_uvicorns_500_and_a_closed_connecti
         status, headers, body = _read_answers(sock, 1)[0]
         assert (status, body, headers["connection"]) == (500, b"Internal Server Error", "close")
         assert _closed(sock)
+
+
+def test_a_request_id_that_is_not_a_string_is_refused(address: str) -> None:
+    """It was replaced by a random id, so feedback sent under the number the client chose never joined."""
+    with _connect(address) as sock:
+        sock.sendall(_post("/v1/models/m:predict", json.dumps({"id": 5, "instances": [[1, 2, 3]]}).encode())
+                     + _post("/v2/models/m/infer", json.dumps({"id": 5.5, "inputs": [
+                         {"name": "input-0", "shape": [1, 3], "datatype": "FP64", "data": [1, 2, 3]}]}).encode())
+                     + _post("/v1/models/m:predict", json.dumps({"id": "", "instances": [[1, 2, 3]]}).encode()))
+        answers = _read_answers(sock, 3)
+    assert [a[0] for a in answers] == [400, 400, 200]
+    assert 'the request id 5 must be a string (send "id": "5")' in json.loads(answers[0][2])["error"]
+    assert "the request id 5.5 must be a string" in json.loads(answers[1][2])["error"]

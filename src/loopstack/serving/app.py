@@ -514,13 +514,17 @@ def json_object(body: bytes, allow_list: bool = False, parse: Any = json.loads) 
 def pick_request_id(given: Any, headers: dict[str, str]) -> str:
     """The body's ``id``, else the X-Request-Id header, else a new random id.
 
-    The id goes back in the X-Request-Id header, so one a header cannot carry is refused.
+    The id goes back in the X-Request-Id header, so one a header cannot carry is refused, and so is
+    one that is not a string (it was replaced by a random id, and feedback sent under it never joined).
     """
     if isinstance(given, str) and given:
         if not (given.isascii() and given.isprintable()):
             raise ValidationError(f"the request id {given!r} cannot go in an HTTP header: send printable ASCII "
                                   "(it comes back as X-Request-Id, and clients decode headers as ASCII)")
         return given
+    if given is not None and given != "":  # a number: feedback takes string ids only, so it could never join
+        raise ValidationError(f"the request id {given!r:.40} must be a string (send \"id\": \"{given!s:.40}\"); "
+                              "feedback finds the prediction by that string")
     return headers.get("x-request-id") or new_request_id()
 
 
