@@ -393,3 +393,34 @@ def test_the_traffic_says_which_of_a_variants_requests_are_labelled(sqlite_proje
     assert traffic.requests == len(canary_ids)
     assert list(traffic.rewarded_at) == list(range(5, 40, 3))
     assert list(traffic.stats().labelled) == list(range(5, 40, 3))
+
+
+def test_requests_routed_at_the_previous_split_do_not_trip_the_sample_ratio_check(sqlite_project: Project,
+                                                                                 refs: list[str],
+                                                                                 tmp_path: Path) -> None:
+    """Servers pick a step change up within a poll, so some requests of the new step are routed at the old
+    5 % split; counted against the new 50 %, they flagged a sample ratio mismatch and held the step."""
+    from dataclasses import replace
+
+    deployments = sqlite_project.deployments
+    deployments.create("api", refs[0])
+    deployments.canary("api", refs[1], steps=[5, 50, 100], min_requests_per_step=500, salt="fixed")
+    rng = np.random.default_rng(3)
+    rates = {refs[0]: 0.01, refs[1]: 0.01}
+    controller = RolloutController(sqlite_project, "api", log_dir=tmp_path)
+    simulate(sqlite_project, tmp_path, 14000, rates, rng)
+    assert controller.evaluate().action == "advance"  # now at 50 %, under a new deployment version
+    now = deployments.get("api")
+    before = replace(now, weights={refs[0]: 0.95, refs[1]: 0.05}, version=now.version - 1)
+    router, log = TrafficRouter(before, seed=1), TrafficLog(tmp_path)
+    for i in range(14000, 17000):  # a server still on the previous version
+        variant = router.choose(f"user-{i}")
+        log.record(request_id=f"r{i}", endpoint="api", variant=variant, ref=before.variants[variant],
+                   deployment_version=before.version, unit_id=f"user-{i}", shadow=False, ok=True, status=200,
+                   latency_ms=3.0)
+    log.close()
+    simulate(sqlite_project, tmp_path, 3000, rates, rng, start=17000)
+    decision = controller.evaluate()
+    ratio = next(e for e in decision.evidence if e["metric"] == "sample_ratio")
+    assert not ratio["flagged"], ratio
+    assert "sample ratio" not in decision.reason

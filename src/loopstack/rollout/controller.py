@@ -56,13 +56,15 @@ class VariantTraffic:
     latencies_ms: Any
     rewards: Any
     rewarded_at: Any = None  # positions of the rewarded requests among this variant's requests (None: unknown)
+    current: int | None = None  # requests routed by the deployment's current version (this step's weights)
 
     def stats(self, with_latency: bool = True, with_primary: bool = True) -> VariantStats:
         from loopstack.rollout.stats import Summary
 
         primary = Summary.from_values(self.rewards) if with_primary and len(self.rewards) else None
         latencies = self.latencies_ms if with_latency else ()
-        return VariantStats(self.requests, self.errors, latencies, primary, self.rewarded_at if with_primary else None)
+        return VariantStats(self.requests, self.errors, latencies, primary, self.rewarded_at if with_primary else None,
+                            self.current)
 
     def to_dict(self) -> dict[str, Any]:
         import numpy as np
@@ -224,6 +226,9 @@ def variant_traffic(log_dir: str | os.PathLike[str], d: Deployment,
     requests = _Requests(table)
     ok = table["ok"].to_numpy(zero_copy_only=False).astype(bool)
     latency = table["latency_ms"].to_numpy(zero_copy_only=False)
+    # routed by this version, so under the step's own split (None: a table from elsewhere without the column)
+    current = (table["deployment_version"].to_numpy(zero_copy_only=False) == d.version
+               if "deployment_version" in table.column_names else None)
     if d.primary_metric or d.strategy == "bandit":
         reward, rewarded = _rewards(logs, d, requests)
     else:
@@ -232,7 +237,8 @@ def variant_traffic(log_dir: str | os.PathLike[str], d: Deployment,
     for name in names:
         mine = requests.is_variant(name)
         out[name] = VariantTraffic(name, int(mine.sum()), int((mine & ~ok).sum()), latency[mine & ok],
-                                   reward[mine & rewarded], np.flatnonzero(rewarded[mine]))
+                                   reward[mine & rewarded], np.flatnonzero(rewarded[mine]),
+                                   None if current is None else int((mine & current).sum()))
     return out
 
 

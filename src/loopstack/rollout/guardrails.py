@@ -71,6 +71,10 @@ class VariantStats:
     """Which requests have a primary-metric sample, as positions among the variant's requests (0 is its first);
     None when unknown. With it, a step counts the labels of its own requests, not the late labels of the step
     before that arrived during it."""
+    current_requests: int | None = None
+    """Of `requests`, those routed under the step's own split (the deployment version that set it); None when
+    unknown. Servers pick a step change up within a poll, so requests routed at the previous split are logged
+    during the new step; with this, the sample-ratio check leaves them out instead of holding the step."""
 
     def __post_init__(self) -> None:
         if self.requests < 0 or not 0 <= self.errors <= self.requests:
@@ -308,7 +312,10 @@ class CanaryAnalysis:
 
     def _srm(self, stable: VariantStats, canary: VariantStats) -> dict[str, Any]:
         w = self.policy.steps[self.step]
-        counts = [stable.requests - self._step_start[0], canary.requests - self._step_start[1]]
+        if stable.current_requests is not None and canary.current_requests is not None:
+            counts = [stable.current_requests, canary.current_requests]
+        else:
+            counts = [stable.requests - self._step_start[0], canary.requests - self._step_start[1]]
         result = srm_check(counts, [1 - w, w], self.policy.srm_threshold) if w < 1 else None
         record = result.to_dict() if result else {"flagged": False}
         return {"metric": "sample_ratio", **record}

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 Stamp = tuple[int, int]  # (size, mtime_ns) of a segment file when it was read
-TRAFFIC_COLUMNS = ["request_id", "time", "variant", "ok", "latency_ms"]
+TRAFFIC_COLUMNS = ["request_id", "time", "variant", "ok", "latency_ms", "deployment_version"]
 
 
 class SegmentCache:
