@@ -43,6 +43,14 @@ def simulate(project: Project, log_dir: Path, n: int, error: dict[str, float], r
         predictions.close()
 
 
+def equal_canary(project: Project, refs: list[str], log_dir: Path, steps: list[int],
+                 min_requests: int) -> tuple[RolloutController, dict[str, float]]:
+    """A canary of refs[1] against refs[0], both failing 1 % of requests, and its controller."""
+    project.deployments.create("api", refs[0])
+    project.deployments.canary("api", refs[1], steps=steps, min_requests_per_step=min_requests, salt="fixed")
+    return RolloutController(project, "api", log_dir=log_dir), {refs[0]: 0.01, refs[1]: 0.01}
+
+
 def drive(project: Project, log_dir: Path, error: dict[str, float], reward: dict[str, float] | None = None,
           per_tick: int = 4000, seed: int = 0) -> list[str]:
     rng = np.random.default_rng(seed)
@@ -154,12 +162,8 @@ def test_the_controller_resumes_after_a_restart(sqlite_project: Project, refs: l
 
 def test_a_tick_without_new_traffic_records_no_new_hold(sqlite_project: Project, refs: list[str],
                                                           tmp_path: Path) -> None:
-    deployments = sqlite_project.deployments
-    deployments.create("api", refs[0])
-    deployments.canary("api", refs[1], steps=[10, 50, 100], min_requests_per_step=1500, salt="fixed")
+    controller, rates = equal_canary(sqlite_project, refs, tmp_path, steps=[10, 50, 100], min_requests=1500)
     rng = np.random.default_rng(5)
-    rates = {refs[0]: 0.01, refs[1]: 0.01}
-    controller = RolloutController(sqlite_project, "api", log_dir=tmp_path)
     simulate(sqlite_project, tmp_path, 5000, rates, rng)
     holds = [controller.evaluate().action for _ in range(3)]
     simulate(sqlite_project, tmp_path, 500, rates, rng, start=5000)
@@ -167,7 +171,7 @@ def test_a_tick_without_new_traffic_records_no_new_hold(sqlite_project: Project,
     assert holds == ["hold"] * 4
     recorded = sqlite_project.events.list(kind="rollout.canary.hold", subject="api")
     assert len(recorded) == 2  # the first look, and the look after new traffic
-    state = deployments.get("api").state
+    state = sqlite_project.deployments.get("api").state
     assert state["analysis"]["tests"]["error_rate"]["looks"] == 2
 
 
@@ -402,15 +406,11 @@ def test_requests_routed_at_the_previous_split_do_not_trip_the_sample_ratio_chec
     5 % split; counted against the new 50 %, they flagged a sample ratio mismatch and held the step."""
     from dataclasses import replace
 
-    deployments = sqlite_project.deployments
-    deployments.create("api", refs[0])
-    deployments.canary("api", refs[1], steps=[5, 50, 100], min_requests_per_step=500, salt="fixed")
+    controller, rates = equal_canary(sqlite_project, refs, tmp_path, steps=[5, 50, 100], min_requests=500)
     rng = np.random.default_rng(3)
-    rates = {refs[0]: 0.01, refs[1]: 0.01}
-    controller = RolloutController(sqlite_project, "api", log_dir=tmp_path)
     simulate(sqlite_project, tmp_path, 14000, rates, rng)
     assert controller.evaluate().action == "advance"  # now at 50 %, under a new deployment version
-    now = deployments.get("api")
+    now = sqlite_project.deployments.get("api")
     before = replace(now, weights={refs[0]: 0.95, refs[1]: 0.05}, version=now.version - 1)
     router, log = TrafficRouter(before, seed=1), TrafficLog(tmp_path)
     for i in range(14000, 17000):  # a server still on the previous version
