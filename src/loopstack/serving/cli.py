@@ -6,7 +6,6 @@ Mount both at the top level: ``serve`` -> ``loopstack.serving.cli:serve``,
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -84,14 +83,14 @@ FLAGS = {"predict_threads": "--threads", "timeout_s": "--timeout", "gpus": "--gp
 def _flags_named() -> Iterator[None]:
     """Settings errors name the flag: ``--threads 0 must be ...``, not ``predict_threads=0 for 'server' ...``."""
     from loopstack.core.errors import ConfigError
+    from loopstack.serving.config import SettingError
 
     try:
         yield
-    except ConfigError as error:
-        found = re.match(r"(\w+)=(\S+)(?: for (?:model )?'[^']*')? ", str(error))
-        if found is None or found[1] not in FLAGS:
+    except SettingError as error:
+        if error.setting not in FLAGS:
             raise
-        raise ConfigError(f"{FLAGS[found[1]]} {found[2]} {str(error)[found.end():]}") from None
+        raise ConfigError(f"{FLAGS[error.setting]} {error.value!r} {error.rule}") from None
 
 
 def _check_features(project: Any, version: Any, given: Any) -> None:

@@ -81,7 +81,7 @@ class ModelSpec:
         _positive("max_queue", self.max_queue, self.name)
         _positive("timeout_s", self.timeout_s, self.name)
         if not self.max_wait_ms >= 0:  # NaN too
-            raise ConfigError(f"max_wait_ms={self.max_wait_ms!r} for model {self.name!r} must be >= 0")
+            raise SettingError("max_wait_ms", self.max_wait_ms, f"model {self.name!r}", "must be >= 0")
         if self.method not in METHODS:
             raise ConfigError(f"method={self.method!r} for model {self.name!r} must be one of {METHODS}")
 
@@ -154,7 +154,7 @@ class ServerSettings:
         if self.predict_threads is not None:
             _positive("predict_threads", self.predict_threads, "server")
         if not self.refresh_s >= 0:  # NaN too
-            raise ConfigError(f"refresh_s={self.refresh_s!r} must be >= 0 (0 disables alias refresh)")
+            raise SettingError("refresh_s", self.refresh_s, None, "must be >= 0 (0 disables alias refresh)")
 
     def threads(self) -> int:
         """Math-library threads per predict: all cores but one for the event loop."""
@@ -171,6 +171,14 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+class SettingError(ConfigError):
+    """A setting's value is out of range; the parts are kept so the CLI can name the flag the user typed."""
+
+    def __init__(self, setting: str, value: Any, owner: str | None, rule: str) -> None:
+        self.setting, self.value, self.rule = setting, value, rule
+        super().__init__(f"{setting}={value!r}{'' if owner is None else ' for ' + owner} {rule}")
+
+
 def _positive(name: str, value: float, owner: str) -> None:
     if not isinstance(value, int | float) or not value > 0:  # NaN too: a NaN deadline failed every request
-        raise ConfigError(f"{name}={value!r} for {owner!r} must be a positive number")
+        raise SettingError(name, value, repr(owner), "must be a positive number")
