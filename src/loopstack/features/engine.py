@@ -46,8 +46,13 @@ class Session:
 
     def columns(self, source: Source, label: str) -> dict[str, str]:
         """Column name -> DuckDB type of `source`, read without scanning it."""
+        return self.describe(self.sql(source), label)
+
+    def describe(self, relation: str, label: str) -> dict[str, str]:
+        """Column name -> DuckDB type of `relation` (a source's SQL or a registered table); a source DuckDB
+        cannot read (a damaged file) is a ValidationError naming `label`."""
         try:
-            rows = self.con.execute(f"DESCRIBE SELECT * FROM {self.sql(source)} LIMIT 0").fetchall()
+            rows = self.con.execute(f"DESCRIBE SELECT * FROM {relation} LIMIT 0").fetchall()
         except ValidationError:
             raise
         except Exception as exc:  # duckdb raises its own error classes per failure

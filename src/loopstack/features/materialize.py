@@ -67,7 +67,7 @@ def _encoding_query(session: Any, view: FeatureView, keys: list[str], relation: 
     from loopstack.features.offline import LATEST_ORDER, MIN_US, SOURCE_ROW, micros_sql
 
     source = view.source
-    columns = _columns(session, view, relation)
+    columns = session.describe(relation, f"feature view {view.name!r}")
     ets = micros_sql(source.timestamp_field, columns)
     # A null created time ranks below any known one, as in the offline join (offline._ViewQuery).
     cts = (f"coalesce({micros_sql(source.created_timestamp_field, columns)}, {MIN_US})"
@@ -91,20 +91,6 @@ def _encoding_query(session: Any, view: FeatureView, keys: list[str], relation: 
     winner = f"arg_max({{'t': __ets, 'c': __cts, 'v': __v}}, {LATEST_ORDER})"
     return (f"SELECT {key} AS key, __latest.t AS event_ts, __latest.c AS created_ts, to_json(__latest.v) AS value "
             f"FROM (SELECT {raw_keys}, {winner} AS __latest FROM ({rows}) GROUP BY {raw_keys}) ORDER BY key")
-
-
-def _columns(session: Any, view: FeatureView, relation: str) -> dict[str, str]:
-    """Column name -> DuckDB type of `relation`; a source DuckDB cannot read (a damaged file) is named."""
-    from loopstack.core.errors import ValidationError
-
-    try:
-        rows = session.con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()
-    except ValidationError:
-        raise
-    except Exception as exc:  # duckdb raises its own error classes per failure
-        raise ValidationError(f"feature view {view.name!r}: cannot read its source "
-                              f"({exc.__class__.__name__}: {exc})") from None
-    return {row[0]: row[1] for row in rows}
 
 
 def materialize_view(store: FeatureStore, view: FeatureView, start_us: int, end_us: int, chunk_size: int,
