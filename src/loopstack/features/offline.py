@@ -31,6 +31,7 @@ times compared as integer microseconds (UTC). Two plans, both exact:
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -298,13 +299,11 @@ def _sort_merge(session: Session, query: _ViewQuery, spine_name: str, frame: Any
     """Feature columns in spine order, the source rows picked by a sort and a binary search."""
     file = query.view.source.parquet_file(session.root)
     parquet = _ParquetView.of(file, query.view, query.keys, query.features, bounds, query.ttl) if file else None
-    if parquet is not None:  # the feature columns decode on Arrow's threads while the keys are sorted
-        keys_and_times = parquet.keys_and_times()
-        with ThreadPoolExecutor(max_workers=1) as reader:
-            values = reader.submit(parquet.features)
-            keys = [keys_and_times.column(k) for k in query.keys]
-            seen = _seen(session, query, spine_name, frame, keys, parquet.times(keys_and_times))
-            picked = parquet.cast(session, _take_rows(values.result().select(query.features), seen), query.values)
+    if parquet is not None:
+        _, seen, features = parquet.read(lambda keys_and_times: _seen(
+            session, query, spine_name, frame, [keys_and_times.column(k) for k in query.keys],
+            parquet.times(keys_and_times)))
+        picked = parquet.cast(session, _take_rows(features.select(query.features), seen), query.values)
         return [picked.column(f) for f in query.features]
     # keys under their own names: a feature may share a join key's name
     names = [f"__key{i}" for i in range(len(query.keys))]
@@ -335,17 +334,17 @@ def latest_parquet_rows(session: Session, catalog: Catalog, view: FeatureView, s
     parquet = _ParquetView.of(file, view, key_names, [f.name for f in view.schema], bounds, 0) if file else None
     if parquet is None:
         return None
-    keys_and_times = parquet.keys_and_times()
-    with ThreadPoolExecutor(max_workers=1) as reader:  # the features decode while the keys sort
-        values = reader.submit(parquet.features)
+
+    def pick(keys_and_times: Any) -> Any:
         keys = [keys_and_times.column(k) for k in key_names]
         codes, _ = dense_codes(keys, [key.slice(0, 0) for key in keys])
         event_us, created_us, usable = parquet.times(keys_and_times)
         within = usable & (event_us <= bounds["max"])
         if start_us is not None:
             within &= event_us >= start_us
-        winners = pa.array(latest_per_code(np.where(within, codes, -1), event_us, created_us))
-        features = values.result()
+        return pa.array(latest_per_code(np.where(within, codes, -1), event_us, created_us))
+
+    keys_and_times, winners, features = parquet.read(pick)
     picked = {name: keys_and_times.column(name).take(winners) for name in keys_and_times.column_names}
     picked.update({name: features.column(name).take(winners) for name in features.column_names if name not in picked})
     return pa.table(picked)
@@ -459,12 +458,19 @@ class _ParquetView:
         groups = _overlapping_groups(parquet, source.timestamp_field, bounds, ttl)
         return cls((parquet, twin), view, features, keys_and_times, groups)
 
-    def keys_and_times(self) -> Any:
-        return self.readers[0].read_row_groups(self.groups, columns=self.key_and_time_columns)
+    def read(self, decide: Callable[[Any], Any]) -> tuple[Any, Any, Any]:
+        """The keys and times, `decide(keys and times)`, and the feature columns.
 
-    def features(self) -> Any:
-        """The feature columns, from the second reader: this runs while another thread sorts the keys."""
-        return self.readers[1].read_row_groups(self.groups, columns=list(dict.fromkeys(self.feature_names)))
+        The features decode on the second reader, on a thread of their own, while `decide` (a sort
+        and a search, which release the GIL) runs on the keys: reading them after the keys, not
+        beside, keeps the key read, the critical path, at full speed.
+        """
+        keys_and_times = self.readers[0].read_row_groups(self.groups, columns=self.key_and_time_columns)
+        with ThreadPoolExecutor(max_workers=1) as reader:
+            features = reader.submit(self.readers[1].read_row_groups, self.groups,
+                                     columns=list(dict.fromkeys(self.feature_names)))
+            decided = decide(keys_and_times)
+            return keys_and_times, decided, features.result()
 
     def times(self, rows: Any) -> tuple[Any, Any, Any]:
         """Event and created times in microseconds, and which rows have an event time at all."""
