@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import tempfile
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -137,4 +138,7 @@ def test_materializing_a_parquet_view_by_the_sort_plan_encodes_what_duckdb_does(
     fast = materialize.encoded_rows(store, view, start, end)
     with mock.patch.object(offline, "latest_parquet_rows", return_value=None):
         reference = materialize.encoded_rows(store, view, start, end)
-    assert fast.to_pylist() == reference.to_pylist()
+    # Values compare as numbers: DuckDB's arg_max over a struct turns -0.0 into 0.0, the fast path keeps -0.0
+    # (as the offline join does); every other difference, a key, a time or a value, fails.
+    assert [(r["key"], r["event_ts"], r["created_ts"], json.loads(r["value"])) for r in fast.to_pylist()] == \
+        [(r["key"], r["event_ts"], r["created_ts"], json.loads(r["value"])) for r in reference.to_pylist()]
