@@ -228,6 +228,21 @@ def test_yaml_pipeline_params_and_executor_are_checked_at_load(root: Path, extra
         policies_from_config({"policies": [{"name": "p", "then": [action]}]}, root)
 
 
+
+def test_run_pipeline_checks_params_and_executor_in_python_too() -> None:
+    """The check lives in RunPipeline, so a policy written in Python is refused when it is declared as well."""
+    from loopstack.pipelines import pipeline
+    from loopstack.pipelines.policy import RunPipeline
+
+    @pipeline
+    def train() -> None:
+        return None
+
+    with pytest.raises(ConfigError, match=r"executor='proces' is not an executor"):
+        RunPipeline(train, executor="proces")
+    with pytest.raises(ConfigError, match=r"params=\['days', 30\] must be a mapping"):
+        RunPipeline(train, params=["days", 30])  # type: ignore[arg-type]
+
 def test_policies_of_one_name_are_refused_not_merged(root: Path) -> None:
     """The loader kept the last of two policies of one name, silently dropping the other."""
     twice = {"policies": [{"name": "p", "then": [{"pipeline": "flows.py:train"}]},

@@ -226,35 +226,13 @@ def _action(item: dict[str, Any], root: Path, where: str) -> Any:
     if kind == "pipeline":
         if not isinstance(target, Pipeline):
             raise ConfigError(f"{where}.then: {reference!r} is a {type(target).__name__}, not a @pipeline")
-        params, executor = _params(item, where), _executor(item, where)
-        return RunPipeline(target, params=params, executor=executor, name=item.get("name"))
+        try:  # RunPipeline checks params and executor; the YAML says where they were written
+            return RunPipeline(target, params=item.get("params"), executor=item.get("executor"), name=item.get("name"))
+        except ConfigError as exc:
+            raise ConfigError(f"{where}.then: pipeline {item['pipeline']!r}: {exc}") from None
     if not callable(target):
         raise ConfigError(f"{where}.then: hook {reference!r} is not callable")
     return Hook(target, name=item.get("name"))
-
-
-def _params(item: dict[str, Any], where: str) -> dict[str, Any] | None:
-    """A list or a ``days=30`` string failed in ``dict()`` with a bare ValueError that named no policy."""
-    params = item.get("params")
-    if params is not None and not isinstance(params, dict):
-        raise ConfigError(
-            f"{where}.then: pipeline {item['pipeline']!r}: params={params!r} must be a mapping of parameter "
-            "to value; write params: {days: 30}"
-        )
-    return params
-
-
-def _executor(item: dict[str, Any], where: str) -> str | None:
-    """A misspelt executor loaded fine and failed only when the policy fired, hours later."""
-    from loopstack.pipelines.executors import NAMES
-
-    executor = item.get("executor")
-    if executor is not None and executor not in NAMES:
-        raise ConfigError(
-            f"{where}.then: pipeline {item['pipeline']!r}: executor={executor!r} is not an executor; "
-            f"use one of {', '.join(NAMES)}"
-        )
-    return executor
 
 
 __all__ = ["LoopSection", "PolicySpec", "parse_section", "policies_from_config"]

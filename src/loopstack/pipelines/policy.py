@@ -89,6 +89,13 @@ class RunPipeline:
         executor: str | Executor | None = None,
         name: str | None = None,
     ) -> None:
+        from loopstack.pipelines.executors import NAMES, Executor
+
+        if params is not None and not isinstance(params, dict):  # a list or "days=30" failed in dict() later
+            raise ConfigError(f"params={params!r} must be a mapping of parameter to value; write params: {{days: 30}}")
+        if executor is not None and not isinstance(executor, Executor) and executor not in NAMES:
+            # a misspelt executor was found only when the policy fired, hours later
+            raise ConfigError(f"executor={executor!r} is not an executor; use one of {', '.join(NAMES)}")
         self.pipeline = pipeline
         self.params = dict(params or {})
         self.executor = executor
