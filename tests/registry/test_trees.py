@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.linear_model import LogisticRegression
 
@@ -147,3 +149,28 @@ def test_rows_walked_in_many_chunks_give_the_same_answers(monkeypatch: pytest.Mo
     compiled = trees.load(trees.dump(trees.compile_trees(model)))
     monkeypatch.setattr(trees, "_CHUNK_CELLS", 7 * 25)  # 7 rows per chunk
     assert np.array_equal(compiled.predict_proba(_unseen(8)[:100]), model.predict_proba(_unseen(8)[:100]))
+
+
+_SMALL_BATCH_MODEL = HistGradientBoostingClassifier(max_iter=40, max_leaf_nodes=15, random_state=3).fit(
+    *(lambda X, y: (X, y > 0))(*_data(3)))
+_SMALL_BATCH_COMPILED = trees.load(trees.dump(trees.compile_trees(_SMALL_BATCH_MODEL)))
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.integers(1, 90), nan_share=st.sampled_from([0.0, 0.0, 0.2, 1.0]), seed=st.integers(0, 2**16))
+def test_any_batch_with_or_without_missing_values_matches_scikit_learn(rows: int, nan_share: float,
+                                                                        seed: int) -> None:
+    """Trees of unequal depth walked tree-major: a batch with no NaN takes the shorter test."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((rows, 8)) * 50
+    X[rng.random(X.shape) < nan_share] = np.nan
+    assert np.array_equal(_SMALL_BATCH_COMPILED.predict_proba(X), _SMALL_BATCH_MODEL.predict_proba(X))
+
+
+def test_a_tree_that_is_one_leaf_adds_its_value() -> None:
+    X, y = _data(5, rows=200)
+    model = HistGradientBoostingRegressor(max_iter=5, min_samples_leaf=150).fit(X, y)  # too few rows to split
+    arrays = trees.compile_trees(model)
+    assert arrays is not None and arrays["leaf"].all()
+    compiled = trees.load(trees.dump(arrays))
+    assert np.array_equal(compiled.predict(_unseen(5)), model.predict(_unseen(5)))

@@ -78,17 +78,24 @@ class CompiledTrees:
         self.n_features_in_ = int(arrays["n_features"])
         if "feature_names" in arrays:
             self.feature_names_in_ = arrays["feature_names"]
-        # A leaf points to itself on both sides with an infinite threshold, so every row can take
-        # `depth` steps without checking where it stands; children are interleaved (left, right).
-        leaf = arrays["leaf"]
+        # A leaf points to itself on both sides with an infinite threshold, so a row that reached one
+        # can take more steps without checking where it stands. Node ids are doubled (entries 2i and
+        # 2i + 1 both describe node i), so "the child on side r" is one gather: children2[node2 + r].
+        leaf, roots = arrays["leaf"], arrays["roots"]
         index = np.arange(len(leaf))
-        self._feature = np.where(leaf, 0, arrays["feature"])
-        self._threshold = np.where(leaf, np.inf, arrays["threshold"])
-        self._missing_left = arrays["missing_left"] | leaf
-        self._children = np.stack([np.where(leaf, index, arrays["left"]), np.where(leaf, index, arrays["right"])],
-                                  axis=1).ravel()
-        self._value, self._roots = arrays["value"], arrays["roots"]
-        self._baseline, self._depth = float(arrays["baseline"]), int(arrays["depth"])
+        left, right = np.where(leaf, index, arrays["left"]), np.where(leaf, index, arrays["right"])
+        self._feature2 = np.repeat(np.where(leaf, 0, arrays["feature"]), 2)
+        self._threshold2 = np.repeat(np.where(leaf, np.inf, arrays["threshold"]), 2)
+        self._missing_left2 = np.repeat(arrays["missing_left"] | leaf, 2)
+        self._children2 = 2 * np.stack([left, right], axis=1).ravel()
+        # Walked tree-major with the deepest trees first: step k concerns only the trees deeper than k,
+        # a prefix of the work arrays. Most trees are far shallower than the deepest one.
+        steps = _tree_steps(leaf, left, right, roots)
+        self._tree_order = np.argsort(-steps, kind="stable")
+        self._sorted_roots2 = 2 * roots[self._tree_order]
+        self._live_trees = [int(np.count_nonzero(steps > k)) for k in range(int(steps.max(initial=0)))]
+        self._value, self._roots = arrays["value"], roots
+        self._baseline = float(arrays["baseline"])
 
     @property
     def raw(self) -> CompiledTrees:
@@ -112,20 +119,26 @@ class CompiledTrees:
         return raw
 
     def _raw_chunk(self, rows: np.ndarray) -> np.ndarray:
-        width = rows.shape[1]
+        n_rows, width = rows.shape
+        n_trees = len(self._roots)
         flat = rows.ravel()
-        node = np.repeat(self._roots[None, :], len(rows), axis=0)
-        base = (np.arange(len(rows)) * width)[:, None]
-        for _ in range(self._depth):
-            x = flat[base + self._feature[node]]
-            go_right = ~((x <= self._threshold[node]) | (np.isnan(x) & self._missing_left[node]))
-            node = self._children[2 * node + go_right]
-        leaves = self._value[node]
-        raw = np.zeros(len(rows), dtype=np.float64)
-        raw += self._baseline
-        for tree in range(leaves.shape[1]):  # one tree at a time, in order: the sums round as scikit-learn's do
-            raw += leaves[:, tree]
-        return raw
+        offset = np.tile(np.arange(0, n_rows * width, width), n_trees)  # where each cell's row starts in `flat`
+        node = np.repeat(self._sorted_roots2, n_rows)  # cell (tree t, row r) at t * n_rows + r
+        any_nan = bool(np.isnan(flat).any())
+        for trees in self._live_trees:
+            live = trees * n_rows
+            at = node[:live]
+            x = flat[offset[:live] + self._feature2[at]]
+            if any_nan:
+                go_right = ~((x <= self._threshold2[at]) | (np.isnan(x) & self._missing_left2[at]))
+            else:
+                go_right = x > self._threshold2[at]  # the same test without NaN
+            node[:live] = self._children2[at + go_right]
+        table = np.empty((n_rows, n_trees + 1), dtype=np.float64)
+        table[:, 0] = self._baseline
+        table[:, 1 + self._tree_order] = self._value[node >> 1].reshape(n_trees, n_rows).T
+        # adds the trees one at a time, in iteration order: the sums round as scikit-learn's do
+        return np.add.accumulate(table, axis=1)[:, -1]
 
 
 class CompiledClassifier(CompiledTrees):
@@ -144,6 +157,18 @@ class CompiledClassifier(CompiledTrees):
         proba[:, 1] = positive
         proba[:, 0] = 1 - proba[:, 1]
         return proba
+
+
+def _tree_steps(leaf: np.ndarray, left: np.ndarray, right: np.ndarray, roots: np.ndarray) -> np.ndarray:
+    """Steps from each tree's root to its deepest leaf (0 for a tree that is one leaf)."""
+    depth = np.zeros(len(leaf), dtype=np.int64)
+    frontier, level = roots, 0
+    while len(frontier):
+        depth[frontier] = level
+        inner = frontier[~leaf[frontier]]
+        frontier = np.concatenate([left[inner], right[inner]])
+        level += 1
+    return np.maximum.reduceat(depth, roots) if len(roots) else depth[:0]
 
 
 def _expit(value: float) -> float:
