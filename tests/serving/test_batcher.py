@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -12,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tests.serving.conftest import SlowModel
 
-from loopstack.core.errors import ValidationError
+from loopstack.core.errors import ConfigError, ValidationError
 from loopstack.serving import Batcher, ModelSpec, QueueFullError
 from loopstack.serving.batcher import ModelError
 from loopstack.serving.models import adapt
@@ -253,3 +254,74 @@ def test_a_drain_waits_for_a_held_request_and_refuses_it_once_it_gave_up() -> No
 
     output, drained, timed_out = asyncio.run(main())
     assert output.tolist() == [3.0] and drained and timed_out
+
+
+class _ThreadRecorder(SlowModel):
+    """Notes which thread ran each predict."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__(delay_s=delay_s)
+        self.threads: list[int] = []
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        self.threads.append(threading.get_ident())
+        return super().predict(X)
+
+
+def _one_by_one(batcher: Batcher, count: int) -> None:
+    async def main() -> None:
+        for i in range(count):
+            await batcher.submit(np.ones((1, 3)), str(i))
+        await batcher.drain()
+
+    asyncio.run(main())
+
+
+def test_a_fast_predict_runs_on_the_event_loop_after_the_first_is_timed() -> None:
+    model = _ThreadRecorder(delay_s=0.0)
+    _one_by_one(_batcher(model), 4)
+    loop_thread = threading.get_ident()  # asyncio.run runs the loop in the calling thread
+    assert model.threads[0] != loop_thread  # nothing measured yet: the worker thread
+    assert model.threads[1:] == [loop_thread] * 3
+
+
+@pytest.mark.parametrize("settings", [{"delay_s": 0.005, "inline_ms": 1.0}, {"delay_s": 0.0, "inline_ms": 0.0}])
+def test_a_slow_predict_or_inline_ms_0_keeps_every_predict_in_the_worker_thread(settings: dict[str, float]) -> None:
+    model = _ThreadRecorder(delay_s=settings["delay_s"])
+    _one_by_one(_batcher(model, inline_ms=settings["inline_ms"]), 4)
+    assert threading.get_ident() not in model.threads
+
+
+def test_the_estimate_scales_the_last_predict_up_to_a_larger_batch() -> None:
+    batcher = _batcher(SlowModel(delay_s=0.0), inline_ms=1.0)
+    batcher._last_predict = (0.0004, 2)  # 0.4 ms for 2 rows
+    assert batcher._inline(2) and batcher._inline(1) and batcher._inline(5)  # 5 rows: 1.0 ms
+    assert not batcher._inline(6)  # 1.2 ms expected: the thread
+
+
+def test_the_event_loop_keeps_running_while_a_slow_predict_is_in_the_thread() -> None:
+    batcher = _batcher(SlowModel(delay_s=0.05))
+
+    async def main() -> int:
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.005)
+                ticks += 1
+
+        ticker = asyncio.create_task(tick())
+        for i in range(3):
+            await batcher.submit(np.ones((1, 3)), str(i))
+        ticker.cancel()
+        await batcher.drain()
+        return ticks
+
+    assert asyncio.run(main()) >= 10  # 150 ms of predicts; the loop ticked through them
+
+
+@pytest.mark.parametrize("value", [-1.0, float("nan"), float("inf"), "1"])
+def test_a_bad_inline_ms_is_refused_by_name(value: object) -> None:
+    with pytest.raises(ConfigError, match="inline_ms"):
+        ModelSpec(name="m", model=SlowModel(), inline_ms=value)  # type: ignore[arg-type]

@@ -105,7 +105,7 @@ def test_predict_threads_must_be_positive(registered: ls.Project, tmp_path: Path
     assert code == 2 and "0 is not in the range x>=1" in text
 
 
-@pytest.mark.parametrize("flag", ["--timeout", "--max-wait-ms", "--refresh"])
+@pytest.mark.parametrize("flag", ["--timeout", "--max-wait-ms", "--refresh", "--inline-ms"])
 def test_serve_refuses_nan_durations(registered: ls.Project, monkeypatch: pytest.MonkeyPatch, flag: str) -> None:
     """--timeout nan passed every check and the server answered every request with a 500 (NaN deadline)."""
     monkeypatch.setattr("loopstack.serving.server.serve", lambda *a, **k: pytest.fail("the server was started"))
@@ -119,6 +119,7 @@ def test_serve_refuses_nan_durations(registered: ls.Project, monkeypatch: pytest
     (("--gpus", "-1"), "--gpus -1 must be a positive number"),
     (("--max-queue", "0"), "--max-queue 0 must be a positive number"),
     (("--max-wait-ms", "-1"), "--max-wait-ms -1.0 must be >= 0"),
+    (("--inline-ms", "-1"), "--inline-ms -1.0 must be >= 0 and finite"),
     (("--refresh", "-1"), "--refresh -1.0 must be >= 0 (0 disables alias refresh)"),
 ])
 def test_serve_errors_name_the_flag_typed(registered: ls.Project, monkeypatch: pytest.MonkeyPatch,

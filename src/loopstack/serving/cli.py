@@ -30,6 +30,8 @@ def _project(ctx: click.Context):  # type: ignore[no-untyped-def]
 @click.option("--max-wait-ms", default=2.0, show_default=True, type=float,
               help="Longest a request waits for its batch to fill (a lone request never waits).")
 @click.option("--max-queue", default=2048, show_default=True, type=int, help="Queued rows before 503.")
+@click.option("--inline-ms", default=1.0, show_default=True, type=float,
+              help="Predicts expected to take at most this long run on the event loop, not a thread (0: never).")
 @click.option("--timeout", "timeout_s", default=10.0, show_default=True, type=float, help="Per-request deadline (s).")
 @click.option("--threads", type=int, default=None, help="Math-library threads per predict (default: cores - 1).")
 @click.option("--log-dir", default=None, help="Prediction log folder (default: .loopstack/logs; 'none' disables).")
@@ -44,8 +46,9 @@ def _project(ctx: click.Context):  # type: ignore[no-untyped-def]
               help="Serve the estimator itself where a compiled form was saved too (same answers, slower start).")
 @click.pass_context
 def serve(ctx: click.Context, models: tuple[str, ...], host: str, port: int, max_batch_size: int,
-          max_wait_ms: float, max_queue: int, timeout_s: float, threads: int | None, log_dir: str | None,
-          refresh_s: float, features: str | None, gpu: str | None, gpus: int, native: bool) -> None:
+          max_wait_ms: float, max_queue: int, inline_ms: float, timeout_s: float, threads: int | None,
+          log_dir: str | None, refresh_s: float, features: str | None, gpu: str | None, gpus: int,
+          native: bool) -> None:
     """Serve registered MODELS (fraud@champion, fraud/3, or NAME=REF) over HTTP: native JSON and Open Inference v2."""
     from loopstack.serving.config import ModelSpec, ServerSettings
 
@@ -63,7 +66,7 @@ def serve(ctx: click.Context, models: tuple[str, ...], host: str, port: int, max
         settings = ServerSettings(predict_threads=threads, refresh_s=refresh_s, gpu=gpu, gpus=gpus,
                                   log_dir=None if log_dir.lower() == "none" else log_dir)
         specs = [ModelSpec.parse(m, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_queue=max_queue,
-                                 timeout_s=timeout_s, features=refs) for m in models]
+                                 inline_ms=inline_ms, timeout_s=timeout_s, features=refs) for m in models]
     # fail here, in one line, rather than in the server's start-up after the port is bound
     for spec in specs:
         _check_features(project, get_model_version(spec.ref, project=project), refs)
@@ -76,7 +79,8 @@ def serve(ctx: click.Context, models: tuple[str, ...], host: str, port: int, max
 
 # the settings' field names as the user typed them
 FLAGS = {"predict_threads": "--threads", "timeout_s": "--timeout", "gpus": "--gpus", "refresh_s": "--refresh",
-         "max_wait_ms": "--max-wait-ms", "max_batch_size": "--max-batch-size", "max_queue": "--max-queue"}
+         "max_wait_ms": "--max-wait-ms", "max_batch_size": "--max-batch-size", "max_queue": "--max-queue",
+         "inline_ms": "--inline-ms"}
 
 
 @contextmanager

@@ -6,6 +6,7 @@ fails when the server is configured, not on the first request.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field, replace
@@ -37,6 +38,10 @@ class ModelSpec:
         batch is running. A request that finds the model idle runs at once.
     max_queue : int
         Most rows waiting; beyond it requests get 503 with Retry-After.
+    inline_ms : float
+        A batch whose predict is expected to take at most this long runs on the
+        event loop itself rather than in a worker thread (see
+        `loopstack.serving.batcher`). 0 sends every predict to the thread.
     timeout_s : float
         Per-request deadline (queue wait plus predict); past it, 504.
     method : {"auto", "predict", "predict_proba"}
@@ -62,6 +67,7 @@ class ModelSpec:
     max_batch_size: int = 64
     max_wait_ms: float = 2.0
     max_queue: int = 2048
+    inline_ms: float = 1.0
     timeout_s: float = 10.0
     method: str = "auto"
     variant: str | None = None
@@ -82,6 +88,8 @@ class ModelSpec:
         _positive("timeout_s", self.timeout_s, self.name)
         if not self.max_wait_ms >= 0:  # NaN too
             raise SettingError("max_wait_ms", self.max_wait_ms, f"model {self.name!r}", "must be >= 0")
+        if not isinstance(self.inline_ms, int | float) or not 0 <= self.inline_ms < math.inf:
+            raise SettingError("inline_ms", self.inline_ms, f"model {self.name!r}", "must be >= 0 and finite")
         if self.method not in METHODS:
             raise ConfigError(f"method={self.method!r} for model {self.name!r} must be one of {METHODS}")
 
