@@ -107,3 +107,20 @@ def test_two_variants_of_one_version_number_keep_their_own_field_names(tmp_path:
         "b": ("treatment", {"amount": None, "age": 30.0, "days": 7.0}),
         "c": ("control", {"amount": 200.0, "age": 40.0, "days": None}),
     }
+
+
+def test_only_string_columns_other_than_the_request_id_are_dictionary_encoded(tmp_path: Path) -> None:
+    """A dictionary tried on every column (Parquet's default) tripled the writer's CPU on ids and floats."""
+    import pyarrow.parquet as pq
+
+    adapter = adapt(StrModel(), ModelSpec(name="s", model=StrModel()))
+    log = PredictionLog(tmp_path, flush_s=3600)
+    for i in range(50):
+        log.observe(_batch(adapter, f"r{i}", "city"))
+    log.close()
+    (segment,) = (tmp_path / "predictions").glob("**/*.parquet")
+    metadata = pq.ParquetFile(segment).metadata.row_group(0)
+    encoded = {metadata.column(i).path_in_schema: "RLE_DICTIONARY" in metadata.column(i).encodings
+               for i in range(metadata.num_columns)}
+    assert {name for name, dictionary in encoded.items() if dictionary} == {"model", "version", "variant", "inputs.s"}
+    assert read_prediction_log(tmp_path, "s").column("inputs").to_pylist()[0] == {"a": 1.0, "s": "city"}
