@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -321,7 +322,73 @@ def test_the_event_loop_keeps_running_while_a_slow_predict_is_in_the_thread() ->
     assert asyncio.run(main()) >= 10  # 150 ms of predicts; the loop ticked through them
 
 
-@pytest.mark.parametrize("value", [-1.0, float("nan"), float("inf"), "1"])
+@pytest.mark.parametrize("value", [-1.0, float("nan"), float("inf"), "1", True])
 def test_a_bad_inline_ms_is_refused_by_name(value: object) -> None:
     with pytest.raises(ConfigError, match="inline_ms"):
         ModelSpec(name="m", model=SlowModel(), inline_ms=value)  # type: ignore[arg-type]
+
+
+class _LazySqlite(SlowModel):
+    """Opens an SQLite connection in its first predict: usable only from the thread that opened it."""
+
+    def __init__(self) -> None:
+        super().__init__(delay_s=0.0)
+        self.db: sqlite3.Connection | None = None
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        if self.db is None:
+            self.db = sqlite3.connect(":memory:")
+        self.db.execute("select 1").fetchone()
+        return super().predict(X)
+
+
+def test_a_model_tied_to_its_first_thread_stays_in_the_thread_and_every_request_succeeds() -> None:
+    """Its first predict ran in the worker thread; the next, on the loop, failed, and so did every later one."""
+    model = _LazySqlite()
+    batcher = _batcher(model)
+
+    async def main() -> list[float]:
+        answers = [float((await batcher.submit(np.ones((1, 3)), str(i)))[0]) for i in range(5)]
+        await batcher.drain()
+        return answers
+
+    assert asyncio.run(main()) == [3.0] * 5
+    assert not batcher._inline(1)
+
+
+def test_a_bad_row_does_not_send_a_model_to_the_thread_for_good() -> None:
+    model = _ThreadRecorder(delay_s=0.0)
+    batcher = _batcher(model)
+
+    async def main() -> None:
+        await batcher.submit(np.ones((1, 3)), "first")  # timed in the thread
+        with pytest.raises(ModelError, match="NaN input"):
+            await batcher.submit(np.full((1, 3), np.nan), "bad")  # fails on the loop and in the thread
+        await batcher.submit(np.ones((1, 3)), "after")
+        await batcher.drain()
+
+    asyncio.run(main())
+    assert model.threads[-1] == threading.get_ident()  # "after" ran on the loop again
+
+
+class _Spiky(SlowModel):
+    """Fast, except on rows holding 999 (a cache miss, a remote lookup)."""
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        if (np.asarray(X) == 999).any():
+            time.sleep(0.3)
+        return super().predict(X)
+
+
+def test_a_request_whose_deadline_passed_during_a_predict_on_the_loop_gets_its_timeout() -> None:
+    """The reaper cannot run while the loop predicts: the deadlines are checked as soon as it is done."""
+    batcher = _batcher(_Spiky(delay_s=0.0), timeout_s=0.1)
+
+    async def main() -> None:
+        for i in range(3):
+            await batcher.submit(np.ones((1, 3)), str(i))
+        with pytest.raises(TimeoutError, match=r"slow passed timeout_s=0\.1"):
+            await batcher.submit(np.full((1, 3), 999.0), "slow")
+        await batcher.drain()
+
+    asyncio.run(main())

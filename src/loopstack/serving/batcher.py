@@ -134,6 +134,7 @@ class Batcher:
         self._last_requests = 1  # requests in the last batch run, and when it finished: see _filled
         self._last_finished = 0.0
         self._last_predict = (math.inf, 1)  # (seconds, rows) of the last predict: see _inline
+        self._inline_works = True  # False once a predict failed on the loop and not in the thread
         self._closed = False
         self._held = 0  # requests promised a place while they await their rows (see `hold`)
         self._stopped = False  # drained: not even a held request is taken any more
@@ -292,7 +293,7 @@ class Batcher:
         rows = concat([item.rows for item in items])
         try:
             if self._inline(n_rows(rows)):
-                outputs = self._predict(rows)
+                outputs = await self._predict_inline(rows)
             else:
                 outputs = await loop.run_in_executor(self.executor, self._predict, rows)
         except Exception as error:
@@ -323,8 +324,32 @@ class Batcher:
         The estimate scales the last predict's time up by rows, never down: a predict's fixed cost
         dominates at serving batch sizes, so a larger batch is over-estimated, never under.
         """
+        if not self._inline_works or self.spec.inline_ms <= 0:
+            return False
         seconds, last_rows = self._last_predict
         return seconds * max(1.0, rows / last_rows) * 1000.0 <= self.spec.inline_ms
+
+    async def _predict_inline(self, rows: Rows) -> np.ndarray:
+        """Predict on the event loop; a failure is tried again in the worker thread.
+
+        A model tied to the thread it first ran in (an SQLite handle opened in its first predict, an
+        ``asyncio.run`` of its own) fails on the loop only: when the thread then succeeds, the model
+        stays in the thread for good. When both fail, the rows were at fault and nothing changes.
+        Requests whose deadline passed while the loop was busy predicting get their 504 now, as the
+        reaper would have answered them during a predict in the thread.
+        """
+        try:
+            return self._predict(rows)
+        except Exception:
+            outputs = await asyncio.get_running_loop().run_in_executor(self.executor, self._predict, rows)
+            self._inline_works = False
+            logger.warning("model %r failed on the event loop but not in its worker thread; its predicts stay in "
+                           "the thread", self.spec.name, exc_info=True)
+            return outputs
+        finally:
+            if self._reaper is not None:
+                self._reaper.cancel()
+                self._reap()
 
     def _predict(self, rows: Rows) -> np.ndarray:
         if self.budget is not None:

@@ -88,7 +88,8 @@ class ModelSpec:
         _positive("timeout_s", self.timeout_s, self.name)
         if not self.max_wait_ms >= 0:  # NaN too
             raise SettingError("max_wait_ms", self.max_wait_ms, f"model {self.name!r}", "must be >= 0")
-        if not isinstance(self.inline_ms, int | float) or not 0 <= self.inline_ms < math.inf:
+        if isinstance(self.inline_ms, bool) or not isinstance(self.inline_ms, int | float) \
+                or not 0 <= self.inline_ms < math.inf:
             raise SettingError("inline_ms", self.inline_ms, f"model {self.name!r}", "must be >= 0 and finite")
         if self.method not in METHODS:
             raise ConfigError(f"method={self.method!r} for model {self.name!r} must be one of {METHODS}")

@@ -315,10 +315,16 @@ def _dictionary_columns(schema: pa.Schema) -> list[str]:
     names = []
     for field in schema:
         children = [field.type.field(i) for i in range(field.type.num_fields)] if pa.types.is_struct(field.type) else []
-        names.extend(f"{field.name}.{child.name}" for child in children if pa.types.is_string(child.type))
-        if pa.types.is_string(field.type) and field.name != "request_id":
+        names.extend(f"{field.name}.{child.name}" for child in children if _is_text(child.type))
+        if _is_text(field.type) and field.name != "request_id":
             names.append(field.name)
     return names
+
+
+def _is_text(type_: pa.DataType) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_string(type_) or pa.types.is_large_string(type_)
 
 
 def _input_array(values: np.ndarray) -> pa.Array:

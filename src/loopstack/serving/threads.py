@@ -1,11 +1,13 @@
 """Sizing the math libraries' thread pools so a predict never fights the event loop for the cores.
 
-OpenMP's thread count is per calling thread, so limiting it from the main
-thread does not reach the predict worker threads; and a model loaded later may
-bring its own OpenMP or BLAS runtime. `ThreadBudget.ensure` therefore runs in
-the worker thread before each predict and re-applies the limit (through
-threadpoolctl) whenever a model was loaded since that thread last applied it.
-The check costs one attribute read when nothing changed.
+OpenMP's thread count is per calling thread, so a limit set in one thread
+does not reach the others; and a model loaded later may bring its own OpenMP
+or BLAS runtime. `ThreadBudget.ensure` therefore runs in whichever thread is
+about to predict (a worker thread, or the event loop for a fast predict: see
+`loopstack.serving.batcher`) and re-applies the limit (through threadpoolctl)
+whenever a model was loaded since that thread last applied it. The check costs
+one attribute read when nothing changed; re-applying takes a few milliseconds,
+once per thread after each model load.
 """
 
 from __future__ import annotations
