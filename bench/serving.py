@@ -7,7 +7,10 @@ after a warm-up. Every server's answer is checked against the model's own
 predict_proba before it is measured. Also measured: the ceiling (the model's
 own predict_proba throughput at the batch size loopstack's batcher formed),
 loopstack's cold start (process start to first correct answer, model loaded
-from the registry) and each server's idle RSS. Two references that are not
+from the registry) and each server's idle RSS. ``loopstack`` serves the model
+as ``loopstack serve fraud@champion`` does, in its compiled form (the same
+answers, bit for bit, from a faster tree walk); ``loopstack-sklearn`` serves the
+estimator object, calling the same predict_proba as every anchor. Two references that are not
 competitors bound what a server can do here: ``asgi-floor`` (uvicorn and a
 bare ASGI app answering a constant) and ``minimal`` (a bare asyncio protocol
 that parses, batches, predicts and answers, and does nothing else).
@@ -46,6 +49,9 @@ V2 = {"inputs": [{"name": "input", "shape": [1, 20], "datatype": "FP64", "data":
 TARGETS = {
     "loopstack": ("loopstack", "/v1/models/fraud:predict", V1, lambda b: b["predictions"][0]),
     "loopstack-v2": ("loopstack", "/v2/models/fraud/infer", V2, lambda b: b["outputs"][0]["data"]),
+    # the estimator object itself (scikit-learn's predict_proba, as every anchor calls it), not the compiled trees
+    # `loopstack serve` loads: the server against the anchors' servers with the very same model code
+    "loopstack-sklearn": ("loopstack-sklearn", "/v1/models/fraud:predict", V1, lambda b: b["predictions"][0]),
     # the same model behind a deployment (`loopstack deploy serve`): routing and the traffic log on top
     "loopstack-endpoint": ("endpoint", "/v1/endpoints/fraud-api:predict", V1, lambda b: b["predictions"][0]),
     "bentoml": ("bentoml", "/predict", V1, lambda b: b[0]),
@@ -75,7 +81,7 @@ def start(kind: str, port: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if PIN_ANCHORS and kind != "loopstack":
         env.update(dict.fromkeys(("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"), "1"))
-    if kind in ("loopstack", "floor", "endpoint", "minimal", "protocol-floor"):
+    if kind in ("loopstack", "loopstack-sklearn", "floor", "endpoint", "minimal", "protocol-floor"):
         command = [sys.executable, str(Path(__file__)), f"--serve-{kind}", str(port)]
     elif kind == "bentoml":
         command = [str(ANCHORS / "bentoml" / "bin" / "bentoml"), "serve", "serving_anchors:Fraud", "--port", str(port),
@@ -270,6 +276,13 @@ def serve_loopstack(port: int) -> None:
           loader=lambda ref: ls.load_model(ref, project=project, compiled=True))
 
 
+def serve_loopstack_sklearn(port: int) -> None:
+    from loopstack.serving import ModelSpec, ServerSettings, serve
+
+    spec = ModelSpec(name="fraud", model=make_model(), max_batch_size=64, max_wait_ms=2.0, max_queue=4096)
+    serve([spec], port=port, settings=ServerSettings(log_dir=tempfile.mkdtemp(prefix="bench-serving-log-")))
+
+
 def serve_endpoint(port: int) -> None:
     """The bench model registered in a scratch project and served as the deployment ``fraud-api``."""
     import loopstack as ls
@@ -384,6 +397,7 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(TARGETS), help="comma-separated targets")
     parser.add_argument("--pin-anchors", action="store_true", help="run the anchors with OMP_NUM_THREADS=1")
     parser.add_argument("--serve-loopstack", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-loopstack-sklearn", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--serve-floor", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--serve-endpoint", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--serve-minimal", type=int, help=argparse.SUPPRESS)
@@ -393,6 +407,8 @@ def main() -> None:
     PIN_ANCHORS = args.pin_anchors
     if args.serve_loopstack:
         return serve_loopstack(args.serve_loopstack)
+    if args.serve_loopstack_sklearn:
+        return serve_loopstack_sklearn(args.serve_loopstack_sklearn)
     if args.serve_floor:
         return serve_floor(args.serve_floor)
     if args.serve_endpoint:
@@ -405,7 +421,7 @@ def main() -> None:
     want = model.predict_proba(np.asarray([ROW]))[0]
     results: dict[str, Any] = {}
     for target in args.only.split(","):
-        levels = [1, 64] if target.endswith(("-v2", "-floor", "-endpoint", "minimal")) else [1, 16, 64]
+        levels = [1, 64] if target.endswith(("-v2", "-floor", "-endpoint", "-sklearn", "minimal")) else [1, 16, 64]
         results[target] = measure(target, want, levels, args.duration)
     if "loopstack" in results:
         batch = results["loopstack"][64].get("mean_batch", 1.0)
@@ -438,13 +454,15 @@ def summarize(results: dict[str, Any]) -> None:
                  f"{row[2].get('rps', 0):.0f}", f"{row[2].get('p50_ms', 0):.1f}", f"{row[2].get('p99_ms', 0):.1f}",
                  f"{row[2].get('cpu_ms_per_req', 0):.3f}", f"{row[2].get('wrk_cpu_ms_per_req', 0):.3f}"]
         print(f"| {name} | " + " | ".join(cells) + f" | {errors:.0f} | {r['idle_rss_mb']:.0f} |")
-    ls64 = results.get("loopstack", {}).get(64)
-    if ls64:
+    for ours in ("loopstack", "loopstack-sklearn"):
+        point = results.get(ours, {}).get(64)
         for anchor in ("bentoml", "kserve", "fastapi"):
             other = results.get(anchor, {}).get(64)
-            if other:
-                ratio, p99 = ls64["rps"] / other["rps"], ls64["p99_ms"] / other["p99_ms"]
-                print(f"c=64 {anchor}: rps x{ratio:.1f}, p99 ratio {p99:.2f}")
+            if point and other:
+                ratio, p99 = point["rps"] / other["rps"], point["p99_ms"] / other["p99_ms"]
+                print(f"c=64 {ours} / {anchor}: rps x{ratio:.1f}, p99 ratio {p99:.2f}")
+    ls64 = results.get("loopstack", {}).get(64)
+    if ls64:
         top = results["ceiling_rows_per_s"]
         print(f"ceiling at batch {results['ceiling_batch']:.1f}: {top:.0f} rows/s; "
               f"loopstack at c=64 reaches {ls64['rps'] / top:.0%} of it (the goal, within 2x, is {top / 2:.0f} rps)")
