@@ -108,9 +108,10 @@ def export_onnx(model: Any, example: Any, tolerance: float = 1e-4) -> tuple[Onnx
 
 
 def _example_rows(example: Any) -> np.ndarray:
-    """The example as float32 rows; the exported graph takes one numeric tensor, so text columns are refused."""
+    """The example as float64 rows, as a client sends them; the exported graph takes one numeric tensor, so text
+    columns are refused."""
     try:
-        return np.asarray(example, dtype=np.float32)
+        return np.asarray(example, dtype=np.float64)
     except (ValueError, TypeError):
         dtypes = getattr(example, "dtypes", None)
         text = [str(c) for c, t in dtypes.items() if t.kind not in "fiub"] if dtypes is not None else []
@@ -122,8 +123,14 @@ def _example_rows(example: Any) -> np.ndarray:
 
 
 def parity(original: Any, onnx_model: OnnxModel, X: np.ndarray, tolerance: float = 1e-4) -> ParityReport:
-    """Compare outputs of the original and the ONNX model on the same rows, in the graph's precision."""
-    X = np.asarray(X, dtype=onnx_model.input_dtype)
+    """Compare outputs of the original and the ONNX model on the same rows, as a client would send them to each.
+
+    The ONNX model reads them in the graph's precision (float32 for tree ensembles), so a row lying between a
+    float64 threshold and its float32 rounding goes down the other branch there, and shows here. Rounding the
+    rows to float32 for both sides instead measured a difference no client sees: the original model given
+    rounded rows, which can cross a threshold the graph's own rounding keeps them on the right side of.
+    """
+    X = np.asarray(X, dtype=np.float64)
     names = getattr(onnx_model, "feature_names_in_", None)
     rows = X if names is None else _frame(X, names)  # a model fitted on a frame wants one (else it warns)
     if callable(getattr(onnx_model, "predict_proba", None)):
