@@ -10,7 +10,7 @@ import pytest
 import scipy.stats as ss
 
 from loopstack.core.errors import ConfigError, ValidationError
-from loopstack.drift import TESTS, benjamini_hochberg, compare, default_test
+from loopstack.drift import TESTS, EmptySampleError, benjamini_hochberg, compare, default_test
 
 
 @pytest.mark.parametrize(
@@ -125,6 +125,36 @@ def test_nulls_dropped_and_empty_columns_reported() -> None:
     result = compare(ref, cur)
     assert result.columns["x"].n_reference == 30 and not result.columns["x"].drifted
     assert np.isnan(result.columns["e"].score) and "reference" in result.columns["e"].note
+
+
+def test_an_empty_sample_is_an_error_not_a_verdict_of_no_drift(tmp_path) -> None:
+    """A current sample of 0 rows gave "no drift (0 of 1 columns drifted)": an empty export passed a drift gate."""
+    ref = pa.table({"x": [1.0, 2.0, 3.0], "c": ["a", "b", "a"]})
+    pq.write_table(ref.slice(0, 0), tmp_path / "empty.parquet")
+    with pytest.raises(EmptySampleError, match=r"current file .*empty\.parquet has 0 rows") as caught:
+        compare(ref, tmp_path / "empty.parquet")
+    assert caught.value.side == "current" and isinstance(caught.value, ValidationError)
+    with pytest.raises(EmptySampleError, match="reference sample has 0 rows") as caught:
+        compare({"x": []}, {"x": [1.0]})
+    assert caught.value.side == "reference"
+    nulls = pa.table({"x": pa.array([None, None], pa.float64()), "c": pa.array([None, None], pa.string())})
+    with pytest.raises(EmptySampleError, match=r"current sample has no non-null value in any column tested \(x, c\)"):
+        compare(ref, nulls)
+
+
+def test_columns_only_one_side_has_are_reported_not_tested() -> None:
+    """A column that vanished from the current data was left out without a word ("1 of 1 columns drifted")."""
+    rng = np.random.default_rng(2)
+    ref = {"x": rng.normal(size=500), "city": rng.choice(["a", "b"], 500)}
+    cur = {"x": rng.normal(size=500), "region": rng.choice(["n", "s"], 500)}
+    result = compare(ref, cur)
+    assert list(result.columns) == ["x"] and not result.dataset_drift
+    assert result.missing_columns == ["city"] and result.new_columns == ["region"]
+    assert result.to_dict()["missing_columns"] == ["city"] and result.to_dict()["new_columns"] == ["region"]
+    chosen = compare(ref, cur, columns=["x"])  # the user chose the columns: nothing left out by surprise
+    assert chosen.missing_columns == [] and chosen.new_columns == []
+    page = result.report()
+    assert "Missing from the current data" in page and "New in the current data" in page
 
 
 def test_errors_name_the_problem() -> None:

@@ -59,6 +59,19 @@ def test_a_scheduled_run_that_fails_is_recorded_and_the_schedule_goes_on(sqlite_
         Monitor(sqlite_project, "empty", reference=_data(0)).run_every(0.01, max_runs=3)
 
 
+def test_an_empty_batch_is_skipped_and_an_empty_reference_recorded_as_failed(sqlite_project: ls.Project) -> None:
+    """An empty batch gave a drift.checked of "no drift"; now it is a drift.skipped, as an empty log window is."""
+    batches = iter([_data(3, n=0), _data(4)])
+    monitor = Monitor(sqlite_project, "m", reference=_data(0), current=lambda: next(batches))
+    assert monitor.run_every(0.01, max_runs=2) == 2
+    [skipped] = sqlite_project.events.list(kind="drift.skipped")
+    assert "current sample has 0 rows" in skipped.payload["reason"]
+    assert len(sqlite_project.events.list(kind="drift.checked")) == 1
+    Monitor(sqlite_project, "r", reference=_data(0, n=0), current=lambda: _data(4)).run_every(0.01, max_runs=1)
+    [failed] = sqlite_project.events.list(kind="drift.failed")
+    assert failed.subject == "r" and "reference sample has 0 rows" in failed.payload["error"]
+
+
 def test_start_and_stop_a_background_monitor(sqlite_project: ls.Project) -> None:
     monitor = Monitor(sqlite_project, "bg", reference=_data(0), current=_data(1))
     monitor.start(0.05)

@@ -79,3 +79,45 @@ def test_hostile_names_stay_text_in_the_page_and_the_embedded_json() -> None:
     outside = page.replace(embedded, "")
     assert "<img" not in outside and "<!--" not in outside and "<i>" not in outside and "<title>t" not in outside
     assert html.escape(name) in outside
+
+
+def test_cli_refuses_an_empty_current_file(tmp_path) -> None:
+    """An empty export printed "no data-set drift (0 of 1 columns drifted)" and passed --fail-on-drift."""
+    ref, _ = _frames(0.0)
+    ref.to_parquet(tmp_path / "ref.parquet")
+    ref.head(0).to_parquet(tmp_path / "empty.parquet")
+    args = ["report", "--reference", str(tmp_path / "ref.parquet"), "--current", str(tmp_path / "empty.parquet"),
+            "--output", str(tmp_path / "e.html"), "--json", str(tmp_path / "e.json")]
+    for extra in ([], ["--fail-on-drift"]):
+        done = CliRunner().invoke(drift, [*args, *extra])
+        assert done.exit_code != 0 and "no data-set drift" not in done.output
+        assert "empty.parquet has 0 rows" in str(done.exception)
+
+
+def test_cli_reports_missing_and_new_columns_and_a_missing_one_fails_the_gate(tmp_path) -> None:
+    """A column that vanished from --current was compared around in silence and the gate passed."""
+    ref, cur = _frames(0.0)
+    ref.to_parquet(tmp_path / "ref.parquet")
+    cur.drop(columns=["c"]).to_parquet(tmp_path / "noc.parquet")
+    cur.assign(extra=1.0).to_parquet(tmp_path / "extra.parquet")
+    js = tmp_path / "out.json"
+
+    def run(current: str, *extra: str):
+        return CliRunner().invoke(drift, ["report", "--reference", str(tmp_path / "ref.parquet"), "--current",
+                                          str(tmp_path / current), "--output", str(tmp_path / "out.html"),
+                                          "--json", str(js), *extra])
+
+    done = run("noc.parquet")
+    assert done.exit_code == 0 and "no data-set drift (0 of 1 columns drifted" in done.output
+    assert "warning: reference columns missing from the current data, not tested: c" in done.output
+    assert json.loads(js.read_text())["missing_columns"] == ["c"]
+    assert "Missing from the current data" in (tmp_path / "out.html").read_text()
+    gate = run("noc.parquet", "--fail-on-drift")
+    assert gate.exit_code == 1 and "failing --fail-on-drift: c missing from" in gate.output
+    chosen = run("noc.parquet", "--fail-on-drift", "--column", "x")  # the columns restricted explicitly
+    assert chosen.exit_code == 0, chosen.output
+    assert json.loads(js.read_text())["missing_columns"] == []
+    added = run("extra.parquet", "--fail-on-drift")
+    assert added.exit_code == 0, added.output
+    assert "warning: current columns not in the reference, not tested: extra" in added.output
+    assert json.loads(js.read_text())["new_columns"] == ["extra"]

@@ -72,3 +72,13 @@ def test_distribution_defaults_and_categorical_columns():
     assert result["distribution(x)"].observed["test"] == "wasserstein"
     missing = one(Distribution("x", reference={"y": [1.0]}), moved)
     assert not missing.passed and "no column 'x'" in missing.error
+
+
+def test_distribution_on_empty_data_passes_with_a_note_and_an_empty_reference_is_an_error():
+    """Drift's compare now refuses an empty sample; the check keeps passing on no data and names an empty baseline."""
+    rng = np.random.default_rng(7)
+    reference = {"x": rng.normal(size=500)}
+    empty = one(Distribution("x", reference=reference), {"x": pa.array([], pa.float64())})
+    assert empty.passed and empty.observed["note"] == "no non-null values in the current sample"
+    baseline = one(Distribution("x", reference={"x": pa.array([None], pa.float64())}), reference)
+    assert not baseline.passed and "reference has no values in column 'x'" in baseline.error

@@ -18,7 +18,7 @@ from loopstack.drift.adwin import ADWIN
 from loopstack.drift.base import ChangeDetector, detect
 from loopstack.drift.cbpe import CBPE, expected_metrics
 from loopstack.drift.classifier import ClassifierDriftResult, DomainClassifier
-from loopstack.drift.compare import DriftOptions, benjamini_hochberg, column_drift, compare
+from loopstack.drift.compare import DriftOptions, EmptySampleError, benjamini_hochberg, column_drift, compare
 from loopstack.drift.ddm import DDM
 from loopstack.drift.monitor import Monitor
 from loopstack.drift.page_hinkley import PageHinkley
@@ -37,6 +37,7 @@ __all__ = [
     "column_drift",
     "DriftOptions",
     "DriftResult",
+    "EmptySampleError",
     "ColumnDrift",
     "Histogram",
     "benjamini_hochberg",

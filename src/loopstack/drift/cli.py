@@ -27,11 +27,17 @@ def drift() -> None:
               help="Share of drifted columns for data set drift.")
 @click.option("--correction", type=click.Choice(["bonferroni", "bh"]), default=None,
               help="Multiple-testing correction.")
-@click.option("--fail-on-drift", is_flag=True, help="Exit with status 1 when the data set drifted.")
+@click.option("--fail-on-drift", is_flag=True,
+              help="Exit with status 1 when the data set drifted or a reference column is missing from --current "
+                   "(name the columns to test with --column to compare only those).")
 def report(reference: str, current: str, output: str, json_path: str | None, columns: tuple[str, ...],
            test: str | None, threshold: float | None, drift_share: float, correction: str | None,
            fail_on_drift: bool) -> None:
-    """Compare --current with --reference column by column and write an HTML (and JSON) report."""
+    """Compare --current with --reference column by column and write an HTML (and JSON) report.
+
+    A file with no rows (or no value in any column tested) is an error. Columns only one file has are
+    listed as warnings and in the report; a reference column missing from --current fails --fail-on-drift.
+    """
     from loopstack.drift.compare import compare
 
     _check_outputs((reference, current), (output, json_path))
@@ -40,8 +46,17 @@ def report(reference: str, current: str, output: str, json_path: str | None, col
                      threshold=threshold, drift_share=drift_share, correction=correction)
     result.report(output, json_path, title=f"Drift: {current} vs {reference}")
     click.echo(_verdict(result, drift_share))
+    if result.missing_columns:
+        click.echo(f"warning: reference columns missing from the current data, not tested: "
+                   f"{', '.join(result.missing_columns)}", err=True)
+    if result.new_columns:
+        click.echo(f"warning: current columns not in the reference, not tested: {', '.join(result.new_columns)}",
+                   err=True)
     click.echo(f"wrote {', '.join(p for p in (output, json_path) if p)}")
-    if fail_on_drift and result.dataset_drift:
+    if fail_on_drift and (result.dataset_drift or result.missing_columns):
+        if result.missing_columns:
+            click.echo(f"failing --fail-on-drift: {', '.join(result.missing_columns)} missing from {current}; "
+                       "fix the export, or pass --column NAME for each column to test", err=True)
         raise SystemExit(1)
 
 

@@ -10,6 +10,7 @@ GIL, and the numerical columns dominate the time.
 from __future__ import annotations
 
 import numbers
+import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,18 @@ from loopstack.drift.result import ColumnDrift, DriftResult, Histogram
 
 CORRECTIONS = (None, "bonferroni", "bh")
 MAX_CATEGORIES_PLOTTED = 20
+
+
+class EmptySampleError(ValidationError):
+    """The reference or the current sample holds nothing to compare: no rows, or no value in any column tested.
+
+    A verdict resting on no data would read as "no drift", so `compare` raises this instead. `side` is
+    ``"reference"`` or ``"current"``.
+    """
+
+    def __init__(self, message: str, side: str) -> None:
+        super().__init__(message)
+        self.side = side
 
 
 @dataclass
@@ -75,6 +88,11 @@ def _number_in(value: Any, low: float, high: float, upper_included: bool = False
 def compare(reference: Any, current: Any, options: DriftOptions | None = None, **settings: Any) -> DriftResult:
     """Test every shared column of `reference` and `current` for drift.
 
+    Without ``columns=``, the columns only one side has are not tested but listed in the result
+    (`DriftResult.missing_columns`: in the reference only; `DriftResult.new_columns`: in the current
+    data only). A sample with no rows, or with no non-null value in any tested column, raises
+    `EmptySampleError`; a single empty column among others gets a NaN score and a `note`.
+
     Parameters
     ----------
     reference, current
@@ -98,6 +116,10 @@ def compare(reference: Any, current: Any, options: DriftOptions | None = None, *
     elif settings:
         raise ConfigError("pass either options= or keyword settings to compare(), not both")
     ref_table, cur_table = as_table(reference, options.columns), as_table(current, options.columns)
+    for side, data, table in (("reference", reference, ref_table), ("current", current, cur_table)):
+        if not table.num_rows:
+            raise EmptySampleError(f"the {_sample(side, data)} has 0 rows, so there is nothing to compare; "
+                                   f"check what wrote it (an empty export, a filter that matched nothing)", side)
     names = _columns(ref_table, cur_table, options.columns)
 
     def one(name: str) -> ColumnDrift:
@@ -108,8 +130,24 @@ def compare(reference: Any, current: Any, options: DriftOptions | None = None, *
             results = list(pool.map(one, names))
     else:
         results = [one(name) for name in names]
+    for side, data, sizes in (("reference", reference, [r.n_reference for r in results]),
+                              ("current", current, [r.n_current for r in results])):
+        if names and not any(sizes):
+            raise EmptySampleError(f"the {_sample(side, data)} has no non-null value in any column tested "
+                                   f"({', '.join(names)}), so there is nothing to compare; check what wrote it",
+                                   side)
     results = _correct(results, options.correction)
-    return DriftResult({r.column: r for r in results}, options.drift_share, options.correction)
+    missing, new = [], []
+    if options.columns is None:  # columns chosen explicitly: the others were left out on purpose
+        missing = [name for name in ref_table.column_names if name not in set(cur_table.column_names)]
+        new = [name for name in cur_table.column_names if name not in set(ref_table.column_names)]
+    return DriftResult({r.column: r for r in results}, options.drift_share, options.correction,
+                       missing_columns=missing, new_columns=new)
+
+
+def _sample(side: str, data: Any) -> str:
+    """'current file data/x.parquet' for a path, 'current sample' otherwise."""
+    return f"{side} file {os.fspath(data)}" if isinstance(data, (str, os.PathLike)) else f"{side} sample"
 
 
 def column_drift(name: str, reference: Any, current: Any, options: DriftOptions | None = None) -> ColumnDrift:

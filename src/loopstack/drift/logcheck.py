@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from loopstack.drift.compare import compare
+from loopstack.drift.compare import EmptySampleError, compare
 from loopstack.drift.monitor import CHECKED, DETECTED
 from loopstack.drift.sources import LABEL, PREDICTION, SCORE, LogWindow, output_columns
 
@@ -42,7 +42,10 @@ def check_window(monitor: Any, window: LogWindow) -> Any:
     events = monitor.project.events
     where = window.describe()
     features = [name for name in window.features if name in set(monitor.reference.column_names)]
-    result = compare(monitor.reference, window.table.select(features), monitor.options)
+    # the reference's other columns (the target, fields the model is not served) are not missing from the log
+    options = monitor.options if monitor.options.columns is not None or not features else \
+        replace(monitor.options, columns=features)
+    result = compare(monitor.reference, window.table.select(features), options)
     checked = events.emit(CHECKED, monitor.name, {**result.to_dict(), "window": where})
     if result.dataset_drift:
         summary = {"share": result.share, "drifted_columns": result.drifted_columns, "window": where}
@@ -60,7 +63,10 @@ def _prediction_drift(monitor: Any, window: LogWindow, where: dict[str, Any], ca
         return
     shared = [name for name in window.outputs if name in set(reference.column_names)]
     if shared:
-        drift = compare(reference, current, replace(monitor.options, columns=shared, histograms=False))
+        try:
+            drift = compare(reference, current, replace(monitor.options, columns=shared, histograms=False))
+        except EmptySampleError:  # no output values on one side: nothing to say about output drift
+            return
         payload = {**drift.to_dict(), "against": against, "window": where}
         monitor.project.events.emit(PREDICTIONS, monitor.name, payload, cause=cause)
 
@@ -75,7 +81,10 @@ def _label_drift(monitor: Any, window: LogWindow, where: dict[str, Any], cause: 
     labels = window.table.column(LABEL)
     current = pa.table({LABEL: labels.filter(pc.is_valid(labels))})
     reference = pa.table({LABEL: monitor.reference.column(target)})
-    drift = compare(reference, current, replace(monitor.options, columns=None, histograms=False))
+    try:
+        drift = compare(reference, current, replace(monitor.options, columns=None, histograms=False))
+    except EmptySampleError:  # a reference target with no values: no label drift to measure
+        return
     payload = {**drift.to_dict(), "target": target, "window": where}
     monitor.project.events.emit(LABELS, monitor.name, payload, cause=cause)
 

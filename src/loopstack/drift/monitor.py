@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from loopstack.core.errors import ConfigError, ConflictError
-from loopstack.drift.compare import DriftOptions, compare
+from loopstack.drift.compare import DriftOptions, EmptySampleError, compare
 from loopstack.drift.data import as_table
 from loopstack.drift.reference import Loader, load_reference
 from loopstack.drift.result import DriftResult
@@ -162,6 +162,12 @@ class Monitor:
                 result: DriftResult | None = self.run()
             except EmptyWindowError as quiet:  # an hour without traffic must not stop the schedule
                 self.project.events.emit("drift.skipped", self.name, {"reason": str(quiet)})
+                result = None
+            except EmptySampleError as empty:
+                if empty.side != "current":  # an empty reference is a monitor set up wrong: recorded as failed
+                    self._record_failure(empty)
+                else:  # an empty batch, like an empty window, is skipped
+                    self.project.events.emit("drift.skipped", self.name, {"reason": str(empty)})
                 result = None
             except ConfigError:
                 raise

@@ -44,6 +44,7 @@ def render_html(data: dict[str, Any]) -> str:
         (f"share {data['share']:.2f} (alert at {data['drift_share']:.2f})", ""),
     ]
     rows = "".join(_row(c) for c in data["columns"].values())
+    gaps = _gaps(data)
     plots = "".join(_plot(c) for c in data["columns"].values())
     # No '<' at all in the script block: '</script' would end it and '<!--<script' would swallow the page.
     payload = json.dumps(data).replace("<", "\\u003c")
@@ -52,7 +53,7 @@ def render_html(data: dict[str, Any]) -> str:
         f"<style>{STYLE}</style></head><body><h1>{escape(data['title'])}</h1>"
         f"<p>Generated {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(data['generated_at']))}</p>"
         "<div class='cards'>" + "".join(f"<div class='card {cls}'><b>{escape(text)}</b></div>" for text, cls in cards)
-        + "</div><table><tr><th>column</th><th>kind</th><th>test</th><th>score</th><th>threshold</th>"
+        + f"</div>{gaps}<table><tr><th>column</th><th>kind</th><th>test</th><th>score</th><th>threshold</th>"
         f"<th>drift</th><th>rows (ref / cur)</th></tr>{rows}</table>"
         f"<p class='key'><span style='background:{REFERENCE_COLOR}'></span>reference"
         f"<span style='background:{CURRENT_COLOR}'></span>current</p>{plots}"
@@ -78,6 +79,18 @@ def _write(path: str, text: str) -> None:
     except OSError as error:
         raise ConfigError(f"cannot write the report to {path!r}: {error.strerror}; pass a file path in a folder "
                           "that exists and you can write to") from error
+
+
+def _gaps(data: dict[str, Any]) -> str:
+    """The columns only one side has: a vanished column is a data problem, a new one worth knowing."""
+    lines = []
+    if data.get("missing_columns"):
+        names = ", ".join(escape(name) for name in data["missing_columns"])
+        lines.append(f"<p class='bad'><b>Missing from the current data</b> (in the reference, not tested): {names}</p>")
+    if data.get("new_columns"):
+        names = ", ".join(escape(name) for name in data["new_columns"])
+        lines.append(f"<p><b>New in the current data</b> (not in the reference, not tested): {names}</p>")
+    return "".join(lines)
 
 
 def _row(column: dict[str, Any]) -> str:

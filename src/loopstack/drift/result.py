@@ -53,6 +53,10 @@ class ColumnDrift:
 class DriftResult:
     """Column verdicts and the data-set verdict: drift when the drifted share reaches `drift_share`.
 
+    `missing_columns` are reference columns the current data lacks and `new_columns` current columns
+    the reference lacks (both empty when `compare` was given ``columns=``); neither is tested, nor
+    counts towards `dataset_drift`.
+
     Examples
     --------
     >>> import numpy as np
@@ -67,6 +71,8 @@ class DriftResult:
     drift_share: float
     correction: str | None = None
     multivariate: dict[str, Any] = field(default_factory=dict)
+    missing_columns: list[str] = field(default_factory=list)
+    new_columns: list[str] = field(default_factory=list)
 
     @property
     def n_drifted(self) -> int:
@@ -103,6 +109,8 @@ class DriftResult:
             "drift_share": self.drift_share,
             "correction": self.correction,
             "columns": {name: c.to_dict(histograms) for name, c in self.columns.items()},
+            "missing_columns": list(self.missing_columns),
+            "new_columns": list(self.new_columns),
             "multivariate": self.multivariate,
         }
 

@@ -66,7 +66,7 @@ class Distribution(TableExpectation):
             raise ConfigError(f"{self.label}: give reference=, the baseline data (a path keeps the suite as YAML)")
 
     def run(self, source: Source, row_count: int, sample_size: int) -> ExpectationResult:
-        from loopstack.drift import compare
+        from loopstack.drift import EmptySampleError, compare
 
         ref = source.attach(self.reference)
         if self.column not in source.columns_of(ref):
@@ -76,7 +76,14 @@ class Distribution(TableExpectation):
             settings["tests"] = {self.column: self.test}
         if self.threshold is not None:
             settings["threshold"] = self.threshold
-        verdict = compare(self._values(source, ref), self._values(source, "data"), **settings).columns[self.column]
+        try:
+            verdict = compare(self._values(source, ref), self._values(source, "data"), **settings).columns[self.column]
+        except EmptySampleError as empty:
+            if empty.side == "reference":  # a baseline with no values: the check cannot mean anything
+                error = f"reference has no values in column {self.column!r}; point reference= at the baseline data"
+                return ExpectationResult(self.spec(), False, error=error)
+            # no values to check, like every other check on empty data: passes, and says so
+            return ExpectationResult(self.spec(), True, 0, 0, {"note": "no non-null values in the current sample"})
         observed = {
             "test": verdict.test,
             "score": verdict.score,
