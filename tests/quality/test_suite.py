@@ -24,6 +24,7 @@ from loopstack.quality import (
     gate,
     history,
     profile,
+    record,
     validate_request,
 )
 from loopstack.quality.cli import quality as quality_cli
@@ -166,6 +167,26 @@ def test_cli_check_profile_and_history(tmp_path, sqlite_project):
     assert {r["expectation"]["kind"] for r in payload["results"] if not r["passed"]} >= {"between", "distribution"}
     shown = runner.invoke(quality_cli, ["history", "profile"], obj=obj)
     assert shown.exit_code == 0 and "FAILED" in shown.output
+
+
+def test_cli_history_of_a_suite_without_results_names_the_suites_that_have_some(sqlite_project):
+    """A mistyped suite name (`history orderz`) printed an empty table and exited 0."""
+    from loopstack.core.errors import NotFoundError
+
+    runner = CliRunner()
+    obj = {"project_path": str(sqlite_project.root)}
+    none_yet = runner.invoke(quality_cli, ["history", "orders"], obj=obj)
+    assert none_yet.exit_code == 1 and isinstance(none_yet.exception, NotFoundError)
+    assert "no recorded results of suite 'orders'; no suite has run yet" in str(none_yet.exception)
+    listing = runner.invoke(quality_cli, ["history"], obj=obj)
+    assert listing.exit_code == 0 and "no suite has run yet" in listing.output
+    for name in ("orders", "users", "orders"):
+        record(sqlite_project, Suite(name, [NotNull("order_id")]).run(ORDERS))
+    typo = runner.invoke(quality_cli, ["history", "orderz"], obj=obj)
+    assert typo.exit_code == 1
+    assert "no recorded results of suite 'orderz'; suites with history: orders, users" in str(typo.exception)
+    shown = runner.invoke(quality_cli, ["history", "orders"], obj=obj)
+    assert shown.exit_code == 0 and shown.output.count("orders") >= 2
 
 
 def test_configure_sets_duckdb_limits_for_later_checks():

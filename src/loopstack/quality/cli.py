@@ -74,16 +74,31 @@ def profile(
 @click.option("--limit", "-n", default=20, show_default=True, type=click.IntRange(1), help="How many results.")
 @click.pass_context
 def history(ctx: click.Context, suite: str | None, limit: int) -> None:
-    """Past suite results recorded in the project, newest first."""
+    """Past suite results recorded in the project, newest first (of SUITE only, when given).
+
+    A SUITE with no recorded results exits 1, naming the suites that have some.
+    """
     from rich.markup import escape
     from rich.table import Table
 
+    from loopstack.core.errors import NotFoundError
     from loopstack.quality.store import history as past
+    from loopstack.quality.store import suites
 
+    project = open_project(ctx)
+    results = past(project, suite, limit=limit)
+    if not results:
+        known = suites(project)
+        hint = (f"suites with history: {', '.join(known)}" if known else
+                "no suite has run yet; record one with `loopstack quality check --record SUITE.yaml DATA`")
+        if suite is None:
+            click.echo(hint)
+            return
+        raise NotFoundError(f"no recorded results of suite {suite!r}; {hint}")
     table = Table(title="quality results")
     for column in ("event", "when", "suite", "status", "failed", "rows", "source"):
         table.add_column(column, overflow="fold")
-    for result in past(open_project(ctx), suite, limit=limit):
+    for result in results:
         status = "[green]passed[/]" if result.passed else "[red]FAILED[/]"
         failed = ", ".join(r.label for r in result.failures) or "-"
         table.add_row(

@@ -42,3 +42,13 @@ def history(
     """Past results, newest first, of one suite or of all of them."""
     events = project.events.list(kind=EVENT_KIND, subject=suite, since=since, limit=limit)
     return [SuiteResult.from_dict(event.payload, event_id=event.id) for event in events]
+
+
+def suites(project: Project) -> list[str]:
+    """The names of the suites with recorded results, sorted."""
+    from sqlalchemy import select
+
+    table = project.events.table
+    query = select(table.c.subject).where(table.c.kind == EVENT_KIND).distinct()
+    with project.events.db.read() as connection:
+        return sorted(row[0] for row in connection.execute(query))
