@@ -132,6 +132,24 @@ def test_wrong_shape_or_datatype_is_400_naming_the_tensor(client, shape, datatyp
      "input 'input': data does not fit datatype INT64"),
     ({"inputs": [{"name": "input", "shape": [1, 20], "datatype": "FP16", "data": [1.0] * 19 + [1e10]}]}, {},
      "input 'input': data does not fit datatype FP16"),
+    # an empty tensor of a huge shape: prod(shape) == 0 matched the empty data, then reshape raised (a 500)
+    ({"inputs": [{"name": "input", "shape": [2**62, 0], "datatype": "FP64", "data": []}]}, {},
+     "input 'input' has shape [4611686018427387904, 0], larger than NumPy can hold"),
+    ({"inputs": [{"name": "input", "shape": [2**40, 2**40, 0], "datatype": "FP64", "data": []}]}, {},
+     "input 'input' has shape [1099511627776, 1099511627776, 0]"),
+    (b'{"inputs": [{"name": "input", "shape": [4611686018427387904, 0], "datatype": "FP64", '
+     b'"parameters": {"binary_data_size": 0}}]}', {"inference-header-content-length": "125"},
+     "input 'input' has shape [4611686018427387904, 0]"),
+    ({"inputs": [{"name": "input", "shape": [1, 20], "datatype": "FP64", "data": [1.0] * 20}]},
+     {"inference-header-content-length": "+12"}, "Inference-Header-Content-Length '+12' is not an integer"),
+    ({"inputs": [{"name": "input", "shape": [1, 20], "datatype": "FP64", "data": [1.0] * 20}]},
+     {"inference-header-content-length": "1_0"}, "Inference-Header-Content-Length '1_0' is not an integer"),
+    (b'{"inputs": [{"name": "input", "shape": [1, 1], "datatype": "UINT8", "parameters": {"binary_data_size": '
+     b'true}}]}' + b"\x01", {"inference-header-content-length": "111"},
+     "input 'input': parameters.binary_data_size must be a number of bytes, got True"),
+    (zlib.compress(b'{"inputs": [{"name": "input", "shape": [1, 20], "datatype": "FP64", "data": [' + b"1.0, " * 19
+                   + b'1.0]}]}') + b"zz", {"content-encoding": "deflate"},
+     "not valid deflate: 2 bytes follow the compressed data"),
 ])
 def test_malformed_v2_requests_are_400(address: str, body, headers, needle: str) -> None:
     """Each was answered: a 500 (deep nesting, 'parameters' not an object), the last tensor of a repeated name
@@ -214,3 +232,16 @@ def test_bad_outputs_are_refused_before_the_row_is_scored_or_logged(clf, data, t
             assert refused.status_code == 400 and "output" in refused.json()["error"]
         assert client.post("/infer", json={"id": "good", "inputs": [tensor]}).status_code == 200
     assert read_prediction_log(tmp_path).column("request_id").to_pylist() == ["good"]
+
+
+def test_uint64_json_data_beyond_int64_is_kept_exact() -> None:
+    """[1, 2**63 + 1] made NumPy pick float64 (2**63 + 1 rounded to 2**63), and the tensor held another value."""
+    from loopstack.serving.v2 import _fromjson
+
+    array = _fromjson([1, 2**63 + 1, 2**64 - 1], np.dtype("uint64"), "input", "UINT64")
+    assert array.dtype == np.uint64 and array.tolist() == [1, 2**63 + 1, 2**64 - 1]
+    for data in ([-1, 2**63], [1, 2**64]):
+        with pytest.raises(Exception, match="input 'input': data does not fit datatype UINT64"):
+            _fromjson(data, np.dtype("uint64"), "input", "UINT64")
+    with pytest.raises(Exception, match="does not fit datatype INT64"):
+        _fromjson([1, 2**63], np.dtype("int64"), "input", "INT64")

@@ -55,10 +55,10 @@ def parse_body(body: bytes, header_length: str | None, encoding: str | None = No
     body = decoded_body(body, encoding, max_bytes)
     size = len(body)
     if header_length is not None:
-        try:
-            size = int(header_length)
-        except ValueError:
-            raise ValidationError(f"Inference-Header-Content-Length {header_length!r} is not an integer") from None
+        if not (header_length.isascii() and header_length.isdigit()):  # int() took " 120 ", "+12" and "1_0"
+            raise ValidationError(f"Inference-Header-Content-Length {header_length!r} is not an integer "
+                                  "(send ASCII digits only)")
+        size = int(header_length)
         if not 0 < size <= len(body):
             raise ValidationError(f"Inference-Header-Content-Length {size} is outside the body ({len(body)} bytes)")
     try:
@@ -101,7 +101,10 @@ def decompress(body: bytes, encoding: str, max_bytes: int) -> bytes:
             if not stream.eof:
                 raise ValidationError(f"request body is not valid {encoding}: it ends inside the compressed data")
             parts.append(part)
-            data = stream.unused_data if encoding == "gzip" else b""
+            data = stream.unused_data
+            if data and encoding == "deflate":  # one zlib stream; gzip may hold several members
+                raise ValidationError(f"request body is not valid deflate: {len(data)} bytes follow the "
+                                      "compressed data")
     except zlib.error as error:
         raise ValidationError(f"request body is not valid {encoding} ({error})") from None
     return b"".join(parts)
@@ -150,7 +153,10 @@ def _tensor(tensor: dict[str, Any], binary: bytes, offset: int) -> tuple[str, np
     count = math.prod(shape)  # exact Python ints; np.prod on a list cost 6% of the loop per request
     size = _parameters(tensor, f"input {name!r}").get("binary_data_size")
     if size is not None:
-        if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:  # true was read as 1
+            raise SignatureError(f"input {name!r}: parameters.binary_data_size must be a number of bytes, got "
+                                 f"{size!r:.40}")
+        if offset + size > len(binary):
             raise SignatureError(
                 f"input {name!r} declares binary_data_size {size!r} beyond the {len(binary)} bytes sent"
             )
@@ -163,7 +169,11 @@ def _tensor(tensor: dict[str, Any], binary: bytes, offset: int) -> tuple[str, np
         raise SignatureError(f"input {name!r} has neither 'data' nor parameters.binary_data_size")
     if array.size != count:
         raise SignatureError(f"input {name!r} has {array.size} values but shape {shape} needs {count}")
-    return name, array.reshape(shape), offset
+    try:
+        return name, array.reshape(shape), offset
+    except ValueError:  # an empty tensor of a shape like [2**62, 0]: NumPy cannot hold that many rows
+        raise SignatureError(f"input {name!r} has shape {shape}, larger than NumPy can hold; send the shape "
+                             "of the data (empty data holds no rows)") from None
 
 
 def _matrix(name: str, array: np.ndarray, adapter: ModelAdapter) -> Rows:
@@ -197,6 +207,10 @@ def _fromjson(data: Any, dtype: np.dtype, name: str, datatype: str) -> np.ndarra
         raise SignatureError(f"input {name!r}: 'data' must be a list, got {type(data).__name__}")
     try:
         array = np.asarray(data)
+        if dtype.kind in "iu" and array.dtype.kind in "fO" and all(isinstance(v, int) for v in data):
+            # integers beyond int64 (UINT64 values >= 2**63 beside others) made NumPy pick float64, which
+            # rounds, or objects: build the integer tensor from the ints themselves (OverflowError out of range)
+            return np.array(data, dtype=dtype)
         if dtype.kind != "O" and array.dtype.kind not in "fiub":
             raise SignatureError(f"input {name!r}: data holds non-numbers but the datatype is {datatype}")
         with np.errstate(invalid="ignore", over="ignore"):  # _fits tells the client what a wrapped cast lost
