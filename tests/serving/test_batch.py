@@ -33,6 +33,9 @@ class Counting:
     def predict(self, X):
         return self.predict_proba(X).argmax(axis=1)
 
+    def __getstate__(self):  # a resume knows a model by its pickle: the wrapper's counters are not the model
+        return {"model": self.model}
+
 
 def _write_input(path: Path, X: np.ndarray, row_group: int) -> None:
     table = pa.table({"id": np.arange(len(X)), **{f"x{j}": X[:, j] for j in range(X.shape[1])}})
@@ -68,6 +71,51 @@ def test_a_changed_input_starts_over(clf, tmp_path: Path) -> None:
     again = Counting(clf)
     summary = predict_file(again, tmp_path / "in.parquet", tmp_path / "o.parquet", chunk_rows=100, keep=["id"])
     assert summary.resumed_chunks == 0 and again.rows == 300
+
+
+class Weighted:
+    """A cheap classifier with a weight: two of them are the same class, trained differently."""
+
+    n_features_in_ = 2
+
+    def __init__(self, weight: float) -> None:
+        self.weight = weight
+
+    def predict_proba(self, X):
+        p = 1 / (1 + np.exp(-self.weight * np.asarray(X).sum(axis=1)))
+        return np.column_stack([1 - p, p])
+
+
+@pytest.mark.parametrize(("weight", "resumed"), [(1.0, 2), (5.0, 0)])
+def test_a_model_without_a_digest_resumes_only_its_own_chunks(tmp_path: Path, weight: float, resumed: int) -> None:
+    """The manifest named such a model by its class name: a retrained model of the same class resumed the first
+    model's chunks, and the output mixed both models' predictions. It is now known by a hash of its pickle."""
+    X = np.random.default_rng(3).normal(size=(500, 2))
+    _write_input(tmp_path / "in.parquet", X, row_group=100)
+    out = tmp_path / "out.parquet"
+    with pytest.raises(KeyboardInterrupt):
+        predict_file(Counting(Weighted(1.0), fail_on_call=3), tmp_path / "in.parquet", out, chunk_rows=100)
+    rerun = Counting(Weighted(weight))  # a new object, as a new process would load it
+    summary = predict_file(rerun, tmp_path / "in.parquet", out, chunk_rows=100)
+    assert summary.resumed_chunks == resumed and rerun.rows == 500 - 100 * resumed
+    np.testing.assert_allclose(pq.read_table(out).to_pandas()[["proba_0", "proba_1"]].to_numpy(),
+                               Weighted(weight).predict_proba(X))
+
+
+def test_a_model_that_cannot_be_pickled_starts_over_and_says_so(tmp_path: Path) -> None:
+    X = np.random.default_rng(4).normal(size=(300, 2))
+    _write_input(tmp_path / "in.parquet", X, row_group=100)
+    out = tmp_path / "out.parquet"
+    model = Weighted(2.0)
+    model.transform = lambda X: X  # a lambda does not pickle
+    with pytest.raises(KeyboardInterrupt):  # no checkpoint yet: nothing to warn about (warnings are errors here)
+        predict_file(Counting(model, fail_on_call=2), tmp_path / "in.parquet", out, chunk_rows=100)
+    rerun = Counting(model)
+    with pytest.warns(UserWarning, match="cannot be pickled.*starts over"):
+        summary = predict_file(rerun, tmp_path / "in.parquet", out, chunk_rows=100)
+    assert summary.resumed_chunks == 0 and rerun.rows == 300
+    np.testing.assert_allclose(pq.read_table(out).to_pandas()[["proba_0", "proba_1"]].to_numpy(),
+                               model.predict_proba(X))
 
 
 class Logistic:
@@ -254,6 +302,9 @@ class _Doubling:
         if self.calls == self.fail_on_call:
             raise KeyboardInterrupt("simulated interruption")
         return 2.0 * np.asarray(X, dtype=float)[:, 0] + 1.0
+
+    def __getstate__(self):  # the simulated interruption is no part of the model a resume recognises
+        return {}
 
 
 def _mixed_folder(folder: Path) -> Path:

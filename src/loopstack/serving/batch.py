@@ -6,16 +6,21 @@ the same rows however the file's row groups fall. Each scored chunk is
 written as its own Parquet part (to a temporary name, then renamed) in
 ``<output>.parts/`` next to a manifest naming the input files, their sizes
 and times, the model and the chunk size. A rerun with the same manifest skips
-the finished parts; at the end the parts are streamed into the output file
+the finished parts (a model object without a registry digest is named by a
+hash of its pickle, so another model of the same class never resumes its
+chunks); at the end the parts are streamed into the output file
 and the folder is removed. Memory holds about one chunk at a time.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import pickle
 import re
 import shutil
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,7 +103,11 @@ def predict_file(
         raise ValidationError(f"the input {str(input)!r} has no rows; nothing was written to {str(output)!r}")
     parts = output.with_name(output.name + ".parts")
     manifest = _manifest(dataset, adapter, chunk_rows, features, keep)
-    done = _finished_parts(parts, manifest) if resume else 0
+    done = _finished_parts(parts, manifest) if resume and manifest["model"] is not None else 0
+    if resume and manifest["model"] is None and (parts / "manifest.json").exists():
+        warnings.warn(f"the model ({type(adapter.model).__name__}) cannot be pickled, so it cannot be told apart "
+                      f"from the model that wrote the checkpoint {str(parts)!r}: its chunks are discarded and scoring "
+                      "starts over; make the model picklable (or load it from the registry) to resume", stacklevel=2)
     if done == 0:
         shutil.rmtree(parts, ignore_errors=True)
         parts.mkdir(parents=True)
@@ -279,9 +288,27 @@ def _chunks(batches: Iterator[pa.RecordBatch], size: int) -> Iterator[pa.RecordB
 def _manifest(dataset: Any, adapter: ModelAdapter, chunk_rows: int, features: list[str],
               keep: Sequence[str]) -> dict[str, Any]:
     files = [{"path": f, "size": os.path.getsize(f), "mtime_ns": os.stat(f).st_mtime_ns} for f in dataset.files]
-    digest = getattr(adapter.model, "digest", None) or type(adapter.model).__name__
-    return {"files": files, "model": str(digest), "version": adapter.version, "method": adapter.method,
-            "chunk_rows": chunk_rows, "features": features, "keep": list(keep)}
+    return {"files": files, "model": _model_identity(adapter.model), "version": adapter.version,
+            "method": adapter.method, "chunk_rows": chunk_rows, "features": features, "keep": list(keep)}
+
+
+def _model_identity(model: Any) -> str | None:
+    """The model's registry digest, else a sha256 of its pickle (streamed, one pass per job): its class name alone
+    let a retrained model of the same class resume chunks another model scored. None when it cannot be pickled:
+    nothing then proves it is the checkpoint's model, and the run starts over."""
+    digest = getattr(model, "digest", None)
+    if digest:
+        return str(digest)
+    sha = hashlib.sha256()
+
+    class _Hashing:
+        write = staticmethod(sha.update)
+
+    try:
+        pickle.Pickler(_Hashing(), protocol=5).dump(model)
+    except Exception:  # any failure of a model's __reduce__/__getstate__ means the same: not identifiable
+        return None
+    return f"{type(model).__qualname__}:sha256:{sha.hexdigest()}"
 
 
 def _finished_parts(parts: Path, manifest: dict[str, Any]) -> int:
