@@ -7,7 +7,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx2 as httpx
 import numpy as np
@@ -405,3 +405,48 @@ def test_a_get_of_a_post_route_is_a_405_naming_the_method(clf) -> None:
         assert response.status_code == 405 and response.headers["allow"] == "POST"
         assert "takes POST, not GET" in response.json()["error"]
     assert described.status_code == 200 and described.json()["name"] == "fraud"
+
+
+@pytest.mark.parametrize("value", [b"ab\tcd", b"caf\xe9"])
+def test_an_x_request_id_header_that_is_not_printable_ascii_is_refused(shared, value: bytes) -> None:
+    """The body's `id` was checked but the header's value was echoed back as sent, a tab or byte 0xe9 too."""
+    refused = shared.post("/v1/models/m:predict", json={"instances": [[0.0] * 20]}, headers={"X-Request-Id": value})
+    assert refused.status_code == 400, refused.text
+    assert "X-Request-Id header" in refused.json()["error"] and "printable ASCII" in refused.json()["error"]
+    kept = shared.post("/v1/models/m:predict", json={"instances": [[0.0] * 20]}, headers={"X-Request-Id": "r-1 a"})
+    assert kept.status_code == 200 and kept.headers["x-request-id"] == "r-1 a" == kept.json()["request_id"]
+
+
+class _Mixed:
+    """A model taking a string field beside numbers; it predicts the length of `s`."""
+
+    signature: ClassVar[dict[str, Any]] = {"inputs": {"columns": {"n": "int64", "s": "str", "x": "float64"}}}
+
+    def predict(self, X: Any) -> Any:
+        return np.array([len(s or "") for s in X["s"]], dtype=float)
+
+
+def test_string_and_row_checks_are_400s_over_http(tmp_path: Path) -> None:
+    """A lone surrogate in a string field was a 500 (pandas, the log's Arrow conversion), a one-value list in
+    a row's field was unwrapped (a 200), and `[true, null]` in a float field a 400 where `[true]` was a 200."""
+    settings = ServerSettings(log_dir=str(tmp_path), log_flush_s=3600)
+    with running(create_app([ModelSpec(name="m", model=_Mixed())], settings)) as address, \
+            httpx.Client(base_url=f"http://{address}") as client:
+        def post(body: bytes) -> Any:
+            return client.post("/v1/models/m:predict", content=body, headers={"content-type": "application/json"})
+
+        cases = [
+            (b'{"instances": [{"n": 1, "s": "\\ud800", "x": 1}]}', "instances[0] field 's' is not valid Unicode"),
+            (b'{"instances": [[1, "ok", 1], [1, "a\\udfff", 1]]}', "instances[1] field 's' is not valid Unicode"),
+            (b'{"inputs": {"n": [1], "s": ["\\ud800"], "x": [1]}}', "inputs.s[0] is not valid Unicode"),
+            (b'{"instances": [{"n": 1, "s": "a", "x": [1.5]}]}', "instances[0] field 'x' must be one value"),
+        ]
+        for body, needle in cases:
+            answer = post(body)
+            assert answer.status_code == 400, (body, answer.text)
+            assert answer.json()["error"].startswith(needle), answer.text
+        good = post(b'{"instances": [{"n": true, "s": "caf\\u00e9", "x": null}]}')
+        columns = post(b'{"inputs": {"n": [1, 2], "s": [["ab"], ["c"]], "x": [[true], [null]]}}')
+    assert good.status_code == 200 and good.json()["predictions"] == [4.0], good.text
+    assert columns.status_code == 200 and columns.json()["predictions"] == [2.0, 1.0], columns.text
+    assert read_prediction_log(tmp_path, "m").num_rows == 3

@@ -89,3 +89,76 @@ def _v2(schema: InputSchema, tensors: list[dict]) -> object:
     from loopstack.serving.v2 import decode_inputs
 
     return decode_inputs({"inputs": tensors}, b"", ModelAdapter("m", "1", schema, "predict", None))
+
+
+FOUR = InputSchema((Column("n", np.dtype("int64")), Column("on", np.dtype(bool)), Column("s", np.dtype(object)),
+                    Column("x", np.dtype("float64"))))
+SURROGATE = "\ud800"  # JSON "\ud800": the json module accepts it, but no UTF-8 text holds it
+
+
+@pytest.mark.parametrize(
+    ("make", "needle"),
+    [
+        (lambda: MIXED.from_instances([{"a": 1, "s": "u"}, {"a": 2, "s": "x" + SURROGATE}]),
+         "instances[1] field 's' is not valid Unicode text (a lone surrogate)"),
+        (lambda: MIXED.from_instances([[1, SURROGATE]]), "instances[0] field 's' is not valid Unicode text"),
+        (lambda: MIXED.from_columns({"a": [1, 2], "s": ["é", SURROGATE]}), "inputs.s[1] is not valid Unicode text"),
+        (lambda: _v2(MIXED, [{"name": "a", "shape": [1], "datatype": "FP64", "data": [1.0]},
+                             {"name": "s", "shape": [1], "datatype": "BYTES", "data": [SURROGATE]}]),
+         "input 's'[0] is not valid Unicode text"),
+    ],
+    ids=["instances-objects", "instances-lists", "inputs", "v2-bytes-json"],
+)
+def test_a_lone_surrogate_in_a_string_field_is_refused_naming_it(make, needle: str) -> None:
+    """It was accepted and failed later in pandas or the prediction log's Arrow conversion: a 500."""
+    with pytest.raises(SignatureError) as error:
+        make()
+    assert str(error.value).startswith(needle)
+    assert MIXED.from_columns({"a": [1.0], "s": ["café ☕"]})["s"].tolist() == ["café ☕"]
+
+
+def test_true_and_false_are_1_and_0_in_numeric_fields_on_every_path() -> None:
+    """`[true]` was 1.0 but `[true, null]` a 400 "must hold numbers ... got True": the object-array path alone
+    refused booleans. NumPy and pandas read them as 1/0, and so does every path now."""
+    floats = InputSchema.numeric(["x"])
+    assert floats.from_columns({"x": [True, None]}).tolist()[0] == [1.0]
+    assert np.isnan(floats.from_columns({"x": [True, None]})[1, 0])
+    assert floats.from_instances([[True], [False]]).tolist() == [[1.0], [0.0]]
+    assert INTS.from_instances([[True, None], [False, 2.5]])[:, 0].tolist() == [1.0, 0.0]
+    assert INTS.from_columns({"n": [True, 2], "x": [False, None]})[:, 0].tolist() == [1.0, 2.0]
+    rows = FOUR.from_instances([{"n": True, "on": False, "s": "u", "x": True},
+                                {"n": 3, "on": True, "s": None, "x": None}])
+    assert rows["n"].tolist() == [1.0, 3.0] and rows["on"].tolist() == [0.0, 1.0] and rows["x"][0] == 1.0
+    columns = FOUR.from_columns({"n": [False], "on": [True], "s": ["u"], "x": [True]})
+    assert columns["n"].tolist() == [0.0] and columns["x"].tolist() == [1.0]
+    v2 = _v2(INTS, [{"name": "input", "shape": [1, 2], "datatype": "FP32", "data": [True, False]}])
+    assert v2.tolist() == [[1.0, 0.0]]
+    with pytest.raises(SignatureError, match=r"inputs.n\[1\] must not be null"):  # null stays refused for ints
+        INTS.from_columns({"n": [True, None], "x": [1.0, 2.0]})
+    with pytest.raises(SignatureError, match="must hold numbers"):
+        floats.from_columns({"x": [True, {"k": 1}]})
+
+
+@pytest.mark.parametrize(
+    ("make", "needle"),
+    [
+        (lambda: FOUR.from_instances([{"n": 1, "on": True, "s": ["a"], "x": [1.5]}]), "instances[0] field 's'"),
+        (lambda: FOUR.from_instances([{"n": 1, "on": True, "s": "a", "x": 1.0},
+                                      {"n": 1, "on": True, "s": "a", "x": [1.5]}]), "instances[1] field 'x'"),
+        (lambda: FOUR.from_instances([[[1], True, "a", 1.5]]), "instances[0] field 'n'"),
+        (lambda: FOUR.from_columns([{"n": 1, "on": [True], "s": "a", "x": 1.5}]), "instances[0] field 'on'"),
+    ],
+    ids=["objects", "second-row", "lists", "inputs-as-rows"],
+)
+def test_a_field_of_a_row_takes_one_value_not_a_list(make, needle: str) -> None:
+    """`"x": [1.5]` in a row was unwrapped to 1.5 (a 200): the (n, 1) squeeze meant for columns applied to the
+    values gathered from rows."""
+    with pytest.raises(SignatureError, match="must be one value, not a list") as error:
+        make()
+    assert str(error.value).startswith(needle)
+
+
+def test_a_column_may_still_be_sent_as_one_value_lists() -> None:
+    rows = FOUR.from_columns({"n": [[1], [2]], "on": [[True], [False]], "s": [["a"], ["b"]], "x": [[1.5], [2.5]]})
+    assert rows["x"].tolist() == [1.5, 2.5] and rows["s"].tolist() == ["a", "b"] and rows["n"].tolist() == [1.0, 2.0]
+    assert InputSchema.numeric(["x", "y"]).from_columns({"x": [[1.5]], "y": [[2.5]]}).tolist() == [[1.5, 2.5]]

@@ -514,7 +514,8 @@ def json_object(body: bytes, allow_list: bool = False, parse: Any = json.loads) 
 def pick_request_id(given: Any, headers: dict[str, str]) -> str:
     """The body's ``id``, else the X-Request-Id header, else a new random id.
 
-    The id goes back in the X-Request-Id header, so one a header cannot carry is refused, and so is
+    The id goes back in the X-Request-Id header, so one a header cannot carry is refused (the header's
+    own value included: it is echoed as sent), and so is
     one that is not a string (it was replaced by a random id, and feedback sent under it never joined).
     """
     if isinstance(given, str) and given:
@@ -525,7 +526,13 @@ def pick_request_id(given: Any, headers: dict[str, str]) -> str:
     if given is not None and given != "":  # a number: feedback takes string ids only, so it could never join
         raise ValidationError(f"the request id {given!r:.40} must be a string (send \"id\": \"{given!s:.40}\"); "
                               "feedback finds the prediction by that string")
-    return headers.get("x-request-id") or new_request_id()
+    header = headers.get("x-request-id")
+    if header:
+        if not (header.isascii() and header.isprintable()):  # it goes back as sent: a tab or byte 0xff too
+            raise ValidationError(f"the X-Request-Id header {header!r:.60} is not printable ASCII; send printable "
+                                  "ASCII (it comes back as X-Request-Id, and clients decode headers as ASCII)")
+        return header
+    return new_request_id()
 
 
 def new_request_id() -> str:

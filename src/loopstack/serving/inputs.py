@@ -89,7 +89,7 @@ class InputSchema:
         return self.assemble({
             c.name: self.check_column(c, [_at(row, j, i) for i, row in enumerate(values)],
                                       f"instances field {c.name!r}",
-                                      row=lambda i, name=c.name: f"instances[{i}] field {name!r}")
+                                      row=lambda i, name=c.name: f"instances[{i}] field {name!r}", squeeze=False)
             for j, c in enumerate(self.columns)
         })
 
@@ -111,23 +111,30 @@ class InputSchema:
 
     # -- shared checks ---------------------------------------------------------------
     def check_column(
-        self, column: Column, values: Any, where: str, row: Callable[[int], str] | None = None
+        self, column: Column, values: Any, where: str, row: Callable[[int], str] | None = None, squeeze: bool = True
     ) -> np.ndarray:
         """One column's values as a 1-D array of the column's kind, or a SignatureError naming `where`
-        (and, for a bad value of a string column, its row as ``row(i)`` names it: ``where[i]`` by default)."""
+        (and, for a bad value of a string column, its row as ``row(i)`` names it: ``where[i]`` by default).
+
+        A column sent as ``[[v0], [v1], ...]`` (an (n, 1) array) is taken as ``[v0, v1, ...]`` when `squeeze`;
+        the values of one field gathered from rows (``instances``) pass ``squeeze=False``: there a row's
+        ``"x": [1.5]`` is a list where the field takes one value, refused rather than unwrapped."""
+        row = row or (lambda i: f"{where}[{i}]")
         if not column.numeric:
-            return _strings(values, where, row or (lambda i: f"{where}[{i}]"))
+            return _strings(values, where, row, squeeze)
         try:
             array = np.asarray(values)
         except ValueError:  # ragged: some values are lists
-            raise SignatureError(f"{where} must be a flat list of values, got {_short(values)}") from None
-        if array.ndim == 2 and array.shape[1] == 1:
+            raise SignatureError((None if squeeze else _nested(values, row))
+                                 or f"{where} must be a flat list of values, got {_short(values)}") from None
+        if squeeze and array.ndim == 2 and array.shape[1] == 1:
             array = array[:, 0]
         if array.ndim != 1:
-            raise SignatureError(f"{where} must be a flat list of values, got shape {list(array.shape)}")
+            raise SignatureError((None if squeeze else _nested(values, row))
+                                 or f"{where} must be a flat list of values, got shape {list(array.shape)}")
         floats = _to_float(array, where, column)
         if column.dtype.kind in EXACT_KINDS:
-            _check_exact(floats, column, row or (lambda i: f"{where}[{i}]"))
+            _check_exact(floats, column, row)
         return floats
 
     def assemble(self, arrays: Mapping[str, np.ndarray]) -> Rows:
@@ -173,7 +180,7 @@ class InputSchema:
             if not isinstance(row, list | tuple) or len(row) != len(self):
                 return f"{where}[{i}] must be a list of {len(self)} values {self.names}, got {_short(row)}"
             for name, value in zip(self.names, row, strict=True):
-                if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+                if value is not None and not isinstance(value, int | float):  # true/false are 1/0
                     return f"{where}[{i}] field {name!r} must be a number, got {_short(value)}"
                 if isinstance(value, int) and not _fits_float(value):
                     return f"{where}[{i}] field {name!r} is too large for float64, got {_short(value)}"
@@ -224,8 +231,8 @@ def columns_of(rows: Rows, schema: InputSchema) -> dict[str, np.ndarray]:
 def _to_float(array: np.ndarray, where: str, column: Column) -> np.ndarray:
     if array.dtype.kind in NUMERIC_KINDS:
         return array.astype(np.float64, copy=False)
-    if array.dtype.kind == "O":  # JSON null -> NaN; anything else must be a number
-        bad = [v for v in array if v is not None and (isinstance(v, bool) or not isinstance(v, int | float))]
+    if array.dtype.kind == "O":  # JSON null -> NaN, true/false -> 1/0 (as NumPy reads them); anything else a number
+        bad = [v for v in array if v is not None and not isinstance(v, int | float)]
         if bad:
             raise SignatureError(f"{where} must hold numbers ({column.dtype}), got {_short(bad[0])}")
         try:
@@ -263,24 +270,42 @@ def _check_exact(values: np.ndarray, column: Column, row: Callable[[int], str]) 
     raise SignatureError(f"{row(i)} {problem} ({column.dtype}), got {got}")
 
 
-def _strings(values: Any, where: str, row: Callable[[int], str]) -> np.ndarray:
+def _strings(values: Any, where: str, row: Callable[[int], str], squeeze: bool = True) -> np.ndarray:
     """A string column as an object array of str (JSON null stays None).
 
     Built with ``dtype=object`` so nothing is coerced: ``np.asarray(["u", 7])`` would turn 7 into "7"
     (where a lone 7 is refused), and a dict or list would reach the model and the prediction log.
+    A lone surrogate (JSON ``"\\ud800"``, which the json module accepts) is refused too: it is no text
+    that UTF-8 can carry, and pandas or the prediction log failed on it later (a 500).
     """
     try:
         array = np.asarray(values, dtype=object)
     except ValueError:  # ragged nesting numpy cannot hold even as objects
         raise SignatureError(f"{where} must be a flat list of strings, got {_short(values)}") from None
-    if array.ndim == 2 and array.shape[1] == 1:
+    if squeeze and array.ndim == 2 and array.shape[1] == 1:
         array = array[:, 0]
     if array.ndim != 1:
-        raise SignatureError(f"{where} must be a flat list of strings, got shape {list(array.shape)}")
+        raise SignatureError((None if squeeze else _nested(values, row))
+                             or f"{where} must be a flat list of strings, got shape {list(array.shape)}")
     for i, value in enumerate(array):
-        if value is not None and not isinstance(value, str):
+        if isinstance(value, str):
+            if not value.isascii():
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise SignatureError(f"{row(i)} is not valid Unicode text (a lone surrogate), "
+                                         f"got {_short(value)}") from None
+        elif value is not None:
             raise SignatureError(f"{row(i)} must be a string (or null), got {_short(value)}")
     return array
+
+
+def _nested(values: Any, row: Callable[[int], str]) -> str | None:
+    """The message for the first row whose value is a list or object where its field takes one value."""
+    for i, value in enumerate(values if isinstance(values, list) else []):
+        if isinstance(value, list | dict):
+            return f"{row(i)} must be one value, not a list or object, got {_short(value)}"
+    return None
 
 
 def _numbers(values: Any) -> np.ndarray:
