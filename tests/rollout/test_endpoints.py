@@ -276,3 +276,22 @@ def test_shadow_copies_are_not_counted_as_predictions_served(sqlite_project: Pro
     served = [sample.value for family in text_string_to_metric_families(metrics)
               for sample in family.samples if sample.name == "loopstack_predictions_total"]
     assert served == [30.0]
+
+
+def test_a_unit_id_must_be_a_string_or_an_integer_of_valid_text(sqlite_project: Project, refs: list[str],
+                                                                tmp_path: Path) -> None:
+    """A lone surrogate ("\\ud800") was a 500 from the hash's UTF-16 encoding, and an object was hashed as its
+    Python repr: every client sending {"a": [1]} shared one bucket that no other client could reproduce."""
+    sqlite_project.deployments.create("api", refs[0])
+    with serving(sqlite_project, tmp_path, {refs[0]: Stub(offset=0, version=1)}) as (client, _):
+        body = b'{"instances": [[1, 2, 3]], "unit_id": "\\ud800"}'
+        surrogate = client.post("/v1/endpoints/api:predict", content=body, headers={"content-type": "application/json"})
+        assert surrogate.status_code == 400, surrogate.text
+        assert surrogate.json()["error"].startswith("unit_id '\\ud800' is not valid Unicode text")
+        for unit in ({"a": [1]}, [1], 1.5):
+            refused = ask(client, unit)  # type: ignore[arg-type]
+            assert refused.status_code == 400 and "unit_id must be a string or an integer" in refused.json()["error"]
+        by_user = ask(client, None, user_id={"a": 1})
+        assert by_user.status_code == 400 and by_user.json()["error"].startswith("user_id must be")
+        for unit in ("u-é", 7, 2**70):
+            assert ask(client, unit).status_code == 200  # type: ignore[arg-type]

@@ -41,7 +41,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from loopstack.core.errors import NotFoundError
+from loopstack.core.errors import NotFoundError, ValidationError
 from loopstack.rollout.assignment import unit_key
 from loopstack.serving import jsonio
 from loopstack.serving.app import awaited, error_reply, json_object, pick_request_id
@@ -320,9 +320,27 @@ def _quietly(bookkeeping: Callable[..., Any], *args: Any) -> None:
 
 
 def _unit(payload: dict[str, Any], header: str | None) -> Any:
+    """The unit the split hashes: the body's ``unit_id`` (or ``user_id``), else the X-Unit-Id header.
+
+    A string or an integer; ``true``/``false`` and whole floats (``2.0``) as well, which the assignment
+    hashes as GrowthBook does (``"true"``, ``"2"``). An object or list (hashed as its Python repr), another
+    float, or a lone surrogate (no UTF-8 text: hashing it was a 500) is a 400 naming the field.
+    """
     for key in ("unit_id", "user_id"):
-        if payload.get(key) not in (None, ""):
-            return payload[key]
+        value = payload.get(key)
+        if value is None or value == "":
+            continue
+        if isinstance(value, str):
+            if not value.isascii():
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise ValidationError(f"{key} {value!r:.60} is not valid Unicode text (a lone surrogate); "
+                                          "send a string or an integer") from None
+            return value
+        if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
+            return value
+        raise ValidationError(f"{key} must be a string or an integer, got {value!r:.60}")
     return header or None
 
 
