@@ -124,3 +124,19 @@ def test_only_string_columns_other_than_the_request_id_are_dictionary_encoded(tm
                for i in range(metadata.num_columns)}
     assert {name for name, dictionary in encoded.items() if dictionary} == {"model", "version", "variant", "inputs.s"}
     assert read_prediction_log(tmp_path, "s").column("inputs").to_pylist()[0] == {"a": 1.0, "s": "city"}
+
+
+def test_reading_a_model_the_log_does_not_hold_names_the_models_it_holds(tmp_path: Path) -> None:
+    """A misspelt model said "no predictions ... yet; they are written about a second after serving"."""
+    from loopstack.core.errors import ValidationError
+
+    with pytest.raises(ValidationError, match=r"no predictions .*yet"):  # nothing served yet: worth waiting for
+        read_prediction_log(tmp_path, "s")
+    adapter = adapt(StrModel(), ModelSpec(name="s", model=StrModel()))
+    log = PredictionLog(tmp_path, flush_s=3600)
+    log.observe(_batch(adapter, "r0", "u"))
+    log.close()
+    with pytest.raises(ValidationError, match=r"^no predictions under .*: the log holds no model 'z'; "
+                                              r"it holds \['s'\]"):
+        read_prediction_log(tmp_path, "z")
+    assert read_prediction_log(tmp_path, "s").num_rows == 1

@@ -253,10 +253,15 @@ def read_prediction_log(root: str | os.PathLike[str], model: str | None = None) 
 
     Versions whose inputs differ are unified: a field missing in a version is null there.
     """
-    folder = Path(root) / "predictions"
-    if model is not None:
-        folder = folder / model
-    return _read(prediction_segments(root, model), what=f"predictions under {folder}")
+    logged = Path(root) / "predictions"
+    folder = logged if model is None else logged / model
+    files = prediction_segments(root, model)
+    if not files and model is not None and not folder.is_dir():
+        models = sorted(p.name for p in logged.glob("*") if p.is_dir()) if logged.is_dir() else []
+        if models:  # a misspelt model waited "a second after serving" for predictions that never come
+            raise ValidationError(f"no predictions under {folder}: the log holds no model {model!r}; "
+                                  f"it holds {models}")
+    return _read(files, what=f"predictions under {folder}")
 
 
 def read_feedback(root: str | os.PathLike[str]) -> pa.Table:
