@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 
-from loopstack.serving import ModelSpec, read_prediction_log
+from loopstack.serving import ModelSpec, read_feedback, read_prediction_log
 from loopstack.serving.batcher import Batch, Item
 from loopstack.serving.models import adapt
 from loopstack.serving.predlog import PredictionLog
@@ -140,3 +140,33 @@ def test_reading_a_model_the_log_does_not_hold_names_the_models_it_holds(tmp_pat
                                               r"it holds \['s'\]"):
         read_prediction_log(tmp_path, "z")
     assert read_prediction_log(tmp_path, "s").num_rows == 1
+
+
+def test_an_empty_segment_left_by_a_power_cut_is_skipped_with_a_warning(tmp_path: Path, caplog) -> None:
+    """One zero-byte segment made every read of the log fail, and with it drift, shadow and rollout readers."""
+    adapter = adapt(StrModel(), ModelSpec(name="s", model=StrModel()))
+    log = PredictionLog(tmp_path, flush_s=3600)
+    log.observe(_batch(adapter, "r0", "u"))
+    log.feedback([{"request_id": "r0", "label": 1}])
+    log.close()
+    (tmp_path / "predictions" / "s" / "1" / "0-torn.parquet").write_bytes(b"")
+    (tmp_path / "feedback" / "0-torn.parquet").write_bytes(b"")
+    with caplog.at_level(logging.WARNING, logger="loopstack.serving"):
+        assert read_prediction_log(tmp_path, "s").column("request_id").to_pylist() == ["r0"]
+        assert read_feedback(tmp_path).column("request_id").to_pylist() == ["r0"]
+    assert sum("0-torn.parquet" in record.getMessage() for record in caplog.records) == 2
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names open files through Linux's /proc")
+def test_a_segment_reaches_the_disk_before_its_name_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    synced: list[str] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd)))
+    adapter = adapt(StrModel(), ModelSpec(name="s", model=StrModel()))
+    log = PredictionLog(tmp_path, flush_s=3600)
+    log.observe(_batch(adapter, "r0", "u"))
+    log.close()
+    assert any(path.endswith(".parquet.tmp") for path in synced)  # the file, under its temporary name
+    assert str(tmp_path / "predictions" / "s" / "1") in synced  # then the folder holding the new name

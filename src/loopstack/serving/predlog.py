@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from loopstack.core.errors import ValidationError
+from loopstack.core.paths import fsync_folder
 from loopstack.serving.inputs import columns_of, concat
 
 if TYPE_CHECKING:
@@ -153,8 +154,12 @@ class PredictionLog:
         folder.mkdir(parents=True, exist_ok=True)
         name = f"{time.time_ns()}-{os.getpid()}-{next(_seq):06d}.parquet"
         tmp = folder / f".{name}.tmp"
-        pq.write_table(table, tmp, use_dictionary=_dictionary_columns(table.schema))
+        with open(tmp, "wb") as handle:  # on disk before its name is: a power cut leaves no empty segment
+            pq.write_table(table, handle, use_dictionary=_dictionary_columns(table.schema))
+            handle.flush()
+            os.fsync(handle.fileno())
         tmp.replace(folder / name)
+        fsync_folder(folder)
 
     def close(self) -> None:
         """Stop the thread and write what is left."""
@@ -304,9 +309,20 @@ def _read(files: list[Path], what: str, schema: pa.Schema | None = None) -> pa.T
         if schema is not None:
             return schema.empty_table()
         raise ValidationError(f"no {what} yet; they are written about a second after serving")
-    schemas = [pq.read_schema(f) for f in files]
+    readable, schemas = [], []
+    for path in files:
+        try:
+            schemas.append(pq.read_schema(path))
+        except (OSError, pa.ArrowException) as error:  # cut short by a crash of an older writer, say
+            logger.warning("prediction log: skipping the unreadable segment %s (%s)", path, error)
+            continue
+        readable.append(str(path))
+    if not readable:
+        if schema is not None:
+            return schema.empty_table()
+        raise ValidationError(f"no {what} readable: every segment failed to read (see the warnings)")
     unified = pa.unify_schemas(schemas, promote_options="permissive")
-    return ds.dataset([str(f) for f in files], schema=unified, format="parquet").to_table()
+    return ds.dataset(readable, schema=unified, format="parquet").to_table()
 
 
 def _dictionary_columns(schema: pa.Schema) -> list[str]:
