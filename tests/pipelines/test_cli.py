@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from loopstack.pipelines.triggers import OnEvent
 
 FLOWS = '''
 import os
+import re
 import time
 from pathlib import Path
 
@@ -352,6 +354,7 @@ def test_parameter_values_read_as_a_user_means_them(text: str, value: object) ->
 
 HANGS = '''
 import os
+import re
 import time
 from pathlib import Path
 
@@ -389,3 +392,80 @@ def test_a_pipeline_run_whose_process_was_killed_is_shown_failed(root: Path, tmp
         assert failed.payload["run_id"] == run.id and failed.cause == run.event_id
         assert list_runs(project, "stuck")[0].status == "failed"  # reaped once: no second event
         assert len(project.events.list(kind="pipeline.failed")) == 1
+
+
+def test_yaml_pipeline_params_must_be_the_pipelines_parameters(root: Path) -> None:
+    """`params: {dayz: 30}` passed the config check and failed only when the policy fired."""
+    action = {"pipeline": "flows.py:train", "params": {"nn": 3}}
+    with pytest.raises(ConfigError, match=r"loop.policies\[p\].then: pipeline 'flows.py:train': pipeline 'train' "
+                                          r"has no parameter 'nn'; it takes: n: int = 4"):
+        policies_from_config({"policies": [{"name": "p", "then": [action]}]}, root)
+    config = yaml.safe_load((root / "loopstack.yaml").read_text())
+    config["loop"]["policies"][0]["then"][0]["params"] = {"nn": 3}
+    (root / "loopstack.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(ConfigError, match=r"has no parameter 'nn'"):  # the scheduler does not start
+        CliRunner().invoke(loop, ["run", "--once"], obj={"project_path": str(root)}, catch_exceptions=False)
+
+
+def test_run_pipeline_refuses_unknown_and_missing_parameters_when_declared() -> None:
+    from loopstack.pipelines import pipeline
+    from loopstack.pipelines.policy import Policy, RunPipeline
+
+    @pipeline
+    def fit(days: int, scale: float = 1.0) -> None:
+        return None
+
+    with pytest.raises(ConfigError, match=r"pipeline 'fit' has no parameters 'dayz', 'x'; "
+                                          r"it takes: days: int, scale: float = 1.0"):
+        RunPipeline(fit, params={"dayz": 30, "x": 1})
+    with pytest.raises(ConfigError, match=r"pipeline 'fit' needs 'days' \(no default\)"):
+        Policy("p", then=[fit])
+    assert RunPipeline(fit, params={"days": 30}).params == {"days": 30}
+
+
+def test_cli_parameters_are_converted_to_the_annotated_types_or_refused_in_one_line(root: Path) -> None:
+    """`-p n=abc` went into `n: int` as text, and the step failed with a traceback."""
+    from loopstack.pipelines import pipeline
+    from loopstack.pipelines.cli import _typed_params
+
+    @pipeline
+    def typed(n: int = 1, ratio: float = 0.5, on: bool = False, tag: str = "", limit: int | None = None,
+              anything: list | None = None) -> None:
+        return None
+
+    assert _typed_params(typed, ("n=1e3", "ratio=2", "on=true", "tag=007", "limit=null", "anything=[1]")) == {
+        "n": 1000, "ratio": 2.0, "on": True, "tag": "007", "limit": None, "anything": [1]}
+    assert type(_typed_params(typed, ("ratio=2",))["ratio"]) is float
+    for item, message in [
+        ("n=abc", r"parameter n='abc' is not an int: pipeline 'typed' declares n: int; pass e.g. -p n=30"),
+        ("n=2.5", r"parameter n='2.5' is not an int"),
+        ("n=true", r"parameter n='true' is not an int"),
+        ("ratio=x", r"parameter ratio='x' is not a number: pipeline 'typed' declares ratio: float"),
+        ("on=maybe", r"parameter on='maybe' is not true or false"),
+        ("limit=ten", r"parameter limit='ten' is not an int \(or null\)"),
+        ("nn=3", r"pipeline 'typed' has no parameter 'nn'; it takes: n: int = 1, ratio: float = 0.5"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            _typed_params(typed, (item,))
+    result = CliRunner().invoke(pipelines, ["run", "train", "-p", "n=abc"], obj={"project_path": str(root)})
+    assert result.exit_code != 0 and isinstance(result.exception, ConfigError)
+    assert "Traceback" not in result.output and "making" not in result.output  # no step ran
+    assert "making 10 numbers" in invoke(pipelines, root, "run", "train", "-p", "n=1e1")
+
+
+def test_a_manual_trigger_inside_the_cooldown_says_it_will_be_suppressed(root: Path) -> None:
+    """`loop trigger` said "run it now" while the scheduler recorded the trigger as loop.suppressed."""
+    config = yaml.safe_load((root / "loopstack.yaml").read_text())
+    config["loop"]["policies"][0]["cooldown_s"] = 3600
+    (root / "loopstack.yaml").write_text(yaml.safe_dump(config))
+    invoke(loop, root, "run", "--once")
+    assert "to run it now" in invoke(loop, root, "trigger", "nightly")
+    invoke(loop, root, "run", "--once")  # runs: no run before it
+    said = " ".join(invoke(loop, root, "trigger", "nightly").split())
+    assert "to run it now" not in said
+    assert re.search(r"'nightly' is in its 3600s cooldown until \d{4}-\d\d-\d\d \d\d:\d\d:\d\d .*"
+                     r"records it as loop.suppressed and starts no run", said), said
+    invoke(loop, root, "run", "--once")
+    with Project.open(root) as project:
+        assert len(project.events.list(kind="loop.suppressed")) == 1
+        assert len(project.events.list(kind="loop.triggered")) == 1

@@ -37,10 +37,11 @@ def run_pipeline(
         raise click.UsageError(f"--workers sizes the process pool; add --executor process (got --executor {executor})")
     project = open_project(ctx)
     target = _find_pipeline(project, reference)
+    typed = _typed_params(target, params)  # `days=abc` for `days: int` failed inside the step, with a traceback
     options = {"max_workers": workers} if executor == "process" and workers else {}
     chosen = get_executor(executor, **options)
     try:
-        result = target.run(project, executor=chosen, params=_parse_params(params), echo=not quiet)
+        result = target.run(project, executor=chosen, params=typed, echo=not quiet)
     except PipelineFailedError as exc:
         _print_steps(exc.run.steps.values(), f"run {exc.run.id[:12]} of {target.name}: FAILED")
         raise
@@ -180,11 +181,39 @@ def loop_trigger(ctx: click.Context, policy: str, reason: str) -> None:
         raise NotFoundError(f"no loop policy {policy!r}; policies: {names}. Declare it under loop.policies in "
                             "loopstack.yaml, or as a module-level Policy in a definitions file")
     event = trigger(project, policy, reason)
-    console().print(f"event {event}: loop.manual for {policy!r}; `loopstack loop run --once` to run it now")
+    chosen = next(p for p in policies if p.name == policy)
+    ends = _cooldown_end(project, chosen)
+    if ends is None:
+        console().print(f"event {event}: loop.manual for {policy!r}; `loopstack loop run --once` to run it now")
+        return
+    # a manual trigger is a signal like any other: inside the cooldown the scheduler records it as
+    # loop.suppressed, and this used to say "run it now" all the same
+    console().print(
+        f"event {event}: loop.manual for {policy!r}, but {policy!r} is in its {chosen.cooldown_s:g}s cooldown "
+        f"until {when(ends)} (its last run started at {when(ends - chosen.cooldown_s)}): a scheduler that "
+        f"picks this up before then records it as loop.suppressed and starts no run. Trigger it again after "
+        f"{when(ends)}, or lower cooldown_s"
+    )
 
 
 # -- helpers -------------------------------------------------------------------------------------
 _EMPTY = __import__("inspect").Parameter.empty
+
+
+def _cooldown_end(project: Any, policy: Any) -> float | None:
+    """When the policy's cooldown ends, if it is in one now (wall clock, as `loop run` ticks)."""
+    import time
+
+    from loopstack.pipelines import state
+    from loopstack.pipelines.engine import _CLOCK_SKEW_S
+
+    if not policy.cooldown_s:
+        return None
+    now = time.time()
+    last = state.last_start(project, policy.name, not_after=now + _CLOCK_SKEW_S)  # as the engine counts
+    if last is None or now - last >= policy.cooldown_s:
+        return None
+    return float(last + policy.cooldown_s)
 
 
 def _find_pipeline(project: Any, reference: str) -> Any:
@@ -224,6 +253,70 @@ def _parse_params(items: tuple[str, ...]) -> dict[str, Any]:
             raise ConfigError(f"parameter {item!r}: {value!r} is not valid YAML ({error.problem}); fix it, "
                               f"or pass it as text in YAML quotes: -p '{key}=\"{value}\"'") from error
     return params
+
+
+def _typed_params(target: Any, items: tuple[str, ...]) -> dict[str, Any]:
+    """The ``-p`` values checked against the pipeline's names and converted to its annotated types.
+
+    An ``int``, ``float`` or ``bool`` parameter takes a value that reads as one (``1e3`` is 1000 for an
+    ``int``; ``true``/``false`` for a ``bool``); a ``str`` one takes the text as typed (``-p tag=007``
+    is ``'007'``). Other annotations get the value as read.
+    """
+    from loopstack.core.errors import ConfigError
+
+    params = _parse_params(items)
+    raw = {key: text for key, _, text in (item.partition("=") for item in items)}
+    target.check_names(params)
+    annotations = target.annotations()
+    typed: dict[str, Any] = {}
+    for key, value in params.items():
+        expected, optional = _unwrap_optional(annotations.get(key))
+        if value is None and optional:
+            typed[key] = None
+            continue
+        converted = _convert(value, raw[key], expected)
+        if converted is _REFUSED:
+            kind, example = _EXPECTED[expected]
+            raise ConfigError(
+                f"parameter {key}={raw[key]!r} is not {kind}{' (or null)' if optional else ''}: pipeline "
+                f"{target.name!r} declares {key}: {expected.__name__}; pass e.g. -p {key}={example}"
+            )
+        typed[key] = converted
+    return typed
+
+
+_REFUSED = object()
+_EXPECTED: dict[Any, tuple[str, str]] = {
+    int: ("an int", "30"), float: ("a number", "0.5"), bool: ("true or false", "true"),
+}
+
+
+def _unwrap_optional(annotation: Any) -> tuple[Any, bool]:
+    """``int | None`` or ``Optional[int]`` as (int, True); anything else as (annotation, False)."""
+    import types
+    import typing
+
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(members) == 1 and len(typing.get_args(annotation)) == 2:
+            return members[0], True
+    return annotation, False
+
+
+def _convert(value: Any, text: str, expected: Any) -> Any:
+    if expected is bool:
+        return value if isinstance(value, bool) else _REFUSED
+    if expected is int:
+        if isinstance(value, bool):
+            return _REFUSED
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        return value if isinstance(value, int) else _REFUSED
+    if expected is float:
+        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else _REFUSED
+    if expected is str:
+        return value if isinstance(value, str) else text
+    return value
 
 
 _DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")

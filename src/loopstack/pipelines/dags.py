@@ -20,6 +20,9 @@ if TYPE_CHECKING:
     from loopstack.pipelines.runner import PipelineRun
 
 REGISTRY: dict[str, Pipeline] = {}
+_VAR_POSITIONAL = inspect.Parameter.VAR_POSITIONAL
+_VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+_BUILTINS: dict[str, Any] = {"int": int, "float": float, "bool": bool, "str": str}
 
 
 class Pipeline:
@@ -68,6 +71,53 @@ class Pipeline:
     def defaults(self) -> dict[str, Any]:
         """The pipeline's parameters and their defaults (``inspect.Parameter.empty`` when required)."""
         return {name: p.default for name, p in self.signature.parameters.items()}
+
+    def check_names(self, params: dict[str, Any]) -> None:
+        """Refuse parameters the function does not take, and required ones left out, naming the accepted ones.
+
+        A policy's ``params: {dayz: 30}`` used to pass the config check and fail only when the policy fired.
+        """
+        declared = self.signature.parameters
+        if any(p.kind is p.VAR_KEYWORD for p in declared.values()):
+            unknown: list[str] = []
+        else:
+            unknown = [key for key in params if key not in declared or declared[key].kind is _VAR_POSITIONAL]
+        accepted = ", ".join(self._shown(name) for name, p in declared.items() if p.kind not in _VARIADIC) or "none"
+        if unknown:
+            noun = "parameter" if len(unknown) == 1 else "parameters"
+            raise ConfigError(
+                f"pipeline {self.name!r} has no {noun} {', '.join(repr(k) for k in unknown)}; it takes: {accepted}"
+            )
+        missing = [name for name, p in declared.items()
+                   if p.kind not in _VARIADIC and p.default is p.empty and name not in params]
+        if missing:
+            raise ConfigError(
+                f"pipeline {self.name!r} needs {', '.join(repr(k) for k in missing)} (no default); it takes: {accepted}"
+            )
+
+    def annotations(self) -> dict[str, Any]:
+        """Each parameter's annotation as a type where it can be resolved (``int``), else as written."""
+        import typing
+
+        try:
+            hints = typing.get_type_hints(self.function)
+        except Exception:  # a name only a type checker sees; fall back to the plain builtins
+            hints = {}
+        found: dict[str, Any] = {}
+        for name, p in self.signature.parameters.items():
+            if p.kind in _VARIADIC or p.annotation is p.empty:
+                continue
+            found[name] = hints.get(name, _BUILTINS.get(p.annotation, p.annotation)
+                                    if isinstance(p.annotation, str) else p.annotation)
+        return found
+
+    def _shown(self, name: str) -> str:
+        p = self.signature.parameters[name]
+        annotation = p.annotation
+        text = name
+        if annotation is not p.empty:
+            text += f": {annotation if isinstance(annotation, str) else getattr(annotation, '__name__', annotation)}"
+        return text if p.default is p.empty else f"{text} = {p.default!r}"
 
     def build(self, **params: Any) -> graph.Graph:
         """Run the function with step calls recorded, returning the graph."""

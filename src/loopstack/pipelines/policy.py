@@ -96,6 +96,7 @@ class RunPipeline:
         if executor is not None and not isinstance(executor, Executor) and executor not in NAMES:
             # a misspelt executor was found only when the policy fired, hours later
             raise ConfigError(f"executor={executor!r} is not an executor; use one of {', '.join(NAMES)}")
+        pipeline.check_names(dict(params or {}))  # `dayz: 30` failed only when the policy fired, hours later
         self.pipeline = pipeline
         self.params = dict(params or {})
         self.executor = executor
@@ -134,7 +135,8 @@ class Policy:
         Actions: `RunPipeline`, `Hook`, a `Pipeline` or a plain function of the context.
     cooldown_s
         Signals within this many seconds of the last run's start are recorded
-        as ``loop.suppressed`` instead of starting another run.
+        as ``loop.suppressed`` instead of starting another run; a manual
+        trigger too (``loopstack loop trigger`` says so).
     coalesce
         Several matching events seen in one poll start one run (caused by the
         newest), not one run each.
