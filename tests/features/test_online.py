@@ -612,3 +612,93 @@ def test_an_integral_decimal_key_matches_its_integer_online_and_offline(
         assert online == expected  # an integral decimal is its integer, as an integral float is
         assert offline.column("score").to_pylist() == expected[:2]
     project.close()
+
+
+class Killed(BaseException):
+    """A kill -9 at one step: nothing after it runs, what is not committed is lost."""
+
+
+def _online_rows(store: lf.FeatureStore) -> list[Any]:
+    return store.online.read([("stats", [str(i) for i in range(1, 21)])])[0]
+
+
+def test_apply_killed_while_forgetting_a_removed_view_removes_nothing(store: lf.FeatureStore,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import loopstack.features.materialize as materialize
+
+    definitions = _definitions(store.root / "data" / "stats")
+    end = T0 + timedelta(days=4)
+    assert store.materialize_incremental(end, progress=False) == {"stats": 20}
+
+    def kill(*args: Any) -> None:
+        raise Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(materialize, "forget", kill)
+        with pytest.raises(Killed):
+            store.apply([DRIVER], prune=True)
+    assert store.plan([DRIVER], prune=True).removed  # the removal was not committed
+    assert all(row is not None for row in _online_rows(store))
+    store.apply([DRIVER], prune=True)
+    assert all(row is None for row in _online_rows(store))
+    store.apply(definitions)
+    assert store.materialize_incremental(end, progress=False) == {"stats": 20}
+    assert _online(store, [1, 2], end).values["conv_rate"] == [1.3, 2.3]
+
+
+@pytest.mark.parametrize("partial", [False, True])
+def test_apply_killed_while_deleting_a_removed_views_rows_is_repaired(store: lf.FeatureStore, partial: bool,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # killed after the online rows went but before the watermark did, the view applied again materialized
+    # "0 entities" and served not_found forever
+    definitions = _definitions(store.root / "data" / "stats")
+    end = T0 + timedelta(days=4)
+    assert store.materialize_incremental(end, progress=False) == {"stats": 20}
+    delete_view = store.online.delete_view
+
+    def kill(view: str) -> None:
+        if partial:  # every row gone, killed before the deletion was recorded as done
+            delete_view(view)
+        raise Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(store.online, "delete_view", kill)
+        with pytest.raises(Killed):
+            store.apply([DRIVER], prune=True)
+    assert not store.plan([DRIVER], prune=True).changes  # the removal is committed
+    assert any(row is not None for row in _online_rows(store)) is not partial
+    store.apply(definitions)  # applied again: the deletion cut short finishes first
+    assert all(row is None for row in _online_rows(store))
+    assert store.materialize_incremental(end, progress=False) == {"stats": 20}
+    assert _online(store, [1, 2], end).values["conv_rate"] == [1.3, 2.3]
+
+
+def test_rows_left_by_a_killed_removal_go_at_the_next_apply(store: lf.FeatureStore,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    assert store.materialize_incremental(T0 + timedelta(days=4), progress=False) == {"stats": 20}
+
+    def kill(view: str) -> None:
+        raise Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(store.online, "delete_view", kill)
+        with pytest.raises(Killed):
+            store.apply([DRIVER], prune=True)
+    assert all(row is not None for row in _online_rows(store))
+    assert not store.apply([DRIVER], prune=True).changes
+    assert all(row is None for row in _online_rows(store))
+
+
+def test_materialize_finishes_a_pending_deletion_before_writing(store: lf.FeatureStore) -> None:
+    # rows of the removed version could be newer than the source's, and the online store never replaces a newer
+    # record with an older one: they must be gone before a materialization writes
+    from loopstack.features.materialize import delete_removed, forget
+
+    end = T0 + timedelta(days=4)
+    assert store.materialize_incremental(end, progress=False) == {"stats": 20}
+    store.push("stats_push", [{"driver_id": 1, "event_timestamp": end, "conv_rate": 9.0, "trips": 9}])
+    with store.db.write() as connection:  # as a removal left it, the view applied again meanwhile
+        forget(store, "stats", connection)
+    assert store.materialize_incremental(end, progress=False) == {"stats": 20}
+    assert delete_removed(store) == []
+    assert _online(store, [1, 2], end).values["conv_rate"] == [1.3, 2.3]

@@ -12,7 +12,10 @@ source changed since the interruption (even to the same number of rows)
 starts a new job from chunk 0 instead of skipping chunks now stale. The
 view's watermark moves to the window end only when every chunk has landed,
 so ``materialize_incremental`` after a crash repeats the unfinished window
-rather than skipping it.
+rather than skipping it. Removing a view forgets its watermark and job
+progress in the removing transaction and marks its online rows for deletion
+(`forget`); the rows go afterwards (`delete_removed`), and a deletion a crash
+cut short is finished by the next ``apply`` or ``materialize``.
 """
 
 from __future__ import annotations
@@ -126,21 +129,61 @@ def watermark(store: FeatureStore, view: FeatureView) -> int | None:
     return int(row.watermark_us)
 
 
-def forget(store: FeatureStore, view_name: str) -> None:
-    """Drop the watermark and job progress of `view_name` in this online store, whose rows were just deleted.
+DELETING = "deleting"  # the status of a removed view's pending online deletion in feature_materializations
 
-    Otherwise a view removed and later applied again (the same digest) would
-    count as materialized: ``materialize_incremental`` would start after the
-    old watermark, and a resumed job after its landed chunks, leaving the
-    online store without the rows before them.
+
+def forget(store: FeatureStore, view_name: str, connection: Any) -> None:
+    """Drop the watermark and job progress of removed view `view_name`, and mark its online rows for deletion.
+
+    Runs in the transaction that removes the view (``apply``), before any
+    online row is deleted: otherwise a view removed and later applied again
+    (the same digest) would count as materialized after a crash between the
+    two, and ``materialize_incremental`` would start after the old watermark
+    (a resumed job after its landed chunks), leaving the online store without
+    the rows before them. The marker (a ``deleting`` row in
+    ``feature_materializations``) stays until `delete_removed` has deleted
+    every online row of the view, so a deletion a crash cut short is finished
+    by the next ``apply`` or ``materialize``.
     """
     from sqlalchemy import and_, delete
 
-    with store.db.write() as connection:
-        for name in ("feature_watermarks", "feature_materializations"):
-            table = store.db.table(name)
-            connection.execute(delete(table).where(and_(table.c.store == store.online_id,
-                                                        table.c.view == view_name)))
+    for name in ("feature_watermarks", "feature_materializations"):
+        table = store.db.table(name)
+        connection.execute(delete(table).where(and_(table.c.store == store.online_id, table.c.view == view_name)))
+    now = time.time()
+    store.db.upsert(connection, store.db.table("feature_materializations"), [{
+        "id": _deletion_id(store, view_name), "store": store.online_id, "view": view_name, "start_us": 0,
+        "end_us": 0, "chunks_total": 1, "chunks_done": 0, "rows": 0, "status": DELETING, "started_at": now,
+        "updated_at": now,
+    }], keys=("id",), update=("status", "updated_at"))
+
+
+def delete_removed(store: FeatureStore, views: list[str] | None = None) -> list[str]:
+    """Delete the online rows of removed views marked by `forget` (only `views`, if given); the names done.
+
+    Idempotent: a deletion killed half-way is repeated whole, and its marker
+    goes only once every row is gone. A view applied again after its removal
+    keeps no old row: ``apply`` and ``materialize`` call this first.
+    """
+    from sqlalchemy import and_, delete, select
+
+    table = store.db.table("feature_materializations")
+    where = and_(table.c.store == store.online_id, table.c.status == DELETING)
+    if views is not None:
+        if not views:
+            return []
+        where = and_(where, table.c.view.in_(list(views)))
+    with store.db.read() as connection:
+        pending = sorted({row.view for row in connection.execute(select(table.c.view).where(where))})
+    for view_name in pending:
+        store.online.delete_view(view_name)
+        with store.db.write() as connection:
+            connection.execute(delete(table).where(table.c.id == _deletion_id(store, view_name)))
+    return pending
+
+
+def _deletion_id(store: FeatureStore, view_name: str) -> str:
+    return hashlib.sha256(f"delete|{store.online_id}|{view_name}".encode()).hexdigest()
 
 
 def _job_id(store: FeatureStore, view: FeatureView, start_us: int, end_us: int, chunk_size: int,
@@ -201,4 +244,4 @@ def _finish(store: FeatureStore, view: FeatureView, end_us: int, start_us: int, 
                                   connection=connection)
 
 
-__all__ = ["encoded_rows", "forget", "materialize_view", "watermark"]
+__all__ = ["delete_removed", "encoded_rows", "forget", "materialize_view", "watermark"]

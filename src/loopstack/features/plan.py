@@ -10,6 +10,7 @@ event with the plan as payload.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -112,8 +113,12 @@ def make_plan(db: MetadataDB, catalog: Catalog) -> Plan:
     return plan
 
 
-def apply_plan(db: MetadataDB, events: EventLog, catalog: Catalog, plan: Plan) -> None:
-    """Write new versions, move pointers and delete removed ones, in one transaction."""
+def apply_plan(db: MetadataDB, events: EventLog, catalog: Catalog, plan: Plan,
+               on_remove: Callable[[Any, Change], None] | None = None) -> None:
+    """Write new versions, move pointers and delete removed ones, in one transaction.
+
+    `on_remove(connection, change)` runs for each removal inside that transaction.
+    """
     from sqlalchemy import and_, delete
 
     objects, versions = db.table("feature_objects"), db.table("feature_object_versions")
@@ -123,6 +128,8 @@ def apply_plan(db: MetadataDB, events: EventLog, catalog: Catalog, plan: Plan) -
             if change.action == "remove":
                 connection.execute(delete(objects).where(and_(objects.c.kind == change.kind,
                                                               objects.c.name == change.name)))
+                if on_remove is not None:
+                    on_remove(connection, change)
                 continue
             obj = catalog.by_kind(change.kind)[change.name]
             db.upsert(connection, versions, [{"kind": change.kind, "name": change.name, "digest": change.new,

@@ -123,14 +123,18 @@ class FeatureStore:
         added to (or replace same-named) definitions; ``prune=True`` removes
         the rest.
         """
-        from loopstack.features.materialize import forget
+        from loopstack.features.materialize import delete_removed, forget
 
         catalog, plan = self._prepare(objects, prune)
-        apply_plan(self.db, self.project.events, catalog, plan)
-        for change in plan.removed:
-            if change.kind == "feature_view":
-                self.online.delete_view(change.name)
-                forget(self, change.name)
+        # A removal an earlier apply was stopped in finishes first: a view applied again gets no old row.
+        delete_removed(self)
+
+        def on_remove(connection: Any, change: Any) -> None:
+            if change.kind == "feature_view":  # watermark gone, rows marked, with the removal itself
+                forget(self, change.name, connection)
+
+        apply_plan(self.db, self.project.events, catalog, plan, on_remove)
+        delete_removed(self, [c.name for c in plan.removed if c.kind == "feature_view"])
         self._catalog = catalog
         self.__dict__.pop("_reader", None)
         return plan
@@ -265,10 +269,11 @@ class FeatureStore:
 
     def _materialize(self, windows: dict[str, tuple[int, int]], chunk_size: int | None,
                      progress: bool | None) -> dict[str, int]:
-        from loopstack.features.materialize import DEFAULT_CHUNK, materialize_view
+        from loopstack.features.materialize import DEFAULT_CHUNK, delete_removed, materialize_view
 
         if chunk_size is not None and chunk_size <= 0:
             raise ConfigError(f"chunk_size={chunk_size!r} must be a positive number of rows (default {DEFAULT_CHUNK})")
+        delete_removed(self, list(windows))  # rows of a removal cut short never outlive it (see `apply`)
         bar = _progress(progress)
         done = {}
         with bar if bar is not None else nullcontext():
