@@ -99,3 +99,52 @@ def test_a_failure_of_the_database_while_isolating_a_bad_row_keeps_the_rows_not_
     history = ls.Client(project).get_metric_history(run.id, "loss")
     assert [m.step for m in history] == [0, 1, 2, 3]
     assert ls.Client(project).get_run(run.id).status == "FINISHED"
+
+
+def _stored_by_another_process(project: Project, run_id: str, params: dict[str, str]) -> None:
+    table = project.db.table("params")
+    with project.db.write() as connection:
+        connection.execute(table.insert(), [{"run_id": run_id, "key": k, "value": v} for k, v in params.items()])
+
+
+def test_a_param_another_process_stored_with_another_value_raises_at_the_end_of_the_run(
+    project: Project, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two processes logging one param of a run with different values both returned normally; one value was
+    silently lost (the insert keeps the stored value)."""
+    from loopstack.core.errors import ConflictError
+
+    run = ls.start_run()
+    _stored_by_another_process(project, run.id, {"threshold": "0.9", "same": "1"})
+    run.log_param("threshold", "0.5")
+    run.log_param("same", "1")  # the same value is no conflict
+    run.log_metric("loss", 0.5)
+    with pytest.raises(ConflictError, match=r"param 'threshold' of run \w+: '0.5' was dropped, '0.9' is stored"):
+        run.__exit__(None, None, None)  # leaving a `with` block
+    stored = ls.Client(project).get_run(run.id)
+    assert stored.status == "FINISHED" and stored.metrics["loss"] == 0.5
+    assert stored.params == {"threshold": "0.9", "same": "1"}
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "param" in r.getMessage()]
+    assert len(warned) == 1 and run.id in warned[0] and "'0.5'" in warned[0] and "'0.9'" in warned[0]
+    [event] = project.events.list(kind="run.value_dropped")
+    assert event.subject == run.id
+    assert {k: event.payload[k] for k in ("table", "key", "value", "kept")} == {
+        "table": "params", "key": "'threshold'", "value": "'0.5'", "kept": "'0.9'"}
+
+
+def test_a_param_conflict_raises_at_flush_once_and_does_not_hide_a_failure(project: Project) -> None:
+    from loopstack.core.errors import ConflictError
+
+    with ls.start_run() as run:
+        _stored_by_another_process(project, run.id, {"a": "1"})
+        run.log_param("a", "2")
+        with pytest.raises(ConflictError, match=r"param 'a' of run \w+: '2' was dropped, '1' is stored"):
+            project.tracking.flush()
+    # raised once: leaving the block did not raise it again
+    failed = ls.start_run()
+    _stored_by_another_process(project, failed.id, {"b": "1"})
+    failed.log_param("b", "2")
+    failed.__exit__(RuntimeError, RuntimeError("training failed"), None)  # a `with` block left by an error: no raise
+    assert ls.Client(project).get_run(failed.id).status == "FAILED"
+    assert sorted(e.subject for e in project.events.list(kind="run.value_dropped")) == sorted([run.id, failed.id])
+    project.tracking.flush()  # nothing left to raise

@@ -148,7 +148,7 @@ def end_run(status: str = FINISHED) -> None:
         _end(run, status)
 
 
-def _end(run: ActiveRun, status: str) -> None:
+def _end(run: ActiveRun, status: str, _outer: bool = True) -> None:
     with _lock:
         for entry in list(_stacks):  # any thread may end a run: `with` blocks, atexit
             stack = entry[1]
@@ -162,8 +162,24 @@ def _end(run: ActiveRun, status: str) -> None:
         # so do its children that other threads started (start_run(nested=True) in a helper thread)
         children = [child for _, stack in _stacks for child in stack if child.info.parent_id == run.id]
     for child in children:
-        _end(child, status)
+        _end(child, status, _outer=False)
     run._finish(status)
+    if _outer:
+        _raise_conflicts(run, status)
+
+
+def _raise_conflicts(run: ActiveRun, status: str) -> None:
+    """After a run (and those nested in it) ended: ConflictError for a param of an ended run that another
+    process had stored first with another value. Not when the run failed, whose error it would hide: the
+    conflict is logged and recorded as a ``run.value_dropped`` event either way."""
+    from loopstack.tracking.writer import raise_conflicts
+
+    if os.getpid() != run._owner_pid:  # a forked child: its flush() raises its own
+        return
+    live = run.store._live_runs
+    conflicts = run._writer.take_conflicts(lambda run_id: run_id not in live)
+    if status == FINISHED:
+        raise_conflicts(conflicts)
 
 
 def _current() -> ActiveRun:
@@ -295,7 +311,7 @@ def _install_hooks() -> None:
 
 def _end_all(status: str) -> None:
     while _stacks:
-        _end(_stacks[0][1][0], status)  # ends the runs nested in it too
+        _end(_stacks[0][1][0], status, _outer=False)  # ends the runs nested in it too; at exit no caller to raise to
     from loopstack.core.project import _open_projects
 
     for project in list(_open_projects.values()):

@@ -88,6 +88,7 @@ class TrackingStore:
         self.writer = BufferedWriter(self.db, self.settings.flush_interval_s, self.settings.max_buffered_points)
         self.writer.before_write.append(self._beat)
         self.writer.on_drop = self._record_dropped
+        self.writer.on_conflict = self._record_conflicts
         self._live_runs: set[str] = set()
         self._last_beat = 0.0
         self._experiment_ids: dict[str, int] = {}
@@ -253,7 +254,7 @@ class TrackingStore:
             self._end_statement.execute(connection, values)
             self.project.events.emit(f"run.{status.lower()}", run_id, {}, connection=connection)
 
-        self.writer.flush(then=mark_ended)
+        self.writer.flush(then=mark_ended, check=False)  # conflicts are raised by the fluent API's end of run
         self._live_runs.discard(run_id)
 
     def get_run_info(self, run_id: str) -> RunInfo:
@@ -487,7 +488,16 @@ class TrackingStore:
         payload = {"table": table, "key": key, "value": value, "error": reason}
         self.project.events.emit("run.value_dropped", row[0], payload)
 
+    def _record_conflicts(self, connection: Any, conflicts: list[tuple[str, str, str, str]]) -> None:
+        """A ``run.value_dropped`` event per param another process had stored with another value first."""
+        for run_id, key, kept, dropped in conflicts:
+            payload = {"table": "params", "key": ascii(key)[:1000], "value": ascii(dropped)[:1000],
+                       "kept": ascii(kept)[:1000],
+                       "error": "another process had already stored another value; params are immutable"}
+            self.project.events.emit("run.value_dropped", run_id, payload, connection=connection)
+
     def flush(self) -> None:
+        """Write what is buffered; raises ConflictError for a param another process had stored differently."""
         self.writer.flush()
 
     def close(self) -> None:

@@ -10,6 +10,14 @@ fails because of a row (a constraint or a value the database refuses) would
 fail every attempt and block every later point of every run: the batch is
 then written in halves until each bad row stands alone, and only those are
 dropped, each with a logged error (and the writer's `on_drop` hook).
+
+Params are immutable, but two processes logging the same param of one run
+each check only their own values. The insert keeps the value stored first;
+the write then reads back the stored values of its params, and a different
+one is a conflict: logged as a warning, told to the `on_conflict` hook in the
+same transaction (the tracking store records a ``run.value_dropped`` event),
+and kept in `conflicts` until `flush` or the end of the run raises it as a
+`ConflictError` in the process whose value was dropped.
 """
 
 from __future__ import annotations
@@ -45,6 +53,8 @@ ARTIFACT_COLUMNS = ("run_id", "path", "digest", "size", "kind")
 TABLES = ("metrics", "params", "tags", "artifacts")  # the order of a Batch's lists
 Tagged = tuple[int, tuple[Any, ...]]  # a row with the index of its list in a Batch
 DropHook = Callable[[str, tuple[Any, ...], BaseException], None]  # table, row, the error that refused it
+ParamConflict = tuple[str, str, str, str]  # run_id, key, the value stored (kept), the value this process dropped
+ConflictHook = Callable[[Any, list[ParamConflict]], None]  # the write's connection, its conflicts
 
 # A batch's statements as SQLAlchemy compiles them for SQLite, so that the writer runs on the
 # driver alone there (see core.sqlite); a test compares each with the statement it stands for.
@@ -89,6 +99,8 @@ class BufferedWriter:
         self.artifacts: deque[ArtifactRow] = deque()  # rows for blobs already in the artifact store
         self.before_write: list[Callable[[Connection], None]] = []
         self.on_drop: DropHook | None = None  # told of each row the database refused for good
+        self.on_conflict: ConflictHook | None = None  # told, in the write's transaction, of params another kept
+        self.conflicts: list[ParamConflict] = []  # written since, not raised yet (see take_conflicts)
         self._flush_lock = threading.Lock()
         self._wake = threading.Event()
         self._closed = threading.Event()
@@ -118,16 +130,27 @@ class BufferedWriter:
         else:
             self._wake.set()
 
-    def flush(self, then: Callable[[Connection], None] | None = None) -> None:
+    def flush(self, then: Callable[[Connection], None] | None = None, check: bool = True) -> None:
         """Write everything buffered so far, on the caller's thread.
 
         `then` runs in the same transaction after the rows (ending a run this
-        way costs one transaction instead of two).
+        way costs one transaction instead of two). With `check`, a param
+        another process had already stored with a different value (in this
+        write or an earlier background one) raises ConflictError afterwards.
         """
         with self._flush_lock:
             batch = self._drain()
             if any(batch) or self.before_write or then is not None:
                 self._write(batch, then)
+        if check:
+            raise_conflicts(self.take_conflicts())
+
+    def take_conflicts(self, run_ids: Callable[[str], bool] | None = None) -> list[ParamConflict]:
+        """The param conflicts found since the last call (of the runs `run_ids` accepts), now forgotten."""
+        with self._flush_lock:
+            taken = [c for c in self.conflicts if run_ids is None or run_ids(c[0])]
+            self.conflicts = [c for c in self.conflicts if c not in taken]
+        return taken
 
     def flush_pending(self) -> None:
         """Write buffered rows, if any, before a read (read-your-writes without a write
@@ -143,13 +166,14 @@ class BufferedWriter:
         if self._thread is not None:
             self._thread.join(timeout=30)
             self._thread = None
-        self.flush()
+        self.flush(check=False)  # each conflict was logged when found
 
     def _forget_parent(self) -> None:
         """In a forked child: the buffered rows are the parent's to write (writing them here too would
         store every point twice), and its thread and a lock that thread may have held did not come along."""
         for rows in (self.metrics, self.params, self.tags, self.artifacts):
             rows.clear()
+        self.conflicts = []
         self._retry = None
         self._flush_lock = threading.Lock()
         self._wake, self._closed = threading.Event(), threading.Event()
@@ -160,7 +184,7 @@ class BufferedWriter:
             self._wake.wait(self.flush_interval_s)
             self._wake.clear()
             try:
-                self.flush()
+                self.flush(check=False)  # raised on the caller's thread, at its next flush or end of run
                 self.last_error = None
             except Exception as exc:  # keep the thread alive; rows are kept for retry
                 if self.last_error is None:
@@ -199,12 +223,18 @@ class BufferedWriter:
         with self.db.direct_write() as connection:
             for hook in hooks or ():
                 hook(connection)
-            _write_params(self.db, connection, params)
+            conflicts = _write_params(self.db, connection, params)
+            if conflicts and self.on_conflict is not None:
+                self.on_conflict(connection, conflicts)
             _write_tags(self.db, connection, tags)
             _write_metrics(self.db, connection, metrics, self._metrics_insert)
             _write_artifacts(self.db, connection, artifacts)
             if then is not None:
                 then(connection)
+        for run_id, key, kept, dropped in conflicts:  # committed: told once, however often the batch was tried
+            _logger().warning("loopstack dropped param %r = %r of run %s: another process had already stored %r, "
+                              "and params are immutable", key, dropped, run_id, kept)
+        self.conflicts.extend(conflicts)
 
     def _write_around_bad_rows(self, batch: Batch) -> None:
         """Write the rows of a batch that failed for good, in halves until each bad row fails alone; drop
@@ -292,9 +322,45 @@ def _describe(table: str, row: tuple[Any, ...]) -> str:
     return f"{table[:-1]} {row[1]!r} = {row[2]!r} of run {row[0]}"
 
 
-def _write_params(db: MetadataDB, connection: Connection, rows: list[TagRow]) -> None:
+def _write_params(db: MetadataDB, connection: Connection, rows: list[TagRow]) -> list[ParamConflict]:
+    """Insert params, keeping a stored value; the rows whose (run, key) holds another value once written."""
+    if not rows:
+        return []
     records = [{"run_id": r, "key": k, "value": v} for r, k, v in rows]
     db.upsert(connection, "params", records, keys=("run_id", "key"), update=(), sqlite=_SQLITE_PARAMS)
+    runs, keys = sorted({r for r, _, _ in rows}), sorted({k for _, k, _ in rows})
+    if db.raw is not None:  # the writer's connection is the driver's (see core.db.direct_write)
+        marks = ", ".join("?" * len(runs)), ", ".join("?" * len(keys))
+        found = connection.fetchall(  # type: ignore[attr-defined]
+            f'SELECT run_id, "key", value FROM params WHERE run_id IN ({marks[0]}) AND "key" IN ({marks[1]})',
+            (*runs, *keys))
+    else:
+        from sqlalchemy import select
+
+        table = db.table("params")
+        found = connection.execute(select(table.c.run_id, table.c.key, table.c.value).where(
+            table.c.run_id.in_(runs), table.c.key.in_(keys))).all()
+    stored = {(r, k): v for r, k, v in found}
+    conflicts: list[ParamConflict] = []
+    for r, k, v in rows:
+        kept = stored.get((r, k), v)
+        if kept != v and (r, k, kept, v) not in conflicts:
+            conflicts.append((r, k, kept, v))
+    return conflicts
+
+
+def raise_conflicts(conflicts: list[ParamConflict]) -> None:
+    """Raise ConflictError naming each param whose value another process had stored first, if any."""
+    if not conflicts:
+        return
+    from loopstack.core.errors import ConflictError
+
+    lines = [f"param {k!r} of run {r}: {dropped!r} was dropped, {kept!r} is stored"
+             for r, k, kept, dropped in conflicts]
+    raise ConflictError(
+        "another process logged these params of the same run first, with other values; params are immutable, "
+        "so the stored values were kept (see the run.value_dropped events): " + "; ".join(lines)
+    )
 
 
 def _write_tags(db: MetadataDB, connection: Connection, rows: list[TagRow]) -> None:
