@@ -47,8 +47,11 @@ class LoopRun:
 
 
 def new_owner() -> str:
-    """An owner token: host, pid and a nonce (two engines in one process are two owners)."""
-    return f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    """An owner token: host, pid, a nonce (two engines in one process are two owners) and the process's
+    start time, so that another process given the same pid later is not taken for this one."""
+    from loopstack.tracking.processes import own_start_time
+
+    return f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}:{own_start_time():.2f}"
 
 
 def acquire_lease(project: Project, owner: str, ttl_s: float) -> None:
@@ -104,15 +107,26 @@ def lease_holder(project: Project) -> dict[str, Any] | None:
 
 
 def _alive(owner: str, age_s: float, ttl_s: float) -> bool:
-    """A lease holder is alive while its heartbeat is fresh, unless it is a dead process on this host."""
+    """A lease holder is alive while its heartbeat is fresh, unless it is a dead process on this host.
+
+    The pid alone is not the process: once the holder died, a new process could get its pid and keep its
+    lease alive until the ttl ran out. The owner token carries the holder's start time, and a process of
+    that pid with another start time (or a zombie) is not the holder.
+    """
     if age_s > ttl_s:
         return False
-    host, pid, _ = [*owner.split(":"), "", "", ""][:3]
-    if host == HOST and pid.isdigit():
+    host, pid, _, started = [*owner.split(":"), "", "", "", ""][:4]
+    if host != HOST or not pid.isdigit():
+        return True
+    try:
+        start_time = float(started)
+    except ValueError:  # a token from before start times were recorded: the pid is all there is
         import psutil
 
         return bool(psutil.pid_exists(int(pid)))
-    return True
+    from loopstack.tracking.processes import is_process_alive
+
+    return is_process_alive(int(pid), start_time)
 
 
 # -- triggers ---------------------------------------------------------------------------------
