@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
+from loopstack.core.errors import NotFoundError
 from loopstack.core.project import Project
 from loopstack.features.cli import apply, features
 from loopstack.features.feature_log import FeatureLogger, log_meta
@@ -157,6 +158,63 @@ def test_compaction_removes_half_written_files_a_killed_process_left(tmp_path: P
     assert sorted(p.name for p in folder.glob("*.tmp")) == ["segment-3-c.tmp"]  # a writer may still finish it
     assert log.read("svc").num_rows == 1
     log.close()
+
+
+def test_a_segment_is_synced_before_its_rename_and_its_folder_after(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    # renamed without an fsync, a segment could come back empty after an OS crash
+    import os
+
+    import loopstack.features.feature_log as feature_log
+
+    steps: list[tuple[str, str]] = []
+    fsync, replace = os.fsync, os.replace
+
+    def synced(fd: int) -> None:
+        steps.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        fsync(fd)
+
+    def renamed(source: Any, target: Any) -> None:
+        steps.append(("rename", str(target)))
+        replace(source, target)
+
+    monkeypatch.setattr(os, "fsync", synced)
+    monkeypatch.setattr(os, "replace", renamed)
+    monkeypatch.setattr(feature_log, "fsync_folder", lambda folder: steps.append(("fsync folder", str(folder))))
+    log = FeatureLogger(tmp_path / "logs", flush_interval_s=60)
+    _segments(log, {"features": ["v:x"], "columns": ["x"], "join_keys": ["id"]}, 2)
+    [first, _] = log.segments("svc")
+    folder = str(tmp_path / "logs" / "svc")
+    assert steps[:3] == [("fsync", str(first.with_suffix(".tmp"))), ("rename", str(first)), ("fsync folder", folder)]
+    steps.clear()
+    assert log.compact("svc", older_than_s=0) == 2  # the merged file too, before its sources are deleted
+    [merged] = log.segments("svc")
+    assert steps == [("fsync", str(merged.with_suffix(".tmp"))), ("rename", str(merged)), ("fsync folder", folder)]
+    log.close()
+
+
+@pytest.mark.parametrize("torn", [b"", b"PAR1 truncated"])
+def test_a_segment_that_cannot_be_read_is_skipped_with_a_warning(tmp_path: Path, torn: bytes,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    # one empty segment (an OS crash after an unsynced rename) made every read fail with ArrowInvalid
+    log = FeatureLogger(tmp_path / "logs", flush_interval_s=60)
+    meta = {"features": ["v:x"], "columns": ["x"], "join_keys": ["id"]}
+    _segments(log, meta, 2)
+    bad = tmp_path / "logs" / "svc" / "segment-1-torn.parquet"  # sorts first
+    bad.write_bytes(torn)
+    _segments(log, meta, 1, start=2)
+    assert log.read("svc").column("request_id").to_pylist() == ["r0", "r1", "r2"]
+    assert any(str(bad) in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert log.compact("svc", older_than_s=0) == 3  # the others are merged; the torn one is left alone
+    assert bad.exists()
+    assert log.read("svc").column("request_id").to_pylist() == ["r0", "r1", "r2"]
+    log.close()
+    empty = FeatureLogger(tmp_path / "only-torn", flush_interval_s=60)
+    (tmp_path / "only-torn" / "svc").mkdir(parents=True)
+    (tmp_path / "only-torn" / "svc" / "segment-1-torn.parquet").write_bytes(torn)
+    with pytest.raises(NotFoundError, match="no readable segment"):
+        empty.read("svc")
+    empty.close()
 
 
 def test_served_rows_are_logged_and_skew_is_zero_when_paths_agree(project: Project) -> None:

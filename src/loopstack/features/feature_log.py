@@ -5,6 +5,11 @@ log name (the feature service, or ``adhoc-<hash>`` for a plain feature list)
 and writes a Parquet segment when enough rows wait or a second has passed.
 Each segment carries the feature references and join keys in its schema
 metadata, so the skew check can recompute it without any other state.
+Segments (and compacted files) are written to a temporary name, synced to
+disk, renamed into place and the folder synced, so an OS crash leaves a
+whole file or none; a segment that cannot be read all the same (empty,
+truncated) is skipped by readers and compaction, with a warning naming it,
+instead of failing every read of the log.
 
 Examples
 --------
@@ -24,6 +29,7 @@ import atexit
 import fcntl
 import json
 import logging
+import os
 import queue
 import threading
 import time
@@ -32,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from loopstack.core.errors import LoopstackError, NotFoundError
+from loopstack.core.paths import fsync_folder
 
 logger = logging.getLogger("loopstack.features")
 REQUEST_ID, REQUEST_TIME, ROW = "request_id", "request_time", "row_in_request"
@@ -115,7 +122,11 @@ class FeatureLogger:
             if path.name.endswith(_COMPACTED) or path.stat().st_mtime > cutoff:  # stays as it is
                 runs.append([])
                 continue
-            meta = pq.read_schema(path).metadata or {}
+            schema = _read_segment(path, pq.read_schema)
+            if schema is None:  # left as it is: readers skip it too
+                runs.append([])
+                continue
+            meta = schema.metadata or {}
             if runs[-1] and meta.get(_FEATURES) != runs[-1][-1][1].get(_FEATURES):
                 runs.append([])
             runs[-1].append((path, meta))
@@ -125,9 +136,7 @@ class FeatureLogger:
             table = _concat(sources)
             metadata = {**(table.schema.metadata or {}), _SOURCES: json.dumps([p.name for p in sources]).encode()}
             target = sources[-1].with_name(sources[-1].stem + _COMPACTED)
-            temporary = target.with_suffix(".tmp")
-            pq.write_table(table.replace_schema_metadata(metadata), temporary)
-            temporary.rename(target)
+            _write_durably(table.replace_schema_metadata(metadata), target)  # on disk before its sources go
             for source in sources:
                 source.unlink()
             count += len(sources)
@@ -144,7 +153,11 @@ class FeatureLogger:
             if not files:
                 raise NotFoundError(f"no feature log {name!r} in {self.folder}; logs: {self.names()}")
             try:
-                return _concat(files)
+                table = _concat(files)
+                if table is None:
+                    raise NotFoundError(f"feature log {name!r} in {self.folder} has no readable segment "
+                                        f"({len(files)} unreadable, named in the warnings)")
+                return table
             except FileNotFoundError:
                 if attempt == _READ_ATTEMPTS - 1:
                     raise
@@ -190,7 +203,6 @@ class FeatureLogger:
 
     def _write(self, name: str, items: list[Any]) -> None:
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         meta = items[-1][5]
         names = list(dict.fromkeys(column for item in items for column in (*item[3], *item[4])))
@@ -208,16 +220,46 @@ class FeatureLogger:
         table = pa.table(arrays).replace_schema_metadata({"loopstack.features": json.dumps(meta)})
         folder = self.folder / name
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"segment-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
-        temporary = path.with_suffix(".tmp")
-        pq.write_table(table, temporary)
-        temporary.rename(path)
+        _write_durably(table, folder / f"segment-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet")
 
 
 _FEATURES, _SOURCES = b"loopstack.features", b"loopstack.compacted_from"
 _COMPACTED = "-compacted.parquet"  # sorts after the run's other segments, before the next one
 _READ_ATTEMPTS = 5
 _WRITE_DEBRIS_AGE_S = 3600  # a segment still being written is seconds old; one an hour old was abandoned
+
+
+def _write_durably(table: Any, path: Path) -> None:
+    """`table` at `path` whole or not at all, after an OS crash too: written under a ``.tmp`` name,
+    synced, renamed into place, the folder synced (without the syncs a renamed file can come back empty)."""
+    import pyarrow.parquet as pq
+
+    temporary = path.with_suffix(".tmp")
+    try:
+        with open(temporary, "wb") as file:
+            pq.write_table(table, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    fsync_folder(path.parent)
+
+
+def _read_segment(path: Path, read: Any) -> Any:
+    """`read(path)`, or None with a warning naming the file when it is no readable Parquet file (empty or
+    truncated by a crash): one such file must not fail every read of the log. A file deleted meanwhile (a
+    compaction) still raises FileNotFoundError, for the caller to list again."""
+    import pyarrow as pa
+
+    try:
+        return read(path)
+    except FileNotFoundError:
+        raise
+    except (pa.ArrowException, OSError) as exc:
+        logger.warning("feature log segment %s cannot be read and is skipped: %s", path, exc)
+        return None
 
 
 def _remove_debris(folder: Path) -> None:
@@ -247,11 +289,14 @@ def _array(values: list[Any]) -> Any:
 
 
 def _concat(files: list[Path]) -> Any:
-    """The rows of `files` in order, with the schema metadata (features, join keys) of the last."""
+    """The rows of `files` in order, with the schema metadata (features, join keys) of the last readable one;
+    None when none is readable."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    tables = [pq.read_table(f) for f in files]
+    tables = [t for t in (_read_segment(f, pq.read_table) for f in files) if t is not None]
+    if not tables:
+        return None
     try:
         merged = pa.concat_tables(tables, promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError):  # a column logged as numbers in one segment, text in another
@@ -279,7 +324,9 @@ def _merged_away(files: list[Path]) -> set[str]:
 
     names: set[str] = set()
     for path in (f for f in files if f.name.endswith(_COMPACTED)):
-        names.update(json.loads((pq.read_schema(path).metadata or {}).get(_SOURCES, b"[]")))
+        schema = _read_segment(path, pq.read_schema)  # unreadable: its sources, if still there, are read instead
+        if schema is not None:
+            names.update(json.loads((schema.metadata or {}).get(_SOURCES, b"[]")))
     return names
 
 
