@@ -197,3 +197,43 @@ def test_deploy_serve_names_a_port_in_use_before_its_address(sqlite_project: Pro
                                     obj={"project_path": str(sqlite_project.root)})
     assert result.exit_code == 1 and str(result.exception) == f"port {port} is in use; pick another with --port"
     assert "serving" not in result.output
+
+
+def test_status_shows_a_dash_not_the_prior_where_a_guardrail_has_too_little_data(
+    sqlite_project: Project, tmp_path: Path
+) -> None:
+    """A stable variant without requests showed error_rate 0.5000 and an interval of +-44 (the prior's numbers)."""
+    refs = register(sqlite_project, count=2)
+    obj = {"project_path": str(sqlite_project.root)}
+
+    def run(*args: str) -> str:
+        result = CliRunner(env={"COLUMNS": "200"}).invoke(deploy, list(args), obj=obj, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    run("create", "api", refs[0])
+    run("canary", "api", refs[1], "--steps", "10,100", "--min-requests", "100")
+    log = TrafficLog(tmp_path)
+    for i in range(5):  # only canary requests so far
+        log.record(request_id=f"r{i}", endpoint="api", variant=refs[1], ref=refs[1], deployment_version=2,
+                   unit_id=None, shadow=False, ok=True, status=200, latency_ms=3.0)
+    log.close()
+    assert run("evaluate", "api", "--log-dir", str(tmp_path)).startswith("hold")
+    status = run("status", "api", "--log-dir", str(tmp_path))
+    (row,) = [line for line in status.splitlines() if "error_rate" in line]
+    cells = [cell.strip() for cell in row.strip("│┃ ").split("│")]
+    assert cells == ["error_rate", "not enough data", "-", "0.0000", "-", "-"], row
+    assert "0.5000" not in status and "44." not in status
+    assert "latest decision, event" in status and "at 5 canary requests" in status
+
+
+def test_verdict_cells_keep_the_numbers_of_a_guardrail_with_enough_data() -> None:
+    from loopstack.rollout.cli import _verdict_cells
+    from loopstack.rollout.guardrails import CanaryAnalysis, CanaryPolicy, VariantStats
+
+    canary = CanaryAnalysis(CanaryPolicy(steps=(0.1, 0.5), min_requests_per_step=500))
+    decision = canary.evaluate(VariantStats(9000, 90), VariantStats(1000, 10))
+    (error_rate,) = [e for e in decision.evidence if e["metric"] == "error_rate"]
+    verdict, stable, canary_rate, diff, interval = _verdict_cells(error_rate)
+    assert verdict == "ok" and stable.startswith("0.01") and canary_rate.startswith("0.01")
+    assert diff != "-" and interval.startswith("[-0.")

@@ -193,10 +193,13 @@ def status(ctx: click.Context, endpoint: str | None, log_dir: str | None, as_jso
         click.echo(f"last canary decision: {last.payload['action']}: {last.payload.get('reason', '')} "
                    f"(event {last.id}); `loopstack events --chain {last.id}` shows it")
         decisions, evidence = [], []
-    _render(traffic, evidence, decisions[0].payload if decisions else None)
+    _render(traffic, evidence, decisions[0].payload if decisions else None, decisions[0].id if decisions else None)
 
 
-def _render(traffic: list[dict[str, Any]], evidence: list[dict[str, Any]], last: dict[str, Any] | None) -> None:
+def _render(
+    traffic: list[dict[str, Any]], evidence: list[dict[str, Any]], last: dict[str, Any] | None,
+    event: int | None = None,
+) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -208,14 +211,35 @@ def _render(traffic: list[dict[str, Any]], evidence: list[dict[str, Any]], last:
     console.print(table)
     if last is None:
         return
-    verdicts = Table("metric", "verdict", "stable", "canary", "diff", "interval", title=f"{last['action']}: "
-                     f"{last['reason']}")
+    # the traffic table above is now; the verdicts are those of the latest decision, on the data it had
+    at = f" (latest decision, event {event}, at {last.get('canary_requests', 0)} canary requests)" if event else ""
+    verdicts = Table("metric", "verdict", "stable", "canary", "diff", "interval",
+                     title=f"{last['action']}: {last['reason']}{at}")
     for e in evidence:
         if "verdict" in e:
-            ci = e.get("diff_ci") or [None, None]
-            verdicts.add_row(e["metric"], e["verdict"], _num(e.get("stable"), 4), _num(e.get("canary"), 4),
-                             _num(e.get("diff"), 4), f"[{_num(ci[0], 4)}, {_num(ci[1], 4)}]")
+            verdicts.add_row(e["metric"], *_verdict_cells(e))
     console.print(verdicts)
+
+
+def _verdict_cells(e: dict[str, Any]) -> tuple[str, ...]:
+    """A guardrail's verdict, values, difference and interval, with "-" where it has no data or too little.
+
+    A guardrail without enough data used to show the prior's numbers: an error rate of 0.5 for a stable
+    variant with no requests yet (Agresti-Caffo's added success and failure) and an interval of +-44.
+    """
+    insufficient = e["verdict"] == "insufficient"
+
+    def value(arm: str) -> str:
+        samples = e.get(f"samples_{arm}", e.get(f"n_{arm}"))
+        if samples is not None and samples <= 0:
+            return "-"
+        return _num(e.get(f"observed_{arm}", e.get(arm)) if insufficient else e.get(arm), 4)
+
+    if insufficient:
+        return "not enough data", value("stable"), value("canary"), "-", "-"
+    ci = e.get("diff_ci") or [None, None]
+    interval = "-" if ci[0] is None and ci[1] is None else f"[{_num(ci[0], 4)}, {_num(ci[1], 4)}]"
+    return e["verdict"], value("stable"), value("canary"), _num(e.get("diff"), 4), interval
 
 
 def _numbers(text: str, option: str, example: str) -> list[float]:

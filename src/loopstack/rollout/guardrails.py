@@ -424,7 +424,8 @@ class _Check(NamedTuple):
 
 def _rates(x_s: int, n_s: int, x_c: int, n_c: int) -> tuple[Summary, Summary, dict[str, Any]]:
     """Agresti-Caffo adjusted rates: one success and one failure added per arm."""
-    info = {"observed_stable": x_s / n_s if n_s else 0.0, "observed_canary": x_c / n_c if n_c else 0.0}
+    info = {"observed_stable": x_s / n_s if n_s else None, "observed_canary": x_c / n_c if n_c else None,
+            "samples_stable": n_s, "samples_canary": n_c}  # the adjusted summaries' n counts the two added
     return Summary.from_proportion(x_s + 1, n_s + 2), Summary.from_proportion(x_c + 1, n_c + 2), info
 
 
@@ -433,6 +434,7 @@ def _tail(stable_ms: Any, canary_ms: Any, q: float) -> tuple[Summary, Summary, d
     threshold = float(np.quantile(s, q))
     summaries = _rates(int((s > threshold).sum()), s.size, int((c > threshold).sum()), c.size)
     info = {
+        **summaries[2],
         "quantile": q,
         "threshold_ms": threshold,
         "stable_quantile_ms": threshold,
