@@ -167,3 +167,15 @@ def test_a_version_deleted_between_pin_and_write_is_not_deployed(project: Projec
         deployments.create("other", refs[2])
     d = deployments.get("api")
     assert d.strategy == "single" and list(d.variants.values()) == [refs[0]]
+
+
+def test_a_running_experiment_is_named_in_words(project: Project, refs: list[str]) -> None:
+    """The refusal read "is running a ab; ... before starting a blue_green"."""
+    deployments = project.deployments
+    deployments.create("api", refs[0])
+    deployments.ab("api", [refs[0], refs[1]], salt="s")
+    with pytest.raises(ConflictError, match=r"'api' is running an A/B test; promote or roll it back before starting "
+                                            r"a blue-green switch\Z"):
+        deployments.blue_green("api", refs[2])
+    with pytest.raises(ConflictError, match=r"is running an A/B test; .* before starting a shadow deployment\Z"):
+        deployments.shadow("api", refs[2])

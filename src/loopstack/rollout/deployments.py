@@ -406,10 +406,16 @@ def _expect(d: Deployment, expected_version: int | None) -> None:
                             f"{expected_version}); re-read it and decide again")
 
 
+# strategies in words: "running a ab" and "starting a blue_green" read as typos
+_IN_WORDS = {"canary": "a canary", "ab": "an A/B test", "shadow": "a shadow deployment", "bandit": "a bandit",
+             "blue_green": "a blue-green switch"}
+
+
 def _no_experiment(d: Deployment, starting: str, allow: tuple[str, ...] = ()) -> None:
     if d.strategy in _EXPERIMENTS and d.strategy not in allow:
-        raise ConflictError(f"deployment {d.endpoint!r} is running a {d.strategy}; promote or roll it back "
-                            f"before starting a {starting}")
+        running = _IN_WORDS.get(d.strategy, f"a {d.strategy}")
+        raise ConflictError(f"deployment {d.endpoint!r} is running {running}; promote or roll it back "
+                            f"before starting {_IN_WORDS.get(starting, f'a {starting}')}")
 
 
 def _distinct(d: Deployment, variant: str) -> None:
