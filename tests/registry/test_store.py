@@ -107,6 +107,18 @@ def test_unknown_names_list_what_exists(project, run_id):
         reg.register_model(run_id, "other", name="fraud")
 
 
+def test_loading_a_model_of_a_run_that_does_not_exist_says_so(project, run_id):
+    """`runs:/abc/model` said "run abc has no model at 'model'; its models: none" for a run that is not there."""
+    with pytest.raises(ls.NotFoundError, match=r"no run with id 'abc'; list runs with `loopstack runs`"):
+        ls.load_model("runs:/abc/model", project=project)
+    with ls.start_run(project=project) as empty:  # a run that exists but logged no model still says that
+        pass
+    with pytest.raises(ls.NotFoundError, match=rf"run {empty.id} has no model at 'model'; its models: none"):
+        ls.load_model(f"runs:/{empty.id}/model", project=project)
+    with pytest.raises(ls.NotFoundError, match=r"has no model at 'other'; its models: \['model'\]"):
+        ls.load_model(f"runs:/{run_id}/other", project=project)
+
+
 def test_invalid_names_are_refused_before_anything_is_written(project, run_id):
     reg = project.registry
     with pytest.raises(ls.ValidationError, match="invalid model name 'fraud/3'"):

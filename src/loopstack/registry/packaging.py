@@ -155,6 +155,8 @@ def model_digest(tracking: Any, run_id: str, artifact_path: str) -> str:
                     "log models with log_model"
                 )
             return str(artifact["digest"])
+    if not artifacts:  # "run abc has no model ...; its models: none" for a run that does not exist
+        tracking.get_run_info(run_id)  # raises NotFoundError: no run with that id
     models = [a["path"] for a in artifacts if a["kind"] == MODEL_KIND]
     raise NotFoundError(f"run {run_id} has no model at {artifact_path!r}; its models: {models or 'none'}")
 
