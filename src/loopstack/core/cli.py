@@ -64,7 +64,11 @@ def init(path: str, name: str | None, metadata: str | None, artifacts: str | Non
         project = Project.init(path, name=name, **settings)
     except ConflictError:  # its hint, Project.open(...), is Python: a shell user needs the commands
         folder = shlex.quote(path)
-        raise ConflictError(f"{Path(path).resolve() / CONFIG_FILE} already exists; work in that project with "
+        config = Path(path).resolve() / CONFIG_FILE
+        if Path(path).resolve() == Path.cwd().resolve():  # "work in that project with `cd .`" said nothing
+            raise ConflictError(f"this folder is already a loopstack project ({config} exists); run loopstack "
+                                "commands here, or choose an empty folder for a new project") from None
+        raise ConflictError(f"{config} already exists; work in that project with "
                             f"`cd {folder}` or `loopstack -p {folder} ...`, or choose an empty folder") from None
     console().print(
         f"[green]Created project[/] [bold]{project.config.name}[/] in {project.root}\n"
