@@ -9,6 +9,7 @@ step 2) and the replay goes on from the last finished chunk.
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import time
 import uuid
@@ -155,8 +156,7 @@ def _replay(project: Any, world: World, say: Say) -> dict[str, Any]:
     loop = make_loop(project, world)
     try:
         loop.start()
-        say(f"[bold]Serving[/] {world.state['champion']} in process; replaying days {world.day}-"
-            f"{world.scenario.days - 1} day by day (loop policies: {', '.join(loop.policies)})")
+        say(_replaying(project, world, list(loop.policies)))
         for run in loop.tick():  # a restarted demo resumes the run in flight first
             _said(say, run)
         while not world.finished:
@@ -174,6 +174,15 @@ def _replay(project: Any, world: World, say: Say) -> dict[str, Any]:
         loop.close()
         world.close()
     return {"day": world.day, "champion": world.state["champion"]}
+
+
+def _replaying(project: Any, world: Any, policies: list[str]) -> str:
+    """What the replay is about to do; a finished demo run again used to say "replaying days 60-59"."""
+    if world.finished:
+        return (f"[bold]Serving[/] nothing left to replay: all {world.scenario.days} days were replayed. "
+                f"To start over, run `loopstack demo --fresh --path {shlex.quote(str(project.root))}`")
+    return (f"[bold]Serving[/] {world.state['champion']} in process; replaying days {world.day}-"
+            f"{world.scenario.days - 1} day by day (loop policies: {', '.join(policies)})")
 
 
 def _said(say: Say, run: Any) -> None:
