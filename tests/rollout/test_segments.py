@@ -241,6 +241,32 @@ def test_a_segment_replaced_in_place_is_read_again(tmp_path: Path) -> None:
     assert cache.tables([]) == [] and cache.reads == 2
 
 
+def test_a_torn_segment_is_skipped_with_a_warning_until_it_changes(tmp_path: Path, caplog) -> None:
+    """A segment left empty by a machine crash stopped every later tick of the controller."""
+    from loopstack.rollout.segments import SegmentCache
+
+    good, torn = tmp_path / "1.parquet", tmp_path / "2.parquet"
+    pq.write_table(pa.table({"x": [1]}), good)
+    torn.write_bytes(b"")
+    cache = SegmentCache(pq.read_table)
+    with caplog.at_level("WARNING", logger="loopstack.rollout"):
+        assert [t["x"].to_pylist() for t in cache.tables([good, torn])] == [[1]]
+        assert [t["x"].to_pylist() for t in cache.tables([good, torn])] == [[1]] and cache.reads == 2
+    assert sum("2.parquet" in r.getMessage() for r in caplog.records) == 1  # once, not once per tick
+    pq.write_table(pa.table({"x": [2]}), torn)
+    assert [t["x"].to_pylist() for t in cache.tables([good, torn])] == [[1], [2]]
+
+
+def test_a_readable_segment_that_fails_otherwise_still_raises(tmp_path: Path) -> None:
+    from loopstack.rollout.segments import SegmentCache
+
+    path = tmp_path / "1.parquet"
+    pq.write_table(pa.table({"x": [1]}), path)
+    cache = SegmentCache(lambda p: pq.read_table(p, columns=["missing"]))
+    with pytest.raises(pa.ArrowException):
+        cache.tables([path])
+
+
 class _Logs:
     """Hand-written log tables in place of `ControllerLogs`, to pin down how requests, labels and outputs join."""
 

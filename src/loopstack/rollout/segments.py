@@ -16,6 +16,7 @@ carries a rollout across restarts.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import pyarrow as pa
 
+logger = logging.getLogger("loopstack.rollout")
 Stamp = tuple[int, int]  # (size, mtime_ns) of a segment file when it was read
 TRAFFIC_COLUMNS = ["request_id", "time", "variant", "ok", "latency_ms", "deployment_version"]
 
@@ -71,11 +73,35 @@ class SegmentCache:
                 continue
             entry = self._kept.get(path)
             if entry is None or entry[0] != stamp:
-                entry = (stamp, self.read(path))
+                table = self._read(path)
                 self.reads += 1
+                if table is None:  # torn: skipped until the file changes
+                    skipped[path] = stamp
+                    continue
+                entry = (stamp, table)
             kept[path] = entry
         self._kept, self._skipped = kept, skipped
         return [table for _, table in kept.values()]
+
+    def _read(self, path: Path) -> pa.Table | None:
+        """The segment's table; None, with a warning, for a file that is not Parquet at all.
+
+        Segments are renamed into place whole, so only a crash of the machine (a file renamed before its
+        bytes reached the disk) leaves one empty or cut short; it must not stop every later tick. A readable
+        file that fails otherwise (a column missing) is an error worth raising.
+        """
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            return self.read(path)
+        except (OSError, pa.ArrowException):
+            try:
+                pq.read_metadata(path)
+            except (OSError, pa.ArrowException) as error:
+                logger.warning("skipping the unreadable log segment %s (%s)", path, error)
+                return None
+            raise
 
     def skip(self, unneeded: Callable[[pa.Table], bool]) -> int:
         """Drop the kept tables that `unneeded` says no later call needs, and skip their files from now on.
