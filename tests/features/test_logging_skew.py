@@ -165,7 +165,7 @@ def test_a_segment_is_synced_before_its_rename_and_its_folder_after(tmp_path: Pa
     # renamed without an fsync, a segment could come back empty after an OS crash
     import os
 
-    import loopstack.features.feature_log as feature_log
+    import loopstack.core.paths as paths
 
     steps: list[tuple[str, str]] = []
     fsync, replace = os.fsync, os.replace
@@ -180,7 +180,7 @@ def test_a_segment_is_synced_before_its_rename_and_its_folder_after(tmp_path: Pa
 
     monkeypatch.setattr(os, "fsync", synced)
     monkeypatch.setattr(os, "replace", renamed)
-    monkeypatch.setattr(feature_log, "fsync_folder", lambda folder: steps.append(("fsync folder", str(folder))))
+    monkeypatch.setattr(paths, "fsync_folder", lambda folder: steps.append(("fsync folder", str(folder))))
     log = FeatureLogger(tmp_path / "logs", flush_interval_s=60)
     _segments(log, {"features": ["v:x"], "columns": ["x"], "join_keys": ["id"]}, 2)
     [first, _] = log.segments("svc")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from loopstack.core.errors import ConfigError
 
@@ -33,7 +34,6 @@ def refuse_overwrite(output: str | os.PathLike[str], inputs: Iterable[str | os.P
                               f"inside it; {fix}")
 
 
-__all__ = ["refuse_overwrite"]
 
 
 def fsync_folder(folder: str | os.PathLike[str]) -> None:
@@ -51,3 +51,31 @@ def fsync_folder(folder: str | os.PathLike[str]) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def write_parquet_durably(table: Any, path: str | os.PathLike[str], temporary: str | os.PathLike[str] | None = None,
+                          **options: Any) -> None:
+    """Write the Arrow `table` to `path` whole or not at all, after a kill or a power cut too.
+
+    It is written under `temporary` (by default ``.<name>.tmp`` beside it, which a ``*.parquet`` listing
+    skips), synced, renamed into place, and the folder synced: without the syncs a renamed file can come
+    back empty after a power cut, and one empty segment breaks every read of a folder. `options` go to
+    ``pyarrow.parquet.write_table``. A failed write leaves no temporary file behind.
+    """
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    partial = Path(temporary) if temporary is not None else path.with_name(f".{path.name}.tmp")
+    try:
+        with open(partial, "wb") as handle:
+            pq.write_table(table, handle, **options)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    fsync_folder(path.parent)
+
+
+__all__ = ["fsync_folder", "refuse_overwrite", "write_parquet_durably"]

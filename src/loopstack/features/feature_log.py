@@ -29,7 +29,6 @@ import atexit
 import fcntl
 import json
 import logging
-import os
 import queue
 import threading
 import time
@@ -38,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from loopstack.core.errors import LoopstackError, NotFoundError
-from loopstack.core.paths import fsync_folder
+from loopstack.core.paths import write_parquet_durably
 
 logger = logging.getLogger("loopstack.features")
 REQUEST_ID, REQUEST_TIME, ROW = "request_id", "request_time", "row_in_request"
@@ -230,21 +229,9 @@ _WRITE_DEBRIS_AGE_S = 3600  # a segment still being written is seconds old; one 
 
 
 def _write_durably(table: Any, path: Path) -> None:
-    """`table` at `path` whole or not at all, after an OS crash too: written under a ``.tmp`` name,
-    synced, renamed into place, the folder synced (without the syncs a renamed file can come back empty)."""
-    import pyarrow.parquet as pq
-
-    temporary = path.with_suffix(".tmp")
-    try:
-        with open(temporary, "wb") as file:
-            pq.write_table(table, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    fsync_folder(path.parent)
+    """`table` at `path` whole or not at all, after an OS crash too; the ``.tmp`` name beside it is what
+    `_remove_debris` knows to clean up after a killed writer."""
+    write_parquet_durably(table, path, temporary=path.with_suffix(".tmp"))
 
 
 def _read_segment(path: Path, read: Any) -> Any:

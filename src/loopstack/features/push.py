@@ -10,13 +10,12 @@ offline, and rows appended to the offline history carry the declared types.
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from loopstack.core.errors import ValidationError
+from loopstack.core.paths import write_parquet_durably
 from loopstack.features.engine import quote
 from loopstack.features.materialize import encoded_rows
 from loopstack.features.sources import FileSource, PushSource
@@ -153,28 +152,9 @@ def _append_offline(store: FeatureStore, source: PushSource, table: Any) -> None
             "files; use FileSource(path='some/folder') or push(to='online')"
         )
     folder.mkdir(parents=True, exist_ok=True)
-    _write_atomically(table, folder / f"push-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet")
-
-
-def _write_atomically(table: Any, path: Path) -> None:
-    """Write `table` to `path` whole or not at all.
-
-    The file is written under a name the source's listing skips (a leading '.', not ending in
-    .parquet), flushed to disk, then renamed: a reader, or a kill mid-write, never sees a truncated
-    Parquet file, which would break every read of the view.
-    """
-    import pyarrow.parquet as pq
-
-    partial = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(partial, "wb") as file:
-            pq.write_table(table, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(partial, path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+    # under a temporary name the source's listing skips, then renamed: a reader, or a kill mid-write, never
+    # sees a truncated Parquet file, which would break every read of the view
+    write_parquet_durably(table, folder / f"push-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet")
 
 
 __all__ = ["push"]

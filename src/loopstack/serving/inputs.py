@@ -289,15 +289,29 @@ def _strings(values: Any, where: str, row: Callable[[int], str], squeeze: bool =
                              or f"{where} must be a flat list of strings, got shape {list(array.shape)}")
     for i, value in enumerate(array):
         if isinstance(value, str):
-            if not value.isascii():
-                try:
-                    value.encode("utf-8")
-                except UnicodeEncodeError:
-                    raise SignatureError(f"{row(i)} is not valid Unicode text (a lone surrogate), "
-                                         f"got {_short(value)}") from None
+            if not is_text(value):
+                raise SignatureError(f"{row(i)} is not valid Unicode text (a lone surrogate), got {_short(value)}")
         elif value is not None:
             raise SignatureError(f"{row(i)} must be a string (or null), got {_short(value)}")
     return array
+
+
+def is_text(value: str) -> bool:
+    """Whether `value` is text UTF-8 can carry: not a lone surrogate (JSON ``"\\ud800"``, which the json
+    module accepts and pandas, Arrow and hashing later fail on). Free for ASCII.
+
+    Examples
+    --------
+    >>> is_text("café"), is_text(chr(0xD800))
+    (True, False)
+    """
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _nested(values: Any, row: Callable[[int], str]) -> str | None:

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from loopstack.core.errors import ValidationError
-from loopstack.core.paths import fsync_folder
+from loopstack.core.paths import write_parquet_durably
 from loopstack.serving.inputs import columns_of, concat
 
 if TYPE_CHECKING:
@@ -149,17 +149,10 @@ class PredictionLog:
             self._feedback.extendleft(reversed(kept))
 
     def _write(self, table: pa.Table, folder: Path) -> None:
-        import pyarrow.parquet as pq
 
         folder.mkdir(parents=True, exist_ok=True)
         name = f"{time.time_ns()}-{os.getpid()}-{next(_seq):06d}.parquet"
-        tmp = folder / f".{name}.tmp"
-        with open(tmp, "wb") as handle:  # on disk before its name is: a power cut leaves no empty segment
-            pq.write_table(table, handle, use_dictionary=_dictionary_columns(table.schema))
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.replace(folder / name)
-        fsync_folder(folder)
+        write_parquet_durably(table, folder / name, use_dictionary=_dictionary_columns(table.schema))
 
     def close(self) -> None:
         """Stop the thread and write what is left."""

@@ -48,6 +48,7 @@ from loopstack.serving.app import awaited, error_reply, json_object, pick_reques
 from loopstack.serving.batcher import Batcher
 from loopstack.serving.config import ModelSpec
 from loopstack.serving.fastpath import Call, Endpoint, Reply
+from loopstack.serving.inputs import is_text
 from loopstack.serving.models import load
 
 if TYPE_CHECKING:
@@ -331,12 +332,9 @@ def _unit(payload: dict[str, Any], header: str | None) -> Any:
         if value is None or value == "":
             continue
         if isinstance(value, str):
-            if not value.isascii():
-                try:
-                    value.encode("utf-8")
-                except UnicodeEncodeError:
-                    raise ValidationError(f"{key} {value!r:.60} is not valid Unicode text (a lone surrogate); "
-                                          "send a string or an integer") from None
+            if not is_text(value):
+                raise ValidationError(f"{key} {value!r:.60} is not valid Unicode text (a lone surrogate); "
+                                      "send a string or an integer")
             return value
         if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
             return value
