@@ -119,3 +119,16 @@ def test_on_postgresql_events_commit_in_id_order(postgres_url: str, tmp_path) ->
     finally:
         loop.close()
         project.close()
+
+
+def test_non_finite_floats_in_a_payload_are_stored_as_null_on_every_backend(project: Project) -> None:
+    import numpy as np
+
+    nan, inf = float("nan"), float("inf")
+    flat = project.events.emit("drift.column", "x", {"score": nan, "p": inf, "q": -inf, "ok": 0.5})
+    nested = project.events.emit(
+        "drift.checked", "y", {"columns": {"a": {"score": np.float64("nan")}}, "scores": [1.0, nan, np.inf]}
+    )
+    stored = {e.id: e.payload for e in project.events.list(kind="drift.")}
+    assert stored[flat] == {"score": None, "p": None, "q": None, "ok": 0.5}
+    assert stored[nested] == {"columns": {"a": {"score": None}}, "scores": [1.0, None, None]}

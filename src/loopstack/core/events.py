@@ -8,6 +8,7 @@ events` prints it, and lineage queries walk the ``cause`` chain.
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -73,6 +74,9 @@ class EventLog:
         Pass `connection` to record the event in the same transaction as the
         change it describes, so that one is never stored without the other.
         A `cause` that is no event id raises NotFoundError and stores nothing.
+        The payload is stored as its JSON round trip: numpy values become plain
+        ones, keys become strings, tuples lists, and a NaN or infinite float
+        becomes None (JSON null) on every backend.
         """
         row = {
             "time": time.time(),
@@ -171,15 +175,24 @@ def _commit_in_id_order(connection: Connection) -> None:
 def _jsonable(payload: dict[str, Any]) -> dict[str, Any]:
     """Round-trip through JSON so numpy scalars and paths become plain values.
 
-    A flat payload of plain values (the run events) is already what the round
-    trip would return, so it is copied instead.
+    A float that is NaN or infinite (a drift score over an empty bin, say) becomes None (JSON null), at any
+    depth of dicts and lists: standard JSON has no such values and PostgreSQL's json type refuses them,
+    so every backend stores null. A flat payload of plain finite values (the run events) is already what
+    the round trip would return, so it is copied instead.
     """
-    if all(type(key) is str and type(value) in _PLAIN for key, value in payload.items()):
+    if all(type(key) is str and type(value) in _PLAIN and (type(value) is not float or math.isfinite(value))
+           for key, value in payload.items()):
         return dict(payload)
-    return json.loads(json.dumps(payload, default=_default))
+    # json writes NaN, Infinity and -Infinity for non-finite floats (numpy's included, via tolist);
+    # parse_constant turns each back into None
+    return json.loads(json.dumps(payload, default=_default), parse_constant=_null)
 
 
 _PLAIN = (str, int, float, bool, type(None))  # exact types: a numpy float64 subclasses float
+
+
+def _null(_constant: str) -> None:
+    return None
 
 
 def _default(value: Any) -> Any:
