@@ -84,6 +84,13 @@ class MetadataDB:
     sqlite_script
         The DDL that creates `metadata` on SQLite (``loopstack.schema_sqlite``):
         a fresh SQLite database is made with it instead of create_all.
+    source
+        Where `url` came from, for error messages (``loopstack.yaml`` or the
+        environment variable ``LOOPSTACK_METADATA``).
+
+    A PostgreSQL server that cannot be reached, in any read or write, raises
+    BackendUnavailableError naming the URL (without its password), the
+    server's reason and `source`.
     """
 
     def __init__(
@@ -92,8 +99,10 @@ class MetadataDB:
         metadata: MetaData | Callable[[], MetaData],
         head: str,
         sqlite_script: Sequence[str] = (),
+        source: str = "loopstack.yaml",
     ) -> None:
         self.url = url
+        self.source = source
         self._metadata = metadata
         self.head = head
         self.sqlite_script = tuple(sqlite_script)
@@ -125,7 +134,7 @@ class MetadataDB:
         statement, so a search's hits and their values, or a version number and its row, could come
         from different commits; REPEATABLE READ READ ONLY holds one snapshot for the transaction.
         """
-        with self.engine.connect() as connection:
+        with self._unavailable_as_error(), self.engine.connect() as connection:
             if self.dialect == "postgresql":
                 connection = connection.execution_options(**_PG_SNAPSHOT)
             with connection.begin():
@@ -134,10 +143,32 @@ class MetadataDB:
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """A connection in a write transaction, committed on success."""
-        with self.engine.connect() as connection:
+        with self._unavailable_as_error(), self.engine.connect() as connection:
             connection = connection.execution_options(loopstack_write=True)
             with connection.begin():
                 yield connection
+
+    @contextmanager
+    def _unavailable_as_error(self) -> Iterator[None]:
+        """A server that cannot be reached (refused, gone mid-transaction, no such database, login refused)
+        raises BackendUnavailableError naming the database, instead of the driver's error; a constraint or
+        data error, and anything from SQLite (locked, busy), is raised as it is."""
+        try:
+            yield
+        except Exception as exc:
+            if _is_connection_error(exc):
+                raise self.unavailable(exc) from exc
+            raise
+
+    def unavailable(self, exc: BaseException) -> BackendUnavailableError:
+        """The error for a server that cannot be reached: its URL (no password), the server's reason
+        (first line), and where the URL came from."""
+        cause = getattr(exc, "orig", None) or exc
+        reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        return BackendUnavailableError(
+            f"cannot reach the metadata database {_redact(self.url)}: {reason}; check that the server runs "
+            f"and that the URL (from {self.source}) is right"
+        )
 
     def direct_write(self) -> AbstractContextManager[Any]:
         """A write transaction for `DirectStatement`s: on a SQLite file a driver connection
@@ -190,13 +221,8 @@ class MetadataDB:
         try:
             with self.read() as connection:
                 return _read_revision(connection)
-        except Exception as exc:  # the driver's own error types differ per backend
-            if _is_connection_error(exc):
-                raise BackendUnavailableError(
-                    f"cannot reach the metadata database {_redact(self.url)}: {exc.__class__.__name__}; "
-                    "check that the server runs and the URL in loopstack.yaml is right"
-                ) from None
-            raise
+        except BackendUnavailableError as exc:
+            raise exc.with_traceback(None) from None  # the driver's traceback says nothing more
 
     def upsert(
         self,
@@ -371,10 +397,21 @@ def _upgrade(connection: Connection, revision: str | None) -> None:
     command.upgrade(config, "head")
 
 
-def _is_connection_error(exc: Exception) -> bool:
-    from sqlalchemy.exc import OperationalError
+# SQLSTATE classes and codes of a server that cannot be reached or will not let this client in:
+# connection exceptions (08), shutdowns (57P01-57P03), no such database (3D000), login refused (28)
+_UNREACHABLE_STATES = ("08", "57P01", "57P02", "57P03", "3D000", "28")
 
-    return isinstance(exc, OperationalError) and "sqlite" not in type(exc.orig).__module__
+
+def _is_connection_error(exc: BaseException) -> bool:
+    """Whether `exc` is a server (not SQLite) that cannot be reached, rather than a statement's error."""
+    if "sqlalchemy" not in type(exc).__module__:
+        return False
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    if not isinstance(exc, (OperationalError, InterfaceError)) or "sqlite" in type(exc.orig).__module__:
+        return False
+    state = getattr(exc.orig, "sqlstate", None)  # None: no answer from a server (refused, connection lost)
+    return exc.connection_invalidated or state is None or state.startswith(_UNREACHABLE_STATES)
 
 
 def _redact(url: str) -> str:

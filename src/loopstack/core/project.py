@@ -156,7 +156,9 @@ class Project:
         from loopstack.schema_sqlite import HEAD, SCRIPT
 
         url = normalize_url(self._setting("metadata"), self.root)
-        return MetadataDB(url, _all_tables, HEAD, sqlite_script=SCRIPT)
+        source = "the environment variable LOOPSTACK_METADATA" if os.environ.get("LOOPSTACK_METADATA") \
+            else "`metadata:` in loopstack.yaml"
+        return MetadataDB(url, _all_tables, HEAD, sqlite_script=SCRIPT, source=source)
 
     @cached_property
     def artifacts(self) -> ArtifactStore:
