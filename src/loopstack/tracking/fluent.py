@@ -310,10 +310,34 @@ def _install_hooks() -> None:
 
 
 def _end_all(status: str) -> None:
+    """End the open runs and write what is buffered (at exit, or on an uncaught exception). A metadata database
+    that cannot be reached is one logged line per project saying what was lost (no caller to raise to, and no
+    traceback)."""
+    from loopstack.core.errors import BackendUnavailableError
+
+    stores: dict[int, Any] = {}  # the tracking stores to close, by identity
     while _stacks:
-        _end(_stacks[0][1][0], status, _outer=False)  # ends the runs nested in it too; at exit no caller to raise to
+        run = _stacks[0][1][0]
+        try:
+            _end(run, status, _outer=False)  # ends the runs nested in it too; at exit no caller to raise to
+        except BackendUnavailableError:
+            stores[id(run.store)] = run.store  # its rows and end are kept: closing the store tries once more
     from loopstack.core.project import _open_projects
 
     for project in list(_open_projects.values()):
         if "tracking" in project.__dict__:
-            project.tracking.close()
+            stores[id(project.tracking)] = project.tracking
+    for store in stores.values():
+        try:
+            store.close()
+        except BackendUnavailableError as exc:
+            rows, ends = store.writer.unwritten()
+            if rows or ends:  # else only a heartbeat failed
+                _logger().error("loopstack lost %d tracking rows and %d run ends of the project at %s: %s",
+                                rows, ends, store.project.root, exc)
+
+
+def _logger() -> Any:
+    import logging
+
+    return logging.getLogger("loopstack.tracking")

@@ -14,7 +14,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from loopstack.core.direct import Compiled
-from loopstack.core.errors import ConflictError, NotFoundError, ValidationError
+from loopstack.core.errors import BackendUnavailableError, ConflictError, NotFoundError, ValidationError
 from loopstack.tracking.entities import (
     FINISHED,
     KILLED,
@@ -247,15 +247,29 @@ class TrackingStore:
         return self.get_run_info(run_id)
 
     def end_run(self, run_id: str, status: str = FINISHED, end_time: float | None = None) -> None:
-        validate_status(status)
+        """Write the buffered rows and mark the run ended, in one transaction.
 
-        def mark_ended(connection: Connection) -> None:  # in the flush's transaction
-            values = {"run": run_id, "new_status": status, "new_end_time": end_time or time.time()}
+        A metadata database that cannot be reached raises BackendUnavailableError; the rows and the run's end
+        are kept, and the writer retries them in the background and once more when the process exits. Should
+        the database stay away until then, they are lost (logged), and the run is marked KILLED when a process
+        next opens the project.
+        """
+        validate_status(status)
+        values = {"run": run_id, "new_status": status, "new_end_time": end_time or time.time()}
+
+        def mark_ended(connection: Connection) -> None:  # in the flush's transaction (or a retry's)
             self._end_statement.execute(connection, values)
             self.project.events.emit(f"run.{status.lower()}", run_id, {}, connection=connection)
 
-        self.writer.flush(then=mark_ended, check=False)  # conflicts are raised by the fluent API's end of run
-        self._live_runs.discard(run_id)
+        try:
+            self.writer.flush(then=mark_ended, check=False)  # conflicts are raised by the fluent API's end of run
+        except BackendUnavailableError as exc:
+            raise BackendUnavailableError(
+                f"run {run_id} could not be marked {status}: {exc}. Its unwritten rows and its end are kept and "
+                "retried in the background; they are lost if the process exits before the database is back"
+            ) from None
+        finally:
+            self._live_runs.discard(run_id)
 
     def get_run_info(self, run_id: str) -> RunInfo:
         from sqlalchemy import select

@@ -105,6 +105,8 @@ class BufferedWriter:
         self._wake = threading.Event()
         self._closed = threading.Event()
         self._retry: Batch | None = None
+        # each `then` of a flush that failed on an unreachable database (a run's end): run with the next write
+        self._retry_then: list[Callable[[Connection], None]] = []
         self._thread: threading.Thread | None = None
         self.last_error: BaseException | None = None
         _writers.add(self)
@@ -140,6 +142,7 @@ class BufferedWriter:
         """
         with self._flush_lock:
             batch = self._drain()
+            then = self._take_then(then)
             if any(batch) or self.before_write or then is not None:
                 self._write(batch, then)
         if check:
@@ -160,6 +163,19 @@ class BufferedWriter:
             if any(batch):
                 self._write(batch)
 
+    def _take_then(self, then: Callable[[Connection], None] | None) -> Callable[[Connection], None] | None:
+        """`then` after the `then`s of earlier flushes that are still to be written, as one function."""
+        thens = [*self._retry_then, *([then] if then is not None else [])]
+        self._retry_then = []
+        if len(thens) < 2:
+            return thens[0] if thens else None
+
+        def each(connection: Connection) -> None:
+            for function in thens:
+                function(connection)
+
+        return each
+
     def close(self) -> None:
         self._closed.set()
         self._wake.set()
@@ -168,6 +184,11 @@ class BufferedWriter:
             self._thread = None
         self.flush(check=False)  # each conflict was logged when found
 
+    def unwritten(self) -> tuple[int, int]:
+        """The rows (kept from a failed write, and buffered since) and the run ends not written yet."""
+        retry = sum(len(rows) for rows in self._retry) if self._retry is not None else 0
+        return retry + self.pending(), len(self._retry_then)
+
     def _forget_parent(self) -> None:
         """In a forked child: the buffered rows are the parent's to write (writing them here too would
         store every point twice), and its thread and a lock that thread may have held did not come along."""
@@ -175,6 +196,7 @@ class BufferedWriter:
             rows.clear()
         self.conflicts = []
         self._retry = None
+        self._retry_then = []
         self._flush_lock = threading.Lock()
         self._wake, self._closed = threading.Event(), threading.Event()
         self._thread = None
@@ -206,14 +228,19 @@ class BufferedWriter:
         then: Callable[[Connection], None] | None = None,
     ) -> None:
         try:
-            self._write_once(batch, then, hooks=self.before_write)
+            try:
+                self._write_once(batch, then, hooks=self.before_write)
+            except BaseException as error:
+                if _is_transient(error):
+                    self._retry = batch
+                    raise
+                self._write_around_bad_rows(batch)
+                if then is not None:
+                    self._write_once(([], [], [], []), then)
         except BaseException as error:
-            if _is_transient(error):
-                self._retry = batch
-                raise
-            self._write_around_bad_rows(batch)
-            if then is not None:
-                self._write_once(([], [], [], []), then)
+            if then is not None and _is_transient(error):
+                self._retry_then.append(then)  # written with the next attempt, as the rows are
+            raise
 
     def _write_once(
         self, batch: Batch, then: Callable[[Connection], None] | None = None, hooks: list[Any] | None = None
