@@ -2,9 +2,9 @@
 
 Unknown keys and bad values are rejected with the key path, the offending
 value and the fix, because a typo in a config file that silently falls back
-to a default is the hardest kind of bug to find. Two environment variables
+to a default is the hardest kind of bug to find. Three environment variables
 override the stores so the same project runs on services without an edit:
-``LOOPSTACK_METADATA`` and ``LOOPSTACK_ARTIFACTS``.
+``LOOPSTACK_METADATA``, ``LOOPSTACK_ARTIFACTS`` and ``LOOPSTACK_ONLINE_STORE``.
 """
 
 from __future__ import annotations
