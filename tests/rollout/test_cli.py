@@ -32,7 +32,7 @@ def test_deploy_commands_and_status(sqlite_project: Project, tmp_path: Path) -> 
     assert "step 1/2" in run("canary", "api", refs[1], "--steps", "10,50,100", "--min-requests", "100")
     log = TrafficLog(tmp_path)
     rng = np.random.default_rng(0)
-    for i in range(2000):
+    for i in range(3000):  # 300 canary requests: min_samples (200) latencies per arm
         variant = refs[1] if i % 10 == 0 else refs[0]
         log.record(request_id=f"r{i}", endpoint="api", variant=variant, ref=variant, deployment_version=3,
                    unit_id=None, shadow=False, ok=bool(rng.random() > 0.01), status=200,
@@ -43,7 +43,7 @@ def test_deploy_commands_and_status(sqlite_project: Project, tmp_path: Path) -> 
     assert "error_rate" in status and "advance" in status and refs[1] in status
     data = json.loads(run("status", "api", "--log-dir", str(tmp_path), "--json"))
     assert data["deployment"]["weights"][refs[1]] == 0.5
-    assert {t["variant"]: t["requests"] for t in data["traffic"]} == {refs[0]: 1800, refs[1]: 200}
+    assert {t["variant"]: t["requests"] for t in data["traffic"]} == {refs[0]: 2700, refs[1]: 300}
     assert "rolled back" not in run("rollback", "api", "--reason", "by hand")
     after = run("status", "api", "--log-dir", str(tmp_path))  # the old canary's verdicts are no longer shown
     assert "last canary decision: advance: step 1/2 passed (event" in after and "interval" not in after

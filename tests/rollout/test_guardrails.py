@@ -42,7 +42,8 @@ def _simulate(
     return decisions[-1], decisions
 
 
-POLICY = CanaryPolicy(steps=(0.05, 0.25, 0.5), min_requests_per_step=1500, planned_n=20_000)
+POLICY = CanaryPolicy(steps=(0.05, 0.25, 0.5), min_requests_per_step=1500, planned_n=20_000,
+                      guardrails=("error_rate", "latency_tail"))  # what _simulate feeds
 
 
 def test_doubled_error_rate_is_rolled_back_with_evidence():
@@ -150,7 +151,7 @@ def test_sample_ratio_mismatch_holds_the_rollout():
 
 
 def test_hold_until_the_step_has_enough_requests_then_advance():
-    analysis = CanaryAnalysis(CanaryPolicy(steps=(0.1, 0.5), min_requests_per_step=1000))
+    analysis = CanaryAnalysis(CanaryPolicy(steps=(0.1, 0.5), min_requests_per_step=1000, guardrails=("error_rate",)))
     assert analysis.evaluate(VariantStats(4500, 45), VariantStats(500, 5)).action == "hold"
     advanced = analysis.evaluate(VariantStats(9000, 90), VariantStats(1000, 10))
     assert (advanced.action, advanced.weight, analysis.step) == ("advance", 0.5, 1)
@@ -166,7 +167,7 @@ def _labelled(requests: int, labels: int) -> VariantStats:
 
 def test_a_step_waits_for_its_own_labels_before_it_passes():
     analysis = CanaryAnalysis(CanaryPolicy(steps=(0.2, 0.5), min_requests_per_step=100, min_labels_per_step=50,
-                                           min_samples=10))
+                                           min_samples=10, guardrails=("error_rate", "primary")))
     held = analysis.evaluate(_labelled(400, 0), _labelled(100, 0))  # enough requests, no label yet
     assert held.action == "hold" and "0 of 50 labelled" in held.reason
     assert analysis.evaluate(_labelled(600, 200), _labelled(150, 50)).action == "advance"
@@ -190,7 +191,7 @@ def test_late_labels_of_the_step_before_do_not_pass_a_step():
         return VariantStats(requests, 0, primary=primary, labelled=np.asarray(labelled, dtype=np.int64))
 
     analysis = CanaryAnalysis(CanaryPolicy(steps=(0.2, 0.5), min_requests_per_step=100, min_labels_per_step=50,
-                                           min_samples=10))
+                                           min_samples=10, guardrails=("error_rate", "primary")))
     step_one = list(range(50))  # 50 of step 1's 100 requests labelled
     assert analysis.evaluate(_labelled(400, 200), canary(100, step_one)).action == "advance"
     late = step_one + list(range(50, 100))  # the rest of step 1's labels arrive during step 2
@@ -201,14 +202,15 @@ def test_late_labels_of_the_step_before_do_not_pass_a_step():
 
 
 def test_a_state_saved_before_labels_were_counted_still_loads():
-    policy = CanaryPolicy(steps=(0.2, 0.5), min_requests_per_step=100, min_labels_per_step=10, min_samples=10)
+    policy = CanaryPolicy(steps=(0.2, 0.5), min_requests_per_step=100, min_labels_per_step=10, min_samples=10,
+                          guardrails=("error_rate", "primary"))
     old = {"step": 1, "finished": None, "step_start": [400, 100], "tests": {}}
     analysis = CanaryAnalysis.from_state(old, policy)
     assert analysis.evaluate(_labelled(500, 100), _labelled(200, 10)).action == "promote"
 
 
 def test_ended_canary_refuses_more_evaluations():
-    analysis = CanaryAnalysis(CanaryPolicy(steps=(0.5,), min_requests_per_step=10))
+    analysis = CanaryAnalysis(CanaryPolicy(steps=(0.5,), min_requests_per_step=10, guardrails=("error_rate",)))
     assert analysis.evaluate(VariantStats(1000, 10), VariantStats(1000, 10)).action == "promote"
     with pytest.raises(ConflictError, match="already ended with 'promote'"):
         analysis.evaluate(VariantStats(1000, 10), VariantStats(1000, 10))
@@ -228,3 +230,40 @@ def test_bad_policies_are_rejected(kwargs, match):
 def test_bad_counts_are_rejected():
     with pytest.raises(ValidationError, match="errors <= requests"):
         VariantStats(10, 11)
+
+
+def test_a_guardrail_without_enough_samples_blocks_the_promotion():
+    # docs' settings: one step, 100 requests per step, min_samples 200; 113 canary requests, every one an
+    # error, promoted with "all steps passed" while the error rate was still "insufficient"
+    analysis = CanaryAnalysis(CanaryPolicy(steps=(0.5,), min_requests_per_step=100, guardrails=("error_rate",)))
+    held = analysis.evaluate(VariantStats(120, 0), VariantStats(113, 113))
+    assert held.action == "hold"
+    assert "error_rate has 113 of 200 requests in the canary arm" in held.reason
+    assert {e["metric"]: e for e in held.evidence}["error_rate"]["verdict"] == "insufficient"
+    assert analysis.evaluate(VariantStats(230, 0), VariantStats(220, 220)).action == "rollback"
+
+
+def test_a_guardrail_without_data_blocks_advancing():
+    analysis = CanaryAnalysis(CanaryPolicy(steps=(0.1, 0.5), min_requests_per_step=500,
+                                           guardrails=("error_rate", "latency_tail")))
+    few = analysis.evaluate(VariantStats(9000, 90, [10.0] * 5000), VariantStats(1000, 10, [10.0] * 150))
+    assert few.action == "hold" and "latency_tail has 150 of 200 latencies in the canary arm" in few.reason
+    none = analysis.evaluate(VariantStats(9000, 90), VariantStats(1000, 10))  # no latency at all: never tested
+    assert none.action == "hold" and "latency_tail has 0 of 200 latencies" in none.reason
+    advanced = analysis.evaluate(VariantStats(9000, 90, [10.0] * 5000), VariantStats(1000, 10, [10.0] * 900))
+    assert advanced.action == "advance"
+
+
+def test_the_primary_metric_blocks_only_the_promotion_until_its_labels_arrive():
+    # with a primary metric and no labels at all the canary was promoted: its test never ran
+    analysis = CanaryAnalysis(CanaryPolicy(steps=(0.2, 0.5), min_requests_per_step=100,
+                                           guardrails=("error_rate", "primary")))
+    assert analysis.evaluate(VariantStats(800, 0), VariantStats(200, 0)).action == "advance"  # labels may be late
+    held = analysis.evaluate(VariantStats(1100, 0), VariantStats(500, 0))
+    assert held.action == "hold"
+    assert "primary has 0 of 200 labels in the canary arm (waiting for labels)" in held.reason
+    held = analysis.evaluate(_labelled(1150, 1000), _labelled(550, 150))
+    assert held.action == "hold" and "primary has 150 of 200 labels" in held.reason
+    promoted = analysis.evaluate(_labelled(1200, 1000), _labelled(600, 300))
+    assert promoted.action == "promote"
+    assert promoted.reason == "all steps passed: error_rate and primary not worse on 600 canary requests (300 labels)"

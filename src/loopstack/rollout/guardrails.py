@@ -30,7 +30,10 @@ a guardrail is "insufficient": it can neither fail nor count as a look.
   per arm are not mistaken for certainty either.
 
 A step advances once the canary served ``min_requests_per_step`` requests in
-it without a failed guardrail; after the last step the canary is promoted.
+it without a failed guardrail and the error-rate and tail-latency tests have
+each run (both arms past ``min_samples``); after the last step the canary is
+promoted once the primary metric's test has run too, on ``min_samples`` labels
+per arm. A guardrail still "insufficient" holds the step, never passes it.
 A sample ratio mismatch in the current step (the canary's share of requests
 far from its weight) holds the rollout, since the comparison is then
 untrustworthy.
@@ -119,7 +122,9 @@ class CanaryPolicy:
     min_samples : int
         Samples in each arm before a guardrail may fail or count as a look: requests for the error
         rate, latency samples for the tail, labels for the primary metric (the normal approximation
-        needs some data).
+        needs some data). Until then the guardrail is "insufficient" and holds the canary: the error
+        rate and tail latency hold every step, the primary metric the promotion. A first step with
+        ``min_requests_per_step`` below it waits for ``min_samples`` canary requests.
     guardrails : sequence of str
         The guardrails this canary checks, from ``"error_rate"`` (required), ``"latency_tail"`` and
         ``"primary"``; ``alpha`` is split evenly over them from the start, whether or not their data
@@ -210,7 +215,7 @@ class CanaryAnalysis:
 
     Examples
     --------
-    >>> canary = CanaryAnalysis(CanaryPolicy(steps=(0.1, 0.5), min_requests_per_step=500))
+    >>> canary = CanaryAnalysis(CanaryPolicy(steps=(0.1, 0.5), min_requests_per_step=500, guardrails=("error_rate",)))
     >>> canary.weight
     0.1
     >>> d = canary.evaluate(VariantStats(9000, 90), VariantStats(1000, 10))
@@ -247,7 +252,8 @@ class CanaryAnalysis:
 
         Examples
         --------
-        >>> canary = CanaryAnalysis(CanaryPolicy(steps=(0.1, 0.5), min_requests_per_step=500))
+        >>> policy = CanaryPolicy(steps=(0.1, 0.5), min_requests_per_step=500, guardrails=("error_rate",))
+        >>> canary = CanaryAnalysis(policy)
         >>> _ = canary.evaluate(VariantStats(9000, 90), VariantStats(1000, 10))
         >>> CanaryAnalysis.from_state(canary.state, canary.policy).weight
         0.5
@@ -287,11 +293,45 @@ class CanaryAnalysis:
             reason = (f"step {self._step_name(self.step)}: {labelled} of {self.policy.min_labels_per_step} labelled "
                       "canary requests (waiting for feedback)")
             return self._decide("hold", reason, evidence, canary)
-        if self.step == len(self.policy.steps) - 1:
-            return self._finish("promote", "all steps passed", evidence, canary)
+        last = self.step == len(self.policy.steps) - 1
+        untested = self._untested(evidence, stable, canary, promoting=last)
+        if untested:
+            reason = f"step {self._step_name(self.step)}: not yet tested: {'; '.join(untested)}"
+            return self._decide("hold", reason, evidence, canary)
+        if last:
+            return self._finish("promote", self._promoted(canary), evidence, canary)
         self.step += 1
         self._step_start = (stable.requests, canary.requests, _labels(canary))
         return self._decide("advance", f"step {self._step_name(self.step - 1)} passed", evidence, canary)
+
+    def _untested(self, evidence: list[dict[str, Any]], stable: VariantStats, canary: VariantStats,
+                  promoting: bool) -> list[str]:
+        """The guardrails whose test has not yet run on ``min_samples`` per arm, in words; they block the step.
+
+        The error rate and the tail latency block every step; the primary metric, whose labels may come a day
+        late, blocks the promotion only (``min_labels_per_step`` makes each step wait for labels too).
+        """
+        tested = {e["metric"] for e in evidence if e.get("verdict") not in (None, "insufficient")}
+        counts = {"error_rate": (stable.requests, canary.requests),
+                  "latency_tail": (len(stable.latencies_ms), len(canary.latencies_ms)),
+                  "primary": (_labels(stable), _labels(canary))}
+        needed = _min_samples(self.policy)
+        untested = []
+        for metric in self.policy.guardrails:
+            if metric in tested or (metric == "primary" and not promoting):
+                continue
+            n_stable, n_canary = counts[metric]
+            arm, have = ("canary", n_canary) if n_canary <= n_stable else ("stable", n_stable)
+            words = f"{metric} has {have} of {needed} {_UNITS[metric]} in the {arm} arm"
+            untested.append(words + (" (waiting for labels)" if metric == "primary" else ""))
+        return untested
+
+    def _promoted(self, canary: VariantStats) -> str:
+        """The promotion's reason: what was tested, on how much."""
+        names = list(self.policy.guardrails)
+        listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+        labels = f" ({_labels(canary)} labels)" if "primary" in names else ""
+        return f"all steps passed: {listed} not worse on {canary.requests} canary requests{labels}"
 
     def _labelled_in_step(self, canary: VariantStats) -> int:
         """Labels of the requests this step served, or, where the stats do not say which requests have one,
@@ -344,7 +384,8 @@ class CanaryAnalysis:
 
     def _check(self, check: _Check) -> dict[str, Any]:
         test = self._tests[check.metric]
-        if min(check.stable.n, check.canary.n) < max(self.policy.min_samples, 2):
+        samples = check.info.get("samples_stable", check.stable.n), check.info.get("samples_canary", check.canary.n)
+        if min(samples) < _min_samples(self.policy):  # real samples: a rate's adjusted n counts two more
             # Shown, not kept: a look on a handful of samples stayed in the running interval and decided later looks.
             r = sequential_test(check.stable, check.canary, alpha=test.alpha, planned_n=test.planned_n)
             verdict = "insufficient"
@@ -374,6 +415,14 @@ def _verdict(diff_ci: tuple[float, float], check: _Check) -> str:
     bad = (high < -check.margin) if check.higher_is_better else (low > check.margin)
     good = (low > 0) if check.higher_is_better else (high < 0)
     return "worse" if bad else "better" if good else "ok"
+
+
+_UNITS = {"error_rate": "requests", "latency_tail": "latencies", "primary": "labels"}
+
+
+def _min_samples(policy: CanaryPolicy) -> int:
+    """Samples each arm needs before a guardrail's test runs (2 at least, for a variance)."""
+    return max(policy.min_samples, 2)
 
 
 def _labels(stats: VariantStats) -> int:
