@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import textwrap
 from pathlib import Path
 
@@ -317,3 +319,96 @@ def test_a_forwarded_sigterm_leaves_rank_0_to_finish_its_checkpoint(tmp_path: Pa
     threading.Thread(target=preempt_the_launcher, daemon=True).start()
     assert run_processes(str(script), (str(tmp_path),), 2, grace_seconds=0.5) == 143
     assert (tmp_path / "written").exists()  # was: rank 1's 143 counted as a failure, rank 0 killed after 0.5 s
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs: a zombie (dead, not yet reaped by whoever adopted it) counts as gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _wait_gone(pids: list[int], seconds: float) -> list[int]:
+    import time
+
+    limit = time.monotonic() + seconds
+    while any(_alive(p) for p in pids) and time.monotonic() < limit:
+        time.sleep(0.05)
+    return [p for p in pids if _alive(p)]
+
+
+SPAWNER = """
+import os, subprocess, sys, time
+from pathlib import Path
+folder, rank = Path(sys.argv[1]), os.environ["RANK"]
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])  # a helper / loader worker
+(folder / f"pids{rank}").write_text(f"{os.getpid()} {child.pid}")
+time.sleep(120)
+"""
+
+
+def _started(folder: Path, nproc: int = 2) -> list[int]:
+    import time
+
+    files = [folder / f"pids{r}" for r in range(nproc)]
+    for _ in range(600):
+        if all(f.exists() and f.read_text() for f in files):
+            return [int(p) for f in files for p in f.read_text().split()]
+        time.sleep(0.05)
+    raise AssertionError("the ranks did not start")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
+def test_ranks_die_with_a_killed_launcher(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+
+    script = tmp_path / "spawner.py"
+    script.write_text(textwrap.dedent(SPAWNER))
+    launcher = subprocess.Popen([sys.executable, "-c", "from loopstack.training.cli import train; train()",
+                                 "--nproc", "2", str(script), str(tmp_path)])
+    try:
+        pids = _started(tmp_path)
+    finally:
+        launcher.send_signal(signal.SIGKILL)  # an OOM kill: nothing of the launcher runs after it
+        launcher.wait()
+    ranks, children = pids[0::2], pids[1::2]
+    try:
+        # was: both ranks re-parented to PID 1, still running (and writing checkpoints)
+        assert _wait_gone(ranks, 5.0) == []
+    finally:
+        for pid in ranks + children:  # this test's own processes, by pid
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("how", ["timeout", "sigterm", "sigint"])
+def test_the_processes_a_rank_started_are_stopped_with_it(tmp_path: Path, how: str) -> None:
+    import signal
+    import threading
+
+    from loopstack.training.cli import TIMEOUT_STATUS, run_processes
+
+    script = tmp_path / "spawner.py"
+    script.write_text(textwrap.dedent(SPAWNER))
+    sent = {"sigterm": signal.SIGTERM, "sigint": signal.SIGINT}.get(how)
+
+    def stop_the_launcher() -> None:
+        _started(tmp_path)
+        os.kill(os.getpid(), sent)  # a preemption, or Ctrl-C (the ranks' own group no longer gets the terminal's)
+
+    if sent is not None:
+        threading.Thread(target=stop_the_launcher, daemon=True).start()
+    status = run_processes(str(script), (str(tmp_path),), 2, grace_seconds=5.0,
+                           timeout_seconds=3.0 if how == "timeout" else 60.0)
+    pids = _started(tmp_path)
+    try:
+        assert status == {"timeout": TIMEOUT_STATUS, "sigterm": -signal.SIGTERM, "sigint": -signal.SIGINT}[how]
+        assert _wait_gone(pids, 5.0) == []  # was: the rank's child ran on, re-parented to PID 1
+    finally:
+        for pid in pids:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)

@@ -2,9 +2,12 @@
 
 Each process gets the variables torchrun sets (RANK, LOCAL_RANK, WORLD_SIZE,
 LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT) and OMP_NUM_THREADS=1 unless
-set; the script calls ``loopstack.training.init_distributed()``. SIGTERM and
-SIGINT are forwarded to every process, so a preempted machine checkpoints on
-all ranks; when one process fails the others are stopped. The exit status is
+set; the script calls ``loopstack.training.init_distributed()``. Each rank runs
+in a process group of its own: SIGTERM and SIGINT (Ctrl-C) sent to the launcher
+are forwarded to every group, so a preempted machine checkpoints on all ranks
+and the processes a rank started are signalled with it; when one process fails
+the others are stopped. On Linux a rank is killed when the launcher dies, even
+by SIGKILL, instead of running on as an orphan. The exit status is
 the first non-zero one (143 after a preemption checkpoint), else 0. With
 ``--timeout S`` a job still running after S seconds (a deadlocked rank fails
 nothing) is stopped the same way and exits with 124.
@@ -24,6 +27,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from types import FrameType
 
 import click
@@ -40,6 +44,43 @@ def _environment(rank: int, nproc: int, port: int) -> dict[str, str]:
     )
     env.setdefault("OMP_NUM_THREADS", "1")
     return env
+
+
+#: ``prctl`` option: the signal the kernel sends a process when its parent dies (linux/prctl.h).
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_launcher() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child get SIGKILL when the launcher dies (Linux); None elsewhere.
+
+    Without it a SIGKILLed launcher (an OOM kill, a scheduler) leaves every rank running, re-parented
+    to PID 1 and still writing checkpoints. The launcher's pid is taken here, before the fork: a
+    launcher that died before ``prctl`` ran would send no signal, so the child checks for that itself.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    launcher = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != launcher:  # the launcher is already gone
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return preexec
+
+
+def _signal_group(proc: subprocess.Popen[bytes], signum: int) -> None:
+    """Send `signum` to the rank's process group: the rank and every process it started."""
+    try:
+        os.killpg(proc.pid, signum)
+    except (ProcessLookupError, PermissionError):  # the rank and all it started are gone
+        pass
 
 
 #: Seconds the other ranks get to exit after SIGTERM once one rank failed, before SIGKILL (torchrun waits 30).
@@ -65,13 +106,17 @@ def run_processes(
     its write takes, instead of being killed `grace_seconds` later.
     """
     port = free_port()
-    procs = [subprocess.Popen([sys.executable, script, *args], env=_environment(r, nproc, port)) for r in range(nproc)]
+    # Each rank leads a process group of its own, so a signal reaches what it started (a helper, a
+    # data-loading worker) too; the terminal's Ctrl-C then reaches the launcher only, which forwards it.
+    procs = [subprocess.Popen([sys.executable, script, *args], env=_environment(r, nproc, port), process_group=0,
+                              preexec_fn=_die_with_launcher()) for r in range(nproc)]
     preempted = False  # a SIGTERM came from outside and was forwarded to every rank
 
     def forward(signum: int, frame: FrameType | None) -> None:
+        # Every group, also of a rank that already exited: what it started may still run (a rank's
+        # pid is not reused while its group has a member; an empty group is skipped).
         for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signum)
+            _signal_group(proc, signum)
 
     def relay(signum: int, frame: FrameType | None) -> None:
         nonlocal preempted
