@@ -104,3 +104,38 @@ def test_a_meter_asked_for_with_another_gpu_is_refused_not_returned_priced_as_th
         meter("job", pricing="spot")
     assert meter("job") is first and meter("job", gpu="L4") is first
     assert first.cost == pytest.approx(2 * 0.8)  # the refused requests left it as it was
+
+
+def test_an_explicit_rate_without_a_gpu_name_is_priced() -> None:
+    m = UsageMeter("b", price_per_gpu_hour=2.0)  # was: gpus forced to 0, so the hour cost 0
+    m.add_seconds(3600)
+    assert (m.gpus, m.gpu_seconds, m.cost) == (1, 3600.0, pytest.approx(2.0))
+    two = UsageMeter("b2", gpus=2, price_per_gpu_hour=2.0)
+    two.add_seconds(3600)
+    assert two.cost == pytest.approx(4.0)
+    unpriced = UsageMeter("cpu")
+    unpriced.add_seconds(10)
+    assert (unpriced.gpus, unpriced.cost) == (0, 0.0)
+
+
+@pytest.mark.parametrize("gpus", [math.nan, 1.5, 0, -1, True, "2"])
+def test_meter_refuses_a_card_count_that_is_not_a_whole_number_of_cards(gpus: object) -> None:
+    with pytest.raises(ConfigError, match=f"gpus={gpus!r}"):
+        UsageMeter("x", gpu="L4", gpus=gpus)  # type: ignore[arg-type]  # was: nan/1.5 accepted, 0 priced a job at 0
+    with pytest.raises(ConfigError, match=f"gpus={gpus!r}"):
+        UsageMeter("x", gpus=gpus, price_per_gpu_hour=1.0)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("count", [2.7, math.nan, math.inf, True, "3", -1])
+def test_add_predictions_refuses_what_is_not_a_whole_count(count: object) -> None:
+    m = UsageMeter("p", gpu="L4")
+    m.add_predictions(3)
+    with pytest.raises(ConfigError, match=f"count={count!r}"):
+        m.add_predictions(count)  # type: ignore[arg-type]  # was: 2.7 counted 2, nan a bare ValueError
+    assert m.predictions == 3
+
+
+def test_a_registered_gpu_less_meter_asked_with_a_gpu_conflicts() -> None:
+    meter("cpu-only-job")
+    with pytest.raises(ConflictError, match="gpus=1"):
+        meter("cpu-only-job", gpu="L4")

@@ -10,6 +10,7 @@ adds numbers under a lock, so it is cheap on a hot path.
 from __future__ import annotations
 
 import math
+import numbers
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from loopstack.core.errors import ConfigError, ConflictError
+from loopstack.economics.cost import _cards
 from loopstack.economics.prices import PriceTable, Pricing, default_prices
 
 _meters: dict[str, UsageMeter] = {}
@@ -33,9 +35,11 @@ class UsageMeter:
     gpu
         A GPU type of the price table, or None when no GPU is used.
     gpus
-        Cards held while the job runs; GPU-seconds are wall seconds times this.
+        Cards held while the job runs, a whole number >= 1; GPU-seconds are wall seconds times this.
+        Without a `gpu` and a `price_per_gpu_hour` nothing is priced and GPU-seconds stay 0.
     price_per_gpu_hour
-        An explicit rate; otherwise the price table's rate under `pricing`.
+        An explicit rate per card, also without a `gpu` name; otherwise the price table's rate
+        under `pricing`.
 
     Examples
     --------
@@ -58,14 +62,16 @@ class UsageMeter:
         price_per_gpu_hour: float | None = None,
         prices: PriceTable | None = None,
     ) -> None:
-        if gpus < 0:
-            raise ConfigError(f"gpus={gpus} must be non-negative")
         self.name = name
         self.gpu = gpu
-        self.gpus = gpus if gpu is not None else 0
+        # A named GPU or an explicit rate is priced per card: `gpus` cards (1 unless said otherwise). Without
+        # either nothing is priced. Was: a rate with no GPU name cost 0, and gpus=0, 1.5 or NaN were accepted.
+        priced = gpu is not None or price_per_gpu_hour is not None
+        cards = _cards(gpus) if priced or gpus != 0 else 0  # gpus=0 only where nothing is priced
+        self.gpus = cards if priced else 0
         if price_per_gpu_hour is None:
             price_per_gpu_hour = (prices or default_prices()).gpu(gpu).hourly(pricing) if gpu is not None else 0.0
-        if not 0 <= price_per_gpu_hour < math.inf:
+        if isinstance(price_per_gpu_hour, bool) or not 0 <= price_per_gpu_hour < math.inf:
             raise ConfigError(f"price_per_gpu_hour={price_per_gpu_hour!r} must be a non-negative finite number")
         self.price_per_gpu_hour = float(price_per_gpu_hour)
         self._lock = threading.Lock()
@@ -81,8 +87,10 @@ class UsageMeter:
 
     def add_predictions(self, count: int) -> None:
         """Count `count` predictions served."""
-        if count < 0:
-            raise ConfigError(f"count={count} must be non-negative: a counter only goes up")
+        if not (isinstance(count, numbers.Integral) and not isinstance(count, bool)) or count < 0:
+            # was: 2.7 counted as 2, NaN raised a bare ValueError, True counted as 1
+            raise ConfigError(f"count={count!r} must be a non-negative whole number of predictions "
+                              "(a counter only goes up)")
         with self._lock:
             self._predictions += int(count)
 
@@ -171,7 +179,7 @@ def meter(name: str, gpu: str | None = None, gpus: int | None = None, **options:
 
 def _check_same_meter(existing: UsageMeter, gpu: str | None, gpus: int | None, options: dict[str, Any]) -> None:
     asked = UsageMeter(existing.name, existing.gpu if gpu is None else gpu,
-                       existing.gpus if gpus is None else gpus, **options)
+                       (existing.gpus or 1) if gpus is None else gpus, **options)
     held, wanted = _terms(existing), _terms(asked)
     if held != wanted:
         raise ConflictError(
