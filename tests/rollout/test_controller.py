@@ -97,6 +97,13 @@ def test_an_equal_challenger_climbs_every_step_and_is_promoted(sqlite_project: P
     promote = sqlite_project.events.list(kind="rollout.canary.promote", subject="api")[0]
     assert {e["metric"] for e in promote.payload["evidence"]} == {"sample_ratio", "error_rate", "latency_tail",
                                                                   "primary"}
+    # no cause passed: the chain of the promotion still reaches the change that started the canary
+    (started,) = sqlite_project.events.list(kind="deployment.changed", subject="api")
+    promoted = sqlite_project.events.list(kind="rollout.promoted", subject="api")[0]
+    chain = [e.kind for e in sqlite_project.events.chain(promoted.id)]
+    assert chain == ["deployment.changed", "rollout.canary.promote", "rollout.promoted"]
+    assert sqlite_project.events.chain(promote.id)[0].id == started.id
+    assert "error_rate, latency_tail and primary not worse on" in promote.payload["reason"]
 
 
 def test_a_worse_primary_metric_rolls_back(sqlite_project: Project, refs: list[str], tmp_path: Path) -> None:
@@ -424,3 +431,18 @@ def test_requests_routed_at_the_previous_split_do_not_trip_the_sample_ratio_chec
     ratio = next(e for e in decision.evidence if e["metric"] == "sample_ratio")
     assert not ratio["flagged"], ratio
     assert "sample ratio" not in decision.reason
+
+
+def test_a_canary_started_before_its_start_was_recorded_chains_to_its_latest_change(
+        sqlite_project: Project, refs: list[str], tmp_path: Path) -> None:
+    deployments = sqlite_project.deployments
+    deployments.create("api", refs[0])
+    deployments.canary("api", refs[1], steps=[10, 50, 100], min_requests_per_step=500, salt="fixed")
+    started = deployments.last_event
+    assert deployments.get("api").state["started_by"] == started
+    d = deployments.get("api")
+    deployments.save_state("api", {k: v for k, v in d.state.items() if k != "started_by"}, expected_version=d.version)
+    simulate(sqlite_project, tmp_path, 10_000, {refs[0]: 0.01, refs[1]: 0.01}, np.random.default_rng(6))
+    controller = RolloutController(sqlite_project, "api", log_dir=tmp_path)
+    assert controller.evaluate().action == "advance"
+    assert [e.id for e in sqlite_project.events.chain(controller.last_event)] == [started, controller.last_event]

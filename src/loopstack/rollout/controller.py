@@ -118,8 +118,15 @@ class RolloutController:
         return variant_traffic(self.log_dir, d, self.logs)
 
     def evaluate(self, cause: int | None = None) -> Decision:
-        """One tick: decide on the data so far, apply the decision, record it; returns the decision."""
+        """One tick: decide on the data so far, apply the decision, record it; returns the decision.
+
+        The recorded decision's `cause` defaults to the event that started the rollout (the
+        ``deployment.changed`` of the canary or bandit start), so ``loopstack events --chain`` of a
+        promotion reaches it without the caller passing one.
+        """
         d = self.deployments.get(self.endpoint)
+        if cause is None:
+            cause = self._started_by(d)
         if d.strategy == "bandit":
             return self._bandit(d, cause)
         if d.strategy != "canary" or d.challenger is None:
@@ -149,6 +156,15 @@ class RolloutController:
         self._apply(d, decision, (kind, payload), state, cause)
         self.last_event = self.deployments.last_decision
         return decision
+
+    def _started_by(self, d: Deployment) -> int | None:
+        """The event that started `d`'s rollout: recorded in its state, or for a rollout started before it was
+        recorded, the endpoint's latest ``deployment.changed`` (a canary's steps are ``rollout.canary.step``)."""
+        started = d.state.get("started_by")
+        if started is not None:
+            return int(started)
+        latest = self.project.events.list(kind="deployment.changed", subject=self.endpoint, limit=1)
+        return latest[0].id if latest else None
 
     def _apply(self, d: Deployment, decision: Decision, recorded: tuple[str, dict[str, Any]], state: dict[str, Any],
                cause: int | None) -> None:

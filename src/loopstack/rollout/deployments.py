@@ -191,7 +191,7 @@ class Deployments:
                            weights={d.champion: 1 - w, variant: w})
 
         return self._change(endpoint, "deployment.changed", change, reason, cause,
-                            state={"started_at": time.time()})
+                            state={"started_at": time.time()}, starts=True)
 
     def ab(self, endpoint: str, variants: Mapping[str, str] | Sequence[str], weights: Sequence[float] | None = None,
            *, salt: str | None = None, reason: str = "manual", cause: int | None = None) -> Deployment:
@@ -210,7 +210,7 @@ class Deployments:
                            shadow=(), salt=salt or _salt(endpoint), weights=dict(zip(pinned, shares, strict=True)))
 
         return self._change(endpoint, "deployment.changed", change, reason, cause,
-                            state={"started_at": time.time()})
+                            state={"started_at": time.time()}, starts=True)
 
     def shadow(self, endpoint: str, challenger: str, *, name: str | None = None, reason: str = "manual",
                cause: int | None = None) -> Deployment:
@@ -225,7 +225,7 @@ class Deployments:
                            shadow=(variant,), weights={d.champion: 1.0, variant: 0.0})
 
         return self._change(endpoint, "deployment.changed", change, reason, cause,
-                            state={"started_at": time.time()})
+                            state={"started_at": time.time()}, starts=True)
 
     def bandit(self, endpoint: str, variants: Mapping[str, str] | Sequence[str], *, min_share: float = 0.05,
                model: str = "bernoulli", reason: str = "manual", cause: int | None = None) -> Deployment:
@@ -244,7 +244,7 @@ class Deployments:
                            weights=_normalized(share))
 
         return self._change(endpoint, "deployment.changed", change, reason, cause,
-                            state={"started_at": time.time(), "bandit": bandit.state})
+                            state={"started_at": time.time(), "bandit": bandit.state}, starts=True)
 
     # -- ending -------------------------------------------------------------------------------
     def promote(self, endpoint: str, variant: str | None = None, *, reason: str = "manual", cause: int | None = None,
@@ -324,7 +324,10 @@ class Deployments:
     # -- internals ----------------------------------------------------------------------------
     def _change(self, endpoint: str, kind: str, change: Change, reason: str, cause: int | None,
                 expected_version: int | None = None, state: dict[str, Any] | None = None,
-                extra: dict[str, Any] | None = None, decision: Decided | None = None) -> Deployment:
+                extra: dict[str, Any] | None = None, decision: Decided | None = None,
+                starts: bool = False) -> Deployment:
+        """Apply `change` and record it; a change that `starts` a rollout keeps its event id in the state as
+        ``started_by``, so the controller's decisions point back at it (`loopstack events --chain`)."""
         with self.db.write() as connection:
             old = self._load(connection, endpoint)
             _expect(old, expected_version)
@@ -341,6 +344,10 @@ class Deployments:
             if retired:
                 details["retired"] = retired
             event = self._emit(connection, kind, new, reason, cause, details)
+            if starts:
+                new = replace(new, state={**new.state, "started_by": event})
+                connection.execute(self.table.update().where(self.table.c.endpoint == endpoint).values(
+                    state=new.state))
         self.last_event, self.last_decision = event, recorded
         return new
 
