@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -253,4 +254,26 @@ def test_a_gpu_given_twice_in_the_yaml_is_refused_not_silently_replaced(tmp_path
         PriceTable.load(path)
     path.write_text("gpus:\n  H100:\n" + block.format(3.5) + "  [a, b]: 1\n")
     with pytest.raises(ConfigError, match="not valid YAML"):  # an unhashable key is still YAML's own error
+        PriceTable.load(path)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("memory_gb", ".inf"), ("bf16_tflops", ".nan"), ("cloud.on_demand", ".inf"), ("cloud.spot", ".inf"),
+     ("owned.purchase", ".inf"), ("owned.power_w", ".nan"), ("memory_gb", "true"), ("cloud.on_demand", "true"),
+     ("owned.depreciation_years", "false"), ("cloud.on_demand", "'3.5'")],
+)
+def test_a_price_table_refuses_non_finite_and_boolean_numbers(tmp_path: Path, field: str, value: str) -> None:
+    spec = {"memory_gb": "80", "bf16_tflops": "100", "cloud.on_demand": "2.0", "cloud.spot": "1.0",
+            "owned.purchase": "1000", "owned.power_w": "100", "owned.depreciation_years": "4"} | {field: value}
+    path = tmp_path / "prices.yaml"
+    path.write_text(
+        "gpus:\n  X1:\n"
+        f"    memory_gb: {spec['memory_gb']}\n    bf16_tflops: {spec['bf16_tflops']}\n"
+        f"    cloud: {{on_demand: {spec['cloud.on_demand']}, spot: {spec['cloud.spot']}}}\n"
+        f"    owned: {{purchase: {spec['owned.purchase']}, power_w: {spec['owned.power_w']}, "
+        f"depreciation_years: {spec['owned.depreciation_years']}}}\n"
+    )
+    # was: .inf priced a job at inf and fit any model on a card of infinite memory; true was read as 1.0
+    with pytest.raises(ConfigError, match=rf"gpus\.X1\.{re.escape(field)}: "):
         PriceTable.load(path)

@@ -24,7 +24,9 @@ PRICINGS: tuple[str, ...] = ("on_demand", "spot", "reserved", "owned")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: `.inf` priced a job at inf and made any model fit a card of `memory_gb: .inf`;
+    # strict: `true` (or "3") is not a number here, though it was read as 1.0 (3.0).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
 
 
 class CloudPrice(_Strict):
