@@ -235,3 +235,31 @@ def test_a_loader_that_fixes_its_position_at_iter_resumes_where_it_stopped(tmp_p
     run(3, CheckpointManager(tmp_path, track=False))
     resumed = run(10, CheckpointManager(tmp_path, track=False))
     assert resumed == uninterrupted[3:]
+
+
+def test_resuming_with_another_optimizer_or_scheduler_class_is_refused(tmp_path: Path) -> None:
+    from loopstack.core.errors import ConfigError
+
+    model = torch.nn.Linear(2, 1)
+    adamw = torch.optim.AdamW(model.parameters(), lr=0.1)
+    step_lr = torch.optim.lr_scheduler.StepLR(adamw, step_size=3)
+    model(torch.ones(1, 2)).sum().backward()
+    adamw.step()
+    manager = CheckpointManager(tmp_path, track=False)
+    manager.save(1, model, adamw, step_lr)
+
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    # was: loaded, then the next step failed with KeyError 'momentum'
+    with pytest.raises(ConfigError, match="AdamW optimizer, but the optimizer given now is a SGD"):
+        manager.restore(model, sgd, torch.optim.lr_scheduler.StepLR(sgd, step_size=3))
+    adamw2 = torch.optim.AdamW(model.parameters(), lr=0.1)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(adamw2, T_max=10)
+    # was: taken silently
+    with pytest.raises(ConfigError, match="StepLR scheduler, but the scheduler given now is a CosineAnnealingLR"):
+        manager.restore(model, adamw2, cosine)
+    assert manager.restore(model, adamw2, torch.optim.lr_scheduler.StepLR(adamw2, step_size=3))["step"] == 1
+
+    old = manager.load()  # a checkpoint written before the classes were recorded still loads
+    del old["classes"]
+    torch.save(old, tmp_path / manager.latest().path)
+    assert manager.restore(model, adamw2, cosine)["step"] == 1

@@ -78,6 +78,31 @@ def _full_options(**changes: Any) -> Any:
     return StateDictOptions(full_state_dict=True, **changes)
 
 
+def _classes(**objects: Any) -> dict[str, str]:
+    """The class name of each object given (not None): what a resume must use to read its state."""
+    return {key: type(obj).__qualname__ for key, obj in objects.items() if obj is not None}
+
+
+def _check_classes(state: dict[str, Any], **objects: Any) -> None:
+    """Refuse to load an optimizer or scheduler state into an object of another class.
+
+    Was: an AdamW state loaded into SGD failed steps later with KeyError 'momentum', and a StepLR
+    state loaded into CosineAnnealingLR was taken silently. A checkpoint written before the classes
+    were recorded is not checked.
+    """
+    saved = state.get("classes") or {}
+    for key, obj in objects.items():
+        if obj is None or state.get(key) is None or key not in saved:
+            continue
+        given = type(obj).__qualname__
+        if saved[key] != given:
+            raise ConfigError(
+                f"checkpoint step {state.get('step')} holds the state of a {saved[key]} {key}, but the {key} "
+                f"given now is a {given}; resume with a {saved[key]} as the run was started, or start a new run "
+                "in another checkpoint folder"
+            )
+
+
 def _gather_states(model: torch.nn.Module, optimizer: Any) -> tuple[dict[str, Any], Any]:
     """Full (unsharded) model and optimizer states on rank 0; a collective every rank must join.
 
@@ -209,6 +234,7 @@ class CheckpointManager:
                 "optimizer": optimizer_state,
                 "format": "full-by-name" if sharded else "module",
                 "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "classes": _classes(optimizer=optimizer, scheduler=scheduler),
                 "scaler": scaler.state_dict() if scaler is not None else None,
                 "loader": loader.state_dict() if loader is not None else None,
                 "rng": rng,
@@ -298,6 +324,7 @@ class CheckpointManager:
     ) -> dict[str, Any]:
         """Load a checkpoint into the given objects (and the RNGs); returns the whole state."""
         state = self.load(which)
+        _check_classes(state, optimizer=optimizer, scheduler=scheduler)  # before anything is loaded
         by_name = _sharded(model) or state.get("format") == "full-by-name"
         if by_name:  # an FSDP checkpoint, or a sharded model: torch.distributed.checkpoint shards it again
             _load_full_states(model, optimizer, state)
