@@ -103,6 +103,7 @@ def test_a_meter_asked_for_with_another_gpu_is_refused_not_returned_priced_as_th
     with pytest.raises(ConflictError, match=r"price_per_gpu_hour=0\.35"):
         meter("job", pricing="spot")
     assert meter("job") is first and meter("job", gpu="L4") is first
+    assert meter("job", gpu="l4") is first  # the price table's lookup ignores case: the same card and rate
     assert first.cost == pytest.approx(2 * 0.8)  # the refused requests left it as it was
 
 

@@ -180,12 +180,17 @@ def meter(name: str, gpu: str | None = None, gpus: int | None = None, **options:
 def _check_same_meter(existing: UsageMeter, gpu: str | None, gpus: int | None, options: dict[str, Any]) -> None:
     asked = UsageMeter(existing.name, existing.gpu if gpu is None else gpu,
                        (existing.gpus or 1) if gpus is None else gpus, **options)
-    held, wanted = _terms(existing), _terms(asked)
-    if held != wanted:
+    if _priced_as(existing) != _priced_as(asked):  # "l4" is the price table's "L4": the same card
+        held, wanted = _terms(existing), _terms(asked)
         raise ConflictError(
             f"meter {existing.name!r} already counts {held}, not {wanted}; pass only the name to use it, "
             "or give the other job its own name"
         )
+
+
+def _priced_as(m: UsageMeter) -> tuple[str | None, int, float | None]:
+    """What a meter's time is priced by; GPU names match the price table's whatever their case."""
+    return (None if m.gpu is None else m.gpu.lower(), m.gpus, m.price_per_gpu_hour)
 
 
 def _terms(m: UsageMeter) -> str:
