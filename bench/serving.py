@@ -224,6 +224,17 @@ def measure(target: str, want: np.ndarray, levels: list[int], duration: int) -> 
             process.wait()
 
 
+def registered_project(prefix: str) -> Any:
+    """A scratch project holding the bench model as ``fraud/1``, alias ``champion``."""
+    import loopstack as ls
+
+    project = ls.Project.init(tempfile.mkdtemp(prefix=prefix), name="bench")
+    with ls.start_run(project=project) as run:
+        run.log_model(make_model(), "model", example=np.asarray([ROW]))
+    ls.register_model(run.id, "model", name="fraud", alias="champion", project=project)
+    return project
+
+
 def cold_start(want: np.ndarray, repeat: int = 3) -> tuple[float, float]:
     """Process start to the first correct answer of `loopstack serve fraud@champion` (model from the registry).
 
@@ -238,11 +249,7 @@ def cold_start(want: np.ndarray, repeat: int = 3) -> tuple[float, float]:
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(Path(ls.__file__).parent)], check=True,
                    stdout=subprocess.DEVNULL)
 
-    folder = Path(tempfile.mkdtemp())
-    project = ls.Project.init(folder / "proj", name="bench")
-    with ls.start_run(project=project) as run:
-        run.log_model(make_model(), "model", example=np.asarray([ROW] * 5))
-    ls.register_model(run.id, "model", name="fraud", alias="champion", project=project)
+    project = registered_project("bench-serving-cold-")
     samples = [_one_cold_start(project.root, want) for _ in range(repeat)]
     return statistics.median(s[0] for s in samples), statistics.median(s[1] for s in samples)
 
@@ -267,10 +274,7 @@ def serve_loopstack(port: int) -> None:
     import loopstack as ls
     from loopstack.serving import ModelSpec, ServerSettings, serve
 
-    project = ls.Project.init(tempfile.mkdtemp(prefix="bench-serving-loopstack-"), name="bench")
-    with ls.start_run(project=project) as run:
-        run.log_model(make_model(), "model", example=np.asarray([ROW]))
-    ls.register_model(run.id, "model", name="fraud", alias="champion", project=project)
+    project = registered_project("bench-serving-loopstack-")
     spec = ModelSpec.parse("fraud@champion", max_batch_size=64, max_wait_ms=2.0, max_queue=4096)
     serve([spec], port=port, settings=ServerSettings(log_dir=str(project.root / ".loopstack" / "logs")),
           loader=lambda ref: ls.load_model(ref, project=project, compiled=True))
@@ -285,13 +289,9 @@ def serve_loopstack_sklearn(port: int) -> None:
 
 def serve_endpoint(port: int) -> None:
     """The bench model registered in a scratch project and served as the deployment ``fraud-api``."""
-    import loopstack as ls
     from loopstack.serving import ServerSettings, serve
 
-    project = ls.Project.init(tempfile.mkdtemp(prefix="bench-serving-endpoint-"), name="bench")
-    with ls.start_run(project=project) as run:
-        run.log_model(make_model(), "model", example=np.asarray([ROW]))
-    ls.register_model(run.id, "model", name="fraud", project=project)
+    project = registered_project("bench-serving-endpoint-")
     project.deployments.create("fraud-api", "fraud/1")
     settings = ServerSettings(log_dir=str(project.root / ".loopstack" / "logs"))
     serve([], port=port, settings=settings, deployments=project.deployments)  # as `loopstack deploy serve` does
