@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from loopstack.drift.result import DriftResult
 
 
 @click.group("drift")
@@ -45,7 +48,7 @@ def report(reference: str, current: str, output: str, json_path: str | None, col
     result = compare(reference, current, columns=list(columns) or None, num_test=num_test, cat_test=cat_test,
                      threshold=threshold, drift_share=drift_share, correction=correction)
     result.report(output, json_path, title=f"Drift: {current} vs {reference}")
-    click.echo(_verdict(result, drift_share))
+    click.echo(_verdict(result))
     if result.missing_columns:
         click.echo(f"warning: reference columns missing from the current data, not tested: "
                    f"{', '.join(result.missing_columns)}", err=True)
@@ -60,12 +63,12 @@ def report(reference: str, current: str, output: str, json_path: str | None, col
         raise SystemExit(1)
 
 
-def _verdict(result: Any, drift_share: float) -> str:
+def _verdict(result: DriftResult) -> str:
     """The data-set verdict with what it rests on: "no drift: 1 of 3 columns drifted" read as a contradiction."""
     names = f": {', '.join(result.drifted_columns)}" if result.drifted_columns else ""
     verdict = "data-set drift" if result.dataset_drift else "no data-set drift"
     return (f"{verdict} ({result.n_drifted} of {len(result.columns)} columns drifted{names}; "
-            f"share threshold {drift_share * 100:g}%)")
+            f"share threshold {result.drift_share * 100:g}%)")
 
 
 def _tests_per_kind(test: str | None) -> tuple[str | None, str | None]:

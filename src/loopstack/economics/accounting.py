@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from loopstack.core.errors import ConfigError, ConflictError
-from loopstack.economics.cost import _cards
+from loopstack.economics.cost import _amount, _cards
 from loopstack.economics.prices import PriceTable, Pricing, default_prices
 
 _meters: dict[str, UsageMeter] = {}
@@ -71,9 +71,7 @@ class UsageMeter:
         self.gpus = cards if priced else 0
         if price_per_gpu_hour is None:
             price_per_gpu_hour = (prices or default_prices()).gpu(gpu).hourly(pricing) if gpu is not None else 0.0
-        if isinstance(price_per_gpu_hour, bool) or not 0 <= price_per_gpu_hour < math.inf:
-            raise ConfigError(f"price_per_gpu_hour={price_per_gpu_hour!r} must be a non-negative finite number")
-        self.price_per_gpu_hour = float(price_per_gpu_hour)
+        self.price_per_gpu_hour = _amount("price_per_gpu_hour", price_per_gpu_hour)
         self._lock = threading.Lock()
         self._wall_seconds = 0.0
         self._predictions = 0

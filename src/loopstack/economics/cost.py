@@ -46,8 +46,9 @@ def training_flops(model: ModelConfig | str | int, tokens: float, recompute: boo
 
 def _amount(key: str, value: object, *, positive: bool = False) -> float:
     """`value` as a float, or a ConfigError naming it: a NaN or negative count or time would flow silently into
-    every cost computed from it."""
-    if isinstance(value, numbers.Real) and math.isfinite(value) and (value > 0 if positive else value >= 0):
+    every cost computed from it; True is no amount either."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) \
+            and (value > 0 if positive else value >= 0):
         return float(value)
     raise ConfigError(f"{key}={value!r} must be a {'positive' if positive else 'non-negative'} finite number")
 

@@ -204,13 +204,12 @@ def _cooldown_end(project: Any, policy: Any) -> float | None:
     """When the policy's cooldown ends, if it is in one now (wall clock, as `loop run` ticks)."""
     import time
 
-    from loopstack.pipelines import state
-    from loopstack.pipelines.engine import _CLOCK_SKEW_S
+    from loopstack.pipelines.engine import _last_start_on_this_clock
 
     if not policy.cooldown_s:
         return None
     now = time.time()
-    last = state.last_start(project, policy.name, not_after=now + _CLOCK_SKEW_S)  # as the engine counts
+    last = _last_start_on_this_clock(project, policy, now)  # as the engine counts
     if last is None or now - last >= policy.cooldown_s:
         return None
     return float(last + policy.cooldown_s)

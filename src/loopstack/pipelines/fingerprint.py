@@ -325,7 +325,7 @@ def _write_stable_repr(value: Any, digest: Any) -> None:
 
 
 def _stream_repr(value: Any, write: Callable[[str], None]) -> None:
-    """`_stable_repr(value)`, written piece by piece (its concatenation is the same text)."""
+    """A stable repr of `value` written piece by piece: sets and dicts sorted, at every depth."""
     kind = type(value)
     if kind in (set, frozenset):
         _stream_sequence(sorted(map(_stable_repr, value)), write, f"{kind.__name__}([", "])", repr)
@@ -356,15 +356,10 @@ def _all_simple(items: Iterable[Any]) -> bool:
 
 def _stable_repr(value: Any) -> str:
     """repr with sets and dicts sorted, at every depth: string hashing (so set order) differs
-    between processes."""
-    if type(value) in (set, frozenset):
-        return f"{type(value).__name__}({sorted(map(_stable_repr, value))})"
-    if type(value) is dict:
-        return f"dict({sorted((_stable_repr(k), _stable_repr(v)) for k, v in value.items())})"
-    if type(value) in (tuple, list) and not all(isinstance(v, _SIMPLE) for v in value):
-        inner = ", ".join(map(_stable_repr, value))
-        return f"[{inner}]" if type(value) is list else f"({inner},)"
-    return repr(value)
+    between processes. One writer (`_stream_repr`) makes both this text and the streamed digest."""
+    parts: list[str] = []
+    _stream_repr(value, parts.append)
+    return "".join(parts)
 
 
 def _is_user_code(obj: Any) -> bool:
