@@ -56,6 +56,8 @@ def test_invalid_project_names(name: str) -> None:
 def test_environment_overrides_stores(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LOOPSTACK_METADATA", "postgresql://u@h/db")
     assert parse_config({"name": "fraud"}).metadata == "postgresql://u@h/db"
+    monkeypatch.setenv("LOOPSTACK_ONLINE_STORE", "redis://127.0.0.1:6379/3")
+    assert parse_config({"name": "fraud"}).online_store == "redis://127.0.0.1:6379/3"  # as README.md says
 
 
 def test_yaml_errors_are_config_errors(tmp_path: Path) -> None:

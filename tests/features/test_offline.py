@@ -551,7 +551,9 @@ def test_stored_rows_of_a_gzipped_csv_count_its_decompressed_lines(tmp_path: Pat
         assert abs(estimate - 300_000) < 0.05 * 300_000
     damaged = tmp_path / "damaged.csv.gz"
     damaged.write_bytes(big.read_bytes()[:1000] + b"\0" * 1000)
-    assert offline._csv_rows(damaged) >= 0  # estimated from what decompresses; DuckDB refuses it later
+    # only a plan's estimate: it must not raise (it did: a zlib error at plan time); DuckDB refuses the file when
+    # it is read. Nothing of it decompresses to whole lines, so the estimate is 0 rows.
+    assert offline._csv_rows(damaged) == 0
 
 
 @pytest.mark.parametrize("kind", ["csv", "sql"])

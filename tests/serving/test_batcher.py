@@ -371,7 +371,7 @@ def test_a_bad_row_does_not_send_a_model_to_the_thread_for_good() -> None:
     assert model.threads[-1] == threading.get_ident()  # "after" ran on the loop again
 
 
-class _Spiky(SlowModel):
+class _Spiky(_ThreadRecorder):
     """Fast, except on rows holding 999 (a cache miss, a remote lookup)."""
 
     def predict(self, X: np.ndarray) -> np.ndarray:
@@ -382,7 +382,8 @@ class _Spiky(SlowModel):
 
 def test_a_request_whose_deadline_passed_during_a_predict_on_the_loop_gets_its_timeout() -> None:
     """The reaper cannot run while the loop predicts: the deadlines are checked as soon as it is done."""
-    batcher = _batcher(_Spiky(delay_s=0.0), timeout_s=0.1)
+    model = _Spiky(delay_s=0.0)
+    batcher = _batcher(model, timeout_s=0.1)
 
     async def main() -> None:
         for i in range(3):
@@ -392,3 +393,4 @@ def test_a_request_whose_deadline_passed_during_a_predict_on_the_loop_gets_its_t
         await batcher.drain()
 
     asyncio.run(main())
+    assert model.threads[-1] == threading.get_ident()  # the slow predict ran on the loop, not in the thread

@@ -331,6 +331,7 @@ def test_a_search_hydrates_its_hits_from_the_snapshot_that_found_them(project: P
     monkeypatch.setattr(store, "_hydrate", change_then_hydrate)
     found = ls.Client(project).search_runs("tags.t = 'a'")
     assert [(hit.info.id, hit.tags["t"]) for hit in found] == [(run.id, "a")]
+    assert ls.Client(project).get_run(run.id).tags["t"] == "b"  # the other transaction did commit meanwhile
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,8 @@ def pipelines() -> None:
 @pipelines.command("run")
 @click.argument("reference")
 @click.option("--param", "-p", "params", multiple=True,
-              help="A pipeline parameter, key=value: a number as Python reads it (1e-3, 010 is 10), else YAML.")
+              help="A pipeline parameter, key=value, converted to the parameter's annotated type when it has one; "
+                   "else a number as Python reads it (1e-3, 010 is 10), else YAML.")
 @click.option("--executor", "-e", type=click.Choice(["local", "process", "ray"]), default="local", show_default=True)
 @click.option("--workers", type=click.IntRange(1), default=None, help="Worker processes for --executor process.")
 @click.option("--quiet", "-q", is_flag=True, help="Do not echo step output.")
