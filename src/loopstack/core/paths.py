@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from loopstack.core.errors import ConfigError
 
@@ -53,22 +54,24 @@ def fsync_folder(folder: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
-def write_parquet_durably(table: Any, path: str | os.PathLike[str], temporary: str | os.PathLike[str] | None = None,
-                          **options: Any) -> None:
-    """Write the Arrow `table` to `path` whole or not at all, after a kill or a power cut too.
+def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], Any],
+                 temporary: str | os.PathLike[str] | None = None) -> None:
+    """Call ``write(file)`` on a temporary file beside `path`, fsync it, rename it over `path`, fsync the folder.
 
-    It is written under `temporary` (by default ``.<name>.tmp`` beside it, which a ``*.parquet`` listing
-    skips), synced, renamed into place, and the folder synced: without the syncs a renamed file can come
-    back empty after a power cut, and one empty segment breaks every read of a folder. `options` go to
-    ``pyarrow.parquet.write_table``. A failed write leaves no temporary file behind.
+    The file is there whole or not at all, after a kill or a power cut too: without the syncs a renamed
+    file can come back empty. The temporary is `temporary`, else a unique ``.<name>.<random>.tmp``; a
+    failed write leaves none behind.
     """
-    import pyarrow.parquet as pq
-
     path = Path(path)
-    partial = Path(temporary) if temporary is not None else path.with_name(f".{path.name}.tmp")
+    if temporary is None:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        handle, partial = os.fdopen(fd, "wb"), Path(name)
+    else:
+        partial = Path(temporary)
+        handle = open(partial, "wb")  # noqa: SIM115 - closed below, before the rename
     try:
-        with open(partial, "wb") as handle:
-            pq.write_table(table, handle, **options)
+        with handle:
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(partial, path)
@@ -78,4 +81,16 @@ def write_parquet_durably(table: Any, path: str | os.PathLike[str], temporary: s
     fsync_folder(path.parent)
 
 
-__all__ = ["fsync_folder", "refuse_overwrite", "write_parquet_durably"]
+def write_parquet_durably(table: Any, path: str | os.PathLike[str], temporary: str | os.PathLike[str] | None = None,
+                          **options: Any) -> None:
+    """`atomic_write` of the Arrow `table` as Parquet (`options` go to ``pyarrow.parquet.write_table``), under
+    `temporary`, by default ``.<name>.tmp``, which a ``*.parquet`` listing skips: one empty segment after a power
+    cut broke every read of a log folder."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    atomic_write(path, lambda handle: pq.write_table(table, handle, **options),
+                 temporary if temporary is not None else path.with_name(f".{path.name}.tmp"))
+
+
+__all__ = ["atomic_write", "fsync_folder", "refuse_overwrite", "write_parquet_durably"]

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from loopstack.core.errors import ConfigError, ValidationError
-from loopstack.core.paths import fsync_folder
+from loopstack.core.paths import write_parquet_durably
 from loopstack.serving.config import ModelSpec
 from loopstack.serving.models import ModelAdapter, adapt, by_row
 
@@ -118,7 +118,7 @@ def predict_file(
         index = 0
         for index, chunk in enumerate(chunks):
             if index >= done:
-                _write_atomic(_score(adapter, chunk, features, keep), parts / f"part-{index:06d}.parquet")
+                write_parquet_durably(_score(adapter, chunk, features, keep), parts / f"part-{index:06d}.parquet")
             advance(chunk.num_rows)
         count = index + 1
     _merge(parts, count, output)
@@ -334,20 +334,6 @@ def _readable_part(path: Path, chunk_rows: int) -> bool:
         return 0 < pq.read_metadata(path).num_rows <= chunk_rows
     except (OSError, pa.ArrowException):
         return False
-
-
-def _write_atomic(table: pa.Table, path: Path) -> None:
-    """Write to a temporary name, fsync, rename, fsync the folder: a part renamed before its bytes reached the
-    disk could survive a power cut empty, and every resume failed reading it."""
-    import pyarrow.parquet as pq
-
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as handle:
-        pq.write_table(table, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    tmp.replace(path)
-    fsync_folder(path.parent)
 
 
 def _merge(parts: Path, count: int, output: Path) -> None:

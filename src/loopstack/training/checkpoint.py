@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +24,7 @@ from typing import Any, Literal
 import torch
 
 from loopstack.core.errors import ConfigError, NotFoundError
+from loopstack.core.paths import atomic_write
 from loopstack.training import distributed
 from loopstack.training.determinism import rng_state, set_rng_state
 
@@ -38,25 +38,6 @@ class CheckpointInfo:
     step: int
     path: str
     metric: float | None = None
-
-
-def atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(file)`` on a temporary file next to `path`, fsync it, then rename it over `path`."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # the rename itself reaches the disk
-    finally:
-        os.close(dir_fd)
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
