@@ -62,3 +62,19 @@ def test_at_exit_a_server_that_is_away_is_one_logged_line(
             fluent._end_all("FINISHED")  # what atexit calls: no exception may escape
         lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
         assert len(lines) == 1 and "lost" in lines[0] and "1 run ends" in lines[0] and "cannot reach" in lines[0]
+
+
+def test_every_run_end_kept_for_the_retry_is_counted_and_written(postgres_url: str, tmp_path: Path) -> None:
+    """Two ends kept from failed writes were folded into one function and counted as one run end."""
+    with fresh_project(tmp_path / "proj", metadata=postgres_url) as project:
+        runs = [ls.start_run(run_name=name, nested=True) for name in ("first", "second")]
+        with server_away(project):
+            for _ in runs:
+                with pytest.raises(BackendUnavailableError):
+                    ls.end_run()
+            with pytest.raises(BackendUnavailableError):
+                project.tracking.flush()  # a background retry that fails again keeps both ends
+            assert project.tracking.writer.unwritten()[1] == 2
+        project.tracking.flush()
+        client = ls.Client(project)
+        assert [client.get_run(run.id).status for run in runs] == ["FINISHED", "FINISHED"]

@@ -83,10 +83,10 @@ def test_a_failure_of_the_database_while_isolating_a_bad_row_keeps_the_rows_not_
     write_once = writer._write_once
     database_down = True
 
-    def fail_after_the_first_part(batch: Any, then: Any = None, hooks: Any = None) -> None:
+    def fail_after_the_first_part(batch: Any, thens: Any = (), hooks: Any = None) -> None:
         if hooks is None and database_down and sum(map(len, batch)) < 3:  # the whole batch first, then parts
             raise _locked()
-        write_once(batch, then, hooks)
+        write_once(batch, thens, hooks)
 
     monkeypatch.setattr(writer, "_write_once", fail_after_the_first_part)
     with ls.start_run() as run:

@@ -29,7 +29,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -142,9 +142,10 @@ class BufferedWriter:
         """
         with self._flush_lock:
             batch = self._drain()
-            then = self._take_then(then)
-            if any(batch) or self.before_write or then is not None:
-                self._write(batch, then)
+            thens = [*self._retry_then, *([then] if then is not None else [])]  # earlier ends not written yet first
+            self._retry_then = []
+            if any(batch) or self.before_write or thens:
+                self._write(batch, thens)
         if check:
             raise_conflicts(self.take_conflicts())
 
@@ -162,19 +163,6 @@ class BufferedWriter:
             batch = self._drain()
             if any(batch):
                 self._write(batch)
-
-    def _take_then(self, then: Callable[[Connection], None] | None) -> Callable[[Connection], None] | None:
-        """`then` after the `then`s of earlier flushes that are still to be written, as one function."""
-        thens = [*self._retry_then, *([then] if then is not None else [])]
-        self._retry_then = []
-        if len(thens) < 2:
-            return thens[0] if thens else None
-
-        def each(connection: Connection) -> None:
-            for function in thens:
-                function(connection)
-
-        return each
 
     def close(self) -> None:
         self._closed.set()
@@ -222,28 +210,24 @@ class BufferedWriter:
                 target.append(source.popleft())  # type: ignore[arg-type]
         return batch
 
-    def _write(
-        self,
-        batch: Batch,
-        then: Callable[[Connection], None] | None = None,
-    ) -> None:
+    def _write(self, batch: Batch, thens: Sequence[Callable[[Connection], None]] = ()) -> None:
         try:
             try:
-                self._write_once(batch, then, hooks=self.before_write)
+                self._write_once(batch, thens, hooks=self.before_write)
             except BaseException as error:
                 if _is_transient(error):
                     self._retry = batch
                     raise
                 self._write_around_bad_rows(batch)
-                if then is not None:
-                    self._write_once(([], [], [], []), then)
+                if thens:
+                    self._write_once(([], [], [], []), thens)
         except BaseException as error:
-            if then is not None and _is_transient(error):
-                self._retry_then.append(then)  # written with the next attempt, as the rows are
+            if thens and _is_transient(error):
+                self._retry_then = [*thens, *self._retry_then]  # written with the next attempt, as the rows are
             raise
 
     def _write_once(
-        self, batch: Batch, then: Callable[[Connection], None] | None = None, hooks: list[Any] | None = None
+        self, batch: Batch, thens: Sequence[Callable[[Connection], None]] = (), hooks: list[Any] | None = None
     ) -> None:
         """The batch in one transaction: all of it or, on any error, none of it."""
         metrics, params, tags, artifacts = batch
@@ -256,7 +240,7 @@ class BufferedWriter:
             _write_tags(self.db, connection, tags)
             _write_metrics(self.db, connection, metrics, self._metrics_insert)
             _write_artifacts(self.db, connection, artifacts)
-            if then is not None:
+            for then in thens:
                 then(connection)
         for run_id, key, kept, dropped in conflicts:  # committed: told once, however often the batch was tried
             _logger().warning("loopstack dropped param %r = %r of run %s: another process had already stored %r, "
