@@ -139,8 +139,9 @@ def compare(reference: Any, current: Any, options: DriftOptions | None = None, *
     results = _correct(results, options.correction)
     missing, new = [], []
     if options.columns is None:  # columns chosen explicitly: the others were left out on purpose
-        missing = [name for name in ref_table.column_names if name not in set(cur_table.column_names)]
-        new = [name for name in cur_table.column_names if name not in set(ref_table.column_names)]
+        in_reference, in_current = set(ref_table.column_names), set(cur_table.column_names)
+        missing = [name for name in ref_table.column_names if name not in in_current]
+        new = [name for name in cur_table.column_names if name not in in_reference]
     return DriftResult({r.column: r for r in results}, options.drift_share, options.correction,
                        missing_columns=missing, new_columns=new)
 

@@ -50,7 +50,8 @@ def as_table(data: Any, columns: Any = None) -> Any:
             raise ValidationError(f"cannot read the dict of columns as a table: {error}; give every column "
                                   "the same number of values") from error
     if columns is not None and type(data).__module__.split(".")[0] == "pandas" and data.ndim == 2:
-        data = data[[name for name in data.columns if name in set(columns)]]
+        wanted = set(columns)
+        data = data[[name for name in data.columns if name in wanted]]
     try:
         return to_arrow(data, "read drift data from", hint=", or the path of a Parquet/CSV file or folder")
     except (pa.ArrowTypeError, pa.ArrowInvalid) as error:  # a pandas object column of mixed types
