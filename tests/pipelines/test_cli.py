@@ -469,3 +469,16 @@ def test_a_manual_trigger_inside_the_cooldown_says_it_will_be_suppressed(root: P
     with Project.open(root) as project:
         assert len(project.events.list(kind="loop.suppressed")) == 1
         assert len(project.events.list(kind="loop.triggered")) == 1
+
+
+def test_python_policies_of_one_name_in_two_definitions_files_are_refused(root: Path) -> None:
+    """The second file's policy silently replaced the first's (only YAML against Python was checked)."""
+    (root / "more.py").write_text("from loopstack.pipelines import Policy, OnEvent, Hook\n"
+                                  "rollout = Policy('rollout', when=[OnEvent('other')], then=[Hook(print)])\n")
+    config = yaml.safe_load((root / "loopstack.yaml").read_text())
+    config["definitions"] = ["flows.py", "more.py"]
+    (root / "loopstack.yaml").write_text(yaml.safe_dump(config))
+    with Project.open(root) as project, pytest.raises(
+        ConfigError, match=r"policy 'rollout' is declared twice: in flows.py and in more.py"
+    ):
+        discover(project)

@@ -89,21 +89,24 @@ def discover(project: Project) -> tuple[dict[str, Pipeline], list[Policy]]:
     pipelines: dict[str, Pipeline] = {}
     policies: dict[str, Policy] = {}
     origins: dict[str, str] = {}
+
+    def add(policy: Policy, origin: str) -> None:
+        if policies.get(policy.name, policy) is not policy:  # the later one silently replaced the first
+            raise ConfigError(
+                f"policy {policy.name!r} is declared twice: in {origins[policy.name]} and in {origin}; a policy's "
+                "name is its identity (its state and events), so rename one"
+            )
+        policies[policy.name], origins[policy.name] = policy, origin
+
     for name in project.config.definitions:
         module = _import_file((project.root / name).resolve())
         for value in vars(module).values():
             if isinstance(value, Pipeline):
                 pipelines[value.name] = value
             elif isinstance(value, Policy):
-                policies[value.name] = value
-                origins[value.name] = name
+                add(value, name)
     for policy in policies_from_config(project.config.loop, project.root):
-        if policy.name in policies:  # the YAML one silently replaced the Python one
-            raise ConfigError(
-                f"policy {policy.name!r} is declared twice: in {origins[policy.name]} and in loopstack.yaml "
-                f"loop.policies; a policy's name is its identity (its state and events), so rename one"
-            )
-        policies[policy.name] = policy
+        add(policy, "loopstack.yaml loop.policies")
     for pipeline in REGISTRY.values():  # pipelines defined by code imported above, e.g. a helper module
         pipelines.setdefault(pipeline.name, pipeline)
     return pipelines, list(policies.values())
