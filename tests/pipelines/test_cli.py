@@ -482,3 +482,44 @@ def test_python_policies_of_one_name_in_two_definitions_files_are_refused(root: 
         ConfigError, match=r"policy 'rollout' is declared twice: in flows.py and in more.py"
     ):
         discover(project)
+
+
+class Killed(BaseException):
+    """The scheduler dies mid-action: nothing in the engine catches it."""
+
+
+def test_a_manual_trigger_during_a_run_says_it_will_be_suppressed(root: Path) -> None:
+    """A request made during a run starts no run after it; `loop trigger` must say so, as it does for cooldown."""
+    from loopstack.pipelines import Hook, Loop, Policy, trigger
+    from loopstack.pipelines.state import runs
+
+    def die(ctx: object) -> None:
+        raise Killed
+
+    with Project.open(root) as project:
+        stuck = Loop(project, [Policy("nightly", then=[Hook(die, name="train")])])
+        trigger(project, "nightly")
+        with pytest.raises(Killed):
+            stuck.tick()
+        stuck.close()  # the run stays in flight, for the next scheduler to resume
+        assert [r.status for r in runs(project)] == ["running"]
+    said = " ".join(invoke(loop, root, "trigger", "nightly").split())
+    assert "to run it now" not in said
+    assert re.search(r"but run [0-9a-f]{12} of 'nightly' is in progress, started at \d{4}-\d\d-\d\d .*"
+                     r"records this as loop.suppressed\. Trigger it again after the run ends", said), said
+    invoke(loop, root, "run", "--once")  # resumes the run to its end, then suppresses the request
+    with Project.open(root) as project:
+        (suppressed,) = project.events.list(kind="loop.suppressed")
+        assert "recorded during run" in suppressed.payload["reason"]
+        assert [e.kind for e in project.events.list(kind="loop.", subject="nightly")].count("loop.finished") == 1
+        assert len(project.events.list(kind="loop.triggered")) == 1
+
+
+def test_yaml_policies_may_act_on_signals_during_runs(root: Path) -> None:
+    (default,) = policies_from_config(LOOP, root)
+    assert default.ignore_signals_during_run is True
+    spec = LOOP["policies"][0]  # type: ignore[index]
+    opted_out = {"policies": [{**spec, "ignore_signals_during_run": False}]}
+    assert policies_from_config(opted_out, root)[0].ignore_signals_during_run is False
+    with pytest.raises(ConfigError, match=r"loop.policies.0.ignore_signals_during_run.*'sometimes'"):
+        policies_from_config({"policies": [{**spec, "ignore_signals_during_run": "sometimes"}]}, root)

@@ -348,3 +348,103 @@ def test_a_manual_trigger_sent_before_the_scheduler_first_started_still_runs(sql
     assert run.cause == asked and calls == [asked]
     assert loop.tick() == []  # once
     loop.close()
+
+
+def drift_during_run(raised: list[int]) -> Hook:
+    """A canary during which the drift monitor (another process in production) raises a signal."""
+    return Hook(lambda ctx: raised.append(ctx.project.events.emit("drift.detected", "txns")) or {}, name="canary")
+
+
+def test_a_signal_raised_during_a_run_starts_no_run_after_it_even_past_the_cooldown(project: Project) -> None:
+    """The cooldown counts from a run's start: a drift raised during a long canary started a second retrain on the
+    evidence the first was already answering, as soon as the run had outlasted the cooldown."""
+    calls: list[Any] = []
+    raised: list[int] = []
+    policy = Policy("retrain", when=[drift_detected("txns")], then=[record(calls), drift_during_run(raised)],
+                    cooldown_s=60)
+    loop = Loop(project, [policy])
+    day = 1_000_000_000.0
+    loop.start(now=day)
+    first = project.events.emit("drift.detected", "txns")
+    (run,) = loop.tick(now=day)
+    assert loop.tick(now=day + 3600) == []  # an hour on, far past the cooldown: still no run
+    (suppressed,) = project.events.list(kind="loop.suppressed")
+    assert suppressed.cause == raised[0] and suppressed.payload["signals"] == [raised[0]]
+    assert suppressed.payload["reason"].startswith(f"recorded during run {run.id[:12]} (started at event ")
+    assert "ignore_signals_during_run" in suppressed.payload["reason"]
+    after = project.events.emit("drift.detected", "txns")  # recorded after the run ended: a signal as before
+    (second,) = loop.tick(now=day + 7200)
+    assert second.cause == after and calls == [first, after]
+    loop.close()
+
+
+@pytest.mark.parametrize("coalesce", [True, False])
+def test_of_two_signals_in_one_poll_only_the_one_after_the_run_starts_one(
+    sqlite_project: Project, coalesce: bool
+) -> None:
+    calls: list[Any] = []
+    raised: list[int] = []
+    policy = Policy("retrain", when=[drift_detected("txns")], then=[record(calls), drift_during_run(raised)],
+                    coalesce=coalesce)
+    loop = Loop(sqlite_project, [policy])
+    loop.start()
+    sqlite_project.events.emit("drift.detected", "txns")
+    loop.tick()
+    after = sqlite_project.events.emit("drift.detected", "txns")
+    assert [r.cause for r in loop.tick()] == [after]  # both seen in this poll: the one during the run starts none
+    triggered = sqlite_project.events.list(kind="loop.triggered", limit=1)[0]
+    assert triggered.payload["signals"] == [after]
+    (suppressed,) = sqlite_project.events.list(kind="loop.suppressed")
+    assert suppressed.payload["signals"] == [raised[0]] and "recorded during run" in suppressed.payload["reason"]
+    loop.close()
+
+
+def test_a_signal_during_a_run_is_still_suppressed_after_a_restart_mid_run(project: Project) -> None:
+    """The rule is read from the event log: a scheduler killed mid-canary, restarted past the cooldown, resumes
+    the run and still starts none for the drift raised during it, before or while it was down."""
+    calls: list[Any] = []
+    raised: list[int] = []
+
+    def canary(ctx: Any) -> dict[str, Any]:
+        if not raised:  # the first run only
+            raised.append(ctx.project.events.emit("drift.detected", "txns"))
+            raise Crash  # killed mid-rollout
+        return {"promoted": True}
+
+    policy = Policy("retrain", when=[drift_detected("txns")], then=[record(calls), Hook(canary)], cooldown_s=60)
+    day = 1_000_000_000.0
+    crashed = Loop(project, [policy], lease_ttl_s=0.2)
+    crashed.start(now=day)
+    first = project.events.emit("drift.detected", "txns")
+    with pytest.raises(Crash):
+        crashed.tick(now=day)
+    crashed._heartbeat.stop()  # type: ignore[union-attr]  # the process is dead
+    raised.append(project.events.emit("drift.detected", "txns"))  # while it was down, the run still in flight
+    time.sleep(0.3)  # its lease runs out
+
+    restarted = Loop(project, [policy])
+    (resumed,) = restarted.tick(now=day + 3600)
+    assert resumed.status == "finished" and calls == [first]
+    (suppressed,) = project.events.list(kind="loop.suppressed")
+    assert suppressed.payload["signals"] == raised and resumed.id[:12] in suppressed.payload["reason"]
+    assert restarted.tick(now=day + 3700) == []
+    after = project.events.emit("drift.detected", "txns")
+    assert [r.cause for r in restarted.tick(now=day + 7200)] == [after]
+    restarted.close()
+
+
+def test_a_policy_can_act_on_signals_raised_during_its_runs(sqlite_project: Project) -> None:
+    """New rows materialized during a training run are evidence that run never saw: such a policy opts out."""
+    calls: list[Any] = []
+    raised: list[int] = []
+    policy = Policy("retrain", when=[drift_detected("txns")], then=[record(calls), drift_during_run(raised)],
+                    ignore_signals_during_run=False)
+    loop = Loop(sqlite_project, [policy])
+    loop.start()
+    sqlite_project.events.emit("drift.detected", "txns")
+    loop.tick()
+    assert [r.cause for r in loop.tick()] == [raised[0]]
+    assert sqlite_project.events.list(kind="loop.suppressed") == []
+    loop.close()
+    with pytest.raises(ConfigError, match=r"ignore_signals_during_run='false' must be True or False"):
+        Policy("p", then=[record(calls)], ignore_signals_during_run="false")  # type: ignore[arg-type]

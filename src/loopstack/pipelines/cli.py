@@ -183,6 +183,8 @@ def loop_trigger(ctx: click.Context, policy: str, reason: str) -> None:
                             "loopstack.yaml, or as a module-level Policy in a definitions file")
     event = trigger(project, policy, reason)
     chosen = next(p for p in policies if p.name == policy)
+    if _say_run_in_progress(project, chosen, event):
+        return
     ends = _cooldown_end(project, chosen)
     if ends is None:
         console().print(f"event {event}: loop.manual for {policy!r}; `loopstack loop run --once` to run it now")
@@ -199,6 +201,25 @@ def loop_trigger(ctx: click.Context, policy: str, reason: str) -> None:
 
 # -- helpers -------------------------------------------------------------------------------------
 _EMPTY = __import__("inspect").Parameter.empty
+
+
+def _say_run_in_progress(project: Any, policy: Any, event: int) -> bool:
+    """Say so if `event` was recorded during a run of the policy, which makes the scheduler suppress it."""
+    from loopstack.pipelines.engine import run_in_progress_at
+    from loopstack.pipelines.state import runs
+
+    span = run_in_progress_at(project, policy, event)  # as the engine judges it
+    if span is None:
+        return False
+    started = next((r.started_at for r in runs(project, policy=policy.name, limit=1000) if r.id == span.run), None)
+    since = f", started at {when(started)}" if started is not None else ""
+    console().print(
+        f"event {event}: loop.manual for {policy.name!r}, but run {span.run[:12]} of {policy.name!r} is in "
+        f"progress{since}: a signal recorded during a run starts no run after it (that run is already answering "
+        f"it), so the scheduler records this as loop.suppressed. Trigger it again after the run ends "
+        f"(`loopstack loop status` shows it), or set ignore_signals_during_run: false"
+    )
+    return True
 
 
 def _cooldown_end(project: Any, policy: Any) -> float | None:

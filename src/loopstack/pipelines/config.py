@@ -19,6 +19,7 @@
               executor: process
             - hook: loop_hooks.py:gate         # a function of the ActionContext
           cooldown_s: 3600
+          ignore_signals_during_run: true    # the default: a signal during a run starts none after it
 
 Each entry becomes the same `Policy` a Python file would declare.
 """
@@ -48,6 +49,7 @@ class PolicySpec(_Model):
     then: list[dict[str, Any]]
     cooldown_s: float = Field(0.0, ge=0)
     coalesce: bool = True
+    ignore_signals_during_run: bool = True
 
 
 class LoopSection(_Model):
@@ -93,7 +95,8 @@ def _policy(spec: PolicySpec, root: Path) -> Policy:
     where = f"loop.policies[{spec.name}]"
     when = [_trigger(item, where, root) for item in spec.when]
     then = [_action(item, root, where) for item in spec.then]
-    return Policy(spec.name, when=when, then=then, cooldown_s=spec.cooldown_s, coalesce=spec.coalesce)
+    return Policy(spec.name, when=when, then=then, cooldown_s=spec.cooldown_s, coalesce=spec.coalesce,
+                  ignore_signals_during_run=spec.ignore_signals_during_run)
 
 
 def _single(item: dict[str, Any], where: str, known: tuple[str, ...]) -> tuple[str, Any]:

@@ -15,6 +15,19 @@ one chain, signal first::
 Actions run one at a time in the scheduler's thread: a long training run
 delays the next trigger check, which is the simple and predictable choice
 for a laptop-scale loop.
+
+A signal recorded while a run of its policy was in progress (after that run's
+``loop.triggered`` event, before its end event) waits on its trigger's cursor
+until the run ends, and then starts no run: it described data the run was
+already answering, and a retrain on it would act on stale evidence twice. It
+is recorded as ``loop.suppressed`` with a reason naming the run, as a signal
+inside the cooldown is (`Policy.ignore_signals_during_run` turns this off).
+The rule is read from the event log's run boundaries, not from memory, so it
+holds for signals that arrived while the scheduler was down with a run in
+flight. A signal recorded after the run ended triggers as before, subject to
+the cooldown; of several signals seen in one poll, those recorded during a
+run are suppressed and the others start the (one, coalesced) run. Schedules
+are no evidence about data and fire after a run as before.
 """
 
 from __future__ import annotations
@@ -31,6 +44,8 @@ from loopstack.pipelines.policy import ActionContext, Policy, StopLoop
 from loopstack.pipelines.triggers import OnEvent, Schedule, Trigger
 
 if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
     from loopstack.core.events import Event
     from loopstack.core.project import Project
 
@@ -185,15 +200,37 @@ class Loop:
                 with self.project.db.write() as connection:
                     state.advance_trigger(connection, self.project, policy.name, trigger.key, cursor=newest)
             return []
+        during = self._during_runs(policy, matching, current["cursor"] or 0)
         if policy.coalesce:
-            signals = {"signals": [e.id for e in matching]}
-            return self._fire(policy, trigger, matching[-1], {"cursor": newest}, signals, now)
+            return self._fire_coalesced(policy, trigger, matching, during, newest, now)
         fired: list[str] = []
         for event in matching:
-            fired += self._fire(policy, trigger, event, {"cursor": event.id}, {"signals": [event.id]}, now)
+            if event.id in during:
+                self._fire(policy, trigger, None, {"cursor": event.id}, {}, now, stale=([event], during[event.id]))
+            else:
+                fired += self._fire(policy, trigger, event, {"cursor": event.id}, {"signals": [event.id]}, now)
         with self.project.db.write() as connection:
             state.advance_trigger(connection, self.project, policy.name, trigger.key, cursor=newest)
         return fired
+
+    def _fire_coalesced(
+        self, policy: Policy, trigger: OnEvent, matching: list[Event], during: dict[int, str], newest: int, now: float,
+    ) -> list[str]:
+        """One run for the signals recorded outside runs, caused by the newest; the others recorded as suppressed."""
+        fresh = [e for e in matching if e.id not in during]
+        stale = [e for e in matching if e.id in during]
+        suppressed = (stale, during[stale[-1].id]) if stale else None
+        signal = fresh[-1] if fresh else None
+        payload = {"signals": [e.id for e in fresh]} if fresh else {}
+        return self._fire(policy, trigger, signal, {"cursor": newest}, payload, now, stale=suppressed)
+
+    def _during_runs(self, policy: Policy, signals: list[Event], cursor: int) -> dict[int, str]:
+        """The signals recorded while a run of `policy` was in progress, each with the reason it starts none."""
+        if not policy.ignore_signals_during_run:
+            return {}
+        spans = state.run_spans(self.project, policy.name, after_id=cursor)
+        holding = {signal.id: _span_holding(spans, signal.id) for signal in signals}
+        return {signal: during_run_reason(span) for signal, span in holding.items() if span is not None}
 
     def _scan(self, trigger: OnEvent, cursor: int) -> tuple[list[Event], int]:
         """Matching events after `cursor`, oldest first, and the newest id scanned."""
@@ -210,18 +247,24 @@ class Loop:
     # -- firing and running ------------------------------------------------------------------------
     def _fire(
         self, policy: Policy, trigger: Trigger, signal: Event | None, advance: dict[str, Any],
-        payload: dict[str, Any], now: float,
+        payload: dict[str, Any], now: float, stale: tuple[list[Event], str] | None = None,
     ) -> list[str]:
         """Start a run of `policy`, unless one started less than its cooldown before `now`.
 
         `now` is the tick's clock, not the wall clock: a replay or a test that drives `tick(now=...)` gets
-        its cooldown measured on its own time line, and the run's start is stamped on it.
+        its cooldown measured on its own time line, and the run's start is stamped on it. `stale` signals
+        (recorded during a run, with the reason) are recorded as suppressed in the same transaction as the
+        cursor's advance, so a crash cannot record them twice; with no `signal` nothing else happens.
         """
         cause = signal.id if signal is not None else None
         base = {"policy": policy.name, "trigger": trigger.describe(), **payload}
         last = _last_start_on_this_clock(self.project, policy, now)
         with self.project.db.write() as connection:
             state.advance_trigger(connection, self.project, policy.name, trigger.key, **advance)
+            if stale is not None:
+                self._suppress_stale(connection, policy, trigger, *stale)
+                if signal is None:
+                    return []  # every signal was recorded during a run
             if policy.cooldown_s and last is not None and now - last < policy.cooldown_s:
                 base["reason"] = f"within the {policy.cooldown_s:g}s cooldown after the run started at {last:.0f}"
                 self.project.events.emit("loop.suppressed", policy.name, base, cause, connection)
@@ -235,6 +278,13 @@ class Loop:
             })
         self._execute(run_id, policy, event, 0, {}, {}, signal, resumed=False)
         return [run_id]
+
+    def _suppress_stale(
+        self, connection: Connection, policy: Policy, trigger: Trigger, signals: list[Event], reason: str
+    ) -> None:
+        payload = {"policy": policy.name, "trigger": trigger.describe(), "signals": [e.id for e in signals],
+                   "reason": reason}
+        self.project.events.emit("loop.suppressed", policy.name, payload, signals[-1].id, connection)
 
     def _resume(self, run: state.LoopRun) -> str | None:
         policy = self.policies.get(run.policy)
@@ -348,6 +398,29 @@ def _jsonable(result: Any) -> dict[str, Any]:
     return dict(json.loads(json.dumps(value, default=str)))
 
 
+def during_run_reason(span: state.RunSpan) -> str:
+    """Why a signal recorded during the run `span` starts no run: the words of its ``loop.suppressed``."""
+    started = f"event {span.first}" if span.first is not None else "an earlier event"
+    ended = f"ended at event {span.last}" if span.last is not None else "still in flight"
+    return (f"recorded during run {span.run[:12]} (started at {started}, {ended}), which was already answering "
+            "the evidence it describes; a signal raised during a run starts no run after it "
+            "(set ignore_signals_during_run=False to act on it)")
+
+
+def run_in_progress_at(project: Project, policy: Policy, event_id: int) -> state.RunSpan | None:
+    """The run of `policy` in progress when `event_id` was recorded, if any and if the policy ignores such signals.
+
+    The engine's own test, for one event: `loopstack loop trigger` asks it about the request it just made.
+    """
+    if not policy.ignore_signals_during_run:
+        return None
+    return _span_holding(state.run_spans(project, policy.name, after_id=event_id - 1), event_id)
+
+
+def _span_holding(spans: list[state.RunSpan], event_id: int) -> state.RunSpan | None:
+    return next((span for span in spans if span.holds(event_id)), None)
+
+
 def _last_start_on_this_clock(project: Project, policy: Policy, now: float) -> float | None:
     """The policy's last run start that the cooldown measures from, on the tick's clock.
 
@@ -358,4 +431,4 @@ def _last_start_on_this_clock(project: Project, policy: Policy, now: float) -> f
     return state.last_start(project, policy.name, not_after=now + _CLOCK_SKEW_S)
 
 
-__all__ = ["Loop", "trigger"]
+__all__ = ["Loop", "during_run_reason", "run_in_progress_at", "trigger"]

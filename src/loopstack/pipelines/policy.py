@@ -140,6 +140,14 @@ class Policy:
     coalesce
         Several matching events seen in one poll start one run (caused by the
         newest), not one run each.
+    ignore_signals_during_run
+        A signal recorded while a run of this policy was in progress starts
+        no run after it ends, even past the cooldown (which counts from the
+        run's start, so a long canary outlasts it): it described data that
+        run was already answering. It is recorded as ``loop.suppressed``,
+        with a reason naming the run. Turn it off for a signal that is new
+        evidence the run cannot have seen, such as `new_data` for a policy
+        that should train again on rows materialized during its last run.
 
     Examples
     --------
@@ -154,6 +162,7 @@ class Policy:
     then: Sequence[Any] = ()
     cooldown_s: float = 0.0
     coalesce: bool = True
+    ignore_signals_during_run: bool = True
     actions: list[Action] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -163,6 +172,9 @@ class Policy:
             raise ConfigError(f"policy {self.name!r} has no actions; pass then=[RunPipeline(...), ...]")
         if self.cooldown_s < 0:
             raise ConfigError(f"policy {self.name!r}: cooldown_s={self.cooldown_s} must be >= 0")
+        if not isinstance(self.ignore_signals_during_run, bool):  # "false" (a quoted string) is truthy
+            raise ConfigError(f"policy {self.name!r}: ignore_signals_during_run={self.ignore_signals_during_run!r} "
+                              "must be True or False")
         for trigger in self.when:
             if not isinstance(trigger, Schedule | OnEvent):
                 raise ConfigError(f"policy {self.name!r}: {trigger!r} is not a trigger; use Schedule or OnEvent")

@@ -194,6 +194,50 @@ def runs(project: Project, status: str | None = None, policy: str | None = None,
         return [LoopRun(**row._asdict()) for row in connection.execute(query)]
 
 
+@dataclass(frozen=True)
+class RunSpan:
+    """A run's place in the event log: after its ``loop.triggered`` event and before its end event.
+
+    Event ids, not times: they order what was recorded whatever clock the ticks ran on (a replay's, a
+    skewed host's), and they are in the log, so a restarted scheduler reads the same spans.
+    """
+
+    run: str
+    first: int | None  # its loop.triggered event; None: at or before the events asked about
+    last: int | None  # its loop.finished/failed/stopped event; None: still in flight
+
+    def holds(self, event_id: int) -> bool:
+        """Whether `event_id` was recorded while this run was in progress."""
+        return (self.first is None or self.first < event_id) and (self.last is None or event_id < self.last)
+
+
+RUN_ENDS = ("loop.finished", "loop.failed", "loop.stopped")
+
+
+def run_spans(project: Project, policy: str, after_id: int) -> list[RunSpan]:
+    """The spans of the policy's runs that were in progress at some event after `after_id`.
+
+    Read from the run boundaries in the event log and the runs stored as in flight. A start with no end
+    that is not in flight (an edited log) is left out: it would hold back the policy's signals forever.
+    """
+    from sqlalchemy import select
+
+    table = project.db.table("events")
+    query = (select(table.c.id, table.c.kind, table.c.payload)
+             .where(table.c.subject == policy, table.c.kind.in_(("loop.triggered", *RUN_ENDS)), table.c.id > after_id)
+             .order_by(table.c.id))
+    starts: dict[str, int] = {}
+    ends: dict[str, int] = {}
+    with project.db.read() as connection:
+        for row in connection.execute(query):
+            run = (row.payload or {}).get("run")
+            if isinstance(run, str):
+                (starts if row.kind == "loop.triggered" else ends)[run] = row.id
+    in_flight = {run.id for run in runs(project, status="running", policy=policy, limit=1000)}
+    spans = [RunSpan(run, starts.get(run), ends.get(run)) for run in dict.fromkeys([*starts, *ends, *in_flight])]
+    return [span for span in spans if span.last is not None or span.run in in_flight]
+
+
 def last_start(project: Project, policy: str, not_after: float | None = None) -> float | None:
     """When the policy's latest run started, counting only runs that started by `not_after` (a replay's time
     line holds only its own runs, not the ones a later clock stamped)."""
@@ -207,4 +251,4 @@ def last_start(project: Project, policy: str, not_after: float | None = None) ->
         return connection.execute(query).scalar()
 
 
-__all__ = ["LoopRun", "acquire_lease", "heartbeat", "lease_holder", "release_lease", "runs"]
+__all__ = ["LoopRun", "RunSpan", "acquire_lease", "heartbeat", "lease_holder", "release_lease", "run_spans", "runs"]
