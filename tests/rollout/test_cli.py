@@ -237,3 +237,15 @@ def test_verdict_cells_keep_the_numbers_of_a_guardrail_with_enough_data() -> Non
     verdict, stable, canary_rate, diff, interval = _verdict_cells(error_rate)
     assert verdict == "ok" and stable.startswith("0.01") and canary_rate.startswith("0.01")
     assert diff != "-" and interval.startswith("[-0.")
+
+
+def test_verdict_cells_say_when_a_guardrail_is_not_yet_non_inferior() -> None:
+    from loopstack.rollout.cli import _verdict_cells
+    from loopstack.rollout.guardrails import CanaryAnalysis, CanaryPolicy, VariantStats
+
+    policy = CanaryPolicy(steps=(0.1, 0.5), min_requests_per_step=500, guardrails=("error_rate",),
+                          require_non_inferiority=True, error_margin=0.001)
+    decision = CanaryAnalysis(policy).evaluate(VariantStats(9000, 90), VariantStats(1000, 10))
+    assert decision.action == "hold" and "not yet shown non-inferior: error_rate" in decision.reason
+    (error_rate,) = [e for e in decision.evidence if e["metric"] == "error_rate"]
+    assert _verdict_cells(error_rate)[0] == "ok (not yet non-inferior)"

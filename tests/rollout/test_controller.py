@@ -446,3 +446,118 @@ def test_a_canary_started_before_its_start_was_recorded_chains_to_its_latest_cha
     controller = RolloutController(sqlite_project, "api", log_dir=tmp_path)
     assert controller.evaluate().action == "advance"
     assert [e.id for e in sqlite_project.events.chain(controller.last_event)] == [started, controller.last_event]
+
+
+def skewed(project: Project, log_dir: Path, stable: int, canary: int, start: int) -> int:
+    """`stable` and `canary` requests logged under the live version, whatever its weights say (a broken split)."""
+    d = project.deployments.get("api")
+    log = TrafficLog(log_dir)
+    for i, variant in enumerate([d.champion] * stable + [d.challenger] * canary, start=start):
+        log.record(request_id=f"r{i}", endpoint="api", variant=variant, ref=d.variants[variant],
+                   deployment_version=d.version, unit_id=f"user-{i}", shadow=False, ok=True, status=200,
+                   latency_ms=3.0)
+    log.close()
+    return start + stable + canary
+
+
+def test_a_persisting_sample_ratio_mismatch_is_recorded_once_then_rolled_back_at_the_limit(
+        sqlite_project: Project, refs: list[str], tmp_path: Path) -> None:
+    deployments = sqlite_project.deployments
+    deployments.create("api", refs[0], guardrails=["error_rate"])
+    deployments.canary("api", refs[1], steps=[50, 100], min_requests_per_step=100, salt="fixed",
+                       max_hold_evaluations=3)
+    controller = RolloutController(sqlite_project, "api", log_dir=tmp_path)
+    at, actions = 0, []
+    for _ in range(4):
+        at = skewed(sqlite_project, tmp_path, 1000, 800, at)  # the canary gets 44 %, not 50 %, every tick
+        actions.append(controller.evaluate().action)
+        if actions[-1] != "hold":
+            break
+        assert controller.evaluate().action == "hold"  # a tick without new traffic changes nothing
+    assert actions == ["hold", "hold", "rollback"]
+    (hold,) = sqlite_project.events.list(kind="rollout.canary.hold", subject="api")  # recorded once, not per tick
+    assert hold.payload["reason"] == "sample ratio mismatch in this step; check the traffic split"
+    (rollback,) = sqlite_project.events.list(kind="rollout.canary.rollback", subject="api")
+    assert rollback.payload["reason"] == ("sample ratio mismatch persisted for 3 evaluations (max_hold_evaluations): "
+                                          "step 1/1: check the traffic split")
+    rolled = sqlite_project.events.list(kind="rollout.rolled_back", subject="api")[0]
+    assert rolled.cause == rollback.id
+    d = deployments.get("api")
+    assert d.strategy == "single" and d.state["analysis"]["stalled"] == 3 and d.state["last_decision"] == "rollback"
+
+
+def test_a_hold_kept_without_an_event_still_carries_its_progress(sqlite_project: Project, refs: list[str],
+                                                                  tmp_path: Path) -> None:
+    deployments = sqlite_project.deployments
+    deployments.create("api", refs[0], guardrails=["error_rate"])
+    deployments.canary("api", refs[1], steps=[50, 100], min_requests_per_step=100, salt="fixed",
+                       max_hold_evaluations=5)
+    controller = RolloutController(sqlite_project, "api", log_dir=tmp_path)
+    at = skewed(sqlite_project, tmp_path, 1000, 800, 0)
+    controller.evaluate()
+    at = skewed(sqlite_project, tmp_path, 1000, 800, at)
+    controller.evaluate()
+    state = deployments.get("api").state
+    assert state["analysis"]["stalled"] == 2 and state["analysis"]["tests"]["error_rate"]["looks"] == 2
+    assert state["seen"][refs[0]][0] == 2000 and len(sqlite_project.events.list(kind="rollout.canary.hold")) == 1
+    # the split heals: the canary is promoted, and that is recorded
+    skewed(sqlite_project, tmp_path, 1000, 1400, at)  # 3,000 each since the step began
+    assert controller.evaluate().action == "promote"
+    assert [e.kind for e in sqlite_project.events.list(kind="rollout.canary.", subject="api", newest_first=False)] == [
+        "rollout.canary.hold", "rollout.canary.promote"]
+
+
+def test_a_state_saved_before_holds_were_bounded_still_loads(sqlite_project: Project, refs: list[str],
+                                                             tmp_path: Path) -> None:
+    deployments = sqlite_project.deployments
+    deployments.create("api", refs[0], guardrails=["error_rate"])
+    deployments.canary("api", refs[1], steps=[50, 100], min_requests_per_step=100, salt="fixed",
+                       max_hold_evaluations=2)
+    controller = RolloutController(sqlite_project, "api", log_dir=tmp_path)
+    at = skewed(sqlite_project, tmp_path, 1000, 800, 0)
+    assert controller.evaluate().action == "hold"
+    d = deployments.get("api")
+    old = {key: value for key, value in d.state.items() if key != "last_reason"}  # as the version before stored it
+    old["analysis"] = {key: value for key, value in old["analysis"].items()
+                       if key not in ("stalled", "stall_kind", "counts")}
+    deployments.save_state("api", old, expected_version=d.version)
+    at = skewed(sqlite_project, tmp_path, 1000, 800, at)
+    assert controller.evaluate().action == "hold"  # its count starts again at 1; recorded, as it had no last reason
+    assert len(sqlite_project.events.list(kind="rollout.canary.hold", subject="api")) == 2
+    assert deployments.get("api").state["last_reason"].startswith("sample ratio mismatch")
+    skewed(sqlite_project, tmp_path, 1000, 800, at)
+    assert controller.evaluate().action == "rollback"
+
+
+def test_non_inferiority_is_checked_against_the_deployments_own_guardrails(sqlite_project: Project,
+                                                                          refs: list[str]) -> None:
+    deployments = sqlite_project.deployments
+    deployments.create("api", refs[0], primary_metric="conversion")  # error rate, p99 latency and conversion
+    with pytest.raises(ValidationError, match=r"positive margin .* got latency_margin=0.0, primary_margin=0.0: "):
+        deployments.canary("api", refs[1], steps=[50, 100], require_non_inferiority=True, error_margin=0.002)
+    assert deployments.get("api").strategy == "single"  # refused before anything changed
+    with pytest.raises(ValidationError, match="max_canary_requests must be None"):
+        deployments.canary("api", refs[1], steps=[50, 100], min_requests_per_step=1000, max_canary_requests=900)
+    deployments.create("api-2", refs[0], guardrails=["error_rate"])  # guards the error rate only: one margin
+    d = deployments.canary("api-2", refs[1], steps=[50, 100], require_non_inferiority=True, error_margin=0.002,
+                           max_canary_requests=50_000)
+    assert d.policy["require_non_inferiority"] is True
+    from loopstack.rollout.controller import canary_policy
+
+    policy = canary_policy(deployments.get("api-2"))
+    assert (policy.require_non_inferiority, policy.guardrails, policy.max_canary_requests) == (
+        True, ("error_rate",), 50_000)
+
+
+def test_an_equal_challenger_is_promoted_as_non_inferior_through_the_controller(sqlite_project: Project,
+                                                                               refs: list[str], tmp_path: Path) -> None:
+    deployments = sqlite_project.deployments
+    deployments.create("api", refs[0], guardrails=["error_rate"])
+    deployments.canary("api", refs[1], steps=[50, 100], min_requests_per_step=1000, salt="fixed",
+                       require_non_inferiority=True, error_margin=0.01, max_canary_requests=20_000)
+    actions = drive(sqlite_project, tmp_path, {refs[0]: 0.01, refs[1]: 0.01}, seed=3)
+    assert actions[-1] == "promote"
+    (promote,) = sqlite_project.events.list(kind="rollout.canary.promote", subject="api")
+    assert "error_rate non-inferior (error_margin 0.01)" in promote.payload["reason"]
+    error_rate = next(e for e in promote.payload["evidence"] if e["metric"] == "error_rate")
+    assert error_rate["non_inferior"] is True and error_rate["diff_ci"][1] <= 0.01

@@ -239,7 +239,9 @@ def _verdict_cells(e: dict[str, Any]) -> tuple[str, ...]:
         return "not enough data", value("stable"), value("canary"), "-", "-"
     ci = e.get("diff_ci") or [None, None]
     interval = "-" if ci[0] is None and ci[1] is None else f"[{_num(ci[0], 4)}, {_num(ci[1], 4)}]"
-    return e["verdict"], value("stable"), value("canary"), _num(e.get("diff"), 4), interval
+    # under require_non_inferiority an "ok" that has not yet shown non-inferiority still holds the step
+    verdict = e["verdict"] + (" (not yet non-inferior)" if e.get("non_inferior") is False else "")
+    return verdict, value("stable"), value("canary"), _num(e.get("diff"), 4), interval
 
 
 def _numbers(text: str, option: str, example: str) -> list[float]:

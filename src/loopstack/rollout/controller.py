@@ -10,7 +10,14 @@ to the next step, roll back, or promote after the last step. Each decision
 is recorded as an event (``rollout.canary.hold|advance|rollback|promote``)
 with its evidence, and the traffic change it causes points back at it. A
 tick that finds no new request or feedback since the last recorded hold
-records nothing: a quiet endpoint does not fill the event log with holds.
+records nothing: a quiet endpoint does not fill the event log with holds. Nor
+does a hold that persists on new data: a hold whose reason is the one last
+recorded (a sample ratio mismatch, labels that do not come, "not yet shown
+non-inferior") updates the stored progress without a new event; a hold is
+recorded when its reason changes (a step's request count moving on counts as
+a change), and every advance, rollback and promotion is recorded. The policy's
+``max_hold_evaluations`` and ``max_canary_requests`` end a hold that would
+otherwise last forever with a recorded rollback.
 
 Each log segment is written once and never changed, so a controller keeps
 what it read (`loopstack.rollout.segments`) and a tick reads only the
@@ -148,11 +155,19 @@ class RolloutController:
         canary = traffic[d.challenger].stats(latency, primary)
         decision = analysis.evaluate(stable, canary)
         seen = {name: [t.requests, len(t.rewards)] for name, t in traffic.items()}
-        if decision.action == "hold" and d.state.get("last_decision") == "hold" and d.state.get("seen") == seen:
-            return decision  # nothing arrived since the last recorded hold: a look at the same data, not a new one
+        if decision.action == "hold" and d.state.get("last_decision") == "hold":
+            if d.state.get("seen") == seen:
+                return decision  # nothing arrived since the last hold: a look at the same data, not a new one
+            if d.state.get("last_reason") == decision.reason:
+                # The same hold on more data (a persisting sample ratio mismatch, labels that do not come): its
+                # progress is kept, for the next tick and the policy's hold limits, but not recorded again.
+                state = {**d.state, "analysis": analysis.state, "seen": seen}
+                self.deployments.save_state(self.endpoint, state, expected_version=d.version)
+                return decision
         kind, payload = decision.to_event()
         payload["variants"] = [t.to_dict() for t in traffic.values()]
-        state = {**d.state, "analysis": analysis.state, "last_decision": decision.action, "seen": seen}
+        state = {**d.state, "analysis": analysis.state, "last_decision": decision.action,
+                 "last_reason": decision.reason, "seen": seen}
         self._apply(d, decision, (kind, payload), state, cause)
         self.last_event = self.deployments.last_decision
         return decision

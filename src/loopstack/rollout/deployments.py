@@ -169,13 +169,15 @@ class Deployments:
         """Send a growing share of traffic to `challenger`, step by step, guarded by `RolloutController`.
 
         `steps` are percentages (or fractions); promotion follows the last one.
-        Extra keyword arguments go to `CanaryPolicy` (``planned_n``, ``error_margin``, ...).
+        Extra keyword arguments go to `CanaryPolicy` (``planned_n``, ``error_margin``,
+        ``require_non_inferiority``, ``max_canary_requests``, ``max_hold_evaluations``, ...); they are
+        checked against the guardrails this deployment's canary runs (a margin for each under
+        ``require_non_inferiority=True``).
         A running shadow of the same model turns into the canary.
         """
         fractions = normalize_steps(steps)
         ref = self._pin(challenger)
         settings = {"min_requests_per_step": int(min_requests_per_step), "alpha": float(alpha), **policy}
-        _check_policy(fractions, settings)
 
         def change(d: Deployment) -> Deployment:
             if settings.get("min_labels_per_step") and d.primary_metric is None:
@@ -186,9 +188,11 @@ class Deployments:
             _no_experiment(d, "canary", allow=("shadow",))
             _distinct(d, variant)
             w = fractions[0]
-            return replace(d, strategy="canary", variants=_keep(d, variant, ref), challenger=variant, shadow=(),
-                           steps=fractions, step=0, policy=settings, salt=salt or _salt(endpoint),
-                           weights={d.champion: 1 - w, variant: w})
+            started = replace(d, strategy="canary", variants=_keep(d, variant, ref), challenger=variant, shadow=(),
+                              steps=fractions, step=0, policy=settings, salt=salt or _salt(endpoint),
+                              weights={d.champion: 1 - w, variant: w})
+            _check_policy(started)  # with this deployment's guardrails: non-inferiority needs each one's margin
+            return started
 
         return self._change(endpoint, "deployment.changed", change, reason, cause,
                             state={"started_at": time.time()}, starts=True)
@@ -452,11 +456,12 @@ def _normalized(weights: Mapping[str, float]) -> dict[str, float]:
     return {k: float(v) / total for k, v in weights.items()}
 
 
-def _check_policy(steps: tuple[float, ...], settings: dict[str, Any]) -> None:
-    from loopstack.rollout.guardrails import CanaryPolicy
+def _check_policy(d: Deployment) -> None:
+    """Refuse a canary whose settings its controller would refuse at the first tick."""
+    from loopstack.rollout.controller import canary_policy
 
     try:
-        CanaryPolicy(steps=steps, **settings)
+        canary_policy(d)
     except TypeError as error:
         raise ValidationError(f"unknown canary setting: {error}; see CanaryPolicy for the accepted ones") from None
 

@@ -37,10 +37,34 @@ per arm. A guardrail still "insufficient" holds the step, never passes it.
 A sample ratio mismatch in the current step (the canary's share of requests
 far from its weight) holds the rollout, since the comparison is then
 untrustworthy.
+
+By default a guardrail passes when the canary is *not proven worse*: the
+interval does not lie wholly past the margin. That is a test for harm, not
+evidence of safety: on a few thousand requests the interval is wide, and a
+challenger 10 % worse on the primary metric passes as often as not. With
+``CanaryPolicy(require_non_inferiority=True)`` a guardrail passes only when
+the interval's bad end lies within its margin (``low >= -margin`` where
+higher is better, ``high <= margin`` where lower is), so the evidence shows
+the canary is worse by no more than the margin; until then the step holds for
+more data. Each margin must then be positive: proving "no worse at all" needs
+the interval to exclude every loss, which an equal challenger never reaches.
+
+A hold that outlasts the evidence the step asks for is a *stall*: after the
+step served ``min_requests_per_step`` requests, every hold waiting for labels,
+for an untested guardrail or for non-inferiority, and every hold on a sample
+ratio mismatch. ``max_hold_evaluations`` rolls the canary back after that many
+consecutive stalled evaluations (an evaluation on the same counts as the one
+before does not count) and ``max_canary_requests`` once it served that many
+requests without being promoted, with a reason that says what it was waiting
+for: "not shown non-inferior within 50000 canary requests
+(max_canary_requests): ...", "sample ratio mismatch persisted for 12
+evaluations (max_hold_evaluations): ...", "labels never arrived ...". Both are
+unbounded by default, as before.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
@@ -129,11 +153,35 @@ class CanaryPolicy:
         The guardrails this canary checks, from ``"error_rate"`` (required), ``"latency_tail"`` and
         ``"primary"``; ``alpha`` is split evenly over them from the start, whether or not their data
         have arrived yet. Data for a guardrail not named here is refused.
+    require_non_inferiority : bool
+        False (the default): a guardrail passes a step while the canary is not proven worse than its
+        margin. True: it passes only once the confidence interval's bad end lies within the margin
+        (``diff_ci[0] >= -margin`` where higher is better, ``diff_ci[1] <= margin`` where lower is), so
+        the data show the canary worse by no more than the margin; until then the step holds. It
+        applies to the guardrails that gate a step (the error rate and the tail latency at every step,
+        the primary metric at the promotion). Every margin of a guardrail the policy names must then be
+        positive: with a margin of 0 only a canary proven better or equal could pass, and an equal one
+        never is, so such a policy is refused rather than left to hold until a limit rolls it back.
+    max_canary_requests : int, optional
+        Canary requests (since the canary started) within which it must be promoted; an evaluation
+        that reaches it without promoting rolls the canary back, saying what it was still waiting for.
+        It bounds how many requests an unproven challenger serves. At least
+        ``len(steps) * min_requests_per_step`` (and ``min_samples``), or no canary could be promoted.
+        None (the default): unbounded.
+    max_hold_evaluations : int, optional
+        Consecutive stalled evaluations after which the canary is rolled back. A stall is a hold on a
+        sample ratio mismatch, or a hold once the step served ``min_requests_per_step`` requests (waiting
+        for labels, for a guardrail's ``min_samples``, or for non-inferiority); a hold still gathering
+        the step's requests, and an advance, end a run of stalls. It counts evaluations, not time, and
+        only those whose requests or labels moved since the one before: a controller polling a quiet
+        endpoint does not use it up. None (the default): unbounded.
 
     Examples
     --------
     >>> CanaryPolicy(steps=(0.05, 0.5)).steps
     (0.05, 0.5)
+    >>> CanaryPolicy(require_non_inferiority=True, guardrails=("error_rate",), error_margin=0.002).error_margin
+    0.002
     """
 
     steps: tuple[float, ...] = (0.01, 0.05, 0.25, 0.5)
@@ -149,6 +197,9 @@ class CanaryPolicy:
     min_samples: int = 200
     srm_threshold: float = SRM_THRESHOLD
     guardrails: tuple[str, ...] = GUARDRAILS
+    require_non_inferiority: bool = False
+    max_canary_requests: int | None = None
+    max_hold_evaluations: int | None = None
 
     def __post_init__(self) -> None:
         steps = tuple(float(s) for s in self.steps)
@@ -164,6 +215,65 @@ class CanaryPolicy:
         tuned_rho(self.alpha, self.planned_n)  # checks alpha and planned_n now, not at the first evaluation
         object.__setattr__(self, "steps", steps)
         object.__setattr__(self, "guardrails", _check_guardrails(self.guardrails))
+        object.__setattr__(self, "require_non_inferiority", _check_flag(self.require_non_inferiority))
+        if self.require_non_inferiority:
+            _check_margins(self)
+        # A canary needs min_requests_per_step in every step (and min_samples in all) before its promotion.
+        fewest = max(len(steps) * self.min_requests_per_step, _min_samples(self))
+        object.__setattr__(self, "max_canary_requests", _check_limit(
+            "max_canary_requests", self.max_canary_requests, fewest,
+            f"a canary serves at least {fewest} requests before its promotion ({len(steps)} steps of "
+            f"min_requests_per_step={self.min_requests_per_step}, and min_samples={self.min_samples})"))
+        object.__setattr__(self, "max_hold_evaluations",
+                           _check_limit("max_hold_evaluations", self.max_hold_evaluations, 1, "it counts evaluations"))
+
+    def margin(self, metric: str) -> float:
+        """The margin of guardrail `metric` (``"error_rate"``, ``"latency_tail"`` or ``"primary"``).
+
+        Examples
+        --------
+        >>> CanaryPolicy(primary_margin=0.005).margin("primary")
+        0.005
+        """
+        return {"error_rate": self.error_margin, "latency_tail": self.latency_margin,
+                "primary": self.primary_margin}[metric]
+
+
+def _check_flag(value: Any) -> bool:
+    """A setting that must be True or False (a stored policy's "false" string would read as true)."""
+    if not isinstance(value, bool | np.bool_):
+        raise ValidationError(f"require_non_inferiority must be True or False, got {value!r}.")
+    return bool(value)
+
+
+_MARGIN_NAMES = {"error_rate": "error_margin", "latency_tail": "latency_margin", "primary": "primary_margin"}
+_MARGIN_EXAMPLES = {"error_rate": "0.002 (0.2 points of error rate)",
+                    "latency_tail": "0.005 (0.5 points more requests past the stable p99)",
+                    "primary": "0.005 (0.5 points of a 10 % conversion)"}
+
+
+def _check_margins(policy: CanaryPolicy) -> None:
+    """Non-inferiority needs a positive, finite margin for every guardrail the policy names."""
+    bad = [metric for metric in policy.guardrails
+           if not (math.isfinite(policy.margin(metric)) and policy.margin(metric) > 0)]
+    if bad:
+        given = ", ".join(f"{_MARGIN_NAMES[m]}={policy.margin(m)}" for m in bad)
+        fix = ", ".join(f"{_MARGIN_NAMES[m]}={_MARGIN_EXAMPLES[m]}" for m in bad)
+        raise ValidationError(
+            f"require_non_inferiority=True needs a positive margin for every guardrail it checks, got {given}: "
+            "with a margin of 0 only a canary proven better could pass, and an equal one never is. Give the "
+            f"largest loss you accept, e.g. {fix}, or guard fewer metrics (CanaryPolicy(guardrails=...)).")
+
+
+def _check_limit(name: str, value: Any, least: int, why: str) -> int | None:
+    """None, or a whole number of at least `least`."""
+    if value is None:
+        return None
+    whole = isinstance(value, int | np.integer) or (isinstance(value, float) and value.is_integer())
+    if isinstance(value, bool) or not whole or int(value) < least:
+        raise ValidationError(f"{name} must be None (unbounded) or a whole number of at least {least}, got "
+                              f"{value!r}: {why}.")
+    return int(value)
 
 
 def _check_guardrails(names: Sequence[str]) -> tuple[str, ...]:
@@ -231,6 +341,9 @@ class CanaryAnalysis:
         self.step = 0
         self.finished: Action | None = None
         self._step_start = (0, 0, 0)  # cumulative (stable, canary) requests and canary labels when the step began
+        self._stalled = 0  # consecutive stalled holds (see the module docstring), for max_hold_evaluations
+        self._stall_kind: str | None = None  # what they waited for: one _Stall kind, or "mixed"
+        self._counts: list[int] | None = None  # requests and labels per arm at the last evaluation
         # One test per guardrail from the start: a share of alpha decided at the first look with data
         # gave 1/2 to the error rate before the first label and 1/3 to the primary after, 0.067 in all.
         alpha = self.policy.alpha / len(self.policy.guardrails)
@@ -247,6 +360,11 @@ class CanaryAnalysis:
         return self.policy.steps[self.step]
 
     @property
+    def stalled_evaluations(self) -> int:
+        """Consecutive stalled holds so far: the count `CanaryPolicy.max_hold_evaluations` bounds."""
+        return self._stalled
+
+    @property
     def state(self) -> dict[str, Any]:
         """JSON-able progress (step, step start, each running test), so a restarted engine can carry on.
 
@@ -259,6 +377,7 @@ class CanaryAnalysis:
         0.5
         """
         return {"step": self.step, "finished": self.finished, "step_start": list(self._step_start),
+                "stalled": self._stalled, "stall_kind": self._stall_kind, "counts": self._counts,
                 "tests": {metric: _test_state(test) for metric, test in self._tests.items()}}
 
     @classmethod
@@ -269,6 +388,10 @@ class CanaryAnalysis:
         analysis.finished = state.get("finished")
         start = [*state.get("step_start", ()), 0, 0, 0]  # a state saved before labels were counted has two
         analysis._step_start = (int(start[0]), int(start[1]), int(start[2]))
+        analysis._stalled = int(state.get("stalled", 0))  # a state saved before holds were bounded has none
+        analysis._stall_kind = state.get("stall_kind")
+        counts = state.get("counts")
+        analysis._counts = None if counts is None else [int(c) for c in counts]
         analysis._tests.update({metric: _restore_test(s) for metric, s in state.get("tests", {}).items()})
         return analysis
 
@@ -280,33 +403,90 @@ class CanaryAnalysis:
         failed = [e["metric"] for e in evidence if e.get("verdict") == "worse"]
         if failed:
             return self._finish("rollback", f"guardrail failed: {', '.join(failed)}", evidence, canary)
+        action, reason, stall = self._next(evidence, stable, canary)
+        counts = [int(stable.requests), int(canary.requests), int(_labels(stable)), int(_labels(canary))]
+        if action == "hold" and counts != self._counts:  # a look at the numbers of the last one is no new hold
+            self._count_stall(stall)
+        self._counts = counts
+        limit = self._limit(action, reason, stall, canary)
+        if limit is not None:
+            return self._finish("rollback", limit, evidence, canary)
+        if action == "promote":
+            return self._finish("promote", reason, evidence, canary)
+        if action == "advance":
+            self.step += 1
+            self._step_start = (stable.requests, canary.requests, _labels(canary))
+            self._stalled, self._stall_kind = 0, None
+        return self._decide(action, reason, evidence, canary)
+
+    def _next(self, evidence: list[dict[str, Any]], stable: VariantStats,
+              canary: VariantStats) -> tuple[Action, str, _Stall | None]:
+        """What the evidence (no guardrail failed) allows: hold, advance or promote, with the reason; for a hold
+        past the step's own requests, the `_Stall` that says what it waits for."""
+        step = self._step_name(self.step)
         if evidence[0]["flagged"]:
-            return self._decide("hold", "sample ratio mismatch in this step; check the traffic split", evidence, canary)
+            return "hold", "sample ratio mismatch in this step; check the traffic split", _Stall(
+                "srm", "sample ratio mismatch persisted", f"step {step}: check the traffic split")
         served = canary.requests - self._step_start[1]
         if served < self.policy.min_requests_per_step:
             # Steps are counted from 1 in words, as `loopstack deploy` shows them ("step 1/4").
-            needed = self.policy.min_requests_per_step
-            reason = f"step {self._step_name(self.step)}: {served} of {needed} canary requests"
-            return self._decide("hold", reason, evidence, canary)
+            return "hold", f"step {step}: {served} of {self.policy.min_requests_per_step} canary requests", None
         labelled = self._labelled_in_step(canary)
         if labelled < self.policy.min_labels_per_step:
-            reason = (f"step {self._step_name(self.step)}: {labelled} of {self.policy.min_labels_per_step} labelled "
-                      "canary requests (waiting for feedback)")
-            return self._decide("hold", reason, evidence, canary)
+            reason = (f"step {step}: {labelled} of {self.policy.min_labels_per_step} labelled canary requests "
+                      "(waiting for feedback)")
+            return "hold", reason, _Stall("labels", _no_labels(labelled), reason)
         last = self.step == len(self.policy.steps) - 1
         untested = self._untested(evidence, stable, canary, promoting=last)
         if untested:
-            reason = f"step {self._step_name(self.step)}: not yet tested: {'; '.join(untested)}"
-            return self._decide("hold", reason, evidence, canary)
+            reason = f"step {step}: not yet tested: {'; '.join(words for _, words in untested)}"
+            if all(metric == "primary" for metric, _ in untested):
+                stall = _Stall("labels", _no_labels(min(_labels(stable), _labels(canary))), reason)
+            else:
+                stall = _Stall("untested", "guardrails still untested", reason)
+            return "hold", reason, stall
+        if self.policy.require_non_inferiority:
+            pending = [e for e in evidence if e["metric"] in self.policy.guardrails and not e["non_inferior"]
+                       and (last or e["metric"] != "primary")]
+            if pending:
+                # No numbers here: the reason stays the same while the interval narrows, so a controller
+                # records the hold once (the intervals are in the evidence).
+                listed = ", ".join(f"{e['metric']} (margin {e['margin']:g})" for e in pending)
+                return "hold", f"step {step}: not yet shown non-inferior: {listed}", _Stall(
+                    "non_inferiority", "not shown non-inferior", f"step {step}: {listed}")
         if last:
-            return self._finish("promote", self._promoted(canary), evidence, canary)
-        self.step += 1
-        self._step_start = (stable.requests, canary.requests, _labels(canary))
-        return self._decide("advance", f"step {self._step_name(self.step - 1)} passed", evidence, canary)
+            return "promote", self._promoted(canary), None
+        return "advance", f"step {step} passed", None
+
+    def _count_stall(self, stall: _Stall | None) -> None:
+        """Count a hold: a stall extends the run of stalls (its kind kept while they agree), any other ends it."""
+        if stall is None:
+            self._stalled, self._stall_kind = 0, None
+            return
+        self._stall_kind = stall.kind if self._stalled == 0 or self._stall_kind == stall.kind else "mixed"
+        self._stalled += 1
+
+    def _limit(self, action: Action, reason: str, stall: _Stall | None, canary: VariantStats) -> str | None:
+        """The rollback reason when this evaluation reached a limit of the policy, else None."""
+        p = self.policy
+        if action == "hold" and stall is not None and p.max_hold_evaluations is not None \
+                and self._stalled >= p.max_hold_evaluations:
+            within = f"for {self._stalled} evaluations (max_hold_evaluations)"
+            if self._stall_kind == "mixed":
+                return f"step {self._step_name(self.step)} did not pass {within}: {reason}"
+            return f"{stall.headline} {within}: {stall.detail}"
+        if action != "promote" and p.max_canary_requests is not None and canary.requests >= p.max_canary_requests:
+            within = f"within {p.max_canary_requests} canary requests (max_canary_requests)"
+            if stall is None:
+                to_go = len(p.steps) - self.step - 1
+                return f"not promoted {within}: {reason}" + (f", {to_go} more to go" if action == "advance" else "")
+            return f"{stall.headline} {within}: {stall.detail}"
+        return None
 
     def _untested(self, evidence: list[dict[str, Any]], stable: VariantStats, canary: VariantStats,
-                  promoting: bool) -> list[str]:
-        """The guardrails whose test has not yet run on ``min_samples`` per arm, in words; they block the step.
+                  promoting: bool) -> list[tuple[str, str]]:
+        """The guardrails whose test has not yet run on ``min_samples`` per arm, each with its state in words;
+        they block the step.
 
         The error rate and the tail latency block every step; the primary metric, whose labels may come a day
         late, blocks the promotion only (``min_labels_per_step`` makes each step wait for labels too).
@@ -323,7 +503,7 @@ class CanaryAnalysis:
             n_stable, n_canary = counts[metric]
             arm, have = ("canary", n_canary) if n_canary <= n_stable else ("stable", n_stable)
             words = f"{metric} has {have} of {needed} {_UNITS[metric]} in the {arm} arm"
-            untested.append(words + (" (waiting for labels)" if metric == "primary" else ""))
+            untested.append((metric, words + (" (waiting for labels)" if metric == "primary" else "")))
         return untested
 
     def _promoted(self, canary: VariantStats) -> str:
@@ -331,6 +511,10 @@ class CanaryAnalysis:
         names = list(self.policy.guardrails)
         listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
         labels = f" ({_labels(canary)} labels)" if "primary" in names else ""
+        if self.policy.require_non_inferiority:
+            margins = ", ".join(f"{_MARGIN_NAMES[name]} {self.policy.margin(name):g}" for name in names)
+            return (f"all steps passed: {listed} non-inferior ({margins}) on {canary.requests} canary "
+                    f"requests{labels}")
         return f"all steps passed: {listed} not worse on {canary.requests} canary requests{labels}"
 
     def _labelled_in_step(self, canary: VariantStats) -> int:
@@ -393,9 +577,13 @@ class CanaryAnalysis:
             r = test.update(check.stable, check.canary)
             verdict = _verdict(r.diff_ci, check)
         low, high = r.diff_ci
+        judged = {}
+        if self.policy.require_non_inferiority:  # absent otherwise: the default mode's records stay as they were
+            judged["non_inferior"] = None if verdict == "insufficient" else _non_inferior(r.diff_ci, check)
         return {
             "metric": check.metric,
             "verdict": verdict,
+            **judged,
             "stable": check.stable.mean,
             "canary": check.canary.mean,
             "diff": finite_or_none(r.diff),  # NaN, and an infinite interval, while an arm has under 2 units
@@ -415,6 +603,28 @@ def _verdict(diff_ci: tuple[float, float], check: _Check) -> str:
     bad = (high < -check.margin) if check.higher_is_better else (low > check.margin)
     good = (low > 0) if check.higher_is_better else (high < 0)
     return "worse" if bad else "better" if good else "ok"
+
+
+def _non_inferior(diff_ci: tuple[float, float], check: _Check) -> bool:
+    """Whether the interval's bad end lies within the margin: the canary is shown worse by no more than it.
+
+    Stricter than "not worse" (`_verdict`), which asks only that the interval not lie wholly past the margin.
+    """
+    low, high = diff_ci
+    bad_end = -low if check.higher_is_better else high
+    return bool(math.isfinite(bad_end) and bad_end <= check.margin)
+
+
+class _Stall(NamedTuple):
+    """What a stalled hold waits for: its `kind`, and in words for a rollback at a limit (`headline` + `detail`)."""
+
+    kind: str  # "srm", "labels", "untested" or "non_inferiority"
+    headline: str
+    detail: str
+
+
+def _no_labels(count: int) -> str:
+    return "labels never arrived" if count == 0 else "too few labels arrived"
 
 
 _UNITS = {"error_rate": "requests", "latency_tail": "latencies", "primary": "labels"}
