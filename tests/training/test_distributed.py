@@ -361,7 +361,7 @@ def _started(folder: Path, nproc: int = 2) -> list[int]:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
-def test_ranks_die_with_a_killed_launcher(tmp_path: Path) -> None:
+def test_ranks_and_what_they_started_die_with_a_killed_launcher(tmp_path: Path) -> None:
     import signal
     import subprocess
 
@@ -378,6 +378,7 @@ def test_ranks_die_with_a_killed_launcher(tmp_path: Path) -> None:
     try:
         # was: both ranks re-parented to PID 1, still running (and writing checkpoints)
         assert _wait_gone(ranks, 5.0) == []
+        assert _wait_gone(children, 5.0) == []  # was: what a rank started outlived it, re-parented to PID 1
     finally:
         for pid in ranks + children:  # this test's own processes, by pid
             if _alive(pid):

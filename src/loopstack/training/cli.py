@@ -7,7 +7,9 @@ in a process group of its own: SIGTERM and SIGINT (Ctrl-C) sent to the launcher
 are forwarded to every group, so a preempted machine checkpoints on all ranks
 and the processes a rank started are signalled with it; when one process fails
 the others are stopped. On Linux a rank is killed when the launcher dies, even
-by SIGKILL, instead of running on as an orphan. The exit status is
+by SIGKILL, instead of running on as an orphan, and so is every process it
+started (a small guardian process, `loopstack.training._guardian`, kills the
+ranks' groups once the launcher is gone). The exit status is
 the first non-zero one (143 after a preemption checkpoint), else 0. With
 ``--timeout S`` a job still running after S seconds (a deadlocked rank fails
 nothing) is stopped the same way and exits with 124.
@@ -83,6 +85,45 @@ def _signal_group(proc: subprocess.Popen[bytes], signum: int) -> None:
         pass
 
 
+def _start_guardian() -> subprocess.Popen[bytes] | None:
+    """The process that kills the ranks' groups if this launcher dies (`loopstack.training._guardian`).
+
+    None where a rank does not die with the launcher either (not Linux): the guardian would only
+    half-close the gap there.
+    """
+    if _die_with_launcher() is None:
+        return None
+    from loopstack.training import _guardian
+
+    return subprocess.Popen([sys.executable, "-S", _guardian.__file__], stdin=subprocess.PIPE, process_group=0)
+
+
+def _tell_guardian(guardian: subprocess.Popen[bytes] | None, line: str) -> None:
+    if guardian is None or guardian.stdin is None:
+        return
+    try:
+        guardian.stdin.write(line.encode())
+        guardian.stdin.flush()
+    except (BrokenPipeError, ValueError):  # it died (someone killed it): the ranks still die with the launcher
+        pass
+
+
+def _stop_guardian(guardian: subprocess.Popen[bytes] | None) -> None:
+    """Close the guardian's input and reap it. An exception out of the launcher (no ``done``) is a crash: as
+    after a SIGKILL, the ranks' groups are killed."""
+    if guardian is None:
+        return
+    try:
+        if guardian.stdin is not None:
+            guardian.stdin.close()
+    except BrokenPipeError:
+        pass
+    try:
+        guardian.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        guardian.kill()
+
+
 #: Seconds the other ranks get to exit after SIGTERM once one rank failed, before SIGKILL (torchrun waits 30).
 STOP_GRACE_SECONDS = 30.0
 
@@ -106,10 +147,14 @@ def run_processes(
     its write takes, instead of being killed `grace_seconds` later.
     """
     port = free_port()
+    guardian = _start_guardian()
     # Each rank leads a process group of its own, so a signal reaches what it started (a helper, a
     # data-loading worker) too; the terminal's Ctrl-C then reaches the launcher only, which forwards it.
-    procs = [subprocess.Popen([sys.executable, script, *args], env=_environment(r, nproc, port), process_group=0,
-                              preexec_fn=_die_with_launcher()) for r in range(nproc)]
+    procs = []
+    for r in range(nproc):
+        procs.append(subprocess.Popen([sys.executable, script, *args], env=_environment(r, nproc, port),
+                                      process_group=0, preexec_fn=_die_with_launcher()))
+        _tell_guardian(guardian, f"{procs[-1].pid}\n")
     preempted = False  # a SIGTERM came from outside and was forwarded to every rank
 
     def forward(signum: int, frame: FrameType | None) -> None:
@@ -139,10 +184,12 @@ def run_processes(
                 forward(signal.SIGKILL, None)
             time.sleep(0.05)
         codes = [p.returncode for p in procs]
+        _tell_guardian(guardian, "done\n")  # every rank ended: what one left running was not orphaned by a crash
         return status or next((c for c in codes if c != 0), 0)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        _stop_guardian(guardian)
 
 
 def _timed_out(script: str, timeout_seconds: float | None, grace_seconds: float) -> int:
