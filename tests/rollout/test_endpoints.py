@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from loopstack.core.errors import ValidationError
+from loopstack.core.errors import ConfigError, ValidationError
 from loopstack.core.project import Project
 from loopstack.rollout import compare_shadow, read_traffic_log
 from loopstack.serving import ServerSettings, create_app, read_prediction_log
@@ -295,3 +296,27 @@ def test_a_unit_id_must_be_a_string_or_an_integer_of_valid_text(sqlite_project: 
         assert by_user.status_code == 400 and by_user.json()["error"].startswith("user_id must be")
         for unit in ("u-é", 7, 2**70):
             assert ask(client, unit).status_code == 200  # type: ignore[arg-type]
+
+
+def test_variants_are_batched_with_the_servers_variant_batching(sqlite_project: Project, refs: list[str],
+                                                                  tmp_path: Path) -> None:
+    """Every variant was served with ModelSpec's defaults, whatever the server was started with."""
+    sqlite_project.deployments.create("api", refs[0])
+    settings = ServerSettings(log_dir=None, variant_batching={"max_queue": 2, "inline_ms": 0})
+    app = create_app([], settings, loader={refs[0]: Stub(offset=0, version=1)}.__getitem__,
+                     deployments=sqlite_project.deployments)
+    with TestClient(app) as client:
+        assert ask(client, "u1").status_code == 200
+        refused = client.post("/v1/endpoints/api:predict", json={"instances": [[1.0, 2.0, 3.0]] * 3})
+        (batcher,) = app.state.server.endpoints.live["api"].batchers.values()
+    assert refused.status_code == 400 and "queues at most 2" in refused.json()["error"]
+    assert (batcher.spec.max_queue, batcher.spec.inline_ms, batcher.spec.max_batch_size) == (2, 0, 64)
+
+
+@pytest.mark.parametrize(("batching", "message"), [
+    ({"max_queue": 0}, "max_queue=0 for deployment variants must be a positive number"),
+    ({"max_batch": 8}, "['max_batch'] are not batching settings"),
+])
+def test_variant_batching_is_checked_when_the_server_is_configured(batching: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        ServerSettings(variant_batching=batching)

@@ -177,3 +177,26 @@ def test_serve_prints_its_address_only_once_started(registered: ls.Project, monk
                                       "--gpu", "NOPE"])
     assert failed.exit_code == 1 and "'NOPE' is not in the price table" in str(failed.exception)
     assert "serving" not in failed.output
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--max-queue", "0"), "--max-queue 0 must be a positive number"),
+    (("--inline-ms", "-1"), "--inline-ms -1.0 must be >= 0 and finite"),
+    (("--timeout", "nan"), "--timeout nan must be a positive number"),
+])
+def test_deploy_serve_takes_the_batching_flags_and_names_them(registered: ls.Project, monkeypatch: pytest.MonkeyPatch,
+                                                              args: tuple[str, str], message: str) -> None:
+    monkeypatch.setattr("loopstack.serving.serve", lambda *a, **k: pytest.fail("the server was started"))
+    assert _fails(registered, "deploy", "serve", *args) == (1, message)
+
+
+def test_deploy_serve_hands_its_batching_flags_to_every_variant(registered: ls.Project,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """`deploy serve` had no batching flags: every variant ran with ModelSpec's defaults."""
+    started: dict[str, object] = {}
+    monkeypatch.setattr("loopstack.serving.serve", lambda *a, **k: started.update(k))
+    result = CliRunner().invoke(cli, ["-p", str(registered.root), "deploy", "serve", "--max-batch-size", "16",
+                                      "--inline-ms", "0"])
+    assert result.exit_code == 0, result.output
+    batching = started["settings"].variant_batching  # type: ignore[attr-defined]
+    assert (batching["max_batch_size"], batching["inline_ms"], batching["max_wait_ms"]) == (16, 0.0, 2.0)

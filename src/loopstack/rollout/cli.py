@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from loopstack.serving.cli import batching_options, flags_named
+
 
 def _project(ctx: click.Context) -> Any:
     from loopstack.core.project import Project
@@ -272,14 +274,19 @@ def _num(x: Any, digits: int = 1) -> str:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--log-dir", default=None, help="Prediction and traffic log folder (default: .loopstack/logs).")
+@batching_options
 @click.pass_context
-def serve(ctx: click.Context, host: str, port: int, log_dir: str | None) -> None:
-    """Serve every deployment at POST /v1/endpoints/{endpoint}:predict, following changes live."""
+def serve(ctx: click.Context, host: str, port: int, log_dir: str | None, **batching: Any) -> None:
+    """Serve every deployment at POST /v1/endpoints/{endpoint}:predict, following changes live.
+
+    The batching flags apply to every variant of every endpoint."""
     from loopstack.serving import ServerSettings
     from loopstack.serving import serve as serve_http
 
     project = _project(ctx)
-    settings = ServerSettings(log_dir=log_dir or str(project.root / ".loopstack" / "logs"))
+    with flags_named():
+        settings = ServerSettings(log_dir=log_dir or str(project.root / ".loopstack" / "logs"),
+                                  variant_batching=batching)
     banner = f"serving deployments {project.deployments.names()} on http://{host}:{port}"
     # the same server as `loopstack serve`: math thread pools sized, SIGTERM drains, one uvicorn configuration
     serve_http([], host=host, port=port, settings=settings, deployments=project.deployments,

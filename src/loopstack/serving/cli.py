@@ -6,7 +6,7 @@ Mount both at the top level: ``serve`` -> ``loopstack.serving.cli:serve``,
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,17 +22,29 @@ def _project(ctx: click.Context):  # type: ignore[no-untyped-def]
     return Project.open(ctx.obj.get("project_path") if ctx.obj else None)
 
 
+def batching_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The batching flags of `loopstack serve` (per model) and `loopstack deploy serve` (per variant)."""
+    options = [
+        click.option("--max-batch-size", default=64, show_default=True, type=int, help="Most rows per predict."),
+        click.option("--max-wait-ms", default=2.0, show_default=True, type=float,
+                     help="Longest a request waits for its batch to fill (a lone request never waits)."),
+        click.option("--max-queue", default=2048, show_default=True, type=int, help="Queued rows before 503."),
+        click.option("--inline-ms", default=1.0, show_default=True, type=float,
+                     help="Predicts expected to take at most this long run on the event loop, not a thread "
+                          "(0: never)."),
+        click.option("--timeout", "timeout_s", default=10.0, show_default=True, type=float,
+                     help="Per-request deadline (s)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @click.command()
 @click.argument("models", nargs=-1, required=True)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
-@click.option("--max-batch-size", default=64, show_default=True, type=int, help="Most rows per predict.")
-@click.option("--max-wait-ms", default=2.0, show_default=True, type=float,
-              help="Longest a request waits for its batch to fill (a lone request never waits).")
-@click.option("--max-queue", default=2048, show_default=True, type=int, help="Queued rows before 503.")
-@click.option("--inline-ms", default=1.0, show_default=True, type=float,
-              help="Predicts expected to take at most this long run on the event loop, not a thread (0: never).")
-@click.option("--timeout", "timeout_s", default=10.0, show_default=True, type=float, help="Per-request deadline (s).")
+@batching_options
 @click.option("--threads", type=int, default=None, help="Math-library threads per predict (default: cores - 1).")
 @click.option("--log-dir", default=None, help="Prediction log folder (default: .loopstack/logs; 'none' disables).")
 @click.option("--refresh", "refresh_s", default=5.0, show_default=True, type=float,
@@ -52,7 +64,7 @@ def serve(ctx: click.Context, models: tuple[str, ...], host: str, port: int, max
     """Serve registered MODELS (fraud@champion, fraud/3, or NAME=REF) over HTTP: native JSON and Open Inference v2."""
     from loopstack.serving.config import ModelSpec, ServerSettings
 
-    with _flags_named():
+    with flags_named():
         settings = ServerSettings(predict_threads=threads, refresh_s=refresh_s, log_dir=None)
     limit_process_threads(settings.threads())  # before any math library loads
     from loopstack.registry.api import get_model_version, load_model
@@ -62,7 +74,7 @@ def serve(ctx: click.Context, models: tuple[str, ...], host: str, port: int, max
     if log_dir is None:
         log_dir = str(project.root / ".loopstack" / "logs")
     refs = None if features is None else (tuple(features.split(",")) if ":" in features else features)
-    with _flags_named():
+    with flags_named():
         settings = ServerSettings(predict_threads=threads, refresh_s=refresh_s, gpu=gpu, gpus=gpus,
                                   log_dir=None if log_dir.lower() == "none" else log_dir)
         specs = [ModelSpec.parse(m, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_queue=max_queue,
@@ -84,7 +96,7 @@ FLAGS = {"predict_threads": "--threads", "timeout_s": "--timeout", "gpus": "--gp
 
 
 @contextmanager
-def _flags_named() -> Iterator[None]:
+def flags_named() -> Iterator[None]:
     """Settings errors name the flag: ``--threads 0 must be ...``, not ``predict_threads=0 for 'server' ...``."""
     from loopstack.core.errors import ConfigError
     from loopstack.serving.config import SettingError

@@ -9,13 +9,16 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import Any
 
 from loopstack.core.errors import ConfigError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}\Z")  # \Z: "$" also matches before a final newline
 METHODS = ("auto", "predict", "predict_proba")
+BATCHING = ("max_batch_size", "max_wait_ms", "max_queue", "inline_ms", "timeout_s")  # ModelSpec's batching fields
 
 
 @dataclass(frozen=True)
@@ -138,11 +141,18 @@ class ServerSettings:
     max_body_bytes : int
         Largest request body, once a gzip or deflate ``Content-Encoding`` is decoded, that the
         server takes (default 64 MiB); a larger one is a 413 naming this limit.
+    variant_batching : mapping, optional
+        Batching settings of every deployment variant the server serves (``loopstack deploy serve``),
+        from `BATCHING`: e.g. ``{"max_batch_size": 128, "inline_ms": 0}``. A variant comes and goes
+        with its deployment, so it has no `ModelSpec` of its own; what is not given keeps ModelSpec's
+        default.
 
     Examples
     --------
     >>> ServerSettings(log_dir=None).retry_after_s
     1
+    >>> ServerSettings(variant_batching={"max_wait_ms": 5.0}).variant_spec("fraud-api", "fraud/2", "b").max_wait_ms
+    5.0
     """
 
     log_dir: str | None = None
@@ -154,8 +164,14 @@ class ServerSettings:
     gpu: str | None = None
     gpus: int = 1
     max_body_bytes: int = 64 * 2**20
+    variant_batching: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
+        unknown = sorted(set(self.variant_batching) - set(BATCHING))
+        if unknown:
+            raise ConfigError(f"variant_batching takes {list(BATCHING)}; {unknown} are not batching settings")
+        object.__setattr__(self, "variant_batching", MappingProxyType(dict(self.variant_batching)))
+        self.variant_spec("variants", "checked/1", None)  # out-of-range values fail now, not at the first deploy
         _positive("log_flush_s", self.log_flush_s, "server")
         _positive("log_segment_rows", self.log_segment_rows, "server")
         _positive("gpus", self.gpus, "server")
@@ -164,6 +180,13 @@ class ServerSettings:
             _positive("predict_threads", self.predict_threads, "server")
         if not self.refresh_s >= 0:  # NaN too
             raise SettingError("refresh_s", self.refresh_s, None, "must be >= 0 (0 disables alias refresh)")
+
+    def variant_spec(self, endpoint: str, ref: str, variant: str | None) -> ModelSpec:
+        """How a deployment's variant is served: under its endpoint's name, with `variant_batching`."""
+        try:
+            return ModelSpec(name=endpoint, ref=ref, variant=variant, **self.variant_batching)
+        except SettingError as error:
+            raise SettingError(error.setting, error.value, "deployment variants", error.rule) from None
 
     def threads(self) -> int:
         """Math-library threads per predict: all cores but one for the event loop."""

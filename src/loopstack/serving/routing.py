@@ -46,7 +46,6 @@ from loopstack.rollout.assignment import unit_key
 from loopstack.serving import jsonio
 from loopstack.serving.app import awaited, error_reply, json_object, pick_request_id
 from loopstack.serving.batcher import Batcher
-from loopstack.serving.config import ModelSpec
 from loopstack.serving.fastpath import Call, Endpoint, Reply
 from loopstack.serving.inputs import is_text
 from loopstack.serving.models import load
@@ -178,7 +177,7 @@ class EndpointService:
         batcher = self._batchers.get(key)
         if batcher is None:
             endpoint, variant, ref = key
-            spec = ModelSpec(name=endpoint, ref=ref, variant=variant)
+            spec = self.server.settings.variant_spec(endpoint, ref, variant)
             adapter = await asyncio.to_thread(load, spec, self.server.repo.loader or self._registry_loader)
             if self.server.budget is not None:
                 self.server.budget.bump()
