@@ -52,7 +52,7 @@ def test_ending_a_run_while_the_server_is_away_keeps_its_rows_and_end_for_the_re
         assert [e.kind for e in project.events.list(subject=run.id, kind="run.finished")] == ["run.finished"]
 
 
-def test_at_exit_a_server_that_is_away_is_one_logged_line(
+def test_at_exit_a_server_that_is_away_is_one_logged_line_naming_the_spool(
     postgres_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     with fresh_project(tmp_path / "proj", metadata=postgres_url) as project:
@@ -61,7 +61,8 @@ def test_at_exit_a_server_that_is_away_is_one_logged_line(
         with server_away(project), caplog.at_level(logging.ERROR, logger="loopstack.tracking"):
             fluent._end_all("FINISHED")  # what atexit calls: no exception may escape
         lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
-        assert len(lines) == 1 and "lost" in lines[0] and "1 run ends" in lines[0] and "cannot reach" in lines[0]
+        assert len(lines) == 1 and "1 run ends" in lines[0] and "cannot reach" in lines[0]
+        assert "kept in" in lines[0] and "written when a process next opens the project" in lines[0]
 
 
 def test_every_run_end_kept_for_the_retry_is_counted_and_written(postgres_url: str, tmp_path: Path) -> None:
@@ -78,3 +79,73 @@ def test_every_run_end_kept_for_the_retry_is_counted_and_written(postgres_url: s
         project.tracking.flush()
         client = ls.Client(project)
         assert [client.get_run(run.id).status for run in runs] == ["FINISHED", "FINISHED"]
+
+
+CHILD = """
+import sys
+import loopstack as ls
+from loopstack.core.db import _create_engine, normalize_url
+
+project = ls.Project.open(sys.argv[1])
+run = ls.start_run(run_name="spooled")
+ls.log_param("lr", "0.1")
+ls.log_metric("loss", 1.0, step=0)
+project.tracking.flush()
+ls.log_metric("loss", 0.5, step=1)
+ls.set_tag("stage", "late")
+print(run.id, flush=True)
+project.db.__dict__["engine"] = _create_engine(normalize_url("postgresql://postgres@127.0.0.1:1/test", project.root))
+# exits here: atexit ends the run with the server away
+"""
+
+
+def test_what_a_process_could_not_write_at_exit_is_written_at_the_next_open(postgres_url: str,
+                                                                           tmp_path: Path) -> None:
+    """The rows and the end of a run whose process exited with the server away were lost (one logged line),
+    and the next open marked the run KILLED."""
+    import subprocess
+    import sys
+
+    with fresh_project(tmp_path / "proj", metadata=postgres_url) as project:
+        root = project.root
+    child = subprocess.run([sys.executable, "-c", CHILD, str(root)], capture_output=True, text=True, timeout=120)
+    assert child.returncode == 0, child.stderr
+    run_id = child.stdout.split()[0]
+    assert "they are kept in" in child.stderr and "tracking rows and 1 run ends" in child.stderr, child.stderr
+    folder = root / ".loopstack" / "spool" / "tracking"
+    assert len(list(folder.glob("*.json"))) == 1
+    project = Project.open(root)  # what the next process does
+    try:
+        client = ls.Client(project)
+        run = client.get_run(run_id)
+        assert run.info.status == "FINISHED"  # not KILLED: the end was replayed before dead runs are reaped
+        assert [(m.step, m.value) for m in client.get_metric_history(run_id, "loss")] == [(0, 1.0), (1, 0.5)]
+        assert run.params == {"lr": "0.1"} and run.tags["stage"] == "late" and run.metrics["loss"] == 0.5
+        assert list(folder.iterdir()) == []
+        assert [e.kind for e in project.events.list(subject=run_id, kind="run.")] == ["run.finished", "run.started"]
+    finally:
+        project.close()
+
+
+def test_a_spool_file_is_written_once_even_if_left_behind_after_its_commit(postgres_url: str, tmp_path: Path) -> None:
+    with fresh_project(tmp_path / "proj", metadata=postgres_url) as project:
+        run = ls.start_run(run_name="twice")
+        ls.log_metric("a", 1.0, step=0)
+        project.tracking.flush()
+        with server_away(project):
+            ls.log_metric("a", 2.0, step=1)
+            with pytest.raises(BackendUnavailableError):
+                ls.end_run()
+            path, rows, ends = project.tracking.spool_unwritten()
+        assert path is not None and rows >= 1 and ends == 1  # the metric, and what the system sampler logged
+        saved = path.read_bytes()
+        assert project.tracking.replay_spool() == [path]
+        path.write_bytes(saved)  # a process killed after the commit, before it removed the file
+        claimed = path.with_name(f"{path.name}.999999999.claimed")  # and one claimed by a process now dead
+        claimed.write_bytes(saved)
+        assert project.tracking.replay_spool() == [path]  # the claimed one is released, then both are skipped
+        client = ls.Client(project)
+        assert [m.value for m in client.get_metric_history(run.id, "a")] == [1.0, 2.0]
+        assert list(path.parent.iterdir()) == []
+        assert client.get_run(run.id).info.status == "FINISHED"
+        assert len(project.events.list(kind="tracking.spool_replayed")) == 1

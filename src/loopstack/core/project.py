@@ -222,6 +222,7 @@ class Project:
             ) from exc
 
     def _after_open(self) -> None:
+        self.tracking.replay_spool()  # first: a spooled run end is the run's real end, not a kill
         self.tracking.reap_dead_runs()
 
 

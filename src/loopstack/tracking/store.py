@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from loopstack.core.direct import Compiled
@@ -28,7 +29,7 @@ from loopstack.tracking.entities import (
     validate_status,
 )
 from loopstack.tracking.processes import is_process_alive, own_start_time
-from loopstack.tracking.writer import BufferedWriter
+from loopstack.tracking.writer import BufferedWriter, _logger
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
     from loopstack.core.project import Project
 
 DEFAULT_EXPERIMENT = "Default"
+SPOOL_FORMAT = 1
+SPOOL_PARTS = ("metrics", "params", "tags", "artifacts")  # a writer Batch's lists, in order
 HOST = socket.gethostname()
 RUN_COLUMNS = (
     "id", "experiment_id", "name", "status", "start_time", "end_time", "parent_id", "host", "pid", "pid_started",
@@ -255,21 +258,97 @@ class TrackingStore:
         next opens the project.
         """
         validate_status(status)
-        values = {"run": run_id, "new_status": status, "new_end_time": end_time or time.time()}
-
-        def mark_ended(connection: Connection) -> None:  # in the flush's transaction (or a retry's)
-            self._end_statement.execute(connection, values)
-            self.project.events.emit(f"run.{status.lower()}", run_id, {}, connection=connection)
-
+        mark_ended = self._run_end(run_id, status, end_time or time.time())
         try:
             self.writer.flush(then=mark_ended, check=False)  # conflicts are raised by the fluent API's end of run
         except BackendUnavailableError as exc:
             raise BackendUnavailableError(
                 f"run {run_id} could not be marked {status}: {exc}. Its unwritten rows and its end are kept and "
-                "retried in the background; they are lost if the process exits before the database is back"
+                "retried in the background; if the process exits before the database is back, they are kept in "
+                f"{self.spool_folder} and written when a process next opens the project"
             ) from None
         finally:
             self._live_runs.discard(run_id)
+
+    def _run_end(self, run_id: str, status: str, end_time: float) -> Callable[[Connection], None]:
+        """A run's end, to run in a write's transaction; its ``record`` is what `spool_unwritten` keeps of it."""
+        values = {"run": run_id, "new_status": status, "new_end_time": end_time}
+
+        def mark_ended(connection: Connection) -> None:  # in the flush's transaction (or a retry's)
+            self._end_statement.execute(connection, values)
+            self.project.events.emit(f"run.{status.lower()}", run_id, {}, connection=connection)
+
+        mark_ended.record = {"run_id": run_id, "status": status, "end_time": end_time}  # type: ignore[attr-defined]
+        return mark_ended
+
+    # -- the spool: what a process could not write before it exited -----------------------------------
+    @property
+    def spool_folder(self) -> Path:
+        return self.project.root / ".loopstack" / "spool" / "tracking"
+
+    def spool_unwritten(self) -> tuple[Path | None, int, int]:
+        """Keep the rows and run ends the database did not take in a file of the spool folder (at exit, with
+        the database away); `replay_spool` writes them when a process next opens the project.
+
+        Returns the file (None when nothing was unwritten), its rows and its run ends.
+        """
+        batch, ends = self.writer.take_unwritten()
+        rows = sum(len(part) for part in batch)
+        if not rows and not ends:
+            return None, 0, 0
+        from loopstack.core.paths import atomic_write
+
+        self.spool_folder.mkdir(parents=True, exist_ok=True)
+        path = self.spool_folder / f"{time.time_ns()}-{os.getpid()}.json"
+        record = {"format": SPOOL_FORMAT, **dict(zip(SPOOL_PARTS, batch, strict=True)), "ends": ends}
+        atomic_write(path, lambda handle: handle.write(json.dumps(record).encode()))
+        return path, rows, len(ends)
+
+    def replay_spool(self) -> list[Path]:
+        """Write the spool's files (`spool_unwritten`), oldest first, each in one transaction; returns those written.
+
+        A file is claimed by renaming it, so two processes opening the project do not both write it; the
+        transaction records a ``tracking.spool_replayed`` event naming it, so a process killed between the
+        commit and the file's removal does not write it twice. A file the database refuses stays for the
+        next open (logged).
+        """
+        folder = self.spool_folder
+        if not folder.is_dir():
+            return []
+        _release_abandoned_claims(folder)
+        written = []
+        for path in sorted(folder.glob("*.json"), key=lambda p: [int(part) for part in p.stem.split("-")]):
+            claimed = path.with_name(f"{path.name}.{os.getpid()}.claimed")
+            try:
+                path.rename(claimed)
+            except FileNotFoundError:  # another process claimed it first
+                continue
+            try:
+                self._replay(claimed, path.stem)
+            except Exception as exc:
+                claimed.rename(path)
+                _logger().error("loopstack could not write the tracking rows kept in %s (kept for the next open): %s",
+                                path, exc)
+                continue
+            claimed.unlink()
+            written.append(path)
+        return written
+
+    def _replay(self, path: Path, name: str) -> None:
+        if self.project.events.list(kind="tracking.spool_replayed", subject=name, limit=1):
+            return  # written before a kill that left the file behind
+        record = json.loads(path.read_text())
+        if record.get("format") != SPOOL_FORMAT:
+            raise ValidationError(f"{path} is not a tracking spool file of format {SPOOL_FORMAT}")
+        batch = tuple([tuple(row) for row in record[part]] for part in SPOOL_PARTS)
+        ends = [self._run_end(e["run_id"], e["status"], e["end_time"]) for e in record["ends"]]
+
+        def mark_replayed(connection: Connection) -> None:
+            rows = sum(len(part) for part in batch)
+            self.project.events.emit("tracking.spool_replayed", name, {"rows": rows, "run_ends": len(ends)},
+                                     connection=connection)
+
+        self.writer.write_now(batch, [*ends, mark_replayed])  # type: ignore[arg-type]
 
     def get_run_info(self, run_id: str) -> RunInfo:
         from sqlalchemy import select
@@ -524,6 +603,18 @@ class _RunningRun(NamedTuple):
     pid: int
     pid_started: float
     heartbeat: float
+
+
+def _release_abandoned_claims(folder: Path) -> None:
+    """Give back the spool files claimed by a process that died before writing them (``<name>.<pid>.claimed``)."""
+    for claimed in folder.glob("*.json.*.claimed"):
+        pid = int(claimed.name.split(".")[-2])
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            claimed.rename(claimed.with_name(claimed.name.split(".")[0] + ".json"))
+        except PermissionError:  # another user's live process
+            pass
 
 
 def _info(row: dict[str, Any]) -> RunInfo:

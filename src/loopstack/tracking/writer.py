@@ -172,6 +172,30 @@ class BufferedWriter:
             self._thread = None
         self.flush(check=False)  # each conflict was logged when found
 
+    def take_unwritten(self) -> tuple[Batch, list[dict[str, Any]]]:
+        """Hand over, and forget, what is not written: the kept and buffered rows, and the ``record`` of each
+        kept ``then`` (a run's end: `TrackingStore.end_run`), to keep them somewhere other than the database."""
+        with self._flush_lock:
+            batch = self._drain()
+            ends = [then.record for then in self._retry_then if getattr(then, "record", None) is not None]
+            self._retry_then = []
+        return batch, ends
+
+    def write_now(self, batch: Batch, thens: Sequence[Callable[[Connection], None]] = ()) -> None:
+        """Write `batch` and run `thens` in one transaction, on the caller's thread, all or nothing
+        (rows the database refuses for good are dropped as in a background write)."""
+        with self._flush_lock:
+            kept, self._retry = self._retry, None  # a failure here must not queue `batch` for the background writer
+            try:
+                self._write_once(batch, thens)
+            except BaseException as error:
+                if _is_transient(error):
+                    raise
+                self._write_around_bad_rows(batch)
+                self._write_once(([], [], [], []), thens)
+            finally:
+                self._retry = kept
+
     def unwritten(self) -> tuple[int, int]:
         """The rows (kept from a failed write, and buffered since) and the run ends not written yet."""
         retry = sum(len(rows) for rows in self._retry) if self._retry is not None else 0
