@@ -383,3 +383,20 @@ def test_a_segment_that_fails_to_write_loses_no_other_endpoints_records_and_is_r
     monkeypatch.setattr(pq, "write_table", write)  # the disk has room again
     log.close()
     assert read_traffic_log(tmp_path, "a")["request_id"].to_pylist() == ["a2", "a3", "a4"]  # the newest RETRY_ROWS
+
+
+def test_timeouts_count_in_the_latency_tail_and_other_errors_do_not() -> None:
+    """A 504 was left out of the latencies: a canary whose slow requests time out looked fast in the tail."""
+    from loopstack.rollout.controller import variant_traffic
+    from loopstack.rollout.deployment import Deployment
+
+    d = Deployment("api", "canary", {"a": "m/1", "b": "m/2"}, "a", {"a": 0.5, "b": 0.5}, challenger="b",
+                   steps=(0.5, 1.0), salt="s")
+    logs = _Logs([("r1", "a", True), ("r2", "b", True), ("r3", "b", False), ("r4", "b", False)], [], [])
+    logs._requests = (logs._requests.drop_columns(["latency_ms"])
+                      .append_column("status", pa.array([200, 200, 504, 400], pa.int32()))
+                      .append_column("latency_ms", pa.array([2.0, 3.0, 10_000.0, 0.4])))
+    traffic = variant_traffic("unused", d, logs=logs)  # type: ignore[arg-type]
+    assert traffic["b"].errors == 2
+    assert traffic["b"].latencies_ms.tolist() == [3.0, 10_000.0]  # the timeout, not the fast 400
+    assert traffic["a"].latencies_ms.tolist() == [2.0]

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from loopstack.core.project import Project
 
 logger = logging.getLogger("loopstack.rollout")
+TIMEOUT_STATUS = 504  # the server's answer to a request past its model's timeout_s (serving.app.error_reply)
 
 
 @dataclass(frozen=True)
@@ -245,8 +246,11 @@ def _quantile(name: str) -> float:
 
 def variant_traffic(log_dir: str | os.PathLike[str], d: Deployment,
                     logs: ControllerLogs | None = None) -> dict[str, VariantTraffic]:
-    """Per live variant: requests, errors, latencies of successes, and feedback rewards, since the rollout began.
+    """Per live variant: requests, errors, latencies, and feedback rewards, since the rollout began.
 
+    The latencies are those of the successes and of the timeouts (504): a timed-out request is an error and
+    a slow one, and leaving it out of the tail made a canary that times out look faster than one that answers
+    slowly. Other errors (a 400, a model failure) answer fast and would only flatter the tail.
     `logs` holds the segments earlier calls read (a controller's own); without it every segment is read.
     """
     import numpy as np
@@ -257,6 +261,7 @@ def variant_traffic(log_dir: str | os.PathLike[str], d: Deployment,
     requests = _Requests(table)
     ok = table["ok"].to_numpy(zero_copy_only=False).astype(bool)
     latency = table["latency_ms"].to_numpy(zero_copy_only=False)
+    timed = ok | _timed_out(table)
     # routed by this version, so under the step's own split (None: a table from elsewhere without the column)
     current = (table["deployment_version"].to_numpy(zero_copy_only=False) == d.version
                if "deployment_version" in table.column_names else None)
@@ -267,10 +272,19 @@ def variant_traffic(log_dir: str | os.PathLike[str], d: Deployment,
     out = {}
     for name in names:
         mine = requests.is_variant(name)
-        out[name] = VariantTraffic(name, int(mine.sum()), int((mine & ~ok).sum()), latency[mine & ok],
+        out[name] = VariantTraffic(name, int(mine.sum()), int((mine & ~ok).sum()), latency[mine & timed],
                                    reward[mine & rewarded], np.flatnonzero(rewarded[mine]),
                                    None if current is None else int((mine & current).sum()))
     return out
+
+
+def _timed_out(table: pa.Table) -> Any:
+    """Which requests were answered 504 (their deadline passed); none where the table has no status column."""
+    import numpy as np
+
+    if "status" not in table.column_names:
+        return np.zeros(table.num_rows, dtype=bool)
+    return table["status"].to_numpy(zero_copy_only=False) == TIMEOUT_STATUS
 
 
 class _Requests:

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("loopstack.rollout")
 Stamp = tuple[int, int]  # (size, mtime_ns) of a segment file when it was read
-TRAFFIC_COLUMNS = ["request_id", "time", "variant", "ok", "latency_ms", "deployment_version"]
+TRAFFIC_COLUMNS = ["request_id", "time", "variant", "ok", "status", "latency_ms", "deployment_version"]
 
 
 class SegmentCache:
