@@ -249,3 +249,24 @@ def test_verdict_cells_say_when_a_guardrail_is_not_yet_non_inferior() -> None:
     assert decision.action == "hold" and "not yet shown non-inferior: error_rate" in decision.reason
     (error_rate,) = [e for e in decision.evidence if e["metric"] == "error_rate"]
     assert _verdict_cells(error_rate)[0] == "ok (not yet non-inferior)"
+
+
+def test_deploy_canary_takes_the_margins_non_inferiority_and_the_hold_limits(sqlite_project: Project) -> None:
+    """The policy's margins, non-inferiority and hold limits were reachable from Python only."""
+    refs = register(sqlite_project, count=2)
+    obj = {"project_path": str(sqlite_project.root)}
+    assert CliRunner().invoke(deploy, ["create", "api", refs[0], "--primary-metric", "conversion"],
+                              obj=obj).exit_code == 0
+    refused = CliRunner().invoke(deploy, ["canary", "api", refs[1], "--non-inferior", "--error-margin", "0.002"],
+                                 obj=obj)
+    assert refused.exit_code != 0 and "primary_margin=0.0" in str(refused.exception)  # the primary needs one too
+    result = CliRunner().invoke(deploy, ["canary", "api", refs[1], "--steps", "10,100", "--non-inferior",
+                                         "--error-margin", "0.002", "--latency-margin", "0.01",
+                                         "--primary-margin", "0.005", "--max-requests", "50000", "--max-holds", "12"],
+                                 obj=obj)
+    assert result.exit_code == 0, result.output
+    policy = sqlite_project.deployments.get("api").policy
+    assert {k: policy[k] for k in ("error_margin", "latency_margin", "primary_margin", "require_non_inferiority",
+                                   "max_canary_requests", "max_hold_evaluations")} == {
+        "error_margin": 0.002, "latency_margin": 0.01, "primary_margin": 0.005, "require_non_inferiority": True,
+        "max_canary_requests": 50000, "max_hold_evaluations": 12}

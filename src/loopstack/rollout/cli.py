@@ -52,13 +52,37 @@ def create(ctx: click.Context, endpoint: str, model: str, primary_metric: str | 
 @click.option("--min-labels", default=0, show_default=True, type=int,
               help="Primary-metric labels that must arrive in each step (needs a deployment with a primary metric).")
 @click.option("--alpha", default=0.05, show_default=True, type=float, help="False rollback rate over the canary.")
+@click.option("--error-margin", type=float, default=None,
+              help="Tolerated rise of the error rate, absolute (0.002 = 0.2 points) [default: 0].")
+@click.option("--latency-margin", type=float, default=None,
+              help="Tolerated rise of the share of requests past the stable p99, absolute [default: 0].")
+@click.option("--primary-margin", type=float, default=None,
+              help="Tolerated loss of the primary metric's mean, absolute [default: 0].")
+@click.option("--non-inferior", is_flag=True,
+              help="Pass a step only once the data show the canary worse by no more than each margin (needs "
+                   "a positive margin per guardrail), not merely not proven worse.")
+@click.option("--max-requests", type=int, default=None,
+              help="Roll back a canary not promoted within this many canary requests [default: unbounded].")
+@click.option("--max-holds", type=int, default=None,
+              help="Roll back after this many consecutive stalled holds (a traffic-split mismatch, labels that "
+                   "do not come, not yet non-inferior) [default: unbounded].")
 @click.pass_context
 def canary(ctx: click.Context, endpoint: str, model: str, steps: str, min_requests: int, min_labels: int,
-           alpha: float) -> None:
-    """Start a canary of MODEL on ENDPOINT; `deploy evaluate --watch` drives it."""
+           alpha: float, error_margin: float | None, latency_margin: float | None, primary_margin: float | None,
+           non_inferior: bool, max_requests: int | None, max_holds: int | None) -> None:
+    """Start a canary of MODEL on ENDPOINT; `deploy evaluate --watch` drives it.
+
+    The margins, --non-inferior, --max-requests and --max-holds set the CanaryPolicy fields of the same
+    meaning (error_margin, latency_margin, primary_margin, require_non_inferiority, max_canary_requests,
+    max_hold_evaluations).
+    """
     parsed = _percentages(steps)
+    given = {"error_margin": error_margin, "latency_margin": latency_margin, "primary_margin": primary_margin,
+             "require_non_inferiority": non_inferior or None, "max_canary_requests": max_requests,
+             "max_hold_evaluations": max_holds}
+    policy = {name: value for name, value in given.items() if value is not None}
     _show(_project(ctx).deployments.canary(endpoint, model, steps=parsed, min_requests_per_step=min_requests,
-                                           min_labels_per_step=min_labels, alpha=alpha))
+                                           min_labels_per_step=min_labels, alpha=alpha, **policy))
 
 
 @deploy.command("ab")
