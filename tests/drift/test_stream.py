@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from loopstack.core.errors import ConfigError
+from loopstack.core.errors import ConfigError, ValidationError
 from loopstack.drift import ADWIN, DDM, ChangeDetector, PageHinkley, detect
 
 
@@ -134,3 +136,55 @@ def test_detector_settings_that_break_detection_are_refused(make: object, messag
 def test_the_edges_of_the_detector_settings_are_accepted() -> None:
     assert DDM(warm_start=0).warm_start == 0
     assert PageHinkley(alpha=1.0, min_instances=1).alpha == 1.0
+
+
+def _state(detector: object) -> dict[str, object]:
+    """Everything a detector carries from one value to the next (its rows copied: ADWIN's histogram)."""
+    return {k: ([list(row) for row in v] if k == "_rows" else v) for k, v in vars(detector).items()}
+
+
+@st.composite
+def _streams(draw: st.DrawFn) -> tuple[str, list[float], list[int]]:
+    """A stream with planted shifts (0/1 errors for DDM), and where to cut it into update_many batches."""
+    kind = draw(st.sampled_from(["adwin", "page_hinkley", "ddm"]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    n = draw(st.integers(0, 3000))
+    shifts = np.repeat(rng.normal(0, draw(st.sampled_from([0.0, 1.0, 3.0])), 4), -(-n // 4))[:n]
+    if kind == "ddm":
+        values = (rng.uniform(size=n) < np.clip(0.1 + 0.1 * np.abs(shifts), 0, 1)).astype(float).tolist()
+    else:
+        values = (rng.normal(size=n) * draw(st.sampled_from([1e-3, 1.0, 1e6])) + shifts).tolist()
+    cuts = sorted(draw(st.lists(st.integers(0, n), max_size=4)))
+    return kind, values, cuts
+
+
+@settings(max_examples=60, deadline=None)
+@given(_streams())
+def test_update_many_matches_update_one_value_at_a_time(case: tuple[str, list[float], list[int]]) -> None:
+    """update_many runs the same arithmetic on local variables: it must find the same changes, and leave
+    the same state, as one update() per value, however the stream is cut into batches."""
+    kind, values, cuts = case
+    make = {"adwin": lambda: ADWIN(clock=8), "page_hinkley": lambda: PageHinkley(delta=0.1, threshold=5),
+            "ddm": DDM}[kind]
+    single, batched = make(), make()
+    states, expected = {}, []
+    for position, x in enumerate(values):
+        if single.update(x).drift_detected:
+            expected.append(position)
+        states[position + 1] = _state(single)
+    cuts = sorted({*cuts, *(p + 1 for p in expected)})  # also right after each detection: its flags are state
+    found: list[int] = []
+    for start, end in zip([0, *cuts], [*cuts, len(values)], strict=True):
+        found += [start + i for i in batched.update_many(values[start:end])]
+        assert _state(batched) == states.get(end, _state(make()))
+    assert found == expected
+
+
+@pytest.mark.parametrize(("make", "bad"), [(ADWIN, float("nan")), (PageHinkley, float("inf")), (DDM, 0.5)])
+def test_update_many_refuses_a_batch_with_a_bad_value_whole(make: type, bad: float) -> None:
+    detector = make()
+    detector.update_many([0.0, 1.0] * 20)
+    before = _state(detector)
+    with pytest.raises(ValidationError, match=r"\.update\("):
+        detector.update_many([1.0, 0.0, bad, 1.0])
+    assert _state(detector) == before  # nothing of the batch was taken

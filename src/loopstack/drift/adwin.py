@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Iterable
 
 from loopstack.core.errors import ConfigError
-from loopstack.drift.base import finite
+from loopstack.drift.base import finite, finite_values
 
 
 class ADWIN:
@@ -84,6 +85,47 @@ class ADWIN:
             self.drift_detected = self._shrink()
         return self
 
+    def update_many(self, values: Iterable[float]) -> list[int]:
+        """`update` each value in order; the positions (in `values`) where a change was signalled.
+
+        The insert runs on local variables, and the histogram is compressed only when its first row
+        overflows (the only way any row can): the same arithmetic in the same order as `update`, so
+        the same detections and end state, at about half the cost. A non-finite value refuses the
+        whole batch.
+        """
+        xs = finite_values(values, "ADWIN")
+        clock, grace_period, max_buckets = self.clock, self.grace_period, self.max_buckets
+        detected, width, total, m2, tick = self.drift_detected, self.width, self.total, self._m2, self._tick
+        newest = self._rows[0]
+        found = []
+        for position, x in enumerate(xs):
+            if detected:
+                self._reset()
+                detected, width, total, m2, tick, newest = False, 0, 0.0, 0.0, 0, self._rows[0]
+            if width:
+                gap = x - total / width
+                m2 += width * (gap * gap) / (width + 1)
+            width += 1
+            total += x
+            newest.append((x, 0.0))
+            if len(newest) > max_buckets:  # `_compress`'s first merge, for buckets of one value (exact)
+                (u1, v1), (u2, v2) = newest[0], newest[1]
+                del newest[:2]
+                gap = u1 - u2
+                if len(self._rows) == 1:
+                    self._rows.append([])
+                self._rows[1].append((u1 + u2, v1 + v2 + gap * gap / 2.0))
+                self._compress(1)
+            tick += 1
+            if tick % clock == 0 and width > grace_period:
+                self.width, self.total, self._m2 = width, total, m2
+                detected = self._shrink()
+                width, total, m2 = self.width, self.total, self._m2
+                if detected:
+                    found.append(position)
+        self.drift_detected, self.width, self.total, self._m2, self._tick = detected, width, total, m2, tick
+        return found
+
     def _insert(self, x: float) -> None:
         if self.width:
             mean = self.total / self.width
@@ -93,18 +135,19 @@ class ADWIN:
         self._rows[0].append((x, 0.0))
         self._compress()
 
-    def _compress(self) -> None:
-        """Merge the two oldest buckets of any row that overflows into one of the next row."""
-        for level, row in enumerate(self._rows):
-            if len(row) <= self.max_buckets:
-                return
-            (u1, v1), (u2, v2) = row[0], row[1]
+    def _compress(self, level: int = 0) -> None:
+        """Merge the two oldest buckets of row `level` into one of the next row while the row overflows, and
+        so on up: a row gains at most one bucket at a time, so one merge per row is enough."""
+        rows = self._rows
+        while level < len(rows) and len(rows[level]) > self.max_buckets:
+            (u1, v1), (u2, v2) = rows[level][0], rows[level][1]
             size = 2.0**level
             merged = (u1 + u2, v1 + v2 + size * size * _square(u1 / size - u2 / size) / (2 * size))
-            del row[:2]
-            if level + 1 == len(self._rows):
-                self._rows.append([])
-            self._rows[level + 1].append(merged)
+            del rows[level][:2]
+            if level + 1 == len(rows):
+                rows.append([])
+            rows[level + 1].append(merged)
+            level += 1
 
     def _shrink(self) -> bool:
         changed = False
@@ -114,24 +157,28 @@ class ADWIN:
         return changed
 
     def _cut_found(self) -> bool:
-        """Whether some split into older W0 and newer W1 has means further apart than the bound."""
+        """Whether some split into older W0 and newer W1 has means further apart than the bound.
+
+        The bound's d and the window variance are the same for every split of one window, so they are
+        computed once per look.
+        """
+        width, window_total, shortest = self.width, self.total, self.min_window_length
+        d = math.log(2 * math.log(width) / self.delta)
+        variance = self.variance
         n0, u0 = 0.0, 0.0
         for level in range(len(self._rows) - 1, -1, -1):
             size = 2.0**level
             for total, _ in self._rows[level]:
                 n0 += size
                 u0 += total
-                n1 = self.width - n0
-                if n1 < self.min_window_length:
+                n1 = width - n0
+                if n1 < shortest:
                     return False
-                if n0 >= self.min_window_length and self._differ(n0, n1, u0 / n0 - (self.total - u0) / n1):
-                    return True
+                if n0 >= shortest:
+                    m = 1 / (n0 - shortest + 1) + 1 / (n1 - shortest + 1)
+                    if abs(u0 / n0 - (window_total - u0) / n1) > math.sqrt(2 * m * variance * d) + 2 / 3 * m * d:
+                        return True
         return False
-
-    def _differ(self, n0: float, n1: float, gap: float) -> bool:
-        d = math.log(2 * math.log(self.width) / self.delta)
-        m = 1 / (n0 - self.min_window_length + 1) + 1 / (n1 - self.min_window_length + 1)
-        return abs(gap) > math.sqrt(2 * m * self.variance * d) + 2 / 3 * m * d
 
     def _drop_oldest(self) -> None:
         level = len(self._rows) - 1

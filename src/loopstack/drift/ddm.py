@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Iterable
 
 from loopstack.core.errors import ConfigError, ValidationError
 
@@ -52,10 +53,7 @@ class DDM:
 
     def update(self, x: float) -> DDM:
         """Take one error indicator (1 wrong, 0 right)."""
-        value = float(x)
-        if value not in (0.0, 1.0):  # another number would give an error rate outside [0, 1], or a NaN
-            raise ValidationError(f"DDM.update({value}): DDM takes 0 (right) or 1 (wrong) per prediction; "
-                                  "use ADWIN or PageHinkley for a stream of other numbers")
+        value = _indicator(x)
         if self.drift_detected:
             self._reset()
         self.n += 1
@@ -69,3 +67,43 @@ class DDM:
             warn = p + s > self._p_min + self.warning_threshold * self._s_min
             self.warning_detected = warn and not self.drift_detected
         return self
+
+    def update_many(self, values: Iterable[float]) -> list[int]:
+        """`update` each value in order; the positions (in `values`) where a drift was signalled.
+
+        The same arithmetic in the same order as `update`, on local variables: the same detections and
+        end state (warning included), several times faster. A value other than 0 or 1 refuses the whole batch.
+        """
+        xs = [float(x) for x in values]
+        wrong = next((x for x in xs if x != 0.0 and x != 1.0), None)  # NaN too
+        if wrong is not None:
+            _indicator(wrong)
+        warm_start, warning, drift = self.warm_start, self.warning_threshold, self.drift_threshold
+        detected, warned, n, p = self.drift_detected, self.warning_detected, self.n, self.error_rate
+        p_min, s_min = self._p_min, self._s_min
+        sqrt = math.sqrt
+        found = []
+        for position, value in enumerate(xs):
+            if detected:
+                detected, warned, n, p, p_min, s_min = False, False, 0, 0.0, math.inf, math.inf
+            n += 1
+            p += (value - p) / n
+            s = sqrt(p * (1 - p) / n)
+            if n > warm_start:
+                if p + s <= p_min + s_min:
+                    p_min, s_min = p, s
+                detected = p + s > p_min + drift * s_min
+                warned = p + s > p_min + warning * s_min and not detected
+                if detected:
+                    found.append(position)
+        self.drift_detected, self.warning_detected, self.n, self.error_rate = detected, warned, n, p
+        self._p_min, self._s_min = p_min, s_min
+        return found
+
+
+def _indicator(x: float) -> float:
+    value = float(x)
+    if value not in (0.0, 1.0):  # another number would give an error rate outside [0, 1], or a NaN
+        raise ValidationError(f"DDM.update({value}): DDM takes 0 (right) or 1 (wrong) per prediction; "
+                              "use ADWIN or PageHinkley for a stream of other numbers")
+    return value
