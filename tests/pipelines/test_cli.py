@@ -469,6 +469,10 @@ def test_a_manual_trigger_inside_the_cooldown_says_it_will_be_suppressed(root: P
     with Project.open(root) as project:
         assert len(project.events.list(kind="loop.suppressed")) == 1
         assert len(project.events.list(kind="loop.triggered")) == 1
+    # `loop status` shows it too: it only listed runs, so a signal that started none left no trace there
+    (row,) = json.loads(invoke(loop, root, "status", "--json"))["suppressed"]
+    assert row["policy"] == "nightly" and "within the 3600s cooldown" in row["reason"]
+    assert "within the 3600s cooldown" in " ".join(invoke(loop, root, "status").split())
 
 
 def test_python_policies_of_one_name_in_two_definitions_files_are_refused(root: Path) -> None:

@@ -395,6 +395,13 @@ def _print_status(report: dict[str, Any]) -> None:
         runs.add_row(run["id"][:12], run["policy"], run["status"], str(run["step"]), when(run["started_at"]),
                      str(run["last_event"] or ""), (run["error"] or "")[:60])
     out.print(runs)
+    if report.get("suppressed"):
+        skipped = Table(title="signals that started no run (newest first)")
+        for column in ("event", "policy", "when", "why"):
+            skipped.add_column(column)
+        for row in report["suppressed"]:
+            skipped.add_row(str(row["event"]), row["policy"], when(row["time"]), row["reason"])
+        out.print(skipped)
 
 
 __all__ = ["loop", "pipelines"]

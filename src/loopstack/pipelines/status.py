@@ -13,14 +13,15 @@ if TYPE_CHECKING:
 
 
 def collect(project: Project, recent: int = 20) -> dict[str, Any]:
-    """The lease holder, every trigger's state (with the next fire time of schedules) and runs.
+    """The lease holder, every trigger's state (with the next fire time of schedules), runs, and the latest
+    signals that started no run (``loop.suppressed``: a cooldown, a run in progress), with why.
 
     Examples
     --------
     >>> import tempfile, loopstack as ls
     >>> project = ls.Project.init(tempfile.mkdtemp(), name="doc")
     >>> collect(project)
-    {'lease': None, 'triggers': [], 'runs': []}
+    {'lease': None, 'triggers': [], 'runs': [], 'suppressed': []}
     >>> project.close()
     """
     from sqlalchemy import select
@@ -32,10 +33,13 @@ def collect(project: Project, recent: int = 20) -> dict[str, Any]:
         row["next_fire"] = _next_fire(row["trigger"], row["last_fire"])
     in_flight = state.runs(project, status="running", limit=1000)
     others = [r for r in state.runs(project, limit=recent) if r.status != "running"]
+    suppressed = project.events.list(kind="loop.suppressed", limit=recent)
     return {
         "lease": state.lease_holder(project),
         "triggers": rows,
         "runs": [asdict(r) for r in [*in_flight, *others]],
+        "suppressed": [{"event": e.id, "time": e.time, "policy": e.subject, "reason": e.payload.get("reason", "")}
+                       for e in suppressed],
     }
 
 
