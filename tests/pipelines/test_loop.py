@@ -448,3 +448,27 @@ def test_a_policy_can_act_on_signals_raised_during_its_runs(sqlite_project: Proj
     loop.close()
     with pytest.raises(ConfigError, match=r"ignore_signals_during_run='false' must be True or False"):
         Policy("p", then=[record(calls)], ignore_signals_during_run="false")  # type: ignore[arg-type]
+
+
+def test_a_signal_raised_during_a_run_that_failed_starts_a_run_after_it(sqlite_project: Project) -> None:
+    """A failed run answered nothing: the drift raised during it (and an operator's trigger) were suppressed
+    as "already answered", and no run ever followed."""
+    calls: list[Any] = []
+    raised: list[int] = []
+
+    def out_of_memory(ctx: Any) -> dict[str, Any]:
+        if len(calls) == 1:
+            raise RuntimeError("CUDA out of memory")
+        return {}
+
+    policy = Policy("retrain", when=[drift_detected("txns")],
+                    then=[record(calls), drift_during_run(raised), Hook(out_of_memory, name="train")])
+    loop = Loop(sqlite_project, [policy])
+    loop.start()
+    sqlite_project.events.emit("drift.detected", "txns")
+    (failed,) = loop.tick()
+    assert failed.status == "failed"
+    (retried,) = loop.tick()  # the drift raised during the failed run
+    assert retried.cause == raised[0] and retried.status == "finished"
+    assert sqlite_project.events.list(kind="loop.suppressed") == []
+    loop.close()

@@ -19,7 +19,8 @@ for a laptop-scale loop.
 A signal recorded while a run of its policy was in progress (after that run's
 ``loop.triggered`` event, before its end event) waits on its trigger's cursor
 until the run ends, and then starts no run: it described data the run was
-already answering, and a retrain on it would act on stale evidence twice. It
+already answering, and a retrain on it would act on stale evidence twice (a
+run that failed answered nothing, and releases them). It
 is recorded as ``loop.suppressed`` with a reason naming the run, as a signal
 inside the cooldown is (`Policy.ignore_signals_during_run` turns this off).
 The rule is read from the event log's run boundaries, not from memory, so it

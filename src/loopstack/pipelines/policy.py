@@ -144,7 +144,8 @@ class Policy:
         A signal recorded while a run of this policy was in progress starts
         no run after it ends, even past the cooldown (which counts from the
         run's start, so a long canary outlasts it): it described data that
-        run was already answering. It is recorded as ``loop.suppressed``,
+        run was already answering (a run that failed answered nothing: its
+        signals start a run as usual). It is recorded as ``loop.suppressed``,
         with a reason naming the run. Turn it off for a signal that is new
         evidence the run cannot have seen, such as `new_data` for a policy
         that should train again on rows materialized during its last run.

@@ -204,7 +204,7 @@ class RunSpan:
 
     run: str
     first: int | None  # its loop.triggered event; None: at or before the events asked about
-    last: int | None  # its loop.finished/failed/stopped event; None: still in flight
+    last: int | None  # its loop.finished or loop.stopped event; None: still in flight
 
     def holds(self, event_id: int) -> bool:
         """Whether `event_id` was recorded while this run was in progress."""
@@ -212,30 +212,43 @@ class RunSpan:
 
 
 RUN_ENDS = ("loop.finished", "loop.failed", "loop.stopped")
+ANSWERED = ("loop.finished", "loop.stopped")  # the run acted on its evidence, or a gate decided against it
 
 
 def run_spans(project: Project, policy: str, after_id: int) -> list[RunSpan]:
-    """The spans of the policy's runs that were in progress at some event after `after_id`.
+    """The spans of the policy's runs that were in progress at some event after `after_id`: the runs that
+    answered the evidence of their time (finished, or stopped by a gate) and those still in flight.
 
-    Read from the run boundaries in the event log and the runs stored as in flight. A start with no end
-    that is not in flight (an edited log) is left out: it would hold back the policy's signals forever.
+    A failed run answered nothing: the signals recorded during it are left to start a run as any other
+    (the cooldown still applies). Read from the run boundaries in the event log and the runs stored as in
+    flight, in that order reversed (the runs first), so that a run starting between the two reads has its
+    start in the log. A start with no end that is not in flight (an edited log) is left out: it would hold
+    back the policy's signals forever.
     """
     from sqlalchemy import select
 
+    in_flight = {run.id for run in runs(project, status="running", policy=policy, limit=1000)}
     table = project.db.table("events")
     query = (select(table.c.id, table.c.kind, table.c.payload)
              .where(table.c.subject == policy, table.c.kind.in_(("loop.triggered", *RUN_ENDS)), table.c.id > after_id)
              .order_by(table.c.id))
     starts: dict[str, int] = {}
     ends: dict[str, int] = {}
+    failed: set[str] = set()
     with project.db.read() as connection:
         for row in connection.execute(query):
             run = (row.payload or {}).get("run")
-            if isinstance(run, str):
-                (starts if row.kind == "loop.triggered" else ends)[run] = row.id
-    in_flight = {run.id for run in runs(project, status="running", policy=policy, limit=1000)}
+            if not isinstance(run, str):
+                continue
+            if row.kind == "loop.triggered":
+                starts[run] = row.id
+            elif row.kind in ANSWERED:
+                ends[run] = row.id
+            else:
+                failed.add(run)
     spans = [RunSpan(run, starts.get(run), ends.get(run)) for run in dict.fromkeys([*starts, *ends, *in_flight])]
-    return [span for span in spans if span.last is not None or span.run in in_flight]
+    return [span for span in spans
+            if span.run not in failed and (span.run in in_flight or span.last is not None)]
 
 
 def last_start(project: Project, policy: str, not_after: float | None = None) -> float | None:
