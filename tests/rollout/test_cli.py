@@ -243,9 +243,9 @@ def test_verdict_cells_say_when_a_guardrail_is_not_yet_non_inferior() -> None:
     from loopstack.rollout.cli import _verdict_cells
     from loopstack.rollout.guardrails import CanaryAnalysis, CanaryPolicy, VariantStats
 
-    policy = CanaryPolicy(steps=(0.1, 0.5), min_requests_per_step=500, guardrails=("error_rate",),
-                          require_non_inferiority=True, error_margin=0.001)
-    decision = CanaryAnalysis(policy).evaluate(VariantStats(9000, 90), VariantStats(1000, 10))
+    policy = CanaryPolicy(steps=(0.5,), min_requests_per_step=500, guardrails=("error_rate",),
+                          require_non_inferiority=True, error_margin=0.001)  # one step: the promotion needs it
+    decision = CanaryAnalysis(policy).evaluate(VariantStats(1000, 10), VariantStats(1000, 10))
     assert decision.action == "hold" and "not yet shown non-inferior: error_rate" in decision.reason
     (error_rate,) = [e for e in decision.evidence if e["metric"] == "error_rate"]
     assert _verdict_cells(error_rate)[0] == "ok (not yet non-inferior)"

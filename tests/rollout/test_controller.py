@@ -475,8 +475,10 @@ def test_a_persisting_sample_ratio_mismatch_is_recorded_once_then_rolled_back_at
             break
         assert controller.evaluate().action == "hold"  # a tick without new traffic changes nothing
     assert actions == ["hold", "hold", "rollback"]
-    (hold,) = sqlite_project.events.list(kind="rollout.canary.hold", subject="api")  # recorded once, not per tick
-    assert hold.payload["reason"] == "sample ratio mismatch in this step; check the traffic split"
+    # recorded once, and again once the canary's requests doubled (800, 1,600), not on every tick
+    holds = sqlite_project.events.list(kind="rollout.canary.hold", subject="api", newest_first=False)
+    assert [h.payload["canary_requests"] for h in holds] == [800, 1600]
+    assert {h.payload["reason"] for h in holds} == {"sample ratio mismatch in this step; check the traffic split"}
     (rollback,) = sqlite_project.events.list(kind="rollout.canary.rollback", subject="api")
     assert rollback.payload["reason"] == ("sample ratio mismatch persisted for 3 evaluations (max_hold_evaluations): "
                                           "step 1/1: check the traffic split")
@@ -495,13 +497,13 @@ def test_a_hold_kept_without_an_event_still_carries_its_progress(sqlite_project:
     controller = RolloutController(sqlite_project, "api", log_dir=tmp_path)
     at = skewed(sqlite_project, tmp_path, 1000, 800, 0)
     controller.evaluate()
-    at = skewed(sqlite_project, tmp_path, 1000, 800, at)
+    at = skewed(sqlite_project, tmp_path, 500, 400, at)  # the canary's requests grew by half: not recorded again
     controller.evaluate()
     state = deployments.get("api").state
     assert state["analysis"]["stalled"] == 2 and state["analysis"]["tests"]["error_rate"]["looks"] == 2
-    assert state["seen"][refs[0]][0] == 2000 and len(sqlite_project.events.list(kind="rollout.canary.hold")) == 1
+    assert state["seen"][refs[0]][0] == 1500 and len(sqlite_project.events.list(kind="rollout.canary.hold")) == 1
     # the split heals: the canary is promoted, and that is recorded
-    skewed(sqlite_project, tmp_path, 1000, 1400, at)  # 3,000 each since the step began
+    skewed(sqlite_project, tmp_path, 1500, 1800, at)  # 3,000 each since the step began
     assert controller.evaluate().action == "promote"
     assert [e.kind for e in sqlite_project.events.list(kind="rollout.canary.", subject="api", newest_first=False)] == [
         "rollout.canary.hold", "rollout.canary.promote"]
@@ -519,7 +521,7 @@ def test_a_state_saved_before_holds_were_bounded_still_loads(sqlite_project: Pro
     d = deployments.get("api")
     old = {key: value for key, value in d.state.items() if key != "last_reason"}  # as the version before stored it
     old["analysis"] = {key: value for key, value in old["analysis"].items()
-                       if key not in ("stalled", "stall_kind", "counts")}
+                       if key not in ("stalled", "waiting", "counts")}
     deployments.save_state("api", old, expected_version=d.version)
     at = skewed(sqlite_project, tmp_path, 1000, 800, at)
     assert controller.evaluate().action == "hold"  # its count starts again at 1; recorded, as it had no last reason

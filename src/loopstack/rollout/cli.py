@@ -59,13 +59,13 @@ def create(ctx: click.Context, endpoint: str, model: str, primary_metric: str | 
 @click.option("--primary-margin", type=float, default=None,
               help="Tolerated loss of the primary metric's mean, absolute [default: 0].")
 @click.option("--non-inferior", is_flag=True,
-              help="Pass a step only once the data show the canary worse by no more than each margin (needs "
-                   "a positive margin per guardrail), not merely not proven worse.")
+              help="Promote only once the data show the canary worse by no more than each margin (needs a "
+                   "positive margin per guardrail), not merely not proven worse; the steps before ramp up as usual.")
 @click.option("--max-requests", type=int, default=None,
               help="Roll back a canary not promoted within this many canary requests [default: unbounded].")
 @click.option("--max-holds", type=int, default=None,
-              help="Roll back after this many consecutive stalled holds (a traffic-split mismatch, labels that "
-                   "do not come, not yet non-inferior) [default: unbounded].")
+              help="Roll back after this many consecutive evaluations whose hold made no progress (a traffic-split "
+                   "mismatch, no canary requests, labels that stopped coming) [default: unbounded].")
 @click.pass_context
 def canary(ctx: click.Context, endpoint: str, model: str, steps: str, min_requests: int, min_labels: int,
            alpha: float, error_margin: float | None, latency_margin: float | None, primary_margin: float | None,

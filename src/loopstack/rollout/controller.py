@@ -13,9 +13,11 @@ tick that finds no new request or feedback since the last recorded hold
 records nothing: a quiet endpoint does not fill the event log with holds. Nor
 does a hold that persists on new data: a hold whose reason is the one last
 recorded (a sample ratio mismatch, labels that do not come, "not yet shown
-non-inferior") updates the stored progress without a new event; a hold is
-recorded when its reason changes (a step's request count moving on counts as
-a change), and every advance, rollback and promotion is recorded. The policy's
+non-inferior") updates the stored progress without a new event, until the
+canary's requests have doubled since that record (so its evidence, which
+`loopstack deploy status` shows, stays recent); a hold is recorded when its
+reason changes (a step's request count moving on counts as a change), and
+every advance, rollback and promotion is recorded. The policy's
 ``max_hold_evaluations`` and ``max_canary_requests`` end a hold that would
 otherwise last forever with a recorded rollback.
 
@@ -159,16 +161,18 @@ class RolloutController:
         if decision.action == "hold" and d.state.get("last_decision") == "hold":
             if d.state.get("seen") == seen:
                 return decision  # nothing arrived since the last hold: a look at the same data, not a new one
-            if d.state.get("last_reason") == decision.reason:
+            if d.state.get("last_reason") == decision.reason and canary.requests < 2 * d.state.get("recorded_at", 0):
                 # The same hold on more data (a persisting sample ratio mismatch, labels that do not come): its
-                # progress is kept, for the next tick and the policy's hold limits, but not recorded again.
+                # progress is kept, for the next tick and the policy's hold limits, but recorded again only once
+                # the canary's requests doubled, so that its evidence (what `deploy status` shows) stays recent
+                # at a cost of a few events per canary.
                 state = {**d.state, "analysis": analysis.state, "seen": seen}
                 self.deployments.save_state(self.endpoint, state, expected_version=d.version)
                 return decision
         kind, payload = decision.to_event()
         payload["variants"] = [t.to_dict() for t in traffic.values()]
         state = {**d.state, "analysis": analysis.state, "last_decision": decision.action,
-                 "last_reason": decision.reason, "seen": seen}
+                 "last_reason": decision.reason, "recorded_at": canary.requests, "seen": seen}
         self._apply(d, decision, (kind, payload), state, cause)
         self.last_event = self.deployments.last_decision
         return decision

@@ -42,21 +42,26 @@ By default a guardrail passes when the canary is *not proven worse*: the
 interval does not lie wholly past the margin. That is a test for harm, not
 evidence of safety: on a few thousand requests the interval is wide, and a
 challenger 10 % worse on the primary metric passes as often as not. With
-``CanaryPolicy(require_non_inferiority=True)`` a guardrail passes only when
-the interval's bad end lies within its margin (``low >= -margin`` where
-higher is better, ``high <= margin`` where lower is), so the evidence shows
-the canary is worse by no more than the margin; until then the step holds for
-more data. Each margin must then be positive: proving "no worse at all" needs
-the interval to exclude every loss, which an equal challenger never reaches.
+``CanaryPolicy(require_non_inferiority=True)`` the promotion needs more: every
+guardrail's interval must have its bad end within its margin (``low >=
+-margin`` where higher is better, ``high <= margin`` where lower is), so the
+evidence shows the canary worse by no more than the margin; until then the
+last step holds for more data. The steps before it still ramp up on "not
+worse": a small first step would need as much data as the whole canary to
+show non-inferiority on its own requests, while the promotion has all of
+them. Each margin must be positive: proving "no worse at all" needs the
+interval to exclude every loss, which an equal challenger never reaches.
 
-A hold that outlasts the evidence the step asks for is a *stall*: after the
-step served ``min_requests_per_step`` requests, every hold waiting for labels,
-for an untested guardrail or for non-inferiority, and every hold on a sample
-ratio mismatch. ``max_hold_evaluations`` rolls the canary back after that many
-consecutive stalled evaluations (an evaluation on the same counts as the one
-before does not count) and ``max_canary_requests`` once it served that many
-requests without being promoted, with a reason that says what it was waiting
-for: "not shown non-inferior within 50000 canary requests
+A hold *stalls* when what it waits for did not grow since the evaluation
+before: the canary's requests (a split that sends it none, at any weight),
+its labels, a guardrail's samples; a sample ratio mismatch stalls whatever
+grows. A hold that is gathering what it waits for is progress, however long
+that takes, and so is a hold for non-inferiority (``max_canary_requests``
+bounds those). ``max_hold_evaluations`` rolls the canary back after that many
+consecutive stalled evaluations of one kind (an evaluation on the same counts
+as the one before does not count) and ``max_canary_requests`` once it served
+that many requests without being promoted, with a reason that says what it
+was waiting for: "not shown non-inferior within 50000 canary requests
 (max_canary_requests): ...", "sample ratio mismatch persisted for 12
 evaluations (max_hold_evaluations): ...", "labels never arrived ...". Both are
 unbounded by default, as before.
@@ -154,14 +159,14 @@ class CanaryPolicy:
         ``"primary"``; ``alpha`` is split evenly over them from the start, whether or not their data
         have arrived yet. Data for a guardrail not named here is refused.
     require_non_inferiority : bool
-        False (the default): a guardrail passes a step while the canary is not proven worse than its
-        margin. True: it passes only once the confidence interval's bad end lies within the margin
-        (``diff_ci[0] >= -margin`` where higher is better, ``diff_ci[1] <= margin`` where lower is), so
-        the data show the canary worse by no more than the margin; until then the step holds. It
-        applies to the guardrails that gate a step (the error rate and the tail latency at every step,
-        the primary metric at the promotion). Every margin of a guardrail the policy names must then be
-        positive: with a margin of 0 only a canary proven better or equal could pass, and an equal one
-        never is, so such a policy is refused rather than left to hold until a limit rolls it back.
+        False (the default): a guardrail passes while the canary is not proven worse than its margin.
+        True: the promotion also needs every guardrail's confidence interval to have its bad end within
+        the margin (``diff_ci[0] >= -margin`` where higher is better, ``diff_ci[1] <= margin`` where
+        lower is), so the data show the canary worse by no more than the margin; until then the last
+        step holds. The steps before it advance as by default. Every margin of a guardrail the policy
+        names must then be positive: with a margin of 0 only a canary proven better or equal could
+        pass, and an equal one never is, so such a policy is refused rather than left to hold until a
+        limit rolls it back.
     max_canary_requests : int, optional
         Canary requests (since the canary started) within which it must be promoted; an evaluation
         that reaches it without promoting rolls the canary back, saying what it was still waiting for.
@@ -169,12 +174,14 @@ class CanaryPolicy:
         ``len(steps) * min_requests_per_step`` (and ``min_samples``), or no canary could be promoted.
         None (the default): unbounded.
     max_hold_evaluations : int, optional
-        Consecutive stalled evaluations after which the canary is rolled back. A stall is a hold on a
-        sample ratio mismatch, or a hold once the step served ``min_requests_per_step`` requests (waiting
-        for labels, for a guardrail's ``min_samples``, or for non-inferiority); a hold still gathering
-        the step's requests, and an advance, end a run of stalls. It counts evaluations, not time, and
-        only those whose requests or labels moved since the one before: a controller polling a quiet
-        endpoint does not use it up. None (the default): unbounded.
+        Consecutive stalled evaluations after which the canary is rolled back. A hold stalls when what
+        it waits for (the canary's requests, its labels, a guardrail's samples) did not grow since the
+        evaluation before, and on every sample ratio mismatch; a hold of another kind, progress, or an
+        advance start the count afresh, and a hold for non-inferiority never stalls (bound it with
+        `max_canary_requests`). It counts evaluations, not time, and only those whose requests or
+        labels moved since the one before: a controller polling a quiet endpoint does not use it up.
+        Labels that come a day late stall every evaluation until then: allow for that. None (the
+        default): unbounded.
 
     Examples
     --------
@@ -342,7 +349,7 @@ class CanaryAnalysis:
         self.finished: Action | None = None
         self._step_start = (0, 0, 0)  # cumulative (stable, canary) requests and canary labels when the step began
         self._stalled = 0  # consecutive stalled holds (see the module docstring), for max_hold_evaluations
-        self._stall_kind: str | None = None  # what they waited for: one _Stall kind, or "mixed"
+        self._waiting: list[Any] | None = None  # the last hold's [kind, amount awaited], to see whether it grew
         self._counts: list[int] | None = None  # requests and labels per arm at the last evaluation
         # One test per guardrail from the start: a share of alpha decided at the first look with data
         # gave 1/2 to the error rate before the first label and 1/3 to the primary after, 0.067 in all.
@@ -377,7 +384,7 @@ class CanaryAnalysis:
         0.5
         """
         return {"step": self.step, "finished": self.finished, "step_start": list(self._step_start),
-                "stalled": self._stalled, "stall_kind": self._stall_kind, "counts": self._counts,
+                "stalled": self._stalled, "waiting": self._waiting, "counts": self._counts,
                 "tests": {metric: _test_state(test) for metric, test in self._tests.items()}}
 
     @classmethod
@@ -389,7 +396,8 @@ class CanaryAnalysis:
         start = [*state.get("step_start", ()), 0, 0, 0]  # a state saved before labels were counted has two
         analysis._step_start = (int(start[0]), int(start[1]), int(start[2]))
         analysis._stalled = int(state.get("stalled", 0))  # a state saved before holds were bounded has none
-        analysis._stall_kind = state.get("stall_kind")
+        waiting = state.get("waiting")
+        analysis._waiting = None if waiting is None else [str(waiting[0]), waiting[1]]
         counts = state.get("counts")
         analysis._counts = None if counts is None else [int(c) for c in counts]
         analysis._tests.update({metric: _restore_test(s) for metric, s in state.get("tests", {}).items()})
@@ -403,12 +411,12 @@ class CanaryAnalysis:
         failed = [e["metric"] for e in evidence if e.get("verdict") == "worse"]
         if failed:
             return self._finish("rollback", f"guardrail failed: {', '.join(failed)}", evidence, canary)
-        action, reason, stall = self._next(evidence, stable, canary)
+        action, reason, hold = self._next(evidence, stable, canary)
         counts = [int(stable.requests), int(canary.requests), int(_labels(stable)), int(_labels(canary))]
         if action == "hold" and counts != self._counts:  # a look at the numbers of the last one is no new hold
-            self._count_stall(stall)
+            self._count_stall(hold)
         self._counts = counts
-        limit = self._limit(action, reason, stall, canary)
+        limit = self._limit(action, reason, hold, canary)
         if limit is not None:
             return self._finish("rollback", limit, evidence, canary)
         if action == "promote":
@@ -416,77 +424,82 @@ class CanaryAnalysis:
         if action == "advance":
             self.step += 1
             self._step_start = (stable.requests, canary.requests, _labels(canary))
-            self._stalled, self._stall_kind = 0, None
+            self._stalled, self._waiting = 0, None
         return self._decide(action, reason, evidence, canary)
 
     def _next(self, evidence: list[dict[str, Any]], stable: VariantStats,
-              canary: VariantStats) -> tuple[Action, str, _Stall | None]:
-        """What the evidence (no guardrail failed) allows: hold, advance or promote, with the reason; for a hold
-        past the step's own requests, the `_Stall` that says what it waits for."""
+              canary: VariantStats) -> tuple[Action, str, _Hold | None]:
+        """What the evidence (no guardrail failed) allows: hold, advance or promote, with the reason; for a hold,
+        the `_Hold` that says what it waits for."""
         step = self._step_name(self.step)
         if evidence[0]["flagged"]:
-            return "hold", "sample ratio mismatch in this step; check the traffic split", _Stall(
-                "srm", "sample ratio mismatch persisted", f"step {step}: check the traffic split")
+            return "hold", "sample ratio mismatch in this step; check the traffic split", _Hold(
+                "srm", None, "sample ratio mismatch persisted", f"step {step}: check the traffic split")
         served = canary.requests - self._step_start[1]
         if served < self.policy.min_requests_per_step:
             # Steps are counted from 1 in words, as `loopstack deploy` shows them ("step 1/4").
-            return "hold", f"step {step}: {served} of {self.policy.min_requests_per_step} canary requests", None
+            reason = f"step {step}: {served} of {self.policy.min_requests_per_step} canary requests"
+            return "hold", reason, _Hold("requests", canary.requests, "the canary got no new requests", reason)
         labelled = self._labelled_in_step(canary)
         if labelled < self.policy.min_labels_per_step:
             reason = (f"step {step}: {labelled} of {self.policy.min_labels_per_step} labelled canary requests "
                       "(waiting for feedback)")
-            return "hold", reason, _Stall("labels", _no_labels(labelled), reason)
+            return "hold", reason, _Hold("labels", labelled, _no_labels(labelled), reason)
         last = self.step == len(self.policy.steps) - 1
         untested = self._untested(evidence, stable, canary, promoting=last)
         if untested:
-            reason = f"step {step}: not yet tested: {'; '.join(words for _, words in untested)}"
-            if all(metric == "primary" for metric, _ in untested):
-                stall = _Stall("labels", _no_labels(min(_labels(stable), _labels(canary))), reason)
-            else:
-                stall = _Stall("untested", "guardrails still untested", reason)
-            return "hold", reason, stall
-        if self.policy.require_non_inferiority:
-            pending = [e for e in evidence if e["metric"] in self.policy.guardrails and not e["non_inferior"]
-                       and (last or e["metric"] != "primary")]
+            reason = f"step {step}: not yet tested: {'; '.join(words for _, words, _ in untested)}"
+            have = min(count for _, _, count in untested)
+            if all(metric == "primary" for metric, _, _ in untested):
+                return "hold", reason, _Hold("labels", have, _no_labels(have), reason)
+            return "hold", reason, _Hold("untested", have, "guardrails got no new samples", reason)
+        if self.policy.require_non_inferiority and last:
+            pending = [e for e in evidence if e["metric"] in self.policy.guardrails and not e["non_inferior"]]
             if pending:
                 # No numbers here: the reason stays the same while the interval narrows, so a controller
-                # records the hold once (the intervals are in the evidence).
+                # records the hold again only as the canary's requests grow (see the controller).
                 listed = ", ".join(f"{e['metric']} (margin {e['margin']:g})" for e in pending)
-                return "hold", f"step {step}: not yet shown non-inferior: {listed}", _Stall(
-                    "non_inferiority", "not shown non-inferior", f"step {step}: {listed}")
+                return "hold", f"step {step}: not yet shown non-inferior: {listed}", _Hold(
+                    "non_inferiority", canary.requests, "not shown non-inferior", f"step {step}: {listed}")
         if last:
             return "promote", self._promoted(canary), None
         return "advance", f"step {step} passed", None
 
-    def _count_stall(self, stall: _Stall | None) -> None:
-        """Count a hold: a stall extends the run of stalls (its kind kept while they agree), any other ends it."""
-        if stall is None:
-            self._stalled, self._stall_kind = 0, None
-            return
-        self._stall_kind = stall.kind if self._stalled == 0 or self._stall_kind == stall.kind else "mixed"
-        self._stalled += 1
+    def _count_stall(self, hold: _Hold | None) -> None:
+        """Count a hold as a stall when what it waits for did not grow since the last evaluation (a sample ratio
+        mismatch always), else start the count afresh. A canary gathering its step's requests, labels or
+        samples is making progress however long that takes; one whose canary arm gets no requests, or whose
+        labels stopped coming, is not."""
+        previous, self._waiting = self._waiting, None if hold is None else [hold.kind, hold.awaited]
+        if hold is None:
+            self._stalled = 0
+        elif hold.awaited is None:
+            self._stalled = self._stalled + 1 if previous is not None and previous[0] == hold.kind else 1
+        elif previous is not None and previous[0] == hold.kind and hold.awaited <= previous[1]:
+            self._stalled += 1
+        else:
+            self._stalled = 0
 
-    def _limit(self, action: Action, reason: str, stall: _Stall | None, canary: VariantStats) -> str | None:
+    def _limit(self, action: Action, reason: str, hold: _Hold | None, canary: VariantStats) -> str | None:
         """The rollback reason when this evaluation reached a limit of the policy, else None."""
         p = self.policy
-        if action == "hold" and stall is not None and p.max_hold_evaluations is not None \
+        if action == "hold" and hold is not None and p.max_hold_evaluations is not None \
                 and self._stalled >= p.max_hold_evaluations:
-            within = f"for {self._stalled} evaluations (max_hold_evaluations)"
-            if self._stall_kind == "mixed":
-                return f"step {self._step_name(self.step)} did not pass {within}: {reason}"
-            return f"{stall.headline} {within}: {stall.detail}"
+            return f"{hold.headline} for {self._stalled} evaluations (max_hold_evaluations): {hold.detail}"
         if action != "promote" and p.max_canary_requests is not None and canary.requests >= p.max_canary_requests:
             within = f"within {p.max_canary_requests} canary requests (max_canary_requests)"
-            if stall is None:
+            if hold is None or hold.kind == "requests":
                 to_go = len(p.steps) - self.step - 1
                 return f"not promoted {within}: {reason}" + (f", {to_go} more to go" if action == "advance" else "")
-            return f"{stall.headline} {within}: {stall.detail}"
+            headline = {"labels": "labels never arrived" if not hold.awaited else "too few labels arrived",
+                        "untested": "guardrails still untested"}
+            return f"{headline.get(hold.kind, hold.headline)} {within}: {hold.detail}"
         return None
 
     def _untested(self, evidence: list[dict[str, Any]], stable: VariantStats, canary: VariantStats,
-                  promoting: bool) -> list[tuple[str, str]]:
-        """The guardrails whose test has not yet run on ``min_samples`` per arm, each with its state in words;
-        they block the step.
+                  promoting: bool) -> list[tuple[str, str, int]]:
+        """The guardrails whose test has not yet run on ``min_samples`` per arm, each with its state in words and
+        the samples its smaller arm has; they block the step.
 
         The error rate and the tail latency block every step; the primary metric, whose labels may come a day
         late, blocks the promotion only (``min_labels_per_step`` makes each step wait for labels too).
@@ -503,7 +516,7 @@ class CanaryAnalysis:
             n_stable, n_canary = counts[metric]
             arm, have = ("canary", n_canary) if n_canary <= n_stable else ("stable", n_stable)
             words = f"{metric} has {have} of {needed} {_UNITS[metric]} in the {arm} arm"
-            untested.append((metric, words + (" (waiting for labels)" if metric == "primary" else "")))
+            untested.append((metric, words + (" (waiting for labels)" if metric == "primary" else ""), have))
         return untested
 
     def _promoted(self, canary: VariantStats) -> str:
@@ -615,16 +628,19 @@ def _non_inferior(diff_ci: tuple[float, float], check: _Check) -> bool:
     return bool(math.isfinite(bad_end) and bad_end <= check.margin)
 
 
-class _Stall(NamedTuple):
-    """What a stalled hold waits for: its `kind`, and in words for a rollback at a limit (`headline` + `detail`)."""
+class _Hold(NamedTuple):
+    """What a hold waits for: its `kind`, the amount `awaited` that must grow for it to count as progress (None:
+    nothing does, a sample ratio mismatch), and in words for a rollback at a limit (`headline` + `detail`)."""
 
-    kind: str  # "srm", "labels", "untested" or "non_inferiority"
+    kind: str  # "srm", "requests", "labels", "untested" or "non_inferiority"
+    awaited: int | None
     headline: str
     detail: str
 
 
 def _no_labels(count: int) -> str:
-    return "labels never arrived" if count == 0 else "too few labels arrived"
+    """A labels hold that made no progress, in words."""
+    return "labels never arrived" if count == 0 else "labels stopped arriving"
 
 
 _UNITS = {"error_rate": "requests", "latency_tail": "latencies", "primary": "labels"}
