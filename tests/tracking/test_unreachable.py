@@ -4,6 +4,7 @@ rows and its end for the writer's retry; at exit, one logged line instead of a t
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -111,7 +112,7 @@ def test_what_a_process_could_not_write_at_exit_is_written_at_the_next_open(post
     child = subprocess.run([sys.executable, "-c", CHILD, str(root)], capture_output=True, text=True, timeout=120)
     assert child.returncode == 0, child.stderr
     run_id = child.stdout.split()[0]
-    assert "they are kept in" in child.stderr and "tracking rows and 1 run ends" in child.stderr, child.stderr
+    assert " are kept in " in child.stderr and "tracking rows and 1 run ends" in child.stderr, child.stderr
     folder = root / ".loopstack" / "spool" / "tracking"
     assert len(list(folder.glob("*.json"))) == 1
     project = Project.open(root)  # what the next process does
@@ -128,6 +129,8 @@ def test_what_a_process_could_not_write_at_exit_is_written_at_the_next_open(post
 
 
 def test_a_spool_file_is_written_once_even_if_left_behind_after_its_commit(postgres_url: str, tmp_path: Path) -> None:
+    import fcntl
+
     with fresh_project(tmp_path / "proj", metadata=postgres_url) as project:
         run = ls.start_run(run_name="twice")
         ls.log_metric("a", 1.0, step=0)
@@ -139,13 +142,88 @@ def test_a_spool_file_is_written_once_even_if_left_behind_after_its_commit(postg
             path, rows, ends = project.tracking.spool_unwritten()
         assert path is not None and rows >= 1 and ends == 1  # the metric, and what the system sampler logged
         saved = path.read_bytes()
+        with open(path, "rb") as held:  # another process is writing it: skipped, not written twice
+            fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+            assert project.tracking.replay_spool() == []
         assert project.tracking.replay_spool() == [path]
         path.write_bytes(saved)  # a process killed after the commit, before it removed the file
-        claimed = path.with_name(f"{path.name}.999999999.claimed")  # and one claimed by a process now dead
-        claimed.write_bytes(saved)
-        assert project.tracking.replay_spool() == [path]  # the claimed one is released, then both are skipped
+        assert project.tracking.replay_spool() == [path]  # removed, not written again
         client = ls.Client(project)
         assert [m.value for m in client.get_metric_history(run.id, "a")] == [1.0, 2.0]
         assert list(path.parent.iterdir()) == []
         assert client.get_run(run.id).info.status == "FINISHED"
         assert len(project.events.list(kind="tracking.spool_replayed")) == 1
+
+
+def _spooled(project: Project, run_id: str, *, pid: int | None = None, values: tuple[float, ...] = (1.0,)) -> Path:
+    from loopstack.tracking import spool
+    from loopstack.tracking.store import HOST
+
+    metrics = [(run_id, "m", value, step, 1.0) for step, value in enumerate(values)]
+    end = {"run_id": run_id, "status": "FINISHED", "end_time": 2.0, "host": HOST, "pid": pid or os.getpid()}
+    return spool.write(project.tracking.spool_folder, (metrics, [], [], []), [end])
+
+
+def test_what_is_not_a_spool_file_breaks_no_open_and_a_bad_one_is_set_aside(tmp_path: Path) -> None:
+    """A stray notes.json, or a claim-like name, made every later Project.open fail on int()."""
+    with fresh_project(tmp_path / "proj") as project:
+        run = ls.start_run(run_name="r")
+        ls.end_run()
+        folder = project.tracking.spool_folder
+        folder.mkdir(parents=True)
+        for name in ("notes.json", "x.json.tmp.claimed", "12-34.json.rejected"):
+            (folder / name).write_text("{}")
+        corrupt = folder / "5-6.json"
+        corrupt.write_text('{"format": 1, "metrics": [')  # torn
+        good = _spooled(project, run.id)
+        assert project.tracking.replay_spool() == [good]
+        assert sorted(p.name for p in folder.iterdir()) == ["12-34.json.rejected", "5-6.json.rejected", "notes.json",
+                                                          "x.json.tmp.claimed"]
+        assert [m.value for m in ls.Client(project).get_metric_history(run.id, "m")] == [1.0]
+
+
+def test_a_replay_is_all_or_nothing_and_skips_runs_deleted_since(tmp_path: Path) -> None:
+    """Rows of a deleted run made the writer write the file in pieces, outside the replay's transaction: a
+    kill, or a refused run end, then wrote the good rows again at every open."""
+    with fresh_project(tmp_path / "proj") as project:
+        run = ls.start_run(run_name="kept")
+        ls.end_run()
+        path = _spooled(project, run.id, values=(1.0, 2.0))
+        from loopstack.tracking import spool
+
+        spool.write(project.tracking.spool_folder, ([("no-such-run", "m", 9.0, 0, 1.0)], [], [], []),
+                    [{"run_id": "no-such-run", "status": "FINISHED", "end_time": 2.0, "host": "h", "pid": 1}])
+        assert len(project.tracking.replay_spool()) == 2 and not path.exists()
+        assert project.tracking.replay_spool() == []
+        assert [m.value for m in ls.Client(project).get_metric_history(run.id, "m")] == [1.0, 2.0]
+        (second, first) = project.events.list(kind="tracking.spool_replayed")
+        assert (first.payload["left_out"], second.payload["left_out"]) == (0, 1)
+
+
+def test_a_spooled_end_leaves_a_run_resumed_since_running(tmp_path: Path) -> None:
+    """The end overwrote a run another process had resumed meanwhile (FINISHED with an old end time)."""
+    with fresh_project(tmp_path / "proj") as project:
+        run = ls.start_run(run_name="resumed")
+        _spooled(project, run.id, pid=1)  # spooled by the process that ran it before: another pid than ours
+        project.tracking.replay_spool()
+        info = ls.Client(project).get_run(run.id).info
+        assert info.status == "RUNNING" and [m.value for m in ls.Client(project).get_metric_history(run.id, "m")] == [
+            1.0]
+        ls.end_run()
+
+
+def test_closing_a_project_with_the_server_away_spools_and_says_where(postgres_url: str, tmp_path: Path) -> None:
+    """Under `with Project.open(...)` the rows were lost: close() dropped the project before the exit hook ran,
+    while end_run had said they would be kept."""
+    with fresh_project(tmp_path / "proj", metadata=postgres_url) as project:
+        run = ls.start_run(run_name="closed")
+        project.tracking.flush()
+        with server_away(project):
+            ls.log_metric("late", 3.0)
+            with pytest.raises(BackendUnavailableError):
+                ls.end_run()
+            with pytest.raises(BackendUnavailableError, match=r"1 run ends of the project .* are kept in .*\.json"):
+                project.tracking.close()
+        assert project.tracking.replay_spool()
+        assert ls.Client(project).get_run(run.id).info.status == "FINISHED"
+        assert [m.value for m in ls.Client(project).get_metric_history(run.id, "late")] == [3.0]

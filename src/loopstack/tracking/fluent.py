@@ -311,8 +311,8 @@ def _install_hooks() -> None:
 
 def _end_all(status: str) -> None:
     """End the open runs and write what is buffered (at exit, or on an uncaught exception). A metadata database
-    that cannot be reached is one logged line per project saying where what it did not take is kept (no caller
-    to raise to, and no traceback)."""
+    that cannot be reached is one logged line per project saying where what it did not take is kept
+    (`TrackingStore.close`; no caller to raise to, and no traceback)."""
     from loopstack.core.errors import BackendUnavailableError
 
     stores: dict[int, Any] = {}  # the tracking stores to close, by identity
@@ -330,23 +330,8 @@ def _end_all(status: str) -> None:
     for store in stores.values():
         try:
             store.close()
-        except BackendUnavailableError as exc:
-            _spool(store, exc)
-
-
-def _spool(store: Any, exc: BaseException) -> None:
-    """Keep what the database did not take in the project's spool (written at the next open), saying so once."""
-    try:
-        path, rows, ends = store.spool_unwritten()
-    except OSError as failure:
-        rows, ends = store.writer.unwritten()
-        _logger().error("loopstack lost %d tracking rows and %d run ends of the project at %s: %s; keeping them in "
-                        "%s failed too: %s", rows, ends, store.project.root, exc, store.spool_folder, failure)
-        return
-    if path is not None:  # else only a heartbeat failed
-        _logger().error("loopstack could not write %d tracking rows and %d run ends of the project at %s (%s); "
-                        "they are kept in %s and written when a process next opens the project", rows, ends,
-                        store.project.root, exc, path)
+        except BackendUnavailableError as exc:  # it says where the unwritten rows are kept (the spool)
+            _logger().error("loopstack could not write tracking data at exit: %s", exc)
 
 
 def _logger() -> Any:

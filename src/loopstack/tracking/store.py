@@ -38,8 +38,6 @@ if TYPE_CHECKING:
     from loopstack.core.project import Project
 
 DEFAULT_EXPERIMENT = "Default"
-SPOOL_FORMAT = 1
-SPOOL_PARTS = ("metrics", "params", "tags", "artifacts")  # a writer Batch's lists, in order
 HOST = socket.gethostname()
 RUN_COLUMNS = (
     "id", "experiment_id", "name", "status", "start_time", "end_time", "parent_id", "host", "pid", "pid_started",
@@ -253,9 +251,9 @@ class TrackingStore:
         """Write the buffered rows and mark the run ended, in one transaction.
 
         A metadata database that cannot be reached raises BackendUnavailableError; the rows and the run's end
-        are kept, and the writer retries them in the background and once more when the process exits. Should
-        the database stay away until then, they are lost (logged), and the run is marked KILLED when a process
-        next opens the project.
+        are kept, and the writer retries them in the background and once more when the process exits (or
+        closes the project). Should the database stay away until then, they are kept in the spool folder and
+        written by the next process that opens the project (`replay_spool`).
         """
         validate_status(status)
         mark_ended = self._run_end(run_id, status, end_time or time.time())
@@ -278,10 +276,11 @@ class TrackingStore:
             self._end_statement.execute(connection, values)
             self.project.events.emit(f"run.{status.lower()}", run_id, {}, connection=connection)
 
-        mark_ended.record = {"run_id": run_id, "status": status, "end_time": end_time}  # type: ignore[attr-defined]
+        mark_ended.record = {  # type: ignore[attr-defined]
+            "run_id": run_id, "status": status, "end_time": end_time, "host": HOST, "pid": os.getpid()}
         return mark_ended
 
-    # -- the spool: what a process could not write before it exited -----------------------------------
+    # -- the spool: what a process could not write before it exited (loopstack.tracking.spool) ---------
     @property
     def spool_folder(self) -> Path:
         return self.project.root / ".loopstack" / "spool" / "tracking"
@@ -290,65 +289,82 @@ class TrackingStore:
         """Keep the rows and run ends the database did not take in a file of the spool folder (at exit, with
         the database away); `replay_spool` writes them when a process next opens the project.
 
-        Returns the file (None when nothing was unwritten), its rows and its run ends.
+        Returns the file (None when nothing was unwritten), its rows and its run ends. An OSError (a full
+        disk) leaves the rows and ends with the writer, so that the caller can count what is lost.
         """
+        from loopstack.tracking import spool
+
         batch, ends = self.writer.take_unwritten()
         rows = sum(len(part) for part in batch)
         if not rows and not ends:
             return None, 0, 0
-        from loopstack.core.paths import atomic_write
-
-        self.spool_folder.mkdir(parents=True, exist_ok=True)
-        path = self.spool_folder / f"{time.time_ns()}-{os.getpid()}.json"
-        record = {"format": SPOOL_FORMAT, **dict(zip(SPOOL_PARTS, batch, strict=True)), "ends": ends}
-        atomic_write(path, lambda handle: handle.write(json.dumps(record).encode()))
-        return path, rows, len(ends)
+        try:
+            return spool.write(self.spool_folder, batch, ends), rows, len(ends)
+        except OSError:
+            self.writer.give_back(batch)
+            raise
 
     def replay_spool(self) -> list[Path]:
-        """Write the spool's files (`spool_unwritten`), oldest first, each in one transaction; returns those written.
+        """Write the spool's files, oldest first, each in one transaction; returns those written.
 
-        A file is claimed by renaming it, so two processes opening the project do not both write it; the
-        transaction records a ``tracking.spool_replayed`` event naming it, so a process killed between the
-        commit and the file's removal does not write it twice. A file the database refuses stays for the
-        next open (logged).
+        A file another process holds is skipped (it is writing it). Rows and run ends of runs deleted since
+        are left out (logged); a run end applies only to a run still as its process left it (running, or
+        marked KILLED meanwhile), not to one resumed since. The transaction records a
+        ``tracking.spool_replayed`` event naming the file, so a process killed between the commit and the
+        file's removal does not write it twice. A database that is away again keeps the file for the next
+        open; a file the database refuses, or that is no spool file, is renamed ``*.rejected`` (logged), so
+        that it does not fail every later open.
         """
-        folder = self.spool_folder
-        if not folder.is_dir():
-            return []
-        _release_abandoned_claims(folder)
+        from loopstack.tracking import spool
+
         written = []
-        for path in sorted(folder.glob("*.json"), key=lambda p: [int(part) for part in p.stem.split("-")]):
-            claimed = path.with_name(f"{path.name}.{os.getpid()}.claimed")
-            try:
-                path.rename(claimed)
-            except FileNotFoundError:  # another process claimed it first
-                continue
-            try:
-                self._replay(claimed, path.stem)
-            except Exception as exc:
-                claimed.rename(path)
-                _logger().error("loopstack could not write the tracking rows kept in %s (kept for the next open): %s",
-                                path, exc)
-                continue
-            claimed.unlink()
+        for path in spool.files(self.spool_folder):
+            with spool.taken(path) as handle:
+                if handle is None:
+                    continue
+                try:
+                    self._replay(spool.read(handle, path), path.stem)
+                except BackendUnavailableError as exc:
+                    _logger().error("loopstack could not write the tracking rows kept in %s (kept for the next "
+                                    "open): %s", path, exc)
+                    continue
+                except Exception as exc:
+                    _reject(path, exc)
+                    continue
+                path.unlink(missing_ok=True)
             written.append(path)
         return written
 
-    def _replay(self, path: Path, name: str) -> None:
+    def _replay(self, record: tuple[tuple[list[tuple[Any, ...]], ...], list[dict[str, Any]]], name: str) -> None:
         if self.project.events.list(kind="tracking.spool_replayed", subject=name, limit=1):
             return  # written before a kill that left the file behind
-        record = json.loads(path.read_text())
-        if record.get("format") != SPOOL_FORMAT:
-            raise ValidationError(f"{path} is not a tracking spool file of format {SPOOL_FORMAT}")
-        batch = tuple([tuple(row) for row in record[part]] for part in SPOOL_PARTS)
-        ends = [self._run_end(e["run_id"], e["status"], e["end_time"]) for e in record["ends"]]
+        batch, ends = record
+        runs = self._runs_as_left({row[0] for part in batch for row in part} | {e["run_id"] for e in ends})
+        kept = tuple([row for row in part if row[0] in runs] for part in batch)
+        dropped = sum(len(part) for part in batch) - sum(len(part) for part in kept)
+        if dropped or any(e["run_id"] not in runs for e in ends):
+            _logger().warning("loopstack left out %d spooled tracking rows of %s: their runs were deleted", dropped,
+                              name)
+        # A run end applies to a run as its process left it: the same host and pid, running or marked KILLED
+        # since (its process gone); a run another process resumed meanwhile keeps its state.
+        applied = [self._run_end(e["run_id"], e["status"], e["end_time"]) for e in ends
+                   if _as_its_process_left_it(runs.get(e["run_id"]), e)]
 
         def mark_replayed(connection: Connection) -> None:
-            rows = sum(len(part) for part in batch)
-            self.project.events.emit("tracking.spool_replayed", name, {"rows": rows, "run_ends": len(ends)},
-                                     connection=connection)
+            payload = {"rows": sum(len(part) for part in kept), "run_ends": len(applied), "left_out": dropped}
+            self.project.events.emit("tracking.spool_replayed", name, payload, connection=connection)
 
-        self.writer.write_now(batch, [*ends, mark_replayed])  # type: ignore[arg-type]
+        self.writer.write_now(kept, [*applied, mark_replayed])  # type: ignore[arg-type]
+        self.writer.take_conflicts(lambda run: run in runs)  # logged when written; no caller of theirs is here
+
+    def _runs_as_left(self, run_ids: set[str]) -> dict[str, tuple[str, str, int]]:
+        """Status, host and pid of those of `run_ids` that exist."""
+        from sqlalchemy import select
+
+        runs = self.t("runs")
+        query = select(runs.c.id, runs.c.status, runs.c.host, runs.c.pid).where(runs.c.id.in_(sorted(run_ids)))
+        with self.db.read() as connection:
+            return {row.id: (row.status, row.host, row.pid) for row in connection.execute(query)}
 
     def get_run_info(self, run_id: str) -> RunInfo:
         from sqlalchemy import select
@@ -594,7 +610,24 @@ class TrackingStore:
         self.writer.flush()
 
     def close(self) -> None:
-        self.writer.close()
+        """Write what is buffered. With the database away, it is kept in the spool for the next open, and the
+        BackendUnavailableError says where (or, should the spool fail too, what was lost)."""
+        try:
+            self.writer.close()
+        except BackendUnavailableError as exc:
+            raise BackendUnavailableError(self._spooled_after(exc)) from None
+
+    def _spooled_after(self, exc: BaseException) -> str:
+        try:
+            path, rows, ends = self.spool_unwritten()
+        except OSError as failure:
+            rows, ends = self.writer.unwritten()
+            return (f"{exc}; {rows} tracking rows and {ends} run ends of the project at {self.project.root} are "
+                    f"lost: keeping them in {self.spool_folder} failed too: {failure}")
+        if path is None:
+            return str(exc)  # only a heartbeat was unwritten
+        return (f"{exc}; {rows} tracking rows and {ends} run ends of the project at {self.project.root} are kept in "
+                f"{path} and written when a process next opens the project")
 
 
 class _RunningRun(NamedTuple):
@@ -605,16 +638,20 @@ class _RunningRun(NamedTuple):
     heartbeat: float
 
 
-def _release_abandoned_claims(folder: Path) -> None:
-    """Give back the spool files claimed by a process that died before writing them (``<name>.<pid>.claimed``)."""
-    for claimed in folder.glob("*.json.*.claimed"):
-        pid = int(claimed.name.split(".")[-2])
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            claimed.rename(claimed.with_name(claimed.name.split(".")[0] + ".json"))
-        except PermissionError:  # another user's live process
-            pass
+def _as_its_process_left_it(run: tuple[str, str, int] | None, end: dict[str, Any]) -> bool:
+    """Whether a run (status, host, pid) is as the process that spooled `end` left it."""
+    return run is not None and run[0] in (RUNNING, KILLED) and run[1:] == (end.get("host"), end.get("pid"))
+
+
+def _reject(path: Path, error: BaseException) -> None:
+    """Set aside a spool file that cannot be written (not one, or refused by the database), keeping it."""
+    rejected = path.with_name(path.name + ".rejected")
+    try:
+        path.rename(rejected)
+    except OSError:
+        rejected = path
+    _logger().error("loopstack could not write the tracking rows kept in %s and set the file aside as %s: %s",
+                    path, rejected, error)
 
 
 def _info(row: dict[str, Any]) -> RunInfo:

@@ -182,19 +182,15 @@ class BufferedWriter:
         return batch, ends
 
     def write_now(self, batch: Batch, thens: Sequence[Callable[[Connection], None]] = ()) -> None:
-        """Write `batch` and run `thens` in one transaction, on the caller's thread, all or nothing
-        (rows the database refuses for good are dropped as in a background write)."""
+        """Write `batch` and run `thens` in one transaction, on the caller's thread: all of it or, on any
+        error (raised), none of it. Nothing is kept for a retry: the caller still holds the rows."""
         with self._flush_lock:
-            kept, self._retry = self._retry, None  # a failure here must not queue `batch` for the background writer
-            try:
-                self._write_once(batch, thens)
-            except BaseException as error:
-                if _is_transient(error):
-                    raise
-                self._write_around_bad_rows(batch)
-                self._write_once(([], [], [], []), thens)
-            finally:
-                self._retry = kept
+            self._write_once(batch, thens)
+
+    def give_back(self, batch: Batch) -> None:
+        """Take back rows handed out by `take_unwritten` (keeping them elsewhere failed): first in line again."""
+        with self._flush_lock:
+            self._retry = _untagged([*_tagged(batch), *(_tagged(self._retry) if self._retry else [])])
 
     def unwritten(self) -> tuple[int, int]:
         """The rows (kept from a failed write, and buffered since) and the run ends not written yet."""
