@@ -200,3 +200,16 @@ def test_deploy_serve_hands_its_batching_flags_to_every_variant(registered: ls.P
     assert result.exit_code == 0, result.output
     batching = started["settings"].variant_batching  # type: ignore[attr-defined]
     assert (batching["max_batch_size"], batching["inline_ms"], batching["max_wait_ms"]) == (16, 0.0, 2.0)
+
+
+def test_server_settings_pickle_and_copy_with_variant_batching() -> None:
+    """A read-only mapping in the frozen dataclass made every ServerSettings unpicklable."""
+    import copy
+    import dataclasses
+    import pickle
+
+    from loopstack.serving import ServerSettings
+
+    settings = ServerSettings(variant_batching={"max_batch_size": 8})
+    assert pickle.loads(pickle.dumps(settings)) == settings == copy.deepcopy(settings)
+    assert dataclasses.asdict(settings)["variant_batching"] == {"max_batch_size": 8}

@@ -413,3 +413,27 @@ def test_the_processes_a_rank_started_are_stopped_with_it(tmp_path: Path, how: s
         for pid in pids:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process groups")
+def test_the_guardian_forgets_a_rank_whose_group_emptied() -> None:
+    """A rank that exited early left its group id with the guardian; once the id was reused by an unrelated
+    process, a later SIGKILL of the launcher killed that process's group."""
+    import io
+    import subprocess
+    import types
+
+    from loopstack.training.cli import _forget_empty_groups
+
+    done = subprocess.Popen([sys.executable, "-c", "pass"], process_group=0)
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"], process_group=0)
+    try:
+        done.wait()
+        running.poll()
+        guardian = types.SimpleNamespace(stdin=io.BytesIO())
+        watched = {done.pid, running.pid}
+        assert _forget_empty_groups(guardian, [done, running], watched) == {done.pid}  # type: ignore[arg-type]
+        assert guardian.stdin.getvalue() == f"forget {done.pid}\n".encode()
+    finally:
+        running.kill()
+        running.wait()

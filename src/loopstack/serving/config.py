@@ -11,7 +11,6 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from types import MappingProxyType
 from typing import Any
 
 from loopstack.core.errors import ConfigError
@@ -170,7 +169,7 @@ class ServerSettings:
         unknown = sorted(set(self.variant_batching) - set(BATCHING))
         if unknown:
             raise ConfigError(f"variant_batching takes {list(BATCHING)}; {unknown} are not batching settings")
-        object.__setattr__(self, "variant_batching", MappingProxyType(dict(self.variant_batching)))
+        object.__setattr__(self, "variant_batching", dict(self.variant_batching))  # the caller's dict may change
         self.variant_spec("variants", "checked/1", None)  # out-of-range values fail now, not at the first deploy
         _positive("log_flush_s", self.log_flush_s, "server")
         _positive("log_segment_rows", self.log_segment_rows, "server")

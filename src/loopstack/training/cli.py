@@ -108,6 +108,28 @@ def _tell_guardian(guardian: subprocess.Popen[bytes] | None, line: str) -> None:
         pass
 
 
+def _forget_empty_groups(guardian: subprocess.Popen[bytes] | None, procs: list[subprocess.Popen[bytes]],
+                         watched: set[int]) -> set[int]:
+    """Tell the guardian to forget the groups of ranks that exited and left no process behind: their id may be
+    reused by an unrelated process, which a later kill must not reach. Returns the groups forgotten."""
+    empty = set()
+    for proc in procs:
+        if proc.pid in watched and proc.returncode is not None and _group_is_empty(proc.pid):
+            _tell_guardian(guardian, f"forget {proc.pid}\n")
+            empty.add(proc.pid)
+    return empty
+
+
+def _group_is_empty(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # a member runs as another user: not empty
+        return False
+    return False
+
+
 def _stop_guardian(guardian: subprocess.Popen[bytes] | None) -> None:
     """Close the guardian's input and reap it. An exception out of the launcher (no ``done``) is a crash: as
     after a SIGKILL, the ranks' groups are killed."""
@@ -173,7 +195,9 @@ def run_processes(
     try:
         status, deadline = 0, math.inf
         give_up = math.inf if timeout_seconds is None else time.monotonic() + timeout_seconds
+        watched = {proc.pid for proc in procs}  # groups the guardian would kill
         while [p.poll() for p in procs].count(None):  # poll every process: it sets returncode
+            watched -= _forget_empty_groups(guardian, procs, watched)
             failed = [p.returncode for p in procs
                       if p.returncode not in (None, 0) and not (preempted and p.returncode in stopped)]
             if status == 0 and (failed or time.monotonic() > give_up):
