@@ -90,8 +90,8 @@ class ADWIN:
 
         The insert runs on local variables, and the histogram is compressed only when its first row
         overflows (the only way any row can): the same arithmetic in the same order as `update`, so
-        the same detections and end state, at about half the cost. A non-finite value refuses the
-        whole batch.
+        the same detections and end state, in 0.6 of the time (bench/stream_drift.py). A non-finite
+        value refuses the whole batch.
         """
         xs = finite_values(values, "ADWIN")
         clock, grace_period, max_buckets = self.clock, self.grace_period, self.max_buckets
