@@ -460,13 +460,17 @@ def skewed(project: Project, log_dir: Path, stable: int, canary: int, start: int
     return start + stable + canary
 
 
+def _error_rate_canary(project: Project, refs: list[str], log_dir: Path, **policy: object) -> RolloutController:
+    """A canary of refs[1] on "api" in two steps (50 %, 100 %) of 100 requests, guarding the error rate only."""
+    project.deployments.create("api", refs[0], guardrails=["error_rate"])
+    project.deployments.canary("api", refs[1], steps=[50, 100], min_requests_per_step=100, salt="fixed", **policy)
+    return RolloutController(project, "api", log_dir=log_dir)
+
+
 def test_a_persisting_sample_ratio_mismatch_is_recorded_once_then_rolled_back_at_the_limit(
         sqlite_project: Project, refs: list[str], tmp_path: Path) -> None:
     deployments = sqlite_project.deployments
-    deployments.create("api", refs[0], guardrails=["error_rate"])
-    deployments.canary("api", refs[1], steps=[50, 100], min_requests_per_step=100, salt="fixed",
-                       max_hold_evaluations=3)
-    controller = RolloutController(sqlite_project, "api", log_dir=tmp_path)
+    controller = _error_rate_canary(sqlite_project, refs, tmp_path, max_hold_evaluations=3)
     at, actions = 0, []
     for _ in range(4):
         at = skewed(sqlite_project, tmp_path, 1000, 800, at)  # the canary gets 44 %, not 50 %, every tick
@@ -491,10 +495,7 @@ def test_a_persisting_sample_ratio_mismatch_is_recorded_once_then_rolled_back_at
 def test_a_hold_kept_without_an_event_still_carries_its_progress(sqlite_project: Project, refs: list[str],
                                                                   tmp_path: Path) -> None:
     deployments = sqlite_project.deployments
-    deployments.create("api", refs[0], guardrails=["error_rate"])
-    deployments.canary("api", refs[1], steps=[50, 100], min_requests_per_step=100, salt="fixed",
-                       max_hold_evaluations=5)
-    controller = RolloutController(sqlite_project, "api", log_dir=tmp_path)
+    controller = _error_rate_canary(sqlite_project, refs, tmp_path, max_hold_evaluations=5)
     at = skewed(sqlite_project, tmp_path, 1000, 800, 0)
     controller.evaluate()
     at = skewed(sqlite_project, tmp_path, 500, 400, at)  # the canary's requests grew by half: not recorded again
@@ -512,10 +513,7 @@ def test_a_hold_kept_without_an_event_still_carries_its_progress(sqlite_project:
 def test_a_state_saved_before_holds_were_bounded_still_loads(sqlite_project: Project, refs: list[str],
                                                              tmp_path: Path) -> None:
     deployments = sqlite_project.deployments
-    deployments.create("api", refs[0], guardrails=["error_rate"])
-    deployments.canary("api", refs[1], steps=[50, 100], min_requests_per_step=100, salt="fixed",
-                       max_hold_evaluations=2)
-    controller = RolloutController(sqlite_project, "api", log_dir=tmp_path)
+    controller = _error_rate_canary(sqlite_project, refs, tmp_path, max_hold_evaluations=2)
     at = skewed(sqlite_project, tmp_path, 1000, 800, 0)
     assert controller.evaluate().action == "hold"
     d = deployments.get("api")

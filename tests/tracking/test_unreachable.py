@@ -17,6 +17,7 @@ from loopstack.core.db import _create_engine, normalize_url
 from loopstack.core.errors import BackendUnavailableError
 from loopstack.core.project import Project
 from loopstack.tracking import fluent
+from loopstack.tracking.run import ActiveRun
 
 pytestmark = pytest.mark.postgres
 
@@ -34,17 +35,24 @@ def server_away(project: Project) -> Iterator[None]:
         away.dispose()
 
 
+@contextmanager
+def ended_while_away(project: Project, name: str) -> Iterator[ActiveRun]:
+    """A run that logged a=1.0 (written) and a=2.0, then failed to end: the server is away for the block."""
+    run = ls.start_run(run_name=name)
+    ls.log_metric("a", 1.0, step=0)
+    project.tracking.flush()
+    with server_away(project):
+        ls.log_metric("a", 2.0, step=1)
+        with pytest.raises(BackendUnavailableError, match=r"could not be marked FINISHED: cannot reach .*kept"):
+            ls.end_run()
+        yield run
+
+
 def test_ending_a_run_while_the_server_is_away_keeps_its_rows_and_end_for_the_retry(
     postgres_url: str, tmp_path: Path
 ) -> None:
     with fresh_project(tmp_path / "proj", metadata=postgres_url) as project:
-        run = ls.start_run(run_name="away")
-        ls.log_metric("a", 1.0, step=0)
-        project.tracking.flush()
-        with server_away(project):
-            ls.log_metric("a", 2.0, step=1)
-            with pytest.raises(BackendUnavailableError, match=r"could not be marked FINISHED: cannot reach .*kept"):
-                ls.end_run()
+        with ended_while_away(project, "away") as run:
             assert ls.active_run() is None
         project.tracking.flush()  # the server is back: what the background writer does at its next tick
         client = ls.Client(project)
@@ -132,13 +140,7 @@ def test_a_spool_file_is_written_once_even_if_left_behind_after_its_commit(postg
     import fcntl
 
     with fresh_project(tmp_path / "proj", metadata=postgres_url) as project:
-        run = ls.start_run(run_name="twice")
-        ls.log_metric("a", 1.0, step=0)
-        project.tracking.flush()
-        with server_away(project):
-            ls.log_metric("a", 2.0, step=1)
-            with pytest.raises(BackendUnavailableError):
-                ls.end_run()
+        with ended_while_away(project, "twice") as run:
             path, rows, ends = project.tracking.spool_unwritten()
         assert path is not None and rows >= 1 and ends == 1  # the metric, and what the system sampler logged
         saved = path.read_bytes()
