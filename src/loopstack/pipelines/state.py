@@ -220,10 +220,9 @@ def run_spans(project: Project, policy: str, after_id: int) -> list[RunSpan]:
     answered the evidence of their time (finished, or stopped by a gate) and those still in flight.
 
     A failed run answered nothing: the signals recorded during it are left to start a run as any other
-    (the cooldown still applies). Read from the run boundaries in the event log and the runs stored as in
-    flight, in that order reversed (the runs first), so that a run starting between the two reads has its
-    start in the log. A start with no end that is not in flight (an edited log) is left out: it would hold
-    back the policy's signals forever.
+    (the cooldown still applies). Read from the runs stored as in flight, then from the run boundaries in the
+    event log: in that order, a run that starts between the two reads has its start in the log. A start with
+    no end that is not in flight (an edited log) is left out: it would hold back the policy's signals forever.
     """
     from sqlalchemy import select
 
