@@ -561,3 +561,14 @@ def test_an_equal_challenger_is_promoted_as_non_inferior_through_the_controller(
     assert "error_rate non-inferior (error_margin 0.01)" in promote.payload["reason"]
     error_rate = next(e for e in promote.payload["evidence"] if e["metric"] == "error_rate")
     assert error_rate["non_inferior"] is True and error_rate["diff_ci"][1] <= 0.01
+
+
+def test_a_canary_starved_at_zero_requests_is_recorded_once(sqlite_project: Project, refs: list[str],
+                                                            tmp_path: Path) -> None:
+    """With no canary request at all, "doubled since the last record" held every tick: a hold event per tick."""
+    controller = _error_rate_canary(sqlite_project, refs, tmp_path)
+    at = 0
+    for _ in range(5):
+        at = skewed(sqlite_project, tmp_path, 500, 0, at)
+        assert controller.evaluate().action == "hold"
+    assert len(sqlite_project.events.list(kind="rollout.canary.hold", subject="api")) == 1

@@ -287,3 +287,36 @@ def test_a_promotion_in_the_new_mode_shows_every_guardrail_within_its_margin(see
         for record in records.values():
             assert record["non_inferior"] is True
             assert _bad_end(record) <= record["margin"]
+
+
+def test_a_slow_canary_at_a_small_weight_is_not_taken_for_a_starved_one():
+    """At 1 % on a quiet endpoint most ticks bring the canary nothing by chance; each counted as a stall, and a
+    healthy canary was rolled back after 8 ticks."""
+    policy = CanaryPolicy(steps=(0.01, 0.5), min_requests_per_step=100, guardrails=("error_rate",),
+                          max_hold_evaluations=8)
+    analysis = CanaryAnalysis(policy)
+    rng = np.random.default_rng(3)
+    stable = canary = 0
+    for _ in range(200):  # 30 requests a tick: 0.3 canary requests expected per tick
+        got = int(rng.binomial(30, 0.01))
+        stable, canary = stable + 30 - got, canary + got
+        decision = analysis.evaluate(VariantStats(stable, 0), VariantStats(canary, 0))
+        assert decision.action == "hold", decision.reason
+    # the same quiet endpoint at 50 %, the canary getting nothing (15 expected a tick): a broken split
+    analysis = CanaryAnalysis(replace(policy, steps=(0.5, 1.0)))
+    tick = 0
+    while not analysis.finished:
+        tick += 1
+        decision = analysis.evaluate(VariantStats(30 * tick, 0), VariantStats(0, 0))
+    assert decision.action == "rollback" and decision.reason.startswith("sample ratio mismatch persisted")
+    assert tick <= 10
+
+
+def test_a_non_inferiority_hold_on_labels_alone_is_progress():
+    policy = replace(NON_INFERIOR, steps=(0.5,), max_hold_evaluations=2)
+    analysis = CanaryAnalysis(policy)
+    for labels in (1000, 1200, 1400, 1600):  # requests unchanged, labels coming: the intervals narrow
+        stats = [VariantStats(2000, 20, primary=Summary.from_proportion(labels // 10, labels)) for _ in range(2)]
+        decision = analysis.evaluate(*stats)
+        assert decision.action == "hold" and "non-inferior" in decision.reason
+    assert analysis.stalled_evaluations == 0

@@ -161,7 +161,8 @@ class RolloutController:
         if decision.action == "hold" and d.state.get("last_decision") == "hold":
             if d.state.get("seen") == seen:
                 return decision  # nothing arrived since the last hold: a look at the same data, not a new one
-            if d.state.get("last_reason") == decision.reason and canary.requests < 2 * d.state.get("recorded_at", 0):
+            recorded = max(d.state.get("recorded_at", 0), 1)  # a canary starved at 0 requests: recorded once
+            if d.state.get("last_reason") == decision.reason and canary.requests < 2 * recorded:
                 # The same hold on more data (a persisting sample ratio mismatch, labels that do not come): its
                 # progress is kept, for the next tick and the policy's hold limits, but recorded again only once
                 # the canary's requests doubled, so that its evidence (what `deploy status` shows) stays recent

@@ -53,8 +53,9 @@ them. Each margin must be positive: proving "no worse at all" needs the
 interval to exclude every loss, which an equal challenger never reaches.
 
 A hold *stalls* when what it waits for did not grow since the evaluation
-before: the canary's requests (a split that sends it none, at any weight),
-its labels, a guardrail's samples; a sample ratio mismatch stalls whatever
+before: the canary's requests (a split that sends it none, at any weight,
+once the stable arm's new requests make `STARVED` of them expected), its
+labels, a guardrail's samples; a sample ratio mismatch stalls whatever
 grows. A hold that is gathering what it waits for is progress, however long
 that takes, and so is a hold for non-inferiority (``max_canary_requests``
 bounds those). ``max_hold_evaluations`` rolls the canary back after that many
@@ -82,6 +83,7 @@ from loopstack.rollout.stats.srm import SRM_THRESHOLD, srm_check
 from loopstack.rollout.stats.summary import Summary, finite_or_none
 
 Action = Literal["hold", "advance", "rollback", "promote"]
+STARVED = 5.0  # canary requests expected since the last evaluation, at its weight, that none arrived for a stall
 GUARDRAILS = ("error_rate", "latency_tail", "primary")
 
 
@@ -414,7 +416,7 @@ class CanaryAnalysis:
         action, reason, hold = self._next(evidence, stable, canary)
         counts = [int(stable.requests), int(canary.requests), int(_labels(stable)), int(_labels(canary))]
         if action == "hold" and counts != self._counts:  # a look at the numbers of the last one is no new hold
-            self._count_stall(hold)
+            self._count_stall(hold, counts)
         self._counts = counts
         limit = self._limit(action, reason, hold, canary)
         if limit is not None:
@@ -465,20 +467,28 @@ class CanaryAnalysis:
             return "promote", self._promoted(canary), None
         return "advance", f"step {step} passed", None
 
-    def _count_stall(self, hold: _Hold | None) -> None:
+    def _count_stall(self, hold: _Hold | None, counts: list[int]) -> None:
         """Count a hold as a stall when what it waits for did not grow since the last evaluation (a sample ratio
         mismatch always), else start the count afresh. A canary gathering its step's requests, labels or
-        samples is making progress however long that takes; one whose canary arm gets no requests, or whose
-        labels stopped coming, is not."""
+        samples is making progress however long that takes; one whose labels stopped coming is not, nor one
+        whose arm got no request while the stable arm got enough to expect `STARVED` of them at its weight.
+        A hold for non-inferiority never stalls: its intervals narrow with every request and label."""
         previous, self._waiting = self._waiting, None if hold is None else [hold.kind, hold.awaited]
-        if hold is None:
+        if hold is None or hold.kind == "non_inferiority":
             self._stalled = 0
         elif hold.awaited is None:
             self._stalled = self._stalled + 1 if previous is not None and previous[0] == hold.kind else 1
-        elif previous is not None and previous[0] == hold.kind and hold.awaited <= previous[1]:
-            self._stalled += 1
-        else:
+        elif previous is None or previous[0] != hold.kind or hold.awaited > previous[1]:
             self._stalled = 0
+        elif hold.kind != "requests" or self._starved(counts):
+            self._stalled += 1
+        # else: no canary request since, but too few requests in all to tell a starved canary from a quiet one
+
+    def _starved(self, counts: list[int]) -> bool:
+        """Whether the stable arm's requests since the last evaluation make the canary's none unlikely."""
+        grown = counts[0] - (self._counts or counts)[0]
+        weight = self.policy.steps[self.step]
+        return grown > 0 and (weight >= 1 or grown * weight / (1 - weight) >= STARVED)
 
     def _limit(self, action: Action, reason: str, hold: _Hold | None, canary: VariantStats) -> str | None:
         """The rollback reason when this evaluation reached a limit of the policy, else None."""
