@@ -36,7 +36,22 @@ def _life_of_a_run(project: Project, tmp_path: Path) -> str:
     tracking.writer.artifacts.append((run.id, "note.txt", "0" * 64, 5, "file"))
     tracking.flush()
     fluent.end_run()
+    spooled = fluent.start_run(project=project, experiment="exp", run_name="spooled")
+    _spool_end(project, spooled.id)  # its end could not be written before its process exited
+    assert tracking.replay_spool()
+    fluent.end_run()
     return run.id
+
+
+def _spool_end(project: Project, run_id: str) -> None:
+    import os
+
+    from loopstack.tracking import spool
+    from loopstack.tracking.processes import own_start_time
+
+    end = {"run_id": run_id, "status": "FINISHED", "end_time": 2.0, "host": store.HOST, "pid": os.getpid(),
+           "pid_started": own_start_time()}
+    spool.write(project.tracking.spool_folder, ([], [], [], []), [end])
 
 
 def test_every_statement_written_out_is_what_sqlalchemy_compiles(tmp_path: Path) -> None:

@@ -159,10 +159,12 @@ def test_a_spool_file_is_written_once_even_if_left_behind_after_its_commit(postg
 
 def _spooled(project: Project, run_id: str, *, pid: int | None = None, values: tuple[float, ...] = (1.0,)) -> Path:
     from loopstack.tracking import spool
+    from loopstack.tracking.processes import own_start_time
     from loopstack.tracking.store import HOST
 
     metrics = [(run_id, "m", value, step, 1.0) for step, value in enumerate(values)]
-    end = {"run_id": run_id, "status": "FINISHED", "end_time": 2.0, "host": HOST, "pid": pid or os.getpid()}
+    end = {"run_id": run_id, "status": "FINISHED", "end_time": 2.0, "host": HOST, "pid": pid or os.getpid(),
+           "pid_started": own_start_time()}
     return spool.write(project.tracking.spool_folder, (metrics, [], [], []), [end])
 
 
@@ -229,3 +231,58 @@ def test_closing_a_project_with_the_server_away_spools_and_says_where(postgres_u
         assert project.tracking.replay_spool()
         assert ls.Client(project).get_run(run.id).info.status == "FINISHED"
         assert [m.value for m in ls.Client(project).get_metric_history(run.id, "late")] == [3.0]
+
+
+def test_a_spooled_end_leaves_a_run_whose_process_started_anew_under_the_same_pid_running(tmp_path: Path) -> None:
+    from loopstack.tracking import spool
+    from loopstack.tracking.store import HOST
+
+    with fresh_project(tmp_path / "proj") as project:
+        run = ls.start_run(run_name="same-pid")
+        end = {"run_id": run.id, "status": "FINISHED", "end_time": 2.0, "host": HOST, "pid": os.getpid(),
+               "pid_started": 1.0}  # another process that had our pid: a pid alone is reused
+        spool.write(project.tracking.spool_folder, ([], [], [], []), [end])
+        assert project.tracking.replay_spool()
+        assert ls.Client(project).get_run(run.id).info.status == "RUNNING"
+        ls.end_run()
+
+
+def test_a_database_error_that_passes_keeps_the_spool_file_for_the_next_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A locked SQLite file (or a deadlock) set the file aside as rejected for good."""
+    import sqlite3
+
+    with fresh_project(tmp_path / "proj") as project:
+        run = ls.start_run(run_name="locked")
+        ls.end_run()
+        path = _spooled(project, run.id)
+
+        def locked(*args: object, **kwargs: object) -> None:
+            raise sqlite3.OperationalError("database is locked")
+
+        monkeypatch.setattr(project.tracking.writer, "write_now", locked)
+        assert project.tracking.replay_spool() == [] and path.exists()
+        monkeypatch.undo()
+        assert project.tracking.replay_spool() == [path]
+        assert [m.value for m in ls.Client(project).get_metric_history(run.id, "m")] == [1.0]
+
+
+def test_a_spool_that_cannot_be_written_gives_rows_and_ends_back_and_counts_them(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The "lost" line counted after the rows were taken (0 of each), and the run's end was gone for good."""
+    from loopstack.tracking import spool
+
+    def full_disk(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    with fresh_project(tmp_path / "proj", metadata=postgres_url) as project:
+        with ended_while_away(project, "full") as run:
+            monkeypatch.setattr(spool, "write", full_disk)
+            with pytest.raises(BackendUnavailableError, match=r"tracking rows and 1 run ends .* are lost: .*space"):
+                project.tracking.close()
+            assert project.tracking.writer.unwritten()[1] == 1
+        monkeypatch.undo()
+        project.tracking.flush()  # the server is back: nothing was lost after all
+        assert ls.Client(project).get_run(run.id).info.status == "FINISHED"

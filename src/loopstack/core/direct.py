@@ -127,6 +127,18 @@ class DirectStatement:
         finally:
             cursor.close()
 
+    def execute_count(self, connection: Connection, row: Row) -> int:
+        """Run an UPDATE or DELETE for one row; returns how many rows it changed."""
+        params = self._convert(row)
+        cursor = connection.connection.cursor()
+        try:
+            cursor.execute(self.sql, params)
+            return int(cursor.rowcount)
+        except self._dbapi_error as exc:
+            raise self._wrapped(exc, params) from exc
+        finally:
+            cursor.close()
+
     def _wrapped(self, error: Exception, params: Any) -> Exception:
         """The exception SQLAlchemy's execute would raise for this driver error (IntegrityError, ...)."""
         from sqlalchemy.exc import DBAPIError

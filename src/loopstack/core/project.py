@@ -133,12 +133,14 @@ class Project:
         """Flush pending writes and release connections."""
         with _open_lock:
             _open_projects.pop(self.root, None)
-        if "feature_store" in self.__dict__:
-            self.feature_store.close()
-        if "tracking" in self.__dict__:
-            self.tracking.close()
-        if "db" in self.__dict__:
-            self.db.dispose()
+        try:
+            if "feature_store" in self.__dict__:
+                self.feature_store.close()
+            if "tracking" in self.__dict__:
+                self.tracking.close()  # with the database away: spools, then raises saying where
+        finally:
+            if "db" in self.__dict__:
+                self.db.dispose()
 
     def __enter__(self) -> Project:
         return self

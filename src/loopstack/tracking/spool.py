@@ -55,6 +55,10 @@ def read(handle: IO[bytes], path: Path) -> tuple[tuple[list[tuple[Any, ...]], ..
             raise ValueError(f"format {record.get('format')!r}, not {FORMAT}")
         batch = tuple([tuple(row) for row in record[part]] for part in PARTS)
         ends = [dict(end) for end in record["ends"]]
+        for end in ends:
+            if not (isinstance(end["run_id"], str) and isinstance(end["status"], str)
+                    and isinstance(end["end_time"], int | float)):
+                raise ValueError(f"a run end needs run_id, status and end_time, got {end!r:.200}")
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise ValueError(f"{path} is not a tracking spool file: {error}") from None
     return batch, ends
@@ -77,9 +81,16 @@ def taken(path: Path) -> Iterator[IO[bytes] | None]:
 
 
 def _lock(handle: IO[bytes]) -> bool:
+    """An exclusive lock on the open file, released when it is closed (or its process dies)."""
     try:
         import fcntl
-    except ImportError:  # Windows: the replay event alone keeps a file from being written twice
+    except ImportError:  # Windows
+        import msvcrt
+
+        try:
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
         return True
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

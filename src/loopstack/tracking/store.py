@@ -29,7 +29,7 @@ from loopstack.tracking.entities import (
     validate_status,
 )
 from loopstack.tracking.processes import is_process_alive, own_start_time
-from loopstack.tracking.writer import BufferedWriter, _logger
+from loopstack.tracking.writer import BufferedWriter, _logger, is_transient
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
@@ -55,6 +55,12 @@ _SQLITE_END_RUN = Compiled(
     "UPDATE runs SET status=?, end_time=? WHERE runs.id = ?",
     ("new_status", "new_end_time", "run"),
     floats=("new_end_time",),
+)
+_SQLITE_END_SPOOLED = Compiled(
+    "UPDATE runs SET status=?, end_time=? WHERE runs.id = ? AND (runs.status = ? OR runs.status = ?) "
+    "AND runs.host = ? AND runs.pid = ? AND runs.pid_started = ?",
+    ("new_status", "new_end_time", "run", "running", "killed", "spooled_host", "spooled_pid", "spooled_started"),
+    floats=("new_end_time", "spooled_started"),
 )
 _SQLITE_BEAT = Compiled("UPDATE runs SET heartbeat=? WHERE runs.id = ?", ("now", "run"), floats=("now",))
 _SQLITE_NEW_EXPERIMENT = Compiled(
@@ -113,6 +119,25 @@ class TrackingStore:
             )
 
         return self.db.direct(build, sqlite=_SQLITE_END_RUN)
+
+    @cached_property
+    def _end_spooled_statement(self) -> DirectStatement:
+        """A spooled run end: applied only while the run is as the spooling process left it (see `_replay`)."""
+
+        def build() -> Any:
+            from sqlalchemy import bindparam, or_
+
+            runs = self.t("runs")
+            return (
+                runs.update()
+                .where(runs.c.id == bindparam("run"),
+                       or_(runs.c.status == bindparam("running"), runs.c.status == bindparam("killed")),
+                       runs.c.host == bindparam("spooled_host"), runs.c.pid == bindparam("spooled_pid"),
+                       runs.c.pid_started == bindparam("spooled_started"))
+                .values(status=bindparam("new_status"), end_time=bindparam("new_end_time"))
+            )
+
+        return self.db.direct(build, sqlite=_SQLITE_END_SPOOLED)
 
     @cached_property
     def _beat_statement(self) -> DirectStatement:
@@ -277,7 +302,8 @@ class TrackingStore:
             self.project.events.emit(f"run.{status.lower()}", run_id, {}, connection=connection)
 
         mark_ended.record = {  # type: ignore[attr-defined]
-            "run_id": run_id, "status": status, "end_time": end_time, "host": HOST, "pid": os.getpid()}
+            "run_id": run_id, "status": status, "end_time": end_time, "host": HOST, "pid": os.getpid(),
+            "pid_started": own_start_time()}
         return mark_ended
 
     # -- the spool: what a process could not write before it exited (loopstack.tracking.spool) ---------
@@ -294,14 +320,15 @@ class TrackingStore:
         """
         from loopstack.tracking import spool
 
-        batch, ends = self.writer.take_unwritten()
+        batch, thens = self.writer.take_unwritten()
+        ends = [then.record for then in thens if getattr(then, "record", None) is not None]
         rows = sum(len(part) for part in batch)
         if not rows and not ends:
             return None, 0, 0
         try:
             return spool.write(self.spool_folder, batch, ends), rows, len(ends)
         except OSError:
-            self.writer.give_back(batch)
+            self.writer.give_back(batch, thens)
             raise
 
     def replay_spool(self) -> list[Path]:
@@ -324,47 +351,58 @@ class TrackingStore:
                     continue
                 try:
                     self._replay(spool.read(handle, path), path.stem)
-                except BackendUnavailableError as exc:
-                    _logger().error("loopstack could not write the tracking rows kept in %s (kept for the next "
-                                    "open): %s", path, exc)
-                    continue
+                    failure = None
                 except Exception as exc:
-                    _reject(path, exc)
-                    continue
+                    failure = exc
+            # the file is closed now: Windows removes or renames no open file
+            if failure is None:
                 path.unlink(missing_ok=True)
-            written.append(path)
+                written.append(path)
+            elif isinstance(failure, BackendUnavailableError) or is_transient(failure):
+                _logger().error("loopstack could not write the tracking rows kept in %s (kept for the next open): "
+                                "%s", path, failure)
+            else:
+                _reject(path, failure)
         return written
 
     def _replay(self, record: tuple[tuple[list[tuple[Any, ...]], ...], list[dict[str, Any]]], name: str) -> None:
         if self.project.events.list(kind="tracking.spool_replayed", subject=name, limit=1):
             return  # written before a kill that left the file behind
         batch, ends = record
-        runs = self._runs_as_left({row[0] for part in batch for row in part} | {e["run_id"] for e in ends})
-        kept = tuple([row for row in part if row[0] in runs] for part in batch)
+        known = self._existing_runs({row[0] for part in batch for row in part} | {e["run_id"] for e in ends})
+        kept = tuple([row for row in part if row[0] in known] for part in batch)
         dropped = sum(len(part) for part in batch) - sum(len(part) for part in kept)
-        if dropped or any(e["run_id"] not in runs for e in ends):
+        if dropped or any(e["run_id"] not in known for e in ends):
             _logger().warning("loopstack left out %d spooled tracking rows of %s: their runs were deleted", dropped,
                               name)
-        # A run end applies to a run as its process left it: the same host and pid, running or marked KILLED
-        # since (its process gone); a run another process resumed meanwhile keeps its state.
-        applied = [self._run_end(e["run_id"], e["status"], e["end_time"]) for e in ends
-                   if _as_its_process_left_it(runs.get(e["run_id"]), e)]
 
         def mark_replayed(connection: Connection) -> None:
-            payload = {"rows": sum(len(part) for part in kept), "run_ends": len(applied), "left_out": dropped}
+            ended = sum(self._end_spooled_run(connection, end) for end in ends if end["run_id"] in known)
+            payload = {"rows": sum(len(part) for part in kept), "run_ends": ended, "left_out": dropped}
             self.project.events.emit("tracking.spool_replayed", name, payload, connection=connection)
 
-        self.writer.write_now(kept, [*applied, mark_replayed])  # type: ignore[arg-type]
-        self.writer.take_conflicts(lambda run: run in runs)  # logged when written; no caller of theirs is here
+        self.writer.write_now(kept, [mark_replayed])  # type: ignore[arg-type]
+        self.writer.take_conflicts(lambda run: run in known)  # logged when written; no caller of theirs is here
 
-    def _runs_as_left(self, run_ids: set[str]) -> dict[str, tuple[str, str, int]]:
-        """Status, host and pid of those of `run_ids` that exist."""
+    def _end_spooled_run(self, connection: Connection, end: dict[str, Any]) -> bool:
+        """End a run as its spooled end says, if the run is still as the spooling process left it: the same
+        host, pid and process start, running or marked KILLED since (its process gone). A run another process
+        resumed meanwhile keeps its state; the condition is in the UPDATE, so a resume racing the replay is safe.
+        """
+        values = {"run": end["run_id"], "running": RUNNING, "killed": KILLED, "spooled_host": end.get("host"),
+                  "spooled_pid": end.get("pid"), "spooled_started": end.get("pid_started"),
+                  "new_status": end["status"], "new_end_time": end["end_time"]}
+        if not self._end_spooled_statement.execute_count(connection, values):
+            return False
+        self.project.events.emit(f"run.{end['status'].lower()}", end["run_id"], {}, connection=connection)
+        return True
+
+    def _existing_runs(self, run_ids: set[str]) -> set[str]:
         from sqlalchemy import select
 
         runs = self.t("runs")
-        query = select(runs.c.id, runs.c.status, runs.c.host, runs.c.pid).where(runs.c.id.in_(sorted(run_ids)))
         with self.db.read() as connection:
-            return {row.id: (row.status, row.host, row.pid) for row in connection.execute(query)}
+            return set(connection.execute(select(runs.c.id).where(runs.c.id.in_(sorted(run_ids)))).scalars())
 
     def get_run_info(self, run_id: str) -> RunInfo:
         from sqlalchemy import select
@@ -636,11 +674,6 @@ class _RunningRun(NamedTuple):
     pid: int
     pid_started: float
     heartbeat: float
-
-
-def _as_its_process_left_it(run: tuple[str, str, int] | None, end: dict[str, Any]) -> bool:
-    """Whether a run (status, host, pid) is as the process that spooled `end` left it."""
-    return run is not None and run[0] in (RUNNING, KILLED) and run[1:] == (end.get("host"), end.get("pid"))
 
 
 def _reject(path: Path, error: BaseException) -> None:

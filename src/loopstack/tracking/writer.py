@@ -172,14 +172,13 @@ class BufferedWriter:
             self._thread = None
         self.flush(check=False)  # each conflict was logged when found
 
-    def take_unwritten(self) -> tuple[Batch, list[dict[str, Any]]]:
-        """Hand over, and forget, what is not written: the kept and buffered rows, and the ``record`` of each
-        kept ``then`` (a run's end: `TrackingStore.end_run`), to keep them somewhere other than the database."""
+    def take_unwritten(self) -> tuple[Batch, list[Callable[[Connection], None]]]:
+        """Hand over, and forget, what is not written: the kept and buffered rows, and the kept ``then``s (a
+        run's end: `TrackingStore.end_run`), to keep them somewhere other than the database."""
         with self._flush_lock:
-            batch = self._drain()
-            ends = [then.record for then in self._retry_then if getattr(then, "record", None) is not None]
+            batch, thens = self._drain(), self._retry_then
             self._retry_then = []
-        return batch, ends
+        return batch, thens
 
     def write_now(self, batch: Batch, thens: Sequence[Callable[[Connection], None]] = ()) -> None:
         """Write `batch` and run `thens` in one transaction, on the caller's thread: all of it or, on any
@@ -187,10 +186,11 @@ class BufferedWriter:
         with self._flush_lock:
             self._write_once(batch, thens)
 
-    def give_back(self, batch: Batch) -> None:
-        """Take back rows handed out by `take_unwritten` (keeping them elsewhere failed): first in line again."""
+    def give_back(self, batch: Batch, thens: Sequence[Callable[[Connection], None]] = ()) -> None:
+        """Take back what `take_unwritten` handed out (keeping it elsewhere failed): first in line again."""
         with self._flush_lock:
             self._retry = _untagged([*_tagged(batch), *(_tagged(self._retry) if self._retry else [])])
+            self._retry_then = [*thens, *self._retry_then]
 
     def unwritten(self) -> tuple[int, int]:
         """The rows (kept from a failed write, and buffered since) and the run ends not written yet."""
@@ -235,14 +235,14 @@ class BufferedWriter:
             try:
                 self._write_once(batch, thens, hooks=self.before_write)
             except BaseException as error:
-                if _is_transient(error):
+                if is_transient(error):
                     self._retry = batch
                     raise
                 self._write_around_bad_rows(batch)
                 if thens:
                     self._write_once(([], [], [], []), thens)
         except BaseException as error:
-            if thens and _is_transient(error):
+            if thens and is_transient(error):
                 self._retry_then = [*thens, *self._retry_then]  # written with the next attempt, as the rows are
             raise
 
@@ -279,7 +279,7 @@ class BufferedWriter:
                 self._write_once(_untagged(rows))
                 continue
             except BaseException as error:
-                if _is_transient(error):
+                if is_transient(error):
                     self._retry = _untagged([*rows, *itertools.chain.from_iterable(reversed(pending))])
                     raise
                 failure = error
@@ -318,7 +318,7 @@ def _logger() -> logging.Logger:
     return logging.getLogger("loopstack.tracking")
 
 
-def _is_transient(error: BaseException) -> bool:
+def is_transient(error: BaseException) -> bool:
     """Whether `error` is the database's (unreachable, locked, busy, interrupted) rather than the rows'.
 
     A constraint violation, a value the database or its driver refuses, is the
