@@ -168,6 +168,26 @@ def test_an_answer_given_at_once_does_not_leave_the_keep_alive_timer_on_the_next
     assert [a[0] for a in answers] == [404, 200]
 
 
+@pytest.mark.parametrize("route", ["/v1/models/slow:predict", "/v2/health/ready"])
+def test_keep_alive_closes_an_idle_connection_and_keeps_an_active_one(route: str) -> None:
+    """The keep-alive timer is armed once per idle spell and checks when it fires, instead of being armed and
+    cancelled on every request: an idle connection must still close after the timeout, on the hot routes and
+    uvicorn's own, and one that keeps asking must not."""
+    app = create_app([ModelSpec(name="slow", model=SlowModel(delay_s=0.0))])
+    request = _post(route, ROW) if "predict" in route else b"GET /v2/health/ready HTTP/1.1\r\nHost: t\r\n\r\n"
+    with running(app, timeout_keep_alive=1) as address, _connect(address) as active, _connect(address) as idle:
+        idle.sendall(request)
+        assert _read_answers(idle, 1)[0][0] == 200
+        started = time.monotonic()
+        for _ in range(8):  # 2.4 s of requests 0.3 s apart: longer than the timeout, never idle for it
+            active.sendall(request)
+            assert _read_answers(active, 1)[0][0] == 200
+            time.sleep(0.3)
+        assert _closed(idle) and time.monotonic() - started < 5  # closed by the timer, not by the test
+        active.sendall(request)
+        assert _read_answers(active, 1)[0][0] == 200
+
+
 class _Transport(asyncio.Transport):
     """A transport that keeps what is written (the protocol reads no socket from it)."""
 
