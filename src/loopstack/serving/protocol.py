@@ -17,8 +17,9 @@ task). Every other request, and every case the fast path leaves out
 (``Expect: 100-continue``, a request pipelined behind an unfinished one,
 ``limit_concurrency``, a ``root_path``, a query string or a percent-encoded
 path, middleware added to the app), takes uvicorn's own path unchanged;
-keep-alive, pipelining, flow control and the graceful drain on SIGTERM stay
-uvicorn's.
+pipelining, flow control and the graceful drain on SIGTERM stay uvicorn's.
+Keep-alive keeps uvicorn's timeout, with one timer per idle spell that checks
+when it fires, rather than uvicorn's timer armed and cancelled per request.
 """
 
 from __future__ import annotations
