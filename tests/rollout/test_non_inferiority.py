@@ -320,3 +320,17 @@ def test_a_non_inferiority_hold_on_labels_alone_is_progress():
         decision = analysis.evaluate(*stats)
         assert decision.action == "hold" and "non-inferior" in decision.reason
     assert analysis.stalled_evaluations == 0
+
+
+def test_a_canary_starved_while_waiting_for_non_inferiority_at_full_weight_is_rolled_back():
+    """At a weight of 1 the split check cannot run, and a non-inferiority hold never counted as a stall: a canary
+    whose traffic vanished held forever."""
+    policy = CanaryPolicy(steps=(0.5, 1.0), min_requests_per_step=1000, guardrails=("error_rate",),
+                          require_non_inferiority=True, error_margin=0.002, max_hold_evaluations=3)
+    analysis = CanaryAnalysis(policy)
+    assert analysis.evaluate(VariantStats(2000, 20), VariantStats(2000, 20)).action == "advance"
+    held = analysis.evaluate(VariantStats(2000, 20), VariantStats(3500, 35))  # the full step's own requests
+    assert held.action == "hold" and "not yet shown non-inferior" in held.reason
+    for stable in (2500, 3000, 3500):  # then the split breaks: everything goes to the stable arm
+        decision = analysis.evaluate(VariantStats(stable, 25), VariantStats(3500, 35))
+    assert decision.action == "rollback" and decision.reason.startswith("not shown non-inferior for 3 evaluations")

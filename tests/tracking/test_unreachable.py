@@ -179,10 +179,12 @@ def test_what_is_not_a_spool_file_breaks_no_open_and_a_bad_one_is_set_aside(tmp_
             (folder / name).write_text("{}")
         corrupt = folder / "5-6.json"
         corrupt.write_text('{"format": 1, "metrics": [')  # torn
+        empty_row = folder / "7-8.json"  # an empty row failed with IndexError, taken for a passing error
+        empty_row.write_text('{"format": 1, "metrics": [[]], "params": [], "tags": [], "artifacts": [], "ends": []}')
         good = _spooled(project, run.id)
         assert project.tracking.replay_spool() == [good]
-        assert sorted(p.name for p in folder.iterdir()) == ["12-34.json.rejected", "5-6.json.rejected", "notes.json",
-                                                          "x.json.tmp.claimed"]
+        assert sorted(p.name for p in folder.iterdir()) == ["12-34.json.rejected", "5-6.json.rejected",
+                                                          "7-8.json.rejected", "notes.json", "x.json.tmp.claimed"]
         assert [m.value for m in ls.Client(project).get_metric_history(run.id, "m")] == [1.0]
 
 

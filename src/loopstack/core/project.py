@@ -134,10 +134,12 @@ class Project:
         with _open_lock:
             _open_projects.pop(self.root, None)
         try:
-            if "feature_store" in self.__dict__:
-                self.feature_store.close()
-            if "tracking" in self.__dict__:
-                self.tracking.close()  # with the database away: spools, then raises saying where
+            try:
+                if "feature_store" in self.__dict__:
+                    self.feature_store.close()
+            finally:
+                if "tracking" in self.__dict__:
+                    self.tracking.close()  # with the database away: spools, then raises saying where
         finally:
             if "db" in self.__dict__:
                 self.db.dispose()

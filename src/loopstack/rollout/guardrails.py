@@ -472,17 +472,18 @@ class CanaryAnalysis:
         mismatch always), else start the count afresh. A canary gathering its step's requests, labels or
         samples is making progress however long that takes; one whose labels stopped coming is not, nor one
         whose arm got no request while the stable arm got enough to expect `STARVED` of them at its weight.
-        A hold for non-inferiority never stalls: its intervals narrow with every request and label."""
+        A hold for non-inferiority stalls only that way: its intervals narrow with every request and label."""
         previous, self._waiting = self._waiting, None if hold is None else [hold.kind, hold.awaited]
-        if hold is None or hold.kind == "non_inferiority":
+        if hold is None:
             self._stalled = 0
         elif hold.awaited is None:
             self._stalled = self._stalled + 1 if previous is not None and previous[0] == hold.kind else 1
         elif previous is None or previous[0] != hold.kind or hold.awaited > previous[1]:
             self._stalled = 0
-        elif hold.kind != "requests" or self._starved(counts):
+        elif hold.kind not in ("requests", "non_inferiority") or self._starved(counts):
             self._stalled += 1
         # else: no canary request since, but too few requests in all to tell a starved canary from a quiet one
+        # (or, waiting for non-inferiority, only labels came: they narrow its intervals too)
 
     def _starved(self, counts: list[int]) -> bool:
         """Whether the stable arm's requests since the last evaluation make the canary's none unlikely."""

@@ -53,7 +53,7 @@ def read(handle: IO[bytes], path: Path) -> tuple[tuple[list[tuple[Any, ...]], ..
         record = json.loads(handle.read())
         if record.get("format") != FORMAT:
             raise ValueError(f"format {record.get('format')!r}, not {FORMAT}")
-        batch = tuple([tuple(row) for row in record[part]] for part in PARTS)
+        batch = tuple([_row(row, part) for row in record[part]] for part in PARTS)
         ends = [dict(end) for end in record["ends"]]
         for end in ends:
             if not (isinstance(end["run_id"], str) and isinstance(end["status"], str)
@@ -62,6 +62,16 @@ def read(handle: IO[bytes], path: Path) -> tuple[tuple[list[tuple[Any, ...]], ..
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise ValueError(f"{path} is not a tracking spool file: {error}") from None
     return batch, ends
+
+
+_WIDTHS = {"metrics": 5, "params": 3, "tags": 3, "artifacts": 5}  # the writer's row tuples (tracking.writer)
+
+
+def _row(row: Any, part: str) -> tuple[Any, ...]:
+    if not isinstance(row, list) or len(row) != _WIDTHS[part] or not isinstance(row[0], str):
+        raise ValueError(f"a {part} row must be a list of {_WIDTHS[part]} values starting with a run id, "
+                         f"got {row!r:.200}")
+    return tuple(row)
 
 
 @contextmanager

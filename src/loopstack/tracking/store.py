@@ -358,7 +358,7 @@ class TrackingStore:
             if failure is None:
                 path.unlink(missing_ok=True)
                 written.append(path)
-            elif isinstance(failure, BackendUnavailableError) or is_transient(failure):
+            elif _passing(failure):
                 _logger().error("loopstack could not write the tracking rows kept in %s (kept for the next open): "
                                 "%s", path, failure)
             else:
@@ -674,6 +674,15 @@ class _RunningRun(NamedTuple):
     pid: int
     pid_started: float
     heartbeat: float
+
+
+def _passing(error: BaseException) -> bool:
+    """Whether a replay failed on the database's state (away, locked, a deadlock) rather than on the file: only
+    a driver's error can be that; anything else (a malformed row, a bug) would fail at every open."""
+    if isinstance(error, BackendUnavailableError):
+        return True
+    driver = type(error).__module__.split(".")[0] in ("sqlalchemy", "sqlite3", "psycopg", "psycopg2")
+    return driver and is_transient(error)
 
 
 def _reject(path: Path, error: BaseException) -> None:
