@@ -172,11 +172,15 @@ def run_processes(
     guardian = _start_guardian()
     # Each rank leads a process group of its own, so a signal reaches what it started (a helper, a
     # data-loading worker) too; the terminal's Ctrl-C then reaches the launcher only, which forwards it.
-    procs = []
-    for r in range(nproc):
-        procs.append(subprocess.Popen([sys.executable, script, *args], env=_environment(r, nproc, port),
-                                      process_group=0, preexec_fn=_die_with_launcher()))
-        _tell_guardian(guardian, f"{procs[-1].pid}\n")
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for r in range(nproc):
+            procs.append(subprocess.Popen([sys.executable, script, *args], env=_environment(r, nproc, port),
+                                          process_group=0, preexec_fn=_die_with_launcher()))
+            _tell_guardian(guardian, f"{procs[-1].pid}\n")
+    except BaseException:  # a rank could not start: the guardian stops the ones that did, as after a crash
+        _stop_guardian(guardian)
+        raise
     preempted = False  # a SIGTERM came from outside and was forwarded to every rank
 
     def forward(signum: int, frame: FrameType | None) -> None:
