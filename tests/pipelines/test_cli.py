@@ -527,3 +527,17 @@ def test_yaml_policies_may_act_on_signals_during_runs(root: Path) -> None:
     assert policies_from_config(opted_out, root)[0].ignore_signals_during_run is False
     with pytest.raises(ConfigError, match=r"loop.policies.0.ignore_signals_during_run.*'sometimes'"):
         policies_from_config({"policies": [{**spec, "ignore_signals_during_run": "sometimes"}]}, root)
+
+
+def test_the_cooldown_reason_gives_the_run_start_as_a_date(root: Path) -> None:
+    """It gave the start as seconds since 1970 (1795779633), which `loop status` showed as is."""
+    config = yaml.safe_load((root / "loopstack.yaml").read_text())
+    config["loop"]["policies"][0]["cooldown_s"] = 3600
+    (root / "loopstack.yaml").write_text(yaml.safe_dump(config))
+    invoke(loop, root, "run", "--once")
+    invoke(loop, root, "trigger", "nightly")
+    invoke(loop, root, "run", "--once")
+    invoke(loop, root, "trigger", "nightly")
+    invoke(loop, root, "run", "--once")
+    (row,) = json.loads(invoke(loop, root, "status", "--json"))["suppressed"]
+    assert re.search(r"cooldown after the run started at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$", row["reason"]), row

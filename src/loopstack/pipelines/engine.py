@@ -267,7 +267,8 @@ class Loop:
                 if signal is None:
                     return []  # every signal was recorded during a run
             if policy.cooldown_s and last is not None and now - last < policy.cooldown_s:
-                base["reason"] = f"within the {policy.cooldown_s:g}s cooldown after the run started at {last:.0f}"
+                started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(last))  # on the tick's clock
+                base["reason"] = f"within the {policy.cooldown_s:g}s cooldown after the run started at {started}"
                 self.project.events.emit("loop.suppressed", policy.name, base, cause, connection)
                 return []
             run_id = uuid.uuid4().hex
