@@ -224,13 +224,8 @@ def run_spans(project: Project, policy: str, after_id: int) -> list[RunSpan]:
     event log: in that order, a run that starts between the two reads has its start in the log. A start with
     no end that is not in flight (an edited log) is left out: it would hold back the policy's signals forever.
     """
-    from sqlalchemy import select
-
     in_flight = {run.id for run in runs(project, status="running", policy=policy, limit=1000)}
-    table = project.db.table("events")
-    query = (select(table.c.id, table.c.kind, table.c.payload)
-             .where(table.c.subject == policy, table.c.kind.in_(("loop.triggered", *RUN_ENDS)), table.c.id > after_id)
-             .order_by(table.c.id))
+    query = boundaries_query(project.db.table("events"), policy, after_id)
     starts: dict[str, int] = {}
     ends: dict[str, int] = {}
     failed: set[str] = set()
@@ -248,6 +243,22 @@ def run_spans(project: Project, policy: str, after_id: int) -> list[RunSpan]:
     spans = [RunSpan(run, starts.get(run), ends.get(run)) for run in dict.fromkeys([*starts, *ends, *in_flight])]
     return [span for span in spans
             if span.run not in failed and (span.run in in_flight or span.last is not None)]
+
+
+def boundaries_query(events: Any, policy: str, after_id: int) -> Any:
+    """The policy's run starts and ends after `after_id`, oldest first.
+
+    It reads the events after `after_id` by id (a trigger's cursor is recent, so they are few) and filters
+    them: with ``subject`` and ``kind`` compared as ``column || ''``, no database uses their indexes, which
+    on SQLite made the query read every loop event of the policy however recent the cursor (12 ms at 100k
+    events, 51 ms at 500k). A trigger's first poll (cursor 0) reads the whole log once.
+    """
+    from sqlalchemy import literal, select
+
+    return (select(events.c.id, events.c.kind, events.c.payload)
+            .where(events.c.id > after_id, (events.c.subject + literal("")) == policy,
+                   (events.c.kind + literal("")).in_(("loop.triggered", *RUN_ENDS)))
+            .order_by(events.c.id))
 
 
 def last_start(project: Project, policy: str, not_after: float | None = None) -> float | None:
