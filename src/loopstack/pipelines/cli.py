@@ -226,15 +226,9 @@ def _cooldown_end(project: Any, policy: Any) -> float | None:
     """When the policy's cooldown ends, if it is in one now (wall clock, as `loop run` ticks)."""
     import time
 
-    from loopstack.pipelines.engine import _last_start_on_this_clock
+    from loopstack.pipelines.engine import cooldown_end
 
-    if not policy.cooldown_s:
-        return None
-    now = time.time()
-    last = _last_start_on_this_clock(project, policy, now)  # as the engine counts
-    if last is None or now - last >= policy.cooldown_s:
-        return None
-    return float(last + policy.cooldown_s)
+    return cooldown_end(project, policy, time.time())
 
 
 def _find_pipeline(project: Any, reference: str) -> Any:

@@ -423,6 +423,19 @@ def _span_holding(spans: list[state.RunSpan], event_id: int) -> state.RunSpan | 
     return next((span for span in spans if span.holds(event_id)), None)
 
 
+def cooldown_end(project: Project, policy: Policy, now: float) -> float | None:
+    """When the policy's cooldown ends, if `now` is inside it, counted as the engine counts it (None: not in one).
+
+    `loopstack loop trigger` asks it to say whether the request it just made will be suppressed.
+    """
+    if not policy.cooldown_s:
+        return None
+    last = _last_start_on_this_clock(project, policy, now)
+    if last is None or now - last >= policy.cooldown_s:
+        return None
+    return float(last + policy.cooldown_s)
+
+
 def _last_start_on_this_clock(project: Project, policy: Policy, now: float) -> float | None:
     """The policy's last run start that the cooldown measures from, on the tick's clock.
 
@@ -433,4 +446,4 @@ def _last_start_on_this_clock(project: Project, policy: Policy, now: float) -> f
     return state.last_start(project, policy.name, not_after=now + _CLOCK_SKEW_S)
 
 
-__all__ = ["Loop", "during_run_reason", "run_in_progress_at", "trigger"]
+__all__ = ["Loop", "cooldown_end", "during_run_reason", "run_in_progress_at", "trigger"]
