@@ -486,3 +486,23 @@ def test_the_run_boundaries_are_read_from_the_cursor_on_not_from_the_policys_who
     with sqlite_project.db.read() as connection:
         plan = " ".join(str(row[-1]) for row in connection.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
     assert "INTEGER PRIMARY KEY (rowid>?)" in plan, plan
+
+
+def test_a_stop_during_a_run_fires_no_other_trigger_of_the_tick(sqlite_project: Project) -> None:
+    """The tick checked for a stop between policies only: a SIGTERM during the run of one trigger let the
+    policy's next trigger fire a second run, and both were left in flight."""
+    loop: Loop
+
+    def preempted(ctx: Any) -> dict[str, Any]:
+        loop.stop()  # what SIGTERM does, mid-action
+        return {}
+
+    policy = Policy("retrain", when=[drift_detected("txns"), drift_detected("users")],
+                    then=[Hook(preempted, name="train"), Hook(lambda ctx: {}, name="canary")])
+    loop = Loop(sqlite_project, [policy])
+    loop.start()
+    sqlite_project.events.emit("drift.detected", "txns")
+    sqlite_project.events.emit("drift.detected", "users")
+    loop.tick()
+    assert len(runs(sqlite_project, policy="retrain")) == 1
+    loop.close()

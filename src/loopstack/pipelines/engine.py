@@ -171,9 +171,9 @@ class Loop:
             if resumed is not None:
                 touched.append(resumed)
         for policy in self.policies.values():
-            if self._stop.is_set():
-                break
             for trigger in policy.triggers():
+                if self._stop.is_set():  # before every trigger: a run just left in flight must not get a twin
+                    break
                 touched.extend(self._check(policy, trigger, now))
         return [r for r in state.runs(self.project, limit=max(len(touched), 1) * 2 + 50) if r.id in touched][::-1]
 
