@@ -117,23 +117,22 @@ class DirectStatement:
     def execute(self, connection: Connection, row: Row) -> Any:
         """Run the statement for one row; returns the first RETURNING value, else the cursor's
         lastrowid where the driver has one (SQLite), else None."""
-        params = self._convert(row)
-        cursor = connection.connection.cursor()
-        try:
-            cursor.execute(self.sql, params)
-            return cursor.fetchone()[0] if self.returns else getattr(cursor, "lastrowid", None)
-        except self._dbapi_error as exc:
-            raise self._wrapped(exc, params) from exc
-        finally:
-            cursor.close()
+        return self._run(connection, row, self._inserted)
 
     def execute_count(self, connection: Connection, row: Row) -> int:
         """Run an UPDATE or DELETE for one row; returns how many rows it changed."""
+        return int(self._run(connection, row, lambda cursor: cursor.rowcount))
+
+    def _inserted(self, cursor: Any) -> Any:
+        return cursor.fetchone()[0] if self.returns else getattr(cursor, "lastrowid", None)
+
+    def _run(self, connection: Connection, row: Row, result: Callable[[Any], Any]) -> Any:
+        """Run the statement for one row on a cursor of its own; `result` reads the answer off the cursor."""
         params = self._convert(row)
         cursor = connection.connection.cursor()
         try:
             cursor.execute(self.sql, params)
-            return int(cursor.rowcount)
+            return result(cursor)
         except self._dbapi_error as exc:
             raise self._wrapped(exc, params) from exc
         finally:
