@@ -57,8 +57,8 @@ before: the canary's requests (a split that sends it none, at any weight,
 once the stable arm's new requests make `STARVED` of them expected), its
 labels, a guardrail's samples; a sample ratio mismatch stalls whatever
 grows. A hold that is gathering what it waits for is progress, however long
-that takes, and so is a hold for non-inferiority (``max_canary_requests``
-bounds those). ``max_hold_evaluations`` rolls the canary back after that many
+that takes, and so is a hold for non-inferiority while requests or labels come
+(``max_canary_requests`` bounds those). ``max_hold_evaluations`` rolls the canary back after that many
 consecutive stalled evaluations of one kind (an evaluation on the same counts
 as the one before does not count) and ``max_canary_requests`` once it served
 that many requests without being promoted, with a reason that says what it
@@ -179,8 +179,8 @@ class CanaryPolicy:
         Consecutive stalled evaluations after which the canary is rolled back. A hold stalls when what
         it waits for (the canary's requests, its labels, a guardrail's samples) did not grow since the
         evaluation before, and on every sample ratio mismatch; a hold of another kind, progress, or an
-        advance start the count afresh, and a hold for non-inferiority never stalls (bound it with
-        `max_canary_requests`). It counts evaluations, not time, and only those whose requests or
+        advance start the count afresh, and a hold for non-inferiority stalls only on a starved canary
+        (bound it with `max_canary_requests`). It counts evaluations, not time, and only those whose requests or
         labels moved since the one before: a controller polling a quiet endpoint does not use it up.
         Labels that come a day late stall every evaluation until then: allow for that. None (the
         default): unbounded.
@@ -244,8 +244,7 @@ class CanaryPolicy:
         >>> CanaryPolicy(primary_margin=0.005).margin("primary")
         0.005
         """
-        return {"error_rate": self.error_margin, "latency_tail": self.latency_margin,
-                "primary": self.primary_margin}[metric]
+        return float(getattr(self, _MARGIN_NAMES[metric]))
 
 
 def _check_flag(value: Any) -> bool:
