@@ -171,8 +171,10 @@ def loop_status(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def loop_trigger(ctx: click.Context, policy: str, reason: str) -> None:
     """Ask for a run of POLICY; the running scheduler picks it up on its next tick."""
+    import time
+
     from loopstack.core.errors import NotFoundError
-    from loopstack.pipelines.engine import trigger
+    from loopstack.pipelines.engine import cooldown_end, trigger
     from loopstack.pipelines.loader import discover
 
     project = open_project(ctx)
@@ -185,7 +187,7 @@ def loop_trigger(ctx: click.Context, policy: str, reason: str) -> None:
     chosen = next(p for p in policies if p.name == policy)
     if _say_run_in_progress(project, chosen, event):
         return
-    ends = _cooldown_end(project, chosen)
+    ends = cooldown_end(project, chosen, time.time())  # wall clock, as `loop run` ticks
     if ends is None:
         console().print(f"event {event}: loop.manual for {policy!r}; `loopstack loop run --once` to run it now")
         return
@@ -220,15 +222,6 @@ def _say_run_in_progress(project: Any, policy: Any, event: int) -> bool:
         f"(`loopstack loop status` shows it), or set ignore_signals_during_run: false"
     )
     return True
-
-
-def _cooldown_end(project: Any, policy: Any) -> float | None:
-    """When the policy's cooldown ends, if it is in one now (wall clock, as `loop run` ticks)."""
-    import time
-
-    from loopstack.pipelines.engine import cooldown_end
-
-    return cooldown_end(project, policy, time.time())
 
 
 def _find_pipeline(project: Any, reference: str) -> Any:

@@ -259,14 +259,14 @@ class Loop:
         """
         cause = signal.id if signal is not None else None
         base = {"policy": policy.name, "trigger": trigger.describe(), **payload}
-        last = _last_start_on_this_clock(self.project, policy, now)
+        last = _cooling_since(self.project, policy, now)
         with self.project.db.write() as connection:
             state.advance_trigger(connection, self.project, policy.name, trigger.key, **advance)
             if stale is not None:
                 self._suppress_stale(connection, policy, trigger, *stale)
                 if signal is None:
                     return []  # every signal was recorded during a run
-            if policy.cooldown_s and last is not None and now - last < policy.cooldown_s:
+            if last is not None:
                 started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(last))  # on the tick's clock
                 base["reason"] = f"within the {policy.cooldown_s:g}s cooldown after the run started at {started}"
                 self.project.events.emit("loop.suppressed", policy.name, base, cause, connection)
@@ -428,12 +428,16 @@ def cooldown_end(project: Project, policy: Policy, now: float) -> float | None:
 
     `loopstack loop trigger` asks it to say whether the request it just made will be suppressed.
     """
+    last = _cooling_since(project, policy, now)
+    return None if last is None else float(last + policy.cooldown_s)
+
+
+def _cooling_since(project: Project, policy: Policy, now: float) -> float | None:
+    """The start of the run whose cooldown `now` is inside, if any: the one rule of the tick and of `cooldown_end`."""
     if not policy.cooldown_s:
         return None
     last = _last_start_on_this_clock(project, policy, now)
-    if last is None or now - last >= policy.cooldown_s:
-        return None
-    return float(last + policy.cooldown_s)
+    return last if last is not None and now - last < policy.cooldown_s else None
 
 
 def _last_start_on_this_clock(project: Project, policy: Policy, now: float) -> float | None:
