@@ -25,7 +25,6 @@ from loopstack.pipelines.triggers import OnEvent
 
 FLOWS = '''
 import os
-import re
 import time
 from pathlib import Path
 
@@ -354,7 +353,6 @@ def test_parameter_values_read_as_a_user_means_them(text: str, value: object) ->
 
 HANGS = '''
 import os
-import re
 import time
 from pathlib import Path
 
