@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
-from loopstack.core.defaults import CONFIG_FILE, ENVIRONMENT_KEYS, NAME_PATTERN, dump_yaml
+from loopstack.core.defaults import CONFIG_FILE, ENVIRONMENT_KEYS, NAME_PATTERN, dump_yaml, environment_override
 from loopstack.core.errors import ConfigError
 
 METADATA_SCHEMES = ("sqlite", "postgresql", "postgres")
@@ -130,9 +130,9 @@ def dump_config(config: ProjectConfig) -> str:
 
 def _apply_environment(data: dict[str, Any]) -> dict[str, Any]:
     for key in ENVIRONMENT_KEYS:
-        override = os.environ.get(f"LOOPSTACK_{key.upper()}")
-        if override:
-            data[key] = override
+        variable = environment_override(key)
+        if variable:
+            data[key] = os.environ[variable]
     return data
 
 
@@ -140,9 +140,8 @@ def _describe(exc: PydanticValidationError, source: str) -> str:
     lines = [f"{source} is invalid:"]
     for error in exc.errors():
         path = ".".join(str(part) for part in error["loc"]) or "(top level)"
-        variable = f"LOOPSTACK_{path.upper()}"
-        origin = f" (from the environment variable {variable}, which overrides the file)" \
-            if path in ENVIRONMENT_KEYS and os.environ.get(variable) else ""
+        variable = environment_override(path)
+        origin = f" (from the environment variable {variable}, which overrides the file)" if variable else ""
         lines.append(f"  {path}{origin}: {_explain(error)}")
     return "\n".join(lines)
 

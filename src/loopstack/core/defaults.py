@@ -18,6 +18,12 @@ CONFIG_FILE = "loopstack.yaml"
 NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,127}\Z")
 ENVIRONMENT_KEYS = ("metadata", "artifacts", "online_store")  # LOOPSTACK_<KEY> overrides these
 
+
+def environment_override(key: str) -> str | None:
+    """The LOOPSTACK_* variable that overrides `key` in this process, when one is set (and not empty)."""
+    variable = f"LOOPSTACK_{key.upper()}"
+    return variable if key in ENVIRONMENT_KEYS and os.environ.get(variable) else None
+
 # what ProjectConfig(name=...).model_dump() holds besides the name, in its order
 DEFAULTS: dict[str, Any] = {
     "metadata": "sqlite:///.loopstack/meta.db",
@@ -43,7 +49,7 @@ def default_config(data: dict[str, Any]) -> dict[str, Any] | None:
     name = data.get("name")
     if data.keys() != {"name"} or type(name) is not str or not NAME_PATTERN.match(name):
         return None
-    if any(os.environ.get(f"LOOPSTACK_{key.upper()}") for key in ENVIRONMENT_KEYS):
+    if any(environment_override(key) for key in ENVIRONMENT_KEYS):
         return None
     return {"name": name, **copy.deepcopy(DEFAULTS)}
 

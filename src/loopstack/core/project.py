@@ -157,11 +157,12 @@ class Project:
     @cached_property
     def db(self) -> MetadataDB:
         from loopstack.core.db import MetadataDB, normalize_url
+        from loopstack.core.defaults import environment_override
         from loopstack.schema_sqlite import HEAD, SCRIPT
 
         url = normalize_url(self._setting("metadata"), self.root)
-        source = "the environment variable LOOPSTACK_METADATA" if os.environ.get("LOOPSTACK_METADATA") \
-            else "`metadata:` in loopstack.yaml"
+        variable = environment_override("metadata")
+        source = f"the environment variable {variable}" if variable else "`metadata:` in loopstack.yaml"
         return MetadataDB(url, _all_tables, HEAD, sqlite_script=SCRIPT, source=source)
 
     @cached_property
