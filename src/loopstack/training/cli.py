@@ -85,13 +85,13 @@ def _signal_group(proc: subprocess.Popen[bytes], signum: int) -> None:
         pass
 
 
-def _start_guardian() -> subprocess.Popen[bytes] | None:
+def _start_guardian(preexec: Callable[[], None] | None) -> subprocess.Popen[bytes] | None:
     """The process that kills the ranks' groups if this launcher dies (`loopstack.training._guardian`).
 
-    None where a rank does not die with the launcher either (not Linux): the guardian would only
-    half-close the gap there.
+    None where a rank does not die with the launcher either (no `preexec`, not Linux): the guardian
+    would only half-close the gap there.
     """
-    if _die_with_launcher() is None:
+    if preexec is None:
         return None
     from loopstack.training import _guardian
 
@@ -169,14 +169,15 @@ def run_processes(
     its write takes, instead of being killed `grace_seconds` later.
     """
     port = free_port()
-    guardian = _start_guardian()
+    preexec = _die_with_launcher()
+    guardian = _start_guardian(preexec)
     # Each rank leads a process group of its own, so a signal reaches what it started (a helper, a
     # data-loading worker) too; the terminal's Ctrl-C then reaches the launcher only, which forwards it.
     procs: list[subprocess.Popen[bytes]] = []
     try:
         for r in range(nproc):
             procs.append(subprocess.Popen([sys.executable, script, *args], env=_environment(r, nproc, port),
-                                          process_group=0, preexec_fn=_die_with_launcher()))
+                                          process_group=0, preexec_fn=preexec))
             _tell_guardian(guardian, f"{procs[-1].pid}\n")
     except BaseException:  # a rank could not start: the guardian stops the ones that did, as after a crash
         _stop_guardian(guardian)
