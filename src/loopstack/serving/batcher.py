@@ -13,10 +13,11 @@ answering requests meanwhile. A fast one runs on the event loop itself: most
 of a small model's predict is Python (scikit-learn's checks, a NumPy call per
 step of a tree walk), which holds the GIL, so the loop could not run beside it
 anyway, while each hand-off to the thread and back costs GIL switches and a
-loop wake-up. On the 2-core dev VM that moved a bare batching server from 27k
-to 34k requests/s. "Fast" is ``ModelSpec.inline_ms``: the last predict's time,
-scaled up to the new batch's rows, must stay within it (`Batcher._inline`); a
-model's first predict, and any expected to take longer, go to the thread.
+loop wake-up. In `bench/serving.py` that raised the requests per second at
+64 concurrent clients by 17 % (bench/RESULTS.md, session 11). "Fast" is
+``ModelSpec.inline_ms``: the last predict's time, scaled up to the new batch's
+rows, must stay within it (`Batcher._inline`); a model's first predict, and any
+expected to take longer, go to the thread.
 
 Each request names a callback (`Batcher.enqueue`) called once, on the event
 loop, with its outputs or its error: the HTTP protocol's hot path answers from
@@ -347,7 +348,8 @@ class Batcher:
                            "the thread", self.spec.name, exc_info=True)
             return outputs
         finally:
-            if self._reaper is not None:
+            # the reaper is set for the oldest unanswered request: before it is due, no deadline has passed
+            if self._reaper is not None and self._reaper.when() <= asyncio.get_running_loop().time():
                 self._reaper.cancel()
                 self._reap()
 
