@@ -355,14 +355,19 @@ def drift_during_run(raised: list[int]) -> Hook:
     return Hook(lambda ctx: raised.append(ctx.project.events.emit("drift.detected", "txns")) or {}, name="canary")
 
 
-def test_a_signal_raised_during_a_run_starts_no_run_after_it_even_past_the_cooldown(project: Project) -> None:
-    """The cooldown counts from a run's start: a drift raised during a long canary started a second retrain on the
-    evidence the first was already answering, as soon as the run had outlasted the cooldown."""
+def retrain_loop(project: Project, **options: Any) -> tuple[Loop, list[Any], list[int]]:
+    """A loop retraining on drift whose runs raise a drift signal; the signals each run saw, and those raised."""
     calls: list[Any] = []
     raised: list[int] = []
     policy = Policy("retrain", when=[drift_detected("txns")], then=[record(calls), drift_during_run(raised)],
-                    cooldown_s=60)
-    loop = Loop(project, [policy])
+                    **options)
+    return Loop(project, [policy]), calls, raised
+
+
+def test_a_signal_raised_during_a_run_starts_no_run_after_it_even_past_the_cooldown(project: Project) -> None:
+    """The cooldown counts from a run's start: a drift raised during a long canary started a second retrain on the
+    evidence the first was already answering, as soon as the run had outlasted the cooldown."""
+    loop, calls, raised = retrain_loop(project, cooldown_s=60)
     day = 1_000_000_000.0
     loop.start(now=day)
     first = project.events.emit("drift.detected", "txns")
@@ -382,11 +387,7 @@ def test_a_signal_raised_during_a_run_starts_no_run_after_it_even_past_the_coold
 def test_of_two_signals_in_one_poll_only_the_one_after_the_run_starts_one(
     sqlite_project: Project, coalesce: bool
 ) -> None:
-    calls: list[Any] = []
-    raised: list[int] = []
-    policy = Policy("retrain", when=[drift_detected("txns")], then=[record(calls), drift_during_run(raised)],
-                    coalesce=coalesce)
-    loop = Loop(sqlite_project, [policy])
+    loop, _, raised = retrain_loop(sqlite_project, coalesce=coalesce)
     loop.start()
     sqlite_project.events.emit("drift.detected", "txns")
     loop.tick()
@@ -435,11 +436,7 @@ def test_a_signal_during_a_run_is_still_suppressed_after_a_restart_mid_run(proje
 
 def test_a_policy_can_act_on_signals_raised_during_its_runs(sqlite_project: Project) -> None:
     """New rows materialized during a training run are evidence that run never saw: such a policy opts out."""
-    calls: list[Any] = []
-    raised: list[int] = []
-    policy = Policy("retrain", when=[drift_detected("txns")], then=[record(calls), drift_during_run(raised)],
-                    ignore_signals_during_run=False)
-    loop = Loop(sqlite_project, [policy])
+    loop, calls, raised = retrain_loop(sqlite_project, ignore_signals_during_run=False)
     loop.start()
     sqlite_project.events.emit("drift.detected", "txns")
     loop.tick()
